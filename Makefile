@@ -1,0 +1,50 @@
+# Two commands do everything on a fresh Debian machine (as root):
+#   make demo   - a throwaway Apache on a loopback port, the exporter run against it
+#   make test   - install what the tests need and run the whole suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Debian's python3 (not a pyenv build under /root): other users (www-data,
+# collectd's Exec user) must be able to run the environment too.
+SYSTEM_PYTHON ?= /usr/bin/python3
+APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip curl
+PYTEST_ARGS ?=
+
+.PHONY: demo test deps venv lint unit integration clean
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages: $$missing (run as root, or install them)"; exit 1; fi; \
+	  echo "installing Debian packages: $$missing"; \
+	  planted=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; planted=1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); rc=$$?; \
+	  [ -n "$$planted" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml | deps
+	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check apache_metrics_exporter tests scripts
+
+test: venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration: venv
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

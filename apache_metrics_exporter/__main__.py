@@ -1,0 +1,5 @@
+"""``python -m apache_metrics_exporter`` runs the collector."""
+
+from apache_metrics_exporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Every metric this tool reports, defined once: name, kind, unit, value type, help.
+
+Writers map these canonical names to their ecosystem's names (the tab file's
+apache-manager keys, Telegraf's field names, collectd's types) and never make up
+metrics of their own. The parser fills server metrics by ``auto_key`` (the key on
+mod_status's ``?auto`` page); the collector fills the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional, Tuple
+
+GAUGE = "gauge"
+COUNTER = "counter"
+
+
+class Metric(NamedTuple):
+    """One metric: what it is and how each writer names it."""
+
+    name: str                     # canonical snake_case name
+    kind: str                     # GAUGE or COUNTER
+    unit: str                     # "requests", "bytes", "seconds", "ratio", ...
+    type: type                    # int or float: fixed once, writers keep it
+    help: str
+    auto_key: Optional[str] = None  # key on the ?auto page, if read from there
+    tab_key: Optional[str] = None   # key in apache-manager's original sections
+    tab_scale: int = 1              # factor the original applied (kB -> bytes)
+    labels: Tuple[str, ...] = ()    # label names a sample carries
+
+
+def _m(*args, **kw) -> Metric:
+    return Metric(*args, **kw)
+
+
+# Server figures from the ?auto page. Order is the page's order (2.4.x).
+SERVER_METRICS: Tuple[Metric, ...] = (
+    _m("parent_server_config_generation", GAUGE, "generation", int,
+       "Configuration generation of the parent (grows on every graceful restart).",
+       auto_key="ParentServerConfigGeneration"),
+    _m("parent_server_mpm_generation", GAUGE, "generation", int,
+       "MPM generation of the parent.", auto_key="ParentServerMPMGeneration"),
+    _m("server_uptime_seconds", GAUGE, "seconds", int,
+       "Seconds since the server (re)started.", auto_key="ServerUptimeSeconds"),
+    _m("load1", GAUGE, "load", float, "System load average over 1 minute.", auto_key="Load1"),
+    _m("load5", GAUGE, "load", float, "System load average over 5 minutes.", auto_key="Load5"),
+    _m("load15", GAUGE, "load", float, "System load average over 15 minutes.", auto_key="Load15"),
+    _m("total_accesses", COUNTER, "requests", int,
+       "Requests served since the last restart (ExtendedStatus).",
+       auto_key="Total Accesses", tab_key="total-accesses"),
+    _m("total_kbytes", COUNTER, "kilobytes", int,
+       "Kilobytes sent since the last restart (ExtendedStatus).",
+       auto_key="Total kBytes", tab_key="total-traffic", tab_scale=1024),
+    _m("total_duration_ms", COUNTER, "milliseconds", int,
+       "Milliseconds spent serving requests since the last restart (2.4.35+).",
+       auto_key="Total Duration"),
+    _m("cpu_user_seconds", COUNTER, "seconds", float, "User CPU time of the server.",
+       auto_key="CPUUser"),
+    _m("cpu_system_seconds", COUNTER, "seconds", float, "System CPU time of the server.",
+       auto_key="CPUSystem"),
+    _m("cpu_children_user_seconds", COUNTER, "seconds", float,
+       "User CPU time of terminated children.", auto_key="CPUChildrenUser"),
+    _m("cpu_children_system_seconds", COUNTER, "seconds", float,
+       "System CPU time of terminated children.", auto_key="CPUChildrenSystem"),
+    _m("cpu_load", GAUGE, "percent", float,
+       "CPU use in percent, averaged since the last restart.",
+       auto_key="CPULoad", tab_key="cpu-load"),
+    _m("uptime", GAUGE, "seconds", int, "Seconds since the last restart.",
+       auto_key="Uptime", tab_key="uptime"),
+    _m("requests_per_second", GAUGE, "requests/second", float,
+       "Requests per second, averaged since the last restart.",
+       auto_key="ReqPerSec", tab_key="requests-per-second"),
+    _m("bytes_per_second", GAUGE, "bytes/second", float,
+       "Bytes per second, averaged since the last restart.",
+       auto_key="BytesPerSec", tab_key="bytes-per-second"),
+    _m("bytes_per_request", GAUGE, "bytes", float,
+       "Bytes per request, averaged since the last restart.",
+       auto_key="BytesPerReq", tab_key="bytes-per-request"),
+    _m("duration_per_request_ms", GAUGE, "milliseconds", float,
+       "Milliseconds per request, averaged since the last restart (2.4.35+).",
+       auto_key="DurationPerReq"),
+    _m("busy_workers", GAUGE, "workers", int, "Workers serving a request.",
+       auto_key="BusyWorkers", tab_key="busy-workers"),
+    _m("graceful_workers", GAUGE, "workers", int,
+       "Workers finishing gracefully (2.4.58+).", auto_key="GracefulWorkers"),
+    _m("idle_workers", GAUGE, "workers", int, "Idle workers.",
+       auto_key="IdleWorkers", tab_key="idle-workers"),
+    _m("processes", GAUGE, "processes", int, "Child processes (event MPM).",
+       auto_key="Processes"),
+    _m("stopping_processes", GAUGE, "processes", int,
+       "Child processes that are stopping (event MPM).", auto_key="Stopping"),
+    _m("conns_total", GAUGE, "connections", int, "Open connections (event MPM).",
+       auto_key="ConnsTotal"),
+    _m("conns_async_wait_io", GAUGE, "connections", int,
+       "Async connections waiting for I/O (event MPM, 2.4.63+).", auto_key="ConnsAsyncWaitIO"),
+    _m("conns_async_writing", GAUGE, "connections", int,
+       "Async connections writing (event MPM).", auto_key="ConnsAsyncWriting"),
+    _m("conns_async_keep_alive", GAUGE, "connections", int,
+       "Async connections in keep-alive (event MPM).", auto_key="ConnsAsyncKeepAlive"),
+    _m("conns_async_closing", GAUGE, "connections", int,
+       "Async connections closing (event MPM).", auto_key="ConnsAsyncClosing"),
+    # mod_ssl session cache (TLSSessionCacheStatus block).
+    _m("tls_cache_shared_memory_bytes", GAUGE, "bytes", int,
+       "Shared memory of the TLS session cache.", auto_key="CacheSharedMemory"),
+    _m("tls_cache_current_entries", GAUGE, "entries", int,
+       "Entries in the TLS session cache.", auto_key="CacheCurrentEntries"),
+    _m("tls_cache_subcaches", GAUGE, "subcaches", int,
+       "Subcaches of the TLS session cache.", auto_key="CacheSubcaches"),
+    _m("tls_cache_indexes_per_subcache", GAUGE, "indexes", int,
+       "Indexes per subcache of the TLS session cache.", auto_key="CacheIndexesPerSubcaches"),
+    _m("tls_cache_time_left_oldest_avg_seconds", GAUGE, "seconds", int,
+       "Average time left of the oldest TLS sessions.", auto_key="CacheTimeLeftOldestAvg"),
+    _m("tls_cache_time_left_oldest_min_seconds", GAUGE, "seconds", int,
+       "Minimum time left of the oldest TLS sessions.", auto_key="CacheTimeLeftOldestMin"),
+    _m("tls_cache_time_left_oldest_max_seconds", GAUGE, "seconds", int,
+       "Maximum time left of the oldest TLS sessions.", auto_key="CacheTimeLeftOldestMax"),
+    _m("tls_cache_index_usage_percent", GAUGE, "percent", int,
+       "Index usage of the TLS session cache.", auto_key="CacheIndexUsage"),
+    _m("tls_cache_usage_percent", GAUGE, "percent", int,
+       "Usage of the TLS session cache.", auto_key="CacheUsage"),
+    _m("tls_cache_store_count", COUNTER, "operations", int, "TLS session cache stores.",
+       auto_key="CacheStoreCount"),
+    _m("tls_cache_replace_count", COUNTER, "operations", int, "TLS session cache replaces.",
+       auto_key="CacheReplaceCount"),
+    _m("tls_cache_expire_count", COUNTER, "operations", int, "TLS session cache expiries.",
+       auto_key="CacheExpireCount"),
+    _m("tls_cache_discard_count", COUNTER, "operations", int, "TLS session cache discards.",
+       auto_key="CacheDiscardCount"),
+    _m("tls_cache_retrieve_hit_count", COUNTER, "operations", int,
+       "TLS session cache retrieve hits.", auto_key="CacheRetrieveHitCount"),
+    _m("tls_cache_retrieve_miss_count", COUNTER, "operations", int,
+       "TLS session cache retrieve misses.", auto_key="CacheRetrieveMissCount"),
+    _m("tls_cache_remove_hit_count", COUNTER, "operations", int,
+       "TLS session cache remove hits.", auto_key="CacheRemoveHitCount"),
+    _m("tls_cache_remove_miss_count", COUNTER, "operations", int,
+       "TLS session cache remove misses.", auto_key="CacheRemoveMissCount"),
+)
+
+# ?auto keys that carry text, kept as snapshot info (not samples).
+INFO_KEYS = (
+    "ServerVersion", "ServerMPM", "Server Built", "CurrentTime", "RestartTime",
+    "ServerUptime", "CacheType", "TLSSessionCacheStatus",
+)
+
+# mod_proxy_balancer members (ProxyStatus On): ProxyBalancer[i]Worker[j]<Field>.
+PROXY_METRICS: Tuple[Metric, ...] = (
+    _m("proxy_worker_elected", COUNTER, "requests", int,
+       "Times a balancer member was chosen.", auto_key="Elected", labels=("balancer", "worker")),
+    _m("proxy_worker_busy", GAUGE, "requests", int,
+       "Requests a balancer member is serving.", auto_key="Busy", labels=("balancer", "worker")),
+    _m("proxy_worker_sent_kbytes", COUNTER, "kilobytes", int,
+       "Kilobytes sent to a balancer member.", auto_key="Sent", labels=("balancer", "worker")),
+    _m("proxy_worker_received_kbytes", COUNTER, "kilobytes", int,
+       "Kilobytes received from a balancer member.", auto_key="Rcvd",
+       labels=("balancer", "worker")),
+)
+
+# Scoreboard characters: state name (Telegraf scboard_<name>, collectd instance).
+SCOREBOARD_STATES: Tuple[Tuple[str, str], ...] = (
+    ("_", "waiting"), ("S", "starting"), ("R", "reading"), ("W", "sending"),
+    ("K", "keepalive"), ("D", "dnslookup"), ("C", "closing"), ("L", "logging"),
+    ("G", "finishing"), ("I", "idle_cleanup"), (".", "open"),
+)
+
+SCOREBOARD_METRICS: Tuple[Metric, ...] = (
+    _m("scoreboard", GAUGE, "slots", int,
+       "Scoreboard slots in each state.", labels=("state",)),
+    _m("scoreboard_slots", GAUGE, "slots", int,
+       "Scoreboard slots in all (about MaxRequestWorkers)."),
+    _m("utilisation", GAUGE, "ratio", float,
+       "Busy workers divided by scoreboard slots (0..1)."),
+)
+
+# Figures from the HTML worker table and the event MPM's process table.
+WORKER_METRICS: Tuple[Metric, ...] = (
+    _m("workers_hanging", GAUGE, "workers", int,
+       "Active workers whose request started at least --hanging-threshold ago.",
+       tab_key="workers-hanging"),
+    _m("native_worker_count", GAUGE, "workers", int,
+       "Rows of the worker table that are not open slots (apache-manager's definition).",
+       tab_key="native-worker-count"),
+    _m("foreign_worker_count", GAUGE, "processes", int,
+       "Children of the Apache parent whose PID is not in the worker table "
+       "(mod_wsgi daemons and other helpers).", tab_key="foreign-worker-count"),
+    _m("active_requests", GAUGE, "requests", int,
+       "Worker table rows serving a request right now."),
+    _m("longest_request_seconds", GAUGE, "seconds", int,
+       "Seconds since the oldest request still being served began."),
+    _m("event_processes_not_accepting", GAUGE, "processes", int,
+       "Event MPM processes that accept no new connections (full)."),
+)
+
+# Processes seen by the psutil scan, per group ("native" or a mod_wsgi group).
+PROCESS_METRICS: Tuple[Metric, ...] = (
+    _m("memory_count", GAUGE, "processes", int, "Processes in the group.",
+       labels=("group",)),
+    _m("memory_min_bytes", GAUGE, "bytes", int, "Smallest memory use in the group.",
+       labels=("group",)),
+    _m("memory_max_bytes", GAUGE, "bytes", int, "Largest memory use in the group.",
+       labels=("group",)),
+    _m("memory_average_bytes", GAUGE, "bytes", float, "Mean memory use in the group.",
+       labels=("group",)),
+    _m("memory_median_bytes", GAUGE, "bytes", float,
+       "Median memory use in the group (even count: mean of the two middle values).",
+       labels=("group",)),
+    _m("wsgi_group_name_truncated", GAUGE, "boolean", int,
+       "1 when a mod_wsgi group's name was cut by the process title.", labels=("group",)),
+)
+
+# Kills by the reaper as the original reported them (last run's counts).
+REAPER_METRICS: Tuple[Metric, ...] = (
+    _m("workers_killed_active", GAUGE, "processes", int,
+       "Active workers killed by the reaper's last run.", tab_key="workers-killed-active"),
+    _m("workers_killed_idle", GAUGE, "processes", int,
+       "Idle workers killed by the reaper's last run.", tab_key="workers-killed-idle"),
+)
+
+# The collection itself.
+HEALTH_METRICS: Tuple[Metric, ...] = (
+    _m("up", GAUGE, "boolean", int, "1 when the status page was read, else 0."),
+    _m("collection_duration_seconds", GAUGE, "seconds", float,
+       "Wall time of this collection."),
+)
+
+ALL_METRICS: Tuple[Metric, ...] = (
+    SERVER_METRICS + PROXY_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
+    + PROCESS_METRICS + REAPER_METRICS + HEALTH_METRICS
+)
+
+BY_NAME: Dict[str, Metric] = {m.name: m for m in ALL_METRICS}
+BY_AUTO_KEY: Dict[str, Metric] = {m.auto_key: m for m in SERVER_METRICS}
+PROXY_BY_FIELD: Dict[str, Metric] = {m.auto_key: m for m in PROXY_METRICS}
+STATE_BY_CHAR: Dict[str, str] = dict(SCOREBOARD_STATES)
+
+MEMORY_STATS = ("count", "min", "max", "average", "median")
+MEMORY_METRIC = {
+    "count": "memory_count", "min": "memory_min_bytes", "max": "memory_max_bytes",
+    "average": "memory_average_bytes", "median": "memory_median_bytes",
+}
+NATIVE_GROUP = "native"

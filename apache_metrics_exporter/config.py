@@ -1,0 +1,180 @@
+"""Options shared by the commands: command line, config file, environment.
+
+Precedence: command line, then environment (``APACHE_METRICS_<OPTION>``), then
+config files (``/etc/apache-metrics-exporter.conf``,
+``~/.config/apache-metrics-exporter.conf``, ``--config PATH``), then defaults.
+Everything is validated here, before anything is fetched; a problem is a
+UsageError naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Sequence
+
+import configargparse
+
+from apache_metrics_exporter import __version__
+from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.http import Target, check_url, parse_header
+from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
+from apache_metrics_exporter.units import parse_size, parse_timespan
+
+CONFIG_FILES = ["/etc/apache-metrics-exporter.conf", "~/.config/apache-metrics-exporter.conf"]
+ENV_PREFIX = "APACHE_METRICS_"
+PASSWORD_ENV = ENV_PREFIX + "PASSWORD"
+
+
+def _timespan(text: str) -> float:
+    try:
+        value = parse_timespan(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _timespan(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
+    return value
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a default only where there is a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and default not in (None, False, [], 0)
+                and action.option_strings and default is not argparse.SUPPRESS
+                and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
+def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:
+    """A parser with the options every command shares (target, processes, logging)."""
+    p = configargparse.ArgParser(
+        prog=prog, description=description, epilog=epilog,
+        default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
+        formatter_class=_Formatter, allow_abbrev=False,
+        args_for_setting_config_path=["-c", "--config"],
+        config_arg_help_message="config file (key = value lines, keys are option names "
+                                "without '--')",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="say more on stderr (twice for debug)")
+    p.add_argument("-q", "--quiet", action="count", default=0,
+                   help="say less on stderr: errors only (twice: nothing)")
+    t = p.add_argument_group("target (where the status page is)")
+    t.add_argument("--url", action="append", metavar="URL",
+                   help="mod_status page, e.g. http://127.0.0.1/server-status (?auto is "
+                        "derived from it); repeat for several Apache instances; default: "
+                        "from the Listen directives of --ports-config")
+    t.add_argument("--ports-config", metavar="PATH",
+                   help="Apache config with Listen directives, used when no --url is given "
+                        "(default: /etc/apache2/ports.conf, else /etc/httpd/conf/httpd.conf)")
+    t.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="TIMESPAN",
+                   help="give up on an HTTP request after this long (e.g. 5, 2.5s)")
+    t.add_argument("--max-response-size", type=_size, default=16 * 1024 * 1024, metavar="SIZE",
+                   help="refuse answers larger than this (e.g. 16M)")
+    t.add_argument("--user", metavar="NAME", help="HTTP basic auth user")
+    t.add_argument("--password-file", metavar="PATH",
+                   help="file whose first line is the HTTP password (also: 'password' in "
+                        f"the config file, or {PASSWORD_ENV}; never on the command line)")
+    t.add_argument("--password", help=argparse.SUPPRESS)
+    t.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                   help="extra request header, e.g. 'Host: www.example.org'; repeatable")
+    t.add_argument("--ca-file", metavar="PATH", help="CA bundle to verify https status pages")
+    t.add_argument("--client-cert", metavar="PATH", help="TLS client certificate (PEM)")
+    t.add_argument("--client-key", metavar="PATH",
+                   help="key of --client-cert, if not in the same file")
+    t.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's TLS certificate")
+    g = p.add_argument_group("processes")
+    g.add_argument("--pid-file", metavar="PATH",
+                   help="Apache's PID file (default: find the parent from the worker "
+                        "table, the listening port or the executable name)")
+    g.add_argument("--apache-exe", default=",".join(DEFAULT_EXE_NAMES), metavar="NAMES",
+                   help="comma-separated process names of Apache")
+    g.add_argument("--memory", choices=MEMORY_KINDS, default="rss",
+                   help="memory figure per process: rss, or pss/uss (fairer for forked "
+                        "workers; need root or Apache's user, else RSS is used)")
+    return p
+
+
+def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse and validate; argparse errors exit 2, ours raise UsageError."""
+    argv = list(argv) if argv is not None else None
+    cli = argv if argv is not None else sys.argv[1:]
+    if any(a == "--password" or a.startswith("--password=") for a in cli):
+        raise UsageError("--password on the command line is visible to every user in ps; "
+                         f"use --password-file, 'password = ...' in the config file or "
+                         f"{PASSWORD_ENV}")
+    try:
+        args = parser.parse_args(argv)
+    except OSError as exc:  # an unreadable config file
+        raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
+    return args
+
+
+def read_secret(path: str, option: str) -> str:
+    """First line of a secret file, for --password-file and friends."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            line = fh.readline()
+    except OSError as exc:
+        raise UsageError(f"cannot read {option} {path}: {exc.strerror}") from None
+    return line.rstrip("\r\n")
+
+
+def _readable(path: Optional[str], option: str) -> None:
+    if path and not os.access(path, os.R_OK):
+        reason = "does not exist" if not os.path.exists(path) else "is not readable"
+        raise UsageError(f"{option} {path} {reason}")
+
+
+def targets(args: argparse.Namespace) -> List[Target]:
+    """Targets from the options (or the Listen directives), validated."""
+    from apache_metrics_exporter.discovery import discover_urls
+
+    urls = args.url or discover_urls(args.ports_config)
+    for path, option in ((args.ca_file, "--ca-file"), (args.client_cert, "--client-cert"),
+                         (args.client_key, "--client-key"), (args.pid_file, None)):
+        if option:
+            _readable(path, option)
+    if args.client_key and not args.client_cert:
+        raise UsageError("--client-key needs --client-cert")
+    password = args.password
+    if args.password_file:
+        password = read_secret(args.password_file, "--password-file")
+    if password is not None and args.user is None:
+        raise UsageError("a password was given but no --user")
+    headers = tuple(parse_header(h) for h in args.header)
+    return [Target(url=check_url(u), timeout=args.timeout, max_bytes=args.max_response_size,
+                   user=args.user, password=password, headers=headers,
+                   ca_file=args.ca_file, client_cert=args.client_cert,
+                   client_key=args.client_key, insecure=args.insecure)
+            for u in urls]
+
+
+def exe_names(args: argparse.Namespace) -> tuple:
+    """Apache's process names from --apache-exe."""
+    names = tuple(n.strip() for n in args.apache_exe.split(",") if n.strip())
+    if not names:
+        raise UsageError("--apache-exe: give at least one process name, e.g. apache2,httpd")
+    return names

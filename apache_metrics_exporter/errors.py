@@ -1,0 +1,17 @@
+"""Exceptions that map to the documented exit statuses and one-line messages."""
+
+
+class ExporterError(Exception):
+    """Base class: the message is shown to the user as one line, no traceback."""
+
+
+class UsageError(ExporterError):
+    """Bad options or configuration (exit status 2), found before any fetch."""
+
+
+class FetchError(ExporterError):
+    """The status page could not be read; the run goes on and reports up=0."""
+
+
+class OutputError(ExporterError):
+    """The output could not be written (exit status 1)."""

@@ -1,0 +1,241 @@
+"""The Apache process tree: parent, native workers, mod_wsgi daemon groups, memory.
+
+Scanned once per snapshot with psutil. Memory is RSS by default; PSS and USS
+(``/proc/PID/smaps_rollup``) are fairer for forked workers but need the rights
+to read other users' processes: without them the scan falls back to RSS for all
+processes and says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set
+
+import psutil
+
+from apache_metrics_exporter.catalogue import NATIVE_GROUP
+
+log = logging.getLogger("apache_metrics_exporter")
+
+WSGI_PREFIX = "(wsgi:"
+DEFAULT_EXE_NAMES = ("apache2", "httpd")
+MEMORY_KINDS = ("rss", "pss", "uss")
+
+_warned: Set[str] = set()  # warnings said once per process lifetime (loop modes)
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log a warning the first time only; long-running modes would repeat it."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+class ProcInfo(NamedTuple):
+    """One Apache child as scanned: identity (for safe signalling) and memory."""
+
+    pid: int
+    create_time: float
+    group: str          # "native" or the mod_wsgi group name
+    memory: int         # bytes, of the snapshot's memory kind
+    title: str          # cmdline()[0], e.g. "(wsgi:example)"
+
+
+class ProcessScan(NamedTuple):
+    """What one scan found."""
+
+    parent_pid: Optional[int]
+    parent_create_time: Optional[float]
+    children: List[ProcInfo]
+    truncated: Set[str]   # mod_wsgi groups whose names the title cut
+    memory_kind: str
+
+    def groups(self) -> Dict[str, List[int]]:
+        """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
+        out: Dict[str, List[int]] = {NATIVE_GROUP: []}
+        for name in sorted({c.group for c in self.children} - {NATIVE_GROUP}):
+            out[name] = []
+        for c in self.children:
+            out[c.group].append(c.memory)
+        return out
+
+
+EMPTY_SCAN = ProcessScan(None, None, [], set(), "rss")
+
+
+class MemoryStats(NamedTuple):
+    """apache-manager's per-group statistics; an empty group is all zeros."""
+
+    count: int
+    min: int
+    max: int
+    average: float
+    median: float
+
+
+def memory_stats(values: Sequence[int]) -> MemoryStats:
+    """Count, min, max, mean and median (even count: mean of the two middle values)."""
+    n = len(values)
+    if n == 0:
+        return MemoryStats(0, 0, 0, 0, 0)
+    s = sorted(values)
+    mid = n // 2
+    median = s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+    return MemoryStats(n, s[0], s[-1], sum(s) / float(n), median)
+
+
+def wsgi_group(title: str, room: int) -> Optional[tuple]:
+    """``(name, truncated)`` for a mod_wsgi daemon title, None for other processes.
+
+    mod_wsgi writes ``(wsgi:NAME)`` over argv[0] and cuts it to argv[0]'s
+    original length (``room``). A missing ``)`` means the title was cut; the
+    name may then be incomplete.
+    """
+    title = title.rstrip(" \x00")
+    if not title.startswith(WSGI_PREFIX):
+        return None
+    name = title[len(WSGI_PREFIX):]
+    if name.endswith(")"):
+        return name[:-1], False
+    return name, len(title) >= room or room == 0
+
+
+def _read_pid_file(path: str) -> Optional[int]:
+    try:
+        with open(path) as fh:
+            text = fh.read(64).strip()
+    except OSError as exc:
+        warn_once(f"pidfile:{path}", f"cannot read --pid-file {path}: {exc.strerror}; "
+                  "looking for the Apache parent another way")
+        return None
+    if not text.isdigit():
+        warn_once(f"pidfile:{path}", f"--pid-file {path} holds no PID; "
+                  "looking for the Apache parent another way")
+        return None
+    return int(text)
+
+
+def _is_apache(pid: int, exe_names: Iterable[str]) -> bool:
+    try:
+        return psutil.Process(pid).name() in exe_names
+    except psutil.Error:
+        return False
+
+
+def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
+    """Walk up from an Apache process to the topmost Apache ancestor."""
+    try:
+        proc = psutil.Process(pid)
+        while True:
+            parent = proc.parent()
+            if parent is None or parent.pid <= 1 or parent.name() not in exe_names:
+                return proc.pid if proc.name() in exe_names else None
+            proc = parent
+    except psutil.Error:
+        return None
+
+
+def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
+                worker_pids: Iterable[int] = (), port: Optional[int] = None) -> Optional[int]:
+    """The Apache parent PID: from the PID file, the worker table, the listening
+    port, or a unique process of that executable name (in this order)."""
+    if pid_file:
+        pid = _read_pid_file(pid_file)
+        if pid is not None:
+            if _is_apache(pid, exe_names):
+                return pid
+            warn_once(f"pidfile-stale:{pid_file}",
+                      f"--pid-file {pid_file} names PID {pid}, which is not a running "
+                      f"{'/'.join(exe_names)} process")
+    parents: Counter = Counter()
+    for pid in set(worker_pids):
+        try:
+            parents[psutil.Process(pid).ppid()] += 1
+        except psutil.Error:
+            continue
+    for ppid, _n in parents.most_common():
+        if ppid > 1 and _is_apache(ppid, exe_names):
+            return ppid
+    if port:
+        try:
+            conns = psutil.net_connections("tcp")
+        except (psutil.Error, OSError):
+            conns = []
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                top = _top_apache(c.pid, exe_names)
+                if top:
+                    return top
+    candidates = []
+    for proc in psutil.process_iter(["pid", "ppid", "name"]):
+        if proc.info["name"] in exe_names:
+            ppid = proc.info["ppid"]
+            if ppid <= 1 or not _is_apache(ppid, exe_names):
+                candidates.append(proc.info["pid"])
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        # Said at info level: when the page is down this is a side note to the
+        # one line that matters (why the page could not be read).
+        log.info("found %d Apache parent processes (%s) and cannot tell which one "
+                 "serves this URL; give --pid-file to pick one",
+                 len(candidates), ", ".join(map(str, sorted(candidates))))
+    return None
+
+
+def _memory(proc: psutil.Process, kind: str) -> int:
+    if kind == "rss":
+        return proc.memory_info().rss
+    return getattr(proc.memory_full_info(), kind)
+
+
+def scan(parent_pid: Optional[int], exe_names: Sequence[str],
+         memory_kind: str = "rss") -> ProcessScan:
+    """Children of the parent with the same executable, grouped and measured."""
+    if parent_pid is None:
+        return EMPTY_SCAN._replace(memory_kind=memory_kind)
+    try:
+        parent = psutil.Process(parent_pid)
+        parent_ctime = parent.create_time()
+        room = len(parent.cmdline()[0]) if parent.cmdline() else 0
+        kids = parent.children()
+    except psutil.Error:
+        return EMPTY_SCAN._replace(memory_kind=memory_kind)
+    kind = memory_kind
+    found: List[tuple] = []
+    for proc in kids:
+        try:
+            with proc.oneshot():
+                if proc.name() not in exe_names:
+                    continue
+                cmd = proc.cmdline()
+                found.append((proc, cmd[0] if cmd else "", proc.create_time()))
+        except psutil.Error:
+            continue  # gone between listing and reading: not an error
+    children: List[ProcInfo] = []
+    truncated: Set[str] = set()
+    for proc, title, ctime in found:
+        info = wsgi_group(title, room)
+        group = NATIVE_GROUP if info is None else info[0]
+        if info is not None and info[1]:
+            truncated.add(group)
+        try:
+            mem = _memory(proc, kind)
+        except psutil.AccessDenied:
+            if kind == "rss":
+                continue
+            warn_once(f"memory:{kind}", f"--memory {kind} needs the right to read other "
+                      "users' /proc/PID/smaps_rollup (run as root or as Apache's user); "
+                      "reporting RSS instead")
+            return scan(parent_pid, exe_names, "rss")
+        except psutil.Error:
+            continue
+        children.append(ProcInfo(proc.pid, ctime, group, mem, title.rstrip(" \x00")))
+    for name in sorted(truncated):
+        warn_once(f"truncated:{name}",
+                  f"mod_wsgi daemon group name {name!r} is cut short by the process "
+                  f"title ({room} characters of room), the real name may be longer; "
+                  f"WSGIDaemonProcess names of at most {max(room - 7, 0)} characters "
+                  "are reported whole")
+    return ProcessScan(parent_pid, parent_ctime, children, truncated, kind)

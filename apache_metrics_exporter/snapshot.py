@@ -1,0 +1,169 @@
+"""One consistent snapshot per run and target: both pages once, processes once.
+
+``collect`` never raises for an unreachable or broken server: the snapshot then
+says ``up = 0`` with a one-line reason, and still carries whatever could be
+measured (the process scan). Writers turn the snapshot's samples into text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, Metric
+from apache_metrics_exporter.errors import FetchError
+from apache_metrics_exporter.http import Fetcher
+from apache_metrics_exporter.processes import (
+    EMPTY_SCAN, ProcessScan, find_parent, memory_stats, scan,
+)
+from apache_metrics_exporter.status import (
+    AutoPage, EventProcess, WorkerRow, count_scoreboard, parse_auto, parse_html,
+)
+
+
+class Options(NamedTuple):
+    """Collector settings that shape a snapshot (not how it is written)."""
+
+    hanging_threshold: float = 300.0
+    exe_names: Tuple[str, ...] = ("apache2", "httpd")
+    pid_file: Optional[str] = None
+    memory: str = "rss"
+    scan_processes: bool = True
+
+
+class Sample(NamedTuple):
+    """One value of one catalogue metric, with its labels."""
+
+    metric: Metric
+    value: float
+    labels: Tuple[Tuple[str, str], ...] = ()
+
+
+class Snapshot(NamedTuple):
+    """Everything one collection learned about one target."""
+
+    url: str
+    timestamp: float                  # epoch seconds at the start of collection
+    up: bool
+    error: Optional[str]              # why the page could not be read
+    warnings: List[str]               # degraded but up (ExtendedStatus off, ...)
+    auto: Optional[AutoPage]
+    workers: Optional[List[WorkerRow]]
+    event_processes: Optional[List[EventProcess]]
+    processes: ProcessScan
+    samples: List[Sample]
+
+    def value(self, name: str, **labels: str) -> Optional[float]:
+        """The value of a metric (with these labels), None if not measured."""
+        want = tuple(sorted(labels.items()))
+        for s in self.samples:
+            if s.metric.name == name and s.labels == want:
+                return s.value
+        return None
+
+
+def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
+    """Fetch, parse, scan and derive; never raises for a broken server."""
+    started = time.time()
+    t0 = time.perf_counter()
+    url = fetcher.target.url
+    error: Optional[str] = None
+    warnings: List[str] = []
+    auto: Optional[AutoPage] = None
+    workers: Optional[List[WorkerRow]] = None
+    event: Optional[List[EventProcess]] = None
+    try:
+        auto = parse_auto(fetcher.get(fetcher.target.auto_url).decode("latin-1"),
+                          source=fetcher.target.auto_url)
+        if auto.extended:
+            html = parse_html(fetcher.get(url), source=url)
+            workers, event = html.workers, html.event_processes
+            if workers is None:
+                warnings.append(f"{url} has no worker table; hanging workers and "
+                                "worker counts are not reported")
+        else:
+            warnings.append(f"ExtendedStatus is Off on {url}: no totals and no worker "
+                            "table; add 'ExtendedStatus On' to Apache's configuration")
+    except FetchError as exc:
+        error = str(exc)
+        auto = workers = event = None
+    processes = EMPTY_SCAN
+    if options.scan_processes:
+        parent = find_parent(
+            options.exe_names, options.pid_file,
+            worker_pids=[w.pid for w in workers or () if w.pid],
+            port=None if auto is not None else _port(fetcher),
+        )
+        processes = scan(parent, options.exe_names, options.memory)
+    samples = _samples(auto, workers, event, processes, options)
+    # A collector run kills nothing: as in apache-manager's --collect-metrics,
+    # these count the kills of this run.
+    samples.append(Sample(BY_NAME["workers_killed_active"], 0))
+    samples.append(Sample(BY_NAME["workers_killed_idle"], 0))
+    samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
+    samples.append(Sample(BY_NAME["collection_duration_seconds"],
+                          round(time.perf_counter() - t0, 6)))
+    return Snapshot(url, started, auto is not None, error, warnings, auto, workers,
+                    event, processes, samples)
+
+
+def _port(fetcher: Fetcher) -> Optional[int]:
+    # Looking up the listening socket is only worth it when Apache is local.
+    host = fetcher._host
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return fetcher._port
+    return None
+
+
+def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
+             event: Optional[Sequence[EventProcess]], processes: ProcessScan,
+             options: Options) -> List[Sample]:
+    out: List[Sample] = []
+    add = out.append
+    if auto is not None:
+        for name, value in auto.values.items():
+            add(Sample(BY_NAME[name], value))
+        for metric, labels, value in auto.proxy:
+            add(Sample(metric, value, tuple(sorted(labels.items()))))
+        board = count_scoreboard(auto.scoreboard)
+        scoreboard = BY_NAME["scoreboard"]
+        for state, n in board.items():
+            add(Sample(scoreboard, n, (("state", state),)))
+        slots = len(auto.scoreboard)
+        add(Sample(BY_NAME["scoreboard_slots"], slots))
+        busy = auto.values.get("busy_workers")
+        if busy is not None and slots:
+            add(Sample(BY_NAME["utilisation"], round(busy / slots, 6)))
+    if workers is not None:
+        live = [w for w in workers if w.mode != "."]
+        active = [w for w in live if w.is_active]
+        add(Sample(BY_NAME["workers_hanging"], sum(
+            1 for w in active if w.ss is not None and w.ss >= options.hanging_threshold)))
+        add(Sample(BY_NAME["native_worker_count"], len(live)))
+        add(Sample(BY_NAME["active_requests"], len(active)))
+        add(Sample(BY_NAME["longest_request_seconds"],
+                   max((w.ss for w in active if w.ss is not None), default=0)))
+        if processes.parent_pid is not None:
+            table_pids = {w.pid for w in live}
+            add(Sample(BY_NAME["foreign_worker_count"], sum(
+                1 for c in processes.children if c.pid not in table_pids)))
+    if event is not None:
+        add(Sample(BY_NAME["event_processes_not_accepting"],
+                   sum(1 for p in event if p.accepting is False)))
+    if processes.parent_pid is not None:
+        for group, values in processes.groups().items():
+            stats = memory_stats(values)
+            label = (("group", group),)
+            for stat in MEMORY_STATS:
+                add(Sample(BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label))
+        for group in sorted(processes.truncated):
+            add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
+    return out
+
+
+def samples_by_name(snapshot: Snapshot) -> Dict[str, List[Sample]]:
+    """Samples grouped by metric name, in catalogue order of first appearance."""
+    out: Dict[str, List[Sample]] = {}
+    for s in snapshot.samples:
+        out.setdefault(s.metric.name, []).append(s)
+    return out

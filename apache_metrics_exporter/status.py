@@ -1,0 +1,297 @@
+"""Parsers for mod_status pages: the ``?auto`` text page and the HTML tables.
+
+Works on every format from Apache 2.2 to 2.4.6x: bare lines, keys with spaces,
+values with colons, ``%``/``K`` suffixes, floats without a leading zero, the
+duplicate Busy/Idle lines of 2.4.35-2.4.57 (event MPM), and tables found by
+their headings, never by position.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from apache_metrics_exporter.catalogue import (
+    BY_AUTO_KEY, INFO_KEYS, PROXY_BY_FIELD, SCOREBOARD_STATES, Metric,
+)
+from apache_metrics_exporter.errors import FetchError
+
+_PROXY_KEY = re.compile(r"ProxyBalancer\[(\d+)\](?:Worker\[(\d+)\])?(\w+)$")
+IDLE_MODES = frozenset("_I.")  # apache-manager's definition of an idle worker
+
+
+class AutoPage(NamedTuple):
+    """What the ``?auto`` page says, already typed by the catalogue."""
+
+    values: Dict[str, float]                  # canonical metric name -> value
+    info: Dict[str, str]                      # text fields (ServerVersion, ...)
+    scoreboard: str
+    proxy: List[Tuple[Metric, Dict[str, str], int]]
+    extended: bool                            # ExtendedStatus was on
+
+
+def _number(text: str, kind: type):
+    """Parse ``.0119726``, ``0.e+79``, ``42%``, ``123K``; None for text or NaN/Inf."""
+    text = text.strip().rstrip("%Kk").strip()
+    if not text:
+        return None
+    if kind is int and text.isdigit():
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return int(value) if kind is int else value
+
+
+def parse_auto(text: str, source: str = "the status page") -> AutoPage:
+    """Parse the machine-readable page; raise FetchError if it is not one."""
+    values: Dict[str, float] = {}
+    info: Dict[str, str] = {}
+    scoreboard: Optional[str] = None
+    balancers: Dict[str, str] = {}
+    members: Dict[Tuple[str, str], Dict[str, str]] = {}
+    for n, raw in enumerate(text.splitlines()):
+        line = raw.strip()
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            if n == 0:
+                info["ServerName"] = line  # bare first line, 2.4.13+
+            elif line == "TLSSessionCacheStatus":
+                info[line] = "yes"
+            continue
+        key, value = key.strip(), value.strip()
+        metric = BY_AUTO_KEY.get(key)
+        if metric is not None:
+            # 2.4.35-2.4.57 (event) repeat BusyWorkers/IdleWorkers with counts
+            # from the process table; the first pair is the scoreboard's, which
+            # is what 2.4.58+ prints alone, so the first one wins.
+            if metric.name not in values:
+                number = _number(value, metric.type)
+                if number is not None:
+                    values[metric.name] = number
+        elif key == "Scoreboard":
+            scoreboard = value
+        elif key in INFO_KEYS:
+            info[key] = value
+        elif key.startswith("ProxyBalancer["):
+            m = _PROXY_KEY.match(key)
+            if m:
+                b, w, field = m.groups()
+                if w is None:
+                    if field == "Name":
+                        balancers[b] = value
+                else:
+                    members.setdefault((b, w), {})[field] = value
+    if scoreboard is None:
+        if values or info:
+            raise FetchError(f"{source} is incomplete: it has no Scoreboard line "
+                             "(truncated answer, or a proxy cut it short)")
+        raise FetchError(f"{source} is not an Apache mod_status page "
+                         "(no 'Scoreboard:' line); check --url")
+    proxy = []
+    for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
+        labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
+        for field, metric in PROXY_BY_FIELD.items():
+            if field in fields:
+                number = _number(fields[field], int)
+                if number is not None:
+                    proxy.append((metric, labels, number))
+    extended = "total_accesses" in values
+    return AutoPage(values, info, scoreboard, proxy, extended)
+
+
+def count_scoreboard(scoreboard: str) -> Dict[str, int]:
+    """Slots per state name (all 11 states, zero included)."""
+    return {name: scoreboard.count(char) for char, name in SCOREBOARD_STATES}
+
+
+# ---------------------------------------------------------------------------
+# HTML page
+
+
+class WorkerRow:
+    """One row of the worker table (one process on prefork, one thread otherwise).
+
+    Only PID, mode and SS are read up front (every row needs them); the other
+    cells are read from the parsed row when asked for, which keeps a 4096-row
+    table cheap. A row keeps its parsed page alive: drop snapshots after use.
+    """
+
+    __slots__ = ("pid", "mode", "ss", "_tr", "_cols")
+
+    def __init__(self, tr, cols: Dict[str, int]) -> None:
+        self._tr = tr
+        self._cols = cols
+        self.pid = _int_or_none(self.cell("pid"))
+        self.mode = self.cell("m")
+        self.ss = _int_or_none(self.cell("ss"))
+
+    def cell(self, heading: str) -> str:
+        """The stripped text under a (normalised) heading, '' if the column is absent."""
+        i = self._cols.get(heading)
+        return "" if i is None else _cell_text(self._tr[i]).strip()
+
+    @property
+    def srv(self) -> str:
+        return self.cell("srv")
+
+    @property
+    def cpu(self) -> Optional[float]:
+        return _float_or_none(self.cell("cpu"))
+
+    @property
+    def req(self) -> Optional[int]:
+        return _int_or_none(self.cell("req"))
+
+    @property
+    def dur(self) -> Optional[int]:
+        return _int_or_none(self.cell("dur"))
+
+    @property
+    def client(self) -> str:
+        return self.cell("client")
+
+    @property
+    def protocol(self) -> str:
+        return self.cell("protocol")
+
+    @property
+    def vhost(self) -> str:
+        return self.cell("vhost")
+
+    @property
+    def request(self) -> str:
+        """The request line; '' where mod_status shows ``NULL``."""
+        value = self.cell("request")
+        return "" if value == "NULL" else value
+
+    @property
+    def is_active(self) -> bool:
+        """Serving a request (apache-manager: not ``_``, ``I`` or ``.``)."""
+        return self.mode not in IDLE_MODES
+
+    def __repr__(self) -> str:
+        return (f"WorkerRow(pid={self.pid}, mode={self.mode!r}, ss={self.ss}, "
+                f"request={self.request!r})")
+
+
+class EventProcess(NamedTuple):
+    """One row of the event MPM's per-process table."""
+
+    slot: int
+    pid: Optional[int]
+    stopping: str
+    accepting: Optional[bool]
+    cells: Dict[str, str]
+
+
+class HtmlPage(NamedTuple):
+    """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
+
+    workers: Optional[List[WorkerRow]]
+    event_processes: Optional[List[EventProcess]]
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _float_or_none(text: Optional[str]) -> Optional[float]:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def _cell_text(el) -> str:
+    # Most cells are plain text; some wrap it in <b>. Callers strip.
+    if len(el):
+        return "".join(el.itertext())
+    return el.text or ""
+
+
+def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
+    """Find the worker table and the event process table by their headings."""
+    from lxml import etree  # only paid when the HTML page is parsed
+
+    parser = etree.HTMLParser(recover=True, no_network=True, remove_comments=True)
+    try:
+        root = etree.fromstring(data, parser)
+    except (etree.LxmlError, ValueError) as exc:
+        raise FetchError(f"{source} is not readable HTML: {exc}") from None
+    if root is None:
+        raise FetchError(f"{source} is empty")
+    workers: Optional[List[WorkerRow]] = None
+    event: Optional[List[EventProcess]] = None
+    for table in root.iter("table"):
+        rows = table.findall("tr")
+        if not rows:
+            continue
+        first = [_norm(_cell_text(th)) for th in rows[0].findall("th")]
+        if workers is None and "pid" in first and "m" in first and "ss" in first:
+            workers = _worker_rows(rows, first)
+        elif event is None and first[:3] == ["slot", "pid", "stopping"]:
+            event = _event_rows(rows)
+    if workers is None and event is None and b"Apache Status" not in data[:2048] \
+            and b"Server Version" not in data:
+        raise FetchError(f"{source} is not an Apache mod_status page; check --url")
+    return HtmlPage(workers, event)
+
+
+def _worker_rows(rows, headings: List[str]) -> List[WorkerRow]:
+    cols = {h: i for i, h in enumerate(headings)}
+    width = len(headings)
+    out = []
+    for tr in rows[1:]:
+        if len(tr) != width:
+            continue
+        out.append(WorkerRow(tr, cols))
+    return out
+
+
+def _event_rows(rows) -> List[EventProcess]:
+    # Two heading rows: rowspan=2 cells first, then groups split by colspan.
+    top = rows[0].findall("th")
+    sub = [_norm(_cell_text(th)) for th in rows[1].findall("th")] if len(rows) > 1 else []
+    names: List[str] = []
+    for th in top:
+        label = _norm(_cell_text(th))
+        span = int(th.get("colspan", "1") or 1)
+        if span == 1:
+            names.append(label)
+        else:
+            group = label.split()[0] if label else ""
+            names.extend(f"{group} {s}" for s in sub[:span])
+            sub = sub[span:]
+    out = []
+    for tr in rows[2:]:
+        cells = [_cell_text(td) for td in tr.findall("td")]
+        if not cells or not cells[0].isdigit():
+            continue  # the "Sum" row
+        named = dict(zip(names, cells))
+        accepting = named.get("connections accepting")
+        out.append(EventProcess(
+            slot=int(cells[0]), pid=_int_or_none(named.get("pid")),
+            stopping=named.get("stopping", ""),
+            accepting=None if accepting is None else accepting == "yes",
+            cells=named,
+        ))
+    return out

@@ -1,0 +1,56 @@
+"""Human-friendly sizes and timespans, as the original apache-manager accepted them."""
+
+from __future__ import annotations
+
+import re
+
+_TIMESPAN_UNITS = {
+    "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
+}
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
+    "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
+    "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
+    "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4,
+}
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+
+
+def parse_timespan(text: str) -> float:
+    """Seconds in ``90s``, ``5m``, ``1h30m``, ``2 hours`` or a bare number of seconds."""
+    text = str(text).strip()
+    pos, total, matched = 0, 0.0, False
+    while pos < len(text):
+        m = _NUMBER_UNIT.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"not a timespan: {text!r} (examples: 30s, 5m, 1h)")
+        unit = m.group(2).lower()
+        if unit not in _TIMESPAN_UNITS:
+            raise ValueError(f"unknown time unit {m.group(2)!r} in {text!r} (use ms, s, m, h, d or w)")
+        total += float(m.group(1)) * _TIMESPAN_UNITS[unit]
+        pos, matched = m.end(), True
+    if not matched:
+        raise ValueError("empty timespan (examples: 30s, 5m, 1h)")
+    return total
+
+
+def parse_size(text: str) -> int:
+    """Bytes in ``50M``, ``2G``, ``512K`` (binary units, as apache-manager used them)."""
+    m = _NUMBER_UNIT.fullmatch(str(text))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 512K, 50M, 2G; binary units)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def format_bytes(n: float) -> str:
+    """``512 MiB``-style rendering for log lines."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} TiB"  # pragma: no cover

@@ -1,0 +1,29 @@
+"""Output formats. Each writer module turns snapshots into text and exposes:
+
+- ``render(snapshots, settings) -> str``: the whole output of one batch;
+- ``MULTI_TARGET``: whether one output can hold several targets;
+- ``DESCRIPTION``: one line for --help.
+
+Modules are imported only when their format is chosen, so a format with heavy
+dependencies costs nothing to the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Dict
+
+# format name -> module (relative to this package)
+REGISTRY: Dict[str, str] = {
+    "tab": "tab",
+}
+
+DESCRIPTIONS: Dict[str, str] = {
+    "tab": "apache-manager's tab-delimited metrics file (default)",
+}
+
+
+def load(name: str) -> ModuleType:
+    """The writer module for a format name."""
+    return importlib.import_module(f"{__name__}.{REGISTRY[name]}")

@@ -1,0 +1,73 @@
+"""`make demo`: a throwaway Apache on a loopback port, some traffic, the exporter.
+
+Starts a private Apache httpd (its own ServerRoot in a temp dir, a free port on
+127.0.0.1, mod_status and mod_wsgi), sends requests to native and mod_wsgi
+daemon workers, runs apache-metrics-exporter in every output format, and stops
+Apache again. Nothing of the machine's own Apache is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from tests.harness.apache import ApacheServer  # noqa: E402
+
+EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def run(*args: str) -> None:
+    cmd = [EXPORTER, *args]
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    if proc.stderr:
+        sys.stdout.write("[stderr] " + proc.stderr)
+    print(f"[exit status {proc.returncode}]", flush=True)
+
+
+def main() -> int:
+    mpm = os.environ.get("DEMO_MPM", "event")
+    banner(f"starting a private Apache ({mpm} MPM) on 127.0.0.1")
+    with ApacheServer(mpm) as apache:
+        print(f"listening on {apache.base_url}, ServerRoot {apache.root}")
+        banner("sending traffic: static, embedded WSGI, two mod_wsgi daemon groups")
+        for _ in range(5):
+            for path in ("/index.html", "/embedded", "/daemon", "/long"):
+                apache.get(path)
+        slow = threading.Thread(target=apache.get, args=("/embedded?sleep=3",), daemon=True)
+        slow.start()
+        time.sleep(0.5)  # let the slow request reach its worker
+
+        banner("tab format (apache-manager's metrics file) on stdout")
+        run("--url", apache.status_url)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "apache-manager.txt")
+            banner(f"the same, written atomically to {path}")
+            run("--url", apache.status_url, "--output", path)
+            print(f"$ head -12 {path}")
+            with open(path) as fh:
+                print("".join(fh.readlines()[:12]), end="")
+        slow.join()
+
+        banner("Apache answering 403: still a complete file, status-response 1")
+        run("--url", apache.base_url + "/denied-status", "--no-processes")
+    banner("Apache stopped: status-response 1, one clear line on stderr")
+    run("--url", apache.status_url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
