@@ -7,11 +7,18 @@ errors (found before anything is fetched).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
-from typing import List, Optional, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from apache_metrics_exporter.errors import ExporterError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    import configargparse
+
+    from apache_metrics_exporter.http import Target
 
 PROG = "apache-metrics-exporter"
 EXIT_OK, EXIT_OUTPUT, EXIT_USAGE = 0, 1, 2
@@ -28,6 +35,9 @@ log = logging.getLogger("apache_metrics_exporter")
 
 def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
     """One line per message on stderr, prefixed with the program name."""
+    for number, name in ((logging.DEBUG, "debug"), (logging.INFO, "info"),
+                         (logging.WARNING, "warning"), (logging.ERROR, "error")):
+        logging.addLevelName(number, name)
     level = logging.WARNING + 10 * (quiet - verbose)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
@@ -36,7 +46,7 @@ def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
     log.propagate = False
 
 
-def build_parser():
+def build_parser() -> configargparse.ArgParser:
     """The collector's parser: shared options plus output options."""
     from apache_metrics_exporter.config import _timespan, base_parser
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
@@ -85,7 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_once(args, targets, exe_names, writer)
 
 
-def run_once(args, targets, exe_names, writer) -> int:
+def run_once(args: argparse.Namespace, targets: List[Target],
+             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
     """Collect every target once and write one batch."""
     from apache_metrics_exporter.http import Fetcher
     from apache_metrics_exporter.output import write_atomic

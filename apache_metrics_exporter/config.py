@@ -65,9 +65,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class _Parser(configargparse.ArgParser):
+    """Reports a bad option as one line (a UsageError), not a usage block."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        raise UsageError(f"{message} (see --help)")
+
+
 def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:
     """A parser with the options every command shares (target, processes, logging)."""
-    p = configargparse.ArgParser(
+    p = _Parser(
         prog=prog, description=description, epilog=epilog,
         default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
         formatter_class=_Formatter, allow_abbrev=False,

@@ -50,7 +50,7 @@ def check_url(url: str) -> str:
         raise UsageError(f"--url {url!r}: expected http://HOST[:PORT]/server-status "
                          "or https://...")
     try:
-        parts.port
+        _ = parts.port  # raises for a port out of range
     except ValueError:
         raise UsageError(f"--url {url!r}: the port is not a number between 0 and 65535") from None
     return url
@@ -77,7 +77,7 @@ class Fetcher:
         self._conn: Optional[http.client.HTTPConnection] = None
         self._headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if target.user is not None:
-            token = f"{target.user}:{target.password or ''}".encode("utf-8")
+            token = f"{target.user}:{target.password or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
         for name, value in target.headers:
             self._headers[name] = value

@@ -14,10 +14,19 @@ from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STA
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.http import Fetcher
 from apache_metrics_exporter.processes import (
-    EMPTY_SCAN, ProcessScan, find_parent, memory_stats, scan,
+    EMPTY_SCAN,
+    ProcessScan,
+    find_parent,
+    memory_stats,
+    scan,
 )
 from apache_metrics_exporter.status import (
-    AutoPage, EventProcess, WorkerRow, count_scoreboard, parse_auto, parse_html,
+    AutoPage,
+    EventProcess,
+    WorkerRow,
+    count_scoreboard,
+    parse_auto,
+    parse_html,
 )
 
 
@@ -95,16 +104,24 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
             port=None if auto is not None else _port(fetcher),
         )
         processes = scan(parent, options.exe_names, options.memory)
+    return build(url, started, auto, workers, event, processes, options, error, warnings,
+                 duration=time.perf_counter() - t0)
+
+
+def build(url: str, started: float, auto: Optional[AutoPage],
+          workers: Optional[List[WorkerRow]], event: Optional[List[EventProcess]],
+          processes: ProcessScan, options: Options = Options(), error: Optional[str] = None,
+          warnings: Optional[List[str]] = None, duration: float = 0.0) -> Snapshot:
+    """A snapshot from parsed pages and a process scan (no I/O)."""
     samples = _samples(auto, workers, event, processes, options)
     # A collector run kills nothing: as in apache-manager's --collect-metrics,
     # these count the kills of this run.
     samples.append(Sample(BY_NAME["workers_killed_active"], 0))
     samples.append(Sample(BY_NAME["workers_killed_idle"], 0))
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
-    samples.append(Sample(BY_NAME["collection_duration_seconds"],
-                          round(time.perf_counter() - t0, 6)))
-    return Snapshot(url, started, auto is not None, error, warnings, auto, workers,
-                    event, processes, samples)
+    samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
+    return Snapshot(url, started, auto is not None, error, list(warnings or ()), auto,
+                    workers, event, processes, samples)
 
 
 def _port(fetcher: Fetcher) -> Optional[int]:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from apache_metrics_exporter.catalogue import (
-    BY_AUTO_KEY, INFO_KEYS, PROXY_BY_FIELD, SCOREBOARD_STATES, Metric,
+    BY_AUTO_KEY,
+    INFO_KEYS,
+    PROXY_BY_FIELD,
+    SCOREBOARD_STATES,
+    Metric,
 )
 from apache_metrics_exporter.errors import FetchError
 
@@ -89,7 +93,7 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                 else:
                     members.setdefault((b, w), {})[field] = value
     if scoreboard is None:
-        if values or info:
+        if values:
             raise FetchError(f"{source} is incomplete: it has no Scoreboard line "
                              "(truncated answer, or a proxy cut it short)")
         raise FetchError(f"{source} is not an Apache mod_status page "
@@ -125,7 +129,7 @@ class WorkerRow:
 
     __slots__ = ("pid", "mode", "ss", "_tr", "_cols")
 
-    def __init__(self, tr, cols: Dict[str, int]) -> None:
+    def __init__(self, tr: Any, cols: Dict[str, int]) -> None:
         self._tr = tr
         self._cols = cols
         self.pid = _int_or_none(self.cell("pid"))
@@ -221,7 +225,7 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-def _cell_text(el) -> str:
+def _cell_text(el: Any) -> str:
     # Most cells are plain text; some wrap it in <b>. Callers strip.
     if len(el):
         return "".join(el.itertext())
@@ -256,7 +260,7 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
     return HtmlPage(workers, event)
 
 
-def _worker_rows(rows, headings: List[str]) -> List[WorkerRow]:
+def _worker_rows(rows: List[Any], headings: List[str]) -> List[WorkerRow]:
     cols = {h: i for i, h in enumerate(headings)}
     width = len(headings)
     out = []
@@ -267,7 +271,7 @@ def _worker_rows(rows, headings: List[str]) -> List[WorkerRow]:
     return out
 
 
-def _event_rows(rows) -> List[EventProcess]:
+def _event_rows(rows: List[Any]) -> List[EventProcess]:
     # Two heading rows: rowspan=2 cells first, then groups split by colspan.
     top = rows[0].findall("th")
     sub = [_norm(_cell_text(th)) for th in rows[1].findall("th")] if len(rows) > 1 else []

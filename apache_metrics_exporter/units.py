@@ -31,7 +31,8 @@ def parse_timespan(text: str) -> float:
             raise ValueError(f"not a timespan: {text!r} (examples: 30s, 5m, 1h)")
         unit = m.group(2).lower()
         if unit not in _TIMESPAN_UNITS:
-            raise ValueError(f"unknown time unit {m.group(2)!r} in {text!r} (use ms, s, m, h, d or w)")
+            raise ValueError(f"unknown time unit {m.group(2)!r} in {text!r} "
+                             "(use ms, s, m, h, d or w)")
         total += float(m.group(1)) * _TIMESPAN_UNITS[unit]
         pos, matched = m.end(), True
     if not matched:

@@ -9,11 +9,17 @@ A value that could not be measured is left out, never written as a guess.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from apache_metrics_exporter.catalogue import (
-    HEALTH_METRICS, MEMORY_METRIC, MEMORY_STATS, NATIVE_GROUP, PROXY_METRICS,
-    SCOREBOARD_METRICS, SERVER_METRICS, WORKER_METRICS,
+    HEALTH_METRICS,
+    MEMORY_METRIC,
+    MEMORY_STATS,
+    NATIVE_GROUP,
+    PROXY_METRICS,
+    SCOREBOARD_METRICS,
+    SERVER_METRICS,
+    WORKER_METRICS,
 )
 from apache_metrics_exporter.errors import UsageError
 
@@ -30,7 +36,7 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
-def render(snapshots: Sequence, settings=None) -> str:
+def render(snapshots: Sequence, settings: Any = None) -> str:
     """The metrics file for one snapshot."""
     if len(snapshots) != 1:
         raise UsageError("--format tab holds one Apache per file; run once per --url "
@@ -68,7 +74,7 @@ def render(snapshots: Sequence, settings=None) -> str:
         if group == NATIVE_GROUP:
             out.append("# Memory usage of native Apache worker processes.")
         else:
-            out.append("# Memory usage of %r WSGI worker processes." % group)
+            out.append(f"# Memory usage of {group!r} WSGI worker processes.")
         for stat in MEMORY_STATS:
             out.append(f"memory-usage\t{group}\t{stat}\t{groups[group].get(stat, 0)}")
     # New sections, after everything the original wrote.

@@ -44,7 +44,8 @@ def application(environ, start_response):
     if "hog" in q:
         # Touch every page so the memory is really resident.
         HOG.append(bytearray(b"x" * (int(q["hog"][0]) * 1024 * 1024)))
-    body = ("pid=%d group=%s\n" % (os.getpid(), environ.get("mod_wsgi.process_group", ""))).encode()
+    group = environ.get("mod_wsgi.process_group", "")
+    body = ("pid=%d group=%s\n" % (os.getpid(), group)).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 '''
@@ -133,7 +134,8 @@ WSGISocketPrefix {root}/run/wsgi
 WSGIDaemonProcess {WSGI_GROUP} display-name=%{{GROUP}} processes=2 threads=2
 WSGIDaemonProcess {WSGI_LONG_GROUP} display-name=%{{GROUP}} processes=1 threads=1
 WSGIScriptAlias /daemon {root}/app/app.wsgi process-group={WSGI_GROUP} application-group=%{{GLOBAL}}
-WSGIScriptAlias /long {root}/app/app.wsgi process-group={WSGI_LONG_GROUP} application-group=%{{GLOBAL}}
+WSGIScriptAlias /long {root}/app/app.wsgi \\
+    process-group={WSGI_LONG_GROUP} application-group=%{{GLOBAL}}
 WSGIScriptAlias /embedded {root}/app/app.wsgi application-group=%{{GLOBAL}}
 <Directory {root}/app>
   Require all granted
@@ -173,7 +175,7 @@ DocumentRoot {root}/htdocs
 """
 
     # -- life cycle ------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> "ApacheServer":
+    def start(self, timeout: float = 20.0) -> ApacheServer:
         """Start Apache and return once the status page and WSGI daemons answer."""
         self.root = Path(tempfile.mkdtemp(prefix=f"ame-apache-{self.mpm}-"))
         os.chmod(self.root, 0o755)  # workers run as www-data when we are root
@@ -283,7 +285,7 @@ DocumentRoot {root}/htdocs
         """Stop Apache but keep its directory, so it can be started again."""
         self._kill_tree()
 
-    def __enter__(self) -> "ApacheServer":
+    def __enter__(self) -> ApacheServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

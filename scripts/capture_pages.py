@@ -1,0 +1,62 @@
+"""Capture real mod_status pages from private Apache servers into tests/data/.
+
+For each MPM (prefork, worker, event) and ExtendedStatus On/Off: start the
+private test Apache (tests/harness/apache.py), send traffic to static, embedded
+WSGI and mod_wsgi daemon URLs, keep one slow request in flight, then save the
+``?auto`` page and the HTML page. Run with the project's virtualenv:
+
+    .venv/bin/python scripts/capture_pages.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from tests.harness.apache import MPMS, ApacheServer  # noqa: E402
+
+DATA = os.path.join(ROOT, "tests", "data")
+
+
+def apache_version() -> str:
+    out = subprocess.run(["/usr/sbin/apache2", "-v"], capture_output=True, text=True).stdout
+    return out.split("Apache/")[1].split()[0]
+
+
+def capture(mpm: str, extended: bool, version: str) -> None:
+    with ApacheServer(mpm, extended_status=extended) as apache:
+        for _ in range(3):
+            for path in ("/index.html", "/embedded", "/daemon", "/long"):
+                apache.get(path)
+        slow = threading.Thread(target=apache.get, args=("/embedded?sleep=2",))
+        slow.start()
+        time.sleep(1.2)  # the slow request is now 1 s into its worker
+        stem = f"{version}-{mpm}-ext-{'on' if extended else 'off'}"
+        for suffix, url in (("auto.txt", apache.status_url + "?auto"),
+                            ("html", apache.status_url)):
+            with urllib.request.urlopen(url) as r:
+                body = r.read()
+            with open(os.path.join(DATA, f"{stem}.{suffix}"), "wb") as fh:
+                fh.write(body)
+            print(f"saved tests/data/{stem}.{suffix} ({len(body)} bytes)")
+        slow.join()
+
+
+def main() -> int:
+    version = apache_version()
+    for mpm in MPMS:
+        for extended in (True, False):
+            capture(mpm, extended, version)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Shared fixtures: captured pages, private Apache servers, running the command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+
+from tests.harness.apache import MPMS, ApacheServer
+
+DATA = Path(__file__).parent / "data"
+
+
+def data(name: str) -> bytes:
+    """A page from tests/data."""
+    return (DATA / name).read_bytes()
+
+
+def exporter_env(**extra: str) -> Dict[str, str]:
+    """An environment without the user's APACHE_METRICS_* settings or config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_METRICS_")}
+    env.update(extra)
+    return env
+
+
+def run_exporter(*args: str, env: Dict[str, str] = None, timeout: float = 60,
+                 stdin: str = None) -> subprocess.CompletedProcess:
+    """Run the installed command as a user would (``python -m``, same interpreter)."""
+    return subprocess.run(
+        [sys.executable, "-m", "apache_metrics_exporter", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env=env if env is not None else exporter_env(), input=stdin,
+    )
+
+
+def parse_tab(text: str) -> Dict[str, str]:
+    """Tab file lines as {'key': value} and {'memory-usage group stat': value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        out[" ".join(parts[:-1])] = parts[-1]
+    return out
+
+
+def sections(text: str) -> List[str]:
+    """The comment lines that open each section, in order."""
+    return [line for line in text.splitlines() if line.startswith("# ")]
+
+
+# Private Apache servers: one per MPM for the whole session, started on first
+# use and always stopped at the end (also when a test fails).
+_servers: Dict[str, ApacheServer] = {}
+
+
+@pytest.fixture(scope="session")
+def apache_pool() -> Iterator[Dict[str, ApacheServer]]:
+    yield _servers
+    for server in _servers.values():
+        server.stop()
+    _servers.clear()
+
+
+def _server(pool: Dict[str, ApacheServer], mpm: str) -> ApacheServer:
+    if mpm not in pool:
+        pool[mpm] = ApacheServer(mpm).start()
+    return pool[mpm]
+
+
+@pytest.fixture(params=MPMS)
+def apache(request, apache_pool) -> ApacheServer:
+    """A running private Apache for each MPM (shared by the session)."""
+    return _server(apache_pool, request.param)
+
+
+@pytest.fixture
+def prefork(apache_pool) -> ApacheServer:
+    return _server(apache_pool, "prefork")
+
+
+@pytest.fixture
+def event(apache_pool) -> ApacheServer:
+    return _server(apache_pool, "event")
+
+
+@pytest.fixture
+def own_apache() -> Iterator[ApacheServer]:
+    """A private Apache this test may stop and start (prefork)."""
+    server = ApacheServer("prefork").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,198 @@
+"""Command line, config file and environment: errors exit 2 before any fetch."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from apache_metrics_exporter import __version__
+from tests.conftest import exporter_env, run_exporter
+
+
+@pytest.fixture
+def listener():
+    """A loopback port that counts the connections made to it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.2)
+    hits = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            hits.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/server-status", hits
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def one_error_line(proc):
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_version_and_help():
+    proc = run_exporter("--version")
+    assert proc.returncode == 0 and __version__ in proc.stdout
+    proc = run_exporter("--help")
+    assert proc.returncode == 0
+    for option in ("--url", "--timeout", "--password-file", "--header", "--ca-file",
+                   "--insecure", "--pid-file", "--memory", "--hanging-threshold",
+                   "--format", "--output", "--config", "exit status"):
+        assert option in proc.stdout, option
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--timeout", "soon"], "--timeout"),
+    (["--timeout", "0"], "--timeout"),
+    (["--hanging-threshold", "5 parsecs"], "--hanging-threshold"),
+    (["--memory", "vsz"], "--memory"),
+    (["--format", "xml"], "--format"),
+    (["--max-response-size", "lots"], "--max-response-size"),
+    (["--header", "NoColonHere"], "--header"),
+    (["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+    (["--password-file", "/nonexistent/pw"], "--password-file"),
+    (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
+    (["--output", "/nonexistent/dir/metrics.txt"], "--output"),
+    (["--bogus-option"], "unrecognized arguments: --bogus-option"),
+    (["--password", "hunter2"], "--password on the command line"),
+    (["--password=hunter2"], "--password on the command line"),
+    (["--url", "http://127.0.0.1/x", "--url", "http://127.0.0.2/x"], "one Apache only"),
+])
+def test_usage_errors_exit_2_before_fetching(listener, args, message):
+    url, hits = listener
+    proc = run_exporter("--url", url, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in one_error_line(proc)
+    assert "hunter2" not in proc.stderr
+    assert proc.stdout == ""
+    assert hits == []
+
+
+def test_bad_url_is_a_usage_error():
+    proc = run_exporter("--url", "ftp://127.0.0.1/server-status")
+    assert proc.returncode == 2
+    assert "--url" in one_error_line(proc)
+    proc = run_exporter("--url", "http://127.0.0.1:99999/server-status")
+    assert proc.returncode == 2 and "port" in one_error_line(proc)
+
+
+def test_missing_config_file(listener):
+    url, hits = listener
+    proc = run_exporter("--url", url, "--config", "/nonexistent/exporter.conf")
+    assert proc.returncode == 2
+    assert "/nonexistent/exporter.conf" in proc.stderr and "Traceback" not in proc.stderr
+    assert hits == []
+
+
+def test_unreadable_config_file(tmp_path, listener):
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("timeout = 3\n")
+    conf.chmod(0)
+    if os.access(conf, os.R_OK):  # root reads anything: use a directory instead
+        conf = tmp_path
+    proc = run_exporter("--url", url, "--config", str(conf))
+    assert proc.returncode == 2
+    assert str(conf) in one_error_line(proc)
+    assert hits == []
+
+
+def test_config_file_with_unknown_key(tmp_path, listener):
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("tiemout = 3\n")
+    proc = run_exporter("--url", url, "--config", str(conf))
+    assert proc.returncode == 2 and "tiemout" in proc.stderr
+    assert hits == []
+
+
+def test_config_file_with_bad_value_names_the_option(tmp_path, listener):
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("timeout = never\n")
+    proc = run_exporter("--url", url, "--config", str(conf))
+    assert proc.returncode == 2 and "--timeout" in one_error_line(proc)
+    assert hits == []
+
+
+def test_environment_sets_options_and_command_line_wins(listener):
+    url, hits = listener
+    env = exporter_env(APACHE_METRICS_URL=f"[{url}]", APACHE_METRICS_TIMEOUT="never")
+    proc = run_exporter(env=env)
+    assert proc.returncode == 2 and "--timeout" in proc.stderr
+    assert hits == []
+    proc = run_exporter("--timeout", "1", "--no-processes", env=env)
+    assert proc.returncode == 0
+    assert hits  # the URL from the environment was used
+
+
+def test_password_from_file_config_or_environment_is_sent(tmp_path):
+    # A real HTTP server that records the Authorization header it receives.
+    import base64
+    import http.server
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = b"BusyWorkers: 1\nIdleWorkers: 1\nScoreboard: W_\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/server-status"
+    try:
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret-file\n")
+        conf = tmp_path / "c.conf"
+        conf.write_text("password = s3cret-conf\n")
+        cases = [
+            (["--user", "mon", "--password-file", str(pw)], {}, "s3cret-file"),
+            (["--user", "mon", "--config", str(conf)], {}, "s3cret-conf"),
+            (["--user", "mon"], {"APACHE_METRICS_PASSWORD": "s3cret-env"}, "s3cret-env"),
+        ]
+        for args, env, password in cases:
+            seen.clear()
+            proc = run_exporter("--url", url, "--no-processes", *args, env=exporter_env(**env))
+            assert proc.returncode == 0, proc.stderr
+            expected = "Basic " + base64.b64encode(f"mon:{password}".encode()).decode()
+            assert seen and all(h == expected for h in seen)
+            assert password not in proc.stderr + proc.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_password_without_user_is_a_usage_error(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    proc = run_exporter("--url", "http://127.0.0.1:9/s", "--password-file", str(pw))
+    assert proc.returncode == 2 and "--user" in proc.stderr
+
+
+def test_no_url_and_no_ports_config(tmp_path):
+    proc = run_exporter("--ports-config", str(tmp_path / "ports.conf"))
+    assert proc.returncode == 2
+    assert "--ports-config" in one_error_line(proc)

@@ -1,0 +1,88 @@
+"""Process grouping and memory statistics."""
+
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from apache_metrics_exporter.processes import (
+    find_parent,
+    memory_stats,
+    scan,
+    wsgi_group,
+)
+
+
+def test_median_of_even_count_is_mean_of_middle_values():
+    s = memory_stats([4, 1, 3, 2])
+    assert s == (4, 1, 4, 2.5, 2.5)
+
+
+def test_median_of_odd_count_is_the_middle_value():
+    s = memory_stats([12677120, 12050432, 12632064])
+    assert s.median == 12632064 and isinstance(s.median, int)
+    assert s.average == pytest.approx(12453205.333333334)
+    assert s.min == 12050432 and s.max == 12677120
+
+
+def test_empty_group_is_all_zero():
+    assert memory_stats([]) == (0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("title,room,expected", [
+    ("(wsgi:example)   ", 17, ("example", False)),
+    ("(wsgi:reporting-b", 17, ("reporting-b", True)),
+    ("(wsgi:exampl", 12, ("exampl", True)),
+    ("(wsgi:e", 7, ("e", True)),
+    ("(wsgi:a)", 8, ("a", False)),
+    ("/usr/sbin/apache2", 17, None),
+    ("", 17, None),
+])
+def test_wsgi_titles(title, room, expected):
+    assert wsgi_group(title, room) == expected
+
+
+def test_scan_of_a_process_tree_groups_children_by_title(tmp_path):
+    # A real parent with two children named like Apache, one titled like a
+    # mod_wsgi daemon; the scan must find both and measure their memory.
+    script = tmp_path / "tree.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "kids = []\n"
+        "for title in ('native', '(wsgi:grp)'):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.execv(sys.executable, [title, '-c', 'import time; time.sleep(60)'])\n"
+        "    kids.append(pid)\n"
+        "print(' '.join(map(str, kids)), flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        kids = [int(p) for p in proc.stdout.readline().split()]
+        name = psutil.Process(kids[0]).name()
+        result = scan(proc.pid, (name,))
+        by_pid = {c.pid: c for c in result.children}
+        assert set(by_pid) == set(kids)
+        assert by_pid[kids[0]].group == "native"
+        assert by_pid[kids[1]].group == "grp"
+        rss = psutil.Process(kids[1]).memory_info().rss
+        assert abs(by_pid[kids[1]].memory - rss) < 4 * 2**20
+        assert result.groups() == {"native": [by_pid[kids[0]].memory],
+                                   "grp": [by_pid[kids[1]].memory]}
+    finally:
+        proc.kill()
+        proc.wait()
+        for k in psutil.Process(os.getpid()).children(recursive=True):
+            k.kill()
+
+
+def test_scan_without_parent_is_empty():
+    assert scan(None, ("apache2",)).children == []
+
+
+def test_pid_file_pointing_elsewhere_is_not_trusted(tmp_path):
+    pid_file = tmp_path / "apache2.pid"
+    pid_file.write_text(str(os.getpid()))  # this Python, not Apache
+    assert find_parent(("apache2-not-running",), str(pid_file)) is None

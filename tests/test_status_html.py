@@ -1,0 +1,117 @@
+"""The HTML tables, found by their headings, on captured and hand-made pages."""
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apache_metrics_exporter.errors import FetchError
+from apache_metrics_exporter.status import parse_html
+from tests.conftest import data
+
+
+def _pids_in(html: bytes):
+    return {int(p) for p in re.findall(rb"<tr><td><b>\d+-\d+</b></td><td>(\d+)</td>", html)}
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
+def test_worker_table_of_each_mpm(mpm):
+    raw = data(f"2.4.71-{mpm}-ext-on.html")
+    page = parse_html(raw)
+    rows = page.workers
+    assert rows, "worker table not found"
+    assert len(rows) == raw.count(b"<tr><td><b>")
+    assert {r.pid for r in rows} == _pids_in(raw)
+    # The slow request (sleep=2) was 1 s old, in state W, when the page was taken.
+    slow = [r for r in rows if "sleep=2" in r.request]
+    assert len(slow) == 1 and slow[0].mode == "W" and slow[0].is_active
+    assert slow[0].ss >= 1
+    assert slow[0].protocol == "http/1.1"
+    assert slow[0].vhost.startswith("127.0.0.1:")
+    assert all(r.mode in "_SRWKDCLGI." and len(r.mode) == 1 for r in rows)
+    if mpm == "prefork":
+        assert len({r.pid for r in rows}) == len(rows)  # one row per process
+    else:
+        assert len({r.pid for r in rows}) < len(rows)   # one row per thread
+    assert (page.event_processes is not None) == (mpm == "event")
+
+
+def test_event_process_table():
+    page = parse_html(data("2.4.71-event-ext-on.html"))
+    procs = page.event_processes
+    assert procs and all(p.pid for p in procs)
+    assert [p.slot for p in procs] == sorted(p.slot for p in procs)
+    assert all(p.accepting is True for p in procs)
+    assert all(p.stopping == "no" for p in procs)
+    cells = procs[0].cells
+    assert {"threads busy", "threads idle", "threads graceful", "async wait io",
+            "async keep alive", "connections total"} <= set(cells)
+    worker_pids = {r.pid for r in page.workers}
+    assert worker_pids <= {p.pid for p in procs}
+
+
+def test_extended_status_off_has_no_worker_table():
+    page = parse_html(data("2.4.71-prefork-ext-off.html"))
+    assert page.workers is None
+    event = parse_html(data("2.4.71-event-ext-off.html"))
+    assert event.workers is None and event.event_processes
+
+
+def test_apache_2_2_table_without_protocol_and_dur():
+    rows = parse_html(data("handmade-2.2-prefork.html")).workers
+    assert [r.pid for r in rows] == [4101, 4102, 4103, None]
+    assert [r.mode for r in rows] == ["_", "W", "W", "."]
+    assert rows[2].ss == 412
+    assert rows[2].request == "GET /report?year=2009&all=1 HTTP/1.1"  # entity decoded
+    assert rows[2].vhost == "www.example.org"
+    assert rows[2].client == "10.1.2.3"
+    assert rows[2].cpu == pytest.approx(0.10)
+    assert rows[2].srv == "2-0"
+    assert rows[2].protocol == "" and rows[2].dur is None
+    assert rows[3].request == ""  # NULL
+    assert not rows[0].is_active and rows[1].is_active and not rows[3].is_active
+
+
+def test_columns_found_by_heading_not_position():
+    html = (b"<html><body><h1>Apache Server Status for x</h1><table>"
+            b"<tr><th>Request</th><th>M</th><th>SS</th><th>PID</th></tr>"
+            b"<tr><td>GET / HTTP/1.1</td><td><b>W</b></td><td>7</td><td>42</td></tr>"
+            b"</table></body></html>")
+    (row,) = parse_html(html).workers
+    assert (row.pid, row.mode, row.ss, row.request) == (42, "W", 7, "GET / HTTP/1.1")
+
+
+def test_foreign_html_is_refused():
+    with pytest.raises(FetchError, match="not an Apache mod_status page"):
+        parse_html(b"<html><body><h1>It works!</h1></body></html>", source="u")
+
+
+def test_generated_large_table_keeps_every_row():
+    raw = data("2.4.71-worker-ext-on.html")
+    head, _, rest = raw.partition(b"<tr><td><b>")
+    row, _, tail = rest.partition(b"</tr>")
+    page = head + (b"<tr><td><b>" + row + b"</tr>\n") * 4096 + tail
+    # the first row replaced by 4096 copies, the other rows kept
+    assert len(parse_html(page).workers) == 4096 + raw.count(b"<tr><td><b>") - 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=len(data("2.4.71-event-ext-on.html"))))
+def test_truncated_html_never_crashes(cut):
+    raw = data("2.4.71-event-ext-on.html")[:cut]
+    try:
+        page = parse_html(raw)
+    except FetchError:
+        return
+    for row in page.workers or ():
+        assert row.pid is None or row.pid > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_only_ever_raise_fetch_error(blob):
+    try:
+        parse_html(blob)
+    except FetchError:
+        pass
