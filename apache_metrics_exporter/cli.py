@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import configargparse
 
     from apache_metrics_exporter.http import Target
+    from apache_metrics_exporter.snapshot import Snapshot
 
 PROG = "apache-metrics-exporter"
 EXIT_OK, EXIT_OUTPUT, EXIT_USAGE = 0, 1, 2
@@ -95,6 +96,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_once(args, targets, exe_names, writer)
 
 
+_said: set = set()  # warnings already given (long-running modes repeat none)
+
+
+def report(snap: Snapshot) -> None:
+    """The snapshot's problems on stderr: why the page could not be read, as one
+    line, then warnings, once each. While the page is down the warnings (about
+    configuration, not about the outage) wait for -v, so the outage stands alone."""
+    if snap.error:
+        log.error("%s", snap.error)
+    for warning in snap.warnings:
+        if warning not in _said:
+            if snap.up:
+                _said.add(warning)
+            log.log(logging.WARNING if snap.up else logging.INFO, "%s", warning)
+
+
 def run_once(args: argparse.Namespace, targets: List[Target],
              exe_names: Tuple[str, ...], writer: ModuleType) -> int:
     """Collect every target once and write one batch."""
@@ -112,10 +129,7 @@ def run_once(args: argparse.Namespace, targets: List[Target],
             snap = collect(fetcher, options)
         finally:
             fetcher.close()
-        if snap.error:
-            log.error("%s", snap.error)
-        for warning in snap.warnings:
-            log.warning("%s", warning)
+        report(snap)
         snapshots.append(snap)
     try:
         write_atomic(args.output, writer.render(snapshots, args))

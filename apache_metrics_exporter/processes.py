@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import psutil
 
@@ -21,15 +21,6 @@ log = logging.getLogger("apache_metrics_exporter")
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
 MEMORY_KINDS = ("rss", "pss", "uss")
-
-_warned: Set[str] = set()  # warnings said once per process lifetime (loop modes)
-
-
-def warn_once(key: str, message: str) -> None:
-    """Log a warning the first time only; long-running modes would repeat it."""
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message)
 
 
 class ProcInfo(NamedTuple):
@@ -43,13 +34,14 @@ class ProcInfo(NamedTuple):
 
 
 class ProcessScan(NamedTuple):
-    """What one scan found."""
+    """What one scan found, and what the user should hear about it."""
 
     parent_pid: Optional[int]
     parent_create_time: Optional[float]
     children: List[ProcInfo]
     truncated: Set[str]   # mod_wsgi groups whose names the title cut
     memory_kind: str
+    warnings: Tuple[str, ...] = ()
 
     def groups(self) -> Dict[str, List[int]]:
         """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
@@ -102,16 +94,17 @@ def wsgi_group(title: str, room: int) -> Optional[tuple]:
 
 
 def _read_pid_file(path: str) -> Optional[int]:
+    # A missing PID file is normal while Apache is stopped: said at info level.
     try:
         with open(path) as fh:
             text = fh.read(64).strip()
     except OSError as exc:
-        warn_once(f"pidfile:{path}", f"cannot read --pid-file {path}: {exc.strerror}; "
-                  "looking for the Apache parent another way")
+        log.info("cannot read --pid-file %s: %s; looking for the Apache parent "
+                 "another way", path, exc.strerror)
         return None
     if not text.isdigit():
-        warn_once(f"pidfile:{path}", f"--pid-file {path} holds no PID; "
-                  "looking for the Apache parent another way")
+        log.info("--pid-file %s holds no PID; looking for the Apache parent another way",
+                 path)
         return None
     return int(text)
 
@@ -145,9 +138,8 @@ def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
         if pid is not None:
             if _is_apache(pid, exe_names):
                 return pid
-            warn_once(f"pidfile-stale:{pid_file}",
-                      f"--pid-file {pid_file} names PID {pid}, which is not a running "
-                      f"{'/'.join(exe_names)} process")
+            log.info("--pid-file %s names PID %d, which is not a running %s process",
+                     pid_file, pid, "/".join(exe_names))
     parents: Counter = Counter()
     for pid in set(worker_pids):
         try:
@@ -225,17 +217,17 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         except psutil.AccessDenied:
             if kind == "rss":
                 continue
-            warn_once(f"memory:{kind}", f"--memory {kind} needs the right to read other "
-                      "users' /proc/PID/smaps_rollup (run as root or as Apache's user); "
-                      "reporting RSS instead")
-            return scan(parent_pid, exe_names, "rss")
+            fallback = scan(parent_pid, exe_names, "rss")
+            return fallback._replace(warnings=fallback.warnings + (
+                f"--memory {kind} needs the right to read other users' "
+                "/proc/PID/smaps_rollup (run as root or as Apache's user); "
+                "reporting RSS instead",))
         except psutil.Error:
             continue
         children.append(ProcInfo(proc.pid, ctime, group, mem, title.rstrip(" \x00")))
-    for name in sorted(truncated):
-        warn_once(f"truncated:{name}",
-                  f"mod_wsgi daemon group name {name!r} is cut short by the process "
-                  f"title ({room} characters of room), the real name may be longer; "
-                  f"WSGIDaemonProcess names of at most {max(room - 7, 0)} characters "
-                  "are reported whole")
-    return ProcessScan(parent_pid, parent_ctime, children, truncated, kind)
+    warnings = tuple(
+        f"mod_wsgi daemon group name {name!r} is cut short by the process title "
+        f"({room} characters of room), the real name may be longer; WSGIDaemonProcess "
+        f"names of at most {max(room - 7, 0)} characters are reported whole"
+        for name in sorted(truncated))
+    return ProcessScan(parent_pid, parent_ctime, children, truncated, kind, warnings)

@@ -120,7 +120,8 @@ def build(url: str, started: float, auto: Optional[AutoPage],
     samples.append(Sample(BY_NAME["workers_killed_idle"], 0))
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
     samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
-    return Snapshot(url, started, auto is not None, error, list(warnings or ()), auto,
+    warnings = list(warnings or ()) + list(processes.warnings)
+    return Snapshot(url, started, auto is not None, error, warnings, auto,
                     workers, event, processes, samples)
 
 
