@@ -171,6 +171,10 @@ class Fetcher:
             self.close()
             raise FetchError(f"{url}: the answer is larger than --max-response-size "
                              f"({limit} bytes); raise it if that is expected")
+        if length and length.isdigit() and len(body) < int(length):
+            self.close()
+            raise FetchError(f"{url}: the answer was cut short (got {len(body)} of "
+                             f"{length} bytes)")
         if not resp.isclosed():
             # Anything left over (there should be none) would corrupt the
             # next answer on this connection.

@@ -11,6 +11,7 @@ WSGI and mod_wsgi daemon URLs, keep one slow request in flight, then save the
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -31,15 +32,21 @@ def apache_version() -> str:
     return out.split("Apache/")[1].split()[0]
 
 
-def capture(mpm: str, extended: bool, version: str) -> None:
-    with ApacheServer(mpm, extended_status=extended) as apache:
+def capture(mpm: str, extended: bool, version: str, tls_proxy: bool = False) -> None:
+    with ApacheServer(mpm, extended_status=extended, tls=tls_proxy, proxy=tls_proxy) as apache:
         for _ in range(3):
             for path in ("/index.html", "/embedded", "/daemon", "/long"):
                 apache.get(path)
+            if tls_proxy:
+                apache.get("/app/index.html")
+                ctx = ssl.create_default_context(cafile=str(apache.cert_file))
+                urllib.request.urlopen(apache.tls_status_url, context=ctx).read()
         slow = threading.Thread(target=apache.get, args=("/embedded?sleep=2",))
         slow.start()
         time.sleep(1.2)  # the slow request is now 1 s into its worker
         stem = f"{version}-{mpm}-ext-{'on' if extended else 'off'}"
+        if tls_proxy:
+            stem = f"{version}-{mpm}-tls-proxy"
         for suffix, url in (("auto.txt", apache.status_url + "?auto"),
                             ("html", apache.status_url)):
             with urllib.request.urlopen(url) as r:
@@ -55,6 +62,7 @@ def main() -> int:
     for mpm in MPMS:
         for extended in (True, False):
             capture(mpm, extended, version)
+    capture("event", True, version, tls_proxy=True)
     return 0
 
 

@@ -161,3 +161,16 @@ def test_truncated_real_page_is_refused_or_parsed_consistently(cut):
         assert "Scoreboard" in str(exc)
         return
     assert "Scoreboard:" in text
+
+
+def test_real_tls_cache_and_proxy_balancer_blocks():
+    page = auto("2.4.71-event-tls-proxy.auto.txt")
+    assert page.info["TLSSessionCacheStatus"] == "yes"
+    assert page.info["CacheType"] == "SHMCB"
+    assert page.values["tls_cache_shared_memory_bytes"] == 512000
+    assert page.values["tls_cache_store_count"] >= 3  # three https requests were made
+    assert isinstance(page.values["tls_cache_usage_percent"], int)
+    members = {labels["worker"] for _, labels, _ in page.proxy}
+    assert len(members) == 2
+    elected = sum(v for m, _, v in page.proxy if m.name == "proxy_worker_elected")
+    assert elected == 3  # three requests went through the balancer
