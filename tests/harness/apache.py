@@ -145,8 +145,9 @@ class ApacheServer:
             wsgi = f"""
 LoadModule wsgi_module {MODULES}/mod_wsgi.so
 WSGISocketPrefix {root}/run/wsgi
-WSGIDaemonProcess {WSGI_GROUP} display-name=%{{GROUP}} processes=2 threads=2
-WSGIDaemonProcess {WSGI_LONG_GROUP} display-name=%{{GROUP}} processes=1 threads=1
+WSGIDaemonProcess {WSGI_GROUP} display-name=%{{GROUP}} processes=2 threads=2 home={root}/app
+WSGIDaemonProcess {WSGI_LONG_GROUP} display-name=%{{GROUP}} processes=1 threads=1 \\
+    home={root}/app
 WSGIScriptAlias /daemon {root}/app/app.wsgi process-group={WSGI_GROUP} application-group=%{{GLOBAL}}
 WSGIScriptAlias /long {root}/app/app.wsgi \\
     process-group={WSGI_LONG_GROUP} application-group=%{{GLOBAL}}
@@ -261,11 +262,19 @@ DocumentRoot {root}/htdocs
             try:
                 with urllib.request.urlopen(self.status_url + "?auto", timeout=2) as r:
                     if r.status == 200 and (not self.wsgi or self._wsgi_ready()):
-                        return True
+                        break
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)
-        return False
+        else:
+            return False
+        if self.wsgi:  # the daemon groups must really serve, not just exist
+            try:
+                for path in ("/daemon", "/long"):
+                    self.get(path, timeout=max(1.0, deadline - time.monotonic()))
+            except (urllib.error.URLError, OSError):
+                return False
+        return True
 
     def _wsgi_ready(self) -> bool:
         names = [p.info["cmdline"][0] for p in self.children()
