@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import time
 from types import ModuleType
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
-from apache_metrics_exporter.errors import ExporterError, OutputError, UsageError
+from apache_metrics_exporter.errors import OutputError, UsageError
 
 if TYPE_CHECKING:
     import configargparse
 
-    from apache_metrics_exporter.http import Target
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.http import Fetcher, Target
+    from apache_metrics_exporter.snapshot import Options, Snapshot
 
 PROG = "apache-metrics-exporter"
 EXIT_OK, EXIT_OUTPUT, EXIT_USAGE = 0, 1, 2
@@ -49,7 +52,7 @@ def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
 
 def build_parser() -> configargparse.ArgParser:
     """The collector's parser: shared options plus output options."""
-    from apache_metrics_exporter.config import _timespan, base_parser
+    from apache_metrics_exporter.config import _positive_seconds, _timespan, base_parser
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
 
     p = base_parser(PROG, "Read Apache httpd's mod_status pages and processes and write "
@@ -69,6 +72,19 @@ def build_parser() -> configargparse.ArgParser:
     o.add_argument("-f", "--output", "--data-file", dest="output", default="-",
                    metavar="PATH",
                    help="where to write; '-' is stdout. Files are replaced atomically")
+    o.add_argument("--hostname", metavar="NAME",
+                   help="collectd host name (default: COLLECTD_HOSTNAME, else this "
+                        "machine's name)")
+    o.add_argument("--instance", action="append", metavar="NAME",
+                   help="collectd plugin instance, once per --url in the same order "
+                        "(default: HOST_PORT of the URL)")
+    r = p.add_argument_group("long-running modes (default: collect once and exit)")
+    r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
+                   help="collect and write a batch every TIMESPAN until stopped "
+                        "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
+    r.add_argument("--execd", action="store_true",
+                   help="Telegraf inputs.execd (signal = \"STDIN\"): one batch per line "
+                        "read from stdin; exit 0 at end of input")
     return p
 
 
@@ -88,12 +104,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         writer = load(args.format)
         if len(targets) > 1 and not writer.MULTI_TARGET:
             raise UsageError(f"--format {args.format} holds one Apache only, but "
-                             f"{len(targets)} URLs were given")
+                             f"{len(targets)} URLs were given; use --format influx or "
+                             "collectd, or one run per URL")
+        if hasattr(writer, "check"):
+            writer.check(args, [t.url for t in targets])
         check_output_path(args.output)
+        if args.execd and args.interval:
+            raise UsageError("--execd and --interval exclude each other: Telegraf's "
+                             "execd paces the batches itself")
+        if args.interval is None and not args.execd:
+            args.interval = collectd_interval()
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    if args.execd or args.interval:
+        return run_loop(args, targets, exe_names, writer)
     return run_once(args, targets, exe_names, writer)
+
+
+def collectd_interval() -> Optional[float]:
+    """COLLECTD_INTERVAL, set by collectd's Exec plugin: run as a loop there."""
+    text = os.environ.get("COLLECTD_INTERVAL", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"COLLECTD_INTERVAL={text!r} is not a number of seconds") from None
+    return value if value > 0 else None
 
 
 _said: set = set()  # warnings already given (long-running modes repeat none)
@@ -112,31 +150,110 @@ def report(snap: Snapshot) -> None:
             log.log(logging.WARNING if snap.up else logging.INFO, "%s", warning)
 
 
-def run_once(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
-    """Collect every target once and write one batch."""
-    from apache_metrics_exporter.http import Fetcher
-    from apache_metrics_exporter.output import write_atomic
-    from apache_metrics_exporter.snapshot import Options, collect
+def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
+    from apache_metrics_exporter.snapshot import Options
 
-    options = Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
-                      pid_file=args.pid_file, memory=args.memory,
-                      scan_processes=not args.no_processes)
-    snapshots: List = []
-    for target in targets:
-        fetcher = Fetcher(target)
-        try:
-            snap = collect(fetcher, options)
-        finally:
-            fetcher.close()
+    return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
+                   pid_file=args.pid_file, memory=args.memory,
+                   scan_processes=not args.no_processes)
+
+
+def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
+          writer: ModuleType) -> None:
+    """Collect every target once and write one batch (raises OutputError)."""
+    from apache_metrics_exporter.output import write_atomic
+    from apache_metrics_exporter.snapshot import collect
+
+    snapshots = []
+    for fetcher in fetchers:
+        snap = collect(fetcher, options)
         report(snap)
         snapshots.append(snap)
+    write_atomic(args.output, writer.render(snapshots, args))
+
+
+def run_once(args: argparse.Namespace, targets: List[Target],
+             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+    """One batch, then exit."""
+    from apache_metrics_exporter.http import Fetcher
+
+    fetchers = [Fetcher(t) for t in targets]
     try:
-        write_atomic(args.output, writer.render(snapshots, args))
+        batch(args, fetchers, _options(args, exe_names), writer)
     except OutputError as exc:
         log.error("%s", exc)
         return EXIT_OUTPUT
-    except ExporterError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
+    finally:
+        for f in fetchers:
+            f.close()
+    return EXIT_OK
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave a blocking wait."""
+
+
+class Stopper:
+    """SIGTERM/SIGINT end a loop cleanly: a batch being written is finished,
+    a wait (sleep, stdin) is left at once."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._blocking = False
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        if self._blocking:
+            raise _Stop()
+
+    def blocking(self, fn, *args):  # noqa: ANN001,ANN201 - any blocking call
+        """Run a blocking call that a stop signal may cut short."""
+        self._blocking = True
+        try:
+            if self.stopping:
+                raise _Stop()
+            return fn(*args)
+        finally:
+            self._blocking = False
+
+
+def run_loop(args: argparse.Namespace, targets: List[Target],
+             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+    """--interval and --execd: a batch per tick or per stdin line, until stopped.
+
+    The HTTP connections are kept between batches; an Apache that goes away
+    yields up=0 batches and the loop goes on; stdout is flushed after each
+    batch. A failing stdout (the agent went away) ends the loop with status 1;
+    a failing output file is reported and tried again next time.
+    """
+    from apache_metrics_exporter.http import Fetcher
+
+    stopper = Stopper()
+    fetchers = [Fetcher(t) for t in targets]
+    options = _options(args, exe_names)
+    next_tick = time.monotonic()
+    try:
+        while not stopper.stopping:
+            if args.execd:
+                if not stopper.blocking(sys.stdin.readline):
+                    return EXIT_OK  # Telegraf closed stdin: it is stopping us
+            try:
+                batch(args, fetchers, options, writer)
+            except OutputError as exc:
+                log.error("%s", exc)
+                if args.output == "-":
+                    return EXIT_OUTPUT
+            if args.interval:
+                next_tick += args.interval
+                now = time.monotonic()
+                if next_tick < now:  # a slow batch: skip the ticks it overran
+                    next_tick = now + args.interval - (now - next_tick) % args.interval
+                stopper.blocking(time.sleep, next_tick - now)
+    except _Stop:
+        pass
+    finally:
+        for f in fetchers:
+            f.close()
     return EXIT_OK

@@ -141,7 +141,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     if auto is not None:
         for name, value in auto.values.items():
             add(Sample(BY_NAME[name], value))
-        for metric, labels, value in auto.proxy:
+        for metric, labels, value, _key in auto.proxy:
             add(Sample(metric, value, tuple(sorted(labels.items()))))
         board = count_scoreboard(auto.scoreboard)
         scoreboard = BY_NAME["scoreboard"]
@@ -159,8 +159,11 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
             1 for w in active if w.ss is not None and w.ss >= options.hanging_threshold)))
         add(Sample(BY_NAME["native_worker_count"], len(live)))
         add(Sample(BY_NAME["active_requests"], len(active)))
-        add(Sample(BY_NAME["longest_request_seconds"],
-                   max((w.ss for w in active if w.ss is not None), default=0)))
+        oldest = max((w for w in active if w.ss is not None), key=lambda w: w.ss,
+                     default=None)
+        add(Sample(BY_NAME["longest_request_seconds"], oldest.ss if oldest else 0))
+        add(Sample(BY_NAME["longest_request"], oldest.request if oldest else ""))
+        add(Sample(BY_NAME["longest_request_vhost"], oldest.vhost if oldest else ""))
         if processes.parent_pid is not None:
             table_pids = {w.pid for w in live}
             add(Sample(BY_NAME["foreign_worker_count"], sum(

@@ -31,8 +31,9 @@ class AutoPage(NamedTuple):
     values: Dict[str, float]                  # canonical metric name -> value
     info: Dict[str, str]                      # text fields (ServerVersion, ...)
     scoreboard: str
-    proxy: List[Tuple[Metric, Dict[str, str], int]]
+    proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
     extended: bool                            # ExtendedStatus was on
+    telegraf_proxy: Dict[str, float] = {}     # Telegraf's fields for balancer members
 
 
 def _number(text: str, kind: type):
@@ -99,15 +100,20 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
         raise FetchError(f"{source} is not an Apache mod_status page "
                          "(no 'Scoreboard:' line); check --url")
     proxy = []
+    telegraf_proxy: Dict[str, float] = {}
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
         labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
         for field, metric in PROXY_BY_FIELD.items():
             if field in fields:
                 number = _number(fields[field], int)
                 if number is not None:
-                    proxy.append((metric, labels, number))
+                    raw = f"ProxyBalancer[{b}]Worker[{w}]{field}"
+                    proxy.append((metric, labels, number, raw))
+                    if fields[field].strip().isdigit():
+                        # Telegraf parses these two as floats under the raw key.
+                        telegraf_proxy[raw] = float(number)
     extended = "total_accesses" in values
-    return AutoPage(values, info, scoreboard, proxy, extended)
+    return AutoPage(values, info, scoreboard, proxy, extended, telegraf_proxy)
 
 
 def count_scoreboard(scoreboard: str) -> Dict[str, int]:

@@ -92,12 +92,16 @@ def test_tls_cache_percent_and_proxy_k_suffixes():
     assert page.values["load1"] == -1.0
     assert page.info["CacheType"] == "SHMCB"
     assert page.info["TLSSessionCacheStatus"] == "yes"
-    proxy = {(m.name, labels["worker"]): v for m, labels, v in page.proxy}
+    proxy = {(m.name, labels["worker"]): v for m, labels, v, _ in page.proxy}
     assert proxy[("proxy_worker_sent_kbytes", "http://10.0.0.1:8080")] == 5
     assert proxy[("proxy_worker_received_kbytes", "http://10.0.0.1:8080")] == 12
     assert proxy[("proxy_worker_busy", "http://10.0.0.2:8080")] == 1
     assert proxy[("proxy_worker_elected", "http://10.0.0.1:8080")] == 12
-    assert {labels["balancer"] for _, labels, _ in page.proxy} == {"balancer://app"}
+    assert {labels["balancer"] for _, labels, _, _ in page.proxy} == {"balancer://app"}
+    # Telegraf keeps the members' plain numbers (not the K ones) under the raw key.
+    assert page.telegraf_proxy == {
+        "ProxyBalancer[0]Worker[0]Elected": 12.0, "ProxyBalancer[0]Worker[0]Busy": 0.0,
+        "ProxyBalancer[0]Worker[1]Elected": 0.0, "ProxyBalancer[0]Worker[1]Busy": 1.0}
 
 
 def test_values_with_colons_and_garbage_numbers():
@@ -170,7 +174,7 @@ def test_real_tls_cache_and_proxy_balancer_blocks():
     assert page.values["tls_cache_shared_memory_bytes"] == 512000
     assert page.values["tls_cache_store_count"] >= 3  # three https requests were made
     assert isinstance(page.values["tls_cache_usage_percent"], int)
-    members = {labels["worker"] for _, labels, _ in page.proxy}
+    members = {labels["worker"] for _, labels, _, _ in page.proxy}
     assert len(members) == 2
-    elected = sum(v for m, _, v in page.proxy if m.name == "proxy_worker_elected")
+    elected = sum(v for m, _, v, _ in page.proxy if m.name == "proxy_worker_elected")
     assert elected == 3  # three requests went through the balancer

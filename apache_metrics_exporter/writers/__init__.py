@@ -2,7 +2,8 @@
 
 - ``render(snapshots, settings) -> str``: the whole output of one batch;
 - ``MULTI_TARGET``: whether one output can hold several targets;
-- ``DESCRIPTION``: one line for --help.
+- ``DESCRIPTION``: one line for --help;
+- optionally ``check(settings, urls)``: raise UsageError before any fetch.
 
 Modules are imported only when their format is chosen, so a format with heavy
 dependencies costs nothing to the others.
@@ -17,10 +18,14 @@ from typing import Dict
 # format name -> module (relative to this package)
 REGISTRY: Dict[str, str] = {
     "tab": "tab",
+    "influx": "influx",
+    "collectd": "collectd",
 }
 
 DESCRIPTIONS: Dict[str, str] = {
     "tab": "apache-manager's tab-delimited metrics file (default)",
+    "influx": "Influx line protocol for Telegraf inputs.exec/execd",
+    "collectd": "collectd PUTVAL lines for collectd's Exec plugin",
 }
 
 

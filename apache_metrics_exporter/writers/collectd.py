@@ -1,0 +1,130 @@
+"""collectd ``PUTVAL`` lines for the Exec plugin.
+
+``PUTVAL "HOST/apache-INSTANCE/TYPE-TYPEINSTANCE" [interval=N] TIME:VALUE``
+with the types of collectd's own apache plugin (``apache_requests``,
+``apache_bytes``, ``apache_connections``, ``apache_idle_workers``,
+``apache_scoreboard-<state>``) and, for everything else, types of the stock
+``types.db`` only, as the catalogue names them. DERIVE values are written as
+integers (collectd reads them with base 0: a leading zero would mean octal).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from apache_metrics_exporter.errors import UsageError
+
+MULTI_TARGET = True
+DESCRIPTION = "collectd PUTVAL lines for collectd's Exec plugin"
+PLUGIN = "apache"
+MAX_PART = 63  # collectd allows 127 bytes per part; stay well inside
+MAX_LINE = 1024  # collectd stops reading a program after a 1200-byte line
+
+# Data source types of the stock types.db entries the catalogue uses.
+DERIVE_TYPES = frozenset({"apache_requests", "apache_bytes", "derive", "total_bytes",
+                          "total_time_in_ms", "total_requests"})
+MULTI_VALUE = {"load": 3}  # types with several data sources
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def sanitize(text: str) -> str:
+    """An identifier part: letters, digits, ``_ . -``; others become ``_``."""
+    return _UNSAFE.sub("_", text).strip("_")[:MAX_PART] or "unknown"
+
+
+def default_instance(url: str) -> str:
+    """``HOST_PORT`` of a status URL, e.g. ``127.0.0.1_8080``."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return sanitize(f"{parts.hostname}_{port}")
+
+
+def hostname(settings: Any) -> str:
+    """COLLECTD_HOSTNAME (set by the Exec plugin), else --hostname, else ours."""
+    return (os.environ.get("COLLECTD_HOSTNAME") or getattr(settings, "hostname", None)
+            or socket.gethostname())
+
+
+def interval(settings: Any) -> Optional[float]:
+    """The interval to declare: COLLECTD_INTERVAL, else --interval, else none."""
+    env = os.environ.get("COLLECTD_INTERVAL")
+    if env:
+        try:
+            return float(env)
+        except ValueError:
+            pass
+    return getattr(settings, "interval", None)
+
+
+def instances(settings: Any, urls: Sequence[str]) -> List[str]:
+    """One plugin instance per target: --instance (repeated per URL) or derived."""
+    given = list(getattr(settings, "instance", None) or [])
+    if not given:
+        names = [default_instance(u) for u in urls]
+    elif len(given) == len(urls):
+        names = [sanitize(n) for n in given]
+    else:
+        raise UsageError(f"--instance was given {len(given)} times for {len(urls)} "
+                         "--url; give one per URL, in the same order, or none")
+    if len(set(names)) != len(names):
+        raise UsageError("two targets would share the collectd plugin instance "
+                         f"{sorted(n for n in names if names.count(n) > 1)[0]!r}; "
+                         "give --instance once per --url")
+    return names
+
+
+def _number(value: float, derive: bool) -> str:
+    if derive:
+        return str(int(value))  # no leading zeros, truncated like collectd would
+    number = float(value)
+    if number.is_integer():
+        return str(int(number))
+    return f"{number:.10g}"  # 0.0025454500000000003 (from ms * 0.001) -> 0.00254545
+
+
+def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> List[str]:
+    """The PUTVAL lines of one snapshot."""
+    values: Dict[Tuple[str, str], List[Optional[str]]] = {}
+    for sample in snapshot.samples:
+        metric = sample.metric
+        if not metric.collectd or metric.type is str:
+            continue
+        labels = {k: sanitize(v) for k, v in sample.labels}
+        spec, _, position = metric.collectd.format(**labels).partition(":")
+        type_name, _, type_instance = spec.partition("-")
+        derive = type_name in DERIVE_TYPES
+        text = _number(sample.value * metric.collectd_scale, derive)
+        slot = values.setdefault((type_name, type_instance),
+                                 [None] * MULTI_VALUE.get(type_name, 1))
+        slot[int(position or 0)] = text
+    head = f"{sanitize(host)}/{PLUGIN}-{instance}"
+    option = f" interval={every:.3f}" if every else ""
+    stamp = f"{snapshot.timestamp:.3f}"
+    out = []
+    for (type_name, type_instance), slot in values.items():
+        if None in slot:
+            continue  # a multi-value type with a missing part (load without Load5)
+        ident = f"{head}/{type_name}" + (f"-{type_instance[:MAX_PART]}" if type_instance else "")
+        line = f'PUTVAL "{ident}"{option} {stamp}:{":".join(slot)}'
+        if len(line) < MAX_LINE:
+            out.append(line)
+    return out
+
+
+def check(settings: Any, urls: Sequence[str]) -> None:
+    """Usage errors of this format, raised before anything is fetched."""
+    instances(settings, urls)
+
+
+def render(snapshots: Sequence, settings: Any = None) -> str:
+    """All targets' PUTVAL lines, one batch."""
+    host = hostname(settings)
+    every = interval(settings)
+    names = instances(settings, [s.url for s in snapshots])
+    return "".join(line + "\n" for snap, name in zip(snapshots, names)
+                   for line in lines(snap, host, name, every))
