@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 # Debian's python3 (not a pyenv build under /root): other users (www-data,
 # collectd's Exec user) must be able to run the environment too.
 SYSTEM_PYTHON ?= /usr/bin/python3
-APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl
+APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
+  collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse
 PYTEST_ARGS ?=
 
 .PHONY: demo test deps venv lint unit integration clean

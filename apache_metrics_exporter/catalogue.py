@@ -88,7 +88,7 @@ SERVER_METRICS: Tuple[Metric, ...] = (
     _m("cpu_load", GAUGE, "percent", float,
        "CPU use in percent, averaged since the last restart.",
        auto_key="CPULoad", tab_key="cpu-load",
-       collectd="percent-cpu_load"),
+       collectd="gauge-cpu_load"),
     _m("uptime", GAUGE, "seconds", int, "Seconds since the last restart.",
        auto_key="Uptime", tab_key="uptime",
        collectd="uptime"),

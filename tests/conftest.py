@@ -96,3 +96,27 @@ def own_apache() -> Iterator[ApacheServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb():
+    """A real InfluxDB 1.6 on loopback for the session (its /write validates)."""
+    from tests.harness.servers import InfluxDB
+
+    server = InfluxDB().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_db_counter = [0]
+
+
+@pytest.fixture
+def influx_db(influxdb):
+    """A fresh database name on the session's InfluxDB."""
+    _db_counter[0] += 1
+    name = f"t{_db_counter[0]}"
+    influxdb.query(f'CREATE DATABASE "{name}"')
+    return name

@@ -23,9 +23,9 @@ DESCRIPTION = "Influx line protocol (Telegraf inputs.exec/execd, InfluxDB /write
 TELEGRAF_MEASUREMENT = "apache"
 
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "/",
-                              "\n": " ", "\r": " ", "\t": " "})
+                              "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "/",
-                                      "\n": " ", "\r": " ", "\t": " "})
+                                      "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": " ", "\r": " "})
 
 

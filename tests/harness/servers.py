@@ -1,0 +1,195 @@
+"""Real consumers started on loopback for the tests: InfluxDB 1.6 and collectd.
+
+Each runs from Debian's package binary with its own config and data in a
+temporary directory, on free ports of 127.0.0.1, and is always stopped by the
+fixture that started it (only the process it started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import List, Optional
+
+from tests.harness.apache import free_port
+
+INFLUXD = os.environ.get("INFLUXD_BIN", "/usr/bin/influxd")
+COLLECTD = os.environ.get("COLLECTD_BIN", "/usr/sbin/collectd")
+TYPES_DB = "/usr/share/collectd/types.db"
+
+
+class _Daemon:
+    proc: Optional[subprocess.Popen] = None
+    root: Optional[Path] = None
+
+    def _spawn(self, argv: List[str], stdout: Path) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=open(stdout, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+            self.proc = None
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class InfluxDB(_Daemon):
+    """InfluxDB 1.6: its /write endpoint parses line protocol strictly."""
+
+    def start(self, timeout: float = 30) -> InfluxDB:
+        self.root = Path(tempfile.mkdtemp(prefix="ame-influxdb-"))
+        self.port = free_port()
+        conf = self.root / "influxdb.conf"
+        conf.write_text(f"""reporting-disabled = true
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{self.root}/meta"
+[data]
+  dir = "{self.root}/data"
+  wal-dir = "{self.root}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+""")
+        self._spawn([INFLUXD, "-config", str(conf)], self.root / "influxd.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
+                    if r.status == 204:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        log = (self.root / "influxd.log").read_text()[-2000:]
+        self.stop()
+        raise RuntimeError(f"influxd did not start: {log}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, q: str, db: Optional[str] = None) -> dict:
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        data = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as r:
+            return json.load(r)
+
+    def write(self, db: str, body: bytes, precision: str = "ns") -> tuple:
+        """(HTTP status, error text) of a /write."""
+        req = urllib.request.Request(f"{self.url}/write?db={db}&precision={precision}",
+                                     data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, ""
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def field_types(self, db: str) -> dict:
+        """{measurement: {field: type}} from SHOW FIELD KEYS."""
+        out = {}
+        for series in self.query("SHOW FIELD KEYS", db)["results"][0].get("series", []):
+            out[series["name"]] = dict(series["values"])
+        return out
+
+
+class Collectd(_Daemon):
+    """collectd 5.12 with the Exec plugin running a command, csv output."""
+
+    def start(self, exec_user: str, command: List[str], hostname: str = "testhost",
+              interval: float = 1.0, timeout: float = 15) -> Collectd:
+        self.root = Path(tempfile.mkdtemp(prefix="ame-collectd-"))
+        os.chmod(self.root, 0o755)
+        self.csv_dir = self.root / "csv"
+        self.hostname = hostname
+        args = " ".join(f'"{a}"' for a in command)
+        conf = self.root / "collectd.conf"
+        conf.write_text(f"""Hostname "{hostname}"
+FQDNLookup false
+Interval {interval}
+BaseDir "{self.root}"
+PIDFile "{self.root}/collectd.pid"
+TypesDB "{TYPES_DB}"
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "{self.root}/collectd.log"
+  Timestamp true
+</Plugin>
+LoadPlugin exec
+LoadPlugin csv
+<Plugin exec>
+  Exec "{exec_user}" {args}
+</Plugin>
+<Plugin csv>
+  DataDir "{self.csv_dir}"
+  StoreRates false
+</Plugin>
+""")
+        self.stdout = self.root / "stdout.log"
+        self._spawn([COLLECTD, "-f", "-C", str(conf)], self.stdout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("collectd exited: " + self.stdout.read_text()[-2000:])
+            if (self.root / "collectd.log").exists():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("collectd did not start")
+
+    def log(self) -> str:
+        try:
+            return (self.root / "collectd.log").read_text()
+        except OSError:
+            return ""
+
+    def csv_files(self) -> dict:
+        """{'plugin-instance/type-instance': [(epoch, value...), ...]} from the csv plugin."""
+        out: dict = {}
+        base = self.csv_dir / self.hostname
+        if not base.is_dir():
+            return out
+        for plugin_dir in base.iterdir():
+            for f in plugin_dir.iterdir():
+                name = f.name.rsplit("-", 3)[0]  # strip -YYYY-MM-DD
+                rows = []
+                for line in f.read_text().splitlines()[1:]:
+                    parts = line.split(",")
+                    rows.append(tuple(float(x) if x != "nan" else float("nan") for x in parts))
+                out[f"{plugin_dir.name}/{name}"] = rows
+        return out

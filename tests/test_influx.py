@@ -1,0 +1,183 @@
+"""Influx line protocol: Telegraf-compatible names and types, checked by a real InfluxDB."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apache_metrics_exporter.catalogue import ALL_METRICS, BY_NAME
+from apache_metrics_exporter.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.snapshot import Sample, build
+from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.writers import influx
+from tests.conftest import data, run_exporter
+from tests.test_tab import example_snapshot
+
+INFLUX_TYPES = {int: "integer", float: "float", str: "string"}
+
+
+def _split(text: str, sep: str):
+    """Split at separators that are neither escaped nor inside a string value."""
+    parts, cur, quoted, i = [], "", False, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i:i + 2]
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        if c == sep and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    return parts + [cur]
+
+
+def parse_line(line: str):
+    """measurement+tags, fields (as text), timestamp of one line."""
+    head, fields, stamp = _split(line, " ")
+    return head, dict(f.split("=", 1) for f in _split(fields, ",")), stamp
+
+
+def test_telegraf_measurement_names_tags_and_float_types():
+    out = influx.render([example_snapshot()])
+    lines = out.splitlines()
+    head, fields, stamp = parse_line(lines[0])
+    assert head == "apache,port=80,server=x"
+    assert fields["BusyWorkers"] == "1.0" and fields["IdleWorkers"] == "74.0"
+    assert fields["TotalAccesses"] == "3.0" and fields["TotalkBytes"] == "6.0"
+    assert fields["CPULoad"] == "0.102564" and fields["ReqPerSec"] == "0.0384615"
+    assert fields["scboard_waiting"] == "76.0" and fields["scboard_sending"] == "1.0"
+    assert {f"scboard_{s}" for s in ("waiting", "starting", "reading", "sending", "keepalive",
+            "dnslookup", "closing", "logging", "finishing", "idle_cleanup", "open")} <= set(fields)
+    assert all(not v.endswith("i") and not v.startswith('"') for v in fields.values())
+    assert len({parse_line(x)[2] for x in lines}) == 1  # one timestamp per snapshot
+    assert stamp == "0"
+    assert lines[-1].startswith("apache_exporter,port=80,server=x up=1i,")
+
+
+def test_own_measurements_use_catalogue_types():
+    lines = influx.render([example_snapshot()]).splitlines()
+    by_head = {parse_line(x)[0]: parse_line(x)[1] for x in lines}
+    mem = by_head["apache_memory,group=zeta,port=80,server=x"]
+    assert mem == {"count": "1i", "min_bytes": "372736i", "max_bytes": "372736i",
+                   "average_bytes": "372736.0", "median_bytes": "372736.0"}
+    workers = by_head["apache_workers,port=80,server=x"]
+    assert workers["hanging"] == "0i" and workers["native_worker_count"] == "5i"
+    assert workers["utilisation"] == repr(round(1 / 77, 6))
+    assert workers["longest_request"] == '"GET / HTTP/1.1"'
+
+
+def test_down_snapshot_has_health_and_memory_only():
+    lines = influx.render([example_snapshot(up=False)]).splitlines()
+    heads = [parse_line(x)[0].split(",")[0] for x in lines]
+    assert "apache" not in heads and "apache_workers" not in heads
+    assert heads[-1] == "apache_exporter" and "up=0i" in lines[-1]
+    assert "apache_memory" in heads
+
+
+def test_every_influx_metric_has_a_fixed_type():
+    for m in ALL_METRICS:
+        if m.influx and not m.influx.startswith("apache."):
+            assert m.type in INFLUX_TYPES, m.name
+
+
+@pytest.mark.parametrize("raw,escaped", [
+    ("a b", r"a\ b"), ("a,b", r"a\,b"), ("a=b", r"a\=b"), ("a\\b", "a/b"),
+    ("a\nb", r"a\ b"), ("ü", "ü"),
+])
+def test_key_escaping(raw, escaped):
+    assert influx.escape_key(raw) == escaped
+
+
+def test_string_escaping_and_no_nan():
+    assert influx.format_value('say "hi" \\o/', str) == r'"say \"hi\" \\o/"'
+    with pytest.raises(ValueError):
+        influx.format_value(float("nan"), float)
+
+
+def test_ipv6_and_default_ports_as_tags():
+    assert influx.target_tags("http://[::1]:8080/s") == {"server": "::1", "port": "8080"}
+    assert influx.target_tags("https://h.example/s") == {"server": "h.example", "port": "443"}
+
+
+# --- real InfluxDB ---------------------------------------------------------
+
+@pytest.mark.integration
+def test_every_line_accepted_and_types_match_catalogue(apache, influxdb, influx_db):
+    first = run_exporter("--url", apache.status_url, "--format", "influx")
+    assert first.returncode == 0, first.stderr
+    assert influxdb.write(influx_db, first.stdout.encode()) == (204, "")
+    second = run_exporter("--url", apache.status_url, "--format", "influx")
+    assert influxdb.write(influx_db, second.stdout.encode()) == (204, "")  # no type conflict
+    types = influxdb.field_types(influx_db)
+    assert set(types["apache"].values()) == {"float"}
+    for field in ("BusyWorkers", "IdleWorkers", "TotalAccesses", "TotalkBytes",
+                  "scboard_open", "scboard_waiting"):
+        assert field in types["apache"]
+    expected = {}
+    for m in ALL_METRICS:
+        if m.influx and not m.influx.startswith("apache."):
+            measurement, field = m.influx.split(".", 1)
+            if "{" not in field:
+                expected.setdefault(measurement, {})[field] = INFLUX_TYPES[m.type]
+    for measurement, fields in types.items():
+        if measurement == "apache":
+            continue
+        for field, kind in fields.items():
+            assert expected[measurement][field] == kind, (measurement, field)
+    assert "apache_memory" in types and "apache_exporter" in types
+    rows = influxdb.query('SELECT "group", "count" FROM apache_memory', influx_db)
+    groups = {v[1] for v in rows["results"][0]["series"][0]["values"]}
+    assert {"native", "example", "reporting-b"} <= groups
+
+
+@pytest.mark.integration
+def test_real_tls_proxy_page_lines_accepted(influxdb, influx_db):
+    auto = parse_auto(data("2.4.71-event-tls-proxy.auto.txt").decode())
+    html = parse_html(data("2.4.71-event-tls-proxy.html"))
+    snap = build("http://127.0.0.1:8080/server-status", 1.7e9, auto, html.workers,
+                 html.event_processes, ProcessScan(None, None, [], set(), "rss"))
+    body = influx.render([snap]).encode()
+    assert influxdb.write(influx_db, body) == (204, "")
+    types = influxdb.field_types(influx_db)
+    assert types["apache"]["ProxyBalancer[0]Worker[0]Elected"] == "float"
+    assert types["apache_proxy"]["elected"] == "integer"
+    assert types["apache_tls_cache"]["usage_percent"] == "integer"
+
+
+_stamps = itertools.count(1_000_000_000)
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=40)
+
+
+@pytest.mark.integration
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(group=_text, request_line=st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=80))
+def test_escaping_round_trips_through_real_influxdb(influxdb, group, request_line):
+    db = "props"
+    influxdb.query(f'CREATE DATABASE "{db}"')
+    stamp = next(_stamps)
+    scan = ProcessScan(1, 1.0, [ProcInfo(2, 1.0, group, 4096, "(wsgi:x)")], set(), "rss")
+    snap = build("http://127.0.0.1:81/server-status", stamp / 1e9, None, None, None, scan)
+    snap.samples.append(Sample(BY_NAME["longest_request"], request_line))
+    body = influx.render([snap]).encode()
+    status, error = influxdb.write(db, body)
+    assert status == 204, (error, body)
+    rows = influxdb.query(f'SELECT "group", "count" FROM apache_memory WHERE time = {stamp}', db)
+    stored = {v[1] for s in rows["results"][0].get("series", []) for v in s["values"]}
+    expected_group = group.replace("\\", "/").replace("\n", " ").replace("\r", " ") \
+        .replace("\t", " ")
+    assert expected_group in stored
+    rows = influxdb.query(f'SELECT longest_request FROM apache_workers WHERE time = {stamp}', db)
+    (value,) = [v[1] for s in rows["results"][0]["series"] for v in s["values"]]
+    assert value == request_line.replace("\n", " ").replace("\r", " ")
