@@ -35,6 +35,14 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         except OSError as exc:
+            # Point stdout at /dev/null so the interpreter's final flush of
+            # what is left in the buffer cannot fail again on the way out.
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, sys.stdout.fileno())
+                os.close(null)
+            except OSError:
+                pass
             raise OutputError(f"cannot write to standard output: {exc.strerror}") from None
         return
     directory = os.path.dirname(os.path.abspath(path))

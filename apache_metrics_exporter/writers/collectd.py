@@ -38,10 +38,13 @@ def sanitize(text: str) -> str:
 
 
 def default_instance(url: str) -> str:
-    """``HOST_PORT`` of a status URL, e.g. ``127.0.0.1_8080``."""
+    """``HOST_PORT`` of a status URL: ``127.0.0.1_8080``, ``ipv6__1_8080`` for [::1]."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return sanitize(f"{parts.hostname}_{port}")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "ipv6_" + host
+    return sanitize(f"{host}_{port}")
 
 
 def hostname(settings: Any) -> str:

@@ -346,6 +346,17 @@ DocumentRoot {root}/htdocs
         """Stop Apache but keep its directory, so it can be started again."""
         self._kill_tree()
 
+    def start_again(self, timeout: float = 20.0) -> None:
+        """Start a stopped server again on the same port with the same config."""
+        assert self.root is not None and self.proc is None
+        self.proc = subprocess.Popen(
+            [APACHE_BIN, "-d", str(self.root), "-f", str(self.root / "httpd.conf"),
+             "-DFOREGROUND"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "logs" / "stderr.log", "ab"), start_new_session=True)
+        if not self._wait_ready(timeout):
+            raise RuntimeError(f"private Apache did not start again: {self._log_tail()}")
+
     def __enter__(self) -> ApacheServer:
         return self.start()
 

@@ -53,7 +53,7 @@ class _Daemon:
             self.root = None
 
     def __enter__(self):
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
