@@ -53,6 +53,12 @@ def main() -> int:
         banner("tab format (apache-manager's metrics file) on stdout")
         run("--url", apache.status_url)
 
+        banner("influx format (Telegraf inputs.exec / execd, InfluxDB /write)")
+        run("--url", apache.status_url, "--format", "influx")
+
+        banner("collectd format (collectd's Exec plugin)")
+        run("--url", apache.status_url, "--format", "collectd", "--hostname", "demo")
+
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "apache-manager.txt")
             banner(f"the same, written atomically to {path}")
