@@ -121,8 +121,9 @@ def runnable_copy():
 def test_real_collectd_exec_plugin(prefork, runnable_copy):
     for _ in range(5):
         prefork.get("/daemon")
-    with Collectd().start("nobody:nogroup", [str(runnable_copy), "--url", prefork.status_url,
-                          "--format", "collectd"], interval=1.0) as daemon:
+    daemon = Collectd().start("nobody:nogroup", [str(runnable_copy), "--url",
+                              prefork.status_url, "--format", "collectd"], interval=1.0)
+    try:
         want = {f"apache-127.0.0.1_{prefork.port}/{t}" for t in (
             "apache_requests", "apache_bytes", "apache_connections", "apache_idle_workers",
             "memory-native_max", "memory-example_median", "count-processes_example",
@@ -137,6 +138,8 @@ def test_real_collectd_exec_plugin(prefork, runnable_copy):
             time.sleep(0.25)
         stdout = daemon.stdout.read_text()
         log = daemon.log()
+    finally:
+        daemon.stop()
     missing = want - set(files)
     assert not missing, (missing, log[-2000:])
     assert all(len(files[w]) >= 3 for w in want), "fewer than 3 intervals written"
