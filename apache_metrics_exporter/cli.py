@@ -52,7 +52,8 @@ def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
 
 def build_parser() -> configargparse.ArgParser:
     """The collector's parser: shared options plus output options."""
-    from apache_metrics_exporter.config import _positive_seconds, _timespan, base_parser
+    from apache_metrics_exporter.config import _positive_seconds, _size, _timespan, base_parser
+    from apache_metrics_exporter.spool import DEFAULT_DIR as SPOOL_DIR
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
 
     p = base_parser(PROG, "Read Apache httpd's mod_status pages and processes and write "
@@ -78,6 +79,37 @@ def build_parser() -> configargparse.ArgParser:
     o.add_argument("--instance", action="append", metavar="NAME",
                    help="collectd plugin instance, once per --url in the same order "
                         "(default: HOST_PORT of the URL)")
+    i = p.add_argument_group("push to InfluxDB (--format influxdb)")
+    i.add_argument("--influxdb-url", metavar="URL",
+                   help="InfluxDB (2.x, 1.8+) or another /api/v2/write server, "
+                        "e.g. http://127.0.0.1:8086")
+    i.add_argument("--influxdb-org", metavar="ORG", help="organisation (InfluxDB 1.8: -)")
+    i.add_argument("--influxdb-bucket", metavar="BUCKET",
+                   help="bucket (InfluxDB 1.8: DATABASE/RETENTION)")
+    i.add_argument("--influxdb-token-file", metavar="PATH",
+                   help="file whose first line is the API token (also: influxdb-token in "
+                        "the config file, or APACHE_METRICS_INFLUXDB_TOKEN)")
+    i.add_argument("--influxdb-token", metavar="TOKEN",
+                   help="the token itself (visible in ps: prefer the file or environment)")
+    i.add_argument("--influxdb-username", metavar="NAME",
+                   help="InfluxDB 1.8 user: the token becomes USER:PASSWORD, org '-'")
+    i.add_argument("--influxdb-password-file", metavar="PATH",
+                   help="file with the 1.8 user's password (also: influxdb-password in the "
+                        "config file, or APACHE_METRICS_INFLUXDB_PASSWORD)")
+    i.add_argument("--influxdb-password", help=argparse.SUPPRESS)
+    i.add_argument("--influxdb-auth-basic", action="store_true",
+                   help="send USER:PASSWORD as HTTP basic auth (1.8 behind a proxy, "
+                        "VictoriaMetrics -httpAuth.*)")
+    i.add_argument("--influxdb-ca-file", metavar="PATH", help="CA bundle for an https URL")
+    i.add_argument("--influxdb-insecure", action="store_true",
+                   help="do not verify InfluxDB's TLS certificate")
+    i.add_argument("--influxdb-timeout", type=_positive_seconds, default=10.0,
+                   metavar="TIMESPAN", help="give up on a write after this long")
+    i.add_argument("--spool-dir", default=SPOOL_DIR, metavar="PATH",
+                   help="where batches wait while InfluxDB cannot take them")
+    i.add_argument("--spool-max-bytes", type=_size, default=64 * 1024 * 1024,
+                   metavar="SIZE", help="past this the oldest spooled data is dropped "
+                                        "(and counted)")
     r = p.add_argument_group("long-running modes (default: collect once and exit)")
     r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
                    help="collect and write a batch every TIMESPAN until stopped "
@@ -159,17 +191,23 @@ def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
-          writer: ModuleType) -> None:
+          writer: ModuleType, sink: Optional[object] = None) -> None:
     """Collect every target once and write one batch (raises OutputError)."""
     from apache_metrics_exporter.output import write_atomic
-    from apache_metrics_exporter.snapshot import collect
+    from apache_metrics_exporter.snapshot import collect, state_samples
 
     snapshots = []
+    extra = state_samples(args.spool_dir, args.spool_max_bytes)
     for fetcher in fetchers:
         snap = collect(fetcher, options)
+        snap.samples.extend(extra)
         report(snap)
         snapshots.append(snap)
-    write_atomic(args.output, writer.render(snapshots, args))
+    text = writer.render(snapshots, args)
+    if sink is not None:
+        sink.send(text, snapshots)
+    else:
+        write_atomic(args.output, text)
 
 
 def run_once(args: argparse.Namespace, targets: List[Target],
@@ -178,14 +216,17 @@ def run_once(args: argparse.Namespace, targets: List[Target],
     from apache_metrics_exporter.http import Fetcher
 
     fetchers = [Fetcher(t) for t in targets]
+    sink = writer.sink(args) if hasattr(writer, "sink") else None
     try:
-        batch(args, fetchers, _options(args, exe_names), writer)
+        batch(args, fetchers, _options(args, exe_names), writer, sink)
     except OutputError as exc:
         log.error("%s", exc)
         return EXIT_OUTPUT
     finally:
         for f in fetchers:
             f.close()
+        if sink is not None:
+            sink.close()
     return EXIT_OK
 
 
@@ -232,6 +273,7 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
 
     stopper = Stopper()
     fetchers = [Fetcher(t) for t in targets]
+    sink = writer.sink(args) if hasattr(writer, "sink") else None
     options = _options(args, exe_names)
     next_tick = time.monotonic()
     try:
@@ -240,10 +282,10 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
                 if not stopper.blocking(sys.stdin.readline):
                     return EXIT_OK  # Telegraf closed stdin: it is stopping us
             try:
-                batch(args, fetchers, options, writer)
+                batch(args, fetchers, options, writer, sink)
             except OutputError as exc:
                 log.error("%s", exc)
-                if args.output == "-":
+                if args.output == "-" and sink is None:
                     return EXIT_OUTPUT
             if args.interval:
                 next_tick += args.interval
@@ -256,4 +298,6 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
     finally:
         for f in fetchers:
             f.close()
+        if sink is not None:
+            sink.close()
     return EXIT_OK

@@ -128,10 +128,12 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     """Parse and validate; argparse errors exit 2, ours raise UsageError."""
     argv = list(argv) if argv is not None else None
     cli = argv if argv is not None else sys.argv[1:]
-    if any(a == "--password" or a.startswith("--password=") for a in cli):
-        raise UsageError("--password on the command line is visible to every user in ps; "
-                         f"use --password-file, 'password = ...' in the config file or "
-                         f"{PASSWORD_ENV}")
+    for secret in ("--password", "--influxdb-password"):
+        if any(a == secret or a.startswith(secret + "=") for a in cli):
+            key = secret[2:]
+            raise UsageError(f"{secret} on the command line is visible to every user in "
+                             f"ps; use {secret}-file, '{key} = ...' in the config file or "
+                             f"{ENV_PREFIX}{key.upper().replace('-', '_')}")
     try:
         args = parser.parse_args(argv)
     except OSError as exc:  # an unreadable config file

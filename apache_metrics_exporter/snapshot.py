@@ -182,6 +182,25 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     return out
 
 
+def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0) -> List[Sample]:
+    """Figures kept between runs by others: the push spool's health (when a
+    push was ever made from this spool directory)."""
+    out: List[Sample] = []
+    if spool_dir:
+        from apache_metrics_exporter.spool import Spool
+
+        health = Spool(spool_dir, spool_max_bytes).health()
+        if health is not None:
+            if health.last_success is not None:
+                out.append(Sample(BY_NAME["push_last_success_timestamp_seconds"],
+                                  health.last_success))
+            out.append(Sample(BY_NAME["push_spooled_points"], health.spooled_points))
+            out.append(Sample(BY_NAME["push_dropped_points_total"], health.dropped_points))
+            out.append(Sample(BY_NAME["push_quarantined_batches_total"],
+                              health.quarantined_batches))
+    return out
+
+
 def samples_by_name(snapshot: Snapshot) -> Dict[str, List[Sample]]:
     """Samples grouped by metric name, in catalogue order of first appearance."""
     out: Dict[str, List[Sample]] = {}

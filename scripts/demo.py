@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from tests.harness.apache import ApacheServer  # noqa: E402
+from tests.harness.servers import VictoriaMetrics  # noqa: E402
 
 EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
 
@@ -58,6 +59,14 @@ def main() -> int:
 
         banner("collectd format (collectd's Exec plugin)")
         run("--url", apache.status_url, "--format", "collectd", "--hostname", "demo")
+
+        banner("influxdb format: push to a throwaway VictoriaMetrics (/api/v2/write)")
+        with VictoriaMetrics() as vm, tempfile.TemporaryDirectory() as spool:
+            run("--url", apache.status_url, "--format", "influxdb", "--influxdb-url", vm.url,
+                "--influxdb-org", "demo", "--influxdb-bucket", "demo", "--influxdb-token",
+                "demo", "--spool-dir", spool)
+            for series in vm.export('{__name__=~"apache_(BusyWorkers|exporter_up)"}', 2):
+                print(f"read back: {series['metric']['__name__']} = {series['values']}")
 
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "apache-manager.txt")

@@ -120,3 +120,15 @@ def influx_db(influxdb):
     name = f"t{_db_counter[0]}"
     influxdb.query(f'CREATE DATABASE "{name}"')
     return name
+
+
+@pytest.fixture
+def victoria():
+    """A real VictoriaMetrics (/api/v2/write) on loopback for one test."""
+    from tests.harness.servers import VictoriaMetrics
+
+    server = VictoriaMetrics().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -3,7 +3,9 @@
 - ``render(snapshots, settings) -> str``: the whole output of one batch;
 - ``MULTI_TARGET``: whether one output can hold several targets;
 - ``DESCRIPTION``: one line for --help;
-- optionally ``check(settings, urls)``: raise UsageError before any fetch.
+- optionally ``check(settings, urls)``: raise UsageError before any fetch;
+- optionally ``sink(settings)``: an object whose ``send(text, snapshots)``
+  delivers a batch elsewhere than --output (and ``close()``).
 
 Modules are imported only when their format is chosen, so a format with heavy
 dependencies costs nothing to the others.
@@ -20,12 +22,14 @@ REGISTRY: Dict[str, str] = {
     "tab": "tab",
     "influx": "influx",
     "collectd": "collectd",
+    "influxdb": "influxdb",
 }
 
 DESCRIPTIONS: Dict[str, str] = {
     "tab": "apache-manager's tab-delimited metrics file (default)",
     "influx": "Influx line protocol for Telegraf inputs.exec/execd",
     "collectd": "collectd PUTVAL lines for collectd's Exec plugin",
+    "influxdb": "push to InfluxDB /api/v2/write, spooled while it is down",
 }
 
 

@@ -193,3 +193,78 @@ LoadPlugin csv
                     rows.append(tuple(float(x) if x != "nan" else float("nan") for x in parts))
                 out[f"{plugin_dir.name}/{name}"] = rows
         return out
+
+
+VICTORIA = os.environ.get("VICTORIA_BIN", "/usr/bin/victoria-metrics")
+
+
+class VictoriaMetrics(_Daemon):
+    """VictoriaMetrics: accepts /api/v2/write, read back through /api/v1/export."""
+
+    def __init__(self, username: str = "", password: str = "") -> None:
+        self.username = username
+        self.password = password
+        self.port = 0
+
+    def start(self, timeout: float = 30) -> VictoriaMetrics:
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="ame-victoria-"))
+            self.port = free_port()
+        argv = [VICTORIA, f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.root}/data", "-retentionPeriod=100y",
+                "-search.latencyOffset=0s", "-loggerLevel=WARN"]
+        if self.username:
+            argv += [f"-httpAuth.username={self.username}",
+                     f"-httpAuth.password={self.password}"]
+        self._spawn(argv, self.root / "victoria.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with self._open("/health") as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        log = (self.root / "victoria.log").read_text()[-2000:]
+        self.stop()
+        raise RuntimeError(f"victoria-metrics did not start: {log}")
+
+    def pause(self) -> None:
+        """Stop the server but keep its data and port, to start it again."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _open(self, path: str):
+        req = urllib.request.Request(self.url + path)
+        if self.username:
+            import base64
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            req.add_header("Authorization", "Basic " + token)
+        return urllib.request.urlopen(req, timeout=10)
+
+    def export(self, match: str, min_samples: int = 1, timeout: float = 15) -> list:
+        """[{metric: {...}, values: [...], timestamps: [ms...]}] for a series selector.
+
+        New series become searchable a moment after they are written, even
+        after a flush: wait (a readiness poll) until at least ``min_samples``
+        samples are there, then return what the server has.
+        """
+        query = urllib.parse.urlencode({"match[]": match})
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._open("/internal/force_flush"):
+                pass
+            with self._open(f"/api/v1/export?{query}") as r:
+                series = [json.loads(line) for line in r.read().decode().splitlines() if line]
+            if sum(len(s["timestamps"]) for s in series) >= min_samples \
+                    or time.monotonic() > deadline:
+                return series
+            time.sleep(0.1)

@@ -1,0 +1,81 @@
+"""Push to InfluxDB's /api/v2/write (InfluxDB 2.x, 1.8+, VictoriaMetrics, ...).
+
+The lines are the influx writer's; delivery goes through push.InfluxPush with
+its spool. influxdb-client is imported only when the first write is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from apache_metrics_exporter.config import read_secret
+from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.writers.influx import render  # noqa: F401 - same lines
+
+MULTI_TARGET = True
+DESCRIPTION = "push to InfluxDB /api/v2/write (2.x, 1.8+, VictoriaMetrics), spooled"
+
+
+def push_settings(settings: Any) -> Any:
+    """PushSettings from the options; UsageError names what is missing."""
+    from apache_metrics_exporter.push import PushSettings
+
+    s = settings
+    if not s.influxdb_url:
+        raise UsageError("--format influxdb needs --influxdb-url, e.g. http://127.0.0.1:8086")
+    if not s.influxdb_url.startswith(("http://", "https://")):
+        raise UsageError(f"--influxdb-url {s.influxdb_url!r}: expected http(s)://HOST:PORT")
+    if not s.influxdb_bucket:
+        raise UsageError("--format influxdb needs --influxdb-bucket (InfluxDB 1.8: "
+                         "DATABASE/RETENTION, e.g. telegraf/autogen)")
+    token = s.influxdb_token
+    if s.influxdb_token_file:
+        token = read_secret(s.influxdb_token_file, "--influxdb-token-file")
+    if s.influxdb_username:
+        password = s.influxdb_password
+        if s.influxdb_password_file:
+            password = read_secret(s.influxdb_password_file, "--influxdb-password-file")
+        token = f"{s.influxdb_username}:{password or ''}"
+    org = s.influxdb_org or ("-" if s.influxdb_username else "")
+    if not org:
+        raise UsageError("--format influxdb needs --influxdb-org (InfluxDB 1.8: '-')")
+    return PushSettings(url=s.influxdb_url.rstrip("/"), org=org, bucket=s.influxdb_bucket,
+                        token=token or "", auth_basic=s.influxdb_auth_basic,
+                        ca_file=s.influxdb_ca_file, insecure=s.influxdb_insecure,
+                        timeout=s.influxdb_timeout)
+
+
+def check(settings: Any, urls: Sequence[str]) -> None:
+    """Everything about the push that can be checked before fetching."""
+    from apache_metrics_exporter.errors import OutputError
+    from apache_metrics_exporter.spool import Spool
+
+    push_settings(settings)
+    if settings.output != "-":
+        raise UsageError("--format influxdb pushes; --output does not apply")
+    try:
+        Spool(settings.spool_dir, settings.spool_max_bytes).ensure()
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class Sink:
+    """Delivers each batch (kept for the life of a loop)."""
+
+    def __init__(self, settings: Any) -> None:
+        from apache_metrics_exporter.push import InfluxPush
+        from apache_metrics_exporter.spool import Spool
+
+        self.push = InfluxPush(push_settings(settings),
+                               Spool(settings.spool_dir, settings.spool_max_bytes))
+
+    def send(self, text: str, snapshots: Sequence) -> None:
+        stamp = min((int(s.timestamp * 1e9) for s in snapshots), default=0)
+        self.push.deliver(text, stamp)
+
+    def close(self) -> None:
+        self.push.close()
+
+
+def sink(settings: Any) -> Sink:
+    return Sink(settings)
