@@ -298,12 +298,42 @@ PROCESS_METRICS: Tuple[Metric, ...] = (
        collectd="gauge-wsgi_name_truncated_{group}"),
 )
 
-# Kills by the reaper as the original reported them (last run's counts).
+# The reaper (apache-worker-reaper), from its state file: the original's two
+# keys (the last run's kills; active includes mod_wsgi daemons, as the
+# original counted them) and totals since the state file was created.
 REAPER_METRICS: Tuple[Metric, ...] = (
     _m("workers_killed_active", GAUGE, "processes", int,
-       "Active workers killed by the reaper's last run.", tab_key="workers-killed-active"),
+       "Active workers and mod_wsgi daemons killed by the reaper's last run.",
+       tab_key="workers-killed-active"),
     _m("workers_killed_idle", GAUGE, "processes", int,
        "Idle workers killed by the reaper's last run.", tab_key="workers-killed-idle"),
+    _m("reaper_kills_total", COUNTER, "processes", int,
+       "Processes killed, by kind (native_active, native_idle, wsgi).", labels=("kind",),
+       influx="apache_reaper.kills_{kind}", collectd="derive-reaper_kills_{kind}"),
+    _m("reaper_kills_by_reason_total", COUNTER, "processes", int,
+       "Processes killed, by reason (memory, timeout).", labels=("reason",),
+       influx="apache_reaper.kills_{reason}", collectd="derive-reaper_kills_{reason}"),
+    _m("reaper_sigkill_escalations_total", COUNTER, "processes", int,
+       "Killed processes that needed SIGKILL after the grace period.",
+       influx="apache_reaper.sigkill_escalations", collectd="derive-reaper_sigkill_escalations"),
+    _m("reaper_skipped_for_safety_total", COUNTER, "processes", int,
+       "Selected processes not signalled because re-verification failed (or they exited).",
+       influx="apache_reaper.skipped_for_safety", collectd="derive-reaper_skipped_for_safety"),
+    _m("reaper_would_kill_total", COUNTER, "processes", int,
+       "Processes a dry run would have killed.",
+       influx="apache_reaper.would_kill", collectd="derive-reaper_would_kill"),
+    _m("reaper_state_resets_total", COUNTER, "resets", int,
+       "Times a corrupt state file was set aside and the totals restarted.",
+       influx="apache_reaper.state_resets", collectd="derive-reaper_state_resets"),
+    _m("reaper_circuit_breaker_trips_total", COUNTER, "runs", int,
+       "Runs where more processes were over a threshold than --max-kills allowed.",
+       influx="apache_reaper.circuit_breaker_trips",
+       collectd="derive-reaper_circuit_breaker_trips"),
+    _m("reaper_runs_total", COUNTER, "runs", int, "Reaper runs (dry runs included).",
+       influx="apache_reaper.runs", collectd="derive-reaper_runs"),
+    _m("reaper_last_run_timestamp_seconds", GAUGE, "seconds", int,
+       "When the reaper last ran (epoch).",
+       influx="apache_reaper.last_run", collectd="gauge-reaper_last_run"),
 )
 
 # The collection itself.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import configargparse
 
     from apache_metrics_exporter.http import Fetcher, Target
+    from apache_metrics_exporter.reaper import Thresholds
     from apache_metrics_exporter.snapshot import Options, Snapshot
 
 PROG = "apache-metrics-exporter"
@@ -52,7 +53,14 @@ def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
 
 def build_parser() -> configargparse.ArgParser:
     """The collector's parser: shared options plus output options."""
-    from apache_metrics_exporter.config import _positive_seconds, _size, _timespan, base_parser
+    from apache_metrics_exporter.config import (
+        REAPER_ONLY,
+        _positive_seconds,
+        _size,
+        _timespan,
+        add_foreign,
+        base_parser,
+    )
     from apache_metrics_exporter.spool import DEFAULT_DIR as SPOOL_DIR
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
 
@@ -111,6 +119,7 @@ def build_parser() -> configargparse.ArgParser:
                    metavar="SIZE", help="past this the oldest spooled data is dropped "
                                         "(and counted)")
     r = p.add_argument_group("long-running modes (default: collect once and exit)")
+    add_foreign(p, REAPER_ONLY)
     r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
                    help="collect and write a batch every TIMESPAN until stopped "
                         "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
@@ -197,7 +206,7 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
     from apache_metrics_exporter.snapshot import collect, state_samples
 
     snapshots = []
-    extra = state_samples(args.spool_dir, args.spool_max_bytes)
+    extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
     for fetcher in fetchers:
         snap = collect(fetcher, options)
         snap.samples.extend(extra)
@@ -300,4 +309,175 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
             f.close()
         if sink is not None:
             sink.close()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# apache-worker-reaper
+
+REAPER_PROG = "apache-worker-reaper"
+REAPER_EPILOG = """\
+exit status: 0 the run completed (killed, would-kill in a dry run, or nothing to do),
+             1 the state file could not be locked or written, 2 bad options.
+Every action is one line on stderr (syslog-friendly); a summary line ends each run.
+"""
+
+
+def _wsgi_threshold(text: str) -> tuple:
+    from apache_metrics_exporter.config import _size
+
+    group, sep, size = text.rpartition("=")
+    if sep and not group:
+        raise argparse.ArgumentTypeError(f"expected SIZE or GROUP=SIZE, got {text!r}")
+    return (group or None, _size(size))
+
+
+def build_reaper_parser() -> configargparse.ArgParser:
+    """The reaper's parser: shared options plus thresholds and safety options."""
+    from apache_metrics_exporter.config import (
+        COLLECTOR_ONLY,
+        _positive_seconds,
+        _size,
+        _timespan,
+        add_foreign,
+        base_parser,
+    )
+
+    p = base_parser(REAPER_PROG, "Kill Apache workers and mod_wsgi daemon processes that "
+                    "use too much memory or hang on a request - safely, with counters in "
+                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG)
+    t = p.add_argument_group("thresholds (at least one; 0 or absent = off)")
+    t.add_argument("-a", "--max-memory-active", type=_size, default=0, metavar="SIZE",
+                   help="memory limit for native workers serving a request (50M, 2G)")
+    t.add_argument("-i", "--max-memory-idle", type=_size, default=0, metavar="SIZE",
+                   help="memory limit for idle native workers")
+    t.add_argument("-t", "--max-time", "--worker-timeout", dest="max_time", type=_timespan,
+                   default=0, metavar="TIMESPAN",
+                   help="kill a worker whose current request began longer ago (30s, 5m)")
+    t.add_argument("--max-memory-wsgi", type=_wsgi_threshold, action="append", default=[],
+                   metavar="[GROUP=]SIZE",
+                   help="memory limit for mod_wsgi daemon processes, for all groups or "
+                        "one group (repeatable: --max-memory-wsgi 1G --max-memory-wsgi "
+                        "reports=2G)")
+    s = p.add_argument_group("safety")
+    s.add_argument("-n", "--dry-run", action="store_true",
+                   help="signal nothing; log and count what would be killed")
+    s.add_argument("--grace", type=_positive_seconds, default=10.0, metavar="TIMESPAN",
+                   help="SIGTERM first; SIGKILL only what is still alive after this long")
+    s.add_argument("--max-kills", type=int, default=5, metavar="N",
+                   help="circuit breaker: never kill more than N processes in one run")
+    s.add_argument("--lock-timeout", type=_positive_seconds, default=60.0, metavar="TIMESPAN",
+                   help="how long to wait for another reaper's run to finish")
+    add_foreign(p, COLLECTOR_ONLY)
+    return p
+
+
+def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the reaper once; return the exit status."""
+    setup_logging(1, 0, REAPER_PROG)  # actions are logged at info level
+    try:
+        from apache_metrics_exporter import config
+        from apache_metrics_exporter.reaper import Thresholds
+
+        args = config.parse(build_reaper_parser(), argv)
+        setup_logging(1 + args.verbose, args.quiet, REAPER_PROG)
+        targets = config.targets(args)
+        if len(targets) != 1:
+            raise UsageError("the reaper acts on one Apache: give one --url")
+        exe_names = config.exe_names(args)
+        groups = tuple((g, size) for g, size in args.max_memory_wsgi if g)
+        general = [size for g, size in args.max_memory_wsgi if not g]
+        thresholds = Thresholds(args.max_memory_active, args.max_memory_idle, args.max_time,
+                                general[-1] if general else 0, groups)
+        if not thresholds.any():
+            raise UsageError("no threshold given: use --max-memory-active, "
+                             "--max-memory-idle, --max-time or --max-memory-wsgi")
+        if args.max_kills < 1:
+            raise UsageError("--max-kills must be at least 1 (use --dry-run to kill none)")
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        return run_reaper(args, targets[0], exe_names, thresholds)
+    except OutputError as exc:
+        log.error("%s", exc)
+        return EXIT_OUTPUT
+
+
+def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
+               thresholds: Thresholds) -> int:
+    """One reaper run under the state file's lock."""
+    from apache_metrics_exporter.errors import FetchError
+    from apache_metrics_exporter.http import Fetcher
+    from apache_metrics_exporter.processes import find_parent, scan
+    from apache_metrics_exporter.reaper import execute, select
+    from apache_metrics_exporter.state import StateFile
+    from apache_metrics_exporter.status import parse_html
+
+    with StateFile(args.state_file).locked(args.lock_timeout) as state:
+        started = time.time()
+        fetcher = Fetcher(target)
+        workers = None
+        try:
+            workers = parse_html(fetcher.get(target.url), source=target.url).workers
+            if workers is None:
+                log.warning("%s has no worker table (ExtendedStatus Off?): native workers "
+                            "are left alone this run", target.url)
+        except FetchError as exc:
+            log.error("%s; native workers are left alone this run", exc)
+        finally:
+            fetcher.close()
+        parent = find_parent(exe_names, args.pid_file,
+                             worker_pids=[w.pid for w in workers or () if w.pid])
+        processes = scan(parent, exe_names, args.memory)
+        for warning in processes.warnings:
+            log.warning("%s", warning)
+        if parent is None:
+            log.error("no Apache parent process found (give --pid-file); nothing to do")
+        selected = select(workers, processes, thresholds) if parent else []
+        result = "ok"
+        totals = state["totals"]
+        if len(selected) > args.max_kills:
+            result = "circuit-breaker"
+            totals["circuit_breaker_trips"] += 1
+            log.error("circuit breaker: %d processes are over a threshold, more than "
+                      "--max-kills %d; acting on the worst %d only - check the thresholds",
+                      len(selected), args.max_kills, args.max_kills)
+            selected = selected[:args.max_kills]
+        run = {"time": int(started), "dry_run": bool(args.dry_run),
+               "checked": len(processes.children), "killed_active": 0, "killed_idle": 0,
+               "killed_wsgi": 0, "would_kill": 0, "escalations": 0, "skipped": 0}
+        if args.dry_run:
+            for c in selected:
+                log.info("would kill %s", c.describe(processes.memory_kind))
+            run["would_kill"] = len(selected)
+            totals["would_kill"] += len(selected)
+            result = "dry-run" if result == "ok" else result
+        elif selected:
+            outcome = execute(selected, parent, processes.parent_create_time, exe_names,
+                              args.grace, processes.memory_kind)
+            for c in outcome.killed:
+                totals["kills"][c.kind] += 1
+                totals["reasons"][c.reason] += 1
+                run["killed_idle" if c.kind == "native_idle" else "killed_active"] += 1
+                if c.kind == "wsgi":
+                    run["killed_wsgi"] += 1
+            run["escalations"] = len(outcome.escalated)
+            run["skipped"] = len(outcome.skipped)
+            totals["sigkill_escalations"] += len(outcome.escalated)
+            totals["skipped_for_safety"] += len(outcome.skipped)
+        totals["runs"] += 1
+        run["result"] = result
+        state["last_run"] = run
+        killed = run["killed_active"] + run["killed_idle"]
+        if args.dry_run:
+            log.info("dry run: would kill %d of %d processes checked", run["would_kill"],
+                     run["checked"])
+        elif killed or run["skipped"]:
+            log.info("killed %d of %d processes checked (%d active, %d idle, %d mod_wsgi); "
+                     "%d needed SIGKILL; %d skipped", killed, run["checked"],
+                     run["killed_active"] - run["killed_wsgi"], run["killed_idle"],
+                     run["killed_wsgi"], run["escalations"], run["skipped"])
+        else:
+            log.info("no process over a threshold (%d checked)", run["checked"])
     return EXIT_OK

@@ -20,6 +20,7 @@ from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.http import Target, check_url, parse_header
 from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
+from apache_metrics_exporter.state import DEFAULT_PATH as STATE_PATH
 from apache_metrics_exporter.units import parse_size, parse_timespan
 
 CONFIG_FILES = ["/etc/apache-metrics-exporter.conf", "~/.config/apache-metrics-exporter.conf"]
@@ -118,16 +119,43 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                         "table, the listening port or the executable name)")
     g.add_argument("--apache-exe", default=",".join(DEFAULT_EXE_NAMES), metavar="NAMES",
                    help="comma-separated process names of Apache")
+    g.add_argument("--state-file", default=STATE_PATH, metavar="PATH",
+                   help="the reaper's counters (written by apache-worker-reaper, "
+                        "reported by apache-metrics-exporter)")
     g.add_argument("--memory", choices=MEMORY_KINDS, default="rss",
                    help="memory figure per process: rss, or pss/uss (fairer for forked "
                         "workers; need root or Apache's user, else RSS is used)")
     return p
 
 
+# Options of one command that may sit in the shared config file, read by the
+# other command too: there they are accepted from config files and the
+# environment but ignored, and refused on the command line.
+COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes", "format",
+                  "output", "data-file", "hostname", "instance", "interval", "execd",
+                  "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",
+                  "influxdb-token", "influxdb-username", "influxdb-password-file",
+                  "influxdb-password", "influxdb-auth-basic", "influxdb-ca-file",
+                  "influxdb-insecure", "influxdb-timeout", "spool-dir", "spool-max-bytes")
+REAPER_ONLY = ("max-memory-active", "max-memory-idle", "max-time", "worker-timeout",
+               "max-memory-wsgi", "dry-run", "grace", "max-kills", "lock-timeout")
+
+
+def add_foreign(parser: configargparse.ArgParser, names: Sequence[str]) -> None:
+    """Accept (and ignore) the other command's config-file keys."""
+    for name in names:
+        parser.add_argument(f"--{name}", dest=f"_foreign_{name.replace('-', '_')}",
+                            action="append", nargs="?", help=argparse.SUPPRESS)
+    parser._foreign_names = tuple(names)  # type: ignore[attr-defined]
+
+
 def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Parse and validate; argparse errors exit 2, ours raise UsageError."""
     argv = list(argv) if argv is not None else None
     cli = argv if argv is not None else sys.argv[1:]
+    for name in getattr(parser, "_foreign_names", ()):
+        if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
+            raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
     for secret in ("--password", "--influxdb-password"):
         if any(a == secret or a.startswith(secret + "=") for a in cli):
             key = secret[2:]

@@ -114,10 +114,6 @@ def build(url: str, started: float, auto: Optional[AutoPage],
           warnings: Optional[List[str]] = None, duration: float = 0.0) -> Snapshot:
     """A snapshot from parsed pages and a process scan (no I/O)."""
     samples = _samples(auto, workers, event, processes, options)
-    # A collector run kills nothing: as in apache-manager's --collect-metrics,
-    # these count the kills of this run.
-    samples.append(Sample(BY_NAME["workers_killed_active"], 0))
-    samples.append(Sample(BY_NAME["workers_killed_idle"], 0))
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
     samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
     warnings = list(warnings or ()) + list(processes.warnings)
@@ -182,10 +178,12 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     return out
 
 
-def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0) -> List[Sample]:
-    """Figures kept between runs by others: the push spool's health (when a
-    push was ever made from this spool directory)."""
+def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
+                  state_file: Optional[str] = None) -> List[Sample]:
+    """Figures kept between runs by others: the reaper's counters (its state
+    file) and the push spool's health (when a push was ever made from there)."""
     out: List[Sample] = []
+    out.extend(reaper_samples(state_file))
     if spool_dir:
         from apache_metrics_exporter.spool import Spool
 
@@ -198,6 +196,30 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0) -> List[Sa
             out.append(Sample(BY_NAME["push_dropped_points_total"], health.dropped_points))
             out.append(Sample(BY_NAME["push_quarantined_batches_total"],
                               health.quarantined_batches))
+    return out
+
+
+def reaper_samples(state_file: Optional[str]) -> List[Sample]:
+    """The reaper's counters. apache-manager's workers-killed-active/-idle are
+    the last run's kills (0 when no reaper ever ran: nothing was killed)."""
+    from apache_metrics_exporter.state import read
+
+    state = read(state_file) if state_file else None
+    last = (state or {}).get("last_run") or {}
+    out = [Sample(BY_NAME["workers_killed_active"], int(last.get("killed_active", 0))),
+           Sample(BY_NAME["workers_killed_idle"], int(last.get("killed_idle", 0)))]
+    if state is None:
+        return out
+    totals = state["totals"]
+    for kind, n in sorted(totals["kills"].items()):
+        out.append(Sample(BY_NAME["reaper_kills_total"], n, (("kind", kind),)))
+    for reason, n in sorted(totals["reasons"].items()):
+        out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
+    for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
+                    "state_resets", "circuit_breaker_trips", "runs"):
+        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], int(totals[counter])))
+    if last.get("time"):
+        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], int(last["time"])))
     return out
 
 

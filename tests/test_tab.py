@@ -1,7 +1,7 @@
 """The tab writer: byte-compatible with apache-manager for the original keys."""
 
 from apache_metrics_exporter.processes import ProcessScan, ProcInfo
-from apache_metrics_exporter.snapshot import Options, build
+from apache_metrics_exporter.snapshot import Options, build, reaper_samples
 from apache_metrics_exporter.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import tab
 from tests.conftest import data, parse_tab, sections
@@ -44,11 +44,14 @@ def example_snapshot(up=True):
              ProcInfo(203, 1.0, "zeta", 372736, "(wsgi:zeta)")]
     scan = ProcessScan(100, 1.0, procs, set(), "rss")
     if not up:
-        return build("http://x/server-status", 0.0, None, None, None, scan,
+        snap = build("http://x/server-status", 0.0, None, None, None, scan,
                      error="connection refused")
-    page = parse_html(html(rows))
-    return build("http://x/server-status", 0.0, parse_auto(AUTO), page.workers, None, scan,
-                 Options(hanging_threshold=300))
+    else:
+        page = parse_html(html(rows))
+        snap = build("http://x/server-status", 0.0, parse_auto(AUTO), page.workers, None,
+                     scan, Options(hanging_threshold=300))
+    snap.samples.extend(reaper_samples(None))  # no reaper state: nothing was killed
+    return snap
 
 
 ORIGINAL = """# Global Apache server metrics.
@@ -153,6 +156,7 @@ def test_real_event_page_renders_every_original_key():
     page = parse_html(data("2.4.71-event-ext-on.html"))
     snap = build("u", 0.0, parse_auto(data("2.4.71-event-ext-on.auto.txt").decode()),
                  page.workers, page.event_processes, ProcessScan(None, None, [], set(), "rss"))
+    snap.samples.extend(reaper_samples(None))
     values = parse_tab(tab.render([snap]))
     for key in ("busy-workers", "bytes-per-request", "bytes-per-second", "cpu-load",
                 "idle-workers", "requests-per-second", "total-accesses", "total-traffic",

@@ -17,6 +17,7 @@ from apache_metrics_exporter.catalogue import (
     MEMORY_STATS,
     NATIVE_GROUP,
     PROXY_METRICS,
+    REAPER_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     WORKER_METRICS,
@@ -34,6 +35,11 @@ _TAG = "(apache-metrics-exporter)"
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _text(value: object) -> str:
+    # A request line must not break the line/field structure.
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
 
 
 def render(snapshots: Sequence, settings: Any = None) -> str:
@@ -82,7 +88,8 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     details = [m for m in SERVER_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
                if not m.labels and m.name not in original and m.name in plain]
     out += ["", f"# Apache server details {_TAG}."]
-    out.extend(f"{k}\t{v}" for k, v in sorted((_key(m.name), plain[m.name]) for m in details))
+    out.extend(f"{k}\t{_text(v)}" for k, v in sorted((_key(m.name), plain[m.name])
+                                                    for m in details))
     if "scoreboard" in labelled:
         out += ["", f"# Scoreboard slots per state {_TAG}."]
         out.extend(f"scoreboard\t{dict(s.labels)['state']}\t{s.value}"
@@ -97,6 +104,18 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         out += ["", f"# mod_wsgi groups whose names the process title cut short {_TAG}."]
         out.extend(f"wsgi-group-name-truncated\t{dict(s.labels)['group']}\t{s.value}"
                    for s in truncated)
+    reaper = []
+    for m in REAPER_METRICS:
+        if m.name in original:
+            continue
+        if m.labels:
+            reaper.extend(f"{_key(m.name)}\t{s.labels[0][1]}\t{s.value}"
+                          for s in labelled.get(m.name, ()))
+        elif m.name in plain:
+            reaper.append(f"{_key(m.name)}\t{plain[m.name]}")
+    if reaper:
+        out += ["", f"# Reaper totals since its state file was created {_TAG}."]
+        out.extend(reaper)
     out += ["", f"# Collection health {_TAG}."]
     out.extend(f"{_key(m.name)}\t{plain[m.name]}" for m in HEALTH_METRICS if m.name in plain)
     return "\n".join(out) + "\n"

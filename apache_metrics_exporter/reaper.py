@@ -1,0 +1,215 @@
+"""The reaper's policy and its verified signals.
+
+``select`` turns a worker table and a process scan into candidates: native
+workers over their memory threshold (active or idle) or serving a request
+older than ``max_time``, and mod_wsgi daemon processes over their group's
+memory threshold. On threaded MPMs the worker table has a row per thread: a
+process is idle only when every thread is idle, and a timeout on any thread
+selects the process (the log names the other requests it was serving).
+Native children without any row in the table are left alone: their state is
+unknown (and mod_cgid's daemon looks just like them).
+
+``execute`` re-verifies each process immediately before each signal - same
+PID and start time, still a child of the same Apache parent, same executable,
+never the parent, never PID 1 - sends SIGTERM to all selected processes at
+once, waits up to ``grace`` seconds for all of them together, and SIGKILLs the
+survivors (after verifying them again).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import psutil
+
+from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.processes import ProcessScan
+from apache_metrics_exporter.status import WorkerRow
+from apache_metrics_exporter.units import format_bytes
+
+log = logging.getLogger("apache_metrics_exporter")
+
+
+class Thresholds(NamedTuple):
+    """0 (or absent) switches a threshold off."""
+
+    max_memory_active: int = 0
+    max_memory_idle: int = 0
+    max_time: float = 0
+    max_memory_wsgi: int = 0
+    wsgi_groups: Tuple[Tuple[str, int], ...] = ()
+
+    def wsgi_limit(self, group: str) -> int:
+        return dict(self.wsgi_groups).get(group, self.max_memory_wsgi)
+
+    def any(self) -> bool:
+        return bool(self.max_memory_active or self.max_memory_idle or self.max_time
+                    or self.max_memory_wsgi or self.wsgi_groups)
+
+
+class Candidate(NamedTuple):
+    """A process selected for killing, with everything the log line needs."""
+
+    pid: int
+    create_time: float
+    kind: str             # native_active | native_idle | wsgi
+    reason: str           # memory | timeout
+    memory: int
+    limit: float          # bytes (memory) or seconds (timeout)
+    value: float          # what exceeded the limit
+    request: str          # the request line concerned ('' if none)
+    others: Tuple[str, ...]  # other requests the process was serving
+    group: str
+
+    @property
+    def excess(self) -> float:
+        return self.value / self.limit if self.limit else 0.0
+
+    def describe(self, memory_kind: str) -> str:
+        """``native worker 1234 (active; RSS 512.0 MiB > 256.0 MiB; GET /x HTTP/1.1)``"""
+        kind = memory_kind.upper()
+        if self.kind == "wsgi":
+            what = f"mod_wsgi daemon {self.pid} of group {self.group!r}"
+            parts = [f"{kind} {format_bytes(self.value)} > {format_bytes(self.limit)}"]
+        else:
+            state = "active" if self.kind == "native_active" else "idle"
+            what = f"native worker {self.pid}"
+            if self.reason == "timeout":
+                parts = [state, f"request running {self.value:.0f} s > {self.limit:g} s"]
+            else:
+                parts = [state, f"{kind} {format_bytes(self.value)} > "
+                         f"{format_bytes(self.limit)}"]
+            if self.request:
+                parts.append(self.request)
+            if self.others:
+                parts.append(f"also serving {len(self.others)} other request"
+                             f"{'s' if len(self.others) != 1 else ''}: "
+                             + ", ".join(self.others))
+        return f"{what} ({'; '.join(parts)})"
+
+
+def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
+           thresholds: Thresholds) -> List[Candidate]:
+    """Processes over a threshold, the worst (largest excess) first."""
+    rows: Dict[int, List[WorkerRow]] = {}
+    for row in workers or ():
+        if row.pid and row.mode != ".":
+            rows.setdefault(row.pid, []).append(row)
+    out: List[Candidate] = []
+    for child in scan.children:
+        if child.pid <= 1 or child.pid == scan.parent_pid:
+            continue
+        if child.group != NATIVE_GROUP:
+            limit = thresholds.wsgi_limit(child.group)
+            if limit and child.memory > limit:
+                out.append(Candidate(child.pid, child.create_time, "wsgi", "memory",
+                                     child.memory, limit, child.memory, "", (), child.group))
+            continue
+        mine = rows.get(child.pid)
+        if not mine:
+            continue  # not in the worker table: state unknown, leave it alone
+        active = [r for r in mine if r.is_active]
+        kind = "native_active" if active else "native_idle"
+        late = [r for r in active if r.ss is not None and thresholds.max_time
+                and r.ss > thresholds.max_time]
+        if late:
+            oldest = max(late, key=lambda r: r.ss)
+            others = tuple(r.request or f"(state {r.mode})" for r in active if r is not oldest)
+            out.append(Candidate(child.pid, child.create_time, kind, "timeout", child.memory,
+                                 thresholds.max_time, oldest.ss, oldest.request, others,
+                                 child.group))
+            continue
+        limit = thresholds.max_memory_active if active else thresholds.max_memory_idle
+        if limit and child.memory > limit:
+            request = active[0].request if active else ""
+            others = tuple(r.request for r in active[1:])
+            out.append(Candidate(child.pid, child.create_time, kind, "memory", child.memory,
+                                 limit, child.memory, request, others, child.group))
+    out.sort(key=lambda c: (-c.excess, c.pid))
+    return out
+
+
+def verify(candidate: Candidate, parent_pid: int, parent_create_time: float,
+           exe_names: Sequence[str]) -> Tuple[Optional[psutil.Process], str]:
+    """(process, '') when it may be signalled now, else (None, why not)."""
+    pid = candidate.pid
+    if pid <= 1:
+        return None, "PID 1 is never signalled"
+    if pid == parent_pid:
+        return None, "it is the Apache parent"
+    try:
+        parent = psutil.Process(parent_pid)
+        if parent.create_time() != parent_create_time:
+            return None, f"the Apache parent {parent_pid} is not the one scanned"
+        proc = psutil.Process(pid)
+        if proc.create_time() != candidate.create_time:
+            return None, "its PID now belongs to another process"
+        if proc.ppid() != parent_pid:
+            return None, f"it is no longer a child of the Apache parent {parent_pid}"
+        if proc.name() not in exe_names:
+            return None, f"it is no longer an Apache process ({proc.name()})"
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None, "it has already exited"
+    except psutil.NoSuchProcess:
+        return None, "it has already exited"
+    except psutil.AccessDenied:
+        return None, "not allowed to inspect it (run the reaper as root)"
+    return proc, ""
+
+
+class Outcome(NamedTuple):
+    killed: List[Candidate]
+    escalated: List[Candidate]
+    skipped: List[Tuple[Candidate, str]]
+
+
+def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time: float,
+            exe_names: Sequence[str], grace: float, memory_kind: str = "rss") -> Outcome:
+    """SIGTERM every verified candidate at once, SIGKILL those left after ``grace``."""
+    termed: List[Tuple[Candidate, psutil.Process]] = []
+    skipped: List[Tuple[Candidate, str]] = []
+    for c in candidates:
+        proc, why = verify(c, parent_pid, parent_create_time, exe_names)
+        if proc is None:
+            skipped.append((c, why))
+            log.warning("skipped %s: %s", c.describe(memory_kind), why)
+            continue
+        try:
+            proc.send_signal(signal.SIGTERM)  # psutil refuses a reused PID too
+        except psutil.NoSuchProcess:
+            skipped.append((c, "it has already exited"))
+            log.info("skipped %s: it has already exited", c.describe(memory_kind))
+            continue
+        except psutil.AccessDenied:
+            skipped.append((c, "not allowed to signal it (run the reaper as root)"))
+            log.error("could not signal %s: permission denied (run the reaper as root)",
+                      c.describe(memory_kind))
+            continue
+        termed.append((c, proc))
+    _gone, alive = psutil.wait_procs([p for _, p in termed], timeout=grace)
+    alive_pids = {p.pid for p in alive}
+    killed: List[Candidate] = []
+    escalated: List[Candidate] = []
+    for c, _proc in termed:
+        if c.pid in alive_pids:
+            again, why = verify(c, parent_pid, parent_create_time, exe_names)
+            if again is None:  # exited meanwhile, or changed: either way not ours
+                if why != "it has already exited":
+                    skipped.append((c, why))
+                    log.warning("did not SIGKILL %s: %s", c.describe(memory_kind), why)
+                    continue
+            else:
+                try:
+                    again.send_signal(signal.SIGKILL)
+                    escalated.append(c)
+                    log.warning("%s did not exit within %g s of SIGTERM: sent SIGKILL",
+                                c.describe(memory_kind), grace)
+                except psutil.NoSuchProcess:
+                    pass
+        killed.append(c)
+        log.info("killed %s", c.describe(memory_kind))
+    if escalated:
+        psutil.wait_procs([p for c, p in termed if c in escalated], timeout=5)
+    return Outcome(killed, escalated, skipped)
