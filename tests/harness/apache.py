@@ -32,13 +32,16 @@ WSGI_GROUP = "example"
 WSGI_LONG_GROUP = "reporting-backend"
 
 WSGI_APP = r'''
-import os, time
+import ctypes, os, time
 from urllib.parse import parse_qs
 
 HOG = []
 
 def application(environ, start_response):
     q = parse_qs(environ.get("QUERY_STRING", ""))
+    if "ignore_term" in q:
+        # A worker that ignores SIGTERM (libc's signal(): any thread may call it).
+        ctypes.CDLL(None).signal(15, ctypes.c_void_p(1))
     if "sleep" in q:
         time.sleep(float(q["sleep"][0]))
     if "hog" in q:
@@ -91,7 +94,7 @@ class ApacheServer:
 
     def __init__(self, mpm: str = "prefork", extended_status: bool = True,
                  wsgi: bool = True, extra_conf: str = "", tls: bool = False,
-                 proxy: bool = False) -> None:
+                 proxy: bool = False, mpm_conf: Optional[str] = None) -> None:
         if mpm not in MPMS:
             raise ValueError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
@@ -100,6 +103,7 @@ class ApacheServer:
         self.extra_conf = extra_conf
         self.tls = tls          # also listen with mod_ssl (self-signed, session cache)
         self.proxy = proxy      # a mod_proxy_balancer with ProxyStatus On
+        self.mpm_conf = mpm_conf if mpm_conf is not None else MPM_CONF[mpm]
         self.root: Optional[Path] = None
         self.port = 0
         self.tls_port = 0
@@ -145,6 +149,7 @@ class ApacheServer:
             wsgi = f"""
 LoadModule wsgi_module {MODULES}/mod_wsgi.so
 WSGISocketPrefix {root}/run/wsgi
+WSGIRestrictSignal Off
 WSGIDaemonProcess {WSGI_GROUP} display-name=%{{GROUP}} processes=2 threads=2 home={root}/app
 WSGIDaemonProcess {WSGI_LONG_GROUP} display-name=%{{GROUP}} processes=1 threads=1 \\
     home={root}/app
@@ -198,7 +203,7 @@ LoadModule mpm_{self.mpm}_module {MODULES}/mod_mpm_{self.mpm}.so
 LoadModule authz_core_module {MODULES}/mod_authz_core.so
 LoadModule authz_host_module {MODULES}/mod_authz_host.so
 LoadModule status_module {MODULES}/mod_status.so
-{MPM_CONF[self.mpm]}
+{self.mpm_conf}
 KeepAlive On
 ExtendedStatus {"On" if self.extended_status else "Off"}
 DocumentRoot {root}/htdocs

@@ -1,0 +1,462 @@
+"""apache-worker-reaper on real Apache servers and real processes."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.reaper import Candidate, Thresholds, execute, select
+from apache_metrics_exporter.status import parse_html
+from tests.conftest import exporter_env, parse_tab, run_exporter
+from tests.harness.apache import ApacheServer
+
+REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
+
+SINGLE_EVENT_PROCESS = """
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+ThreadLimit 8
+MaxRequestWorkers 8
+MinSpareThreads 1
+MaxSpareThreads 8
+"""
+
+
+def reap(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([REAPER, *args], capture_output=True, text=True, timeout=timeout,
+                          env=exporter_env())
+
+
+def state_of(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def children(apache: ApacheServer) -> dict:
+    """{pid: create_time} of the Apache parent's children."""
+    return {p.pid: p.create_time() for p in psutil.Process(apache.proc.pid).children()}
+
+
+def background(apache: ApacheServer, path: str) -> threading.Thread:
+    """A request left running (its worker may be killed: errors are expected)."""
+    def go():
+        try:
+            apache.get(path, timeout=60)
+        except (urllib.error.URLError, OSError, ConnectionError):
+            pass
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_request(apache: ApacheServer, needle: str, min_ss: int, timeout: float = 15):
+    """Until the worker table shows ``needle`` running for at least ``min_ss`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(apache.status_url) as r:
+            rows = parse_html(r.read()).workers or []
+        for row in rows:
+            if needle in row.request and row.is_active and (row.ss or 0) >= min_ss:
+                return row
+        time.sleep(0.2)
+    raise AssertionError(f"{needle} never ran {min_ss} s")
+
+
+def serves(apache: ApacheServer, path: str = "/index.html", timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            apache.get(path, timeout=5)
+            return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def server(request):
+    mpm = getattr(request, "param", "prefork")
+    apache = ApacheServer(mpm).start()
+    yield apache
+    apache.stop()
+
+
+# --- policy on its own --------------------------------------------------------
+
+def _rows(*cells):
+    head = ("<tr><th>Srv</th><th>PID</th><th>M</th><th>SS</th><th>Request</th></tr>")
+    body = "".join(f"<tr><td>0-0</td><td>{pid}</td><td>{m}</td><td>{ss}</td><td>{req}</td></tr>"
+                   for pid, m, ss, req in cells)
+    page = f"<html><h1>Apache Status</h1><table>{head}{body}</table></html>".encode()
+    return parse_html(page).workers
+
+
+def _scan(*procs):
+    return ProcessScan(100, 1.0, [ProcInfo(pid, 1.0, group, mem, "") for pid, group, mem in procs],
+                       set(), "rss")
+
+
+def test_threaded_process_is_idle_only_when_all_threads_are():
+    rows = _rows((200, "_", 0, "GET /a"), (200, "W", 3, "GET /busy"), (300, "_", 0, "GET /b"),
+                 (300, "I", 0, ""))
+    scan = _scan((200, NATIVE_GROUP, 500), (300, NATIVE_GROUP, 500))
+    picked = select(rows, scan, Thresholds(max_memory_idle=100))
+    assert [(c.pid, c.kind) for c in picked] == [(300, "native_idle")]
+    picked = select(rows, scan, Thresholds(max_memory_active=100))
+    assert [(c.pid, c.kind, c.request) for c in picked] == [(200, "native_active", "GET /busy")]
+
+
+def test_timeout_on_any_thread_selects_the_process_and_names_the_others():
+    rows = _rows((200, "W", 2, "GET /quick"), (200, "W", 95, "GET /slow"),
+                 (200, "K", 1, "GET /kept"), (200, "_", 999, "GET /old-idle"))
+    (c,) = select(rows, _scan((200, NATIVE_GROUP, 10)), Thresholds(max_time=60))
+    assert (c.reason, c.value, c.request) == ("timeout", 95, "GET /slow")
+    assert c.others == ("GET /quick", "GET /kept")
+    text = c.describe("rss")
+    assert text == ("native worker 200 (active; request running 95 s > 60 s; GET /slow; "
+                    "also serving 2 other requests: GET /quick, GET /kept)")
+
+
+def test_wsgi_thresholds_per_group_and_unknown_natives_left_alone():
+    scan = _scan((400, "example", 300), (401, "reports", 300), (402, "other", 300),
+                 (500, NATIVE_GROUP, 10**9))  # 500: no row in the table
+    th = Thresholds(max_memory_wsgi=200, wsgi_groups=(("reports", 1000),), max_memory_idle=1)
+    picked = select(_rows(), scan, th)
+    assert sorted(c.pid for c in picked) == [400, 402]
+    assert {c.kind for c in picked} == {"wsgi"}
+    assert "mod_wsgi daemon 400 of group 'example' (RSS 300 B > 200 B)" in \
+        [c.describe("rss") for c in picked]
+
+
+def test_worst_excess_first():
+    scan = _scan((1001, "g", 300), (1002, "g", 900), (1003, "g", 500))
+    picked = select(None, scan, Thresholds(max_memory_wsgi=100))
+    assert [c.pid for c in picked] == [1002, 1003, 1001]
+
+
+# --- verification before signalling, with real processes ----------------------
+
+TRAP = """
+import os, signal, sys, time
+def note(signum, frame):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()} got {signum}\\n")
+signal.signal(signal.SIGTERM, note)
+print("ready", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture
+def family(tmp_path):
+    """A parent process with one child that records every SIGTERM it gets."""
+    log = tmp_path / "signals.log"
+    script = tmp_path / "trap.py"
+    script.write_text(TRAP)
+    starter = tmp_path / "parent.py"
+    starter.write_text(
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}])\n"
+        "print(c.pid, flush=True)\n"
+        "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    child = psutil.Process(child_pid)
+    deadline = time.monotonic() + 10
+    while child.status() == psutil.STATUS_ZOMBIE or not child.cmdline()[1:2]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # the child has installed its handler
+    yield psutil.Process(parent.pid), child, log
+    for p in (child, psutil.Process(parent.pid)):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    parent.wait()
+
+
+def _candidate(proc: psutil.Process, create_time=None) -> Candidate:
+    return Candidate(proc.pid, create_time if create_time is not None else proc.create_time(),
+                     "native_idle", "memory", 10, 1, 10, "", (), NATIVE_GROUP)
+
+
+def test_pid_with_another_start_time_is_never_signalled(family):
+    parent, child, log = family
+    # The scan saw a process that has exited; its PID now belongs to this child
+    # (same PID, another start time): no signal may reach it.
+    stale = _candidate(child, create_time=child.create_time() - 50)
+    outcome = execute([stale], parent.pid, parent.create_time(), (child.name(),), grace=0.5)
+    assert outcome.killed == [] and len(outcome.skipped) == 1
+    assert "another process" in outcome.skipped[0][1]
+    time.sleep(0.3)
+    assert not log.exists() and child.is_running()
+
+
+def test_only_children_of_the_scanned_parent_the_parent_and_pid_1(family):
+    parent, child, log = family
+    me = psutil.Process()
+    for cand, why in ((_candidate(child), "no longer a child"),):
+        outcome = execute([cand], me.pid, me.create_time(), (child.name(),), grace=0.5)
+        assert why in outcome.skipped[0][1]
+    outcome = execute([_candidate(parent)], parent.pid, parent.create_time(),
+                      (parent.name(),), grace=0.5)
+    assert "Apache parent" in outcome.skipped[0][1]
+    init = psutil.Process(1)
+    outcome = execute([_candidate(init)], parent.pid, parent.create_time(), ("init",), 0.5)
+    assert "PID 1" in outcome.skipped[0][1]
+    outcome = execute([_candidate(child)], parent.pid, parent.create_time() + 1,
+                      (child.name(),), grace=0.5)
+    assert "not the one scanned" in outcome.skipped[0][1]
+    outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
+                      ("apache2",), grace=0.5)
+    assert "no longer an Apache process" in outcome.skipped[0][1]
+    time.sleep(0.3)
+    assert not log.exists() and child.is_running()
+
+
+def test_vanished_process_is_skipped_not_a_crash(family):
+    parent, child, log = family
+    cand = _candidate(child)
+    child.kill()
+    deadline = time.monotonic() + 5
+    while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # gone (a zombie until its parent reaps it)
+    outcome = execute([cand], parent.pid, parent.create_time(), (child.name(),), grace=0.5)
+    assert outcome.killed == [] and "already exited" in outcome.skipped[0][1]
+
+
+def test_sigterm_ignored_means_sigkill_after_grace(family):
+    parent, child, log = family  # the child notes SIGTERM and carries on
+    started = time.monotonic()
+    outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
+                      (child.name(),), grace=1.0)
+    assert [c.pid for c in outcome.escalated] == [child.pid]
+    assert [c.pid for c in outcome.killed] == [child.pid]
+    assert 1.0 <= time.monotonic() - started < 8
+    assert log.read_text().strip() == f"{child.pid} got {signal.SIGTERM.value}"
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+# --- the command against real Apache servers ---------------------------------------------
+
+@pytest.mark.integration
+def test_memory_hog_on_prefork_is_killed_exactly(server, tmp_path):
+    state = tmp_path / "state.json"
+    body = server.get("/embedded?hog=96").decode()
+    hog = int(body.split("pid=")[1].split()[0])
+    before = children(server)
+    assert hog in before
+    proc = reap("--url", server.status_url, "--max-memory-idle", "64M",
+                "--max-memory-active", "64M", "--state-file", str(state), "--grace", "5")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    killed = [ln for ln in lines if ": killed native worker" in ln]
+    assert len(killed) == 1 and f"native worker {hog} (idle; RSS " in killed[0]
+    assert "> 64.0 MiB" in killed[0]
+    assert "killed 1 of" in lines[-1]  # the summary
+    after = children(server)
+    assert hog not in after
+    assert all(after.get(pid) == ct for pid, ct in before.items() if pid != hog)
+    assert serves(server)
+    totals = state_of(state)["totals"]
+    assert totals["kills"] == {"native_active": 0, "native_idle": 1, "wsgi": 0}
+    assert totals["reasons"]["memory"] == 1 and totals["runs"] == 1
+    # The collector reports it, in every format.
+    tab = parse_tab(run_exporter("--url", server.status_url, "--state-file", str(state)).stdout)
+    assert tab["workers-killed-idle"] == "1" and tab["workers-killed-active"] == "0"
+    assert tab["reaper-kills-total native_idle"] == "1"
+    assert tab["reaper-kills-by-reason-total memory"] == "1"
+    influx = run_exporter("--url", server.status_url, "--state-file", str(state),
+                          "--format", "influx").stdout
+    (reaper_line,) = [ln for ln in influx.splitlines() if ln.startswith("apache_reaper,")]
+    assert "kills_native_idle=1i" in reaper_line and "runs=1i" in reaper_line
+    collectd = run_exporter("--url", server.status_url, "--state-file", str(state),
+                            "--format", "collectd", "--hostname", "h").stdout
+    assert f'"h/apache-127.0.0.1_{server.port}/derive-reaper_kills_native_idle"' in collectd
+
+
+@pytest.mark.integration
+def test_request_past_max_time_is_killed_on_prefork(server, tmp_path):
+    background(server, "/embedded?sleep=40")
+    row = wait_for_request(server, "sleep=40", 2)
+    proc = reap("--url", server.status_url, "--max-time", "1s", "--grace", "3",
+                "--state-file", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ": killed native worker" in ln]
+    assert f"native worker {row.pid} (active; request running" in line
+    assert "GET /embedded?sleep=40 HTTP/1.1" in line
+    assert row.pid not in children(server)
+    assert state_of(tmp_path / "s.json")["totals"]["reasons"]["timeout"] == 1
+    assert serves(server)
+
+
+@pytest.mark.integration
+def test_request_past_max_time_on_event_names_the_other_requests(tmp_path):
+    apache = ApacheServer("event", mpm_conf=SINGLE_EVENT_PROCESS).start()
+    try:
+        background(apache, "/embedded?sleep=40&first=1")
+        wait_for_request(apache, "first=1", 3)
+        background(apache, "/embedded?sleep=40&second=1")
+        wait_for_request(apache, "second=1", 0)
+        proc = reap("--url", apache.status_url, "--max-time", "2s", "--grace", "3",
+                    "--state-file", str(tmp_path / "s.json"))
+        assert proc.returncode == 0, proc.stderr
+        (line,) = [ln for ln in proc.stderr.splitlines() if ": killed native worker" in ln]
+        assert "GET /embedded?sleep=40&first=1 HTTP/1.1" in line
+        assert "also serving" in line and "second=1" in line
+        assert serves(apache)
+    finally:
+        apache.stop()
+
+
+@pytest.mark.integration
+def test_wsgi_group_over_threshold_is_restarted_by_mod_wsgi(server, tmp_path):
+    before = {p.pid for p in psutil.Process(server.proc.pid).children()
+              if p.cmdline()[0].startswith("(wsgi:example)")}
+    others = {p.pid for p in psutil.Process(server.proc.pid).children()
+              if p.cmdline()[0].startswith("(wsgi:reporting")}
+    assert len(before) == 2
+    proc = reap("--url", server.status_url, "--max-memory-wsgi", "example=1M",
+                "--state-file", str(tmp_path / "s.json"), "--grace", "5")
+    assert proc.returncode == 0, proc.stderr
+    killed = [ln for ln in proc.stderr.splitlines() if "killed mod_wsgi daemon" in ln]
+    assert len(killed) == 2 and all("of group 'example'" in ln for ln in killed)
+    assert serves(server, "/daemon")  # mod_wsgi started new daemon processes
+    now = psutil.Process(server.proc.pid).children()
+    fresh = {p.pid for p in now if p.cmdline()[0].startswith("(wsgi:example)")}
+    assert len(fresh) == 2 and not fresh & before
+    assert others <= {p.pid for p in now}  # the other group was not touched
+    assert state_of(tmp_path / "s.json")["totals"]["kills"]["wsgi"] == 2
+
+
+@pytest.mark.integration
+def test_dry_run_signals_nothing_and_counts_would_kill(server, tmp_path):
+    state = tmp_path / "s.json"
+    for _ in range(4):
+        server.get("/embedded")
+    before = children(server)
+    proc = reap("--url", server.status_url, "--max-memory-idle", "1M", "--dry-run",
+                "--max-kills", "50", "--state-file", str(state))
+    assert proc.returncode == 0, proc.stderr
+    would = [ln for ln in proc.stderr.splitlines() if "info: would kill " in ln]
+    assert would
+    time.sleep(0.5)
+    assert children(server) == before
+    totals = state_of(state)["totals"]
+    assert totals["would_kill"] == len(would)
+    assert totals["kills"] == {"native_active": 0, "native_idle": 0, "wsgi": 0}
+    assert state_of(state)["last_run"]["result"] == "dry-run"
+
+
+@pytest.mark.integration
+def test_worker_ignoring_sigterm_is_sigkilled_and_counted(server, tmp_path):
+    background(server, "/embedded?ignore_term=1&sleep=40")
+    row = wait_for_request(server, "ignore_term=1", 2)
+    proc = reap("--url", server.status_url, "--max-time", "1s", "--grace", "1",
+                "--state-file", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "did not exit within 1 s of SIGTERM: sent SIGKILL" in proc.stderr
+    assert row.pid not in children(server)
+    assert state_of(tmp_path / "s.json")["totals"]["sigkill_escalations"] == 1
+
+
+@pytest.mark.integration
+def test_circuit_breaker(server, tmp_path):
+    # A threshold far too low: all three mod_wsgi daemons are over it.
+    proc = reap("--url", server.status_url, "--max-memory-wsgi", "1M", "--max-kills", "1",
+                "--state-file", str(tmp_path / "s.json"), "--grace", "5")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "circuit breaker:" in ln]
+    assert "3 processes are over a threshold, more than --max-kills 1" in line
+    assert len([ln for ln in proc.stderr.splitlines() if ": killed mod_wsgi" in ln]) == 1
+    state = state_of(tmp_path / "s.json")
+    assert state["totals"]["circuit_breaker_trips"] == 1
+    assert state["last_run"]["result"] == "circuit-breaker"
+
+
+@pytest.mark.integration
+def test_two_reapers_at_once_take_turns_and_lose_no_count(server, tmp_path):
+    state = tmp_path / "s.json"
+    lock = os.open(str(state) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # both start while a third holds the lock
+    args = [REAPER, "--url", server.status_url, "--max-memory-idle", "1M", "--dry-run",
+            "--max-kills", "50", "--state-file", str(state)]
+    procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=exporter_env())
+             for _ in range(2)]
+    time.sleep(1.0)
+    assert all(p.poll() is None for p in procs)  # both waiting
+    os.close(lock)
+    outs = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert state_of(state)["totals"]["runs"] == 2
+    # A reaper that cannot get the lock in time gives up cleanly.
+    lock = os.open(str(state) + ".lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        proc = reap(*args[1:], "--lock-timeout", "0.5")
+    finally:
+        os.close(lock)
+    assert proc.returncode == 1 and "another reaper has held" in proc.stderr
+    assert state_of(state)["totals"]["runs"] == 2
+
+
+@pytest.mark.integration
+def test_corrupt_state_file_is_set_aside_and_counted(server, tmp_path):
+    state = tmp_path / "s.json"
+    state.write_text('{"version": 1, "totals": {"kills": ')
+    proc = reap("--url", server.status_url, "--max-memory-idle", "1G",
+                "--state-file", str(state))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if "reaper state" in ln]
+    assert "is not valid JSON" in line and "moved aside to" in line
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"version": 1')
+    totals = state_of(state)["totals"]
+    assert totals["state_resets"] == 1 and totals["runs"] == 1
+    tab = parse_tab(run_exporter("--url", server.status_url, "--state-file", str(state)).stdout)
+    assert tab["reaper-state-resets-total"] == "1"
+
+
+def test_reaper_usage_errors(tmp_path):
+    for args, message in (
+        ([], "no threshold given"),
+        (["--max-memory-idle", "lots"], "--max-memory-idle"),
+        (["--max-memory-idle", "1G", "--max-kills", "0"], "--max-kills"),
+        (["--max-memory-wsgi", "=1G"], "--max-memory-wsgi"),
+        (["--max-memory-idle", "1G", "--format", "influx"], "--format is not an option"),
+        (["--max-memory-idle", "1G", "--url", "http://127.0.0.1:9/s"], "one --url"),
+    ):
+        proc = reap("--url", "http://127.0.0.1:9/server-status", "--state-file",
+                    str(tmp_path / "s.json"), *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
+    conf = tmp_path / "shared.conf"
+    conf.write_text("format = influx\nmax-memory-idle = 1G\ndry-run = true\n")
+    # The collector ignores the reaper's keys...
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--config", str(conf),
+                        "--no-processes")
+    assert proc.returncode == 0 and proc.stdout.startswith("apache_exporter,")
+    # ...and refuses them on its command line.
+    proc = run_exporter("--url", "http://127.0.0.1:9/s", "--dry-run")
+    assert proc.returncode == 2 and "--dry-run is not an option" in proc.stderr
