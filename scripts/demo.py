@@ -22,6 +22,7 @@ from tests.harness.apache import ApacheServer  # noqa: E402
 from tests.harness.servers import VictoriaMetrics  # noqa: E402
 
 EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
+REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
 
 
 def banner(text: str) -> None:
@@ -29,7 +30,10 @@ def banner(text: str) -> None:
 
 
 def run(*args: str) -> None:
-    cmd = [EXPORTER, *args]
+    run_cmd(EXPORTER, *args)
+
+
+def run_cmd(*cmd: str) -> None:
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, text=True, capture_output=True)
     sys.stdout.write(proc.stdout)
@@ -76,6 +80,15 @@ def main() -> int:
             with open(path) as fh:
                 print("".join(fh.readlines()[:12]), end="")
         slow.join()
+
+        banner("reaper dry run: which workers would go at a 1 MiB limit (nothing is killed)")
+        with tempfile.TemporaryDirectory() as tmp:
+            state = os.path.join(tmp, "reaper-state.json")
+            run_cmd(REAPER, "--url", apache.status_url, "--max-memory-idle", "1M",
+                    "--max-memory-wsgi", "1M", "--max-kills", "50", "--dry-run",
+                    "--state-file", state)
+            banner("the exporter reports the reaper's counters from its state file")
+            run("--url", apache.status_url, "--state-file", state, "--no-processes")
 
         banner("Apache answering 403: still a complete file, status-response 1")
         run("--url", apache.base_url + "/denied-status", "--no-processes")

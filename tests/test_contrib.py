@@ -68,3 +68,19 @@ def test_collectd_config_passes_collectd_t(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '"--format" "collectd"' in conf.read_text()
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_units_verify(tmp_path):
+    # The units as shipped, with ExecStart pointing at this environment's scripts.
+    bindir = os.path.dirname(sys.executable)
+    for unit in (CONTRIB / "systemd").iterdir():
+        text = unit.read_text().replace("/usr/local/bin/", bindir + "/")
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.iterdir())
+    assert any(u.endswith(".timer") for u in units)
+    proc = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True,
+                          text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    problems = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                if "apache-" in ln and "Unknown" not in ln.split(":")[0]]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
