@@ -8,7 +8,6 @@ errors (found before anything is fetched).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from apache_metrics_exporter.errors import OutputError, UsageError
+from apache_metrics_exporter.log import INFO, WARNING, log
 
 if TYPE_CHECKING:
     import configargparse
@@ -35,20 +35,9 @@ environment: every option can be set as APACHE_METRICS_<OPTION>, e.g.
              APACHE_METRICS_URL=http://127.0.0.1/server-status.
 """
 
-log = logging.getLogger("apache_metrics_exporter")
-
-
 def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
     """One line per message on stderr, prefixed with the program name."""
-    for number, name in ((logging.DEBUG, "debug"), (logging.INFO, "info"),
-                         (logging.WARNING, "warning"), (logging.ERROR, "error")):
-        logging.addLevelName(number, name)
-    level = logging.WARNING + 10 * (quiet - verbose)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(max(logging.DEBUG, min(level, logging.CRITICAL + 10)))
-    log.propagate = False
+    log.setup(verbose, quiet, prog)
 
 
 def build_parser() -> configargparse.ArgParser:
@@ -61,7 +50,7 @@ def build_parser() -> configargparse.ArgParser:
         add_foreign,
         base_parser,
     )
-    from apache_metrics_exporter.spool import DEFAULT_DIR as SPOOL_DIR
+    from apache_metrics_exporter.paths import SPOOL_DIR
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
 
     p = base_parser(PROG, "Read Apache httpd's mod_status pages and processes and write "
@@ -188,7 +177,7 @@ def report(snap: Snapshot) -> None:
         if warning not in _said:
             if snap.up:
                 _said.add(warning)
-            log.log(logging.WARNING if snap.up else logging.INFO, "%s", warning)
+            log.log(WARNING if snap.up else INFO, "%s", warning)
 
 
 def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:

@@ -19,8 +19,8 @@ import configargparse
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.http import Target, check_url, parse_header
+from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
 from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
-from apache_metrics_exporter.state import DEFAULT_PATH as STATE_PATH
 from apache_metrics_exporter.units import parse_size, parse_timespan
 
 CONFIG_FILES = ["/etc/apache-metrics-exporter.conf", "~/.config/apache-metrics-exporter.conf"]

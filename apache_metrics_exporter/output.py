@@ -1,7 +1,7 @@
 """Writing output safely: a temp file in the same directory, fsync, rename.
 
-The temporary file is created with O_EXCL by ``tempfile.mkstemp`` (a planted
-file or symlink is never opened), and ``rename`` replaces the destination name
+The temporary file is created with O_EXCL|O_NOFOLLOW under an unpredictable
+name (a planted file or symlink is never opened), and ``rename`` replaces the destination name
 itself, so a symlink planted at the destination is replaced, never followed.
 Readers see the old file or the new one, never half of one.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import tempfile
 
 from apache_metrics_exporter.errors import OutputError, UsageError
 
@@ -49,7 +48,7 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
     base = os.path.basename(path)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+        fd, tmp = _create_temp(directory, base)
         try:
             os.fchmod(fd, mode)
             view = memoryview(data)
@@ -75,6 +74,19 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _create_temp(directory: str, base: str) -> tuple:
+    """A new file no one else can have planted: O_CREAT|O_EXCL|O_NOFOLLOW, an
+    unpredictable name (what tempfile.mkstemp does, without its import cost)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "no unused temporary file name", directory)
 
 
 def _fsync_dir(directory: str) -> None:

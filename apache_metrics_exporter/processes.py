@@ -1,6 +1,6 @@
 """The Apache process tree: parent, native workers, mod_wsgi daemon groups, memory.
 
-Scanned once per snapshot with psutil. Memory is RSS by default; PSS and USS
+Scanned once per snapshot, from /proc (procfs.py). Memory is RSS by default; PSS and USS
 (``/proc/PID/smaps_rollup``) are fairer for forked workers but need the rights
 to read other users' processes: without them the scan falls back to RSS for all
 processes and says so once.
@@ -8,15 +8,12 @@ processes and says so once.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-import psutil
-
+from apache_metrics_exporter import procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
-
-log = logging.getLogger("apache_metrics_exporter")
+from apache_metrics_exporter.log import log
 
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
@@ -111,28 +108,34 @@ def _read_pid_file(path: str) -> Optional[int]:
 
 def _is_apache(pid: int, exe_names: Iterable[str]) -> bool:
     try:
-        return psutil.Process(pid).name() in exe_names
-    except psutil.Error:
+        return procfs.stat(pid).name in exe_names
+    except (procfs.NoProcess, procfs.Denied):
         return False
 
 
 def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
     """Walk up from an Apache process to the topmost Apache ancestor."""
     try:
-        proc = psutil.Process(pid)
-        while True:
-            parent = proc.parent()
-            if parent is None or parent.pid <= 1 or parent.name() not in exe_names:
-                return proc.pid if proc.name() in exe_names else None
-            proc = parent
-    except psutil.Error:
+        st = procfs.stat(pid)
+        if st.name not in exe_names:
+            return None
+        while st.ppid > 1:
+            parent = procfs.stat(st.ppid)
+            if parent.name not in exe_names:
+                break
+            st = parent
+        return st.pid
+    except (procfs.NoProcess, procfs.Denied):
         return None
 
 
 def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
                 worker_pids: Iterable[int] = (), port: Optional[int] = None) -> Optional[int]:
     """The Apache parent PID: from the PID file, the worker table, the listening
-    port, or a unique process of that executable name (in this order)."""
+    port, or a unique process of that executable name (in this order).
+
+    The first two read /proc only; the last two (Apache down, or no worker
+    table) need psutil, imported only then."""
     if pid_file:
         pid = _read_pid_file(pid_file)
         if pid is not None:
@@ -143,12 +146,14 @@ def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
     parents: Counter = Counter()
     for pid in set(worker_pids):
         try:
-            parents[psutil.Process(pid).ppid()] += 1
-        except psutil.Error:
+            parents[procfs.stat(pid).ppid] += 1
+        except (procfs.NoProcess, procfs.Denied):
             continue
     for ppid, _n in parents.most_common():
         if ppid > 1 and _is_apache(ppid, exe_names):
             return ppid
+    import psutil
+
     if port:
         try:
             conns = psutil.net_connections("tcp")
@@ -176,10 +181,11 @@ def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
     return None
 
 
-def _memory(proc: psutil.Process, kind: str) -> int:
+def _memory(pid: int, kind: str) -> int:
     if kind == "rss":
-        return proc.memory_info().rss
-    return getattr(proc.memory_full_info(), kind)
+        return procfs.rss(pid)
+    pss, uss = procfs.pss_uss(pid)
+    return pss if kind == "pss" else uss
 
 
 def scan(parent_pid: Optional[int], exe_names: Sequence[str],
@@ -188,46 +194,42 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     try:
-        parent = psutil.Process(parent_pid)
-        parent_ctime = parent.create_time()
-        room = len(parent.cmdline()[0]) if parent.cmdline() else 0
-        kids = parent.children()
-    except psutil.Error:
+        parent = procfs.stat(parent_pid)
+        parent_ctime = procfs.create_time(parent)
+        title = procfs.cmdline(parent_pid)
+        room = len(title[0]) if title else 0
+        kids = procfs.children(parent_pid)
+    except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
-    kind = memory_kind
-    found: List[tuple] = []
-    for proc in kids:
-        try:
-            with proc.oneshot():
-                if proc.name() not in exe_names:
-                    continue
-                cmd = proc.cmdline()
-                found.append((proc, cmd[0] if cmd else "", proc.create_time()))
-        except psutil.Error:
-            continue  # gone between listing and reading: not an error
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
-    for proc, title, ctime in found:
+    for pid in kids:
+        try:
+            st = procfs.stat(pid)
+            if st.name not in exe_names or st.ppid != parent_pid:
+                continue
+            cmd = procfs.cmdline(pid)
+            mem = _memory(pid, memory_kind)
+        except procfs.NoProcess:
+            continue  # gone between listing and reading: not an error
+        except procfs.Denied:
+            if memory_kind == "rss":
+                continue
+            fallback = scan(parent_pid, exe_names, "rss")
+            return fallback._replace(warnings=fallback.warnings + (
+                f"--memory {memory_kind} needs the right to read other users' "
+                "/proc/PID/smaps_rollup (run as root or as Apache's user); "
+                "reporting RSS instead",))
+        title = cmd[0] if cmd else ""
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
         if info is not None and info[1]:
             truncated.add(group)
-        try:
-            mem = _memory(proc, kind)
-        except psutil.AccessDenied:
-            if kind == "rss":
-                continue
-            fallback = scan(parent_pid, exe_names, "rss")
-            return fallback._replace(warnings=fallback.warnings + (
-                f"--memory {kind} needs the right to read other users' "
-                "/proc/PID/smaps_rollup (run as root or as Apache's user); "
-                "reporting RSS instead",))
-        except psutil.Error:
-            continue
-        children.append(ProcInfo(proc.pid, ctime, group, mem, title.rstrip(" \x00")))
+        children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
+                                 title.rstrip(" \x00")))
     warnings = tuple(
         f"mod_wsgi daemon group name {name!r} is cut short by the process title "
         f"({room} characters of room), the real name may be longer; WSGIDaemonProcess "
         f"names of at most {max(room - 7, 0)} characters are reported whole"
         for name in sorted(truncated))
-    return ProcessScan(parent_pid, parent_ctime, children, truncated, kind, warnings)
+    return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings)

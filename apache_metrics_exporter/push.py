@@ -12,14 +12,12 @@ aside in quarantine with the server's message.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, NamedTuple, Optional
 
 from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.log import log
 from apache_metrics_exporter.spool import Spool
-
-log = logging.getLogger("apache_metrics_exporter")
 
 TRANSIENT, AUTH, REJECTED = "transient", "auth", "rejected"
 

@@ -18,18 +18,16 @@ survivors (after verifying them again).
 
 from __future__ import annotations
 
-import logging
 import signal
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.log import log
 from apache_metrics_exporter.processes import ProcessScan
 from apache_metrics_exporter.status import WorkerRow
 from apache_metrics_exporter.units import format_bytes
-
-log = logging.getLogger("apache_metrics_exporter")
 
 
 class Thresholds(NamedTuple):

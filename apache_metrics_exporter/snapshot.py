@@ -7,6 +7,7 @@ measured (the process scan). Writers turn the snapshot's samples into text.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -184,7 +185,7 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
     file) and the push spool's health (when a push was ever made from there)."""
     out: List[Sample] = []
     out.extend(reaper_samples(state_file))
-    if spool_dir:
+    if spool_dir and os.path.isdir(spool_dir):  # spool.py only when there is one
         from apache_metrics_exporter.spool import Spool
 
         health = Spool(spool_dir, spool_max_bytes).health()
@@ -202,9 +203,11 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
 def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     """The reaper's counters. apache-manager's workers-killed-active/-idle are
     the last run's kills (0 when no reaper ever ran: nothing was killed)."""
-    from apache_metrics_exporter.state import read
+    state = None
+    if state_file and os.path.exists(state_file):  # state.py only when there is one
+        from apache_metrics_exporter.state import read
 
-    state = read(state_file) if state_file else None
+        state = read(state_file)
     last = (state or {}).get("last_run") or {}
     out = [Sample(BY_NAME["workers_killed_active"], int(last.get("killed_active", 0))),
            Sample(BY_NAME["workers_killed_idle"], int(last.get("killed_idle", 0)))]

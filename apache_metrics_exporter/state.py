@@ -13,18 +13,17 @@ import copy
 import errno
 import fcntl
 import json
-import logging
 import os
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional
 
 from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_atomic
+from apache_metrics_exporter.paths import REAPER_STATE
 
-log = logging.getLogger("apache_metrics_exporter")
-
-DEFAULT_PATH = "/var/lib/apache-metrics-exporter/reaper-state.json"
+DEFAULT_PATH = REAPER_STATE
 VERSION = 1
 KINDS = ("native_active", "native_idle", "wsgi")
 REASONS = ("memory", "timeout")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
@@ -129,15 +129,18 @@ class WorkerRow:
     """One row of the worker table (one process on prefork, one thread otherwise).
 
     Only PID, mode and SS are read up front (every row needs them); the other
-    cells are read from the parsed row when asked for, which keeps a 4096-row
-    table cheap. A row keeps its parsed page alive: drop snapshots after use.
+    cells are turned into text when asked for, which keeps a 4096-row table
+    cheap. A row keeps its raw cells (and the page they point into) alive:
+    drop snapshots after use.
     """
 
-    __slots__ = ("pid", "mode", "ss", "_tr", "_cols")
+    __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text")
 
-    def __init__(self, tr: Any, cols: Dict[str, int]) -> None:
-        self._tr = tr
+    def __init__(self, cells: Sequence[Any], cols: Dict[str, int],
+                 text: Callable[[Any], str]) -> None:
+        self._cells = cells
         self._cols = cols
+        self._text = text
         self.pid = _int_or_none(self.cell("pid"))
         self.mode = self.cell("m")
         self.ss = _int_or_none(self.cell("ss"))
@@ -145,7 +148,7 @@ class WorkerRow:
     def cell(self, heading: str) -> str:
         """The stripped text under a (normalised) heading, '' if the column is absent."""
         i = self._cols.get(heading)
-        return "" if i is None else _cell_text(self._tr[i]).strip()
+        return "" if i is None else self._text(self._cells[i]).strip()
 
     @property
     def srv(self) -> str:
@@ -231,6 +234,81 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
+class _Table(NamedTuple):
+    """A table as both HTML readers deliver it: per row, the heading cells as
+    (text, colspan) and the raw data cells; ``text`` turns a raw cell into text."""
+
+    rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
+    text: Callable[[Any], str]
+
+
+# The fast reader: Apache writes its status tables with a fixed, simple markup
+# (lower-case tags, every </td> and </tr> present), which plain byte searches
+# split faster than any parser can build a tree.
+_TH = re.compile(rb"<th\b([^>]*)>(.*?)</th\s*>", re.S)
+_TAG = re.compile(rb"<[^>]*>")
+_COLSPAN = re.compile(rb"colspan\s*=\s*[\"']?(\d+)", re.I)
+
+
+def _raw_text(raw: bytes) -> str:
+    """Text of raw cell content: tags dropped, entities decoded (ISO-8859-1, as
+    mod_status declares its pages)."""
+    if b"<" in raw:
+        raw = _TAG.sub(b"", raw)
+    text = raw.decode("latin-1")
+    if "&" in text:
+        import html  # only for the rare cell with an entity
+
+        text = html.unescape(text)
+    return text
+
+
+def _raw_cell(piece: bytes) -> str:
+    """Text of one ``...<td attrs>content`` piece (the row split at ``</td>``)."""
+    start = piece.rfind(b"<td")
+    return _raw_text(piece[piece.find(b">", start) + 1:])
+
+
+def _fast_tables(data: bytes) -> Optional[List[_Table]]:
+    """Tables read by byte searches, or None when a table we read is not in
+    Apache's well-formed markup (end tags left out, upper-case tags, ...)."""
+    if b"<TABLE" in data or b"<Table" in data:
+        return None
+    tables = []
+    pos = 0
+    while True:
+        start = data.find(b"<table", pos)
+        if start < 0:
+            return tables
+        end = data.find(b"</table>", start)
+        if end < 0:
+            return None
+        segment = data[start:end]
+        pos = end + 8
+        if segment.count(b"<tr") != segment.count(b"</tr>") \
+                or segment.count(b"<td") != segment.count(b"</td>") \
+                or segment.count(b"<th") != segment.count(b"</th>"):
+            # Apache's own balancer tables leave out </tr>: harmless unless
+            # this may be a table we read (a PID column, or headings that
+            # cannot even be read this way).
+            heads = {_norm(_raw_text(body)) for _attrs, body in _TH.findall(segment)}
+            if "pid" in heads or segment.count(b"<th") != segment.count(b"</th>"):
+                return None
+            continue
+        rows = []
+        for chunk in segment.split(b"</tr>")[:-1]:
+            at = chunk.find(b"<tr")
+            if at < 0:
+                continue
+            body = chunk[at:]
+            heads = []
+            if b"<th" in body:
+                heads = [(_raw_text(text), int(m.group(1)) if (m := _COLSPAN.search(attrs))
+                          else 1) for attrs, text in _TH.findall(body)]
+            rows.append((heads, body.split(b"</td>")[:-1]))
+        tables.append(_Table(rows, _raw_cell))
+
+
 def _cell_text(el: Any) -> str:
     # Most cells are plain text; some wrap it in <b>. Callers strip.
     if len(el):
@@ -238,9 +316,9 @@ def _cell_text(el: Any) -> str:
     return el.text or ""
 
 
-def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
-    """Find the worker table and the event process table by their headings."""
-    from lxml import etree  # only paid when the HTML page is parsed
+def _lxml_tables(data: bytes, source: str) -> List[_Table]:
+    """Tables read by lxml's forgiving HTML parser (the fallback)."""
+    from lxml import etree  # only paid when the fast reader gives up
 
     parser = etree.HTMLParser(recover=True, no_network=True, remove_comments=True)
     try:
@@ -249,42 +327,58 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
         raise FetchError(f"{source} is not readable HTML: {exc}") from None
     if root is None:
         raise FetchError(f"{source} is empty")
+    tables = []
+    for table in root.iter("table"):
+        rows = []
+        for tr in table.findall("tr"):
+            heads = [(_cell_text(th), int(th.get("colspan", "1") or 1))
+                     for th in tr.findall("th")]
+            rows.append((heads, tr.findall("td")))
+        tables.append(_Table(rows, _cell_text))
+    return tables
+
+
+def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
+    """Find the worker table and the event process table by their headings.
+
+    Apache's own markup is read by a fast regular-expression reader; anything
+    it does not recognise as well-formed goes to lxml's HTML parser instead,
+    and both give the same rows (tests/test_status_html.py checks it).
+    """
+    tables = _fast_tables(data)
+    if tables is None:
+        tables = _lxml_tables(data, source)
     workers: Optional[List[WorkerRow]] = None
     event: Optional[List[EventProcess]] = None
-    for table in root.iter("table"):
-        rows = table.findall("tr")
-        if not rows:
+    for table in tables:
+        if not table.rows:
             continue
-        first = [_norm(_cell_text(th)) for th in rows[0].findall("th")]
+        first = [_norm(text) for text, _span in table.rows[0][0]]
         if workers is None and "pid" in first and "m" in first and "ss" in first:
-            workers = _worker_rows(rows, first)
+            workers = _worker_rows(table, first)
         elif event is None and first[:3] == ["slot", "pid", "stopping"]:
-            event = _event_rows(rows)
+            event = _event_rows(table)
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
             and b"Server Version" not in data:
         raise FetchError(f"{source} is not an Apache mod_status page; check --url")
     return HtmlPage(workers, event)
 
 
-def _worker_rows(rows: List[Any], headings: List[str]) -> List[WorkerRow]:
+def _worker_rows(table: _Table, headings: List[str]) -> List[WorkerRow]:
     cols = {h: i for i, h in enumerate(headings)}
     width = len(headings)
-    out = []
-    for tr in rows[1:]:
-        if len(tr) != width:
-            continue
-        out.append(WorkerRow(tr, cols))
-    return out
+    text = table.text
+    return [WorkerRow(cells, cols, text) for _heads, cells in table.rows[1:]
+            if len(cells) == width]
 
 
-def _event_rows(rows: List[Any]) -> List[EventProcess]:
+def _event_rows(table: _Table) -> List[EventProcess]:
     # Two heading rows: rowspan=2 cells first, then groups split by colspan.
-    top = rows[0].findall("th")
-    sub = [_norm(_cell_text(th)) for th in rows[1].findall("th")] if len(rows) > 1 else []
+    top = table.rows[0][0]
+    sub = [_norm(text) for text, _span in table.rows[1][0]] if len(table.rows) > 1 else []
     names: List[str] = []
-    for th in top:
-        label = _norm(_cell_text(th))
-        span = int(th.get("colspan", "1") or 1)
+    for text, span in top:
+        label = _norm(text)
         if span == 1:
             names.append(label)
         else:
@@ -292,8 +386,8 @@ def _event_rows(rows: List[Any]) -> List[EventProcess]:
             names.extend(f"{group} {s}" for s in sub[:span])
             sub = sub[span:]
     out = []
-    for tr in rows[2:]:
-        cells = [_cell_text(td) for td in tr.findall("td")]
+    for _heads, raw in table.rows[2:]:
+        cells = [table.text(c).strip() for c in raw]
         if not cells or not cells[0].isdigit():
             continue  # the "Sum" row
         named = dict(zip(names, cells))

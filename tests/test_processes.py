@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -92,3 +93,40 @@ def test_pid_file_pointing_elsewhere_is_not_trusted(tmp_path):
     pid_file = tmp_path / "apache2.pid"
     pid_file.write_text(str(os.getpid()))  # this Python, not Apache
     assert find_parent(("apache2-not-running",), str(pid_file)) is None
+
+
+def test_procfs_agrees_with_psutil_to_the_bit():
+    # The reaper re-verifies with psutil what the collector's /proc scan found:
+    # start times must be the same float, memory the same figure.
+    from apache_metrics_exporter import procfs
+
+    me = psutil.Process()
+    st = procfs.stat(me.pid)
+    assert procfs.create_time(st) == me.create_time()
+    assert st.ppid == me.ppid() and st.name == me.name()
+    assert procfs.cmdline(me.pid) == me.cmdline()
+    assert abs(procfs.rss(me.pid) - me.memory_info().rss) < 2 * 2**20
+    pss, uss = procfs.pss_uss(me.pid)
+    full = me.memory_full_info()
+    assert abs(pss - full.pss) < 2 * 2**20 and abs(uss - full.uss) < 2 * 2**20
+    assert me.pid in procfs.children(me.ppid())
+    with pytest.raises(procfs.NoProcess):
+        procfs.stat(2**22 + 7)
+
+
+def test_procfs_name_with_spaces_and_parentheses(tmp_path):
+    from apache_metrics_exporter import procfs
+
+    weird = tmp_path / "a b) (c"
+    os.symlink(sys.executable, weird)
+    proc = subprocess.Popen([str(weird), "-c", "import time; time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 5
+        while procfs.stat(proc.pid).name != "a b) (c" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = procfs.stat(proc.pid)
+        assert st.name == "a b) (c" and st.ppid == os.getpid()
+        assert procfs.create_time(st) == psutil.Process(proc.pid).create_time()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apache_metrics_exporter import status
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.status import parse_html
-from tests.conftest import data
+from tests.conftest import DATA, data
 
 
 def _pids_in(html: bytes):
@@ -115,3 +116,36 @@ def test_random_bytes_only_ever_raise_fetch_error(blob):
         parse_html(blob)
     except FetchError:
         pass
+
+
+ALL_PAGES = sorted(p.name for p in DATA.glob("*.html"))
+
+
+def _rows_as_text(page):
+    headings = ("srv", "pid", "acc", "m", "cpu", "ss", "req", "dur", "conn", "child", "slot",
+                "client", "protocol", "vhost", "request")
+    return [tuple(r.cell(h) for h in headings) for r in page.workers or ()]
+
+
+@pytest.mark.parametrize("name", ALL_PAGES)
+def test_fast_reader_and_lxml_agree_on_every_page(name, monkeypatch):
+    raw = data(name)
+    fast = parse_html(raw)
+    assert status._fast_tables(raw) is not None  # Apache's markup takes the fast path
+    monkeypatch.setattr(status, "_fast_tables", lambda _data: None)
+    slow = parse_html(raw)
+    assert _rows_as_text(fast) == _rows_as_text(slow)
+    assert fast.event_processes == slow.event_processes
+
+
+def test_markup_without_end_tags_goes_to_lxml():
+    # HTML lets </td> and </tr> be left out; a proxy rewriting the page might.
+    html = (b"<html><body><h1>Apache Server Status for x</h1><table>"
+            b"<tr><th>Srv<th>PID<th>M<th>SS<th>Request"
+            b"<tr><td>0-0<td>41<td><b>W</b><td>7<td>GET /a HTTP/1.1"
+            b"<tr><td>1-0<td>42<td>_<td>3<td>GET /b?x=1&amp;y=2 HTTP/1.1"
+            b"</table></body></html>")
+    assert status._fast_tables(html) is None
+    rows = parse_html(html).workers
+    assert [(r.pid, r.mode, r.ss, r.request) for r in rows] == [
+        (41, "W", 7, "GET /a HTTP/1.1"), (42, "_", 3, "GET /b?x=1&y=2 HTTP/1.1")]

@@ -1,0 +1,51 @@
+"""One line per message on stderr: ``PROG: LEVEL: message``.
+
+A few lines instead of the logging module, whose import costs more than the
+rest of a one-shot collection's own code (Telegraf runs it every interval).
+"""
+
+from __future__ import annotations
+
+import sys
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
+          CRITICAL: "critical"}
+
+
+class Logger:
+    """The program's logger: a name, a threshold, %-style arguments."""
+
+    def __init__(self) -> None:
+        self.prog = "apache-metrics-exporter"
+        self.level = WARNING
+
+    def setup(self, verbose: int, quiet: int, prog: str) -> None:
+        """-v lowers the threshold by one level, -q raises it (-qq: silent)."""
+        self.prog = prog
+        self.level = max(DEBUG, min(WARNING + 10 * (quiet - verbose), CRITICAL + 10))
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        if level < self.level:
+            return
+        text = message % args if args else message
+        try:
+            sys.stderr.write(f"{self.prog}: {_NAMES.get(level, 'info')}: {text}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone: nothing sensible left to tell
+
+    def debug(self, message: str, *args: object) -> None:
+        self.log(DEBUG, message, *args)
+
+    def info(self, message: str, *args: object) -> None:
+        self.log(INFO, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.log(WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self.log(ERROR, message, *args)
+
+
+log = Logger()
