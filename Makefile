@@ -11,7 +11,7 @@ APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl
   collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps venv lint unit integration clean
+.PHONY: demo test deps venv lint unit integration bench clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -33,7 +33,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps
 venv: deps $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check apache_metrics_exporter tests scripts
+	$(VENV)/bin/ruff check apache_metrics_exporter tests scripts benchmarks
 
 test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -46,6 +46,9 @@ integration: venv
 
 demo: venv
 	$(PY) scripts/demo.py
+
+bench: venv
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

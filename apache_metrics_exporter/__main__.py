@@ -1,5 +1,5 @@
 """``python -m apache_metrics_exporter`` runs the collector."""
 
-from apache_metrics_exporter.cli import main
+from apache_metrics_exporter.cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -8,31 +8,40 @@ mod_status's ``?auto`` page); the collector fills the rest.
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from collections import namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, Tuple
 
 GAUGE = "gauge"
 COUNTER = "counter"
 
 
-class Metric(NamedTuple):
+class Metric(namedtuple(
+        "Metric",
+        "name kind unit type help auto_key tab_key tab_scale labels influx collectd "
+        "collectd_scale",
+        defaults=(None, None, 1, (), None, None, 1))):
     """One metric: what it is and how each writer names it."""
 
-    name: str                     # canonical snake_case name
-    kind: str                     # GAUGE or COUNTER
-    unit: str                     # "requests", "bytes", "seconds", "ratio", ...
-    type: type                    # int, float or str: fixed once, writers keep it
-    help: str
-    auto_key: Optional[str] = None  # key on the ?auto page, if read from there
-    tab_key: Optional[str] = None   # key in apache-manager's original sections
-    tab_scale: int = 1              # factor the original applied (kB -> bytes)
-    labels: Tuple[str, ...] = ()    # label names a sample carries
+    # name: str  # canonical snake_case name
+    # kind: str  # GAUGE or COUNTER
+    # unit: str  # "requests", "bytes", "seconds", "ratio", ...
+    # type: type  # int, float or str: fixed once, writers keep it
+    # help: str
+    # auto_key: Optional[str] = None  # key on the ?auto page, if read from there
+    # tab_key: Optional[str] = None  # key in apache-manager's original sections
+    # tab_scale: int = 1  # factor the original applied (kB -> bytes)
+    # labels: Tuple[str, ...] = ()  # label names a sample carries
     # Influx line protocol: "measurement.field" ({label} placeholders allowed).
     # Measurement "apache" is Telegraf's inputs.apache: every field a float.
-    influx: Optional[str] = None
+    # influx: Optional[str] = None
     # collectd: "type-instance" from the stock types.db ({label} placeholders
     # allowed), or "type:N" for data source N of a multi-value type (load).
-    collectd: Optional[str] = None
-    collectd_scale: float = 1       # e.g. kB -> bytes, seconds -> ms, ratio -> %
+    # collectd: Optional[str] = None
+    # collectd_scale: float = 1  # e.g. kB -> bytes, seconds -> ms, ratio -> %
+    __slots__ = ()
 
 
 def _m(*args, **kw) -> Metric:

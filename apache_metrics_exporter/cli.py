@@ -13,12 +13,14 @@ import signal
 import sys
 import time
 from types import ModuleType
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from apache_metrics_exporter.errors import OutputError, UsageError
 from apache_metrics_exporter.log import INFO, WARNING, log
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import List, Optional, Sequence, Tuple
+
     import configargparse
 
     from apache_metrics_exporter.http import Fetcher, Target
@@ -34,6 +36,7 @@ exit status: 0 output written (also when Apache is down: status-response 1 / up 
 environment: every option can be set as APACHE_METRICS_<OPTION>, e.g.
              APACHE_METRICS_URL=http://127.0.0.1/server-status.
 """
+
 
 def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
     """One line per message on stderr, prefixed with the program name."""
@@ -150,6 +153,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.execd or args.interval:
         return run_loop(args, targets, exe_names, writer)
     return run_once(args, targets, exe_names, writer)
+
+
+def console_main() -> None:
+    """The console script: ``main()``, then a fast exit.
+
+    Tearing the interpreter down (freeing every module) takes about 15 ms - a
+    sixth of a one-shot run, paid at every Telegraf interval. Everything this
+    program writes is closed (files) or flushed below (stdout/stderr), and it
+    registers no exit handlers, so it leaves with os._exit once flushed.
+    """
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            if stream is sys.stdout and status == EXIT_OK:
+                status = EXIT_OUTPUT
+    os._exit(status)
 
 
 def collectd_interval() -> Optional[float]:

@@ -8,37 +8,45 @@ processes and says so once.
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+from collections import Counter, namedtuple
 
 from apache_metrics_exporter import procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.log import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
 MEMORY_KINDS = ("rss", "pss", "uss")
 
 
-class ProcInfo(NamedTuple):
+class ProcInfo(namedtuple("ProcInfo", ['pid', 'create_time', 'group', 'memory', 'title'])):
     """One Apache child as scanned: identity (for safe signalling) and memory."""
 
-    pid: int
-    create_time: float
-    group: str          # "native" or the mod_wsgi group name
-    memory: int         # bytes, of the snapshot's memory kind
-    title: str          # cmdline()[0], e.g. "(wsgi:example)"
+    # pid: int
+    # create_time: float
+    # group: str  # "native" or the mod_wsgi group name
+    # memory: int  # bytes, of the snapshot's memory kind
+    # title: str  # cmdline()[0], e.g. "(wsgi:example)"
+    __slots__ = ()
 
 
-class ProcessScan(NamedTuple):
+class ProcessScan(namedtuple(
+        "ProcessScan",
+        "parent_pid parent_create_time children truncated memory_kind warnings",
+        defaults=((),))):
     """What one scan found, and what the user should hear about it."""
 
-    parent_pid: Optional[int]
-    parent_create_time: Optional[float]
-    children: List[ProcInfo]
-    truncated: Set[str]   # mod_wsgi groups whose names the title cut
-    memory_kind: str
-    warnings: Tuple[str, ...] = ()
+    # parent_pid: Optional[int]
+    # parent_create_time: Optional[float]
+    # children: List[ProcInfo]
+    # truncated: Set[str]  # mod_wsgi groups whose names the title cut
+    # memory_kind: str
+    # warnings: Tuple[str, ...] = ()
+    __slots__ = ()
 
     def groups(self) -> Dict[str, List[int]]:
         """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
@@ -53,14 +61,15 @@ class ProcessScan(NamedTuple):
 EMPTY_SCAN = ProcessScan(None, None, [], set(), "rss")
 
 
-class MemoryStats(NamedTuple):
+class MemoryStats(namedtuple("MemoryStats", ['count', 'min', 'max', 'average', 'median'])):
     """apache-manager's per-group statistics; an empty group is all zeros."""
 
-    count: int
-    min: int
-    max: int
-    average: float
-    median: float
+    # count: int
+    # min: int
+    # max: int
+    # average: float
+    # median: float
+    __slots__ = ()
 
 
 def memory_stats(values: Sequence[int]) -> MemoryStats:

@@ -12,7 +12,11 @@ the reaper can re-verify a process the collector's scan found.
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional
+from collections import namedtuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import List, Optional
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -27,12 +31,14 @@ class Denied(Exception):
     """Not allowed to read that about the process (another user's, not root)."""
 
 
-class Stat(NamedTuple):
-    pid: int
-    name: str        # comm (at most 15 characters)
-    state: str
-    ppid: int
-    start_ticks: int
+class Stat(namedtuple("Stat", ['pid', 'name', 'state', 'ppid', 'start_ticks'])):
+
+    # pid: int
+    # name: str  # comm (at most 15 characters)
+    # state: str
+    # ppid: int
+    # start_ticks: int
+    __slots__ = ()
 
 
 def boot_time() -> float:

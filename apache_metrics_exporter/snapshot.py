@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections import namedtuple
 
-from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, Metric
+from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.http import Fetcher
 from apache_metrics_exporter.processes import (
@@ -30,38 +30,50 @@ from apache_metrics_exporter.status import (
     parse_html,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, List, Optional, Sequence
 
-class Options(NamedTuple):
+
+class Options(namedtuple(
+        "Options",
+        "hanging_threshold exe_names pid_file memory scan_processes",
+        defaults=(300.0, ("apache2", "httpd"), None, "rss", True))):
     """Collector settings that shape a snapshot (not how it is written)."""
 
-    hanging_threshold: float = 300.0
-    exe_names: Tuple[str, ...] = ("apache2", "httpd")
-    pid_file: Optional[str] = None
-    memory: str = "rss"
-    scan_processes: bool = True
+    # hanging_threshold: float = 300.0
+    # exe_names: Tuple[str, ...] = ("apache2", "httpd")
+    # pid_file: Optional[str] = None
+    # memory: str = "rss"
+    # scan_processes: bool = True
+    __slots__ = ()
 
 
-class Sample(NamedTuple):
+class Sample(namedtuple("Sample", ['metric', 'value', 'labels'], defaults=((),))):
     """One value of one catalogue metric, with its labels."""
 
-    metric: Metric
-    value: float
-    labels: Tuple[Tuple[str, str], ...] = ()
+    # metric: Metric
+    # value: float
+    # labels: Tuple[Tuple[str, str], ...] = ()
+    __slots__ = ()
 
 
-class Snapshot(NamedTuple):
+class Snapshot(namedtuple(
+        "Snapshot",
+        "url timestamp up error warnings auto workers event_processes processes samples")):
     """Everything one collection learned about one target."""
 
-    url: str
-    timestamp: float                  # epoch seconds at the start of collection
-    up: bool
-    error: Optional[str]              # why the page could not be read
-    warnings: List[str]               # degraded but up (ExtendedStatus off, ...)
-    auto: Optional[AutoPage]
-    workers: Optional[List[WorkerRow]]
-    event_processes: Optional[List[EventProcess]]
-    processes: ProcessScan
-    samples: List[Sample]
+    # url: str
+    # timestamp: float  # epoch seconds at the start of collection
+    # up: bool
+    # error: Optional[str]  # why the page could not be read
+    # warnings: List[str]  # degraded but up (ExtendedStatus off, ...)
+    # auto: Optional[AutoPage]
+    # workers: Optional[List[WorkerRow]]
+    # event_processes: Optional[List[EventProcess]]
+    # processes: ProcessScan
+    # samples: List[Sample]
+    __slots__ = ()
 
     def value(self, name: str, **labels: str) -> Optional[float]:
         """The value of a metric (with these labels), None if not measured."""

@@ -10,30 +10,37 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from collections import namedtuple
 
 from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
     INFO_KEYS,
     PROXY_BY_FIELD,
     SCOREBOARD_STATES,
-    Metric,
 )
 from apache_metrics_exporter.errors import FetchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 _PROXY_KEY = re.compile(r"ProxyBalancer\[(\d+)\](?:Worker\[(\d+)\])?(\w+)$")
 IDLE_MODES = frozenset("_I.")  # apache-manager's definition of an idle worker
 
 
-class AutoPage(NamedTuple):
+class AutoPage(namedtuple(
+        "AutoPage",
+        "values info scoreboard proxy extended telegraf_proxy",
+        defaults=({},))):
     """What the ``?auto`` page says, already typed by the catalogue."""
 
-    values: Dict[str, float]                  # canonical metric name -> value
-    info: Dict[str, str]                      # text fields (ServerVersion, ...)
-    scoreboard: str
-    proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
-    extended: bool                            # ExtendedStatus was on
-    telegraf_proxy: Dict[str, float] = {}     # Telegraf's fields for balancer members
+    # values: Dict[str, float]  # canonical metric name -> value
+    # info: Dict[str, str]  # text fields (ServerVersion, ...)
+    # scoreboard: str
+    # proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
+    # extended: bool  # ExtendedStatus was on
+    # telegraf_proxy: Dict[str, float] = {}  # Telegraf's fields for balancer members
+    __slots__ = ()
 
 
 def _number(text: str, kind: type):
@@ -194,21 +201,23 @@ class WorkerRow:
                 f"request={self.request!r})")
 
 
-class EventProcess(NamedTuple):
+class EventProcess(namedtuple("EventProcess", ['slot', 'pid', 'stopping', 'accepting', 'cells'])):
     """One row of the event MPM's per-process table."""
 
-    slot: int
-    pid: Optional[int]
-    stopping: str
-    accepting: Optional[bool]
-    cells: Dict[str, str]
+    # slot: int
+    # pid: Optional[int]
+    # stopping: str
+    # accepting: Optional[bool]
+    # cells: Dict[str, str]
+    __slots__ = ()
 
 
-class HtmlPage(NamedTuple):
+class HtmlPage(namedtuple("HtmlPage", ['workers', 'event_processes'])):
     """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
 
-    workers: Optional[List[WorkerRow]]
-    event_processes: Optional[List[EventProcess]]
+    # workers: Optional[List[WorkerRow]]
+    # event_processes: Optional[List[EventProcess]]
+    __slots__ = ()
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
@@ -234,12 +243,13 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-class _Table(NamedTuple):
+class _Table(namedtuple("_Table", ['rows', 'text'])):
     """A table as both HTML readers deliver it: per row, the heading cells as
     (text, colspan) and the raw data cells; ``text`` turns a raw cell into text."""
 
-    rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
-    text: Callable[[Any], str]
+    # rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
+    # text: Callable[[Any], str]
+    __slots__ = ()
 
 
 # The fast reader: Apache writes its status tables with a fixed, simple markup

@@ -68,10 +68,18 @@ def run_measured(argv: list, env: dict = None) -> tuple:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def medians(argv: list, runs: int, env: dict = None) -> tuple:
-    run_measured(argv, env)  # warm the page cache
-    samples = [run_measured(argv, env) for _ in range(runs)]
-    return tuple(statistics.median(s[i] for s in samples) for i in range(3))
+def interleaved_medians(commands: dict, runs: int, env: dict = None) -> dict:
+    """Medians of (wall, cpu, rss) per command, the commands taking turns run
+    after run, so a slow phase of the machine hits all of them alike."""
+    for argv, _n in commands.values():
+        run_measured(argv, env)  # warm the page cache
+    samples = {name: [] for name in commands}
+    for i in range(runs):
+        for name, (argv, n) in commands.items():
+            if i < n:
+                samples[name].append(run_measured(argv, env))
+    return {name: tuple(statistics.median(s[i] for s in got) for i in range(3))
+            for name, got in samples.items()}
 
 
 def vary_rows(page: bytes, rows: int, seed: int = 1) -> bytes:
@@ -160,15 +168,16 @@ def execd_cycles(python: Path, url: str, cycles: int, env: dict) -> tuple:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=15, help="runs per one-shot measurement")
+    ap.add_argument("--runs", type=int, default=31, help="runs per one-shot measurement")
     ap.add_argument("--cycles", type=int, default=1000, help="long-running cycles")
     opts = ap.parse_args()
 
-    print("building virtualenvs (cached in %s) ..." % CACHE, flush=True)
+    print(f"building virtualenvs (cached in {CACHE}) ...", flush=True)
     ours = venv("ours", str(ROOT))
     # The dependencies stay cached; the project itself is reinstalled each run.
     subprocess.run([str(ours), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                     str(ROOT)], check=True)
+    script = ours.parent / "apache-metrics-exporter"  # the console script users run
     original = venv("apache-manager-2.2", "apache-manager==2.2")
     env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_METRICS_")}
     results = []  # (target text, ratio, limit, passed)
@@ -192,16 +201,14 @@ def main() -> int:
         orig_collect.write_text(ORIGINAL_COLLECT)
 
         print(f"\n1. one-shot collection ({opts.runs} runs each, medians)", flush=True)
-        rows = {
-            "bare urllib fetch (floor)": medians([str(ours), str(bare)], opts.runs, env),
-            "ours --format tab": medians([str(ours), "-m", "apache_metrics_exporter", "--url",
-                                          url], opts.runs, env),
-            "ours --format influx": medians([str(ours), "-m", "apache_metrics_exporter",
-                                             "--url", url, "--format", "influx"],
-                                            opts.runs, env),
-            "apache-manager 2.2": medians([str(original), str(orig_collect), str(ports)],
-                                          max(3, opts.runs // 3), env),
-        }
+        rows = interleaved_medians({
+            "bare urllib fetch (floor)": ([str(ours), str(bare)], opts.runs),
+            "ours --format tab": ([str(script), "--url", url], opts.runs),
+            "ours --format influx": ([str(script), "--url", url, "--format", "influx"],
+                                     opts.runs),
+            "apache-manager 2.2": ([str(original), str(orig_collect), str(ports)],
+                                   max(3, opts.runs // 3)),
+        }, opts.runs, env)
         floor = rows["bare urllib fetch (floor)"]
         print(f"   {'':30} {'wall ms':>8} {'cpu ms':>8} {'RSS MiB':>8} {'wall/floor':>10} "
               f"{'RSS/floor':>9}")

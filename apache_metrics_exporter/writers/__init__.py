@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Dict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict
 
 # format name -> module (relative to this package)
 REGISTRY: Dict[str, str] = {
