@@ -384,3 +384,126 @@ MEMORY_METRIC = {
     "average": "memory_average_bytes", "median": "memory_median_bytes",
 }
 NATIVE_GROUP = "native"
+
+# Prometheus (node_exporter's textfile collector): metric -> (family{constant
+# labels}, scale). Names are the Prometheus apache_exporter's where it has the
+# same figure, so its dashboards and alerts keep working; the rest use the
+# apache_ prefix and base units. A family ending in _total is a counter.
+PROMETHEUS: Dict[str, Tuple[str, float]] = {
+    "up": ("apache_up", 1),
+    "total_accesses": ("apache_accesses_total", 1),
+    "total_kbytes": ("apache_sent_kilobytes_total", 1),
+    "total_duration_ms": ("apache_duration_ms_total", 1),
+    "cpu_user_seconds": ('apache_cpu_time_ms_total{type="user"}', 1000),
+    "cpu_system_seconds": ('apache_cpu_time_ms_total{type="system"}', 1000),
+    "cpu_children_user_seconds": ('apache_cpu_time_ms_total{type="children_user"}', 1000),
+    "cpu_children_system_seconds": ('apache_cpu_time_ms_total{type="children_system"}', 1000),
+    "cpu_load": ("apache_cpuload", 1),
+    "uptime": ("apache_uptime_seconds_total", 1),
+    "busy_workers": ('apache_workers{state="busy"}', 1),
+    "idle_workers": ('apache_workers{state="idle"}', 1),
+    "graceful_workers": ('apache_workers{state="graceful"}', 1),
+    "processes": ('apache_processes{state="all"}', 1),
+    "stopping_processes": ('apache_processes{state="stopping"}', 1),
+    "conns_total": ('apache_connections{state="total"}', 1),
+    "conns_async_writing": ('apache_connections{state="writing"}', 1),
+    "conns_async_keep_alive": ('apache_connections{state="keepalive"}', 1),
+    "conns_async_closing": ('apache_connections{state="closing"}', 1),
+    "conns_async_wait_io": ('apache_connections{state="waitio"}', 1),
+    "load1": ('apache_load{interval="1min"}', 1),
+    "load5": ('apache_load{interval="5min"}', 1),
+    "load15": ('apache_load{interval="15min"}', 1),
+    "parent_server_config_generation": ('apache_generation{type="config"}', 1),
+    "parent_server_mpm_generation": ('apache_generation{type="mpm"}', 1),
+    "scoreboard": ("apache_scoreboard", 1),
+    "requests_per_second": ("apache_requests_per_second", 1),
+    "bytes_per_second": ("apache_bytes_per_second", 1),
+    "bytes_per_request": ("apache_bytes_per_request", 1),
+    "duration_per_request_ms": ("apache_duration_per_request_seconds", 0.001),
+    "tls_cache_shared_memory_bytes": ("apache_tls_cache_shared_memory_bytes", 1),
+    "tls_cache_current_entries": ("apache_tls_cache_entries", 1),
+    "tls_cache_subcaches": ("apache_tls_cache_subcaches", 1),
+    "tls_cache_indexes_per_subcache": ("apache_tls_cache_indexes_per_subcache", 1),
+    "tls_cache_time_left_oldest_avg_seconds":
+        ('apache_tls_cache_oldest_time_left_seconds{stat="avg"}', 1),
+    "tls_cache_time_left_oldest_min_seconds":
+        ('apache_tls_cache_oldest_time_left_seconds{stat="min"}', 1),
+    "tls_cache_time_left_oldest_max_seconds":
+        ('apache_tls_cache_oldest_time_left_seconds{stat="max"}', 1),
+    "tls_cache_index_usage_percent": ("apache_tls_cache_index_usage_ratio", 0.01),
+    "tls_cache_usage_percent": ("apache_tls_cache_usage_ratio", 0.01),
+    "tls_cache_store_count": ('apache_tls_cache_operations_total{op="store"}', 1),
+    "tls_cache_replace_count": ('apache_tls_cache_operations_total{op="replace"}', 1),
+    "tls_cache_expire_count": ('apache_tls_cache_operations_total{op="expire"}', 1),
+    "tls_cache_discard_count": ('apache_tls_cache_operations_total{op="discard"}', 1),
+    "tls_cache_retrieve_hit_count": ('apache_tls_cache_operations_total{op="retrieve_hit"}', 1),
+    "tls_cache_retrieve_miss_count":
+        ('apache_tls_cache_operations_total{op="retrieve_miss"}', 1),
+    "tls_cache_remove_hit_count": ('apache_tls_cache_operations_total{op="remove_hit"}', 1),
+    "tls_cache_remove_miss_count": ('apache_tls_cache_operations_total{op="remove_miss"}', 1),
+    "proxy_worker_elected": ("apache_proxy_worker_elected_total", 1),
+    "proxy_worker_busy": ("apache_proxy_worker_busy", 1),
+    "proxy_worker_sent_kbytes": ("apache_proxy_worker_sent_bytes_total", 1024),
+    "proxy_worker_received_kbytes": ("apache_proxy_worker_received_bytes_total", 1024),
+    "scoreboard_slots": ("apache_scoreboard_slots", 1),
+    "utilisation": ("apache_utilisation_ratio", 1),
+    "workers_hanging": ("apache_hanging_workers", 1),
+    "native_worker_count": ("apache_native_workers", 1),
+    "foreign_worker_count": ("apache_foreign_processes", 1),
+    "active_requests": ("apache_active_requests", 1),
+    "longest_request_seconds": ("apache_longest_request_seconds", 1),
+    "event_processes_not_accepting": ("apache_processes_not_accepting", 1),
+    "memory_count": ("apache_group_processes", 1),
+    "memory_min_bytes": ("apache_group_memory_min_bytes", 1),
+    "memory_max_bytes": ("apache_group_memory_max_bytes", 1),
+    "memory_average_bytes": ("apache_group_memory_average_bytes", 1),
+    "memory_median_bytes": ("apache_group_memory_median_bytes", 1),
+    "wsgi_group_name_truncated": ("apache_wsgi_group_name_truncated", 1),
+    "workers_killed_active": ('apache_reaper_last_run_killed{state="active"}', 1),
+    "workers_killed_idle": ('apache_reaper_last_run_killed{state="idle"}', 1),
+    "reaper_kills_total": ("apache_reaper_kills_total", 1),
+    "reaper_kills_by_reason_total": ("apache_reaper_kills_by_reason_total", 1),
+    "reaper_sigkill_escalations_total": ("apache_reaper_sigkill_escalations_total", 1),
+    "reaper_skipped_for_safety_total": ("apache_reaper_skipped_for_safety_total", 1),
+    "reaper_would_kill_total": ("apache_reaper_would_kill_total", 1),
+    "reaper_state_resets_total": ("apache_reaper_state_resets_total", 1),
+    "reaper_circuit_breaker_trips_total": ("apache_reaper_circuit_breaker_trips_total", 1),
+    "reaper_runs_total": ("apache_reaper_runs_total", 1),
+    "reaper_last_run_timestamp_seconds": ("apache_reaper_last_run_timestamp_seconds", 1),
+    "push_last_success_timestamp_seconds": ("apache_push_last_success_timestamp_seconds", 1),
+    "push_spooled_points": ("apache_push_spooled_points", 1),
+    "push_dropped_points_total": ("apache_push_dropped_points_total", 1),
+    "push_quarantined_batches_total": ("apache_push_quarantined_batches_total", 1),
+    "collection_duration_seconds": ("apache_collection_duration_seconds", 1),
+}
+
+# apache_exporter's scoreboard state names.
+PROMETHEUS_SCOREBOARD = {
+    "waiting": "idle", "starting": "startup", "reading": "read", "sending": "reply",
+    "keepalive": "keepalive", "dnslookup": "dns", "closing": "closing", "logging": "logging",
+    "finishing": "graceful_stop", "idle_cleanup": "idle_cleanup", "open": "open_slot",
+}
+
+# HELP of families that several catalogue metrics share.
+PROMETHEUS_HELP = {
+    "apache_workers": "Apache worker threads by state (busy, idle, graceful).",
+    "apache_processes": "Apache child processes (event MPM): all, stopping.",
+    "apache_connections": "Apache connections (event MPM) by state.",
+    "apache_load": "System load average as Apache reports it.",
+    "apache_generation": "Apache configuration and MPM generation.",
+    "apache_cpu_time_ms_total": "Apache CPU time in milliseconds, by type.",
+    "apache_scoreboard": "Apache scoreboard slots by state.",
+    "apache_tls_cache_oldest_time_left_seconds":
+        "Time left of the oldest TLS session cache entries (avg, min, max).",
+    "apache_tls_cache_operations_total": "TLS session cache operations, by kind.",
+    "apache_reaper_last_run_killed":
+        "Processes killed by the reaper's last run (active includes mod_wsgi daemons).",
+}
+
+# --prometheus-naming base-units: the three apache_exporter names that break
+# Prometheus' base-unit rules, and what they become.
+PROMETHEUS_BASE_UNITS = {
+    "apache_sent_kilobytes_total": ("apache_sent_bytes_total", 1024),
+    "apache_duration_ms_total": ("apache_duration_seconds_total", 0.001),
+    "apache_cpu_time_ms_total": ("apache_cpu_time_seconds_total", 0.001),
+}

@@ -68,8 +68,19 @@ def build_parser() -> configargparse.ArgParser:
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
     o = p.add_argument_group("output")
-    o.add_argument("--format", choices=sorted(REGISTRY), default="tab",
-                   help="; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items())))
+    o.add_argument("--format", choices=sorted(REGISTRY), default=None,
+                   help="; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items()))
+                   + ". Default: text when stdout is a terminal, else tab")
+    o.add_argument("-z", "--zabbix-discovery", action="store_true",
+                   help="apache-manager's spelling of --format zabbix-discovery")
+    o.add_argument("--prometheus-naming", choices=("apache_exporter", "base-units"),
+                   default="apache_exporter",
+                   help="apache_exporter: its names, dashboards keep working; base-units: "
+                        "bytes and seconds where it used kilobytes and ms (promtool lint)")
+    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_positive_seconds,
+                   metavar="SECONDS",
+                   help="a live top-like view in the terminal, redrawn every SECONDS "
+                        "(default 2); s: sort by memory/request time, q: quit")
     o.add_argument("-f", "--output", "--data-file", dest="output", default="-",
                    metavar="PATH",
                    help="where to write; '-' is stdout. Files are replaced atomically")
@@ -132,6 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser = build_parser()
         args = config.parse(parser, argv)
         setup_logging(args.verbose, args.quiet)
+        resolve_format(args)
         targets = config.targets(args)
         exe_names = config.exe_names(args)
         writer = load(args.format)
@@ -145,14 +157,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.execd and args.interval:
             raise UsageError("--execd and --interval exclude each other: Telegraf's "
                              "execd paces the batches itself")
+        if args.watch:
+            if args.execd or args.interval or args.output != "-":
+                raise UsageError("--watch shows a live view: it takes none of --execd, "
+                                 "--interval, --output")
+            if len(targets) != 1:
+                raise UsageError("--watch shows one Apache: give one --url")
+            if not (sys.stdout.isatty() and sys.stdin.isatty()):
+                raise UsageError("--watch needs a terminal")
         if args.interval is None and not args.execd:
             args.interval = collectd_interval()
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    if args.watch:
+        from apache_metrics_exporter import watch
+        from apache_metrics_exporter.http import Fetcher
+
+        fetcher = Fetcher(targets[0])
+        try:
+            return watch.run(fetcher, _options(args, exe_names), args.watch,
+                             args.hanging_threshold)
+        finally:
+            fetcher.close()
     if args.execd or args.interval:
         return run_loop(args, targets, exe_names, writer)
     return run_once(args, targets, exe_names, writer)
+
+
+def resolve_format(args: argparse.Namespace) -> None:
+    """--zabbix-discovery, and the default: text on a terminal, else tab (the
+    metrics file apache-manager users' scripts and cron jobs expect)."""
+    if args.zabbix_discovery:
+        if args.format not in (None, "zabbix-discovery"):
+            raise UsageError(f"--zabbix-discovery and --format {args.format} exclude each "
+                             "other")
+        args.format = "zabbix-discovery"
+    if args.format is None:
+        args.format = "text" if args.output == "-" and sys.stdout.isatty() else "tab"
 
 
 def console_main() -> None:

@@ -135,6 +135,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
 # other command too: there they are accepted from config files and the
 # environment but ignored, and refused on the command line.
 COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes", "format",
+                  "zabbix-discovery", "prometheus-naming", "watch",
                   "output", "data-file", "hostname", "instance", "interval", "execd",
                   "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",
                   "influxdb-token", "influxdb-username", "influxdb-password-file",

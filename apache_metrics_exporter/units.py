@@ -55,3 +55,16 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024.0
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``5m 3s``, ``2h 10m``, ``3d 4h`` - two units at most."""
+    seconds = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)

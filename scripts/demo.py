@@ -58,6 +58,13 @@ def main() -> int:
         banner("tab format (apache-manager's metrics file) on stdout")
         run("--url", apache.status_url)
 
+        banner("the human summary (the default on a terminal)")
+        run("--url", apache.status_url, "--format", "text")
+
+        banner("Zabbix low-level discovery and the Prometheus textfile format")
+        run("--url", apache.status_url, "--zabbix-discovery")
+        run("--url", apache.status_url, "--format", "prometheus", "--no-processes")
+
         banner("influx format (Telegraf inputs.exec / execd, InfluxDB /write)")
         run("--url", apache.status_url, "--format", "influx")
 

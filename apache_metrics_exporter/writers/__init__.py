@@ -26,6 +26,9 @@ REGISTRY: Dict[str, str] = {
     "influx": "influx",
     "collectd": "collectd",
     "influxdb": "influxdb",
+    "prometheus": "prometheus",
+    "zabbix-discovery": "zabbix",
+    "text": "text",
 }
 
 DESCRIPTIONS: Dict[str, str] = {
@@ -33,6 +36,9 @@ DESCRIPTIONS: Dict[str, str] = {
     "influx": "Influx line protocol for Telegraf inputs.exec/execd",
     "collectd": "collectd PUTVAL lines for collectd's Exec plugin",
     "influxdb": "push to InfluxDB /api/v2/write, spooled while it is down",
+    "prometheus": "Prometheus text format for node_exporter's textfile collector",
+    "zabbix-discovery": "Zabbix low-level discovery JSON of the worker groups",
+    "text": "a human summary (the default on a terminal)",
 }
 
 

@@ -1,0 +1,86 @@
+"""``--watch``: a top-like live view of one Apache, in the terminal (curses).
+
+Redrawn every interval from a fresh snapshot (the HTTP connection is kept);
+``s`` toggles the sort between memory and request time, ``q`` or Ctrl-C
+leaves, and curses gives the terminal back as it was. Everything is clipped to
+the terminal's size; a resize redraws at once; an Apache that goes away is
+shown as DOWN and the view carries on.
+"""
+
+from __future__ import annotations
+
+import curses
+import time
+
+from apache_metrics_exporter.snapshot import collect
+from apache_metrics_exporter.units import format_bytes
+from apache_metrics_exporter.writers.text import process_rows, summary, table
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, List
+
+SORTS = ("memory", "request time")
+
+
+def screen_lines(snap: Any, sort: str, hanging_threshold: float) -> List[str]:
+    """What the view shows: the summary's head, then one line per process."""
+    head = [ln for ln in summary(snap, hanging_threshold) if ln][:6]
+    rows = process_rows(snap)
+    if sort == "memory":
+        rows.sort(key=lambda r: (-r[2], r[0]))
+    else:
+        rows.sort(key=lambda r: (-(r[5] if r[5] is not None else -1), -r[2], r[0]))
+    kind = snap.processes.memory_kind.upper()
+    body = table(("PID", "GROUP", kind, "BUSY", "SECS", "REQUEST"),
+                 [(pid, group, format_bytes(mem), f"{busy}/{threads}" if threads else "-",
+                   "" if ss is None else ss, f"{vhost} {request}".strip())
+                  for pid, group, mem, busy, threads, ss, request, vhost in rows],
+                 right=(0, 2, 4))
+    return head + ["", f"{len(rows)} processes, sorted by {sort} (s: sort, q: quit)"] + body
+
+
+def run(fetcher: Any, options: Any, interval: float, hanging_threshold: float) -> int:
+    """Show the view until q or Ctrl-C; the terminal is restored either way."""
+    try:
+        return curses.wrapper(_loop, fetcher, options, interval, hanging_threshold)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _loop(stdscr: Any, fetcher: Any, options: Any, interval: float,
+          hanging_threshold: float) -> int:
+    try:
+        curses.curs_set(0)
+    except curses.error:
+        pass
+    sort = 0
+    snap = collect(fetcher, options)
+    next_at = time.monotonic() + interval
+    while True:
+        _draw(stdscr, screen_lines(snap, SORTS[sort], hanging_threshold))
+        stdscr.timeout(max(0, int((next_at - time.monotonic()) * 1000)))
+        key = stdscr.getch()
+        if key in (ord("q"), ord("Q"), 27):
+            return 0
+        if key in (ord("s"), ord("S")):
+            sort = 1 - sort
+            continue
+        if key == curses.KEY_RESIZE:
+            continue
+        if time.monotonic() >= next_at:
+            snap = collect(fetcher, options)
+            next_at = time.monotonic() + interval
+
+
+def _draw(stdscr: Any, lines: List[str]) -> None:
+    height, width = stdscr.getmaxyx()
+    stdscr.erase()
+    for y, line in enumerate(lines[:height]):
+        try:
+            # The last cell of the screen cannot be written without an error.
+            stdscr.addnstr(y, 0, line, width - 1 if y == height - 1 else width,
+                           curses.A_BOLD if y == 0 or line.startswith("PID ") else 0)
+        except curses.error:
+            pass
+    stdscr.refresh()

@@ -1,0 +1,85 @@
+"""Prometheus text format for node_exporter's textfile collector.
+
+Write it with ``--output DIR/apache.prom``: the file is replaced atomically
+through a temporary name that does not end in ``.prom``, so the collector never
+reads half of it. No timestamps (the collector stamps the scrape). Names come
+from the catalogue's PROMETHEUS table: apache_exporter's names where it has the
+same figure, ``apache_*`` with base units for the rest.
+"""
+
+from __future__ import annotations
+
+from apache_metrics_exporter.catalogue import (
+    PROMETHEUS,
+    PROMETHEUS_BASE_UNITS,
+    PROMETHEUS_HELP,
+    PROMETHEUS_SCOREBOARD,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Dict, List, Sequence, Tuple
+
+MULTI_TARGET = True
+DESCRIPTION = "Prometheus text format for node_exporter's textfile collector"
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
+
+
+def _split(spec: str) -> Tuple[str, List[Tuple[str, str]]]:
+    """``name{a="x",b="y"}`` -> (name, [(a, x), (b, y)])."""
+    name, _, rest = spec.partition("{")
+    labels = []
+    for part in filter(None, rest.rstrip("}").split(",")):
+        key, _, value = part.partition("=")
+        labels.append((key, value.strip('"')))
+    return name, labels
+
+
+def _value(number: float) -> str:
+    if isinstance(number, int) or float(number).is_integer():
+        return str(int(number))
+    return repr(float(number))
+
+
+def render(snapshots: Sequence, settings: Any = None) -> str:
+    """One text-format exposition for every target."""
+    base_units = getattr(settings, "prometheus_naming", "apache_exporter") == "base-units"
+    many = len(snapshots) > 1
+    families: Dict[str, List[str]] = {}
+    helps: Dict[str, str] = {}
+    for snap in snapshots:
+        target = []
+        if many:  # one file, several Apaches: tell them apart
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(snap.url)
+            target = [("server", parts.hostname or ""),
+                      ("port", str(parts.port or (443 if parts.scheme == "https" else 80)))]
+        for sample in snap.samples:
+            spec = PROMETHEUS.get(sample.metric.name)
+            if spec is None or sample.metric.type is str:
+                continue
+            family, labels = _split(spec[0])
+            scale = spec[1]
+            if base_units and family in PROMETHEUS_BASE_UNITS:
+                family, factor = PROMETHEUS_BASE_UNITS[family]
+                scale *= factor
+            for key, value in sample.labels:
+                if sample.metric.name == "scoreboard":
+                    value = PROMETHEUS_SCOREBOARD.get(value, value)
+                labels.append((key, value))
+            labels += target
+            text = ",".join(f'{k}="{str(v).translate(_ESCAPES)}"' for k, v in labels)
+            families.setdefault(family, []).append(
+                f"{family}{{{text}}} {_value(sample.value * scale)}" if text
+                else f"{family} {_value(sample.value * scale)}")
+            helps.setdefault(family, PROMETHEUS_HELP.get(family, sample.metric.help))
+    out = []
+    for family, lines in families.items():
+        kind = "counter" if family.endswith("_total") else "gauge"
+        out.append(f"# HELP {family} {helps[family].translate(_HELP_ESCAPES)}")
+        out.append(f"# TYPE {family} {kind}")
+        out.extend(lines)
+    return "\n".join(out) + "\n" if out else ""

@@ -1,0 +1,147 @@
+"""A human summary: what apache-manager printed when run by hand, and more.
+
+Server state, scoreboard, workers per group with memory in human units,
+hanging workers, the slowest requests being served, and the reaper's totals.
+Columns are aligned and no line is wider than the terminal.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES
+from apache_metrics_exporter.processes import memory_stats
+from apache_metrics_exporter.units import format_bytes, format_duration
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, List, Sequence
+
+MULTI_TARGET = True
+DESCRIPTION = "a human summary (the default on a terminal)"
+SLOWEST = 5
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+          ) -> List[str]:
+    """Aligned columns; the last column takes what is left (clipped later)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    out = []
+    for row in [header, *rows]:
+        cells = []
+        for i, cell in enumerate(row):
+            text = str(cell)
+            if i == len(row) - 1:
+                cells.append(text)
+            else:
+                cells.append(text.rjust(widths[i]) if i in right else text.ljust(widths[i]))
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def process_rows(snap: Any) -> List[Any]:
+    """Per Apache child: pid, group, memory, busy threads, oldest request (ss,
+    request, vhost) - what the summary's and the watch view's tables show."""
+    rows_by_pid: dict = {}
+    for row in snap.workers or ():
+        if row.pid and row.mode != ".":
+            rows_by_pid.setdefault(row.pid, []).append(row)
+    out = []
+    for child in snap.processes.children:
+        rows = rows_by_pid.get(child.pid, [])
+        active = [r for r in rows if r.is_active]
+        oldest = max(active, key=lambda r: r.ss or 0, default=None)
+        out.append((child.pid, child.group, child.memory, len(active), len(rows),
+                    oldest.ss if oldest else None, oldest.request if oldest else "",
+                    oldest.vhost if oldest else ""))
+    return out
+
+
+def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
+    """The summary of one snapshot, unclipped."""
+    info = snap.auto.info if snap.auto else {}
+    value = snap.value
+    out = []
+    version = info.get("ServerVersion", "Apache")
+    mpm = info.get("ServerMPM")
+    head = f"{version}" + (f", {mpm} MPM" if mpm else "") + f" - {snap.url}"
+    out.append(head)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.timestamp))
+    if not snap.up:
+        out.append(f"DOWN at {stamp}: {snap.error}")
+    else:
+        uptime = value("uptime") or value("server_uptime_seconds")
+        out.append(f"up {format_duration(uptime) if uptime is not None else '?'} "
+                   f"(status read {stamp})")
+        accesses, kbytes = value("total_accesses"), value("total_kbytes")
+        if accesses is not None:
+            out.append(f"requests: {accesses:,} since restart, "
+                       f"{value('requests_per_second') or 0:g}/s on average; "
+                       f"sent {format_bytes((kbytes or 0) * 1024)}; "
+                       f"CPU load {value('cpu_load') or 0:g}%")
+        busy, idle = value("busy_workers"), value("idle_workers")
+        slots = value("scoreboard_slots")
+        util = value("utilisation")
+        out.append(f"workers: {busy} busy, {idle} idle, {value('graceful_workers') or 0} "
+                   f"graceful of {slots} slots"
+                   + (f" ({util * 100:.0f}% busy)" if util is not None else ""))
+        hanging = value("workers_hanging")
+        if hanging is not None:
+            out.append(f"hanging: {hanging} request{'s' if hanging != 1 else ''} older than "
+                       f"{format_duration(hanging_threshold)}")
+        counts = {dict(s.labels)["state"]: s.value for s in snap.samples
+                  if s.metric.name == "scoreboard"}
+        out.append("scoreboard: " + ", ".join(
+            f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
+    for warning in snap.warnings:
+        out.append(f"note: {warning}")
+    groups = snap.processes.groups()
+    if snap.processes.parent_pid is not None:
+        out.append("")
+        kind = snap.processes.memory_kind.upper()
+        rows = []
+        for group, values in groups.items():
+            st = memory_stats(values)
+            label = group if group == NATIVE_GROUP else f"wsgi:{group}"
+            if group in snap.processes.truncated:
+                label += " (name cut)"
+            rows.append((label, st.count, format_bytes(st.min), format_bytes(st.max),
+                         format_bytes(st.average), format_bytes(st.median)))
+        out.extend(table(("group", "processes", f"min {kind}", f"max {kind}", "average",
+                          "median"), rows, right=(1, 2, 3, 4, 5)))
+    if snap.workers is not None:
+        busy_rows = sorted((r for r in snap.workers if r.is_active and r.ss is not None),
+                           key=lambda r: -r.ss)[:SLOWEST]
+        out.append("")
+        if busy_rows:
+            out.append("slowest requests being served:")
+            out.extend(table(("seconds", "pid", "vhost", "request"),
+                             [(r.ss, r.pid, r.vhost, r.request) for r in busy_rows],
+                             right=(0, 1)))
+        else:
+            out.append("no request being served")
+    kills = {dict(s.labels)["kind"]: s.value for s in snap.samples
+             if s.metric.name == "reaper_kills_total"}
+    if kills:
+        last = value("reaper_last_run_timestamp_seconds")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "never"
+        out.append("")
+        out.append(f"reaper: {sum(kills.values())} killed since its state file was created "
+                   f"({kills.get('native_active', 0)} active, {kills.get('native_idle', 0)} "
+                   f"idle, {kills.get('wsgi', 0)} mod_wsgi), "
+                   f"{value('reaper_sigkill_escalations_total') or 0} needed SIGKILL, "
+                   f"{value('reaper_would_kill_total') or 0} would-kill in dry runs; "
+                   f"last run {when}")
+    return out
+
+
+def render(snapshots: Sequence, settings: Any = None) -> str:
+    width = shutil.get_terminal_size((100, 24)).columns
+    threshold = getattr(settings, "hanging_threshold", 300)
+    lines: List[str] = []
+    for snap in snapshots:
+        if lines:
+            lines.append("")
+        lines.extend(summary(snap, threshold))
+    return "".join(line[:width].rstrip() + "\n" for line in lines)

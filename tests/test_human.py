@@ -1,0 +1,287 @@
+"""Human outputs (summary, --watch), Zabbix discovery and the Prometheus textfile."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from apache_metrics_exporter.writers import prometheus, text
+from tests.conftest import exporter_env, parse_tab, run_exporter
+from tests.harness.apache import WSGI_GROUP, WSGI_LONG_GROUP
+from tests.test_tab import example_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+CUT = WSGI_LONG_GROUP[:11]  # what a 17-character process title leaves: "(wsgi:" + 11
+
+
+# --- unit ---------------------------------------------------------------------------
+
+def test_summary_groups_aligned_and_clipped(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    out = text.render([example_snapshot()])
+    lines = out.splitlines()
+    assert all(len(line) <= 60 for line in lines)
+    table = [ln for ln in lines if ln.startswith(("group", "native", "wsgi:"))]
+    assert [ln.split()[0] for ln in table] == ["group", "native", "wsgi:example", "wsgi:zeta"]
+    starts = {ln.index("MiB") for ln in table[1:] if "MiB" in ln}
+    assert len(starts) == 1  # the memory columns line up
+    assert "slowest requests being served:" in out
+
+
+def test_prometheus_exposition_format():
+    out = prometheus.render([example_snapshot()])
+    families = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("# HELP "):
+            current = line.split()[2]
+            assert current not in families, "a family appears twice"
+            families[current] = {"samples": []}
+        elif line.startswith("# TYPE "):
+            assert line.split()[2] == current
+            families[current]["type"] = line.split()[3]
+        else:
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+            assert name == current  # samples follow their HELP/TYPE, grouped
+            assert len(line.rsplit(" ", 1)) == 2  # no timestamp
+            families[current]["samples"].append(line)
+    assert families["apache_workers"]["samples"] == [
+        'apache_workers{state="busy"} 1', 'apache_workers{state="idle"} 74']
+    assert 'apache_scoreboard{state="idle"} 76' in families["apache_scoreboard"]["samples"]
+    assert families["apache_accesses_total"]["type"] == "counter"
+    assert families["apache_cpuload"]["type"] == "gauge"
+    assert families["apache_sent_kilobytes_total"]["samples"] == ["apache_sent_kilobytes_total 6"]
+    assert 'apache_group_processes{group="example"} 2' in \
+        families["apache_group_processes"]["samples"]
+
+
+def test_prometheus_label_escaping():
+    from apache_metrics_exporter.processes import ProcessScan, ProcInfo
+    from apache_metrics_exporter.snapshot import build
+
+    scan = ProcessScan(1, 1.0, [ProcInfo(2, 1.0, 'we"ird\\na\nme', 1, "")], set(), "rss")
+    out = prometheus.render([build("http://x/s", 0, None, None, None, scan)])
+    assert 'apache_group_processes{group="we\\"ird\\\\na\\nme"} 1' in out
+
+
+# --- live Apache ---------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_zabbix_discovery_lists_every_wsgi_group(prefork):
+    proc = run_exporter("--url", prefork.status_url, "--zabbix-discovery")
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    assert data == {"data": [{"{#NAME}": "native"}, {"{#NAME}": WSGI_GROUP},
+                             {"{#NAME}": CUT}]}
+    same = run_exporter("--url", prefork.status_url, "--format", "zabbix-discovery")
+    assert json.loads(same.stdout) == data
+    clash = run_exporter("--url", prefork.status_url, "-z", "--format", "tab")
+    assert clash.returncode == 2 and "exclude each other" in clash.stderr
+
+
+@pytest.mark.integration
+def test_zabbix_user_parameters_read_the_tab_file(prefork, tmp_path):
+    metrics = tmp_path / "apache-manager.txt"
+    assert run_exporter("--url", prefork.status_url, "-f", str(metrics)).returncode == 0
+    conf = (ROOT / "contrib" / "zabbix" / "apache-metrics-exporter.conf").read_text()
+    params = dict(re.findall(r"^UserParameter=([^,]+),(.*)$", conf, re.M))
+    values = parse_tab(metrics.read_text())
+
+    def agent(key: str, *args: str) -> str:
+        # What zabbix_agentd does: $1.. become the item's parameters, $$ is $.
+        command = params[key].replace(str(metrics.name), "")  # path below
+        command = re.sub(r"\$(\$|\d)", lambda m: "$" if m.group(1) == "$"
+                         else args[int(m.group(1)) - 1], params[key])
+        command = command.replace("/tmp/apache-manager.txt", shlex.quote(str(metrics)))
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert agent("apache.metric[*]", "status-response") == "0"
+    assert agent("apache.metric[*]", "busy-workers") == values["busy-workers"]
+    assert agent("apache.memory[*]", "native", "max") == values["memory-usage native max"]
+    assert agent("apache.memory[*]", WSGI_GROUP, "count") == "2"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian prometheus) missing")
+def test_prometheus_textfile_passes_promtool(event, tmp_path):
+    out = tmp_path / "apache.prom"
+    proc = run_exporter("--url", event.status_url, "--format", "prometheus",
+                        "--prometheus-naming", "base-units", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["apache.prom"]
+    check = subprocess.run(["promtool", "check", "metrics"], input=out.read_text(),
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    body = out.read_text()
+    for name in ("apache_up 1", "apache_accesses_total ", "apache_sent_bytes_total ",
+                 'apache_workers{state="busy"} ', 'apache_scoreboard{state="open_slot"} ',
+                 'apache_connections{state="total"} ', "apache_cpuload ",
+                 'apache_group_processes{group="example"} 2'):
+        assert name in body, name
+    # Default naming: apache_exporter's own names; promtool's only complaints are
+    # the three it makes about apache_exporter itself.
+    default = run_exporter("--url", event.status_url, "--format", "prometheus").stdout
+    assert "apache_sent_kilobytes_total " in default and "apache_duration_ms_total " in default
+    check = subprocess.run(["promtool", "check", "metrics"], input=default,
+                           capture_output=True, text=True)
+    problems = sorted((check.stdout + check.stderr).strip().splitlines())
+    assert problems == [
+        "apache_cpu_time_ms_total metric names should not contain abbreviated units",
+        "apache_duration_ms_total metric names should not contain abbreviated units",
+        'apache_sent_kilobytes_total use base unit "bytes" instead of "kilobytes"']
+
+
+@pytest.mark.integration
+def test_text_summary_on_live_apache_and_tab_when_piped(prefork):
+    def slow():
+        try:
+            prefork.get("/embedded?sleep=3&summary=1")
+        except (urllib.error.URLError, OSError):
+            pass
+    thread = threading.Thread(target=slow)
+    thread.start()
+    try:
+        time.sleep(1.2)
+        proc = run_exporter("--url", prefork.status_url, "--format", "text")
+        assert proc.returncode == 0
+        out = proc.stdout
+        for group in ("native", f"wsgi:{WSGI_GROUP}", f"wsgi:{CUT} (name cut)"):
+            assert re.search(rf"^{re.escape(group)}\s+\d", out, re.M), group
+        assert "slowest requests being served:" in out
+        slowest = out.split("slowest requests being served:")[1].splitlines()
+        assert slowest[1].split()[0] == "seconds"
+        assert "GET /embedded?sleep=3&summary=1 HTTP/1.1" in slowest[2]
+        assert int(slowest[2].split()[0]) >= 1
+        piped = run_exporter("--url", prefork.status_url)  # stdout is a pipe here
+        assert piped.stdout.startswith("# Global Apache server metrics.\n")
+    finally:
+        thread.join()
+
+
+# --- in a real terminal (tmux) ---------------------------------------------------------
+
+class Tmux:
+    """A tmux server of its own (own socket), one window running bash."""
+
+    def __init__(self, width: int, height: int, tmp: Path) -> None:
+        self.sock = str(tmp / "tmux.sock")
+        self.run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
+                 f"env -i PATH={os.environ['PATH']} HOME={tmp} TERM=xterm-256color "
+                 "PS1='PROMPT$ ' bash --norc --noprofile")
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.sock, *args], capture_output=True,
+                              text=True, check=True).stdout
+
+    def type(self, keys: str, enter: bool = True) -> None:
+        self.run("send-keys", "-t", "t", "-l", keys)
+        if enter:
+            self.run("send-keys", "-t", "t", "Enter")
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, needle: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if needle in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} never shown:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux missing")
+    sessions = []
+
+    def make(width, height):
+        sessions.append(Tmux(width, height, tmp_path))
+        return sessions[-1]
+    yield make
+    for s in sessions:
+        s.close()
+
+
+def command(url: str, *extra: str) -> str:
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "apache_metrics_exporter",
+                                             "--url", url, *extra))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+def test_watch_in_a_real_terminal(prefork, tmux, size):
+    width, height = size
+    term = tmux(width, height)
+    term.wait_for("PROMPT$")
+    term.type(command(prefork.status_url, "--watch", "1"))
+    shown = term.wait_for("sorted by memory")
+    lines = shown.splitlines()
+    assert lines[0].startswith("Apache/2.4")
+    assert len(lines) <= height and all(len(line) <= width for line in lines)
+    header = next(ln for ln in lines if ln.lstrip().startswith("PID"))
+    assert header.split() == ["PID", "GROUP", "RSS", "BUSY", "SECS", "REQUEST"]
+    groups = {ln.split()[1] for ln in lines[lines.index(header) + 1:] if ln.strip()}
+    assert {"native", WSGI_GROUP, CUT} <= groups
+    term.type("s", enter=False)
+    term.wait_for("sorted by request time")
+    term.type("q", enter=False)
+    term.wait_for("PROMPT$")
+    # The terminal is back in its normal (cooked, echoing) mode.
+    term.type("stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon\\|-\\?echo'; echo STTY\"\"-END")
+    restored = term.wait_for("\nSTTY-END")
+    assert re.search(r"^icanon$", restored, re.M) and re.search(r"^echo$", restored, re.M)
+
+
+@pytest.mark.integration
+def test_watch_survives_apache_going_away(tmux, own_apache):
+    term = tmux(100, 30)
+    term.wait_for("PROMPT$")
+    term.type(command(own_apache.status_url, "--watch", "0.5"))
+    term.wait_for("sorted by memory")
+    own_apache.restart_stopped()
+    shown = term.wait_for("DOWN at")
+    assert "refused" in shown
+    term.type("q", enter=False)
+    term.wait_for("PROMPT$")
+
+
+@pytest.mark.integration
+def test_text_is_the_default_on_a_terminal(prefork, tmux):
+    term = tmux(120, 40)
+    term.wait_for("PROMPT$")
+    term.type(command(prefork.status_url) + ' 2>/dev/null; echo DO""NE')
+    shown = term.wait_for("\nDONE")
+    assert "slowest requests being served" in shown or "no request being served" in shown
+    assert "# Global Apache server metrics." not in shown
+
+
+def test_watch_needs_a_terminal():
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--watch", "1")
+    assert proc.returncode == 2 and "--watch needs a terminal" in proc.stderr
+
+
+def test_watch_excludes_loops():
+    proc = subprocess.run([sys.executable, "-m", "apache_metrics_exporter", "--url",
+                           "http://127.0.0.1:9/s", "--watch", "--execd"],
+                          capture_output=True, text=True, env=exporter_env())
+    assert proc.returncode == 2 and "--watch" in proc.stderr
+
+
