@@ -17,15 +17,13 @@ Every file is written atomically (output.write_atomic).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
 from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.output import write_atomic
 from apache_metrics_exporter.paths import SPOOL_DIR
 
@@ -78,24 +76,8 @@ class Spool:
     @contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
         """Exclusive use of the spool; waits for an overlapping run to finish."""
-        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
-                     0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise OutputError(f"another run has held {self.dir}/.lock for "
-                                          f"{timeout:g} s; is one stuck?") from None
-                    time.sleep(0.05)
+        with exclusive(os.path.join(self.dir, ".lock"), timeout, "another run"):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     # -- batches -----------------------------------------------------------
     def batches(self) -> List[Batch]:

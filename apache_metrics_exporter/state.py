@@ -10,15 +10,14 @@ collector only reads the file (no lock needed: it is always whole).
 from __future__ import annotations
 
 import copy
-import errno
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, Iterator, Optional
 
 from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_atomic
 from apache_metrics_exporter.paths import REAPER_STATE
@@ -78,39 +77,21 @@ class StateFile:
     def locked(self, timeout: float) -> Iterator[Dict[str, Any]]:
         """Yield the state (recovered if corrupt); save it when the block ends."""
         directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise OutputError(f"cannot use --state-file {self.path}: {exc.strerror}; give "
-                              "a path this user can write") from None
-        try:
-            self._acquire(fd, timeout)
+        with ExitStack() as stack:
+            try:
+                os.makedirs(directory, mode=0o755, exist_ok=True)
+                stack.enter_context(exclusive(
+                    self.lock_path, timeout, "another reaper", "not acting (is one stuck?)",
+                    on_wait=lambda: log.info("another reaper is running; waiting for it "
+                                             "(up to %g s)", timeout)))
+            except OSError as exc:
+                raise OutputError(f"cannot use --state-file {self.path}: {exc.strerror}; "
+                                  "give a path this user can write") from None
             state = self._load()
             before = copy.deepcopy(state)
             yield state
             if state != before:
                 write_atomic(self.path, json.dumps(state, indent=1, sort_keys=True) + "\n")
-        finally:
-            os.close(fd)
-
-    def _acquire(self, fd: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-            if not waited:
-                log.info("another reaper is running; waiting for it (up to %g s)", timeout)
-                waited = True
-            if time.monotonic() > deadline:
-                raise OutputError(f"another reaper has held {self.lock_path} for "
-                                  f"{timeout:g} s; not acting (is one stuck?)")
-            time.sleep(0.05)
 
     def _load(self) -> Dict[str, Any]:
         try:

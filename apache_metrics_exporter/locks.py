@@ -1,0 +1,48 @@
+"""An exclusive lock file (flock), waited for with a time limit.
+
+Used by the push spool and the reaper's state file so that two overlapping
+runs take turns instead of both acting.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+
+from apache_metrics_exporter.errors import OutputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Callable, Iterator, Optional
+
+
+@contextmanager
+def exclusive(path: str, timeout: float, holder: str, consequence: str = "is one stuck?",
+              on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created 0600, never through a
+    symlink); wait up to ``timeout`` seconds, then raise OutputError naming the
+    ``holder``. ``on_wait`` is called once if the lock is busy at first."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            if time.monotonic() > deadline:
+                raise OutputError(f"{holder} has held {path} for {timeout:g} s; "
+                                  f"{consequence}")
+            time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
