@@ -80,8 +80,8 @@ class Fetcher:
         self.target = target
         parts = urlsplit(target.url)
         self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self._https else 80)
         self._conn: Optional[http.client.HTTPConnection] = None
         self._headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if target.user is not None:
@@ -98,10 +98,10 @@ class Fetcher:
             return self._conn
         if self._https:
             self._conn = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.target.timeout, context=self._tls())
+                self.host, self.port, timeout=self.target.timeout, context=self._tls())
         else:
             self._conn = http.client.HTTPConnection(
-                self._host, self._port, timeout=self.target.timeout)
+                self.host, self.port, timeout=self.target.timeout)
         return self._conn
 
     def _tls(self) -> ssl.SSLContext:
@@ -194,14 +194,14 @@ class Fetcher:
         return body
 
     def _explain(self, url: str, exc: BaseException) -> str:
-        where = f"{self._host}:{self._port}"
+        where = f"{self.host}:{self.port}"
         if isinstance(exc, ConnectionRefusedError):
             return f"connection to {where} refused: is Apache running and listening there?"
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return (f"no answer from {url} within {self.target.timeout:g} s "
                     "(--timeout); Apache may be overloaded or hung")
         if isinstance(exc, socket.gaierror):
-            return f"cannot resolve host {self._host!r}: {exc.strerror or exc}"
+            return f"cannot resolve host {self.host!r}: {exc.strerror or exc}"
         if isinstance(exc, ssl.SSLCertVerificationError):
             return (f"TLS certificate of {where} not trusted ({exc.verify_message}); "
                     "give --ca-file, or --insecure to skip verification")

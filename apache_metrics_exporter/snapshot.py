@@ -136,9 +136,9 @@ def build(url: str, started: float, auto: Optional[AutoPage],
 
 def _port(fetcher: Fetcher) -> Optional[int]:
     # Looking up the listening socket is only worth it when Apache is local.
-    host = fetcher._host
+    host = fetcher.host
     if host in ("localhost", "::1") or host.startswith("127."):
-        return fetcher._port
+        return fetcher.port
     return None
 
 

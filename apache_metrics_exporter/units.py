@@ -49,12 +49,14 @@ def parse_size(text: str) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """``512 MiB``-style rendering for log lines."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """``512.0 MiB``-style rendering for log lines and the summary."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024.0
-    return f"{n:.1f} TiB"  # pragma: no cover
+        if abs(n) < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def format_duration(seconds: float) -> str:
