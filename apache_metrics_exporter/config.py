@@ -191,9 +191,11 @@ def _readable(path: Optional[str], option: str) -> None:
 
 def targets(args: argparse.Namespace) -> List[Target]:
     """Targets from the options (or the Listen directives), validated."""
-    from apache_metrics_exporter.discovery import discover_urls
+    urls = args.url
+    if not urls:
+        from apache_metrics_exporter.discovery import discover_urls
 
-    urls = args.url or discover_urls(args.ports_config)
+        urls = discover_urls(args.ports_config)
     for path, option in ((args.ca_file, "--ca-file"), (args.client_cert, "--client-cert"),
                          (args.client_key, "--client-key"), (args.pid_file, None)):
         if option:
