@@ -284,3 +284,32 @@ def test_rejected_batch_is_quarantined_not_retried(prefork, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.integration
+def test_overlapping_runs_replay_each_batch_once(prefork, tmp_path):
+    spool = str(tmp_path / "spool")
+    vm = VictoriaMetrics().start()
+    try:
+        args = ["--url", prefork.status_url, "--no-processes",
+                *push_args(vm.url, spool, "--influxdb-token", TOKEN)]
+        vm.pause()
+        for _ in range(3):
+            assert run_exporter(*args).returncode == 0
+        spooled_ms = [int(os.path.basename(b.path).split(".")[0]) // 1_000_000
+                      for b in Spool(spool, 1).batches()]
+        assert len(spooled_ms) == 3
+        vm.start()
+        # Two runs at once: the lock makes them take turns on the spool.
+        procs = [subprocess.Popen([sys.executable, "-m", "apache_metrics_exporter", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=exporter_env()) for _ in range(2)]
+        results = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        assert Spool(spool, 1).batches() == []
+        stamps = timestamps(vm, "apache_exporter_up", 5)
+        assert len(stamps) == 5  # 3 replayed + 2 new ...
+        assert all(stamps.count(ms) == 1 for ms in spooled_ms)  # ... each batch once
+        # (the two new runs may share a millisecond: VictoriaMetrics keeps ms)
+    finally:
+        vm.stop()
