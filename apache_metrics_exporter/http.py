@@ -17,7 +17,7 @@ from apache_metrics_exporter.errors import FetchError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, List, Optional, Tuple
+    from typing import Dict, Optional, Tuple
 
 USER_AGENT = f"apache-metrics-exporter/{__version__}"
 
@@ -223,11 +223,3 @@ def _reason(exc: BaseException) -> str:
         return exc.strerror
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def fetch_both(fetcher: Fetcher, want_html: bool = True) -> List[bytes]:
-    """The ?auto page and (optionally) the HTML page, on one connection."""
-    pages = [fetcher.get(fetcher.target.auto_url)]
-    if want_html:
-        pages.append(fetcher.get(fetcher.target.url))
-    return pages

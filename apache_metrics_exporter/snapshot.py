@@ -32,7 +32,7 @@ from apache_metrics_exporter.status import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, List, Optional, Sequence
+    from typing import List, Optional, Sequence
 
 
 class Options(namedtuple(
@@ -235,12 +235,4 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
         out.append(Sample(BY_NAME[f"reaper_{counter}_total"], int(totals[counter])))
     if last.get("time"):
         out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], int(last["time"])))
-    return out
-
-
-def samples_by_name(snapshot: Snapshot) -> Dict[str, List[Sample]]:
-    """Samples grouped by metric name, in catalogue order of first appearance."""
-    out: Dict[str, List[Sample]] = {}
-    for s in snapshot.samples:
-        out.setdefault(s.metric.name, []).append(s)
     return out

@@ -25,9 +25,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.output import write_atomic
-from apache_metrics_exporter.paths import SPOOL_DIR
 
-DEFAULT_DIR = SPOOL_DIR
 STATE_VERSION = 1
 
 

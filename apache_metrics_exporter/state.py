@@ -20,9 +20,7 @@ from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_atomic
-from apache_metrics_exporter.paths import REAPER_STATE
 
-DEFAULT_PATH = REAPER_STATE
 VERSION = 1
 KINDS = ("native_active", "native_idle", "wsgi")
 REASONS = ("memory", "timeout")
