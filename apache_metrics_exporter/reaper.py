@@ -19,6 +19,7 @@ survivors (after verifying them again).
 from __future__ import annotations
 
 import signal
+import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
@@ -186,8 +187,7 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
                       c.describe(memory_kind))
             continue
         termed.append((c, proc))
-    _gone, alive = psutil.wait_procs([p for _, p in termed], timeout=grace)
-    alive_pids = {p.pid for p in alive}
+    alive_pids = _wait_gone([p for _, p in termed], grace)
     killed: List[Candidate] = []
     escalated: List[Candidate] = []
     for c, _proc in termed:
@@ -209,5 +209,26 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
         killed.append(c)
         log.info("killed %s", c.describe(memory_kind))
     if escalated:
-        psutil.wait_procs([p for c, p in termed if c in escalated], timeout=5)
+        _wait_gone([p for c, p in termed if c in escalated], 5.0)
     return Outcome(killed, escalated, skipped)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(procs: Sequence[psutil.Process], timeout: float) -> set:
+    """PIDs still alive after waiting up to ``timeout`` for all of them at once.
+
+    A process that has exited but not yet been reaped by its parent (a zombie)
+    counts as gone: psutil's wait_procs would wait for the reaping, which for
+    Apache's children is the parent's business, not ours."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        alive = [p for p in alive if not _gone(p)]
+    return {p.pid for p in alive}

@@ -47,8 +47,16 @@ def state_of(path: Path) -> dict:
 
 
 def children(apache: ApacheServer) -> dict:
-    """{pid: create_time} of the Apache parent's children."""
-    return {p.pid: p.create_time() for p in psutil.Process(apache.proc.pid).children()}
+    """{pid: create_time} of the Apache parent's live children (an exited child
+    the parent has not reaped yet is a zombie: not counted)."""
+    out = {}
+    for p in psutil.Process(apache.proc.pid).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = p.create_time()
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def background(apache: ApacheServer, path: str) -> threading.Thread:
@@ -460,3 +468,38 @@ def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
     # ...and refuses them on its command line.
     proc = run_exporter("--url", "http://127.0.0.1:9/s", "--dry-run")
     assert proc.returncode == 2 and "--dry-run is not an option" in proc.stderr
+
+
+def test_all_selected_processes_share_one_grace_period(tmp_path):
+    # Three children that ignore SIGTERM: SIGKILL after one grace period for
+    # all of them together, not one grace period after another.
+    log = tmp_path / "signals.log"
+    script = tmp_path / "trap.py"
+    script.write_text(TRAP)
+    starter = tmp_path / "parent.py"
+    starter.write_text(
+        "import subprocess, sys, time\n"
+        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}]) "
+        "for _ in range(3)]\n"
+        "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
+        "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+    try:
+        kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
+        time.sleep(0.5)  # handlers installed
+        me = psutil.Process(parent.pid)
+        started = time.monotonic()
+        outcome = execute([_candidate(k) for k in kids], me.pid, me.create_time(),
+                          (kids[0].name(),), grace=1.5)
+        took = time.monotonic() - started
+        assert len(outcome.escalated) == 3 and len(outcome.killed) == 3
+        assert 1.5 <= took < 3.0  # one grace period, not three
+        assert len(log.read_text().splitlines()) == 3  # each got its SIGTERM first
+    finally:
+        parent.kill()
+        parent.wait()
+        for k in kids:
+            try:
+                k.kill()
+            except psutil.NoSuchProcess:
+                pass
