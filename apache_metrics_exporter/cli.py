@@ -436,6 +436,12 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         targets = config.targets(args)
         if len(targets) != 1:
             raise UsageError("the reaper acts on one Apache: give one --url")
+        from apache_metrics_exporter.http import Fetcher
+
+        if not Fetcher(targets[0]).is_local():
+            raise UsageError(f"--url {targets[0].url}: the reaper acts only on the Apache "
+                             "of this machine; point --url at it (127.0.0.1, ::1 or an "
+                             "address of this host)")
         exe_names = config.exe_names(args)
         groups = tuple((g, size) for g, size in args.max_memory_wsgi if g)
         general = [size for g, size in args.max_memory_wsgi if not g]

@@ -118,6 +118,25 @@ class Fetcher:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
+    def is_local(self) -> bool:
+        """Whether the URL's host is this machine (loopback, or an address one
+        of its interfaces has: binding to it succeeds). Nothing is sent."""
+        host = self.host
+        if host in ("localhost", "::1") or host.startswith("127."):
+            return True
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return False
+        for family, _type, _proto, _name, addr in infos:
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.bind((addr[0], 0))
+                return True
+            except OSError:
+                continue
+        return False
+
     def close(self) -> None:
         """Drop the connection (the next fetch opens a new one)."""
         if self._conn is not None:

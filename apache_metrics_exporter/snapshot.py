@@ -111,12 +111,19 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         auto = workers = event = None
     processes = EMPTY_SCAN
     if options.scan_processes:
-        parent = find_parent(
-            options.exe_names, options.pid_file,
-            worker_pids=[w.pid for w in workers or () if w.pid],
-            port=None if auto is not None else _port(fetcher),
-        )
-        processes = scan(parent, options.exe_names, options.memory)
+        # PIDs in a remote server's table mean nothing here: only a local
+        # Apache (or one named by --pid-file) has its processes scanned.
+        local = fetcher.is_local()
+        if local or options.pid_file:
+            parent = find_parent(
+                options.exe_names, options.pid_file,
+                worker_pids=[w.pid for w in workers or () if w.pid] if local else (),
+                port=None if auto is not None or not local else fetcher.port,
+            )
+            processes = scan(parent, options.exe_names, options.memory)
+        else:
+            warnings.append(f"{url} is on another host: no process figures (run the "
+                            "exporter there, or give --pid-file for a local Apache)")
     return build(url, started, auto, workers, event, processes, options, error, warnings,
                  duration=time.perf_counter() - t0)
 
@@ -132,14 +139,6 @@ def build(url: str, started: float, auto: Optional[AutoPage],
     warnings = list(warnings or ()) + list(processes.warnings)
     return Snapshot(url, started, auto is not None, error, warnings, auto,
                     workers, event, processes, samples)
-
-
-def _port(fetcher: Fetcher) -> Optional[int]:
-    # Looking up the listening socket is only worth it when Apache is local.
-    host = fetcher.host
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return fetcher.port
-    return None
 
 
 def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],

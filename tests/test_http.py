@@ -181,3 +181,12 @@ def test_https_against_plain_http_port(prefork):
     proc = run_exporter("--url", url, "--no-processes")
     assert proc.returncode == 0
     assert "TLS handshake with 127.0.0.1" in proc.stderr
+
+
+def test_is_local_sends_nothing_and_knows_this_host():
+    assert Fetcher(Target("http://127.0.0.1/s")).is_local()
+    assert Fetcher(Target("http://localhost/s")).is_local()
+    assert Fetcher(Target("http://[::1]/s")).is_local()
+    # TEST-NET-1 (RFC 5737) is never an address of this machine; binding to it
+    # fails locally, no packet leaves.
+    assert not Fetcher(Target("http://192.0.2.1/s")).is_local()

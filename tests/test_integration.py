@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -213,3 +214,29 @@ def test_ports_config_discovery(prefork, tmp_path):
     proc = run_exporter("--ports-config", str(conf))
     assert proc.returncode == 0
     assert parse_tab(proc.stdout)["status-response"] == "0"
+
+
+def test_remote_status_page_gets_no_local_process_figures(prefork, monkeypatch):
+    # A status page on another host: its worker PIDs mean nothing here, so no
+    # local process may be reported (or, for the reaper, touched) for it.
+    from apache_metrics_exporter.http import Fetcher, Target
+    from apache_metrics_exporter.snapshot import collect
+
+    monkeypatch.setattr(Fetcher, "is_local", lambda self: False)
+    fetcher = Fetcher(Target(prefork.status_url))
+    try:
+        snap = collect(fetcher)
+    finally:
+        fetcher.close()
+    assert snap.up and snap.processes.children == []
+    assert any("is on another host" in w for w in snap.warnings)
+    assert snap.value("foreign_worker_count") is None
+
+
+def test_reaper_refuses_a_remote_url(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from apache_metrics_exporter.cli import reaper_main; "
+         "raise SystemExit(reaper_main())", "--url", "http://192.0.2.1/server-status",
+         "--max-memory-idle", "1G", "--state-file", str(tmp_path / "s.json")],
+        capture_output=True, text=True)
+    assert proc.returncode == 2 and "only on the Apache of this machine" in proc.stderr
