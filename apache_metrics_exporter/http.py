@@ -225,7 +225,10 @@ class Fetcher:
             return (f"TLS certificate of {where} not trusted ({exc.verify_message}); "
                     "give --ca-file, or --insecure to skip verification")
         if isinstance(exc, ssl.SSLError):
-            return f"TLS handshake with {where} failed: {_reason(exc)}"
+            hint = ""
+            if "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc):
+                hint = "; the server wants a client certificate (--client-cert/--client-key)"
+            return f"TLS handshake with {where} failed: {_reason(exc)}{hint}"
         if isinstance(exc, http.client.IncompleteRead):
             return (f"{url}: the answer was cut short (got {len(exc.partial)} bytes, "
                     f"{exc.expected} more expected)")

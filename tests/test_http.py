@@ -190,3 +190,24 @@ def test_is_local_sends_nothing_and_knows_this_host():
     # TEST-NET-1 (RFC 5737) is never an address of this machine; binding to it
     # fails locally, no packet leaves.
     assert not Fetcher(Target("http://192.0.2.1/s")).is_local()
+
+
+@pytest.mark.integration
+def test_tls_client_certificate():
+    apache = ApacheServer("event", wsgi=False, tls=True, client_auth=True).start()
+    try:
+        url = apache.tls_status_url
+        tls = apache.root / "tls"
+        proc = run_exporter("--url", url, "--no-processes", "--ca-file", str(tls / "cert.pem"))
+        assert proc.returncode == 0
+        assert parse_tab(proc.stdout)["status-response"] == "1"
+        (line,) = proc.stderr.strip().splitlines()
+        assert "wants a client certificate (--client-cert" in line
+        assert "Traceback" not in proc.stderr
+        proc = run_exporter("--url", url, "--no-processes", "--ca-file", str(tls / "cert.pem"),
+                            "--client-cert", str(tls / "client.pem"),
+                            "--client-key", str(tls / "client.key"))
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert parse_tab(proc.stdout)["status-response"] == "0"
+    finally:
+        apache.stop()

@@ -94,7 +94,8 @@ class ApacheServer:
 
     def __init__(self, mpm: str = "prefork", extended_status: bool = True,
                  wsgi: bool = True, extra_conf: str = "", tls: bool = False,
-                 proxy: bool = False, mpm_conf: Optional[str] = None) -> None:
+                 proxy: bool = False, mpm_conf: Optional[str] = None,
+                 client_auth: bool = False) -> None:
         if mpm not in MPMS:
             raise ValueError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
@@ -104,6 +105,7 @@ class ApacheServer:
         self.tls = tls          # also listen with mod_ssl (self-signed, session cache)
         self.proxy = proxy      # a mod_proxy_balancer with ProxyStatus On
         self.mpm_conf = mpm_conf if mpm_conf is not None else MPM_CONF[mpm]
+        self.client_auth = client_auth  # the TLS vhost requires a client certificate
         self.root: Optional[Path] = None
         self.port = 0
         self.tls_port = 0
@@ -172,6 +174,8 @@ SSLSessionCache shmcb:{root}/run/ssl_scache(512000)
   SSLEngine on
   SSLCertificateFile {root}/tls/cert.pem
   SSLCertificateKeyFile {root}/tls/key.pem
+  {"SSLVerifyClient require" if self.client_auth else ""}
+  {f"SSLCACertificateFile {root}/tls/client.pem" if self.client_auth else ""}
 </VirtualHost>
 """
         proxy = ""
@@ -238,6 +242,13 @@ DocumentRoot {root}/htdocs
                  "-keyout", str(self.root / "tls" / "key.pem"),
                  "-out", str(self.root / "tls" / "cert.pem")],
                 check=True, capture_output=True)
+            if self.client_auth:
+                subprocess.run(
+                    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                     "-subj", "/CN=monitoring-client",
+                     "-keyout", str(self.root / "tls" / "client.key"),
+                     "-out", str(self.root / "tls" / "client.pem")],
+                    check=True, capture_output=True)
         os.chmod(self.root / "run", 0o755)
         (self.root / "htdocs" / "index.html").write_text("<html><body>hello</body></html>\n")
         (self.root / "app" / "app.wsgi").write_text(WSGI_APP)
