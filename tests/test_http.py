@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +215,48 @@ def test_tls_client_certificate():
         assert parse_tab(proc.stdout)["status-response"] == "0"
     finally:
         apache.stop()
+
+
+@pytest.mark.integration
+def test_basic_auth_against_a_real_apache(tmp_path):
+    # Apache's workers (www-data when we are root) must read the user file:
+    # not under pytest's private tmp_path.
+    shared = Path(tempfile.mkdtemp(prefix="ame-auth-"))
+    shared.chmod(0o755)
+    users = shared / "htpasswd"
+    subprocess.run(["htpasswd", "-cbB", str(users), "monitor", "s3cr3t-pw"], check=True,
+                   capture_output=True)
+    users.chmod(0o644)
+    conf = f"""
+LoadModule auth_basic_module /usr/lib/apache2/modules/mod_auth_basic.so
+LoadModule authn_file_module /usr/lib/apache2/modules/mod_authn_file.so
+LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
+LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so
+<Location /private-status>
+  SetHandler server-status
+  AuthType Basic
+  AuthName "status"
+  AuthUserFile {users}
+  Require valid-user
+</Location>
+"""
+    apache = ApacheServer("prefork", wsgi=False, extra_conf=conf).start()
+    try:
+        url = apache.base_url + "/private-status"
+        proc = run_exporter("--url", url, "--no-processes")
+        assert "answered HTTP 401 Unauthorized; give --user" in proc.stderr
+        assert parse_tab(proc.stdout)["status-response"] == "1"
+        wrong = tmp_path / "wrong"
+        wrong.write_text("nope\n")
+        proc = run_exporter("--url", url, "--no-processes", "--user", "monitor",
+                            "--password-file", str(wrong))
+        assert "HTTP 401" in proc.stderr and "nope" not in proc.stderr
+        right = tmp_path / "right"
+        right.write_text("s3cr3t-pw\n")
+        proc = run_exporter("--url", url, "--no-processes", "--user", "monitor",
+                            "--password-file", str(right))
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert parse_tab(proc.stdout)["status-response"] == "0"
+    finally:
+        apache.stop()
+        shutil.rmtree(shared, ignore_errors=True)
