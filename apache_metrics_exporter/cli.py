@@ -122,13 +122,13 @@ def build_parser() -> configargparse.ArgParser:
                    metavar="SIZE", help="past this the oldest spooled data is dropped "
                                         "(and counted)")
     r = p.add_argument_group("long-running modes (default: collect once and exit)")
-    add_foreign(p, REAPER_ONLY)
     r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
                    help="collect and write a batch every TIMESPAN until stopped "
                         "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
     r.add_argument("--execd", action="store_true",
                    help="Telegraf inputs.execd (signal = \"STDIN\"): one batch per line "
                         "read from stdin; exit 0 at end of input")
+    add_foreign(p, REAPER_ONLY)
     return p
 
 
