@@ -202,6 +202,15 @@ class Tmux:
             time.sleep(0.1)
         raise AssertionError(f"{needle!r} never shown:\n{self.screen()}")
 
+    def wait_for_count(self, needle: str, count: int, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.screen()
+            if shown.count(needle) >= count:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not shown {count} times:\n{self.screen()}")
+
     def close(self) -> None:
         subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True)
 
@@ -226,8 +235,8 @@ def command(url: str, *extra: str) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
-def test_watch_in_a_real_terminal(prefork, tmux, size):
+@pytest.mark.parametrize("size,leave", [((80, 24), "q"), ((200, 50), "C-c")])
+def test_watch_in_a_real_terminal(prefork, tmux, size, leave):
     width, height = size
     term = tmux(width, height)
     term.wait_for("PROMPT$")
@@ -242,8 +251,12 @@ def test_watch_in_a_real_terminal(prefork, tmux, size):
     assert {"native", WSGI_GROUP, CUT} <= groups
     term.type("s", enter=False)
     term.wait_for("sorted by request time")
-    term.type("q", enter=False)
-    term.wait_for("PROMPT$")
+    if leave == "C-c":
+        term.run("send-keys", "-t", "t", "C-c")
+    else:
+        term.type(leave, enter=False)
+    shown = term.wait_for_count("PROMPT$", 2)  # the shell's prompt after the command
+    assert "Traceback" not in shown and "KeyboardInterrupt" not in shown
     # The terminal is back in its normal (cooked, echoing) mode.
     term.type("stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon\\|-\\?echo'; echo STTY\"\"-END")
     restored = term.wait_for("\nSTTY-END")
