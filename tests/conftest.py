@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -132,3 +134,28 @@ def victoria():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def runnable_copy():
+    """The package where an unprivileged user can run it: collectd refuses to
+    exec as root, and the checkout may sit in a directory only root can read.
+    Debian's python3 with python3-psutil/-lxml/-configargparse runs it."""
+    tmp = Path(tempfile.mkdtemp(prefix="ame-exec-"))
+    os.chmod(tmp, 0o755)
+    src = Path(__file__).resolve().parent.parent / "apache_metrics_exporter"
+    shutil.copytree(src, tmp / "apache_metrics_exporter",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in tmp.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    wrapper = tmp / "apache-metrics-exporter"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={tmp} exec /usr/bin/python3 -m "
+                       "apache_metrics_exporter \"$@\"\n")
+    reaper = tmp / "apache-worker-reaper"
+    reaper.write_text(f"#!/bin/sh\nPYTHONPATH={tmp} exec /usr/bin/python3 -c "
+                      "'import sys; from apache_metrics_exporter.cli import reaper_main; "
+                      "sys.exit(reaper_main())' \"$@\"\n")
+    for script in (wrapper, reaper):
+        script.chmod(0o755)
+    yield wrapper
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import stat
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -96,24 +93,6 @@ def test_sanitize():
 
 # --- real collectd ----------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def runnable_copy():
-    """The package where an unprivileged user can run it: collectd refuses to
-    exec as root, and the checkout may sit in a directory only root can read.
-    Debian's python3 with python3-psutil/-lxml/-configargparse runs it."""
-    tmp = Path(tempfile.mkdtemp(prefix="ame-exec-"))
-    os.chmod(tmp, 0o755)
-    src = Path(__file__).resolve().parent.parent / "apache_metrics_exporter"
-    shutil.copytree(src, tmp / "apache_metrics_exporter",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for path in tmp.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    wrapper = tmp / "apache-metrics-exporter"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={tmp} exec /usr/bin/python3 -m "
-                       "apache_metrics_exporter \"$@\"\n")
-    wrapper.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    yield wrapper
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.integration

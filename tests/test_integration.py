@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -240,3 +245,41 @@ def test_reaper_refuses_a_remote_url(tmp_path):
          "--max-memory-idle", "1G", "--state-file", str(tmp_path / "s.json")],
         capture_output=True, text=True)
     assert proc.returncode == 2 and "only on the Apache of this machine" in proc.stderr
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           *argv], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_unprivileged_collector_reads_memory_and_falls_back_from_pss(prefork, runnable_copy):
+    # Apache's workers run as www-data: an unprivileged user reads their RSS
+    # (/proc/PID/statm) but not their smaps_rollup (PSS): RSS, and it says so.
+    proc = as_nobody(str(runnable_copy), "--url", prefork.status_url, "--memory", "pss",
+                     "--format", "tab")
+    assert proc.returncode == 0, proc.stderr
+    values = parse_tab(proc.stdout)
+    assert values["status-response"] == "0"
+    assert int(values["memory-usage native max"]) > 1_000_000
+    assert values[f"memory-usage {WSGI_GROUP} count"] == "2"
+    assert "--memory pss needs the right to read" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_unprivileged_reaper_signals_nothing(prefork, runnable_copy, tmp_path):
+    state_dir = Path(tempfile.mkdtemp(prefix="ame-state-"))
+    state_dir.chmod(0o777)
+    try:
+        before = {p.pid for p in psutil.Process(prefork.proc.pid).children()}
+        reaper = str(runnable_copy.parent / "apache-worker-reaper")
+        proc = as_nobody(reaper, "--url", prefork.status_url, "--max-memory-wsgi", "1M",
+                         "--state-file", str(state_dir / "state.json"), "--grace", "1")
+        assert proc.returncode == 0, proc.stderr
+        assert "permission denied (run the reaper as root)" in proc.stderr
+        assert {p.pid for p in psutil.Process(prefork.proc.pid).children()} == before
+        totals = json.loads((state_dir / "state.json").read_text())["totals"]
+        assert totals["kills"]["wsgi"] == 0 and totals["skipped_for_safety"] == 3
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
