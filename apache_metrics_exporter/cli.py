@@ -38,9 +38,9 @@ environment: every option can be set as APACHE_METRICS_<OPTION>, e.g.
 """
 
 
-def setup_logging(verbose: int, quiet: int, prog: str = PROG) -> None:
+def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain") -> None:
     """One line per message on stderr, prefixed with the program name."""
-    log.setup(verbose, quiet, prog)
+    log.setup(verbose, quiet, prog, style)
 
 
 def build_parser() -> configargparse.ArgParser:
@@ -142,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         parser = build_parser()
         args = config.parse(parser, argv)
-        setup_logging(args.verbose, args.quiet)
+        setup_logging(args.verbose, args.quiet, PROG, args.log_format)
         resolve_format(args)
         targets = config.targets(args)
         exe_names = config.exe_names(args)
@@ -432,7 +432,7 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.reaper import Thresholds
 
         args = config.parse(build_reaper_parser(), argv)
-        setup_logging(1 + args.verbose, args.quiet, REAPER_PROG)
+        setup_logging(1 + args.verbose, args.quiet, REAPER_PROG, args.log_format)
         targets = config.targets(args)
         if len(targets) != 1:
             raise UsageError("the reaper acts on one Apache: give one --url")

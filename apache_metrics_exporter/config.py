@@ -18,6 +18,7 @@ import configargparse
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.http import Target, check_url, parse_header
+from apache_metrics_exporter.log import LOG_FORMATS
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
 from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
 from apache_metrics_exporter.units import parse_size, parse_timespan
@@ -91,6 +92,9 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="say more on stderr (twice for debug)")
     p.add_argument("-q", "--quiet", action="count", default=0,
                    help="say less on stderr: errors only (twice: nothing)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="plain",
+                   help="stderr lines: 'PROG: LEVEL: message', or Telegraf's 'E! [PROG] "
+                        "message' so Telegraf logs each at its level")
     t = p.add_argument_group("target (where the status page is)")
     t.add_argument("--url", action="append", metavar="URL",
                    help="mod_status page, e.g. http://127.0.0.1/server-status (?auto is "

@@ -11,6 +11,10 @@ import sys
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
           CRITICAL: "critical"}
+# Telegraf's execd (and exec with log_stderr) logs a stderr line at the level
+# its prefix names; unprefixed lines are logged as errors.
+_TELEGRAF = {DEBUG: "D!", INFO: "I!", WARNING: "W!", ERROR: "E!", CRITICAL: "E!"}
+LOG_FORMATS = ("plain", "telegraf")
 
 
 class Logger:
@@ -19,18 +23,24 @@ class Logger:
     def __init__(self) -> None:
         self.prog = "apache-metrics-exporter"
         self.level = WARNING
+        self.telegraf = False
 
-    def setup(self, verbose: int, quiet: int, prog: str) -> None:
+    def setup(self, verbose: int, quiet: int, prog: str, style: str = "plain") -> None:
         """-v lowers the threshold by one level, -q raises it (-qq: silent)."""
         self.prog = prog
         self.level = max(DEBUG, min(WARNING + 10 * (quiet - verbose), CRITICAL + 10))
+        self.telegraf = style == "telegraf"
 
     def log(self, level: int, message: str, *args: object) -> None:
         if level < self.level:
             return
         text = message % args if args else message
+        if self.telegraf:
+            line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
+        else:
+            line = f"{self.prog}: {_NAMES.get(level, 'info')}: {text}\n"
         try:
-            sys.stderr.write(f"{self.prog}: {_NAMES.get(level, 'info')}: {text}\n")
+            sys.stderr.write(line)
             sys.stderr.flush()
         except (OSError, ValueError):
             pass  # stderr gone: nothing sensible left to tell

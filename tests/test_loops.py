@@ -201,3 +201,21 @@ def test_stdout_closed_by_the_agent_ends_the_loop(prefork):
     assert "Traceback" not in err and "Exception ignored" not in err
 
 
+
+
+def test_telegraf_log_format_prefixes_levels(own_apache):
+    own_apache.restart_stopped()
+    proc = spawn("--url", own_apache.status_url, "--format", "influx", "--execd",
+                 "--log-format", "telegraf")
+    try:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert up_value(read_batch(proc)) == "0"
+        proc.stdin.close()
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    (line,) = err.strip().splitlines()
+    assert line.startswith("E! [apache-metrics-exporter] connection to 127.0.0.1:")
