@@ -313,3 +313,39 @@ def test_overlapping_runs_replay_each_batch_once(prefork, tmp_path):
         # (the two new runs may share a millisecond: VictoriaMetrics keeps ms)
     finally:
         vm.stop()
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """Stands in for an overloaded InfluxDB (5xx/429): VictoriaMetrics here
+    cannot be made to answer that way."""
+
+    status = 503
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_overloaded_server_means_spool_and_retry(prefork, tmp_path, status):
+    spool = str(tmp_path / "spool")
+    handler = type("H", (_Busy,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = run_exporter("--url", prefork.status_url, "--no-processes",
+                            *push_args(f"http://127.0.0.1:{server.server_port}", spool,
+                                       "--influxdb-token", TOKEN))
+        assert proc.returncode == 0  # transient: data kept, not an error of the run
+        (line,) = proc.stderr.strip().splitlines()
+        assert f"HTTP {status}" in line and "points kept in" in line
+        assert len(Spool(spool, 1).batches()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
