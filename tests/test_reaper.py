@@ -170,33 +170,44 @@ while True:
 """
 
 
-@pytest.fixture
-def family(tmp_path):
-    """A parent process with one child that records every SIGTERM it gets."""
+def spawn_family(tmp_path: Path, children: int) -> tuple:
+    """(parent Popen, [child psutil.Process], log): a parent process whose
+    children write every SIGTERM they get to the log and carry on."""
     log = tmp_path / "signals.log"
     script = tmp_path / "trap.py"
     script.write_text(TRAP)
     starter = tmp_path / "parent.py"
     starter.write_text(
         "import subprocess, sys, time\n"
-        f"c = subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}])\n"
-        "print(c.pid, flush=True)\n"
+        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}]) "
+        f"for _ in range({children})]\n"
+        "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
         "time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
-    child_pid = int(parent.stdout.readline())
-    child = psutil.Process(child_pid)
+    kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
     deadline = time.monotonic() + 10
-    while child.status() == psutil.STATUS_ZOMBIE or not child.cmdline()[1:2]:
+    while any(k.status() == psutil.STATUS_ZOMBIE or not k.cmdline()[1:2] for k in kids):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.3)  # the child has installed its handler
-    yield psutil.Process(parent.pid), child, log
-    for p in (child, psutil.Process(parent.pid)):
+    time.sleep(0.3)  # the children have installed their handlers
+    return parent, kids, log
+
+
+def end_family(parent: subprocess.Popen, kids: list) -> None:
+    for p in (*kids, psutil.Process(parent.pid)):
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
     parent.wait()
+
+
+@pytest.fixture
+def family(tmp_path):
+    """A parent process with one child that records every SIGTERM it gets."""
+    parent, kids, log = spawn_family(tmp_path, 1)
+    yield psutil.Process(parent.pid), kids[0], log
+    end_family(parent, kids)
 
 
 def _candidate(proc: psutil.Process, create_time=None) -> Candidate:
@@ -473,20 +484,8 @@ def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
 def test_all_selected_processes_share_one_grace_period(tmp_path):
     # Three children that ignore SIGTERM: SIGKILL after one grace period for
     # all of them together, not one grace period after another.
-    log = tmp_path / "signals.log"
-    script = tmp_path / "trap.py"
-    script.write_text(TRAP)
-    starter = tmp_path / "parent.py"
-    starter.write_text(
-        "import subprocess, sys, time\n"
-        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}]) "
-        "for _ in range(3)]\n"
-        "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
-        "time.sleep(120)\n")
-    parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+    parent, kids, log = spawn_family(tmp_path, 3)
     try:
-        kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
-        time.sleep(0.5)  # handlers installed
         me = psutil.Process(parent.pid)
         started = time.monotonic()
         outcome = execute([_candidate(k) for k in kids], me.pid, me.create_time(),
@@ -496,10 +495,4 @@ def test_all_selected_processes_share_one_grace_period(tmp_path):
         assert 1.5 <= took < 3.0  # one grace period, not three
         assert len(log.read_text().splitlines()) == 3  # each got its SIGTERM first
     finally:
-        parent.kill()
-        parent.wait()
-        for k in kids:
-            try:
-                k.kill()
-            except psutil.NoSuchProcess:
-                pass
+        end_family(parent, kids)
