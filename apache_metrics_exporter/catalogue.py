@@ -283,7 +283,7 @@ WORKER_METRICS: Tuple[Metric, ...] = (
        collectd="count-processes_not_accepting"),
 )
 
-# Processes seen by the psutil scan, per group ("native" or a mod_wsgi group).
+# Processes seen by the process scan, per group ("native" or a mod_wsgi group).
 PROCESS_METRICS: Tuple[Metric, ...] = (
     _m("memory_count", GAUGE, "processes", int, "Processes in the group.",
        labels=("group",),

@@ -1,9 +1,9 @@
 """The Apache process tree: parent, native workers, mod_wsgi daemon groups, memory.
 
-Scanned once per snapshot, from /proc (procfs.py). Memory is RSS by default; PSS and USS
-(``/proc/PID/smaps_rollup``) are fairer for forked workers but need the rights
-to read other users' processes: without them the scan falls back to RSS for all
-processes and says so once.
+Scanned once per snapshot, from /proc (procfs.py). Memory is RSS by default;
+PSS and USS (``/proc/PID/smaps_rollup``) are fairer for forked workers but need
+the rights to read other users' processes: without them the scan falls back to
+RSS for all processes and says so once.
 """
 
 from __future__ import annotations
