@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from types import ModuleType
 
 from apache_metrics_exporter.errors import OutputError, UsageError
@@ -19,7 +20,7 @@ from apache_metrics_exporter.log import INFO, WARNING, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Iterator, List, Optional, Sequence, Tuple
 
     import configargparse
 
@@ -271,23 +272,33 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
         write_atomic(args.output, text)
 
 
-def run_once(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
-    """One batch, then exit."""
+@contextmanager
+def _connections(args: argparse.Namespace, targets: List[Target],
+                 writer: ModuleType) -> Iterator[tuple]:
+    """A fetcher per target and the writer's sink (if it has one), closed at
+    the end whatever happens; a loop keeps them across batches."""
     from apache_metrics_exporter.http import Fetcher
 
     fetchers = [Fetcher(t) for t in targets]
     sink = writer.sink(args) if hasattr(writer, "sink") else None
     try:
-        batch(args, fetchers, _options(args, exe_names), writer, sink)
-    except OutputError as exc:
-        log.error("%s", exc)
-        return EXIT_OUTPUT
+        yield fetchers, sink
     finally:
         for f in fetchers:
             f.close()
         if sink is not None:
             sink.close()
+
+
+def run_once(args: argparse.Namespace, targets: List[Target],
+             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+    """One batch, then exit."""
+    with _connections(args, targets, writer) as (fetchers, sink):
+        try:
+            batch(args, fetchers, _options(args, exe_names), writer, sink)
+        except OutputError as exc:
+            log.error("%s", exc)
+            return EXIT_OUTPUT
     return EXIT_OK
 
 
@@ -330,37 +341,28 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
     batch. A failing stdout (the agent went away) ends the loop with status 1;
     a failing output file is reported and tried again next time.
     """
-    from apache_metrics_exporter.http import Fetcher
-
     stopper = Stopper()
-    fetchers = [Fetcher(t) for t in targets]
-    sink = writer.sink(args) if hasattr(writer, "sink") else None
     options = _options(args, exe_names)
     next_tick = time.monotonic()
-    try:
-        while not stopper.stopping:
-            if args.execd:
-                if not stopper.blocking(sys.stdin.readline):
+    with _connections(args, targets, writer) as (fetchers, sink):
+        try:
+            while not stopper.stopping:
+                if args.execd and not stopper.blocking(sys.stdin.readline):
                     return EXIT_OK  # Telegraf closed stdin: it is stopping us
-            try:
-                batch(args, fetchers, options, writer, sink)
-            except OutputError as exc:
-                log.error("%s", exc)
-                if args.output == "-" and sink is None:
-                    return EXIT_OUTPUT
-            if args.interval:
-                next_tick += args.interval
-                now = time.monotonic()
-                if next_tick < now:  # a slow batch: skip the ticks it overran
-                    next_tick = now + args.interval - (now - next_tick) % args.interval
-                stopper.blocking(time.sleep, next_tick - now)
-    except _Stop:
-        pass
-    finally:
-        for f in fetchers:
-            f.close()
-        if sink is not None:
-            sink.close()
+                try:
+                    batch(args, fetchers, options, writer, sink)
+                except OutputError as exc:
+                    log.error("%s", exc)
+                    if args.output == "-" and sink is None:
+                        return EXIT_OUTPUT
+                if args.interval:
+                    next_tick += args.interval
+                    now = time.monotonic()
+                    if next_tick < now:  # a slow batch: skip the ticks it overran
+                        next_tick = now + args.interval - (now - next_tick) % args.interval
+                    stopper.blocking(time.sleep, next_tick - now)
+        except _Stop:
+            pass
     return EXIT_OK
 
 

@@ -51,6 +51,12 @@ class Target(namedtuple(
         return parts._replace(query=query, fragment="").geturl()
 
 
+def host_port(url: str) -> tuple:
+    """``(host, port)`` of a URL, the port defaulting by scheme (80, https 443)."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def check_url(url: str) -> str:
     """Validate a status URL up front (a usage error, before any fetch)."""
     parts = urlsplit(url)
@@ -78,10 +84,8 @@ class Fetcher:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        parts = urlsplit(target.url)
-        self._https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self._https else 80)
+        self._https = urlsplit(target.url).scheme == "https"
+        self.host, self.port = host_port(target.url)
         self._conn: Optional[http.client.HTTPConnection] = None
         self._headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if target.user is not None:

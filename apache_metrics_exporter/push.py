@@ -110,15 +110,19 @@ class InfluxPush:
         spool.ensure()
         with spool.locked():
             state = spool.load_state()
+
+            def quarantine(batch: Any, failure: PushFailed) -> str:
+                state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
+                return spool.quarantine(batch, str(failure))
+
             failure: Optional[PushFailed] = None
             for batch in spool.batches():
                 try:
                     self.write(spool.read(batch))
                 except PushFailed as exc:
                     if exc.kind == REJECTED:
-                        target = spool.quarantine(batch, str(exc))
-                        state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
-                        log.error("%s; the spooled batch was set aside in %s", exc, target)
+                        log.error("%s; the spooled batch was set aside in %s", exc,
+                                  quarantine(batch, exc))
                         continue
                     failure = exc
                     break
@@ -131,12 +135,9 @@ class InfluxPush:
                 except PushFailed as exc:
                     failure = exc
             if failure is not None and body:
+                batch = spool.add(body, timestamp_ns)
                 if failure.kind == REJECTED:
-                    batch = spool.add(body, timestamp_ns)
-                    target = spool.quarantine(batch, str(failure))
-                    state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
-                else:
-                    spool.add(body, timestamp_ns)
+                    quarantine(batch, failure)
             dropped = spool.enforce_bound()
             if dropped:
                 state["dropped_points"] = state.get("dropped_points", 0) + dropped

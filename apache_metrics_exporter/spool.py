@@ -152,9 +152,10 @@ class Spool:
 
     def health(self) -> Optional[Health]:
         """The push's health, or None where nothing was ever pushed from here."""
-        if not os.path.exists(self.state_path) and not self.batches():
+        batches = self.batches()
+        if not batches and not os.path.exists(self.state_path):
             return None
         state = self.load_state()
-        return Health(state.get("last_success"), sum(b.points for b in self.batches()),
+        return Health(state.get("last_success"), sum(b.points for b in batches),
                       int(state.get("dropped_points", 0)),
                       int(state.get("quarantined_batches", 0)))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from urllib.parse import urlsplit
 
 from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.http import host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -42,9 +42,7 @@ def sanitize(text: str) -> str:
 
 def default_instance(url: str) -> str:
     """``HOST_PORT`` of a status URL: ``127.0.0.1_8080``, ``ipv6__1_8080`` for [::1]."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
+    host, port = host_port(url)
     if ":" in host:
         host = "ipv6_" + host
     return sanitize(f"{host}_{port}")

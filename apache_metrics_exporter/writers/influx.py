@@ -13,9 +13,9 @@ One timestamp per snapshot, in nanoseconds (line protocol's default precision).
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 
 from apache_metrics_exporter.catalogue import Metric
+from apache_metrics_exporter.http import host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -61,9 +61,8 @@ def format_value(value: Any, kind: type) -> str:
 
 def target_tags(url: str) -> Dict[str, str]:
     """Telegraf's tags for a URL: ``server`` (host) and ``port``."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return {"server": parts.hostname or "", "port": str(port)}
+    host, port = host_port(url)
+    return {"server": host, "port": str(port)}
 
 
 def _tag_string(tags: Dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from apache_metrics_exporter.catalogue import (
     PROMETHEUS_HELP,
     PROMETHEUS_SCOREBOARD,
 )
+from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -50,13 +51,8 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     families: Dict[str, List[str]] = {}
     helps: Dict[str, str] = {}
     for snap in snapshots:
-        target = []
-        if many:  # one file, several Apaches: tell them apart
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(snap.url)
-            target = [("server", parts.hostname or ""),
-                      ("port", str(parts.port or (443 if parts.scheme == "https" else 80)))]
+        # One file, several Apaches: Telegraf's server/port tags tell them apart.
+        target = sorted(target_tags(snap.url).items(), reverse=True) if many else []
         for sample in snap.samples:
             spec = PROMETHEUS.get(sample.metric.name)
             if spec is None or sample.metric.type is str:
