@@ -441,9 +441,9 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.http import Fetcher
 
         if not Fetcher(targets[0]).is_local():
-            raise UsageError(f"--url {targets[0].url}: the reaper acts only on the Apache "
-                             "of this machine; point --url at it (127.0.0.1, ::1 or an "
-                             "address of this host)")
+            raise UsageError(f"--url {targets[0].url}: the reaper acts only on an Apache "
+                             "reached over loopback (127.0.0.1, ::1 or localhost), the one "
+                             "case where its processes can be proven to be this host's")
         exe_names = config.exe_names(args)
         groups = tuple((g, size) for g, size in args.max_memory_wsgi if g)
         general = [size for g, size in args.max_memory_wsgi if not g]
@@ -466,37 +466,54 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
                thresholds: Thresholds) -> int:
-    """One reaper run under the state file's lock."""
+    """One reaper run: the page is fetched first, then everything that acts
+    (scan, selection, signals, counters) happens under the state file's lock.
+    No lock is held across network I/O, so a hung Apache cannot block the
+    next runs."""
     from apache_metrics_exporter.errors import FetchError
     from apache_metrics_exporter.http import Fetcher
-    from apache_metrics_exporter.processes import find_parent, scan
-    from apache_metrics_exporter.reaper import execute, select
+    from apache_metrics_exporter.processes import parent_of_url, scan
+    from apache_metrics_exporter.reaper import execute, select, strangers
     from apache_metrics_exporter.state import StateFile
     from apache_metrics_exporter.status import parse_html
 
+    started = time.time()
+    fetcher = Fetcher(target)
+    workers = None
+    try:
+        workers = parse_html(fetcher.get(target.url), source=target.url).workers
+        if workers is None:
+            log.warning("%s has no worker table (ExtendedStatus Off?): native workers "
+                        "are left alone this run", target.url)
+    except FetchError as exc:
+        log.error("%s; native workers are left alone this run", exc)
+    finally:
+        fetcher.close()
     with StateFile(args.state_file).locked(args.lock_timeout) as state:
-        started = time.time()
-        fetcher = Fetcher(target)
-        workers = None
-        try:
-            workers = parse_html(fetcher.get(target.url), source=target.url).workers
-            if workers is None:
-                log.warning("%s has no worker table (ExtendedStatus Off?): native workers "
-                            "are left alone this run", target.url)
-        except FetchError as exc:
-            log.error("%s; native workers are left alone this run", exc)
-        finally:
-            fetcher.close()
-        parent = find_parent(exe_names, args.pid_file,
-                             worker_pids=[w.pid for w in workers or () if w.pid])
-        processes = scan(parent, exe_names, args.memory)
+        parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
+                               [w.pid for w in workers or () if w.pid])
+        totals = state["totals"]
+        if parent.pid is None:
+            log.error("cannot prove which Apache serves %s: %s; signalling nothing",
+                      target.url, parent.reason)
+            totals["runs"] += 1
+            state["last_run"] = {
+                "time": int(started), "dry_run": bool(args.dry_run), "checked": 0,
+                "killed_active": 0, "killed_idle": 0, "killed_wsgi": 0, "would_kill": 0,
+                "escalations": 0, "skipped": 0, "result": "skipped"}
+            return EXIT_OK
+        processes = scan(parent.pid, exe_names, args.memory)
         for warning in processes.warnings:
             log.warning("%s", warning)
-        if parent is None:
-            log.error("no Apache parent process found (give --pid-file); nothing to do")
-        selected = select(workers, processes, thresholds) if parent else []
+        outside = strangers(workers, processes)
+        if outside:
+            log.warning("the status page names PIDs outside the Apache tree of PID %d "
+                        "(%s): never signalled", parent.pid,
+                        ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10
+                                                              else ""))
+        parent = parent.pid
+        selected = select(workers, processes, thresholds)
         result = "ok"
-        totals = state["totals"]
         if len(selected) > args.max_kills:
             result = "circuit-breaker"
             totals["circuit_breaker_trips"] += 1

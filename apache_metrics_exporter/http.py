@@ -123,23 +123,12 @@ class Fetcher:
         return ctx
 
     def is_local(self) -> bool:
-        """Whether the URL's host is this machine (loopback, or an address one
-        of its interfaces has: binding to it succeeds). Nothing is sent."""
-        host = self.host
-        if host in ("localhost", "::1") or host.startswith("127."):
-            return True
-        try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return False
-        for family, _type, _proto, _name, addr in infos:
-            try:
-                with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                    probe.bind((addr[0], 0))
-                return True
-            except OSError:
-                continue
-        return False
+        """Whether the URL's host is a loopback address of this machine (by
+        address: a name counts only if everything it resolves to is loopback).
+        Nothing is sent."""
+        from apache_metrics_exporter.loopback import loopback_addresses
+
+        return loopback_addresses(self.host) is not None
 
     def close(self) -> None:
         """Drop the connection (the next fetch opens a new one)."""

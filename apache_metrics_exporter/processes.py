@@ -8,11 +8,10 @@ RSS for all processes and says so once.
 
 from __future__ import annotations
 
-from collections import Counter, namedtuple
+from collections import namedtuple
 
 from apache_metrics_exporter import procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
-from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -100,26 +99,12 @@ def wsgi_group(title: str, room: int) -> Optional[tuple]:
 
 
 def _read_pid_file(path: str) -> Optional[int]:
-    # A missing PID file is normal while Apache is stopped: said at info level.
     try:
-        with open(path) as fh:
+        with open(path, "rb") as fh:
             text = fh.read(64).strip()
-    except OSError as exc:
-        log.info("cannot read --pid-file %s: %s; looking for the Apache parent "
-                 "another way", path, exc.strerror)
+    except OSError:
         return None
-    if not text.isdigit():
-        log.info("--pid-file %s holds no PID; looking for the Apache parent another way",
-                 path)
-        return None
-    return int(text)
-
-
-def _is_apache(pid: int, exe_names: Iterable[str]) -> bool:
-    try:
-        return procfs.stat(pid).name in exe_names
-    except (procfs.NoProcess, procfs.Denied):
-        return False
+    return int(text) if text.isdigit() and len(text) < 10 else None
 
 
 def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
@@ -138,56 +123,166 @@ def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
         return None
 
 
-def find_parent(exe_names: Sequence[str], pid_file: Optional[str] = None,
-                worker_pids: Iterable[int] = (), port: Optional[int] = None) -> Optional[int]:
-    """The Apache parent PID: from the PID file, the worker table, the listening
-    port, or a unique process of that executable name (in this order).
+class Parent(namedtuple("Parent", ["pid", "reason"])):
+    """The proven Apache parent of a URL, or None and one line saying why not."""
 
-    The first two read /proc only; the last two (Apache down, or no worker
-    table) need psutil, imported only then."""
-    if pid_file:
-        pid = _read_pid_file(pid_file)
-        if pid is not None:
-            if _is_apache(pid, exe_names):
-                return pid
-            log.info("--pid-file %s names PID %d, which is not a running %s process",
-                     pid_file, pid, "/".join(exe_names))
-    parents: Counter = Counter()
-    for pid in set(worker_pids):
+    # pid: Optional[int]
+    # reason: str  # how it was proven, or why there is none
+    __slots__ = ()
+
+
+def _listeners(addresses: Sequence[str], port: int) -> tuple:
+    """Inodes of the sockets a connection to ``addresses``:``port`` can reach:
+    those bound to one of the addresses if any (the kernel prefers them), else
+    those bound to the wildcard address."""
+    exact, wildcard = set(), set()
+    v4 = {a[7:] if a.startswith("::ffff:") else a for a in addresses if "." in a}
+    wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
+    any_v4 = bool(v4)
+    for addr, inode in procfs.listening_sockets(port):
+        if addr in wanted:
+            exact.add(inode)
+        elif addr == "0.0.0.0" and any_v4 or addr == "::":
+            wildcard.add(inode)
+    return exact or wildcard
+
+
+def _holds(pid: int, inodes: set) -> bool:
+    """Whether ``pid`` and its children hold every one of the sockets (Denied
+    when that cannot be told because some of them could not be read)."""
+    held: set = set()
+    denied = False
+    for p in [pid, *procfs.children(pid)]:
         try:
-            parents[procfs.stat(pid).ppid] += 1
+            held |= procfs.socket_inodes(p) & inodes
+        except procfs.NoProcess:
+            continue
+        except procfs.Denied:
+            denied = True
+        if held == inodes:
+            return True
+    if denied:
+        raise procfs.Denied(pid)
+    return False
+
+
+_proven: Dict[tuple, int] = {}  # (addresses, port) -> the parent proven last time
+
+
+def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
+                pid_file: Optional[str] = None, hints: Iterable[int] = ()) -> Parent:
+    """The Apache parent that serves ``addresses``:``port``: the topmost Apache
+    ancestor of the process holding the listening socket. Proven, never guessed.
+
+    ``hints`` (PIDs from the worker table, the parent found last time) only
+    say where to look first: a candidate counts once it is seen to hold the
+    socket. ``pid_file`` is the operator's word, taken when the socket's owner
+    cannot be seen (no right to read other users' /proc/PID/fd) and refused
+    when it contradicts what can be seen.
+    """
+    where = f"{_join(addresses)}:{port}"
+    named = _read_pid_file(pid_file) if pid_file else None
+    named_top = _top_apache(named, exe_names) if named else None
+    if pid_file and named_top is None:
+        return Parent(None, f"--pid-file {pid_file} names no running "
+                            f"{'/'.join(exe_names)} process")
+    inodes = _listeners(addresses, port) if addresses else set()
+    if not inodes:
+        if addresses:
+            return Parent(None, f"nothing listens on {where}")
+        if named_top:
+            return Parent(named_top, f"named by --pid-file {pid_file}")
+        return Parent(None, "the URL is not on a loopback address")
+    candidates: List[int] = []
+    key = (tuple(addresses), port)
+    for pid in [_proven.get(key, 0), named_top or 0]:
+        if pid and pid not in candidates:
+            candidates.append(pid)
+    for pid in set(hints):
+        try:
+            ppid = procfs.stat(pid).ppid
         except (procfs.NoProcess, procfs.Denied):
             continue
-    for ppid, _n in parents.most_common():
-        if ppid > 1 and _is_apache(ppid, exe_names):
-            return ppid
-    import psutil
-
-    if port:
+        if ppid > 1 and ppid not in candidates:
+            candidates.append(ppid)
+    tops = set()
+    denied = False
+    for pid in candidates:
+        top = _top_apache(pid, exe_names)
+        if top is None:
+            continue
         try:
-            conns = psutil.net_connections("tcp")
-        except (psutil.Error, OSError):
-            conns = []
-        for c in conns:
-            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-                top = _top_apache(c.pid, exe_names)
-                if top:
-                    return top
-    candidates = []
-    for proc in psutil.process_iter(["pid", "ppid", "name"]):
-        if proc.info["name"] in exe_names:
-            ppid = proc.info["ppid"]
-            if ppid <= 1 or not _is_apache(ppid, exe_names):
-                candidates.append(proc.info["pid"])
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        # Said at info level: when the page is down this is a side note to the
-        # one line that matters (why the page could not be read).
-        log.info("found %d Apache parent processes (%s) and cannot tell which one "
-                 "serves this URL; give --pid-file to pick one",
-                 len(candidates), ", ".join(map(str, sorted(candidates))))
-    return None
+            if _holds(top, inodes):
+                tops.add(top)
+                break
+        except (procfs.NoProcess, procfs.Denied) as exc:
+            denied = denied or isinstance(exc, procfs.Denied)
+    if not tops:
+        tops, denied_all, other = _owners(inodes, exe_names)
+        denied = denied or denied_all
+        if not tops:
+            if other:
+                return Parent(None, f"the process listening on {where} is {other}, "
+                                    f"not {'/'.join(exe_names)}")
+            if named_top and denied:
+                return Parent(named_top, f"named by --pid-file {pid_file}")
+            if denied:
+                return Parent(None, f"cannot see which process listens on {where}: "
+                                    "reading other users' /proc/PID/fd needs root (or "
+                                    "Apache's user); give --pid-file")
+            return Parent(None, f"no process of this host holds the socket listening "
+                                f"on {where} (another network namespace?)")
+    if len(tops) > 1:
+        return Parent(None, f"several Apache parents ({_join(map(str, sorted(tops)))}) "
+                            f"listen on {where}; give --pid-file")
+    top = tops.pop()
+    if named_top and named_top != top:
+        return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
+                            f"listening on {where} is PID {top}")
+    _proven[key] = top
+    return Parent(top, f"listening on {where}")
+
+
+def parent_of_url(host: str, port: int, exe_names: Sequence[str],
+                  pid_file: Optional[str] = None, hints: Iterable[int] = ()) -> Parent:
+    """The proven Apache parent serving ``host``:``port`` (see find_parent); a
+    host that is not a loopback address has none, unless --pid-file names it."""
+    from apache_metrics_exporter.loopback import loopback_addresses
+
+    addresses = loopback_addresses(host)
+    if addresses is None and not pid_file:
+        return Parent(None, f"{host} is not a loopback address of this host (run the "
+                            "exporter on Apache's host, or give --pid-file)")
+    return find_parent(addresses or (), port, exe_names, pid_file, hints)
+
+
+def _owners(inodes: set, exe_names: Sequence[str]) -> tuple:
+    """(Apache parents holding the sockets, whether some processes could not
+    be read, 'NAME (PID N)' of a non-Apache holder) - a walk over every process."""
+    tops, denied, other = set(), False, ""
+    for pid in procfs.pids():
+        try:
+            held = procfs.socket_inodes(pid) & inodes
+        except procfs.NoProcess:
+            continue
+        except procfs.Denied:
+            denied = True
+            continue
+        if not held:
+            continue
+        top = _top_apache(pid, exe_names)
+        if top is not None:
+            tops.add(top)
+        elif not other:
+            try:
+                other = f"{procfs.stat(pid).name!r} (PID {pid})"
+            except (procfs.NoProcess, procfs.Denied):
+                other = f"PID {pid}"
+    return tops, denied, other
+
+
+def _join(items: Iterable[str]) -> str:
+    return ", ".join(f"[{a}]" if ":" in a else a for a in items)
 
 
 def _memory(pid: int, kind: str) -> int:
@@ -215,8 +310,8 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     for pid in kids:
         try:
             st = procfs.stat(pid)
-            if st.name not in exe_names or st.ppid != parent_pid:
-                continue
+            if st.name not in exe_names or st.ppid != parent_pid or st.state in "ZX":
+                continue  # not Apache's, or exited (a zombie has no memory left)
             cmd = procfs.cmdline(pid)
             mem = _memory(pid, memory_kind)
         except procfs.NoProcess:

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import List, Optional
 
+# The /proc root, a module setting so tests can read a captured tree.
+PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _boot_time: Optional[float] = None
@@ -45,7 +47,7 @@ def boot_time() -> float:
     """System boot time (epoch seconds), from /proc/stat's btime."""
     global _boot_time
     if _boot_time is None:
-        with open("/proc/stat", "rb") as fh:
+        with open(f"{PROC}/stat", "rb") as fh:
             for line in fh:
                 if line.startswith(b"btime"):
                     _boot_time = float(line.split()[1])
@@ -67,7 +69,7 @@ def _read(path: str) -> bytes:
 
 def stat(pid: int) -> Stat:
     """Fields of /proc/PID/stat (the name may contain spaces and parentheses)."""
-    data = _read(f"/proc/{pid}/stat")
+    data = _read(f"{PROC}/{pid}/stat")
     left, right = data.find(b"("), data.rfind(b")")
     fields = data[right + 2:].split()
     return Stat(pid, data[left + 1:right].decode("utf-8", "replace"),
@@ -80,20 +82,20 @@ def create_time(st: Stat) -> float:
 
 
 def cmdline(pid: int) -> List[str]:
-    data = _read(f"/proc/{pid}/cmdline")
+    data = _read(f"{PROC}/{pid}/cmdline")
     return [a.decode("utf-8", "surrogateescape") for a in data.rstrip(b"\0").split(b"\0")] \
         if data else []
 
 
 def rss(pid: int) -> int:
     """Resident set size in bytes (/proc/PID/statm, readable for any process)."""
-    return int(_read(f"/proc/{pid}/statm").split()[1]) * PAGE_SIZE
+    return int(_read(f"{PROC}/{pid}/statm").split()[1]) * PAGE_SIZE
 
 
 def pss_uss(pid: int) -> tuple:
     """(PSS, USS) in bytes from /proc/PID/smaps_rollup (own processes, or root)."""
     pss = private = 0
-    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+    for line in _read(f"{PROC}/{pid}/smaps_rollup").splitlines():
         if line.startswith(b"Pss:"):
             pss = int(line.split()[1]) * 1024
         elif line.startswith((b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:")):
@@ -106,16 +108,16 @@ def children(pid: int) -> List[int]:
     one, else by reading every process's stat)."""
     try:
         kids = set()
-        for task in os.listdir(f"/proc/{pid}/task"):
-            kids.update(int(c) for c in _read(f"/proc/{pid}/task/{task}/children").split())
+        for task in os.listdir(f"{PROC}/{pid}/task"):
+            kids.update(int(c) for c in _read(f"{PROC}/{pid}/task/{task}/children").split())
         return sorted(kids)
     except (FileNotFoundError, NoProcess):
-        if not os.path.exists(f"/proc/{pid}"):
+        if not os.path.exists(f"{PROC}/{pid}"):
             raise NoProcess(pid) from None
     except Denied:
         pass
     out = []
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir(PROC):
         if entry.isdigit():
             try:
                 if stat(int(entry)).ppid == pid:
@@ -123,3 +125,70 @@ def children(pid: int) -> List[int]:
             except (NoProcess, Denied):
                 continue
     return sorted(out)
+
+
+TCP_LISTEN = "0A"
+
+
+def _address(hex_addr: str) -> str:
+    """An address of /proc/net/tcp{,6} (32-bit words in host order) as text."""
+    import socket
+    import sys
+
+    raw = bytes.fromhex(hex_addr)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def listening_sockets(port: int) -> List[tuple]:
+    """``(address, inode)`` of every TCP socket in LISTEN state on ``port``,
+    IPv4 and IPv6, as this process's network namespace sees them."""
+    out = []
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"{PROC}/net/{table}", "rb") as fh:
+                lines = fh.read().decode("ascii", "replace").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != TCP_LISTEN:
+                continue
+            addr, _, hex_port = fields[1].partition(":")
+            try:
+                if int(hex_port, 16) != port:
+                    continue
+                out.append((_address(addr), int(fields[9])))
+            except ValueError:
+                continue
+    return out
+
+
+def socket_inodes(pid: int) -> set:
+    """Inodes of the sockets process ``pid`` holds open (Denied without the
+    right to read another user's /proc/PID/fd)."""
+    path = f"{PROC}/{pid}/fd"
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, ProcessLookupError):
+        raise NoProcess(pid) from None
+    except PermissionError:
+        raise Denied(path) from None
+    out = set()
+    for fd in names:
+        try:
+            link = os.readlink(f"{path}/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            try:
+                out.add(int(link[8:-1]))
+            except ValueError:
+                continue
+    return out
+
+
+def pids() -> List[int]:
+    """Every process ID."""
+    return [int(e) for e in os.listdir(PROC) if e.isdigit()]

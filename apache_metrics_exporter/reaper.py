@@ -130,6 +130,13 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
     return out
 
 
+def strangers(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan) -> List[int]:
+    """PIDs the worker table names that are not in the proven tree: a page is
+    not trusted to name processes, so these are never selected."""
+    tree = {c.pid for c in scan.children}
+    return sorted({r.pid for r in workers or () if r.pid and r.mode != "."} - tree)
+
+
 def verify(candidate: Candidate, parent_pid: int, parent_create_time: float,
            exe_names: Sequence[str]) -> Tuple[Optional[psutil.Process], str]:
     """(process, '') when it may be signalled now, else (None, why not)."""

@@ -17,8 +17,8 @@ from apache_metrics_exporter.http import Fetcher
 from apache_metrics_exporter.processes import (
     EMPTY_SCAN,
     ProcessScan,
-    find_parent,
     memory_stats,
+    parent_of_url,
     scan,
 )
 from apache_metrics_exporter.status import (
@@ -111,19 +111,14 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         auto = workers = event = None
     processes = EMPTY_SCAN
     if options.scan_processes:
-        # PIDs in a remote server's table mean nothing here: only a local
-        # Apache (or one named by --pid-file) has its processes scanned.
-        local = fetcher.is_local()
-        if local or options.pid_file:
-            parent = find_parent(
-                options.exe_names, options.pid_file,
-                worker_pids=[w.pid for w in workers or () if w.pid] if local else (),
-                port=None if auto is not None or not local else fetcher.port,
-            )
-            processes = scan(parent, options.exe_names, options.memory)
+        # Only the Apache proven to serve the URL (the owner of its listening
+        # socket) is scanned; the page's PIDs are mere hints where to look.
+        parent = parent_of_url(fetcher.host, fetcher.port, options.exe_names,
+                               options.pid_file, [w.pid for w in workers or () if w.pid])
+        if parent.pid is None:
+            warnings.append(f"no process figures for {url}: {parent.reason}")
         else:
-            warnings.append(f"{url} is on another host: no process figures (run the "
-                            "exporter there, or give --pid-file for a local Apache)")
+            processes = scan(parent.pid, options.exe_names, options.memory)
     return build(url, started, auto, workers, event, processes, options, error, warnings,
                  duration=time.perf_counter() - t0)
 

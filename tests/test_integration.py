@@ -227,14 +227,14 @@ def test_remote_status_page_gets_no_local_process_figures(prefork, monkeypatch):
     from apache_metrics_exporter.http import Fetcher, Target
     from apache_metrics_exporter.snapshot import collect
 
-    monkeypatch.setattr(Fetcher, "is_local", lambda self: False)
+    monkeypatch.setattr("apache_metrics_exporter.loopback.loopback_addresses", lambda h: None)
     fetcher = Fetcher(Target(prefork.status_url))
     try:
         snap = collect(fetcher)
     finally:
         fetcher.close()
     assert snap.up and snap.processes.children == []
-    assert any("is on another host" in w for w in snap.warnings)
+    assert any("not a loopback address" in w for w in snap.warnings)
     assert snap.value("foreign_worker_count") is None
 
 
@@ -244,7 +244,7 @@ def test_reaper_refuses_a_remote_url(tmp_path):
          "raise SystemExit(reaper_main())", "--url", "http://192.0.2.1/server-status",
          "--max-memory-idle", "1G", "--state-file", str(tmp_path / "s.json")],
         capture_output=True, text=True)
-    assert proc.returncode == 2 and "only on the Apache of this machine" in proc.stderr
+    assert proc.returncode == 2 and "only on an Apache reached over loopback" in proc.stderr
 
 
 def as_nobody(*argv: str) -> subprocess.CompletedProcess:
@@ -255,10 +255,19 @@ def as_nobody(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_unprivileged_collector_reads_memory_and_falls_back_from_pss(prefork, runnable_copy):
-    # Apache's workers run as www-data: an unprivileged user reads their RSS
-    # (/proc/PID/statm) but not their smaps_rollup (PSS): RSS, and it says so.
+    # An unprivileged user cannot see which process holds Apache's listening
+    # socket (root's /proc/PID/fd): no process figures, and it says how to get
+    # them. With --pid-file it reads the workers' RSS (/proc/PID/statm) but not
+    # their smaps_rollup (PSS): RSS, and it says so.
+    proc = as_nobody(str(runnable_copy), "--url", prefork.status_url, "--format", "tab")
+    assert proc.returncode == 0, proc.stderr
+    values = parse_tab(proc.stdout)
+    assert values["status-response"] == "0"
+    assert not [k for k in values if k.startswith("memory-usage")]
+    assert "reading other users' /proc/PID/fd needs root" in proc.stderr
+    assert "give --pid-file" in proc.stderr
     proc = as_nobody(str(runnable_copy), "--url", prefork.status_url, "--memory", "pss",
-                     "--format", "tab")
+                     "--format", "tab", "--pid-file", str(prefork.pid_file))
     assert proc.returncode == 0, proc.stderr
     values = parse_tab(proc.stdout)
     assert values["status-response"] == "0"
@@ -276,6 +285,13 @@ def test_unprivileged_reaper_signals_nothing(prefork, runnable_copy, tmp_path):
         reaper = str(runnable_copy.parent / "apache-worker-reaper")
         proc = as_nobody(reaper, "--url", prefork.status_url, "--max-memory-wsgi", "1M",
                          "--state-file", str(state_dir / "state.json"), "--grace", "1")
+        assert proc.returncode == 0, proc.stderr
+        assert "cannot prove which Apache serves" in proc.stderr
+        last = json.loads((state_dir / "state.json").read_text())["last_run"]
+        assert last["result"] == "skipped"
+        proc = as_nobody(reaper, "--url", prefork.status_url, "--max-memory-wsgi", "1M",
+                         "--state-file", str(state_dir / "state.json"), "--grace", "1",
+                         "--pid-file", str(prefork.pid_file))
         assert proc.returncode == 0, proc.stderr
         assert "permission denied (run the reaper as root)" in proc.stderr
         assert {p.pid for p in psutil.Process(prefork.proc.pid).children()} == before

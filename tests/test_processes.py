@@ -63,6 +63,10 @@ def test_scan_of_a_process_tree_groups_children_by_title(tmp_path):
     kids: list = []
     try:
         kids += [int(p) for p in proc.stdout.readline().split()]
+        deadline = time.monotonic() + 10  # until both children have exec'd
+        while [psutil.Process(k).cmdline()[:1] for k in kids] != [["native"], ["(wsgi:grp)"]]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         name = psutil.Process(kids[0]).name()
         result = scan(proc.pid, (name,))
         by_pid = {c.pid: c for c in result.children}
@@ -92,7 +96,7 @@ def test_scan_without_parent_is_empty():
 def test_pid_file_pointing_elsewhere_is_not_trusted(tmp_path):
     pid_file = tmp_path / "apache2.pid"
     pid_file.write_text(str(os.getpid()))  # this Python, not Apache
-    assert find_parent(("apache2-not-running",), str(pid_file)) is None
+    assert find_parent((), 80, ("apache2-not-running",), str(pid_file)).pid is None
 
 
 def test_procfs_agrees_with_psutil_to_the_bit():

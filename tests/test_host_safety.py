@@ -1,0 +1,414 @@
+"""Which Apache a process belongs to, proven: never another server's processes.
+
+Unit tests read a /proc tree built in a temporary directory (procfs.PROC);
+integration tests use two private Apaches, process families the test starts
+whose name is ``apache2`` (each records every signal it gets), and a
+stand-in status page that names their PIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from apache_metrics_exporter import procfs
+from apache_metrics_exporter.loopback import loopback_addresses
+from apache_metrics_exporter.processes import find_parent, parent_of_url
+from tests.conftest import data, exporter_env, parse_tab, run_exporter
+from tests.harness.apache import ApacheServer, free_port
+
+REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
+APACHE = ("apache2",)
+
+
+# --- "local" is decided by address -------------------------------------------
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost",
+                                  "::ffff:127.0.0.1"])
+def test_loopback_hosts(host):
+    assert loopback_addresses(host)
+
+
+@pytest.mark.parametrize("host", ["127.attacker.example", "127.0.0.1.nip.io", "192.0.2.1",
+                                  "::", "0.0.0.0", "fe80::1%lo", "::ffff:192.0.2.1",
+                                  "no-such-host.invalid", ""])
+def test_hosts_that_only_look_local_are_remote(host):
+    assert loopback_addresses(host) is None
+
+
+# --- a /proc tree built by the test ------------------------------------------
+
+def _hex(addr: str) -> str:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    raw = socket.inet_pton(family, addr)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return raw.hex().upper()
+
+
+class FakeProc:
+    """Processes (stat, children, socket fds) and TCP listeners under a directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "net").mkdir(parents=True)
+        self.tables = {"tcp": [], "tcp6": []}
+        (root / "stat").write_text("cpu 0\nbtime 1700000000\n")
+
+    def process(self, pid: int, name: str, ppid: int, sockets=(), state: str = "S") -> None:
+        d = self.root / str(pid)
+        (d / "fd").mkdir(parents=True)
+        (d / "task" / str(pid)).mkdir(parents=True)
+        (d / "task" / str(pid) / "children").write_text("")
+        (d / "stat").write_text(f"{pid} ({name}) {state} {ppid} " + "0 " * 17 + "100 0 0\n")
+        (d / "cmdline").write_text(f"/usr/sbin/{name}\0-k\0start\0")
+        (d / "statm").write_text("100 10 0 0 0 0 0\n")
+        for n, inode in enumerate(sockets, start=3):
+            os.symlink(f"socket:[{inode}]", d / "fd" / str(n))
+        parent = self.root / str(ppid) / "task" / str(ppid) / "children"
+        if parent.exists():
+            parent.write_text(parent.read_text() + f"{pid} ")
+
+    def listen(self, addr: str, port: int, inode: int) -> None:
+        table = "tcp6" if ":" in addr else "tcp"
+        self.tables[table].append(
+            f"   0: {_hex(addr)}:{port:04X} {'0' * len(_hex(addr))}:0000 0A "
+            f"00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0 100 0 0 10 0")
+        for name, lines in self.tables.items():
+            (self.root / "net" / name).write_text(
+                "  sl  local_address rem_address   st\n" + "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    fp = FakeProc(tmp_path / "proc")
+    fp.listen("10.0.0.9", 9999, 1)  # something else, elsewhere
+    monkeypatch.setattr(procfs, "PROC", str(fp.root))
+    monkeypatch.setattr(procfs, "_boot_time", None)
+    return fp
+
+
+def two_apaches(fake: FakeProc) -> None:
+    """Apache A (PID 100) on 127.0.0.1:8080, Apache B (PID 200) on *:8081."""
+    fake.process(1, "systemd", 0)
+    fake.process(100, "apache2", 1, sockets=[1001])
+    fake.process(101, "apache2", 100, sockets=[1001])
+    fake.process(102, "apache2", 100)
+    fake.process(200, "apache2", 1, sockets=[2001, 2002])
+    fake.process(201, "apache2", 200, sockets=[2001, 2002])
+    fake.listen("127.0.0.1", 8080, 1001)
+    fake.listen("0.0.0.0", 8081, 2001)
+    fake.listen("::", 8081, 2002)
+
+
+def test_listener_of_the_url_names_the_parent(fake):
+    two_apaches(fake)
+    assert find_parent(["127.0.0.1"], 8080, APACHE).pid == 100
+    assert find_parent(["127.0.0.1"], 8081, APACHE).pid == 200
+    assert find_parent(["::1"], 8081, APACHE).pid == 200
+
+
+def test_page_pids_of_another_tree_are_only_hints(fake):
+    # The page of the server on 8080 "names" B's child: B does not hold 8080.
+    two_apaches(fake)
+    assert find_parent(["127.0.0.1"], 8080, APACHE, hints=[201]).pid == 100
+
+
+def test_dead_port_gets_no_parent_though_other_apaches_run(fake):
+    two_apaches(fake)
+    parent = find_parent(["127.0.0.1"], 8090, APACHE, hints=[101, 201])
+    assert parent.pid is None and "nothing listens on 127.0.0.1:8090" in parent.reason
+
+
+def test_specific_address_wins_over_the_wildcard(fake):
+    two_apaches(fake)
+    fake.process(300, "apache2", 1, sockets=[3001])
+    fake.listen("127.0.0.2", 8081, 3001)
+    assert find_parent(["127.0.0.2"], 8081, APACHE).pid == 300
+    assert find_parent(["127.0.0.1"], 8081, APACHE).pid == 200
+
+
+def test_listener_that_is_not_apache(fake):
+    fake.process(1, "systemd", 0)
+    fake.process(50, "python3", 1, sockets=[5001])
+    fake.process(100, "apache2", 1, sockets=[1001])
+    fake.listen("127.0.0.1", 8080, 5001)
+    parent = find_parent(["127.0.0.1"], 8080, APACHE, hints=[100])
+    assert parent.pid is None and "'python3' (PID 50), not apache2" in parent.reason
+
+
+def test_two_apaches_on_one_port_are_ambiguous(fake):
+    fake.process(1, "systemd", 0)
+    fake.process(100, "apache2", 1, sockets=[1001])
+    fake.process(200, "apache2", 1, sockets=[1002])
+    fake.listen("127.0.0.1", 8080, 1001)
+    fake.listen("127.0.0.1", 8080, 1002)  # SO_REUSEPORT
+    assert find_parent(["127.0.0.1"], 8080, APACHE).pid is None
+
+
+def test_pid_file_is_trusted_only_where_the_socket_cannot_be_seen(fake, tmp_path,
+                                                                  monkeypatch):
+    two_apaches(fake)
+    pid_file = tmp_path / "apache2.pid"
+    pid_file.write_text("200\n")
+    # It contradicts what can be seen: refused.
+    parent = find_parent(["127.0.0.1"], 8080, APACHE, str(pid_file))
+    assert parent.pid is None and "names PID 200" in parent.reason
+    # Nothing listens where the URL points: refused too.
+    assert find_parent(["127.0.0.1"], 8090, APACHE, str(pid_file)).pid is None
+
+    def denied(pid):
+        raise procfs.Denied(pid)
+
+    monkeypatch.setattr(procfs, "socket_inodes", denied)
+    without = find_parent(["127.0.0.1"], 8080, APACHE)
+    assert without.pid is None and "give --pid-file" in without.reason
+    pid_file.write_text("100\n")
+    assert find_parent(["127.0.0.1"], 8080, APACHE, str(pid_file)).pid == 100
+
+
+def test_pid_file_naming_no_apache(fake, tmp_path):
+    two_apaches(fake)
+    fake.process(400, "bash", 1)
+    pid_file = tmp_path / "apache2.pid"
+    for text in ("400", "", "x", "9" * 40):
+        pid_file.write_text(text)
+        assert find_parent(["127.0.0.1"], 8080, APACHE, str(pid_file)).pid is None
+
+
+def test_remote_url_has_no_parent_without_pid_file(fake, tmp_path):
+    two_apaches(fake)
+    parent = parent_of_url("192.0.2.1", 8080, APACHE)
+    assert parent.pid is None and "not a loopback address" in parent.reason
+    pid_file = tmp_path / "apache2.pid"
+    pid_file.write_text("100")
+    assert parent_of_url("192.0.2.1", 8080, APACHE, str(pid_file)).pid == 100
+
+
+def test_exited_children_are_not_workers(fake):
+    from apache_metrics_exporter.processes import scan
+
+    two_apaches(fake)
+    fake.process(103, "apache2", 100, state="Z")
+    assert sorted(c.pid for c in scan(100, APACHE).children) == [101, 102]
+
+
+def test_real_listening_sockets_are_found():
+    v4 = socket.socket(socket.AF_INET)
+    v4.bind(("127.0.0.1", 0))
+    v4.listen()
+    port = v4.getsockname()[1]
+    v6 = socket.socket(socket.AF_INET6)
+    try:
+        v6.bind(("::1", port))
+        v6.listen()
+        found = dict(procfs.listening_sockets(port))
+        assert found["127.0.0.1"] == os.fstat(v4.fileno()).st_ino
+        assert found["::1"] == os.fstat(v6.fileno()).st_ino
+        assert os.fstat(v4.fileno()).st_ino in procfs.socket_inodes(os.getpid())
+    finally:
+        v4.close()
+        v6.close()
+
+
+# --- real servers and processes ------------------------------------------------
+
+def reap(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([REAPER, *args], capture_output=True, text=True, timeout=120,
+                          env=exporter_env())
+
+
+def live_children(pid: int) -> dict:
+    out = {}
+    for p in psutil.Process(pid).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = p.create_time()
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_apache():
+    """A second private Apache (worker MPM, ExtendedStatus off), its own port."""
+    with ApacheServer("worker", extended_status=False) as server:
+        yield server
+
+
+@pytest.mark.integration
+def test_dead_url_neither_reports_nor_reaps_other_apaches(prefork, other_apache, tmp_path):
+    before = {s.proc.pid: live_children(s.proc.pid) for s in (prefork, other_apache)}
+    url = f"http://127.0.0.1:{free_port()}/server-status"
+    proc = run_exporter("--url", url, "-v")
+    values = parse_tab(proc.stdout)
+    assert values["status-response"] == "1"
+    assert not [k for k in values if k.startswith("memory-usage")], values
+    state = tmp_path / "state.json"
+    proc = reap("--url", url, "--max-memory-wsgi", "1K", "--max-memory-idle", "1K",
+                "--max-memory-active", "1K", "--state-file", str(state), "--grace", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing listens on 127.0.0.1:" in proc.stderr
+    assert json.loads(state.read_text())["last_run"]["result"] == "skipped"
+    after = {s.proc.pid: live_children(s.proc.pid) for s in (prefork, other_apache)}
+    assert after == before
+
+
+@pytest.mark.integration
+def test_extended_status_off_reports_exactly_its_own_tree(prefork, other_apache):
+    from apache_metrics_exporter.http import Fetcher, Target
+    from apache_metrics_exporter.snapshot import collect
+
+    for server in (other_apache, prefork):
+        fetcher = Fetcher(Target(server.status_url))
+        try:
+            snap = collect(fetcher)
+        finally:
+            fetcher.close()
+        assert snap.up
+        assert snap.processes.parent_pid == server.proc.pid
+        found = {c.pid for c in snap.processes.children}
+        assert found and found <= {p.pid for p in psutil.Process(server.proc.pid).children()}
+
+
+@pytest.mark.integration
+def test_reaper_on_one_apache_never_touches_the_other(prefork, other_apache, tmp_path):
+    untouched = live_children(prefork.proc.pid)
+    proc = reap("--url", other_apache.status_url, "--max-memory-wsgi", "1K",
+                "--state-file", str(tmp_path / "state.json"), "--grace", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "killed" in proc.stderr
+    assert live_children(prefork.proc.pid) == untouched
+
+
+# A status page served by a process the test starts; ``NAME`` is its process
+# name (a symlink to Python), PIDS the worker rows it lists (state W, SS 99999).
+STAND_IN = r"""
+import http.server, os, sys
+page = open(sys.argv[1], "rb").read()
+auto = open(sys.argv[2], "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = auto if "auto" in self.path else page
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+TRAP = r"""
+import os, signal, sys, time
+def note(signum, frame):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()} got {signum}\n")
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH):
+    signal.signal(s, note)
+print("ready", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def worker_page(pids) -> bytes:
+    html = data("2.4.71-prefork-ext-on.html").decode("latin-1")
+    head = html[:html.index("<tr><td><b>0-0")]
+    rows = "".join(
+        f"<tr><td><b>{n}-0</b></td><td>{pid}</td><td>0/1/1</td><td><b>W</b>\n</td>"
+        "<td>0.01</td><td>99999</td><td>0</td><td>1</td><td>0.0</td><td>0.00</td>"
+        "<td>0.00\n</td><td>127.0.0.1</td><td>http/1.1</td><td nowrap>x:80</td>"
+        "<td nowrap>GET /slow HTTP/1.1</td></tr>\n" for n, pid in enumerate(pids))
+    return (head + rows + "</table>\n</body></html>\n").encode("latin-1")
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory every user can read and write (the `nobody` family logs here)."""
+    d = tempfile.mkdtemp(prefix="ame-safety-")
+    os.chmod(d, 0o777)
+    yield Path(d)
+    subprocess.run(["rm", "-rf", d], check=False)
+
+
+def start_named(shared: Path, name: str, script: str, *args: str, user=None):
+    """A Python process whose process name is ``name`` (started via a symlink)."""
+    exe = shared / name
+    if not exe.exists():
+        os.symlink(sys.executable, exe)
+    path = shared / f"{name}-{len(list(shared.iterdir()))}.py"
+    path.write_text(script)
+    path.chmod(0o644)
+    proc = subprocess.Popen([str(exe), str(path), *args], stdout=subprocess.PIPE, text=True,
+                            user=user)
+    first = proc.stdout.readline().strip()
+    return proc, first
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts processes as root and as nobody")
+@pytest.mark.parametrize("server_name", ["apache2", "python3"])
+def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_name):
+    log = shared_dir / "signals.log"
+    log.touch()
+    log.chmod(0o666)
+    families = []
+    (shared_dir / "trap.py").write_text(TRAP)
+    (shared_dir / "trap.py").chmod(0o644)
+    try:
+        for user in (None, "nobody"):
+            parent, kids = start_named(shared_dir, "apache2", (
+                "import subprocess, sys, time\n"
+                f"cs = [subprocess.Popen([sys.executable, {str(shared_dir / 'trap.py')!r}, "
+                f"{str(log)!r}], stdout=subprocess.PIPE) for _ in range(2)]\n"
+                "[c.stdout.readline() for c in cs]\n"
+                "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
+                "time.sleep(300)\n"), user=user)
+            families.append((parent, [int(p) for p in kids.split()]))
+            assert [psutil.Process(p).name() for p in families[-1][1]] == ["apache2"] * 2
+        foreign = [p for parent, kids in families for p in [parent.pid, *kids]]
+        page, auto = tmp_path / "page.html", tmp_path / "auto.txt"
+        page.write_bytes(worker_page(foreign))
+        auto.write_bytes(data("2.4.71-prefork-ext-on.auto.txt"))
+        server, port = start_named(shared_dir, server_name, STAND_IN, str(page), str(auto))
+        try:
+            url = f"http://127.0.0.1:{port}/server-status"
+            state = tmp_path / "state.json"
+            proc = reap("--url", url, "--max-time", "1s", "--max-memory-active", "1K",
+                        "--max-memory-idle", "1K", "--max-memory-wsgi", "1K",
+                        "--state-file", str(state), "--grace", "1")
+            assert proc.returncode == 0, proc.stderr
+            collected = run_exporter("--url", url)
+        finally:
+            server.kill()
+            server.wait()
+        assert log.read_text() == ""
+        assert all(psutil.pid_exists(p) for p in foreign)
+        assert json.loads(state.read_text())["last_run"]["killed_active"] == 0
+        if server_name == "apache2":
+            assert "never signalled" in proc.stderr
+        else:
+            assert "'python3'" in proc.stderr and "not apache2" in proc.stderr
+        values = parse_tab(collected.stdout)
+        assert values["status-response"] == "0"
+        assert values.get("memory-usage native count", "0") == "0"
+    finally:
+        for parent, kids in families:
+            for pid in kids:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            parent.kill()
+            parent.wait()
