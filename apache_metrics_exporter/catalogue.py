@@ -366,6 +366,12 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        "Wall time of this collection.",
        influx="apache_exporter.collection_duration_seconds",
        collectd="duration-collection"),
+    # The --listen endpoint's own health (Prometheus only: it is the endpoint).
+    _m("scrape_failures_total", COUNTER, "scrapes", int,
+       "Targets that could not be read, summed over every scrape since the endpoint "
+       "started (apache_exporter's name)."),
+    _m("scrape_duration_seconds", GAUGE, "seconds", float,
+       "Wall time of this scrape, all targets."),
 )
 
 ALL_METRICS: Tuple[Metric, ...] = (
@@ -475,6 +481,8 @@ PROMETHEUS: Dict[str, Tuple[str, float]] = {
     "push_dropped_points_total": ("apache_push_dropped_points_total", 1),
     "push_quarantined_batches_total": ("apache_push_quarantined_batches_total", 1),
     "collection_duration_seconds": ("apache_collection_duration_seconds", 1),
+    "scrape_failures_total": ("apache_exporter_scrape_failures_total", 1),
+    "scrape_duration_seconds": ("apache_exporter_scrape_duration_seconds", 1),
 }
 
 # apache_exporter's scoreboard state names.

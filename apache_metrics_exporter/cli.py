@@ -129,6 +129,30 @@ def build_parser() -> configargparse.ArgParser:
     r.add_argument("--execd", action="store_true",
                    help="Telegraf inputs.execd (signal = \"STDIN\"): one batch per line "
                         "read from stdin; exit 0 at end of input")
+    e = p.add_argument_group("Prometheus scrape endpoint (apache_exporter's flag names "
+                             "are accepted too)")
+    e.add_argument("--listen", "--telemetry.address", dest="listen", metavar="ADDR:PORT",
+                   help="answer Prometheus scrapes over HTTP instead of writing output: "
+                        "GET /metrics collects every --url at scrape time. ADDR defaults "
+                        "to 127.0.0.1 (give 0.0.0.0 or [::] for every interface), PORT to "
+                        "9117")
+    e.add_argument("--telemetry.endpoint", dest="telemetry_endpoint", default="/metrics",
+                   metavar="PATH", help="the path of the metrics page")
+    e.add_argument("--probe-allow", action="append", metavar="PATTERN",
+                   help="GET /probe?target=URL collects URL if it is a configured --url or "
+                        "matches one of these shell patterns (e.g. "
+                        "'http://127.0.0.1:*/server-status'); anything else is refused "
+                        "with 403. Repeatable")
+    e.add_argument("--listen-user", metavar="NAME",
+                   help="require HTTP basic auth from scrapers with this user")
+    e.add_argument("--listen-password-file", metavar="PATH",
+                   help="file whose first line is --listen-user's password (also: "
+                        "listen-password in the config file, or "
+                        "APACHE_METRICS_LISTEN_PASSWORD)")
+    e.add_argument("--listen-password", help=argparse.SUPPRESS)
+    e.add_argument("--listen-cert-file", metavar="PATH",
+                   help="serve HTTPS with this certificate (PEM, may include the key)")
+    e.add_argument("--listen-key-file", metavar="PATH", help="key of --listen-cert-file")
     add_foreign(p, REAPER_ONLY)
     return p
 
@@ -166,11 +190,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UsageError("--watch shows one Apache: give one --url")
             if not (sys.stdout.isatty() and sys.stdin.isatty()):
                 raise UsageError("--watch needs a terminal")
-        if args.interval is None and not args.execd:
+        if args.listen:
+            check_endpoint_options(args, argv)
+        if args.interval is None and not args.execd and not args.listen:
             args.interval = collectd_interval()
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    if args.listen:
+        return run_endpoint(args, targets, exe_names, writer)
     if args.watch:
         from apache_metrics_exporter import watch
         from apache_metrics_exporter.http import Fetcher
@@ -186,6 +214,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_once(args, targets, exe_names, writer)
 
 
+def check_endpoint_options(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> None:
+    """--listen answers scrapes: it writes no output and runs no other loop."""
+    if args.format != "prometheus":
+        raise UsageError(f"--listen answers in the Prometheus format; drop --format "
+                         f"{args.format}")
+    for given, name in ((args.output != "-", "--output"), (args.interval, "--interval"),
+                        (args.execd, "--execd"), (args.watch, "--watch")):
+        if given:
+            raise UsageError(f"--listen answers scrapes; it takes no {name}")
+
+
+def run_endpoint(args: argparse.Namespace, targets: List[Target],
+                 exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+    """--listen: serve scrapes until SIGTERM/SIGINT."""
+    from apache_metrics_exporter.endpoint import make_server, serve
+
+    try:
+        server = make_server(args, targets, _options(args, exe_names), writer)
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    return serve(server)
+
+
 def resolve_format(args: argparse.Namespace) -> None:
     """--zabbix-discovery, and the default: text on a terminal, else tab (the
     metrics file apache-manager users' scripts and cron jobs expect)."""
@@ -194,6 +246,8 @@ def resolve_format(args: argparse.Namespace) -> None:
             raise UsageError(f"--zabbix-discovery and --format {args.format} exclude each "
                              "other")
         args.format = "zabbix-discovery"
+    if args.format is None and args.listen:
+        args.format = "prometheus"
     if args.format is None:
         args.format = "text" if args.output == "-" and sys.stdout.isatty() else "tab"
 

@@ -96,7 +96,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="stderr lines: 'PROG: LEVEL: message', or Telegraf's 'E! [PROG] "
                         "message' so Telegraf logs each at its level")
     t = p.add_argument_group("target (where the status page is)")
-    t.add_argument("--url", action="append", metavar="URL",
+    t.add_argument("--url", "--scrape_uri", dest="url", action="append", metavar="URL",
                    help="mod_status page, e.g. http://127.0.0.1/server-status (?auto is "
                         "derived from it); repeat for several Apache instances; default: "
                         "from the Listen directives of --ports-config")
@@ -114,6 +114,8 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     t.add_argument("--password", help=argparse.SUPPRESS)
     t.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
                    help="extra request header, e.g. 'Host: www.example.org'; repeatable")
+    t.add_argument("--host_override", "--host-override", dest="host_override",
+                   metavar="HOST", help="send this Host header (apache_exporter's flag)")
     t.add_argument("--ca-file", metavar="PATH", help="CA bundle to verify https status pages")
     t.add_argument("--client-cert", metavar="PATH", help="TLS client certificate (PEM)")
     t.add_argument("--client-key", metavar="PATH",
@@ -144,7 +146,10 @@ COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes
                   "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",
                   "influxdb-token", "influxdb-username", "influxdb-password-file",
                   "influxdb-password", "influxdb-auth-basic", "influxdb-ca-file",
-                  "influxdb-insecure", "influxdb-timeout", "spool-dir", "spool-max-bytes")
+                  "influxdb-insecure", "influxdb-timeout", "spool-dir", "spool-max-bytes",
+                  "listen", "telemetry.address", "telemetry.endpoint", "probe-allow",
+                  "listen-user", "listen-password-file", "listen-password",
+                  "listen-cert-file", "listen-key-file")
 REAPER_ONLY = ("max-memory-active", "max-memory-idle", "max-time", "worker-timeout",
                "max-memory-wsgi", "dry-run", "grace", "max-kills", "lock-timeout")
 
@@ -164,7 +169,7 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     for name in getattr(parser, "_foreign_names", ()):
         if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
             raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
-    for secret in ("--password", "--influxdb-password"):
+    for secret in ("--password", "--influxdb-password", "--listen-password"):
         if any(a == secret or a.startswith(secret + "=") for a in cli):
             key = secret[2:]
             raise UsageError(f"{secret} on the command line is visible to every user in "
@@ -212,6 +217,8 @@ def targets(args: argparse.Namespace) -> List[Target]:
     if password is not None and args.user is None:
         raise UsageError("a password was given but no --user")
     headers = tuple(parse_header(h) for h in args.header)
+    if args.host_override:
+        headers += (parse_header(f"Host: {args.host_override}"),)
     return [Target(url=check_url(u), timeout=args.timeout, max_bytes=args.max_response_size,
                    user=args.user, password=password, headers=headers,
                    ca_file=args.ca_file, client_cert=args.client_cert,

@@ -44,16 +44,18 @@ def _value(number: float) -> str:
     return repr(float(number))
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
-    """One text-format exposition for every target."""
+def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> str:
+    """One text-format exposition for every target; ``extra`` samples belong to
+    no target (the --listen endpoint's own health)."""
     base_units = getattr(settings, "prometheus_naming", "apache_exporter") == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
     helps: Dict[str, str] = {}
-    for snap in snapshots:
-        # One file, several Apaches: Telegraf's server/port tags tell them apart.
-        target = sorted(target_tags(snap.url).items(), reverse=True) if many else []
-        for sample in snap.samples:
+    groups = [(s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
+              for s in snapshots] + [(extra, [])]
+    # One file, several Apaches: Telegraf's server/port tags tell them apart.
+    for samples, target in groups:
+        for sample in samples:
             spec = PROMETHEUS.get(sample.metric.name)
             if spec is None or sample.metric.type is str:
                 continue

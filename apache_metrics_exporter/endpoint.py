@@ -1,0 +1,312 @@
+"""``--listen``: a Prometheus scrape endpoint, a drop-in for apache_exporter.
+
+``GET /metrics`` (or ``--telemetry.endpoint``) collects every configured
+target at scrape time, concurrently, and answers in the Prometheus text
+format with the same families as ``--format prometheus``, plus the
+endpoint's own health (``apache_exporter_scrape_failures_total``, the scrape
+duration). ``GET /probe?target=URL`` collects one target, but only a URL that
+is configured (``--url``) or matches a ``--probe-allow`` pattern: anything
+else is refused with 403, so the endpoint is never an open proxy that makes
+this host fetch arbitrary addresses.
+
+Security model: it listens on 127.0.0.1 unless told otherwise; optional
+basic auth (``--listen-user`` with a password from a file or the
+environment) and TLS (``--listen-cert-file``/``--listen-key-file``). At most
+``MAX_SCRAPES`` scrapes run at once (more get 503), and each one is bounded
+by ``--timeout`` per target, since targets are collected concurrently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hmac
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.log import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
+
+    from apache_metrics_exporter.http import Target
+    from apache_metrics_exporter.snapshot import Options, Snapshot
+
+DEFAULT_PORT = 9117
+MAX_SCRAPES = 8
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JOIN_MARGIN = 2.0  # seconds past --timeout before a target thread is given up
+
+
+def parse_listen(text: str) -> Tuple[str, int]:
+    """``ADDR:PORT``, ``:PORT``, ``ADDR`` or ``[V6]:PORT``; the address defaults
+    to 127.0.0.1 (not every interface, as apache_exporter's ``:9117`` does) and
+    the port to 9117."""
+    text = text.strip()
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"--listen {text!r}: the port must be a number from 1 to 65535")
+    return host or "127.0.0.1", int(port) if port else DEFAULT_PORT
+
+
+class Endpoint:
+    """What a scrape does: collect targets concurrently, render, count failures."""
+
+    def __init__(self, args: argparse.Namespace, targets: Sequence[Target],
+                 options: Options, writer: object) -> None:
+        self.args = args
+        self.targets = list(targets)
+        self.options = options
+        self.writer = writer
+        self.failures = 0
+        self._lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        self.allowed = [t.url for t in targets]
+        self.patterns = list(getattr(args, "probe_allow", None) or ())
+
+    def probe_target(self, url: str) -> Optional[Target]:
+        """The configured target for ``url``, a new one if a --probe-allow
+        pattern admits it, None when it is refused."""
+        for t in self.targets:
+            if t.url == url:
+                return t
+        if not any(fnmatch.fnmatchcase(url, p) for p in self.patterns):
+            return None
+        from apache_metrics_exporter.http import check_url
+
+        try:
+            check_url(url)
+        except UsageError:
+            return None
+        if urlsplit(url).username is not None:
+            return None  # credentials come from the options, never from a scraper
+        return self.targets[0]._replace(url=url) if self.targets else None
+
+    def scrape(self, targets: Sequence[Target]) -> str:
+        """One exposition for these targets (never raises for a bad target)."""
+        from apache_metrics_exporter.snapshot import Sample, state_samples
+
+        t0 = time.perf_counter()
+        snaps = collect_all(targets, self.options)
+        extra = state_samples(self.args.spool_dir, self.args.spool_max_bytes,
+                              self.args.state_file)
+        from apache_metrics_exporter.cli import report
+
+        for snap in snaps:
+            snap.samples.extend(extra)
+            report(snap)
+        failed = sum(1 for s in snaps if not s.up)
+        with self._lock:
+            self.failures += failed
+            total = self.failures
+        own = [Sample(BY_NAME["scrape_failures_total"], total),
+               Sample(BY_NAME["scrape_duration_seconds"], round(time.perf_counter() - t0, 6))]
+        return self.writer.render(snaps, self.args, own)
+
+
+def collect_all(targets: Sequence[Target], options: Options) -> List[Snapshot]:
+    """Every target at once, each in its own thread with its own connection; a
+    target still running ``--timeout`` + a margin later is reported down."""
+    from apache_metrics_exporter.http import Fetcher
+    from apache_metrics_exporter.processes import EMPTY_SCAN
+    from apache_metrics_exporter.snapshot import build, collect
+
+    results: List[Optional[Snapshot]] = [None] * len(targets)
+
+    def run(i: int, target: Target) -> None:
+        fetcher = Fetcher(target)
+        try:
+            results[i] = collect(fetcher, options)
+        finally:
+            fetcher.close()
+
+    started = time.time()
+    threads = [threading.Thread(target=run, args=(i, t), daemon=True)
+               for i, t in enumerate(targets)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + max(t.timeout for t in targets) + JOIN_MARGIN
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    out = []
+    for i, target in enumerate(targets):
+        snap = results[i]
+        if snap is None:
+            snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,
+                         error=f"no answer from {target.url} within {target.timeout:g} s "
+                               "(--timeout)")
+        out.append(snap)
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "apache-metrics-exporter"
+    timeout = 30  # a client that stalls mid-request is dropped (and its thread ends)
+    endpoint: Endpoint
+    metrics_path = "/metrics"
+    auth: Optional[str] = None  # the expected Authorization header value
+
+    def setup(self) -> None:
+        super().setup()
+        handshake = getattr(self.request, "do_handshake", None)
+        if handshake is not None:  # TLS: in this thread, bounded by the timeout
+            handshake()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError as exc:  # a client that went away or spoke no TLS
+            log.debug("%s: %s", self.address_string(), exc)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, code: int, body: str, content_type: str = "text/plain; charset=utf-8",
+              headers: Sequence[Tuple[str, str]] = ()) -> None:
+        data = body.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        if self.auth is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode("latin-1", "replace"), self.auth.encode()):
+            return True
+        self._send(401, "authentication required\n",
+                   headers=[("WWW-Authenticate", 'Basic realm="apache-metrics-exporter"')])
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if not self._authorised():
+            return
+        parts = urlsplit(self.path)
+        if parts.path == self.metrics_path:
+            self._scrape(self.endpoint.targets)
+        elif parts.path == "/probe":
+            wanted = parse_qs(parts.query).get("target", [])
+            if len(wanted) != 1:
+                self._send(400, "give exactly one target: /probe?target=URL\n")
+                return
+            target = self.endpoint.probe_target(wanted[0])
+            if target is None:
+                self._send(403, "target not allowed: it must be a configured --url or "
+                                "match a --probe-allow pattern\n")
+                return
+            self._scrape([target])
+        elif parts.path == "/":
+            self._send(200, "<html><head><title>apache-metrics-exporter</title></head><body>"
+                            f'<h1>apache-metrics-exporter</h1><p><a href="{self.metrics_path}">'
+                            "Metrics</a></p></body></html>\n", "text/html; charset=utf-8")
+        else:
+            self._send(404, "not found\n")
+
+    do_HEAD = do_GET
+
+    def _scrape(self, targets: Sequence[Target]) -> None:
+        if not self.endpoint.slots.acquire(blocking=False):
+            self._send(503, f"more than {MAX_SCRAPES} scrapes at once; try again\n")
+            return
+        try:
+            body = self.endpoint.scrape(targets)
+        finally:
+            self.endpoint.slots.release()
+        self._send(200, body, CONTENT_TYPE)
+
+
+def _auth_value(args: argparse.Namespace) -> Optional[str]:
+    if not args.listen_user:
+        if args.listen_password_file or args.listen_password:
+            raise UsageError("a --listen password was given but no --listen-user")
+        return None
+    from apache_metrics_exporter.config import read_secret
+
+    password = args.listen_password
+    if args.listen_password_file:
+        password = read_secret(args.listen_password_file, "--listen-password-file")
+    if not password:
+        raise UsageError("--listen-user needs a password: --listen-password-file, "
+                         "'listen-password = ...' in the config file, or "
+                         "APACHE_METRICS_LISTEN_PASSWORD")
+    import base64
+
+    token = base64.b64encode(f"{args.listen_user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def make_server(args: argparse.Namespace, targets: Sequence[Target], options: Options,
+                writer: object) -> ThreadingHTTPServer:
+    """The bound server (UsageError when the address or TLS files are wrong)."""
+    host, port = parse_listen(args.listen)
+    path = args.telemetry_endpoint or "/metrics"
+    if not path.startswith("/"):
+        raise UsageError(f"--telemetry.endpoint {path!r}: a path starting with /")
+    handler = type("Handler", (_Handler,), {
+        "endpoint": Endpoint(args, targets, options, writer),
+        "metrics_path": path, "auth": _auth_value(args)})
+    server_class = ThreadingHTTPServer
+    if ":" in host:
+        import socket
+
+        server_class = type("Server6", (ThreadingHTTPServer,),
+                            {"address_family": socket.AF_INET6})
+    server_class.daemon_threads = True
+    try:
+        server = server_class((host, port), handler)
+    except OSError as exc:
+        raise UsageError(f"--listen {args.listen}: cannot listen on {host}:{port}: "
+                         f"{exc.strerror}") from None
+    if args.listen_cert_file:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(args.listen_cert_file, args.listen_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            server.server_close()
+            raise UsageError(f"cannot load --listen-cert-file/--listen-key-file: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        # The handshake happens in the request's thread (see _Handler.setup): a
+        # client that connects and says nothing cannot stall the accept loop.
+        server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+    elif args.listen_key_file:
+        server.server_close()
+        raise UsageError("--listen-key-file needs --listen-cert-file")
+    return server
+
+
+def serve(server: ThreadingHTTPServer) -> int:
+    """Answer scrapes until SIGTERM or SIGINT; then stop cleanly (exit 0)."""
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = server.server_address[:2]
+    scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on %s://%s:%d%s", scheme, shown, port,
+             server.RequestHandlerClass.metrics_path)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return 0
