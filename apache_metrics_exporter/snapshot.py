@@ -146,6 +146,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
             add(Sample(BY_NAME[name], value))
         for metric, labels, value, _key in auto.proxy:
             add(Sample(metric, value, tuple(sorted(labels.items()))))
+        out.extend(_derived(auto))
         board = count_scoreboard(auto.scoreboard)
         scoreboard = BY_NAME["scoreboard"]
         for state, n in board.items():
@@ -183,6 +184,43 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
         for group in sorted(processes.truncated):
             add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
     return out
+
+
+_CPU_TOTALS = (("cpu_total_user_seconds", "cpu_user_seconds", "cpu_children_user_seconds"),
+               ("cpu_total_system_seconds", "cpu_system_seconds",
+                "cpu_children_system_seconds"))
+MAX_INFO = 200  # characters of ServerVersion/ServerMPM kept in a label
+
+
+def _derived(auto: AutoPage) -> List[Sample]:
+    """Figures apache_exporter makes from several lines: CPU time with the
+    children's added in, apache_info's labels and the version as a number."""
+    out = []
+    for total, own, children in _CPU_TOTALS:
+        if own in auto.values:
+            out.append(Sample(BY_NAME[total],
+                              auto.values[own] + auto.values.get(children, 0)))
+    version = auto.info.get("ServerVersion", "")[:MAX_INFO] or "UNKNOWN"
+    mpm = auto.info.get("ServerMPM", "")[:MAX_INFO] or "UNKNOWN"
+    out.append(Sample(BY_NAME["info"], 1, (("mpm", mpm), ("version", version))))
+    number = version_number(version)
+    if number is not None:
+        out.append(Sample(BY_NAME["version"], number))
+    return out
+
+
+def version_number(server_version: str) -> Optional[float]:
+    """``Apache/2.4.71 (Debian) ...`` -> 2.04071 (major.minor(2)patch(3)), None
+    when the version cannot be read that way."""
+    product, _, rest = server_version.partition("/")
+    parts = rest.split(" ", 1)[0].split(".")
+    if not product or len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 3
+                                                 for p in parts):
+        return None
+    major, minor, patch = (int(p) for p in parts)
+    if minor > 99:
+        return None
+    return float(f"{major}.{minor:02d}{patch:03d}")
 
 
 def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,

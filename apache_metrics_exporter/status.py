@@ -14,6 +14,7 @@ from collections import namedtuple
 
 from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
+    BY_NAME,
     INFO_KEYS,
     PROXY_BY_FIELD,
     SCOREBOARD_STATES,
@@ -110,6 +111,10 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     telegraf_proxy: Dict[str, float] = {}
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
         labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
+        if "Status" in fields:  # apache_exporter's status series: always 1
+            proxy.append((BY_NAME["proxy_worker_status"],
+                          dict(labels, status=fields["Status"].strip()), 1,
+                          f"ProxyBalancer[{b}]Worker[{w}]Status"))
         for field, metric in PROXY_BY_FIELD.items():
             if field in fields:
                 number = _number(fields[field], int)

@@ -101,7 +101,8 @@ def test_real_collectd_exec_plugin(prefork, runnable_copy):
     for _ in range(5):
         prefork.get("/daemon")
     daemon = Collectd().start("nobody:nogroup", [str(runnable_copy), "--url",
-                              prefork.status_url, "--format", "collectd"], interval=1.0)
+                              prefork.status_url, "--format", "collectd", "--pid-file",
+                              str(prefork.pid_file)], interval=1.0)
     try:
         want = {f"apache-127.0.0.1_{prefork.port}/{t}" for t in (
             "apache_requests", "apache_bytes", "apache_connections", "apache_idle_workers",

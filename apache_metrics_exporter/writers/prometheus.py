@@ -1,20 +1,17 @@
-"""Prometheus text format for node_exporter's textfile collector.
+"""Prometheus text format for node_exporter's textfile collector (and --listen).
 
 Write it with ``--output DIR/apache.prom``: the file is replaced atomically
 through a temporary name that does not end in ``.prom``, so the collector never
-reads half of it. No timestamps (the collector stamps the scrape). Names come
-from the catalogue's PROMETHEUS table: apache_exporter's names where it has the
-same figure, ``apache_*`` with base units for the rest.
+reads half of it. No timestamps (the collector stamps the scrape). Names, TYPE
+and HELP come from the catalogue (each metric's ``prom`` family and FAMILIES):
+apache_exporter's names where it has the same figure, ``apache_*`` with base
+units for the rest; ``--prometheus-naming base-units`` renames the families
+whose apache_exporter names break Prometheus' base-unit rule.
 """
 
 from __future__ import annotations
 
-from apache_metrics_exporter.catalogue import (
-    PROMETHEUS,
-    PROMETHEUS_BASE_UNITS,
-    PROMETHEUS_HELP,
-    PROMETHEUS_SCOREBOARD,
-)
+from apache_metrics_exporter.catalogue import PROMETHEUS_SCOREBOARD, prom_family
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
@@ -44,28 +41,34 @@ def _value(number: float) -> str:
     return repr(float(number))
 
 
+def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
+    """HELP: the description, then the unit of the name actually emitted."""
+    return f"{help.rstrip('.')}. Unit: {unit}."
+
+
 def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> str:
     """One text-format exposition for every target; ``extra`` samples belong to
     no target (the --listen endpoint's own health)."""
     base_units = getattr(settings, "prometheus_naming", "apache_exporter") == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
-    helps: Dict[str, str] = {}
+    heads: Dict[str, Tuple[str, str]] = {}
+    # One file, several Apaches: Telegraf's server/port tags tell them apart.
     groups = [(s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
               for s in snapshots] + [(extra, [])]
-    # One file, several Apaches: Telegraf's server/port tags tell them apart.
     for samples, target in groups:
         for sample in samples:
-            spec = PROMETHEUS.get(sample.metric.name)
-            if spec is None or sample.metric.type is str:
+            metric = sample.metric
+            if metric.prom is None:
                 continue
-            family, labels = _split(spec[0])
-            scale = spec[1]
-            if base_units and family in PROMETHEUS_BASE_UNITS:
-                family, factor = PROMETHEUS_BASE_UNITS[family]
+            family, labels = _split(metric.prom)
+            fam = prom_family(metric)
+            scale, unit = metric.prom_scale, fam.unit
+            if base_units and fam.base:
+                family, unit, factor = fam.base
                 scale *= factor
             for key, value in sample.labels:
-                if sample.metric.name == "scoreboard":
+                if metric.name == "scoreboard":
                     value = PROMETHEUS_SCOREBOARD.get(value, value)
                 labels.append((key, value))
             labels += target
@@ -73,11 +76,11 @@ def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> s
             families.setdefault(family, []).append(
                 f"{family}{{{text}}} {_value(sample.value * scale)}" if text
                 else f"{family} {_value(sample.value * scale)}")
-            helps.setdefault(family, PROMETHEUS_HELP.get(family, sample.metric.help))
+            heads.setdefault(family, (fam.kind, help_text(fam.help, unit)))
     out = []
     for family, lines in families.items():
-        kind = "counter" if family.endswith("_total") else "gauge"
-        out.append(f"# HELP {family} {helps[family].translate(_HELP_ESCAPES)}")
+        kind, help = heads[family]  # noqa: A001
+        out.append(f"# HELP {family} {help.translate(_HELP_ESCAPES)}")
         out.append(f"# TYPE {family} {kind}")
         out.extend(lines)
     return "\n".join(out) + "\n" if out else ""

@@ -1,0 +1,125 @@
+"""The catalogue is the single source: every writer's names, kinds and units."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from apache_metrics_exporter.catalogue import (
+    ALL_METRICS,
+    BY_NAME,
+    FAMILIES,
+    FAMILY,
+    prom_family,
+)
+from apache_metrics_exporter.processes import EMPTY_SCAN
+from apache_metrics_exporter.snapshot import Sample, build, version_number
+from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.writers import prometheus
+from tests.conftest import data
+
+FORMATS = (("prometheus", "prom"), ("influx", "influx"), ("collectd", "collectd"))
+
+
+@pytest.mark.parametrize("fmt,attr", FORMATS)
+def test_every_metric_has_a_name_in_each_format_or_says_why_not(fmt, attr):
+    for m in ALL_METRICS:
+        named = getattr(m, attr) is not None
+        reason = dict(m.absent).get(fmt)
+        assert named != bool(reason), (m.name, fmt, "needs a name or a reason, not both")
+
+
+# Unit words a Prometheus name's suffix stands for, and the words a HELP line
+# must then not claim instead.
+SUFFIX_UNITS = {"bytes": "bytes", "kilobytes": "kilobytes", "ms": "milliseconds",
+                "seconds": "seconds", "ratio": "ratio"}
+
+
+def families_emitted(naming: str):
+    """(name, kind, unit, help) of every family the writer can emit."""
+    out = {}
+    for m in ALL_METRICS:
+        if m.prom is None:
+            continue
+        fam = prom_family(m)
+        name, unit = fam.name, fam.unit
+        if naming == "base-units" and fam.base:
+            name, unit, _ = fam.base
+        out[name] = (fam.kind, unit, prometheus.help_text(fam.help, unit))
+    return out
+
+
+@pytest.mark.parametrize("naming", ["apache_exporter", "base-units"])
+def test_help_unit_agrees_with_the_name_suffix(naming):
+    for name, (kind, unit, help_line) in families_emitted(naming).items():
+        stem = name[:-len("_total")] if name.endswith("_total") else name
+        suffix = stem.rsplit("_", 1)[-1]
+        assert help_line.endswith(f"Unit: {unit}."), name
+        if suffix in SUFFIX_UNITS:
+            assert unit == SUFFIX_UNITS[suffix], (name, unit)
+        others = set(SUFFIX_UNITS.values()) - set(re.findall(r"[a-z]+", unit))
+        prose = re.sub(r"--[a-z-]+", "", help_line.lower())  # option names aside
+        words = set(re.findall(r"[a-z]+", prose))
+        assert not (words & others), (name, help_line)
+        # A counter is named _total, a gauge is not (apache_exporter's names
+        # included: its TYPEs are the catalogue's kinds).
+        assert (kind == "counter") == name.endswith("_total"), (name, kind)
+
+
+def test_families_shared_by_several_metrics_are_declared():
+    users = {}
+    for m in ALL_METRICS:
+        if m.prom is not None:
+            users.setdefault(m.prom.partition("{")[0], []).append(m)
+    for name, metrics in users.items():
+        if len(metrics) > 1 or any(m.prom_scale != 1 for m in metrics):
+            assert name in FAMILY, name
+    assert {f.name for f in FAMILIES} <= set(users)
+
+
+def test_type_and_help_lines_come_from_the_catalogue():
+    auto = parse_auto(data("2.4.71-event-tls-proxy.auto.txt").decode("latin-1"))
+    html = parse_html(data("2.4.71-event-tls-proxy.html"))
+    snap = build("http://127.0.0.1/server-status", 0.0, auto, html.workers,
+                 html.event_processes, EMPTY_SCAN)
+    text = prometheus.render([snap])
+    assert "# TYPE apache_uptime_seconds_total counter" in text
+    assert "# TYPE apache_cpuload gauge" in text
+    assert "# HELP apache_sent_kilobytes_total Data sent since the last restart " \
+           "(ExtendedStatus). Unit: kilobytes." in text
+    base = prometheus.render([snap], type("S", (), {"prometheus_naming": "base-units"}))
+    assert "# HELP apache_sent_bytes_total Data sent since the last restart " \
+           "(ExtendedStatus). Unit: bytes." in base
+    assert "apache_sent_kilobytes_total" not in base
+
+
+def test_apache_exporter_conventions_on_a_captured_page():
+    auto = parse_auto(data("2.4.71-event-tls-proxy.auto.txt").decode("latin-1"))
+    snap = build("http://127.0.0.1/server-status", 0.0, auto, None, None, EMPTY_SCAN)
+    lines = dict(line.rsplit(" ", 1) for line in prometheus.render([snap]).splitlines()
+                 if not line.startswith("#"))
+    v = auto.values
+    assert float(lines['apache_cpu_time_ms_total{type="user"}']) == pytest.approx(
+        1000 * (v["cpu_user_seconds"] + v["cpu_children_user_seconds"]))
+    assert 'apache_cpu_time_ms_total{type="children_user"}' not in lines
+    assert lines["apache_version"] == "2.04071"
+    (info,) = [k for k in lines if k.startswith("apache_info{")]
+    assert info.startswith('apache_info{mpm="event",version="Apache/2.4.71 (Debian)')
+    assert not [k for k in lines if k.startswith("apache_workers{") and "graceful" in k]
+    assert [k for k in lines if k.startswith("apache_proxy_balancer_status{")]
+
+
+def test_version_as_a_number():
+    assert version_number("Apache/2.4.71 (Debian) OpenSSL/3") == 2.04071
+    assert version_number("Apache/2.2.34 (Unix)") == 2.02034
+    for text in ("Apache", "UNKNOWN", "Apache/2.4", "Apache/2.4.x", "Apache/2.400.1",
+                 "Apache/².4.1", "/2.4.1"):
+        assert version_number(text) is None, text
+
+
+def test_info_without_server_version_says_unknown():
+    auto = parse_auto(data("handmade-2.2-prefork.auto.txt").decode("latin-1"))
+    snap = build("http://127.0.0.1/server-status", 0.0, auto, None, None, EMPTY_SCAN)
+    info = [s for s in snap.samples if s.metric is BY_NAME["info"]]
+    assert info == [Sample(BY_NAME["info"], 1, (("mpm", "UNKNOWN"), ("version", "UNKNOWN")))]
