@@ -1,5 +1,9 @@
 """Side by side with the real peers on the same private Apache.
 
+collectd's own apache plugin runs beside our Exec plugin in one collectd:
+every value it writes must be in ours under the same type and type instance,
+equal within what the time between the two reads can change.
+
 Debian's prometheus-apache-exporter (apache_exporter 0.12) scrapes the same
 server as our --format prometheus: every series it emits (its build info and
 Go runtime aside) must be in ours with the same name and labels, and the same
@@ -8,6 +12,7 @@ value where the value cannot move between the two reads.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -17,6 +22,7 @@ import pytest
 
 from tests.conftest import run_exporter
 from tests.harness.apache import ApacheServer, free_port
+from tests.harness.servers import Collectd
 
 APACHE_EXPORTER = shutil.which("prometheus-apache-exporter")
 
@@ -90,3 +96,66 @@ def test_every_apache_exporter_series_is_ours_too(proxy_apache, naming):
     families = {n.partition("{")[0] for n in theirs}
     extra = [n for n in ours if n.partition("{")[0] in families and n not in theirs]
     assert not extra, extra
+
+
+# collectd's own apache plugin, in the same collectd as our Exec plugin.
+COLLECTD_APACHE = """LoadPlugin apache
+<Plugin apache>
+  <Instance "{name}">
+    URL "{url}?auto"
+  </Instance>
+</Plugin>
+"""
+
+
+def _last(rows, at: float):
+    """The row of a csv file closest in time to ``at``."""
+    return min(rows, key=lambda r: abs(r[0] - at))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="collectd's Exec needs root to switch users")
+@pytest.mark.parametrize("instance", ["main", ""])
+def test_every_collectd_apache_plugin_value_is_ours_too(prefork, runnable_copy, instance):
+    # Theirs: <Instance "theirs-..."> (or "" in the second run, collectd's
+    # v4-compatible layout, where ours runs as --instance "" beside a named one).
+    theirs_name = "theirs" if instance else ""
+    ours_name = instance if instance else "ours"
+    for _ in range(5):
+        prefork.get("/daemon")
+    daemon = Collectd().start(
+        "nobody:nogroup", [str(runnable_copy), "--url", prefork.status_url, "--format",
+                           "collectd", "--instance", ours_name],
+        interval=1.0, extra=COLLECTD_APACHE.format(name=theirs_name, url=prefork.status_url))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            files = daemon.csv_files()
+            theirs = {k.split("/", 1)[1]: v for k, v in files.items()
+                      if k.split("/")[0] == ("apache-" + theirs_name if theirs_name
+                                             else "apache")}
+            ours = {k.split("/", 1)[1]: v for k, v in files.items()
+                    if k.split("/")[0] == f"apache-{ours_name}"}
+            if len(theirs) >= 15 and all(len(v) >= 3 for v in theirs.values()) \
+                    and set(theirs) <= set(ours):
+                break
+            time.sleep(0.25)
+        log = daemon.log()
+    finally:
+        daemon.stop()
+    assert len(theirs) >= 15, (sorted(files), log[-2000:])
+    assert set(theirs) <= set(ours), (set(theirs) - set(ours), log[-2000:])
+    for name, rows in theirs.items():
+        at, value = rows[-1][0], rows[-1][1]
+        mine = _last(ours[name], at)
+        assert abs(mine[0] - at) <= 1.5, (name, "no value of ours near theirs in time")
+        tolerance = {"apache_requests": 10, "apache_bytes": 64 * 1024}.get(name, 2)
+        assert abs(mine[1] - value) <= tolerance, (name, value, mine[1])
+
+
+@pytest.mark.integration
+def test_empty_instance_is_collectds_v4_layout(prefork):
+    proc = run_exporter("--url", prefork.status_url, "--format", "collectd",
+                        "--hostname", "h", "--instance", "")
+    assert proc.returncode == 0, proc.stderr
+    assert 'PUTVAL "h/apache/apache_requests"' in proc.stdout

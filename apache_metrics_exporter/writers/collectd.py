@@ -71,7 +71,9 @@ def instances(settings: Any, urls: Sequence[str]) -> List[str]:
     if not given:
         names = [default_instance(u) for u in urls]
     elif len(given) == len(urls):
-        names = [sanitize(n) for n in given]
+        # "" is collectd's <Instance ""> (its v4-compatible layout): no plugin
+        # instance at all, HOST/apache/TYPE.
+        names = [sanitize(n) if n.strip() else "" for n in given]
     else:
         raise UsageError(f"--instance was given {len(given)} times for {len(urls)} "
                          "--url; give one per URL, in the same order, or none")
@@ -106,7 +108,7 @@ def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> Li
         slot = values.setdefault((type_name, type_instance),
                                  [None] * MULTI_VALUE.get(type_name, 1))
         slot[int(position or 0)] = text
-    head = f"{sanitize(host)}/{PLUGIN}-{instance}"
+    head = f"{sanitize(host)}/{PLUGIN}" + (f"-{instance}" if instance else "")
     option = f" interval={every:.3f}" if every else ""
     stamp = f"{snapshot.timestamp:.3f}"
     out = []

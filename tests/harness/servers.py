@@ -131,7 +131,8 @@ class Collectd(_Daemon):
     """collectd 5.12 with the Exec plugin running a command, csv output."""
 
     def start(self, exec_user: str, command: List[str], hostname: str = "testhost",
-              interval: float = 1.0, timeout: float = 15) -> Collectd:
+              interval: float = 1.0, timeout: float = 15, extra: str = "") -> Collectd:
+        """``extra``: more configuration (another plugin beside Exec)."""
         self.root = Path(tempfile.mkdtemp(prefix="ame-collectd-"))
         os.chmod(self.root, 0o755)
         self.csv_dir = self.root / "csv"
@@ -159,7 +160,7 @@ LoadPlugin csv
   DataDir "{self.csv_dir}"
   StoreRates false
 </Plugin>
-""")
+{extra}""")
         self.stdout = self.root / "stdout.log"
         self._spawn([COLLECTD, "-f", "-C", str(conf)], self.stdout)
         deadline = time.monotonic() + timeout
