@@ -12,7 +12,7 @@ APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl
   tmux prometheus prometheus-apache-exporter
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps venv lint unit integration bench clean
+.PHONY: demo test deps venv lint unit integration bench docs clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -50,6 +50,11 @@ demo: venv
 
 bench: venv
 	$(PY) benchmarks/run.py
+
+# docs/metrics.md from the metric catalogue, man pages from the parsers
+# (tests/test_docs.py fails when the committed files are stale).
+docs: venv
+	$(PY) scripts/gen_docs.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
