@@ -383,6 +383,24 @@ WORKER_METRICS: Tuple[Metric, ...] = (
        prom='apache_processes_not_accepting'),
 )
 
+# Per virtual host, from the worker table (--vhost-limit hosts, the rest summed
+# as vhost "other").
+VHOST_METRICS: Tuple[Metric, ...] = (
+    _m("vhost_busy_workers", GAUGE, "workers", int,
+       "Workers busy for a virtual host (worker table rows not idle or open).",
+       labels=("vhost",), influx="apache_vhost.busy_workers",
+       collectd="count-vhost_busy_{vhost}", prom="apache_vhost_busy_workers"),
+    _m("vhost_requests_in_flight", GAUGE, "requests", int,
+       "Requests of a virtual host being answered right now (rows in state W).",
+       labels=("vhost",), influx="apache_vhost.requests_in_flight",
+       collectd="count-vhost_in_flight_{vhost}", prom="apache_vhost_requests_in_flight"),
+    _m("vhost_longest_request_seconds", GAUGE, "seconds", int,
+       "Seconds since the oldest request of a virtual host still being answered began.",
+       labels=("vhost",), influx="apache_vhost.longest_request_seconds",
+       collectd="duration-vhost_longest_{vhost}",
+       prom="apache_vhost_longest_request_seconds"),
+)
+
 # Processes seen by the process scan, per group ("native" or a mod_wsgi group).
 PROCESS_METRICS: Tuple[Metric, ...] = (
     _m("memory_count", GAUGE, "processes", int, "Processes in the group.",
@@ -509,7 +527,7 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
 
 ALL_METRICS: Tuple[Metric, ...] = (
     SERVER_METRICS + PROXY_METRICS + DERIVED_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
-    + PROCESS_METRICS + REAPER_METRICS + HEALTH_METRICS
+    + VHOST_METRICS + PROCESS_METRICS + REAPER_METRICS + HEALTH_METRICS
 )
 
 BY_NAME: Dict[str, Metric] = {m.name: m for m in ALL_METRICS}

@@ -68,6 +68,10 @@ def build_parser() -> configargparse.ArgParser:
                         "as hanging (e.g. 90s, 5m); default 5m")
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
+    c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
+                   help="report busy workers, requests in flight and the longest request "
+                        "for the N virtual hosts with most busy workers, the rest summed "
+                        "as vhost 'other'; 0 turns per-vhost figures off")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=sorted(REGISTRY), default=None,
                    help="; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items()))
@@ -179,6 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if hasattr(writer, "check"):
             writer.check(args, [t.url for t in targets])
         check_output_path(args.output)
+        if args.vhost_limit < 0:
+            raise UsageError("--vhost-limit must be 0 (off) or more")
         if args.execd and args.interval:
             raise UsageError("--execd and --interval exclude each other: Telegraf's "
                              "execd paces the batches itself")
@@ -303,7 +309,7 @@ def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
 
     return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
                    pid_file=args.pid_file, memory=args.memory,
-                   scan_processes=not args.no_processes)
+                   scan_processes=not args.no_processes, vhost_limit=args.vhost_limit)
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,

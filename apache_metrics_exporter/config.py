@@ -140,7 +140,8 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
 # Options of one command that may sit in the shared config file, read by the
 # other command too: there they are accepted from config files and the
 # environment but ignored, and refused on the command line.
-COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes", "format",
+COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes",
+                  "vhost-limit", "format",
                   "zabbix-discovery", "prometheus-naming", "watch",
                   "output", "data-file", "hostname", "instance", "interval", "execd",
                   "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",

@@ -37,8 +37,8 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 
 class Options(namedtuple(
         "Options",
-        "hanging_threshold exe_names pid_file memory scan_processes",
-        defaults=(300.0, ("apache2", "httpd"), None, "rss", True))):
+        "hanging_threshold exe_names pid_file memory scan_processes vhost_limit",
+        defaults=(300.0, ("apache2", "httpd"), None, "rss", True, 20))):
     """Collector settings that shape a snapshot (not how it is written)."""
 
     # hanging_threshold: float = 300.0
@@ -46,6 +46,7 @@ class Options(namedtuple(
     # pid_file: Optional[str] = None
     # memory: str = "rss"
     # scan_processes: bool = True
+    # vhost_limit: int = 20  # virtual hosts reported by name (0: none)
     __slots__ = ()
 
 
@@ -168,6 +169,8 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
         add(Sample(BY_NAME["longest_request_seconds"], oldest.ss if oldest else 0))
         add(Sample(BY_NAME["longest_request"], oldest.request if oldest else ""))
         add(Sample(BY_NAME["longest_request_vhost"], oldest.vhost if oldest else ""))
+        if options.vhost_limit > 0:
+            out.extend(vhost_samples(active, options.vhost_limit))
         if processes.parent_pid is not None:
             table_pids = {w.pid for w in live}
             add(Sample(BY_NAME["foreign_worker_count"], sum(
@@ -183,6 +186,36 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
                 add(Sample(BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label))
         for group in sorted(processes.truncated):
             add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
+    return out
+
+
+OTHER_VHOST = "other"
+MAX_VHOST = 200  # characters of a virtual host name kept in a label
+
+
+def vhost_samples(active: Sequence[WorkerRow], limit: int) -> List[Sample]:
+    """Busy workers, requests in flight and the longest request per virtual
+    host: the ``limit`` hosts with most busy workers by name, the rest summed
+    as ``other`` (bounded cardinality, whatever the page says)."""
+    per: dict = {}
+    for row in active:
+        stats = per.setdefault(row.vhost[:MAX_VHOST] or "-", [0, 0, 0])
+        stats[0] += 1
+        if row.mode == "W":
+            stats[1] += 1
+            stats[2] = max(stats[2], row.ss or 0)
+    ranked = sorted(per.items(), key=lambda item: (-item[1][0], item[0]))
+    if len(ranked) > limit:
+        rest = [s for _, s in ranked[limit:]]
+        ranked = ranked[:limit] + [(OTHER_VHOST, [sum(s[0] for s in rest),
+                                                  sum(s[1] for s in rest),
+                                                  max(s[2] for s in rest)])]
+    out = []
+    for name, (busy, flight, longest) in sorted(ranked):
+        label = (("vhost", name),)
+        out.append(Sample(BY_NAME["vhost_busy_workers"], busy, label))
+        out.append(Sample(BY_NAME["vhost_requests_in_flight"], flight, label))
+        out.append(Sample(BY_NAME["vhost_longest_request_seconds"], longest, label))
     return out
 
 

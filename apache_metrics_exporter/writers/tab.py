@@ -18,6 +18,7 @@ from apache_metrics_exporter.catalogue import (
     REAPER_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
+    VHOST_METRICS,
     WORKER_METRICS,
 )
 from apache_metrics_exporter.errors import UsageError
@@ -101,6 +102,11 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         out += ["", f"# Load balancer members: balancer, member, value {_TAG}."]
         out.extend(f"{_key(s.metric.name)}\t{dict(s.labels)['balancer']}\t"
                    f"{dict(s.labels)['worker']}\t{s.value}" for s in proxy)
+    vhosts = [s for m in VHOST_METRICS for s in labelled.get(m.name, ())]
+    if vhosts:
+        out += ["", f"# Per virtual host: vhost, value {_TAG}."]
+        out.extend(f"{_key(s.metric.name)}\t{_text(dict(s.labels)['vhost'])}\t{s.value}"
+                   for s in vhosts)
     truncated = labelled.get("wsgi_group_name_truncated", ())
     if truncated:
         out += ["", f"# mod_wsgi groups whose names the process title cut short {_TAG}."]
