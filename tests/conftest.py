@@ -50,6 +50,31 @@ def parse_tab(text: str) -> Dict[str, str]:
     return out
 
 
+def prom_series(text: str) -> Dict[str, float]:
+    """``{'name{labels}': value}`` of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def live_children(pid: int) -> Dict[int, float]:
+    """{pid: create_time} of a process's live children (an exited child its
+    parent has not reaped yet is a zombie: not counted)."""
+    import psutil
+
+    out = {}
+    for p in psutil.Process(pid).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = p.create_time()
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def sections(text: str) -> List[str]:
     """The comment lines that open each section, in order."""
     return [line for line in text.splitlines() if line.startswith("# ")]

@@ -20,7 +20,7 @@ import pytest
 
 from apache_metrics_exporter.endpoint import parse_listen
 from apache_metrics_exporter.errors import UsageError
-from tests.conftest import exporter_env
+from tests.conftest import exporter_env, prom_series
 from tests.harness.apache import free_port
 
 EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
@@ -88,15 +88,6 @@ def running(*args: str, scheme: str = "http"):
         server.stop()
 
 
-def series(body: str) -> dict:
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 @contextmanager
 def silent_peer():
     """A TCP peer that accepts and never answers (a hung Apache)."""
@@ -114,7 +105,7 @@ def test_metrics_page_is_valid_and_has_apache_exporter_names(prefork):
     with running("--url", prefork.status_url, "--prometheus-naming", "base-units") as ep:
         code, body, ctype = ep.get("/metrics")
         assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
-        values = series(body)
+        values = prom_series(body)
         assert values["apache_up"] == 1
         assert values["apache_exporter_scrape_failures_total"] == 0
         assert 'apache_workers{state="busy"}' in values
@@ -134,9 +125,9 @@ def test_probe_only_for_configured_or_allowed_targets(prefork, event):
     allowed = f"http://127.0.0.1:{event.port}/*"
     with running("--url", prefork.status_url, "--probe-allow", allowed) as ep:
         code, body, _ = ep.get("/probe?target=" + prefork.status_url)
-        assert code == 200 and series(body)["apache_up"] == 1
+        assert code == 200 and prom_series(body)["apache_up"] == 1
         code, body, _ = ep.get("/probe?target=" + event.status_url)
-        assert code == 200 and series(body)["apache_up"] == 1
+        assert code == 200 and prom_series(body)["apache_up"] == 1
         for refused in (f"http://127.0.0.1:{free_port()}/server-status",
                         "http://192.0.2.1/server-status",
                         f"http://u:p@127.0.0.1:{event.port}/server-status",
@@ -165,14 +156,14 @@ def test_a_hung_apache_delays_a_scrape_by_at_most_the_timeout(prefork):
             assert len(results) == 4
             for (code, body, _), took in results:
                 assert code == 200 and took < 1 + 2.5, took
-                values = series(body)
+                values = prom_series(body)
                 port = prefork.port
                 assert values[f'apache_up{{server="127.0.0.1",port="{port}"}}'] == 1
                 hung_port = hung.split(":")[2].split("/")[0]
                 assert values[f'apache_up{{server="127.0.0.1",port="{hung_port}"}}'] == 0
             # Every scrape counted its one failed target.
             _, body, _ = ep.get("/metrics")
-            assert series(body)["apache_exporter_scrape_failures_total"] == 5
+            assert prom_series(body)["apache_exporter_scrape_failures_total"] == 5
 
 
 @pytest.mark.integration
@@ -202,7 +193,7 @@ def test_tls_and_a_client_that_never_handshakes(prefork, tmp_path):
         try:
             ctx = ssl.create_default_context(cafile=str(cert))
             code, body, _ = ep.get("/metrics", context=ctx, timeout=10)
-            assert code == 200 and series(body)["apache_up"] == 1
+            assert code == 200 and prom_series(body)["apache_up"] == 1
         finally:
             mute.close()
 
@@ -224,7 +215,7 @@ def test_apache_exporter_flags_work_unchanged(prefork):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
                 time.sleep(0.05)
-        assert series(body)["apache_up"] == 1
+        assert prom_series(body)["apache_up"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)

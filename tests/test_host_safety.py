@@ -22,7 +22,7 @@ import pytest
 from apache_metrics_exporter import procfs
 from apache_metrics_exporter.loopback import loopback_addresses
 from apache_metrics_exporter.processes import find_parent, parent_of_url
-from tests.conftest import data, exporter_env, parse_tab, run_exporter
+from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
 from tests.harness.apache import ApacheServer, free_port
 
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
@@ -224,17 +224,6 @@ def test_real_listening_sockets_are_found():
 def reap(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([REAPER, *args], capture_output=True, text=True, timeout=120,
                           env=exporter_env())
-
-
-def live_children(pid: int) -> dict:
-    out = {}
-    for p in psutil.Process(pid).children():
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = p.create_time()
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")

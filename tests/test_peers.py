@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import run_exporter
+from tests.conftest import prom_series, run_exporter
 from tests.harness.apache import ApacheServer, free_port
 from tests.harness.servers import Collectd
 
@@ -31,15 +31,6 @@ APACHE_EXPORTER = shutil.which("prometheus-apache-exporter")
 MOVING = ("apache_accesses_total", "apache_sent_kilobytes_total", "apache_duration_ms_total",
           "apache_cpu_time_ms_total", "apache_cpuload", "apache_uptime_seconds_total",
           "apache_load", "apache_scoreboard", "apache_workers")
-
-
-def series(text: str) -> dict:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +57,7 @@ def test_every_apache_exporter_series_is_ours_too(proxy_apache, naming):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
                                             timeout=10) as r:
-                    theirs = series(r.read().decode())
+                    theirs = prom_series(r.read().decode())
                 break
             except OSError:
                 assert peer.poll() is None and time.monotonic() < deadline
@@ -74,7 +65,7 @@ def test_every_apache_exporter_series_is_ours_too(proxy_apache, naming):
         proc = run_exporter("--url", proxy_apache.status_url, "--format", "prometheus",
                             "--prometheus-naming", naming)
         assert proc.returncode == 0, proc.stderr
-        ours = series(proc.stdout)
+        ours = prom_series(proc.stdout)
     finally:
         peer.terminate()
         peer.wait(10)

@@ -21,7 +21,7 @@ from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.processes import ProcessScan, ProcInfo
 from apache_metrics_exporter.reaper import Candidate, Thresholds, execute, select
 from apache_metrics_exporter.status import parse_html
-from tests.conftest import exporter_env, parse_tab, run_exporter
+from tests.conftest import exporter_env, live_children, parse_tab, run_exporter
 from tests.harness.apache import ApacheServer
 
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
@@ -47,16 +47,8 @@ def state_of(path: Path) -> dict:
 
 
 def children(apache: ApacheServer) -> dict:
-    """{pid: create_time} of the Apache parent's live children (an exited child
-    the parent has not reaped yet is a zombie: not counted)."""
-    out = {}
-    for p in psutil.Process(apache.proc.pid).children():
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out[p.pid] = p.create_time()
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    """{pid: create_time} of the Apache parent's live children."""
+    return live_children(apache.proc.pid)
 
 
 def background(apache: ApacheServer, path: str) -> threading.Thread:
