@@ -1,4 +1,10 @@
-"""Fetching status pages: timeouts, size cap, auth, TLS, one reused connection.
+"""Fetching status pages: a wall-clock deadline, size cap, auth, TLS, one
+reused connection.
+
+``--timeout`` bounds the whole fetch of a target, not each socket read: every
+blocking socket call (connect, TLS handshake, send, each receive) waits at most
+until the deadline, so a peer dripping one byte a second or sending endless
+``100 Continue`` answers cannot hold a run longer than the timeout.
 
 Every failure becomes a FetchError whose message is one line that says what
 happened and what to do about it.
@@ -9,17 +15,22 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 from collections import namedtuple
-from urllib.parse import urlsplit
+from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import FetchError, UsageError
+from apache_metrics_exporter.log import printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Optional, Tuple
+    from typing import Dict, Iterator, List, Optional, Tuple
 
 USER_AGENT = f"apache-metrics-exporter/{__version__}"
+# socket.timeout is TimeoutError from Python 3.10 on, a sibling before.
+_TIMEOUTS = (socket.timeout, TimeoutError)
 
 
 class Target(namedtuple(
@@ -29,8 +40,8 @@ class Target(namedtuple(
         defaults=(5.0, 16 * 1024 * 1024, None, None, (), None, None, None, False))):
     """Where a status page lives and how to ask for it."""
 
-    # url: str  # the HTML page; ?auto is derived from it
-    # timeout: float = 5.0
+    # url: str  # the HTML page, without credentials; ?auto is derived from it
+    # timeout: float = 5.0  # seconds for the whole fetch of this target
     # max_bytes: int = 16 * 1024 * 1024
     # user: Optional[str] = None
     # password: Optional[str] = None
@@ -45,10 +56,46 @@ class Target(namedtuple(
     def auto_url(self) -> str:
         """The machine-readable page: ``?auto`` added to the status URL."""
         parts = urlsplit(self.url)
-        query = parts.query
-        if "auto" not in query.split("&"):
-            query = f"{query}&auto" if query else "auto"
+        query = "&".join(_without_auto(parts.query) + ["auto"])
         return parts._replace(query=query, fragment="").geturl()
+
+
+def _without_auto(query: str) -> List[str]:
+    """The query's parameters but ``auto`` (also ``auto=...``), as mod_status names it."""
+    return [p for p in query.split("&") if p and p.partition("=")[0] != "auto"]
+
+
+def status_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """``(html_url, user, password)`` of a status URL as users write it.
+
+    Peers' configurations name the ``?auto`` page (Telegraf ``urls``, collectd
+    ``URL``, apache_exporter ``--scrape_uri``): ``auto`` is taken out of the
+    query, so the HTML page is fetched from the result and ``?auto`` added for
+    the other page. Credentials (``http://user:pw@host/``) are taken out too
+    and returned apart (percent-decoded), so that no message or output built
+    from the URL can show them; the fragment is dropped.
+    """
+    parts = urlsplit(url)
+    user = password = None
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        name, sep, secret = userinfo.partition(":")
+        user = unquote(name)
+        password = unquote(secret) if sep else None
+    query = "&".join(_without_auto(parts.query))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, "")), user, password
+
+
+def redact(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@`` (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    return f"{scheme}://***@{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def host_port(url: str) -> tuple:
@@ -59,14 +106,16 @@ def host_port(url: str) -> tuple:
 
 def check_url(url: str) -> str:
     """Validate a status URL up front (a usage error, before any fetch)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--url {url!r}: expected http://HOST[:PORT]/server-status "
-                         "or https://...")
+    shown = redact(url)
     try:
+        parts = urlsplit(url)
         _ = parts.port  # raises for a port out of range
     except ValueError:
-        raise UsageError(f"--url {url!r}: the port is not a number between 0 and 65535") from None
+        raise UsageError(f"--url {shown!r}: not a valid URL (the port must be a number "
+                         "between 0 and 65535, an IPv6 address in [brackets])") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--url {shown!r}: expected http://HOST[:PORT]/server-status "
+                         "or https://...")
     return url
 
 
@@ -79,6 +128,133 @@ def parse_header(text: str) -> Tuple[str, str]:
     return name, value.strip()
 
 
+# -- bounded sockets --------------------------------------------------------
+
+class _Clock:
+    """The deadline shared by a fetcher's sockets (time.monotonic seconds)."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline = 0.0
+
+    def left(self) -> float:
+        """Seconds until the deadline; TimeoutError once it has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the --timeout deadline has passed")
+        return left
+
+
+class _Bounded:
+    """Mixin: every blocking call first sets the socket's timeout to the time
+    left before the deadline, so a dripping peer cannot stretch it."""
+
+    clock: _Clock
+
+    def recv(self, *args):  # noqa: ANN002,ANN201 - socket's signatures
+        self.settimeout(self.clock.left())
+        return super().recv(*args)
+
+    def recv_into(self, *args):  # noqa: ANN002,ANN201
+        self.settimeout(self.clock.left())
+        return super().recv_into(*args)
+
+    def send(self, *args):  # noqa: ANN002,ANN201
+        self.settimeout(self.clock.left())
+        return super().send(*args)
+
+    def sendall(self, *args):  # noqa: ANN002,ANN201
+        self.settimeout(self.clock.left())
+        return super().sendall(*args)
+
+
+class _Socket(_Bounded, socket.socket):
+    """A TCP socket bounded by a deadline."""
+
+
+class _TLSSocket(_Bounded, ssl.SSLSocket):
+    """A TLS socket bounded by a deadline, the handshake included."""
+
+    def do_handshake(self, *args):  # noqa: ANN002,ANN201
+        self.settimeout(self.clock.left())
+        return super().do_handshake(*args)
+
+
+def _resolve(host: str, port: int, clock: _Clock) -> list:
+    """getaddrinfo, within the deadline: a name is looked up in a thread that is
+    abandoned if the resolver is slower than the time left."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name, not an address
+    import threading
+
+    result: list = []
+
+    def lookup() -> None:
+        try:
+            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=lookup, name="resolve", daemon=True)
+    thread.start()
+    thread.join(clock.left())
+    if not result:
+        raise TimeoutError(f"looking up {host} took longer than --timeout")
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
+
+
+def _open(host: str, port: int, clock: _Clock) -> _Socket:
+    """A connected bounded socket to the first address of ``host`` that answers."""
+    error: Optional[OSError] = None
+    for family, type_, proto, _name, address in _resolve(host, port, clock):
+        sock = _Socket(family, type_, proto)
+        sock.clock = clock
+        try:
+            sock.settimeout(clock.left())
+            sock.connect(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, _TIMEOUTS):
+                raise
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"no address for {host}")
+
+
+class _Connection(http.client.HTTPConnection):
+    """http.client's HTTP/1.1 over bounded sockets (TLS when given a context)."""
+
+    def __init__(self, host: str, port: int, clock: _Clock,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        super().__init__(host, port)
+        self.clock = clock
+        self.tls = tls
+        if tls is not None:
+            self.default_port = 443  # Host: without :443
+
+    def connect(self) -> None:
+        sock = _open(self.host, self.port, self.clock)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host,
+                                            do_handshake_on_connect=False)
+            except BaseException:
+                sock.close()
+                raise
+            sock.clock = self.clock
+            self.sock = sock  # closed by close() if the handshake fails
+            sock.do_handshake()
+        self.sock = sock
+
+
 class Fetcher:
     """Fetches pages of one target, keeping the connection open between requests."""
 
@@ -86,7 +262,9 @@ class Fetcher:
         self.target = target
         self._https = urlsplit(target.url).scheme == "https"
         self.host, self.port = host_port(target.url)
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._conn: Optional[_Connection] = None
+        self._clock = _Clock()
+        self._shared_deadline = False
         self._headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         if target.user is not None:
             import base64  # only with basic auth
@@ -97,15 +275,10 @@ class Fetcher:
             self._headers[name] = value
 
     # -- connection --------------------------------------------------------
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._conn is not None:
-            return self._conn
-        if self._https:
-            self._conn = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.target.timeout, context=self._tls())
-        else:
-            self._conn = http.client.HTTPConnection(
-                self.host, self.port, timeout=self.target.timeout)
+    def _connect(self) -> _Connection:
+        if self._conn is None:
+            self._conn = _Connection(self.host, self.port, self._clock,
+                                     self._tls() if self._https else None)
         return self._conn
 
     def _tls(self) -> ssl.SSLContext:
@@ -120,6 +293,7 @@ class Fetcher:
         if t.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        ctx.sslsocket_class = _TLSSocket
         return ctx
 
     def is_local(self) -> bool:
@@ -137,8 +311,28 @@ class Fetcher:
             self._conn = None
 
     # -- fetching ----------------------------------------------------------
+    @contextmanager
+    def deadline(self) -> Iterator[None]:
+        """One ``--timeout`` for every page fetched inside the block (a target's
+        whole fetch); outside such a block each get() has its own."""
+        self._clock.deadline = time.monotonic() + self.target.timeout
+        self._shared_deadline = True
+        try:
+            yield
+        finally:
+            self._shared_deadline = False
+
     def get(self, url: str) -> bytes:
-        """The body of a 200 answer for ``url``, or a FetchError saying why not."""
+        """The body of a 200 answer for ``url``, or a FetchError saying why not
+        (one line, control characters from the peer escaped)."""
+        if not self._shared_deadline:
+            self._clock.deadline = time.monotonic() + self.target.timeout
+        try:
+            return self._get(url)
+        except FetchError as exc:
+            raise FetchError(printable(str(exc))) from None
+
+    def _get(self, url: str) -> bytes:
         parts = urlsplit(url)
         path = parts.path or "/"
         if parts.query:
@@ -209,9 +403,10 @@ class Fetcher:
         where = f"{self.host}:{self.port}"
         if isinstance(exc, ConnectionRefusedError):
             return f"connection to {where} refused: is Apache running and listening there?"
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            return (f"no answer from {url} within {self.target.timeout:g} s "
-                    "(--timeout); Apache may be overloaded or hung")
+        if isinstance(exc, _TIMEOUTS):
+            return (f"no complete answer from {url} within {self.target.timeout:g} s "
+                    "(--timeout); Apache may be overloaded or hung, or the peer is "
+                    "not Apache")
         if isinstance(exc, socket.gaierror):
             return f"cannot resolve host {self.host!r}: {exc.strerror or exc}"
         if isinstance(exc, ssl.SSLCertVerificationError):

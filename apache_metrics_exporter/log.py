@@ -16,6 +16,18 @@ _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
 _TELEGRAF = {DEBUG: "D!", INFO: "I!", WARNING: "W!", ERROR: "E!", CRITICAL: "E!"}
 LOG_FORMATS = ("plain", "telegraf")
 
+# Control characters (C0, DEL, C1) and Unicode line breaks, shown escaped: a
+# message carries text from peers (reason phrases, headers, page content), and
+# none of it may move the cursor, recolour a terminal or start a second line.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r", 0x2028: "\\u2028",
+                 0x2029: "\\u2029"})
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character and line break escaped (one line)."""
+    return text.translate(_ESCAPES)
+
 
 class Logger:
     """The program's logger: a name, a threshold, %-style arguments."""
@@ -34,7 +46,7 @@ class Logger:
     def log(self, level: int, message: str, *args: object) -> None:
         if level < self.level:
             return
-        text = message % args if args else message
+        text = printable(message % args if args else message)
         if self.telegraf:
             line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
         else:

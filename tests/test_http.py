@@ -7,14 +7,16 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.http import Fetcher, Target
+from apache_metrics_exporter.http import Fetcher, Target, redact, status_url
 from tests.conftest import parse_tab, run_exporter
 from tests.harness.apache import ApacheServer
+from tests.harness.peers import NEVER_FINISHING, DripPeer
 
 STATUS = b"BusyWorkers: 1\nIdleWorkers: 1\nScoreboard: W_\n"
 
@@ -83,8 +85,103 @@ def raw():
 def test_silent_server_times_out(raw):
     server = raw(None)
     fetcher = Fetcher(Target(server.url, timeout=0.5))
-    with pytest.raises(FetchError, match=r"no answer from .* within 0.5 s \(--timeout\)"):
+    with pytest.raises(FetchError,
+                       match=r"no complete answer from .* within 0.5 s \(--timeout\)"):
         fetcher.get(server.url)
+
+
+# -- --timeout is a wall-clock deadline, not a per-read timeout ---------------
+
+@pytest.mark.parametrize("name,peer", NEVER_FINISHING, ids=[n for n, _ in NEVER_FINISHING])
+def test_a_never_finishing_answer_is_cut_at_the_deadline(name, peer):
+    # Each read gets a byte well within the timeout: a per-read timeout would
+    # wait for ever. The deadline ends the fetch after --timeout of wall time.
+    with DripPeer(**peer) as server:
+        fetcher = Fetcher(Target(server.url, timeout=1.0, insecure=True))
+        started = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            fetcher.get(server.url)
+        elapsed = time.monotonic() - started
+        assert server.sent > 0  # it did drip while we waited
+    assert 0.9 < elapsed < 1.5, elapsed
+    assert str(info.value).startswith(f"no complete answer from {server.url} within 1 s "
+                                      "(--timeout)")
+
+
+@pytest.mark.parametrize("name,peer", NEVER_FINISHING, ids=[n for n, _ in NEVER_FINISHING])
+def test_a_never_finishing_answer_ends_the_run_in_time(name, peer):
+    # The whole command, as cron or Telegraf runs it: done within --timeout
+    # plus start-up, one line on stderr, status-response 1 on stdout.
+    with DripPeer(**peer) as server:
+        started = time.monotonic()
+        proc = run_exporter("--url", server.url, "--timeout", "1", "--no-processes",
+                            "--insecure", "--format", "tab", timeout=20)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0
+    assert elapsed < 1 + 2.0, elapsed
+    (line,) = proc.stderr.splitlines()
+    assert "no complete answer from" in line and "within 1 s (--timeout)" in line
+    assert parse_tab(proc.stdout)["status-response"] == "1"
+
+
+class SlowServer:
+    """Answers every request on a kept-alive connection after ``delay`` s."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/server-status"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS),
+                                                                             STATUS)
+            try:
+                while conn.recv(65536):
+                    time.sleep(self.delay)
+                    conn.sendall(answer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_one_deadline_covers_both_pages_of_a_target():
+    server = SlowServer(delay=0.6)
+    try:
+        fetcher = Fetcher(Target(server.url, timeout=1.0))
+        assert fetcher.get(server.url) == STATUS  # alone, a page fits in the timeout
+        started = time.monotonic()
+        with fetcher.deadline():
+            assert fetcher.get(fetcher.target.auto_url) == STATUS
+            with pytest.raises(FetchError, match=r"within 1 s \(--timeout\)"):
+                fetcher.get(server.url)
+        assert time.monotonic() - started < 1.4
+        fetcher.close()
+    finally:
+        server.close()
+
+
+def test_control_characters_from_the_peer_stay_out_of_the_message(raw):
+    # An obs-folded Location header and a reason phrase with ESC and CR.
+    server = raw(b"HTTP/1.1 302 Found\x1b[2J\rforged\r\nLocation: https://x/a\r\n"
+                 b" b: error: forged line\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(FetchError) as info:
+        Fetcher(Target(server.url)).get(server.url)
+    text = str(info.value)
+    assert "HTTP 302 Found" in text and "redirect to https://x/a" in text
+    assert not any(c < " " or "\x7f" <= c <= "\x9f" for c in text), repr(text)
+    assert "\\x1b[2J" in text and "\\r\\n b: error: forged line" in text
 
 
 def test_truncated_answer(raw):
@@ -155,6 +252,31 @@ def test_auto_url():
     assert Target("http://h/server-status").auto_url == "http://h/server-status?auto"
     assert Target("http://h/s?refresh=5").auto_url == "http://h/s?refresh=5&auto"
     assert Target("http://h/s?auto").auto_url == "http://h/s?auto"
+    assert Target("http://h/s?auto=").auto_url == "http://h/s?auto"
+    assert Target("http://h/s/?auto&refresh=5").auto_url == "http://h/s/?refresh=5&auto"
+
+
+@pytest.mark.parametrize("given,html", [
+    # Telegraf's urls, collectd's URL, apache_exporter's --scrape_uri
+    ("http://localhost/server-status?auto", "http://localhost/server-status"),
+    ("http://localhost/server-status/?auto", "http://localhost/server-status/"),
+    ("http://h:8080/server-status?auto=", "http://h:8080/server-status"),
+    ("http://h/server-status?auto&refresh=5", "http://h/server-status?refresh=5"),
+    ("http://h/server-status?refresh=5&auto", "http://h/server-status?refresh=5"),
+    ("http://h/server-status?autocomplete=1", "http://h/server-status?autocomplete=1"),
+    ("https://h/status#top", "https://h/status"),
+    ("http://h/server-status", "http://h/server-status"),
+])
+def test_status_url_derives_the_html_page(given, html):
+    assert status_url(given) == (html, None, None)
+
+
+def test_status_url_takes_credentials_out():
+    assert status_url("http://mon:s%40cret:x@h:81/s?auto") == ("http://h:81/s", "mon",
+                                                               "s@cret:x")
+    assert status_url("http://mon@[::1]/s") == ("http://[::1]/s", "mon", None)
+    assert redact("http://mon:pw@h/s") == "http://***@h/s"
+    assert redact("http://h/s?a=b@c") == "http://h/s?a=b@c"
 
 
 @pytest.fixture(scope="module")
