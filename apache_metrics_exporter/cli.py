@@ -313,15 +313,25 @@ def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
-          writer: ModuleType, sink: Optional[object] = None) -> None:
-    """Collect every target once and write one batch (raises OutputError)."""
+          writer: ModuleType, sink: Optional[object] = None,
+          stopper: Optional[Stopper] = None) -> None:
+    """Collect every target once and write one batch (raises OutputError).
+
+    Each target's fetch (both pages) is bounded by one --timeout. With a
+    stopper, a stop signal cuts the collection short (_Stop); the writing of
+    a collected batch is always finished.
+    """
     from apache_metrics_exporter.output import write_atomic
     from apache_metrics_exporter.snapshot import collect, state_samples
 
     snapshots = []
     extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
     for fetcher in fetchers:
-        snap = collect(fetcher, options)
+        with fetcher.deadline():
+            if stopper is None:
+                snap = collect(fetcher, options)
+            else:
+                snap = stopper.blocking(collect, fetcher, options)
         snap.samples.extend(extra)
         report(snap)
         snapshots.append(snap)
@@ -362,13 +372,16 @@ def run_once(args: argparse.Namespace, targets: List[Target],
     return EXIT_OK
 
 
-class _Stop(Exception):
-    """Raised by the signal handler to leave a blocking wait."""
+class _Stop(BaseException):
+    """Raised by the signal handler to leave a blocking wait or a fetch. Not an
+    Exception, so that no ``except Exception`` on the way turns it into a
+    failed fetch."""
 
 
 class Stopper:
     """SIGTERM/SIGINT end a loop cleanly: a batch being written is finished,
-    a wait (sleep, stdin) is left at once."""
+    a wait (sleep, stdin) or a collection (however slowly the peer answers) is
+    left at once."""
 
     def __init__(self) -> None:
         self.stopping = False
@@ -410,7 +423,7 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
                 if args.execd and not stopper.blocking(sys.stdin.readline):
                     return EXIT_OK  # Telegraf closed stdin: it is stopping us
                 try:
-                    batch(args, fetchers, options, writer, sink)
+                    batch(args, fetchers, options, writer, sink, stopper)
                 except OutputError as exc:
                     log.error("%s", exc)
                     if args.output == "-" and sink is None:

@@ -17,8 +17,8 @@ import configargparse
 
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import UsageError
-from apache_metrics_exporter.http import Target, check_url, parse_header
-from apache_metrics_exporter.log import LOG_FORMATS
+from apache_metrics_exporter.http import Target, check_url, parse_header, redact, status_url
+from apache_metrics_exporter.log import LOG_FORMATS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
 from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
 from apache_metrics_exporter.units import parse_size, parse_timespan
@@ -71,10 +71,53 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class _Parser(configargparse.ArgParser):
-    """Reports a bad option as one line (a UsageError), not a usage block."""
+    """Reports a bad option as one line (a UsageError), not a usage block, and
+    never with the value of an option it does not know: a mistyped key may
+    well be ``pasword``."""
 
     def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        if message.startswith("Unexpected line "):
+            # configargparse quotes the whole line of a config file it cannot
+            # read (counting from 0): say where it is, not what it says.
+            number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(
+                " in ")
+            if number.isdigit():
+                message = (f"config file {path}, line {int(number) + 1}: expected "
+                           "'key = value' (the line is not shown)")
         raise UsageError(f"{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None, **kwargs):  # noqa: ANN001,ANN201
+        """configargparse's parse_args, with unknown options named without values."""
+        namespace, unknown = self.parse_known_args(args, namespace, **kwargs)
+        if unknown:
+            raise UsageError(f"{self._unknown(unknown)} (values are not shown; see --help)")
+        return namespace
+
+    def _unknown(self, unknown: List[str]) -> str:
+        """What was not understood, with the config file it came from; no values."""
+        in_files = {}
+        for source, settings in self.get_source_to_settings_dict().items():
+            kind, _, path = source.partition("|")
+            if kind == "config_file":
+                for key, (action, _value) in settings.items():
+                    if action is None:
+                        in_files.setdefault(f"--{key}", (key, path))
+        parts, strays, seen = [], 0, set()
+        for arg in unknown:
+            name = arg.partition("=")[0]
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in in_files:
+                key, path = in_files[name]
+                parts.append(f"unknown key '{key}' in config file {path}")
+            elif name.startswith("-") and len(name) > 1:
+                parts.append(f"unrecognized option {name}")
+            else:
+                strays += 1
+        if strays:
+            parts.append(f"{strays} unexpected argument{'s' if strays > 1 else ''}")
+        return "; ".join(parts)
 
 
 def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:
@@ -176,11 +219,42 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
             raise UsageError(f"{secret} on the command line is visible to every user in "
                              f"ps; use {secret}-file, '{key} = ...' in the config file or "
                              f"{ENV_PREFIX}{key.upper().replace('-', '_')}")
+    for url in _option_values(cli, "--url"):
+        if "@" in url and status_url(url)[2] is not None:
+            raise UsageError(f"--url {redact(url)!r}: a password on the command line is "
+                             "visible to every user in ps; put 'url = ...' in the config "
+                             f"file or {ENV_PREFIX}URL, or give --user and --password-file")
     try:
         args = parser.parse_args(argv)
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
+    _unknown_environment(parser, args)
     return args
+
+
+def _option_values(cli: Sequence[str], option: str) -> List[str]:
+    """The values given to ``option`` on the command line (``OPT V``, ``OPT=V``)."""
+    values = []
+    for i, arg in enumerate(cli):
+        if arg == "--":
+            break
+        if arg == option and i + 1 < len(cli):
+            values.append(cli[i + 1])
+        elif arg.startswith(option + "="):
+            values.append(arg[len(option) + 1:])
+    return values
+
+
+def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namespace) -> None:
+    """Warn about APACHE_METRICS_* variables that set no option (a typo is
+    otherwise silently ignored), by name only: the value may be a secret."""
+    known = {a.env_var for a in parser._actions if getattr(a, "env_var", None)}
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown and not args.quiet:
+        log.setup(args.verbose, args.quiet, parser.prog, args.log_format)
+        for name in unknown:
+            log.warning("environment variable %s is not an option of %s: ignored (see "
+                        "--help; values are not shown)", name, parser.prog)
 
 
 def read_secret(path: str, option: str) -> str:
@@ -215,16 +289,31 @@ def targets(args: argparse.Namespace) -> List[Target]:
     password = args.password
     if args.password_file:
         password = read_secret(args.password_file, "--password-file")
-    if password is not None and args.user is None:
-        raise UsageError("a password was given but no --user")
     headers = tuple(parse_header(h) for h in args.header)
     if args.host_override:
         headers += (parse_header(f"Host: {args.host_override}"),)
-    return [Target(url=check_url(u), timeout=args.timeout, max_bytes=args.max_response_size,
-                   user=args.user, password=password, headers=headers,
-                   ca_file=args.ca_file, client_cert=args.client_cert,
-                   client_key=args.client_key, insecure=args.insecure)
-            for u in urls]
+    out = []
+    for given in urls:
+        url, user, url_password = status_url(check_url(given))
+        if user is None:
+            user = args.user
+            if password is not None and user is None:
+                raise UsageError("a password was given but no --user")
+        elif args.user is not None:
+            raise UsageError(f"--url {redact(given)!r} names a user and --user is given "
+                             "too: use one of them")
+        elif url_password is not None and password is not None:
+            raise UsageError(f"--url {redact(given)!r} has a password and one is given "
+                             "by --password-file, 'password' or "
+                             f"{PASSWORD_ENV} too: use one of them")
+        if url_password is None:
+            url_password = password
+        out.append(Target(url=url, timeout=args.timeout, max_bytes=args.max_response_size,
+                          user=user, password=url_password, headers=headers,
+                          ca_file=args.ca_file,
+                          client_cert=args.client_cert, client_key=args.client_key,
+                          insecure=args.insecure))
+    return out
 
 
 def exe_names(args: argparse.Namespace) -> tuple:

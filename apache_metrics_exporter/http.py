@@ -81,8 +81,9 @@ def status_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
         name, sep, secret = userinfo.partition(":")
-        user = unquote(name)
-        password = unquote(secret) if sep else None
+        if name or sep:
+            user = unquote(name)
+            password = unquote(secret) if sep else None
     query = "&".join(_without_auto(parts.query))
     return urlunsplit((parts.scheme, netloc, parts.path, query, "")), user, password
 

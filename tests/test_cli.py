@@ -67,7 +67,12 @@ def test_version_and_help():
     (["--password-file", "/nonexistent/pw"], "--password-file"),
     (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
     (["--output", "/nonexistent/dir/metrics.txt"], "--output"),
-    (["--bogus-option"], "unrecognized arguments: --bogus-option"),
+    (["--bogus-option"], "unrecognized option --bogus-option"),
+    (["--pasword=hunter2"], "unrecognized option --pasword (values are not shown"),
+    (["--pasword", "hunter2"], "unrecognized option --pasword; 1 unexpected argument"),
+    (["--url", "http://mon:hunter2@127.0.0.1/x"], "'http://***@127.0.0.1/x': a password on "
+                                                  "the command line"),
+    (["--url=http://mon:hunter2@127.0.0.1/x"], "a password on the command line"),
     (["--password", "hunter2"], "--password on the command line"),
     (["--password=hunter2"], "--password on the command line"),
     (["--url", "http://127.0.0.1/x", "--url", "http://127.0.0.2/x"], "one Apache only"),
@@ -196,3 +201,137 @@ def test_no_url_and_no_ports_config(tmp_path):
     proc = run_exporter("--ports-config", str(tmp_path / "ports.conf"))
     assert proc.returncode == 2
     assert "--ports-config" in one_error_line(proc)
+
+
+def test_mistyped_config_key_is_named_without_its_value(tmp_path, listener):
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("timeout = 3\npasword = S3cret-conf\n")
+    proc = run_exporter("--url", url, "--config", str(conf))
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert f"unknown key 'pasword' in config file {conf}" in line
+    assert "S3cret" not in proc.stderr + proc.stdout
+    assert hits == []
+
+
+def test_unreadable_config_line_is_located_not_quoted(tmp_path, listener):
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("# monitoring\n=S3cret-line\n")
+    proc = run_exporter("--url", url, "--config", str(conf))
+    assert proc.returncode == 2
+    assert f"config file {conf}, line 2" in one_error_line(proc)
+    assert "S3cret" not in proc.stderr
+    assert hits == []
+
+
+def test_mistyped_environment_variable_is_named_without_its_value(listener):
+    url, hits = listener
+    proc = run_exporter("--url", url, "--no-processes", "--timeout", "1",
+                        env=exporter_env(APACHE_METRICS_PASWORD="S3cret-env"))
+    assert proc.returncode == 0
+    warning = [line for line in proc.stderr.splitlines() if ": warning: " in line]
+    assert len(warning) == 1 and "APACHE_METRICS_PASWORD" in warning[0]
+    assert "S3cret" not in proc.stderr + proc.stdout
+    proc = run_exporter("--url", url, "--no-processes", "--timeout", "1", "-q",
+                        env=exporter_env(APACHE_METRICS_PASWORD="S3cret-env"))
+    assert "APACHE_METRICS_PASWORD" not in proc.stderr
+
+
+class AuthServer:
+    """A real HTTP server that records the Authorization headers it receives."""
+
+    def __init__(self, status: int = 200) -> None:
+        import http.server
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append((self.path, self.headers.get("Authorization")))
+                body = b"BusyWorkers: 1\nIdleWorkers: 1\nScoreboard: W_\n"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.port = self.server.server_port
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def basic(user, password):
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("fmt", ["tab", "text", "influx", "prometheus", "collectd"])
+def test_url_credentials_are_used_for_basic_auth_and_never_shown(tmp_path, fmt):
+    server = AuthServer()
+    try:
+        conf = tmp_path / "c.conf"
+        conf.write_text(f"url = http://mon:S3%40cret@127.0.0.1:{server.port}/server-status"
+                        "?auto\n")
+        proc = run_exporter("--config", str(conf), "--no-processes", "--format", fmt)
+        assert proc.returncode == 0, proc.stderr
+        assert server.seen and all(h == basic("mon", "S3@cret") for _, h in server.seen)
+        assert {p for p, _ in server.seen} <= {"/server-status?auto", "/server-status"}
+        assert "S3" not in proc.stdout + proc.stderr
+        assert "mon:" not in proc.stdout + proc.stderr and "@127" not in proc.stdout
+    finally:
+        server.close()
+
+
+def test_url_credentials_are_redacted_in_error_lines(tmp_path):
+    server = AuthServer(status=401)
+    try:
+        conf = tmp_path / "c.conf"
+        conf.write_text(f"url = http://mon:S3cret@127.0.0.1:{server.port}/server-status\n")
+        proc = run_exporter("--config", str(conf), "--no-processes", "--format", "text")
+        assert proc.returncode == 0
+        assert "HTTP 401" in one_error_line(proc)
+        assert "S3cret" not in proc.stdout + proc.stderr and "mon" not in proc.stderr
+    finally:
+        server.close()
+
+
+def test_url_user_with_a_password_from_elsewhere(tmp_path):
+    server = AuthServer()
+    try:
+        url = f"http://mon@127.0.0.1:{server.port}/server-status"
+        pw = tmp_path / "pw"
+        pw.write_text("S3cret-file\n")
+        proc = run_exporter("--url", url, "--password-file", str(pw), "--no-processes")
+        assert proc.returncode == 0, proc.stderr
+        assert all(h == basic("mon", "S3cret-file") for _, h in server.seen)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--user", "other"], "names a user and --user is given too"),
+    (["--password-file", "PW"], "has a password and one is given by --password-file"),
+])
+def test_url_credentials_conflict_with_the_options(tmp_path, listener, extra, message):
+    url, hits = listener
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"url = {url.replace('://', '://mon:S3cret@')}\n")
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    extra = [str(pw) if a == "PW" else a for a in extra]
+    proc = run_exporter("--config", str(conf), *extra)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert message in line and "http://***@127.0.0.1:" in line
+    assert "S3cret" not in proc.stderr
+    assert hits == []

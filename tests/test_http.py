@@ -279,6 +279,28 @@ def test_status_url_takes_credentials_out():
     assert redact("http://h/s?a=b@c") == "http://h/s?a=b@c"
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("form", [
+    "http://localhost:{port}/server-status?auto",   # Telegraf inputs.apache urls
+    "http://127.0.0.1:{port}/server-status?auto",   # collectd apache URL (by address)
+    "http://localhost:{port}/server-status/?auto",  # apache_exporter --scrape_uri
+    "http://127.0.0.1:{port}/server-status?auto=",
+    "http://127.0.0.1:{port}/server-status?auto&refresh=5",
+    "http://127.0.0.1:{port}/server-status/",
+    "http://127.0.0.1:{port}/server-status",
+], ids=["telegraf", "collectd", "apache_exporter", "auto=", "auto&", "slash", "plain"])
+def test_every_peers_url_form_reads_both_pages(prefork, form):
+    url = form.format(port=prefork.port)
+    proc = run_exporter("--url", url, "--no-processes", "--format", "tab")
+    assert proc.returncode == 0 and proc.stderr == ""
+    values = parse_tab(proc.stdout)
+    assert values["status-response"] == "0"
+    assert int(values["total-accesses"]) > 0  # from the ?auto page
+    assert values["longest-request"].startswith("GET /server-status")  # the HTML table
+    text = run_exporter("--url", url, "--no-processes", "--format", "text").stdout
+    assert "?auto" not in text and "auto=" not in text
+
+
 @pytest.fixture(scope="module")
 def tls_apache():
     server = ApacheServer("event", wsgi=False, tls=True).start()

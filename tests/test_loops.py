@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import exporter_env
+from tests.harness.peers import NEVER_FINISHING, DripPeer
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +138,38 @@ def test_sigint_ends_the_loop_cleanly(prefork):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("mode,signum", [
+    ("--interval", signal.SIGTERM), ("--interval", signal.SIGINT), ("--execd", signal.SIGTERM),
+], ids=["interval-SIGTERM", "interval-SIGINT", "execd-SIGTERM"])
+def test_a_signal_ends_the_loop_in_the_middle_of_a_dripping_fetch(mode, signum):
+    # The peer never finishes its answer and --timeout is long: only the
+    # signal can end the fetch, and it must within a second, cleanly.
+    with DripPeer(**dict(NEVER_FINISHING)["body"]) as peer:
+        args = ["--url", peer.url, "--format", "influx", "--no-processes", "--timeout", "60",
+                mode] + (["5"] if mode == "--interval" else [])
+        proc = spawn(*args)
+        try:
+            if mode == "--execd":
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            assert peer.requested.wait(10), "the exporter never asked"
+            sent = peer.sent
+            deadline = time.monotonic() + 5
+            while peer.sent < sent + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # in the middle of the body now
+            assert proc.poll() is None
+            started = time.monotonic()
+            proc.send_signal(signum)
+            code, err = finish(proc, timeout=5)
+            assert time.monotonic() - started < 1.0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert proc.lines.get(timeout=5) is None  # no half batch was written
 
 
 def test_collectd_interval_from_environment_and_stdin_closed(prefork):
