@@ -140,14 +140,16 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                         "message' so Telegraf logs each at its level")
     t = p.add_argument_group("target (where the status page is)")
     t.add_argument("--url", "--scrape_uri", dest="url", action="append", metavar="URL",
-                   help="mod_status page, e.g. http://127.0.0.1/server-status (?auto is "
-                        "derived from it); repeat for several Apache instances; default: "
+                   help="mod_status page, e.g. http://127.0.0.1/server-status (or its ?auto "
+                        "form: both pages are derived from it; USER:PASSWORD@ in it is used "
+                        "for basic auth); repeat for several Apache instances; default: "
                         "from the Listen directives of --ports-config")
     t.add_argument("--ports-config", metavar="PATH",
                    help="Apache config with Listen directives, used when no --url is given "
                         "(default: /etc/apache2/ports.conf, else /etc/httpd/conf/httpd.conf)")
     t.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="TIMESPAN",
-                   help="give up on an HTTP request after this long (e.g. 5, 2.5s)")
+                   help="deadline for the whole fetch of one target, both pages (e.g. 5, "
+                        "2.5s)")
     t.add_argument("--max-response-size", type=_size, default=16 * 1024 * 1024, metavar="SIZE",
                    help="refuse answers larger than this (e.g. 16M)")
     t.add_argument("--user", metavar="NAME", help="HTTP basic auth user")
