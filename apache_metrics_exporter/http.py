@@ -91,12 +91,11 @@ def status_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
 def redact(url: str) -> str:
     """``url`` with any ``user:password@`` shown as ``***@`` (for messages)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    if not sep or "@" not in netloc:
         return url
-    netloc, slash, path = rest.partition("/")
-    if "@" not in netloc:
-        return url
-    return f"{scheme}://***@{netloc.rpartition('@')[2]}{slash}{path}"
+    return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
 
 
 def host_port(url: str) -> tuple:

@@ -256,6 +256,20 @@ def test_auto_url():
     assert Target("http://h/s/?auto&refresh=5").auto_url == "http://h/s/?refresh=5&auto"
 
 
+def test_control_characters_from_the_peer_never_reach_stderr_or_the_summary(raw):
+    server = raw(b"HTTP/1.1 302 Found\x1b]0;owned\x07\x9b2J\rX\r\nLocation: https://x/a\r\n"
+                 b" apache-metrics-exporter: error: forged\r\nContent-Length: 0\r\n\r\n")
+    for fmt in ("tab", "text"):
+        proc = run_exporter("--url", server.url, "--no-processes", "--format", fmt)
+        assert proc.returncode == 0
+        (line,) = proc.stderr.splitlines()
+        assert "HTTP 302 Found\\x1b]0;owned\\x07\\x9b2J\\rX" in line
+        assert "https://x/a\\r\\n apache-metrics-exporter: error: forged" in line
+        for text in (proc.stderr, proc.stdout):
+            assert not any(c < " " and c not in "\t\n" or "\x7f" <= c <= "\x9f"
+                           for c in text), repr(text)
+
+
 @pytest.mark.parametrize("given,html", [
     # Telegraf's urls, collectd's URL, apache_exporter's --scrape_uri
     ("http://localhost/server-status?auto", "http://localhost/server-status"),
@@ -277,6 +291,9 @@ def test_status_url_takes_credentials_out():
     assert status_url("http://mon@[::1]/s") == ("http://[::1]/s", "mon", None)
     assert redact("http://mon:pw@h/s") == "http://***@h/s"
     assert redact("http://h/s?a=b@c") == "http://h/s?a=b@c"
+    assert redact("http://h?a=b@c") == "http://h?a=b@c"
+    assert redact("http://u:p@h?a=b@c") == "http://***@h?a=b@c"
+    assert redact("http://u:p@w@h:1") == "http://***@h:1"
 
 
 @pytest.mark.integration
