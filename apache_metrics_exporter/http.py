@@ -124,7 +124,11 @@ def parse_header(text: str) -> Tuple[str, str]:
     name, sep, value = text.partition(":")
     name = name.strip()
     if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value:
-        raise UsageError(f"--header {text!r}: expected NAME:VALUE, e.g. 'Host: www.example.org'")
+        # The value may be a credential (Authorization: ...): name the header
+        # by its first word only.
+        first = (text.split() or [""])[0].partition(":")[0][:40]
+        raise UsageError(f"--header {first!r}...: expected NAME:VALUE on one line, e.g. "
+                         "'Host: www.example.org' (the value is not shown)")
     return name, value.strip()
 
 

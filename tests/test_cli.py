@@ -63,6 +63,8 @@ def test_version_and_help():
     (["--format", "xml"], "--format"),
     (["--max-response-size", "lots"], "--max-response-size"),
     (["--header", "NoColonHere"], "--header"),
+    (["--header", "Authorization Basic hunter2"], "--header 'Authorization'..."),
+    (["--header", "Authorization: Basic\nhunter2"], "--header 'Authorization'..."),
     (["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
     (["--password-file", "/nonexistent/pw"], "--password-file"),
     (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
