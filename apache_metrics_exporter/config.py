@@ -221,7 +221,8 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
             raise UsageError(f"{secret} on the command line is visible to every user in "
                              f"ps; use {secret}-file, '{key} = ...' in the config file or "
                              f"{ENV_PREFIX}{key.upper().replace('-', '_')}")
-    for url in _option_values(cli, "--url"):
+    url_options = [o for a in parser._actions if a.dest == "url" for o in a.option_strings]
+    for url in (u for o in url_options for u in _option_values(cli, o)):
         if "@" in url and status_url(url)[2] is not None:
             raise UsageError(f"--url {redact(url)!r}: a password on the command line is "
                              "visible to every user in ps; put 'url = ...' in the config "

@@ -263,6 +263,15 @@ class Fetcher:
     """Fetches pages of one target, keeping the connection open between requests."""
 
     def __init__(self, target: Target) -> None:
+        # config.targets() gives URLs in this form already; a Target made
+        # elsewhere (a probe, a test) is brought to it here, so that the HTML
+        # page is never fetched from an ?auto URL and no credentials stay in
+        # the URL that snapshots and messages show.
+        url, user, password = status_url(target.url)
+        if url != target.url:
+            if user is not None and target.user is None:
+                target = target._replace(user=user, password=password)
+            target = target._replace(url=url)
         self.target = target
         self._https = urlsplit(target.url).scheme == "https"
         self.host, self.port = host_port(target.url)

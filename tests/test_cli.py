@@ -75,6 +75,7 @@ def test_version_and_help():
     (["--url", "http://mon:hunter2@127.0.0.1/x"], "'http://***@127.0.0.1/x': a password on "
                                                   "the command line"),
     (["--url=http://mon:hunter2@127.0.0.1/x"], "a password on the command line"),
+    (["--scrape_uri", "http://mon:hunter2@127.0.0.1/x?auto"], "a password on the command"),
     (["--password", "hunter2"], "--password on the command line"),
     (["--password=hunter2"], "--password on the command line"),
     (["--url", "http://127.0.0.1/x", "--url", "http://127.0.0.2/x"], "one Apache only"),

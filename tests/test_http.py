@@ -308,6 +308,14 @@ def test_status_url_derives_the_html_page(given, html):
     assert status_url(given) == (html, None, None)
 
 
+def test_a_fetcher_brings_any_target_to_that_form():
+    fetcher = Fetcher(Target("http://mon:pw@127.0.0.1:81/server-status/?auto"))
+    assert fetcher.target.url == "http://127.0.0.1:81/server-status/"
+    assert fetcher.target.auto_url == "http://127.0.0.1:81/server-status/?auto"
+    assert (fetcher.target.user, fetcher.target.password) == ("mon", "pw")
+    assert (fetcher.host, fetcher.port) == ("127.0.0.1", 81)
+
+
 def test_status_url_takes_credentials_out():
     assert status_url("http://mon:s%40cret:x@h:81/s?auto") == ("http://h:81/s", "mon",
                                                                "s@cret:x")
