@@ -157,7 +157,7 @@ def test_apache_hung_process_memory_still_reported(own_apache):
     finally:
         for p in [parent, *kids]:
             p.resume()
-    values = assert_down_file(proc, r"no answer from .* within 1 s \(--timeout\)")
+    values = assert_down_file(proc, r"no complete answer from .* within 1 s \(--timeout\)")
     assert int(values["memory-usage native count"]) >= 1
     assert values["memory-usage example count"] == "2"
 
