@@ -327,7 +327,11 @@ class Fetcher:
     @contextmanager
     def deadline(self) -> Iterator[None]:
         """One ``--timeout`` for every page fetched inside the block (a target's
-        whole fetch); outside such a block each get() has its own."""
+        whole fetch); outside such a block each get() has its own. A nested
+        block keeps the outer deadline."""
+        if self._shared_deadline:
+            yield
+            return
         self._clock.deadline = time.monotonic() + self.target.timeout
         self._shared_deadline = True
         try:
