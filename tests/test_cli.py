@@ -338,3 +338,15 @@ def test_url_credentials_conflict_with_the_options(tmp_path, listener, extra, me
     assert message in line and "http://***@127.0.0.1:" in line
     assert "S3cret" not in proc.stderr
     assert hits == []
+
+
+@pytest.mark.parametrize("style,prefix", [("plain", "prog: error: "), ("telegraf", "E! [prog] ")])
+def test_every_log_line_is_one_line_without_control_characters(capsys, style, prefix):
+    from apache_metrics_exporter.log import Logger
+
+    logger = Logger()
+    logger.setup(0, 0, "prog", style)
+    logger.error("reason %s", "OK\x1b[2J\rX\r\nprog: error: forged\x00\x7f\x85\x9b\u2028end\tz")
+    err = capsys.readouterr().err
+    assert err == (prefix + "reason OK\\x1b[2J\\rX\\r\\nprog: error: forged\\x00\\x7f\\x85"
+                   "\\x9b\\u2028end\\tz\n")
