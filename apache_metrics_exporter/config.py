@@ -76,15 +76,7 @@ class _Parser(configargparse.ArgParser):
     well be ``pasword``."""
 
     def error(self, message: str):  # noqa: ANN201 - argparse's signature
-        if message.startswith("Unexpected line "):
-            # configargparse quotes the whole line of a config file it cannot
-            # read (counting from 0): say where it is, not what it says.
-            number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(
-                " in ")
-            if number.isdigit():
-                message = (f"config file {path}, line {int(number) + 1}: expected "
-                           "'key = value' (the line is not shown)")
-        raise UsageError(f"{message} (see --help)")
+        raise UsageError(f"{_without_values(message)} (see --help)")
 
     def parse_args(self, args=None, namespace=None, **kwargs):  # noqa: ANN001,ANN201
         """configargparse's parse_args, with unknown options named without values."""
@@ -118,6 +110,27 @@ class _Parser(configargparse.ArgParser):
         if strays:
             parts.append(f"{strays} unexpected argument{'s' if strays > 1 else ''}")
         return "; ".join(parts)
+
+
+def _without_values(message: str) -> str:
+    """configargparse's messages about config file content, without the content:
+    the line or value it quotes may be a password."""
+    if message.startswith("Unexpected line "):
+        # "Unexpected line N in PATH: LINE", N counting from 0
+        number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(" in ")
+        if number.isdigit():
+            return (f"config file {path}, line {int(number) + 1}: expected 'key = value' "
+                    "(the line is not shown)")
+        return "a config file has a line that is not 'key = value' (the line is not shown)"
+    if message.startswith("Unexpected value for "):
+        # "Unexpected value for KEY: 'VALUE'. Expecting 'true', ..."
+        key = message[len("Unexpected value for "):].partition(":")[0]
+        return (f"config key {key!r}: expected true, false, yes, no, on, off, 1 or 0 (the "
+                "value is not shown)")
+    if " can't be set to a list " in message:
+        key = message.partition(" can't be set to a list ")[0]
+        return f"config key {key!r} takes one value, not a list (the value is not shown)"
+    return message
 
 
 def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:

@@ -218,13 +218,18 @@ def test_mistyped_config_key_is_named_without_its_value(tmp_path, listener):
     assert hits == []
 
 
-def test_unreadable_config_line_is_located_not_quoted(tmp_path, listener):
+@pytest.mark.parametrize("content,message", [
+    ("# monitoring\n=S3cret-line\n", "config file {conf}, line 2: expected 'key = value'"),
+    ("insecure = S3cret\n", "config key 'insecure': expected true, false"),
+    ("password = [S3cret, S3cret2]\n", "config key 'password' takes one value, not a list"),
+])
+def test_config_content_is_located_not_quoted(tmp_path, listener, content, message):
     url, hits = listener
     conf = tmp_path / "exporter.conf"
-    conf.write_text("# monitoring\n=S3cret-line\n")
-    proc = run_exporter("--url", url, "--config", str(conf))
+    conf.write_text(content)
+    proc = run_exporter("--url", url, "--user", "mon", "--config", str(conf))
     assert proc.returncode == 2
-    assert f"config file {conf}, line 2" in one_error_line(proc)
+    assert message.format(conf=conf) in one_error_line(proc)
     assert "S3cret" not in proc.stderr
     assert hits == []
 
