@@ -118,7 +118,9 @@ def test_interval_survives_apache_stop_and_start(own_apache):
         assert code == 0
         assert "Traceback" not in err
         errors = [line for line in err.splitlines() if ": error: " in line]
-        assert errors and all("refused" in e for e in errors)
+        # While Apache stops, a connection it had already accepted is reset.
+        assert errors and all("refused" in e or "closed the connection" in e for e in errors)
+        assert any("refused" in e for e in errors)
     finally:
         if proc.poll() is None:
             proc.kill()
