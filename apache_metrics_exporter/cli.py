@@ -317,24 +317,21 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
           stopper: Optional[Stopper] = None) -> None:
     """Collect every target once and write one batch (raises OutputError).
 
-    Each target's fetch (both pages) is bounded by one --timeout. With a
-    stopper, a stop signal cuts the collection short (_Stop); the writing of
-    a collected batch is always finished.
+    Targets are collected concurrently, each fetch (both pages) bounded by
+    one --timeout. With a stopper, a stop signal cuts the collection short
+    (_Stop); the writing of a collected batch is always finished.
     """
     from apache_metrics_exporter.output import write_atomic
-    from apache_metrics_exporter.snapshot import collect, state_samples
+    from apache_metrics_exporter.snapshot import collect_all, state_samples
 
-    snapshots = []
     extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
-    for fetcher in fetchers:
-        with fetcher.deadline():
-            if stopper is None:
-                snap = collect(fetcher, options)
-            else:
-                snap = stopper.blocking(collect, fetcher, options)
+    if stopper is None:
+        snapshots = collect_all(fetchers, options)
+    else:
+        snapshots = stopper.blocking(collect_all, fetchers, options)
+    for snap in snapshots:
         snap.samples.extend(extra)
         report(snap)
-        snapshots.append(snap)
     text = writer.render(snapshots, args)
     if sink is not None:
         sink.send(text, snapshots)

@@ -33,15 +33,14 @@ from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Optional, Sequence, Tuple
 
     from apache_metrics_exporter.http import Target
-    from apache_metrics_exporter.snapshot import Options, Snapshot
+    from apache_metrics_exporter.snapshot import Options
 
 DEFAULT_PORT = 9117
 MAX_SCRAPES = 8
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-JOIN_MARGIN = 2.0  # seconds past --timeout before a target thread is given up
 
 
 def parse_listen(text: str) -> Tuple[str, int]:
@@ -78,6 +77,14 @@ class Endpoint:
     def probe_target(self, url: str) -> Optional[Target]:
         """The configured target for ``url``, a new one if a --probe-allow
         pattern admits it, None when it is refused."""
+        from apache_metrics_exporter.http import status_url
+
+        try:
+            url, user, password = status_url(url)  # the form configured targets have
+        except (UsageError, ValueError):
+            return None
+        if user is not None or password is not None:
+            return None  # credentials come from the options, never from a scraper
         for t in self.targets:
             if t.url == url:
                 return t
@@ -89,16 +96,20 @@ class Endpoint:
             check_url(url)
         except UsageError:
             return None
-        if urlsplit(url).username is not None:
-            return None  # credentials come from the options, never from a scraper
         return self.targets[0]._replace(url=url) if self.targets else None
 
     def scrape(self, targets: Sequence[Target]) -> str:
         """One exposition for these targets (never raises for a bad target)."""
-        from apache_metrics_exporter.snapshot import Sample, state_samples
+        from apache_metrics_exporter.http import Fetcher
+        from apache_metrics_exporter.snapshot import Sample, collect_all, state_samples
 
         t0 = time.perf_counter()
-        snaps = collect_all(targets, self.options)
+        fetchers = [Fetcher(t) for t in targets]
+        try:
+            snaps = collect_all(fetchers, self.options)
+        finally:
+            for fetcher in fetchers:
+                fetcher.close()
         extra = state_samples(self.args.spool_dir, self.args.spool_max_bytes,
                               self.args.state_file)
         from apache_metrics_exporter.cli import report
@@ -113,41 +124,6 @@ class Endpoint:
         own = [Sample(BY_NAME["scrape_failures_total"], total),
                Sample(BY_NAME["scrape_duration_seconds"], round(time.perf_counter() - t0, 6))]
         return self.writer.render(snaps, self.args, own)
-
-
-def collect_all(targets: Sequence[Target], options: Options) -> List[Snapshot]:
-    """Every target at once, each in its own thread with its own connection; a
-    target still running ``--timeout`` + a margin later is reported down."""
-    from apache_metrics_exporter.http import Fetcher
-    from apache_metrics_exporter.processes import EMPTY_SCAN
-    from apache_metrics_exporter.snapshot import build, collect
-
-    results: List[Optional[Snapshot]] = [None] * len(targets)
-
-    def run(i: int, target: Target) -> None:
-        fetcher = Fetcher(target)
-        try:
-            results[i] = collect(fetcher, options)
-        finally:
-            fetcher.close()
-
-    started = time.time()
-    threads = [threading.Thread(target=run, args=(i, t), daemon=True)
-               for i, t in enumerate(targets)]
-    for th in threads:
-        th.start()
-    deadline = time.monotonic() + max(t.timeout for t in targets) + JOIN_MARGIN
-    for th in threads:
-        th.join(max(0.0, deadline - time.monotonic()))
-    out = []
-    for i, target in enumerate(targets):
-        snap = results[i]
-        if snap is None:
-            snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,
-                         error=f"no answer from {target.url} within {target.timeout:g} s "
-                               "(--timeout)")
-        out.append(snap)
-    return out
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -13,7 +13,7 @@ from collections import namedtuple
 
 from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS
 from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.http import Fetcher
+from apache_metrics_exporter.http import Fetcher, redact
 from apache_metrics_exporter.processes import (
     EMPTY_SCAN,
     ProcessScan,
@@ -122,6 +122,49 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
             processes = scan(parent.pid, options.exe_names, options.memory)
     return build(url, started, auto, workers, event, processes, options, error, warnings,
                  duration=time.perf_counter() - t0)
+
+
+JOIN_MARGIN = 1.0  # seconds past --timeout before a target is given up as late
+
+
+def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[Snapshot]:
+    """Every target at once, each bounded by one --timeout for its whole fetch;
+    the batch ends within the longest --timeout plus a small margin whatever
+    the targets do. A target still running then is reported down, and its
+    fetcher is replaced in ``fetchers`` (the late one keeps its connection
+    until it gives up), so a loop's next batch starts clean."""
+    def one(fetcher: Fetcher) -> Snapshot:
+        with fetcher.deadline():
+            return collect(fetcher, options)
+
+    if len(fetchers) == 1:
+        return [one(fetchers[0])]
+    import threading
+
+    results: List[Optional[Snapshot]] = [None] * len(fetchers)
+
+    def run(i: int) -> None:
+        results[i] = one(fetchers[i])
+
+    started = time.time()
+    threads = [threading.Thread(target=run, args=(i,), name=f"collect-{i}", daemon=True)
+               for i in range(len(fetchers))]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + max(f.target.timeout for f in fetchers) + JOIN_MARGIN
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    out = []
+    for i, fetcher in enumerate(fetchers):
+        snap = results[i]
+        if snap is None:
+            target = fetcher.target
+            snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,
+                         error=f"no complete answer from {redact(target.url)} within "
+                               f"{target.timeout:g} s (--timeout)")
+            fetchers[i] = Fetcher(target)
+        out.append(snap)
+    return out
 
 
 def build(url: str, started: float, auto: Optional[AutoPage],
