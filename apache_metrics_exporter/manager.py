@@ -372,7 +372,7 @@ def _first_url(ports_config: Optional[str]) -> str:
     return discover_urls(ports_config)[0]
 
 
-def check(steps: List[Tuple[str, List[str]]], s: Settings) -> List[Tuple[str, List[str]]]:
+def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
     """Validate every run before any of them starts, as the new commands see
     it (their config file and environment included): the first Listen line
     as the URL when none is configured, as apache-manager did; no loop
@@ -384,10 +384,6 @@ def check(steps: List[Tuple[str, List[str]]], s: Settings) -> List[Tuple[str, Li
     for command, argv in steps:
         parser = cli.build_reaper_parser() if command == "reaper" else cli.build_parser()
         args = config.parse(parser, argv)
-        if not args.url:
-            if url is None:
-                url = _first_url(args.ports_config)
-            argv = ["--url", url] + argv
         if command == "reaper":
             if not (args.max_memory_active or args.max_memory_idle or args.max_time
                     or args.max_memory_wsgi):
@@ -405,6 +401,10 @@ def check(steps: List[Tuple[str, List[str]]], s: Settings) -> List[Tuple[str, Li
                     + ", ".join(loops) + " is set in apache-metrics-exporter's config "
                     "file or environment; keep long-running settings on the "
                     "long-running command's own command line")
+        if not args.url:
+            if url is None:
+                url = _first_url(args.ports_config)
+            argv = ["--url", url] + argv
         out.append((command, argv))
     return out
 
@@ -425,7 +425,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_OK
         log.setup(1 + s.verbose, s.quiet, PROG)
         os.environ.pop("COLLECTD_INTERVAL", None)  # never a loop, whoever runs us
-        steps = check(plan(s), s)
+        steps = check(plan(s))
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
