@@ -348,7 +348,9 @@ def plan(s: Settings) -> List[Tuple[str, List[str]]]:
         steps.append(("collector", common + _hanging(s) + ["--watch", WATCH_INTERVAL,
                                                            "--output", "-"]))
     if "discovery" in s.actions:
-        steps.append(("collector", common + ["--format", "zabbix-discovery",
+        # Zabbix agents take stderr into the value: warnings would spoil the
+        # JSON of an existing "apache-manager -z" UserParameter. Errors only.
+        steps.append(("collector", common + ["-q", "--format", "zabbix-discovery",
                                              "--output", "-"]))
     if "collect" in s.actions:
         if s.dry_run and s.data_file != "-":
