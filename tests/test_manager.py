@@ -546,3 +546,52 @@ def test_dry_run_kill_selects_the_same_workers(side_by_side):
     assert picked_ours == picked_theirs, theirs.stderr + "\n" + ours.stderr
     # Nothing was killed by either.
     assert psutil.pid_exists(native) and psutil.pid_exists(daemon)
+
+
+# ---------------------------------------------------------------------------
+# docs/migration.md says what works
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "migration.md"
+
+
+def _doc_blocks() -> List[str]:
+    return re.findall(r"```\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_migration_doc_lines_are_valid():
+    from apache_metrics_exporter import cli, config
+
+    blocks = _doc_blocks()
+    commands = [ln.split(" root ", 1)[1] for b in blocks for ln in b.splitlines()
+                if ln.startswith(("* ", "*/"))]
+    assert len(commands) == 4
+    for command in commands:
+        prog, *argv = command.split()
+        if prog == "apache-manager":
+            assert manager.parse_args(argv).actions
+        elif prog == "apache-metrics-exporter":
+            config.parse(cli.build_parser(), argv)
+        else:
+            assert prog == "apache-worker-reaper"
+            args = config.parse(cli.build_reaper_parser(), argv)
+            assert args.max_memory_wsgi == [(None, 300 << 20)]
+
+
+def test_migration_doc_config_files_mean_the_same(tmp_path):
+    from apache_metrics_exporter import cli, config
+
+    ini, conf = [b for b in _doc_blocks() if "max-memory-idle = 150M" in b]
+    (tmp_path / "old.ini").write_text(ini)
+    (tmp_path / "new.conf").write_text(conf)
+    old = _settings("-k", ini=str(tmp_path / "old.ini"))
+    for source in (ini, conf):  # the old INI file works as the new config file too
+        path = tmp_path / "x.conf"
+        path.write_text(source)
+        reaper = config.parse(cli.build_reaper_parser(), ["--config", str(path)])
+        assert (reaper.max_memory_active, reaper.max_memory_idle, reaper.max_time) == (
+            old.max_memory_active, old.max_memory_idle, old.max_time)
+        collector = config.parse(cli.build_parser(), ["--config", str(path)])
+        assert collector.hanging_threshold == old.hanging_threshold
+    new = config.parse(cli.build_reaper_parser(), ["--config", str(tmp_path / "new.conf")])
+    assert new.max_memory_wsgi == [(None, old.max_memory_active)]
