@@ -335,18 +335,20 @@ def test_collect_and_kill_in_one_run(own_apache, tmp_path):
 # wrapper imports it and (1) sets apache_manager.PORTS_CONF, the module
 # constant its ports_config property returns, to a ports.conf in a temporary
 # directory (the original has no URL option), (2) gives its update_dotdee
-# ConfigLoader an explicit, empty list of INI files instead of its search of
-# /etc and ~, (3) drops coloredlogs' syslog handler (messages stay on stderr),
-# and (4) narrows PID 1's apache2 children to the daemon this test started, so
-# a system Apache could never be picked. Its process discovery itself is
-# untouched: it still needs the daemonised master (a child of PID 1).
+# ConfigLoader an explicit list of INI files (AM_INI_FILES, usually none)
+# instead of its search of /etc and ~, (3) drops coloredlogs' syslog handler
+# (messages stay on stderr), and (4) narrows PID 1's apache2 children to the
+# daemon this test started, so a system Apache could never be picked. Its
+# process discovery itself is untouched: it still needs the daemonised master
+# (a child of PID 1).
 WRAPPER = r'''
 import os, sys
 import apache_manager
 apache_manager.PORTS_CONF = os.environ["AM_PORTS_CONF"]
 import update_dotdee
+_ini = [f for f in os.environ.get("AM_INI_FILES", "").split(os.pathsep) if f]
 apache_manager.ConfigLoader = (
-    lambda **kw: update_dotdee.ConfigLoader(available_files=[], **kw))
+    lambda **kw: update_dotdee.ConfigLoader(available_files=_ini, **kw))
 import coloredlogs
 _install = coloredlogs.install
 def _no_syslog(*args, **kw):
@@ -414,16 +416,17 @@ class SideBySide:
         self.ports = tmp / "ports.conf"
         self.ports.write_text(f"Listen 127.0.0.1:{server.port}\n")
 
-    def run_original(self, *args: str) -> subprocess.CompletedProcess:
+    def run_original(self, *args: str, ini: str = "") -> subprocess.CompletedProcess:
         env = manager_env(AM_PORTS_CONF=str(self.ports), AM_APACHE_PID=str(self.server.proc.pid),
-                          HOME=str(self.tmp))
+                          HOME=str(self.tmp), AM_INI_FILES=ini)
         return subprocess.run([*self.original, *args], capture_output=True, text=True,
                               timeout=120, env=env)
 
-    def run_ours(self, *args: str) -> subprocess.CompletedProcess:
+    def run_ours(self, *args: str, ini: str = "") -> subprocess.CompletedProcess:
         # The same ports.conf: ours finds the URL the way the original did.
         return run_manager(*args, "--ports-config", str(self.ports), "--state-file",
-                           str(self.tmp / "state.json"), env=manager_env(HOME=str(self.tmp)))
+                           str(self.tmp / "state.json"),
+                           env=manager_env(HOME=str(self.tmp), **{manager.INI_ENV: ini}))
 
 
 @pytest.fixture
@@ -524,15 +527,22 @@ def _slow_request(server, seconds: float) -> threading.Thread:
 
 
 @pytest.mark.integration
-def test_dry_run_kill_selects_the_same_workers(side_by_side):
+@pytest.mark.parametrize("where", ["command line", "INI file"])
+def test_dry_run_kill_selects_the_same_workers(side_by_side, where):
     server = side_by_side.server
     native = _hog(server, "/embedded", 48)   # a native worker, idle afterwards
     daemon = _hog(server, "/daemon", 48)     # a mod_wsgi daemon ("active" to the original)
     _slow_request(server, 40)                # a native worker busy for 40 s
     time.sleep(7)
-    thresholds = ("--max-memory-active=32M", "--max-memory-idle=32M", "--max-time=5s")
-    theirs = side_by_side.run_original("--dry-run", "--kill-workers", *thresholds)
-    ours = side_by_side.run_ours("--dry-run", "--kill-workers", *thresholds)
+    thresholds: tuple = ("--max-memory-active=32M", "--max-memory-idle=32M", "--max-time=5s")
+    ini = ""
+    if where == "INI file":
+        path = side_by_side.tmp / "apache-manager.ini"
+        path.write_text("[apache-manager]\nmax-memory-active = 32M\nmax-memory-idle = 32 MB\n"
+                        "worker-timeout = 5 seconds\n")
+        thresholds, ini = (), str(path)
+    theirs = side_by_side.run_original("--dry-run", "--kill-workers", *thresholds, ini=ini)
+    ours = side_by_side.run_ours("--dry-run", "--kill-workers", *thresholds, ini=ini)
     assert theirs.returncode == 0, theirs.stderr
     assert ours.returncode == 0, ours.stderr
     picked_theirs = {int(p) for p in re.findall(
@@ -546,6 +556,14 @@ def test_dry_run_kill_selects_the_same_workers(side_by_side):
     assert picked_ours == picked_theirs, theirs.stderr + "\n" + ours.stderr
     # Nothing was killed by either.
     assert psutil.pid_exists(native) and psutil.pid_exists(daemon)
+    # The slow request (and an earlier test's, still running) is hanging by
+    # -T 5s in both metrics files, and by neither with the default 5 minutes.
+    for hanging in (("-T", "5s"), ()):
+        theirs = side_by_side.run_original("-c", "-f", "-", *hanging)
+        ours = side_by_side.run_ours("-c", "-f", "-", *hanging)
+        count = int(parse_tab(theirs.stdout)["workers-hanging"])
+        assert count >= 1 if hanging else count == 0
+        assert parse_tab(ours.stdout)["workers-hanging"] == str(count)
 
 
 # ---------------------------------------------------------------------------
