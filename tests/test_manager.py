@@ -37,6 +37,7 @@ from apache_metrics_exporter.errors import UsageError
 from tests.conftest import exporter_env, parse_tab, sections
 from tests.harness.apache import WSGI_GROUP, free_port
 from tests.harness.daemon import DaemonApacheServer
+from tests.test_human import Tmux
 
 ORIGINAL_VERSION = "2.2"
 
@@ -326,6 +327,36 @@ def test_collect_and_kill_in_one_run(own_apache, tmp_path):
     values = parse_tab(out.read_text())
     assert values["workers-killed-active"] == "1" and values["workers-killed-idle"] == "0"
     assert values["reaper-kills-total wsgi"] == "1"
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux missing")
+    term = Tmux(120, 40, tmp_path)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+@pytest.mark.integration
+def test_watch_and_summary_in_a_real_terminal(prefork, terminal):
+    import shlex
+
+    term = terminal
+    term.wait_for("PROMPT$")
+    run = " ".join(shlex.quote(a) for a in (
+        sys.executable, "-m", "apache_metrics_exporter.manager", "--url", prefork.status_url))
+    term.type(f"{manager.INI_ENV}= {run} -w")
+    term.wait_for("sorted by memory")
+    term.type("q", enter=False)
+    term.wait_for_count("PROMPT$", 2)
+    # No action: the human summary, as the original printed it on a terminal.
+    term.type(f"{manager.INI_ENV}= {run} 2>/dev/null; echo DO\"\"NE")
+    shown = term.wait_for("\nDONE")
+    assert "native" in shown and "# Global Apache server metrics." not in shown
+    assert "Traceback" not in shown
 
 
 # ---------------------------------------------------------------------------
