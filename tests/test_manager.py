@@ -235,6 +235,17 @@ def test_loop_settings_from_the_environment_are_refused(tmp_path):
     assert not (tmp_path / "m.txt").exists()
 
 
+def test_output_that_cannot_be_written_fails_the_cron_job(tmp_path):
+    # stdout on /dev/full (opened by us, written in place: never replaced).
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "apache_metrics_exporter.manager", "-c", "-f", "-", "--url",
+             f"http://127.0.0.1:{free_port()}/server-status", "--state-file",
+             str(tmp_path / "state.json")],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=manager_env(), timeout=60)
+    assert proc.returncode == 1 and "cannot write to standard output" in proc.stderr
+
+
 def test_kill_without_thresholds_does_nothing_like_the_original():
     proc = run_manager("-k", "--url", "http://127.0.0.1:9/server-status")
     assert proc.returncode == 0
