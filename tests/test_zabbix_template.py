@@ -54,9 +54,14 @@ def items() -> List[dict]:
     return template()["items"]
 
 
-def prototypes() -> List[dict]:
-    (rule,) = template()["discovery_rules"]
-    return rule["item_prototypes"]
+def rules() -> Dict[str, dict]:
+    return {r["key"]: r for r in template()["discovery_rules"]}
+
+
+def prototypes(rule: str = "") -> List[dict]:
+    """Item prototypes of one discovery rule (by key), or of all."""
+    return [p for key, r in rules().items() if rule in ("", key)
+            for p in r["item_prototypes"]]
 
 
 def all_triggers() -> List[dict]:
@@ -120,8 +125,11 @@ def test_template_has_what_the_issue_asks_for():
                      "status-response", "workers-hanging", "workers-killed-active",
                      "workers-killed-idle"):
         assert f"apache.metric[{original}]" in keys
-    assert {p["key"] for p in prototypes()} == {
+    assert {p["key"] for p in prototypes("apache.discovery")} == {
         f"apache.memory[{{#NAME}},{s}]" for s in ("count", "min", "max", "average", "median")}
+    assert {p["key"] for p in prototypes("apache.vhost.discovery")} == {
+        f"apache.labelled[{k},{{#VHOST}}]" for k in (
+            "vhost-busy-workers", "vhost-requests-in-flight", "vhost-longest-request-seconds")}
     expressions = " ".join(tr["expression"] for tr in all_triggers())
     for needle in ("apache.metric[status-response])<>0", "apache.metric[workers-hanging]",
                    "apache.memory[{#NAME},max])>{$APACHE.MEMORY.MAX:\"{#NAME}\"}",
@@ -170,8 +178,12 @@ def test_template_covers_every_key_of_the_metrics_file(live_file):
     # Every key the file has is an item ...
     assert {f"apache.metric[{k}]" for k in plain} <= keys
     assert {f"apache.labelled[{k},{lb}]" for k, lb in labelled
-            if k != "wsgi-group-name-truncated"} <= keys
-    assert {s for _g, s in memory} == {p["key"].split(",")[1].rstrip("]") for p in prototypes()}
+            if k != "wsgi-group-name-truncated" and not k.startswith("vhost-")} <= keys
+    assert {s for _g, s in memory} == {p["key"].split(",")[1].rstrip("]")
+                                       for p in prototypes("apache.discovery")}
+    # Per-vhost lines: a prototype for each of their keys.
+    assert {f"apache.labelled[{k},{{#VHOST}}]" for k, _lb in labelled
+            if k.startswith("vhost-")} == {p["key"] for p in prototypes("apache.vhost.discovery")}
     # ... and every item reads a key the file has (none would be unsupported).
     for key in keys:
         m = re.match(r"apache\.metric\[(.+)\]$", key)
@@ -232,24 +244,29 @@ def test_every_template_key_through_a_real_zabbix_agent(live_file, prefork, tmp_
     conf = agent_conf(tmp_path, live_file, prefork.status_url)
     values = dict(macros())
     values["{$APACHE.METRICS.FILE}"] = str(live_file)
-    # The discovery rule first: its groups fill the item prototypes.
-    (rule,) = template()["discovery_rules"]
-    _kind, text = agent_test(conf, rule["key"])
+    # The discovery rules first: what they find fills the item prototypes.
+    _kind, text = agent_test(conf, "apache.discovery")
     groups = [d["{#NAME}"] for d in json.loads(text)["data"]]
     assert groups[0] == "native" and len(groups) >= 2
+    _kind, text = agent_test(conf, "apache.vhost.discovery")
+    vhosts = [d["{#VHOST}"] for d in json.loads(text)]
+    assert f"127.0.0.1:{prefork.port}" in vhosts
     checked = 0
     for it in items():
         key = expand(it["key"], values)
         _kind, value = agent_test(conf, key)
         check_value(it.get("value_type", "UNSIGNED"), value, key)
         checked += 1
-    for group in groups:
-        for p in prototypes():
-            key = p["key"].replace("{#NAME}", group)
-            _kind, value = agent_test(conf, key)
-            check_value(p.get("value_type", "UNSIGNED"), value, key)
-            checked += 1
-    assert checked == len(items()) + len(groups) * len(prototypes())
+    for macro, found, rule in (("{#NAME}", groups, "apache.discovery"),
+                               ("{#VHOST}", vhosts, "apache.vhost.discovery")):
+        for name in found:
+            for p in prototypes(rule):
+                key = p["key"].replace(macro, name)
+                _kind, value = agent_test(conf, key)
+                check_value(p.get("value_type", "UNSIGNED"), value, key)
+                checked += 1
+    assert checked == (len(items()) + len(groups) * len(prototypes("apache.discovery"))
+                       + len(vhosts) * len(prototypes("apache.vhost.discovery")))
     # A key the file does not have gives nothing (Zabbix: not supported).
     assert agent_test(conf, "apache.metric[no-such-key]")[1] == ""
     # status-response really is 0 here, and the trigger's macro defaults are numbers.
