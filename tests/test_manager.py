@@ -216,6 +216,8 @@ def test_help_names_the_new_commands():
                  "/tmp/apache-manager.txt", "apache-manager.ini", "Exit status"):
         assert name in proc.stdout
     assert run_manager("-h").stdout == proc.stdout
+    version = run_manager("--version")
+    assert version.returncode == 0 and version.stdout.startswith("apache-manager ")
 
 
 def test_no_url_and_no_ports_conf_is_a_usage_error(tmp_path):
