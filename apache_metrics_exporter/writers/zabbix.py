@@ -1,6 +1,7 @@
 """Zabbix low-level discovery of the worker groups, as apache-manager printed it.
 
-``{"data":[{"{#NAME}":"native"},{"{#NAME}":"<mod_wsgi group>"},...]}``: the
+``{"data": [{"{#NAME}": "native"}, {"{#NAME}": "<mod_wsgi group>"}, ...]}``,
+byte for byte what apache-manager printed (json.dumps' default separators): the
 native workers first, then each mod_wsgi daemon group by name. Zabbix item
 prototypes then read ``memory-usage<TAB>{#NAME}<TAB>...`` from the tab file
 (contrib/zabbix/).
@@ -26,4 +27,4 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         raise UsageError("--format zabbix-discovery describes one Apache: give one --url")
     groups = [g for g in snapshots[0].processes.groups() if g != NATIVE_GROUP]
     data = [{"{#NAME}": name} for name in [NATIVE_GROUP, *sorted(groups)]]
-    return json.dumps({"data": data}, separators=(",", ":")) + "\n"
+    return json.dumps({"data": data}) + "\n"  # the original's exact bytes

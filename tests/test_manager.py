@@ -1,0 +1,659 @@
+"""apache-manager: the compatible front end, side by side with the real original.
+
+Three layers:
+
+- the front end alone: the original's options, size/time syntax, INI files
+  and exit statuses, and what it asks of the collector and the reaper;
+- the front end on a private Apache: metrics file, discovery, kills, Apache
+  down;
+- apache-manager 2.2 itself, from PyPI in a virtualenv this session builds,
+  run with the same arguments on the same (daemonised) private Apache: the
+  metrics files, the discovery JSON and a dry-run kill selection compared.
+
+INI files are always named through APACHE_MANAGER_INI (empty: none), so the
+machine's /etc and ~ files are never read; every output goes to a temporary
+directory (never /tmp/apache-manager.txt itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import psutil
+import pytest
+
+from apache_metrics_exporter import manager
+from apache_metrics_exporter.errors import UsageError
+from tests.conftest import exporter_env, parse_tab, sections
+from tests.harness.apache import WSGI_GROUP, free_port
+from tests.harness.daemon import DaemonApacheServer
+from tests.test_human import Tmux
+
+ORIGINAL_VERSION = "2.2"
+
+
+def manager_env(**extra: str) -> Dict[str, str]:
+    """No APACHE_METRICS_* settings, no INI file unless a test names one."""
+    env = exporter_env(**{manager.INI_ENV: ""})
+    env.update(extra)
+    return env
+
+
+def run_manager(*args: str, env: Dict[str, str] = None,
+                timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "apache_metrics_exporter.manager", *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env if env is not None else manager_env())
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> List[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+# ---------------------------------------------------------------------------
+# The front end alone
+
+
+@pytest.mark.parametrize("text, expected", [
+    # apache-manager read sizes with humanfriendly.parse_size(binary=True).
+    ("50K", 50 * 1024), ("42M", 42 * 1024 ** 2), ("2G", 2 * 1024 ** 3), ("300m", 300 << 20),
+    ("1.5G", int(1.5 * 1024 ** 3)), ("100", 100), ("50 KB", 50 * 1024), ("50KiB", 50 * 1024),
+    ("2 gigabytes", 2 * 1024 ** 3), ("1 MB", 1 << 20), ("10 bytes", 10), ("2T", 2 << 40),
+])
+def test_sizes_as_the_original_read_them(text, expected):
+    assert manager.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2s", 2), ("3m", 180), ("5h", 18000), ("2d", 172800), ("1w", 604800), ("90", 90),
+    ("5 minutes", 300), ("1.5h", 5400), ("500ms", 0.5), ("1y", 31449600),
+    ("1h30m", 5400),  # ours only: the original refused combinations
+])
+def test_timespans_as_the_original_read_them(text, expected):
+    assert manager.parse_timespan(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "M", "12Q", "-5M", "five"])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(ValueError):
+        manager.parse_size(text)
+
+
+def _settings(*argv: str, ini: str = "") -> manager.Settings:
+    old = os.environ.get(manager.INI_ENV)
+    os.environ[manager.INI_ENV] = ini
+    try:
+        return manager.parse_args(list(argv))
+    finally:
+        if old is None:
+            del os.environ[manager.INI_ENV]
+        else:
+            os.environ[manager.INI_ENV] = old
+
+
+def test_the_original_command_lines_plan_the_same_work():
+    s = _settings("--kill-workers", "--max-memory-active=300M", "--max-memory-idle=150M",
+                  "--max-time=2m")
+    (step,) = manager.plan(s)
+    command, argv = step
+    assert command == "reaper"
+    assert argv[argv.index("--max-memory-active") + 1] == str(300 << 20)
+    # The original held mod_wsgi daemons to the active limit: so do we.
+    assert argv[argv.index("--max-memory-wsgi") + 1] == str(300 << 20)
+    assert argv[argv.index("--max-memory-idle") + 1] == str(150 << 20)
+    assert float(argv[argv.index("--max-time") + 1]) == 120
+    assert "--dry-run" not in argv
+    # Combined actions run in the original's order whatever the command line's.
+    steps = manager.plan(_settings("-c", "-z", "-k", "-a", "1G", "-f", "-"))
+    assert [c for c, _ in steps] == ["reaper", "collector", "collector"]
+    assert "zabbix-discovery" in steps[1][1]
+    assert steps[2][1][steps[2][1].index("--format") + 1] == "tab"
+    # getopt's short clusters and unique long prefixes, as the original parsed them.
+    s = _settings("-ckn", "--collect", "-T", "90s", "--max-ss", "1m", "-qv")
+    assert s.actions == ["collect", "kill"] and s.dry_run and s.max_time == 60
+    assert s.hanging_threshold == 90 and (s.verbose, s.quiet) == (1, 1)
+
+
+def test_default_data_file_and_no_action():
+    s = _settings()
+    assert s.data_file == "/tmp/apache-manager.txt"
+    (step,) = manager.plan(s)
+    assert step[1][step[1].index("--format") + 1] == "text"
+    assert step[1][step[1].index("--output") + 1] == "-"
+    # As the original: no action with --data-file - does nothing.
+    assert manager.plan(_settings("-f", "-")) == []
+    (step,) = manager.plan(_settings("-c"))
+    assert step[1][step[1].index("--output") + 1] == "/tmp/apache-manager.txt"
+
+
+def test_dry_run_keeps_the_metrics_file_as_the_original_did():
+    steps = manager.plan(_settings("-c", "-k", "-n", "-i", "10M"))
+    assert [c for c, _ in steps] == ["reaper"] and "--dry-run" in steps[0][1]
+    steps = manager.plan(_settings("-c", "-k", "-n", "-i", "10M", "-f", "-"))
+    assert [c for c, _ in steps] == ["reaper", "collector"]
+
+
+def test_ini_files_in_order_and_the_command_line_wins(tmp_path):
+    etc = tmp_path / "etc.ini"
+    etc.write_text("[apache-manager]\nmax-memory-active = 300M\nmax-memory-idle = 150M\n"
+                   "worker-timeout = 2m\nhanging-worker-threshold = 10m\n")
+    user = tmp_path / "user.ini"
+    user.write_text("[other]\nmax-memory-idle = 1K\n[apache-manager]\nmax-memory-idle = 100M\n"
+                    "unknown-key = 1\n")
+    s = _settings("-k", "-t", "30s", ini=f"{etc}:{user}")
+    assert s.max_memory_active == 300 << 20
+    assert s.max_memory_idle == 100 << 20       # the later file wins
+    assert s.max_time == 30                     # the command line wins
+    assert s.hanging_threshold == 600
+    collect = manager.plan(_settings("-c", ini=str(etc)))[0][1]
+    assert float(collect[collect.index("-T") + 1]) == 600
+
+
+def test_ini_search_is_the_originals(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".apache-manager.d").mkdir(parents=True)
+    (home / ".config" / "apache-manager.d").mkdir(parents=True)
+    for rel in (".apache-manager.ini", ".apache-manager.d/10-b.ini",
+                ".apache-manager.d/9-a.ini", ".apache-manager.d/notes.txt",
+                ".config/apache-manager.ini", ".config/apache-manager.d/x.ini"):
+        (home / rel).write_text("[apache-manager]\n")
+    monkeypatch.delenv(manager.INI_ENV, raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    found = [f for f in manager.ini_files() if not f.startswith("/etc/")]
+    assert found == [str(home / r) for r in (
+        ".apache-manager.ini", ".apache-manager.d/9-a.ini", ".apache-manager.d/10-b.ini",
+        ".config/apache-manager.ini", ".config/apache-manager.d/x.ini")]
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert not [f for f in manager.ini_files() if ".config" in f]
+    monkeypatch.setenv(manager.INI_ENV, f"{tmp_path}/a.ini:{tmp_path}/b.ini")
+    assert manager.ini_files() == [f"{tmp_path}/a.ini", f"{tmp_path}/b.ini"]
+
+
+def test_bad_ini_values_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[apache-manager]\nmax-memory-idle = lots\n")
+    with pytest.raises(UsageError, match=r"bad\.ini: \[apache-manager\] max-memory-idle"):
+        _settings("-k", ini=str(bad))
+    broken = tmp_path / "broken.ini"
+    broken.write_text("max-memory-idle = 1M\n")  # no section header
+    proc = run_manager("-k", "-i", "1M", env=manager_env(**{manager.INI_ENV: str(broken)}))
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = stderr_lines(proc)
+    assert line.startswith("apache-manager: error: ") and "broken.ini" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "option --bogus not recognized"),
+    (["-c", "extra"], "no positional arguments"),
+    (["-a", "12Q"], "-a expects a size"),
+    (["--max-time", "soon"], "--max-time expects a timespan"),
+    (["-f"], "option -f requires argument"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    proc = run_manager(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = stderr_lines(proc)
+    assert line.startswith("apache-manager: error: ") and message in line
+
+
+def test_help_names_the_new_commands():
+    proc = run_manager("--help")
+    assert proc.returncode == 0
+    assert "compatible front end" in proc.stdout
+    for name in ("apache-metrics-exporter", "apache-worker-reaper", "--collect-metrics",
+                 "--kill-workers", "--max-memory-active", "--zabbix-discovery",
+                 "/tmp/apache-manager.txt", "apache-manager.ini", "Exit status"):
+        assert name in proc.stdout
+    assert run_manager("-h").stdout == proc.stdout
+    version = run_manager("--version")
+    assert version.returncode == 0 and version.stdout.startswith("apache-manager ")
+
+
+def test_no_url_and_no_ports_conf_is_a_usage_error(tmp_path):
+    proc = run_manager("-c", "-f", str(tmp_path / "m.txt"), "--ports-config",
+                       str(tmp_path / "missing.conf"))
+    assert proc.returncode == 2
+    assert "missing.conf" in proc.stderr and not (tmp_path / "m.txt").exists()
+
+
+def test_loop_settings_from_the_environment_are_refused(tmp_path):
+    # apache-manager runs once per cron tick: an interval set for the
+    # long-running exporter must not turn it into a loop.
+    proc = run_manager("-c", "-f", str(tmp_path / "m.txt"), "--url",
+                       "http://127.0.0.1:9/server-status",
+                       env=manager_env(APACHE_METRICS_INTERVAL="10"))
+    assert proc.returncode == 2 and "interval" in proc.stderr
+    assert not (tmp_path / "m.txt").exists()
+
+
+def test_output_that_cannot_be_written_fails_the_cron_job(tmp_path):
+    # stdout on /dev/full (opened by us, written in place: never replaced).
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "apache_metrics_exporter.manager", "-c", "-f", "-", "--url",
+             f"http://127.0.0.1:{free_port()}/server-status", "--state-file",
+             str(tmp_path / "state.json")],
+            stdout=full, stderr=subprocess.PIPE, text=True, env=manager_env(), timeout=60)
+    assert proc.returncode == 1 and "cannot write to standard output" in proc.stderr
+
+
+def test_kill_without_thresholds_does_nothing_like_the_original():
+    proc = run_manager("-k", "--url", "http://127.0.0.1:9/server-status")
+    assert proc.returncode == 0
+    assert "without a threshold" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# The front end on a private Apache
+
+
+@pytest.mark.integration
+def test_collect_writes_the_original_file(prefork, tmp_path):
+    out = tmp_path / "apache-manager.txt"
+    state = tmp_path / "state.json"
+    proc = run_manager("--collect-metrics", "--data-file", str(out), "--url",
+                       prefork.status_url, "--state-file", str(state))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert sections(text)[:4] == ["# Global Apache server metrics.",
+                                  "# Metrics internal to apache-manager.",
+                                  "# Memory usage of native Apache worker processes.",
+                                  f"# Memory usage of {WSGI_GROUP!r} WSGI worker processes."]
+    values = parse_tab(text)
+    assert values["status-response"] == "0" and int(values["memory-usage native count"]) >= 1
+    # -f - prints the same file on stdout; -z prints the discovery.
+    proc = run_manager("-c", "-z", "-f", "-", "--url", prefork.status_url, "--state-file",
+                       str(state))
+    assert proc.returncode == 0
+    first, rest = proc.stdout.split("\n", 1)
+    assert json.loads(first)["data"][0] == {"{#NAME}": "native"}
+    assert sections(rest) == sections(text)
+
+
+@pytest.mark.integration
+def test_ports_conf_gives_the_url_as_before(prefork, tmp_path):
+    ports = tmp_path / "ports.conf"
+    ports.write_text(f"# comment\nListen 127.0.0.1:{prefork.port}\n\n<IfModule ssl_module>\n"
+                     f"\tListen 127.0.0.1:{free_port()} https\n</IfModule>\n")
+    out = tmp_path / "m.txt"
+    proc = run_manager("-c", "-f", str(out), "--ports-config", str(ports), "--state-file",
+                       str(tmp_path / "state.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert parse_tab(out.read_text())["status-response"] == "0"
+
+
+@pytest.mark.integration
+def test_apache_down_is_written_not_lost(tmp_path):
+    # The original raised and left the old file in place (status-response 1
+    # never reached monitoring); now the file says so and cron sees status 0.
+    out = tmp_path / "m.txt"
+    out.write_text("old\n")
+    proc = run_manager("-c", "-f", str(out), "--url",
+                       f"http://127.0.0.1:{free_port()}/server-status",
+                       "--state-file", str(tmp_path / "state.json"))
+    assert proc.returncode == 0
+    assert parse_tab(out.read_text())["status-response"] == "1"
+    assert len(stderr_lines(proc)) == 1 and "error" in proc.stderr
+
+
+@pytest.mark.integration
+def test_missing_data_file_directory_fails_the_cron_job(prefork, tmp_path):
+    proc = run_manager("-c", "-f", str(tmp_path / "no" / "such" / "m.txt"), "--url",
+                       prefork.status_url, "--state-file", str(tmp_path / "s.json"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def _hog(server, path: str, megabytes: int) -> int:
+    body = server.get(f"{path}?hog={megabytes}").decode()
+    return int(re.search(r"pid=(\d+)", body).group(1))
+
+
+@pytest.mark.integration
+def test_collect_and_kill_in_one_run(own_apache, tmp_path):
+    pid = _hog(own_apache, "/daemon", 64)
+    assert psutil.Process(pid).memory_info().rss > 64 << 20
+    out, state = tmp_path / "m.txt", tmp_path / "state.json"
+    ini = tmp_path / "apache-manager.ini"
+    ini.write_text("[apache-manager]\nmax-memory-active = 48M\n")
+    # A dry run first: nothing is killed, nothing counted as killed.
+    proc = run_manager("-k", "-n", "--url", own_apache.status_url, "--state-file", str(state),
+                       env=manager_env(**{manager.INI_ENV: str(ini)}))
+    assert proc.returncode == 0, proc.stderr
+    assert f"would kill mod_wsgi daemon {pid} " in proc.stderr and psutil.pid_exists(pid)
+    proc = run_manager("-c", "-k", "-f", str(out), "--url", own_apache.status_url,
+                       "--state-file", str(state),
+                       env=manager_env(**{manager.INI_ENV: str(ini)}))
+    assert proc.returncode == 0, proc.stderr
+    psutil.wait_procs([psutil.Process(pid)] if psutil.pid_exists(pid) else [], timeout=15)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    values = parse_tab(out.read_text())
+    assert values["workers-killed-active"] == "1" and values["workers-killed-idle"] == "0"
+    assert values["reaper-kills-total wsgi"] == "1"
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux missing")
+    term = Tmux(120, 40, tmp_path)
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+@pytest.mark.integration
+def test_watch_and_summary_in_a_real_terminal(prefork, terminal):
+    import shlex
+
+    term = terminal
+    term.wait_for("PROMPT$")
+    run = " ".join(shlex.quote(a) for a in (
+        sys.executable, "-m", "apache_metrics_exporter.manager", "--url", prefork.status_url))
+    term.type(f"{manager.INI_ENV}= {run} -w")
+    term.wait_for("sorted by memory")
+    term.type("q", enter=False)
+    term.wait_for_count("PROMPT$", 2)
+    # No action: the human summary, as the original printed it on a terminal.
+    term.type(f"{manager.INI_ENV}= {run} 2>/dev/null; echo DO\"\"NE")
+    shown = term.wait_for("\nDONE")
+    assert "native" in shown and "# Global Apache server metrics." not in shown
+    assert "Traceback" not in shown
+
+
+# ---------------------------------------------------------------------------
+# Side by side with apache-manager 2.2 from PyPI
+
+# How the original is pointed at the test's Apache, and only at it: a small
+# wrapper imports it and (1) sets apache_manager.PORTS_CONF, the module
+# constant its ports_config property returns, to a ports.conf in a temporary
+# directory (the original has no URL option), (2) gives its update_dotdee
+# ConfigLoader an explicit list of INI files (AM_INI_FILES, usually none)
+# instead of its search of /etc and ~, (3) drops coloredlogs' syslog handler
+# (messages stay on stderr), and (4) narrows PID 1's apache2 children to the
+# daemon this test started, so a system Apache could never be picked. Its
+# process discovery itself is untouched: it still needs the daemonised master
+# (a child of PID 1).
+WRAPPER = r'''
+import os, sys
+import apache_manager
+apache_manager.PORTS_CONF = os.environ["AM_PORTS_CONF"]
+import update_dotdee
+_ini = [f for f in os.environ.get("AM_INI_FILES", "").split(os.pathsep) if f]
+apache_manager.ConfigLoader = (
+    lambda **kw: update_dotdee.ConfigLoader(available_files=_ini, **kw))
+import coloredlogs
+_install = coloredlogs.install
+def _no_syslog(*args, **kw):
+    kw.pop("syslog", None)
+    return _install(*args, **kw)
+coloredlogs.install = _no_syslog
+import proc.apache
+_tree = proc.apache.get_process_tree
+def _only_ours(*args, **kw):
+    init = _tree(*args, **kw)
+    master = int(os.environ["AM_APACHE_PID"])
+    init.children[:] = [c for c in init.children
+                        if c.pid == master or c.exe_name != "apache2"]
+    return init
+proc.apache.get_process_tree = _only_ours
+from apache_manager.cli import main
+sys.argv[0] = "apache-manager"
+sys.exit(main())
+'''
+
+
+@pytest.fixture(scope="session")
+def original_manager():
+    """apache-manager 2.2 from PyPI in its own virtualenv (once per session)."""
+    root = Path(tempfile.mkdtemp(prefix="ame-original-"))
+    try:
+        venv = root / "venv"
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True,
+                       capture_output=True, timeout=120)
+        try:
+            pip = subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                 f"apache-manager=={ORIGINAL_VERSION}"],
+                capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip("PyPI unreachable: pip install apache-manager timed out")
+        if pip.returncode != 0:
+            tail = " ".join(pip.stderr.split()[-30:])
+            pytest.skip(f"PyPI unreachable or apache-manager {ORIGINAL_VERSION} not "
+                        f"installable: {tail}")
+        wrapper = root / "apache-manager-original.py"
+        wrapper.write_text(WRAPPER)
+        yield [str(venv / "bin" / "python"), str(wrapper)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def daemon_apache():
+    """A private prefork Apache whose parent is a child of PID 1, for the session."""
+    server = DaemonApacheServer("prefork").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class SideBySide:
+    """The original and ours, with the same arguments on the same Apache."""
+
+    def __init__(self, original: List[str], server, tmp: Path) -> None:
+        self.original = original
+        self.server = server
+        self.tmp = tmp
+        self.ports = tmp / "ports.conf"
+        self.ports.write_text(f"Listen 127.0.0.1:{server.port}\n")
+
+    def run_original(self, *args: str, ini: str = "") -> subprocess.CompletedProcess:
+        env = manager_env(AM_PORTS_CONF=str(self.ports), AM_APACHE_PID=str(self.server.proc.pid),
+                          HOME=str(self.tmp), AM_INI_FILES=ini)
+        return subprocess.run([*self.original, *args], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    def run_ours(self, *args: str, ini: str = "") -> subprocess.CompletedProcess:
+        # The same ports.conf: ours finds the URL the way the original did.
+        return run_manager(*args, "--ports-config", str(self.ports), "--state-file",
+                           str(self.tmp / "state.json"),
+                           env=manager_env(HOME=str(self.tmp), **{manager.INI_ENV: ini}))
+
+
+@pytest.fixture
+def side_by_side(original_manager, daemon_apache, tmp_path):
+    return SideBySide(original_manager, daemon_apache, tmp_path)
+
+
+def _lines(text: str) -> List[List[str]]:
+    return [ln.split("\t") for ln in text.splitlines()]
+
+
+# Values that cannot move between two runs a moment apart on an idle server.
+STABLE = ("status-response", "workers-hanging", "workers-killed-active", "workers-killed-idle",
+          "native-worker-count", "foreign-worker-count", "busy-workers", "idle-workers")
+
+
+def _compare_files(theirs: str, ours: str) -> List[str]:
+    """Differences that matter; [] when ours is a drop-in for theirs."""
+    problems = []
+    a, b = _lines(theirs), _lines(ours)
+    if len(b) < len(a):
+        return [f"ours has {len(b)} lines, the original {len(a)}"]
+    for x, y in zip(a, b):
+        if len(x) != len(y) or x[:-1] != y[:-1]:
+            problems.append(f"line {x!r} is {y!r} in ours")
+            continue
+        if len(x) == 1:
+            continue  # comment or blank line: compared whole above
+        key, va, vb = " ".join(x[:-1]), x[-1], y[-1]
+        if ("." in va) != ("." in vb):  # int vs float rendering
+            problems.append(f"{key}: {va!r} vs {vb!r} (number format)")
+        elif key in STABLE or key.endswith(" count"):
+            if va != vb:
+                problems.append(f"{key}: {va} vs {vb}")
+        elif key == "total-accesses":
+            if not 0 <= int(vb) - int(va) <= 20:
+                problems.append(f"{key}: {va} then {vb}")
+        elif key == "uptime":
+            if not 0 <= int(vb) - int(va) <= 30:
+                problems.append(f"{key}: {va} then {vb}")
+        elif key.startswith("memory-usage "):
+            if not 0.7 < float(vb) / float(va) < 1.4:
+                problems.append(f"{key}: {va} vs {vb} (RSS)")
+    if b[len(a):] and b[len(a)] != [""]:
+        problems.append("ours does not continue with a blank line before its new sections")
+    return problems
+
+
+@pytest.mark.integration
+def test_metrics_file_key_by_key(side_by_side):
+    theirs_file, ours_file = side_by_side.tmp / "theirs.txt", side_by_side.tmp / "ours.txt"
+    problems: List[str] = []
+    for _attempt in range(3):  # a worker starting between the two runs moves counts
+        p1 = side_by_side.run_original("--collect-metrics", "--data-file", str(theirs_file))
+        p2 = side_by_side.run_ours("--collect-metrics", "--data-file", str(ours_file))
+        assert p1.returncode == 0, p1.stderr
+        assert p2.returncode == 0, p2.stderr
+        theirs, ours = theirs_file.read_text(), ours_file.read_text()
+        problems = _compare_files(theirs, ours)
+        if not problems:
+            break
+        time.sleep(1)
+    assert not problems, "\n".join(problems) + "\n--- original:\n" + theirs + "--- ours:\n" + ours
+    # The original's sections are all there, in its order, each key in its order.
+    assert sections(ours)[:len(sections(theirs))] == sections(theirs)
+    assert len(sections(theirs)) >= 4  # native + at least two mod_wsgi groups
+    # -f - prints the same on stdout in both.
+    p1 = side_by_side.run_original("-c", "-f", "-")
+    p2 = side_by_side.run_ours("-c", "-f", "-")
+    assert [ln.split("\t")[:-1] for ln in p1.stdout.splitlines()] == \
+        [ln.split("\t")[:-1] for ln in p2.stdout.splitlines()[:len(p1.stdout.splitlines())]]
+
+
+@pytest.mark.integration
+def test_zabbix_discovery_is_byte_identical(side_by_side):
+    theirs = side_by_side.run_original("--zabbix-discovery")
+    ours = side_by_side.run_ours("--zabbix-discovery")
+    assert theirs.returncode == ours.returncode == 0
+    assert ours.stdout == theirs.stdout
+    # A Zabbix agent takes stderr into the value: the truncated group name's
+    # warning must not spoil an existing "apache-manager -z" UserParameter.
+    assert ours.stderr == ""
+    names = [d["{#NAME}"] for d in json.loads(ours.stdout)["data"]]
+    assert names[0] == "native" and WSGI_GROUP in names
+    assert run_manager("-z", "--url", side_by_side.server.status_url).stdout == theirs.stdout
+
+
+def _slow_request(server, seconds: float) -> threading.Thread:
+    def go() -> None:
+        try:
+            server.get(f"/embedded?sleep={seconds}", timeout=seconds + 30)
+        except OSError:
+            pass  # the worker may be killed by a later test's real kill
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["command line", "INI file"])
+def test_dry_run_kill_selects_the_same_workers(side_by_side, where):
+    server = side_by_side.server
+    native = _hog(server, "/embedded", 48)   # a native worker, idle afterwards
+    daemon = _hog(server, "/daemon", 48)     # a mod_wsgi daemon ("active" to the original)
+    _slow_request(server, 40)                # a native worker busy for 40 s
+    time.sleep(7)
+    thresholds: tuple = ("--max-memory-active=32M", "--max-memory-idle=32M", "--max-time=5s")
+    ini = ""
+    if where == "INI file":
+        path = side_by_side.tmp / "apache-manager.ini"
+        path.write_text("[apache-manager]\nmax-memory-active = 32M\nmax-memory-idle = 32 MB\n"
+                        "worker-timeout = 5 seconds\n")
+        thresholds, ini = (), str(path)
+    theirs = side_by_side.run_original("--dry-run", "--kill-workers", *thresholds, ini=ini)
+    ours = side_by_side.run_ours("--dry-run", "--kill-workers", *thresholds, ini=ini)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.returncode == 0, ours.stderr
+    picked_theirs = {int(p) for p in re.findall(
+        r"Killing (?:native|non-native|WSGI) worker (\d+)", theirs.stderr)}
+    picked_ours = {int(p) for p in re.findall(
+        r"would kill (?:native worker|mod_wsgi daemon) (\d+)", ours.stderr)}
+    # The memory hogs, and the worker serving the slow request (it may be the
+    # native hog itself: then it is over both limits, and picked once).
+    assert {native, daemon} <= picked_theirs, theirs.stderr
+    assert "sleep=40" in theirs.stderr and "sleep=40" in ours.stderr
+    assert picked_ours == picked_theirs, theirs.stderr + "\n" + ours.stderr
+    # Nothing was killed by either.
+    assert psutil.pid_exists(native) and psutil.pid_exists(daemon)
+    # The slow request (and an earlier test's, still running) is hanging by
+    # -T 5s in both metrics files, and by neither with the default 5 minutes.
+    for hanging in (("-T", "5s"), ()):
+        theirs = side_by_side.run_original("-c", "-f", "-", *hanging)
+        ours = side_by_side.run_ours("-c", "-f", "-", *hanging)
+        count = int(parse_tab(theirs.stdout)["workers-hanging"])
+        assert count >= 1 if hanging else count == 0
+        assert parse_tab(ours.stdout)["workers-hanging"] == str(count)
+
+
+# ---------------------------------------------------------------------------
+# docs/migration.md says what works
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "migration.md"
+
+
+def _doc_blocks() -> List[str]:
+    return re.findall(r"```\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_migration_doc_lines_are_valid():
+    from apache_metrics_exporter import cli, config
+
+    blocks = _doc_blocks()
+    commands = [ln.split(" root ", 1)[1] for b in blocks for ln in b.splitlines()
+                if ln.startswith(("* ", "*/"))]
+    assert len(commands) == 4
+    for command in commands:
+        prog, *argv = command.split()
+        if prog == "apache-manager":
+            assert manager.parse_args(argv).actions
+        elif prog == "apache-metrics-exporter":
+            config.parse(cli.build_parser(), argv)
+        else:
+            assert prog == "apache-worker-reaper"
+            args = config.parse(cli.build_reaper_parser(), argv)
+            assert args.max_memory_wsgi == [(None, 300 << 20)]
+
+
+def test_migration_doc_config_files_mean_the_same(tmp_path):
+    from apache_metrics_exporter import cli, config
+
+    ini, conf = [b for b in _doc_blocks() if "max-memory-idle = 150M" in b]
+    (tmp_path / "old.ini").write_text(ini)
+    (tmp_path / "new.conf").write_text(conf)
+    old = _settings("-k", ini=str(tmp_path / "old.ini"))
+    for source in (ini, conf):  # the old INI file works as the new config file too
+        path = tmp_path / "x.conf"
+        path.write_text(source)
+        reaper = config.parse(cli.build_reaper_parser(), ["--config", str(path)])
+        assert (reaper.max_memory_active, reaper.max_memory_idle, reaper.max_time) == (
+            old.max_memory_active, old.max_memory_idle, old.max_time)
+        collector = config.parse(cli.build_parser(), ["--config", str(path)])
+        assert collector.hanging_threshold == old.hanging_threshold
+    new = config.parse(cli.build_reaper_parser(), ["--config", str(tmp_path / "new.conf")])
+    assert new.max_memory_wsgi == [(None, old.max_memory_active)]
