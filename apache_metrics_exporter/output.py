@@ -1,18 +1,46 @@
-"""Writing output safely: a temp file in the same directory, fsync, rename.
+"""Writing output where the operator pointed, as ``>`` and ``install`` would.
 
-The temporary file is created with O_EXCL|O_NOFOLLOW under an unpredictable
-name (a planted file or symlink is never opened), and ``rename`` replaces the destination name
-itself, so a symlink planted at the destination is replaced, never followed.
-Readers see the old file or the new one, never half of one.
+``write_atomic(path, text)`` (``--output``) looks at what is at ``path``:
+
+- ``-``, or a descriptor of this process (``/dev/stdout``, ``/dev/fd/N``,
+  ``/proc/self/fd/N``): written to that descriptor;
+- a character or block device, a FIFO or a socket: written in place, never
+  replaced. A FIFO is opened without blocking and retried until a reader
+  comes, for at most ``SPECIAL_TIMEOUT`` seconds; writes wait for the reader
+  within the same deadline (a stalled reader cannot hang a run);
+- a symlink owned by this user or root, outside a sticky world-writable
+  directory (or owned by that directory's owner, as the kernel's
+  ``fs.protected_symlinks`` rule has it): followed, link after link; the
+  atomic write happens beside the real target, so the links stay;
+- any other symlink: not followed; it is replaced by a regular file (one
+  warning line says so);
+- a directory: an error;
+- a regular file (or nothing): a temporary file in the same directory
+  (O_EXCL|O_NOFOLLOW, an unpredictable name: a planted file or symlink is
+  never opened), fsynced and renamed over it. An existing file keeps its
+  owner and permission bits; a new one gets 0644 masked by the umask.
+  Readers see the old file or the new one, never half of one.
+
+``write_private(path, text, mode)`` is for the state and spool files: always
+the atomic replacement of the name itself (a symlink there is replaced, never
+followed), with exactly ``mode``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
+import time
 
 from apache_metrics_exporter.errors import OutputError, UsageError
+from apache_metrics_exporter.log import log
+
+SPECIAL_TIMEOUT = 10.0  # seconds to wait for a FIFO's reader (open and writes)
+MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+_warned: set = set()  # unfollowed symlinks already reported (loops say it once)
 
 
 def check_output_path(path: str) -> None:
@@ -22,42 +50,255 @@ def check_output_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"--output {path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"--output {path} is a directory; give a file name")
 
 
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` atomically; ``-`` writes to stdout."""
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to the output ``path`` (module docstring); ``-`` is stdout.
+    Raises OutputError with one line saying why and what to do."""
     data = text.encode("utf-8")
     if path == "-":
-        try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except OSError as exc:
-            # Point stdout at /dev/null so the interpreter's final flush of
-            # what is left in the buffer cannot fail again on the way out.
-            try:
-                null = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(null, sys.stdout.fileno())
-                os.close(null)
-            except OSError:
-                pass
-            raise OutputError(f"cannot write to standard output: {exc.strerror}") from None
+        _write_stdout(data)
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
+    where = _resolve(path)
+    kind = where[0]
+    if kind == "fd":
+        _write_fd(path, where[1], data)
+    elif kind == "special":
+        _write_special(path, where[1], where[2], data)
+    else:
+        _replace(path, where[1], data, where[2], None)
+
+
+def write_private(path: str, text: str, mode: int = 0o600) -> None:
+    """Replace the file ``path`` atomically with ``text``, permission bits
+    exactly ``mode``; whatever is at ``path`` (a symlink too) is replaced."""
+    _replace(path, os.path.abspath(path), text.encode("utf-8"), None, mode)
+
+
+# -- where the output goes ----------------------------------------------------
+
+def _resolve(path: str) -> tuple:
+    """("fd", N) | ("special", PATH, magic) | ("file", PATH, lstat or None)."""
+    p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    for _ in range(MAX_LINKS):
+        directory, base = os.path.split(p)
+        if base in ("", ".", ".."):
+            raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+        try:
+            dst = os.stat(directory)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {directory}: {exc.strerror}") from None
+        proc = _on_procfs(dst)
+        if proc and base.isdigit() and base.isascii() and _own_fd_dir(dst):
+            return ("fd", int(base))
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return ("file", p, None)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        mode = st.st_mode
+        if stat.S_ISLNK(mode):
+            if proc:  # /proc/PID/fd/N of another process: what the kernel opens
+                return ("special", p, True)
+            why = _distrust(st, dst, directory)
+            if why:
+                if p not in _warned:
+                    _warned.add(p)
+                    log.warning("--output %s: not following the symlink %s (%s); "
+                                "replacing it with a regular file", path, p, why)
+                return ("file", p, None)
+            try:
+                target = os.readlink(p)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {p}: {exc.strerror}") from None
+            p = os.path.join(directory, target)  # an absolute target replaces it all
+            continue
+        if stat.S_ISDIR(mode):
+            shown = path if p == path else f"{path} (-> {p})"
+            raise OutputError(f"cannot write {shown}: it is a directory; give a file name")
+        if stat.S_ISREG(mode):
+            return ("file", p, st)
+        return ("special", p, False)
+    raise OutputError(f"cannot write {path}: more than {MAX_LINKS} symlinks in a row")
+
+
+def _distrust(st: os.stat_result, dst: os.stat_result, directory: str) -> str:
+    """Why a symlink must not be followed ('' when it may be)."""
+    uid, me = st.st_uid, os.geteuid()
+    if uid not in (me, 0):
+        return f"owned by uid {uid}, neither this user nor root"
+    if (dst.st_mode & stat.S_ISVTX and dst.st_mode & stat.S_IWOTH
+            and uid not in (me, dst.st_uid)):
+        return f"owned by uid {uid} in the sticky world-writable directory {directory}"
+    return ""
+
+
+_proc: list = []  # (st_dev, st_ino) of /proc, looked up once
+
+
+def _key(name: str) -> tuple:
+    try:
+        st = os.stat(name)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino)
+
+
+def _on_procfs(st: os.stat_result) -> bool:
+    if not _proc:
+        _proc.append(_key("/proc"))
+    return bool(_proc[0]) and st.st_dev == _proc[0][0]
+
+
+def _own_fd_dir(st: os.stat_result) -> bool:
+    """Is this directory /proc/self/fd (or this thread's)?"""
+    here = (st.st_dev, st.st_ino)
+    return here == _key(f"/proc/{os.getpid()}/fd") or here == _key("/proc/thread-self/fd")
+
+
+# -- writing in place ---------------------------------------------------------
+
+def _write_stdout(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        # Point stdout at /dev/null so the interpreter's final flush of
+        # what is left in the buffer cannot fail again on the way out.
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except OSError:
+            pass
+        raise OutputError(f"cannot write to standard output: {exc.strerror}") from None
+
+
+def _write_fd(path: str, fd: int, data: bytes) -> None:
+    """A descriptor of this process, written as it is (offset, flags)."""
+    if fd == 1:
+        _write_stdout(data)
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_special(path: str, p: str, magic: bool, data: bytes) -> None:
+    """A device, FIFO or socket (or another process's descriptor), in place."""
+    deadline = time.monotonic() + SPECIAL_TIMEOUT
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    if not magic:
+        flags |= os.O_NOFOLLOW  # what lstat saw, not a symlink put there since
+    while True:
+        try:
+            fd = os.open(p, flags)
+            break
+        except OSError as exc:
+            if exc.errno == errno.ENXIO and not magic:
+                try:
+                    mode = os.lstat(p).st_mode
+                except OSError:
+                    mode = 0
+                if stat.S_ISSOCK(mode):
+                    _write_socket(path, p, data, deadline)
+                    return
+                if stat.S_ISFIFO(mode):  # no reader yet
+                    if time.monotonic() < deadline:
+                        time.sleep(0.02)
+                        continue
+                    raise OutputError(f"cannot write {path}: no process read the FIFO "
+                                      f"within {SPECIAL_TIMEOUT:g} s") from None
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if not magic:  # replaced since lstat: write nothing rather than guess
+                raise OutputError(f"cannot write {path}: it changed while being opened")
+            os.ftruncate(fd, 0)  # as '>' does
+        _write_until(path, fd, data, deadline)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _write_until(path: str, fd: int, data: bytes, deadline: float) -> None:
+    """Write everything to a non-blocking descriptor before ``deadline``."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+            continue
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OutputError(f"cannot write {path}: the reader took in nothing for "
+                              f"{SPECIAL_TIMEOUT:g} s")
+        import select
+
+        select.select([], [fd], [], min(left, 0.5))
+
+
+def _write_socket(path: str, p: str, data: bytes, deadline: float) -> None:
+    import socket
+
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        sock = socket.socket(socket.AF_UNIX, kind)
+        try:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                sock.connect(p)
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE and kind == socket.SOCK_STREAM:
+                    continue  # a datagram socket (like /dev/log)
+                raise
+            if kind == socket.SOCK_STREAM:
+                sock.sendall(data)
+            else:
+                sock.send(data)
+            return
+        except OSError as exc:
+            reason = "timed out" if isinstance(exc, socket.timeout) else exc.strerror
+            raise OutputError(f"cannot write {path}: socket {p}: {reason}") from None
+        finally:
+            sock.close()
+
+
+# -- the atomic replacement ---------------------------------------------------
+
+def _replace(path: str, p: str, data: bytes, old: os.stat_result | None,
+             mode: int | None) -> None:
+    """Temp file beside ``p``, fsync, rename over ``p``. ``old``: the file
+    replaced (its owner and permission bits are kept); ``mode``: exact bits."""
+    directory, base = os.path.split(p)
     tmp = None
     try:
-        fd, tmp = _create_temp(directory, base)
+        fd, tmp = _create_temp(directory, base, 0o644 if old is None and mode is None
+                               else 0o600)
         try:
-            os.fchmod(fd, mode)
+            if old is not None:
+                _keep_owner(fd, old)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+            elif mode is not None:
+                os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, p)
         tmp = None
         _fsync_dir(directory)
     except OSError as exc:
@@ -67,7 +308,8 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
             hint = "; free some space - the previous file was left untouched"
         elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             hint = f"; the user running this needs write access to {directory}"
-        raise OutputError(f"cannot write {path}: {reason}{hint}") from None
+        shown = path if p in (path, os.path.abspath(path)) else f"{path} (-> {p})"
+        raise OutputError(f"cannot write {shown}: {reason}{hint}") from None
     finally:
         if tmp is not None:
             try:
@@ -76,14 +318,28 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
                 pass
 
 
-def _create_temp(directory: str, base: str) -> tuple:
+def _keep_owner(fd: int, old: os.stat_result) -> None:
+    """The replaced file's owner and group, as far as this user may give them
+    (root: always; others: their own groups)."""
+    if old.st_uid == os.geteuid() and old.st_gid == os.getegid():
+        return
+    try:
+        os.fchown(fd, old.st_uid, old.st_gid)
+    except PermissionError:
+        try:
+            os.fchown(fd, -1, old.st_gid)
+        except PermissionError:
+            pass
+
+
+def _create_temp(directory: str, base: str, create_mode: int) -> tuple:
     """A new file no one else can have planted: O_CREAT|O_EXCL|O_NOFOLLOW, an
     unpredictable name (what tempfile.mkstemp does, without its import cost)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         path = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
         try:
-            return os.open(path, flags, 0o600), path
+            return os.open(path, flags, create_mode), path
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, "no unused temporary file name", directory)
