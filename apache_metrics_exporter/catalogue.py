@@ -506,6 +506,11 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        influx="apache_exporter.push_quarantined_batches",
        collectd="derive-push_quarantined_batches",
        prom='apache_push_quarantined_batches_total'),
+    _m("push_corrupt_files_total", COUNTER, "files", int,
+       "Spool files that could not be read (batches, state.json), moved aside as "
+       "NAME.corrupt-TIMESTAMP.",
+       influx="apache_exporter.push_corrupt_files", collectd="derive-push_corrupt_files",
+       prom='apache_push_corrupt_files_total'),
     _m("collection_duration_seconds", GAUGE, "seconds", float,
        "Wall time of this collection.",
        influx="apache_exporter.collection_duration_seconds",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from contextlib import contextmanager
 
@@ -24,9 +25,28 @@ def exclusive(path: str, timeout: float, holder: str, consequence: str = "is one
               on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created 0600, never through a
     symlink); wait up to ``timeout`` seconds, then raise OutputError naming the
-    ``holder``. ``on_wait`` is called once if the lock is busy at first."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    ``holder``. ``on_wait`` is called once if the lock is busy at first.
+
+    An existing lock file that is a symlink, someone else's, or writable by
+    group or others is refused (OutputError naming the path and the fix).
+    """
+    from apache_metrics_exporter.paths import problem
+
+    flags = (os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+             | getattr(os, "O_CLOEXEC", 0))
     try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(problem(os.lstat(path), path, "lock file") or str(exc)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        why = problem(st, path, "lock file")
+        if why is None and not stat.S_ISREG(st.st_mode):
+            why = f"lock file {path} is not a regular file; remove it"
+        if why:
+            raise OutputError(why)
         deadline = time.monotonic() + timeout
         waited = False
         while True:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.paths import Corrupt
 from apache_metrics_exporter.spool import Spool
 
 TRANSIENT, AUTH, REJECTED = "transient", "auth", "rejected"
@@ -104,21 +105,34 @@ class InfluxPush:
         """Replay the spool, then write ``body``; spool it if that fails for now.
 
         Raises OutputError when the operator must act (credentials, rejected
-        data, spool not writable); the data is kept in the spool or quarantine.
+        data, spool not writable or not trusted); the data is kept in the spool
+        or quarantine. A spooled file that cannot be read is set aside and
+        counted (Spool.set_aside), and the rest goes on: this batch is always
+        sent or spooled.
         """
         spool = self.spool
         spool.ensure()
         with spool.locked():
             state = spool.load_state()
+            spool.check_quarantine(state)
 
             def quarantine(batch: Any, failure: PushFailed) -> str:
                 state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
                 return spool.quarantine(batch, str(failure))
 
             failure: Optional[PushFailed] = None
-            for batch in spool.batches():
+            for batch in spool.batches(everything=True):
                 try:
-                    self.write(spool.read(batch))
+                    lines = spool.read(batch)
+                except FileNotFoundError:
+                    continue  # gone since the listing
+                except (Corrupt, OSError) as exc:
+                    why = str(exc) if isinstance(exc, Corrupt) else \
+                        f"cannot be read ({exc.strerror})"
+                    spool.set_aside(batch.path, why, state, " (not sent)")
+                    continue
+                try:
+                    self.write(lines)
                 except PushFailed as exc:
                     if exc.kind == REJECTED:
                         log.error("%s; the spooled batch was set aside in %s", exc,

@@ -314,23 +314,30 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
                 out.append(Sample(BY_NAME["push_last_success_timestamp_seconds"],
                                   health.last_success))
             out.append(Sample(BY_NAME["push_spooled_points"], health.spooled_points))
-            out.append(Sample(BY_NAME["push_dropped_points_total"], health.dropped_points))
-            out.append(Sample(BY_NAME["push_quarantined_batches_total"],
-                              health.quarantined_batches))
+            if health.dropped_points is not None:  # None: its state.json is unreadable
+                out.append(Sample(BY_NAME["push_dropped_points_total"],
+                                  health.dropped_points))
+                out.append(Sample(BY_NAME["push_quarantined_batches_total"],
+                                  health.quarantined_batches))
+                out.append(Sample(BY_NAME["push_corrupt_files_total"], health.corrupt_files))
     return out
 
 
 def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     """The reaper's counters. apache-manager's workers-killed-active/-idle are
-    the last run's kills (0 when no reaper ever ran: nothing was killed)."""
+    the last run's kills (0 when no reaper ever ran: nothing was killed). A
+    state file that is there but cannot be trusted or read gives nothing at
+    all (state.read says why): its figures are unknown, not zero."""
     state = None
-    if state_file and os.path.exists(state_file):  # state.py only when there is one
+    if state_file and os.path.lexists(state_file):  # state.py only when there is one
         from apache_metrics_exporter.state import read
 
         state = read(state_file)
+        if state is None:
+            return []
     last = (state or {}).get("last_run") or {}
-    out = [Sample(BY_NAME["workers_killed_active"], int(last.get("killed_active", 0))),
-           Sample(BY_NAME["workers_killed_idle"], int(last.get("killed_idle", 0)))]
+    out = [Sample(BY_NAME["workers_killed_active"], last.get("killed_active", 0)),
+           Sample(BY_NAME["workers_killed_idle"], last.get("killed_idle", 0))]
     if state is None:
         return out
     totals = state["totals"]
@@ -340,7 +347,7 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
         out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
     for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
                     "state_resets", "circuit_breaker_trips", "runs"):
-        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], int(totals[counter])))
+        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
     if last.get("time"):
-        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], int(last["time"])))
+        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last["time"]))
     return out

@@ -8,47 +8,115 @@ Layout of the spool directory:
   health figures need no reading of the files;
 - ``quarantine/``: batches the server rejected (HTTP 400), each with a
   ``.error`` file holding the server's message - never retried;
-- ``state.json``: last success, dropped points, quarantined batches;
+- ``state.json``: last success, dropped points, quarantined batches, corrupt
+  files;
 - ``.lock``: held (flock) by the run that replays and writes, so two
   overlapping runs never send the same batch twice.
 
-Every file is written atomically (output.write_atomic).
+Every file is written atomically (output.write_private), mode 0600, in a
+directory of mode 0700.
+
+Trust: the spool directory must not be a symlink, must belong to this user
+or root and must not be writable by group or others - otherwise anyone could
+plant a batch (or a symlink to a secret that root would read and send). A push
+refuses such a spool (one line with the fix); the collector leaves the push
+figures out and says why. Inside the spool nothing is followed: every file is
+opened with O_NOFOLLOW and must be a regular file.
+
+Corrupt content - a batch that is not UTF-8 or larger than the spool may
+hold, a directory, symlink or special file named like a batch, a state.json
+that is too big, not JSON or has wrong types - is moved aside
+(``NAME.corrupt-EPOCH``) by the run that holds the lock, counted
+(``push_corrupt_files_total``) and reported in one line; the run goes on and
+its own batch is sent or spooled. The collector, which reads state.json
+without the lock, only reports a corrupt one and leaves its figures out.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, NamedTuple, Optional
+import stat
+from collections import namedtuple
+from contextlib import ExitStack, contextmanager
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
-from apache_metrics_exporter.output import write_atomic
+from apache_metrics_exporter.log import log
+from apache_metrics_exporter.output import write_private
+from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, problem, read_bounded
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, Iterator, List, Optional
 
 STATE_VERSION = 1
+STATE_MAX_BYTES = 64 * 1024  # a real state.json is about 100 bytes
+MIN_BATCH_LIMIT = 16 * 1024 * 1024  # read limit of a batch: this or --spool-max-bytes
+_COUNTS = ("dropped_points", "quarantined_batches", "corrupt_files")
 
 
-class Health(NamedTuple):
-    """What the collector reports about the push."""
+class Health(namedtuple("Health", "last_success spooled_points dropped_points "
+                                  "quarantined_batches corrupt_files")):
+    """What the collector reports about the push. The last three are None when
+    state.json cannot be read (left out, not reported as zero)."""
 
-    last_success: Optional[int]   # epoch seconds
-    spooled_points: int
-    dropped_points: int
-    quarantined_batches: int
+    # last_success: Optional[int]  # epoch seconds
+    # spooled_points: int
+    # dropped_points: Optional[int]
+    # quarantined_batches: Optional[int]
+    # corrupt_files: Optional[int]
+    __slots__ = ()
 
 
-class Batch(NamedTuple):
-    path: str
-    points: int
-    size: int
+class Batch(namedtuple("Batch", "path points size")):
+    """A spooled batch file (path, points from its name, size in bytes)."""
+
+    __slots__ = ()
+
+
+def _digits(text: str, most: int) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= most
 
 
 def _parse_name(name: str) -> Optional[int]:
+    """The number of points a batch file's name says it holds; None: no batch."""
     parts = name.split(".")
-    if len(parts) == 4 and parts[3] == "lp" and parts[0].isdigit() and parts[2].isdigit():
+    if (len(parts) == 4 and parts[3] == "lp" and _digits(parts[0], 20)
+            and _digits(parts[1], 10) and _digits(parts[2], 18)):
         return int(parts[2])
     return None
+
+
+def fresh_state() -> Dict:
+    """A state.json for a spool that has none (or had a corrupt one)."""
+    return {"version": STATE_VERSION, "last_success": None,
+            **{k: 0 for k in _COUNTS}}
+
+
+def state_problem(state: object) -> str:
+    """What is wrong with a parsed state.json ('' when nothing)."""
+    if type(state) is not dict:
+        return "is not a JSON object"
+    if type(state.get("version")) is not int or state["version"] != STATE_VERSION:
+        return f"is not version {STATE_VERSION}"
+    last = state.get("last_success")
+    if last is not None and not is_int(last):
+        return "has a bad last_success"
+    for key in _COUNTS:
+        # corrupt_files came later: a file without it is fine.
+        if not is_int(state.get(key, 0)):
+            return f"has a bad {key}"
+    return ""
+
+
+_warned: set = set()  # collector warnings already given (loops say each once)
+
+
+def _warn_once(text: str) -> None:
+    if text not in _warned:
+        _warned.add(text)
+        log.warning("%s", text)
 
 
 class Spool:
@@ -58,13 +126,20 @@ class Spool:
         self.dir = directory
         self.max_bytes = max_bytes
         self.state_path = os.path.join(directory, "state.json")
+        self.quarantine_dir = os.path.join(directory, "quarantine")
 
     def ensure(self) -> None:
-        """Create the directory; a UsageError-style OutputError if impossible."""
+        """Create the directory, or check an existing one can be trusted;
+        OutputError (one line naming the path and the fix) if not."""
         try:
-            # makedirs gives only the last directory its mode: make both here.
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            os.makedirs(os.path.join(self.dir, "quarantine"), mode=0o700, exist_ok=True)
+            if not check(self.dir, "--spool-dir", directory=True):
+                # makedirs gives only the last directory its mode: 0700 here.
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                check(self.dir, "--spool-dir", directory=True)  # made by someone else?
+            try:
+                os.mkdir(self.quarantine_dir, 0o700)
+            except FileExistsError:
+                pass  # checked under the lock (deliver)
         except OSError as exc:
             raise OutputError(f"cannot create --spool-dir {self.dir}: {exc.strerror}; "
                               "give a directory this user can write") from None
@@ -74,27 +149,34 @@ class Spool:
     @contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
         """Exclusive use of the spool; waits for an overlapping run to finish."""
-        with exclusive(os.path.join(self.dir, ".lock"), timeout, "another run"):
+        path = os.path.join(self.dir, ".lock")
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(exclusive(path, timeout, "another run"))
+            except OSError as exc:
+                raise OutputError(f"cannot lock the spool ({path}): {exc.strerror}") from None
             yield
 
     # -- batches -----------------------------------------------------------
-    def batches(self) -> List[Batch]:
-        """Spooled batches, oldest first."""
+    def batches(self, everything: bool = False) -> List[Batch]:
+        """Spooled batches, oldest first: regular files only, or with
+        ``everything`` also whatever else is named like one (to set aside)."""
         out = []
         try:
-            names = sorted(os.listdir(self.dir))
+            with os.scandir(self.dir) as entries:
+                found = sorted((e.name, e) for e in entries)
         except FileNotFoundError:
             return []
-        for name in names:
+        for name, entry in found:
             points = _parse_name(name)
             if points is None:
                 continue
-            path = os.path.join(self.dir, name)
             try:
-                size = os.stat(path).st_size
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            out.append(Batch(path, points, size))
+            if everything or stat.S_ISREG(st.st_mode):
+                out.append(Batch(entry.path, points, st.st_size))
         return out
 
     def add(self, body: str, timestamp_ns: int) -> Batch:
@@ -102,12 +184,19 @@ class Spool:
         points = body.count("\n")
         name = f"{timestamp_ns:020d}.{os.getpid()}.{points}.lp"
         path = os.path.join(self.dir, name)
-        write_atomic(path, body, mode=0o600)
+        write_private(path, body, mode=0o600)
         return Batch(path, points, len(body.encode()))
 
     def read(self, batch: Batch) -> str:
-        with open(batch.path, encoding="utf-8") as fh:
-            return fh.read()
+        """A batch's lines; Corrupt when it is not a regular UTF-8 file of a
+        size the spool can hold."""
+        data = read_bounded(batch.path, max(self.max_bytes, MIN_BATCH_LIMIT))
+        if not data:
+            raise Corrupt("is empty")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Corrupt("is not UTF-8 text") from None
 
     def remove(self, batch: Batch) -> None:
         try:
@@ -117,10 +206,35 @@ class Spool:
 
     def quarantine(self, batch: Batch, message: str) -> str:
         """Set a rejected batch aside with the server's message."""
-        target = os.path.join(self.dir, "quarantine", os.path.basename(batch.path))
+        target = os.path.join(self.quarantine_dir, os.path.basename(batch.path))
         os.replace(batch.path, target)
-        write_atomic(target + ".error", message.rstrip("\n") + "\n", mode=0o600)
+        write_private(target + ".error", message.rstrip("\n") + "\n", mode=0o600)
         return target
+
+    def set_aside(self, path: str, why: str, state: Dict, consequence: str = "") -> None:
+        """Move a corrupt file aside, count it in ``state``, say so in one line."""
+        try:
+            where = f"moved aside to {move_aside(path)}"
+        except OSError as exc:
+            where = f"could not be moved aside ({exc.strerror})"
+        state["corrupt_files"] = state.get("corrupt_files", 0) + 1
+        log.error("spool file %s %s; %s%s", path, why, where, consequence)
+
+    def check_quarantine(self, state: Dict) -> None:
+        """Under the lock: quarantine/ is a private directory of ours, or it
+        is set aside (counted) and made again."""
+        path = self.quarantine_dir
+        try:
+            why = problem(os.lstat(path), path, "quarantine", directory=True)
+        except FileNotFoundError:
+            why = "is missing"
+        if why:
+            if why != "is missing":
+                self.set_aside(path, "cannot be used (" + why + ")", state)
+            try:
+                os.mkdir(path, 0o700)
+            except OSError as exc:
+                raise OutputError(f"cannot create {path}: {exc.strerror}") from None
 
     def enforce_bound(self) -> int:
         """Drop the oldest batches until the spool fits; the points dropped."""
@@ -136,26 +250,63 @@ class Spool:
         return dropped
 
     # -- state -------------------------------------------------------------
-    def load_state(self) -> Dict:
+    def _read_state(self) -> Dict:
+        """state.json parsed and checked; FileNotFoundError, or Corrupt saying why."""
         try:
-            with open(self.state_path, encoding="utf-8") as fh:
-                state = json.load(fh)
-            if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-                return state
-        except (OSError, ValueError):
-            pass
-        return {"version": STATE_VERSION, "last_success": None, "dropped_points": 0,
-                "quarantined_batches": 0}
+            data = read_bounded(self.state_path, STATE_MAX_BYTES)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise Corrupt(f"cannot be read ({exc.strerror})") from None
+        try:
+            state = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise Corrupt("is not UTF-8 text") from None
+        except RecursionError:
+            raise Corrupt("is nested too deeply") from None
+        except ValueError as exc:
+            raise Corrupt(f"is not valid JSON ({exc})") from None
+        why = state_problem(state)
+        if why:
+            raise Corrupt(why)
+        return state
+
+    def load_state(self) -> Dict:
+        """Under the lock: the state, or a fresh one (a corrupt file is set
+        aside and counted)."""
+        try:
+            return self._read_state()
+        except FileNotFoundError:
+            return fresh_state()
+        except Corrupt as exc:
+            state = fresh_state()
+            self.set_aside(self.state_path, str(exc), state,
+                           "; its counters start again from zero")
+            return state
 
     def save_state(self, state: Dict) -> None:
-        write_atomic(self.state_path, json.dumps(state, sort_keys=True) + "\n", mode=0o600)
+        write_private(self.state_path, json.dumps(state, sort_keys=True) + "\n", mode=0o600)
 
     def health(self) -> Optional[Health]:
-        """The push's health, or None where nothing was ever pushed from here."""
-        batches = self.batches()
-        if not batches and not os.path.exists(self.state_path):
+        """The push's health, or None where nothing was ever pushed from here
+        (or the spool cannot be trusted: said once). Reads without the lock
+        and never moves anything."""
+        try:
+            check(self.dir, "--spool-dir", directory=True)
+        except OutputError as exc:
+            _warn_once(f"{exc}; push figures left out")
             return None
-        state = self.load_state()
-        return Health(state.get("last_success"), sum(b.points for b in batches),
-                      int(state.get("dropped_points", 0)),
-                      int(state.get("quarantined_batches", 0)))
+        batches = self.batches()
+        if not batches and not os.path.lexists(self.state_path):
+            return None
+        spooled = sum(b.points for b in batches)
+        try:
+            state = self._read_state()
+        except FileNotFoundError:
+            state = fresh_state()
+        except Corrupt as exc:
+            _warn_once(f"spool file {self.state_path} {exc}; push figures left out until "
+                       "the next push sets it aside")
+            return Health(None, spooled, None, None, None)
+        return Health(state.get("last_success"), spooled, state.get("dropped_points", 0),
+                      state.get("quarantined_batches", 0), state.get("corrupt_files", 0))

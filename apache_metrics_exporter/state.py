@@ -1,31 +1,51 @@
 """The reaper's state file: monotonic totals since the file was created.
 
 Versioned JSON, read and written only under an exclusive lock (``PATH.lock``),
-replaced atomically. A file that cannot be parsed is moved aside
-(``PATH.corrupt-EPOCH``), said in one line, counted in ``state_resets``, and a
-fresh state carries on: the reaper never stops working because of it. The
-collector only reads the file (no lock needed: it is always whole).
+replaced atomically. The file is trusted only when it is not a symlink, is
+owned by this user or root and is not writable by group or others (likewise
+its lock): otherwise the reaper refuses to run (exit 1, one line with the fix).
+
+Content that cannot be used - not UTF-8, not JSON, nested too deep, wrong
+types, larger than ``MAX_BYTES``, a directory or special file at the path -
+is moved aside by the reaper, under the lock (``PATH.corrupt-EPOCH``), said in
+one line, counted in ``state_resets``, and a fresh state carries on.
+
+The collector only reads the file (no lock: it is always replaced whole). A
+corrupt or untrusted file is reported (one warning) and the reaper figures are
+left out, but the collector never moves it: without the lock it could move
+aside a good file the reaper has just put in place, and it often runs as a
+user without write access there. The reaper's next run sets it aside.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from contextlib import ExitStack, contextmanager
-from typing import Any, Dict, Iterator, Optional
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
-from apache_metrics_exporter.output import write_atomic
+from apache_metrics_exporter.output import write_private
+from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, read_bounded
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Dict, Iterator, Optional
 
 VERSION = 1
+MAX_BYTES = 64 * 1024  # a real state file is about 1 KiB
+FILE_MODE = 0o644  # the collector may run as another user (telegraf) and reads it
 KINDS = ("native_active", "native_idle", "wsgi")
 REASONS = ("memory", "timeout")
 COUNTERS = ("sigkill_escalations", "skipped_for_safety", "would_kill", "state_resets",
             "circuit_breaker_trips", "runs")
+# last_run: the keys the collector reports, and the others' types.
+_RUN_INTS = ("time", "checked", "killed_active", "killed_idle", "killed_wsgi", "would_kill",
+             "escalations", "skipped")
 
 
 def fresh(now: Optional[float] = None) -> Dict[str, Any]:
@@ -39,29 +59,88 @@ def fresh(now: Optional[float] = None) -> Dict[str, Any]:
     }
 
 
-def _valid(state: Any) -> bool:
+def _scalar(value: Any) -> bool:
+    if value is None or type(value) is bool:
+        return True
+    if type(value) is int:
+        return is_int(value, -(1 << 63))
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is str and len(value) <= 1024 and value.isprintable()
+
+
+def problem(state: Any) -> str:
+    """What is wrong with a parsed state ('' when nothing): strict types, every
+    integer an int (not a bool) within int64, no nested surprises."""
+    if type(state) is not dict:
+        return "is not a JSON object"
+    if state.get("version") != VERSION or type(state.get("version")) is not int:
+        return f"is not version {VERSION}"
+    if "created" in state and not is_int(state["created"]):
+        return "has a bad 'created' time"
+    totals = state.get("totals")
+    if type(totals) is not dict:
+        return "has no totals"
+    for group, names in (("kills", KINDS), ("reasons", REASONS)):
+        values = totals.get(group)
+        if (type(values) is not dict or set(values) != set(names)
+                or not all(is_int(v) for v in values.values())):
+            return f"has bad totals.{group}"
+    for key, value in totals.items():
+        if key not in ("kills", "reasons") and not is_int(value):
+            return f"has a bad totals.{key}"
+    if not all(c in totals for c in COUNTERS):
+        return "lacks a total"
+    run = state.get("last_run")
+    if run is None:
+        return ""
+    if type(run) is not dict:
+        return "has a bad last_run"
+    for key, value in run.items():
+        if key in _RUN_INTS and not is_int(value):
+            return f"has a bad last_run.{key}"
+        if type(key) is not str or not _scalar(value):
+            return "has a bad last_run"
+    return ""
+
+
+def _parse(data: bytes) -> Dict[str, Any]:
+    """The state in ``data``; Corrupt says why it is not one."""
     try:
-        totals = state["totals"]
-        return (state["version"] == VERSION
-                and all(isinstance(totals["kills"][k], int) for k in KINDS)
-                and all(isinstance(totals["reasons"][r], int) for r in REASONS)
-                and all(isinstance(totals[c], int) for c in COUNTERS))
-    except (KeyError, TypeError):
-        return False
+        state = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Corrupt("is not UTF-8 text") from None
+    except RecursionError:
+        raise Corrupt("is nested too deeply") from None
+    except ValueError as exc:
+        raise Corrupt(f"is not valid JSON ({exc})") from None
+    why = problem(state)
+    if why:
+        raise Corrupt(why)
+    return state
+
+
+_warned: set = set()  # (path, reason) already said: loops say it once
 
 
 def read(path: str) -> Optional[Dict[str, Any]]:
-    """The state for reporting, None when there is none (or it is unreadable)."""
+    """The state for reporting; None when there is none, or when it is
+    untrusted or corrupt (one warning; the file is left where it is)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
+        return _parse(read_bounded(path, MAX_BYTES, "--state-file"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read reaper state %s (%s); reaper figures left out", path,
-                    getattr(exc, "strerror", None) or exc)
-        return None
-    return state if _valid(state) else None
+    except OutputError as exc:
+        why = f"{exc}; reaper figures left out"
+    except Corrupt as exc:
+        why = (f"reaper state {path} {exc}; reaper figures left out until the reaper's "
+               "next run sets it aside")
+    except OSError as exc:
+        why = f"cannot read reaper state {path} ({exc.strerror}); reaper figures left out"
+    if why not in _warned:
+        _warned.add(why)
+        log.warning("%s", why)
+    return None
 
 
 class StateFile:
@@ -73,8 +152,10 @@ class StateFile:
 
     @contextmanager
     def locked(self, timeout: float) -> Iterator[Dict[str, Any]]:
-        """Yield the state (recovered if corrupt); save it when the block ends."""
+        """Yield the state (recovered if corrupt); save it when the block ends.
+        OutputError (exit 1) when the file or its lock is not to be trusted."""
         directory = os.path.dirname(os.path.abspath(self.path))
+        check(self.path, "--state-file")  # before anything is made beside it
         with ExitStack() as stack:
             try:
                 os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -85,33 +166,32 @@ class StateFile:
             except OSError as exc:
                 raise OutputError(f"cannot use --state-file {self.path}: {exc.strerror}; "
                                   "give a path this user can write") from None
-            state = self._load()
+            state, mode = self._load()
             before = copy.deepcopy(state)
             yield state
             if state != before:
-                write_atomic(self.path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+                write_private(self.path, json.dumps(state, indent=1, sort_keys=True) + "\n",
+                              mode)
 
-    def _load(self) -> Dict[str, Any]:
+    def _load(self) -> tuple:
+        """(state, permission bits to write it with)."""
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                text = fh.read()
+            data = read_bounded(self.path, MAX_BYTES, "--state-file")
         except FileNotFoundError:
-            return fresh()
+            return fresh(), FILE_MODE
+        except Corrupt as exc:
+            return self._reset(str(exc)), FILE_MODE
         except OSError as exc:
-            return self._reset(f"cannot be read ({exc.strerror})")
+            return self._reset(f"cannot be read ({exc.strerror})"), FILE_MODE
         try:
-            state = json.loads(text)
-        except ValueError as exc:
-            return self._reset(f"is not valid JSON ({exc})")
-        if not _valid(state):
-            return self._reset("does not have the expected fields")
-        return state
+            state = _parse(data)
+        except Corrupt as exc:
+            return self._reset(str(exc)), FILE_MODE
+        return state, os.stat(self.path).st_mode & 0o755
 
     def _reset(self, why: str) -> Dict[str, Any]:
-        aside = f"{self.path}.corrupt-{int(time.time())}"
         try:
-            os.replace(self.path, aside)
-            where = f"moved aside to {aside}"
+            where = f"moved aside to {move_aside(self.path)}"
         except OSError as exc:
             where = f"could not be moved aside ({exc.strerror})"
         log.error("reaper state %s %s; %s, starting from fresh totals", self.path, why, where)

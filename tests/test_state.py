@@ -1,0 +1,326 @@
+"""The reaper's state file: refused when untrusted, moved aside when corrupt.
+
+Two readers: the reaper (StateFile.locked, under the lock: a corrupt file is
+moved aside, counted in state_resets, and the run goes on with fresh totals)
+and the collector (state.read via snapshot.reaper_samples, no lock: it only
+reports, leaves the reaper figures out and never crashes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from apache_metrics_exporter import cli, state
+from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.snapshot import reaper_samples
+from apache_metrics_exporter.state import StateFile, fresh
+from tests.conftest import exporter_env, parse_tab, run_exporter
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
+DOWN = ["--url", "http://127.0.0.1:9/server-status", "--no-processes"]
+FORMATS = ["tab", "influx", "collectd", "prometheus", "text", "zabbix-discovery"]
+
+
+def valid(**changes) -> dict:
+    s = fresh(1_700_000_000)
+    s["totals"]["runs"] = 7
+    s["totals"]["kills"]["wsgi"] = 2
+    s["last_run"] = {"time": 1_700_000_100, "dry_run": False, "checked": 3,
+                     "killed_active": 1, "killed_idle": 0, "killed_wsgi": 1, "would_kill": 0,
+                     "escalations": 0, "skipped": 0, "result": "ok"}
+    for path, value in changes.items():
+        where = s
+        keys = path.split("__")
+        for k in keys[:-1]:
+            where = where[k]
+        where[keys[-1]] = value
+    return s
+
+
+def dumps(s: dict) -> bytes:
+    return json.dumps(s).encode()
+
+
+# Every way the content can be wrong: (id, bytes, or a callable making the path).
+CORRUPT = {
+    "not-utf8": b'{"version": 1, "totals": "\xff\xfe"}',
+    "deep-nesting": b"[" * 100_000,
+    "deep-object": b'{"a":' * 50_000,
+    "not-json": b'{"version": 1, "totals": {"kills": ',
+    "empty": b"",
+    "a-list": b"[1, 2, 3]",
+    "last-run-string": dumps(valid(last_run="x")),
+    "last-run-time-string": dumps(valid(last_run__time="x")),
+    "killed-active-bool": dumps(valid(last_run__killed_active=True)),
+    "killed-active-float": dumps(valid(last_run__killed_active=1.5)),
+    "time-infinite": dumps(valid(last_run__time=1e400)).replace(b"Infinity", b"1e400"),
+    "time-nan": dumps(valid(last_run__time=float("nan"))),
+    "result-with-newline": dumps(valid(last_run__result="ok\nbusy-workers\t999")),
+    "runs-negative": dumps(valid(totals__runs=-1)),
+    "runs-beyond-int64": dumps(valid(totals__runs=2**64)),
+    "runs-string": dumps(valid(totals__runs="7")),
+    "version-true": dumps(valid(version=True)),
+    "version-2": dumps(valid(version=2)),
+    "kills-missing": dumps(valid(totals__kills={"wsgi": 1})),
+    "kills-extra-label": dumps(valid(totals__kills={"native_active": 0, "native_idle": 0,
+                                                    "wsgi": 0, "evil\tkind": 1})),
+    "counter-missing": dumps({k: v for k, v in valid().items()}
+                             | {"totals": {"kills": valid()["totals"]["kills"],
+                                           "reasons": valid()["totals"]["reasons"]}}),
+    "huge": "huge",
+    "directory": "directory",
+    "fifo": "fifo",
+}
+
+
+def make(path, case: str) -> None:
+    content = CORRUPT[case]
+    if content == "huge":  # 300 MB, sparse: read limits, not disk space, are tested
+        with open(path, "wb") as fh:
+            fh.write(b'{"version": 1, "pad": "')
+            fh.truncate(300 * 1024 * 1024)
+    elif content == "directory":
+        os.mkdir(path)
+    elif content == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content)
+    if not os.path.isdir(path):
+        os.chmod(path, 0o644)
+
+
+# --- the reaper's path: StateFile.locked -------------------------------------------
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_reaper_sets_corrupt_state_aside_and_goes_on(tmp_path, case, capsys):
+    path = tmp_path / "s.json"
+    make(path, case)
+    with StateFile(str(path)).locked(5) as s:
+        assert s["totals"]["state_resets"] == 1 and s["totals"]["runs"] == 0
+        s["totals"]["runs"] += 1
+    saved = json.loads(path.read_text())
+    assert saved["totals"]["runs"] == 1 and saved["totals"]["state_resets"] == 1
+    assert state.problem(saved) == ""
+    aside = [p for p in os.listdir(tmp_path) if ".corrupt-" in p]
+    assert len(aside) == 1 and aside[0].startswith("s.json.corrupt-")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "reaper state" in line and "moved aside to" in line and str(path) in line
+    # The next run finds a good file and keeps counting.
+    with StateFile(str(path)).locked(5) as s:
+        s["totals"]["runs"] += 1
+    assert json.loads(path.read_text())["totals"]["runs"] == 2
+
+
+def test_reaper_keeps_a_good_file_and_its_mode(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    path.chmod(0o600)
+    with StateFile(str(path)).locked(5) as s:
+        assert s["totals"]["runs"] == 7
+        s["totals"]["runs"] += 1
+    assert json.loads(path.read_text())["totals"]["runs"] == 8
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["s.json", "s.json.lock"]
+    assert (tmp_path / "s.json.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_new_state_file_is_0644_and_lock_0600(tmp_path):
+    path = tmp_path / "sub" / "s.json"
+    with StateFile(str(path)).locked(5) as s:
+        s["totals"]["runs"] += 1
+    assert path.stat().st_mode & 0o777 == 0o644  # read by a collector of another user
+    assert (tmp_path / "sub" / "s.json.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_two_corrupt_files_in_one_second_keep_both(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    for content in (b"one", b"two"):
+        path.write_bytes(content)
+        with StateFile(str(path)).locked(5):
+            pass
+    aside = sorted(p for p in os.listdir(tmp_path) if ".corrupt-" in p)
+    assert len(aside) == 2
+    assert {(tmp_path / p).read_bytes() for p in aside} == {b"one", b"two"}
+
+
+# --- untrusted state files and locks: refused -----------------------------------------
+
+def untrusted(tmp_path, how: str, which: str = "s.json"):
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    path.chmod(0o644)
+    target = tmp_path / which
+    if which.endswith(".lock"):
+        target.touch(0o600)
+        target.chmod(0o600)
+    if how == "symlink":
+        real = tmp_path / ("real-" + which)
+        os.rename(target, real)
+        target.symlink_to(real)
+    elif how == "nobody":
+        os.chown(target, NOBODY, -1)
+    elif how == "world-writable":
+        target.chmod(0o666)
+    elif how == "group-writable":
+        target.chmod(0o664)
+    return path
+
+
+HOW = ["symlink", pytest.param("nobody", marks=root_only), "world-writable", "group-writable"]
+FIX = {"symlink": "is a symlink; refusing to follow it", "nobody": f"belongs to uid {NOBODY}",
+       "world-writable": "chmod go-w", "group-writable": "chmod go-w"}
+
+
+@pytest.mark.parametrize("which", ["s.json", "s.json.lock"])
+@pytest.mark.parametrize("how", HOW)
+def test_reaper_refuses_an_untrusted_state_file_or_lock(tmp_path, how, which):
+    path = untrusted(tmp_path, how, which)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(OutputError) as err:
+        with StateFile(str(path)).locked(5):
+            pytest.fail("the block must not run")
+    message = str(err.value)
+    assert str(tmp_path / which) in message and FIX[how] in message
+    assert "\n" not in message
+    assert sorted(os.listdir(tmp_path)) == before  # nothing moved, nothing written
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_collector_leaves_out_an_untrusted_state_file(tmp_path, how, capsys):
+    path = untrusted(tmp_path, how)
+    assert reaper_samples(str(path)) == []
+    (line,) = capsys.readouterr().err.splitlines()
+    assert str(path) in line and FIX[how] in line and "reaper figures left out" in line
+
+
+def test_reaper_cli_refuses_untrusted_state_file_with_exit_1(tmp_path):
+    path = untrusted(tmp_path, "world-writable")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from apache_metrics_exporter.cli import "
+         "reaper_main; sys.exit(reaper_main())", *DOWN[:2], "--max-memory-idle", "1G",
+         "--state-file", str(path)],
+        capture_output=True, text=True, timeout=60, env=exporter_env())
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert str(path) in line and "chmod go-w" in line
+    assert json.loads(path.read_text())["totals"]["runs"] == 7  # untouched
+
+
+# --- the collector's path: reaper_samples and every format ----------------------------
+
+def test_reaper_samples_of_a_good_file(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    values = {(s.metric.name, s.labels): s.value for s in reaper_samples(str(path))}
+    assert values[("workers_killed_active", ())] == 1
+    assert values[("reaper_runs_total", ())] == 7
+    assert values[("reaper_kills_total", (("kind", "wsgi"),))] == 2
+    assert values[("reaper_last_run_timestamp_seconds", ())] == 1_700_000_100
+    assert all(type(v) is int for v in values.values())
+
+
+def test_no_state_file_means_nothing_was_killed(tmp_path):
+    values = {s.metric.name: s.value for s in reaper_samples(str(tmp_path / "none"))}
+    assert values == {"workers_killed_active": 0, "workers_killed_idle": 0}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT))
+def test_collector_reports_corrupt_state_and_moves_nothing(tmp_path, case, capsys):
+    path = tmp_path / "s.json"
+    make(path, case)
+    before = sorted(os.listdir(tmp_path))
+    assert reaper_samples(str(path)) == []  # unknown, not zero
+    (line,) = capsys.readouterr().err.splitlines()
+    assert str(path) in line and "reaper figures left out" in line
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def absent(out: str) -> bool:
+    """No reaper figure in the output (any format's spelling)."""
+    return "reaper" not in out and "workers-killed" not in out and "killed" not in out
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_survives_every_corrupt_state(tmp_path, fmt, capfd):
+    good = tmp_path / "good.json"
+    good.write_bytes(dumps(valid()))
+    assert cli.main([*DOWN, "--format", fmt, "--state-file", str(good)]) == 0
+    out, err = capfd.readouterr()
+    if fmt != "zabbix-discovery":  # (discovery lists targets, no values)
+        assert not absent(out), out  # the check below can see reaper figures
+    for case in sorted(CORRUPT):
+        path = tmp_path / f"{case}.json"
+        make(path, case)
+        status = cli.main([*DOWN, "--format", fmt, "--state-file", str(path)])
+        out, err = capfd.readouterr()
+        assert status == 0, (case, err)
+        assert "Traceback" not in err
+        said = [ln for ln in err.splitlines() if str(path) in ln]
+        assert len(said) == 1 and "reaper figures left out" in said[0], (case, err)
+        assert absent(out), (case, out)
+        if fmt == "tab":
+            assert "status-response\t1" in out
+
+
+def test_the_same_good_state_is_reported_in_every_format(tmp_path, capfd):
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    cli.main([*DOWN, "--format", "tab", "--state-file", str(path)])
+    tab = parse_tab(capfd.readouterr().out)
+    assert tab["workers-killed-active"] == "1" and tab["reaper-runs-total"] == "7"
+    cli.main([*DOWN, "--format", "influx", "--state-file", str(path)])
+    assert "runs=7i" in capfd.readouterr().out
+
+
+def test_huge_state_file_is_not_read_into_memory(tmp_path):
+    path = tmp_path / "s.json"
+    make(path, "huge")
+    code = ("import resource, sys\nfrom apache_metrics_exporter.cli import main\n"
+            "status = main(sys.argv[1:])\nsys.stdout.flush()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(status)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *DOWN, "--format", "tab",
+                           "--state-file", str(path)],
+                          capture_output=True, text=True, timeout=60, env=exporter_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "is larger than" in proc.stderr
+    max_rss_kib = int(proc.stderr.strip().splitlines()[-1])
+    assert max_rss_kib < 100 * 1024  # the 300 MB file made it use 592 MiB once
+
+
+def test_cli_warning_is_said_once_per_loop(tmp_path):
+    path = tmp_path / "s.json"
+    make(path, "deep-nesting")
+    proc = run_exporter(*DOWN, "--format", "influx", "--state-file", str(path), "--execd",
+                        stdin="\n\n\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("apache_exporter,") == 3
+    assert len([ln for ln in proc.stderr.splitlines() if str(path) in ln]) == 1
+
+
+@pytest.mark.integration
+def test_reaper_cli_sets_corrupt_state_aside(prefork, tmp_path):
+    # The reaper's own run (a dry run on a private Apache), then the collector.
+    for case in ("deep-nesting", "result-with-newline", "huge", "directory"):
+        path = tmp_path / f"{case}.json"
+        make(path, case)
+        proc = subprocess.run(
+            [sys.executable, "-c", "import sys; from apache_metrics_exporter.cli import "
+             "reaper_main; sys.exit(reaper_main())", "--url", prefork.status_url,
+             "--max-memory-idle", "64G", "--dry-run", "--state-file", str(path)],
+            capture_output=True, text=True, timeout=120, env=exporter_env())
+        assert proc.returncode == 0, (case, proc.stderr)
+        (line,) = [ln for ln in proc.stderr.splitlines() if "reaper state" in ln]
+        assert "moved aside to" in line
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+        assert json.loads(path.read_text())["totals"]["state_resets"] == 1
+        tab = parse_tab(run_exporter(*DOWN, "--state-file", str(path)).stdout)
+        assert tab["reaper-state-resets-total"] == "1"
