@@ -193,6 +193,8 @@ class Spool:
         data = read_bounded(batch.path, max(self.max_bytes, MIN_BATCH_LIMIT))
         if not data:
             raise Corrupt("is empty")
+        if b"\0" in data:
+            raise Corrupt("contains NUL bytes")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:

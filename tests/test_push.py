@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pwd
 import subprocess
 import sys
 import threading
@@ -13,7 +14,9 @@ import urllib.request
 
 import pytest
 
-from apache_metrics_exporter.spool import Spool
+from apache_metrics_exporter.errors import OutputError
+from apache_metrics_exporter.push import REJECTED, InfluxPush, PushFailed, PushSettings
+from apache_metrics_exporter.spool import MIN_BATCH_LIMIT, Spool
 from tests.conftest import exporter_env, parse_tab, run_exporter
 from tests.harness.servers import VictoriaMetrics
 
@@ -349,3 +352,312 @@ def test_overloaded_server_means_spool_and_retry(prefork, tmp_path, status):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- a spool that cannot be trusted is refused ------------------------------------------
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+DOWN = ["--url", "http://127.0.0.1:9/server-status", "--no-processes"]
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
+
+
+def untrusted_spool(tmp_path, how: str) -> str:
+    """A spool directory with one good batch in it, made untrustworthy."""
+    real = tmp_path / "spool"
+    spool = Spool(str(real), 10_000)
+    spool.ensure()
+    spool.add("planted f=1i 1\n", 1)
+    if how == "symlink":
+        link = tmp_path / "link"
+        link.symlink_to(real)
+        return str(link)
+    if how == "nobody":
+        os.chown(real, NOBODY, -1)
+    elif how == "world-writable":
+        real.chmod(0o777)
+    elif how == "group-writable":
+        real.chmod(0o770)
+    return str(real)
+
+
+SPOOL_HOW = ["symlink", pytest.param("nobody", marks=root_only), "world-writable",
+             "group-writable"]
+SPOOL_FIX = {"symlink": "is a symlink; refusing to follow it",
+             "nobody": f"belongs to uid {NOBODY}", "world-writable": "chmod go-w",
+             "group-writable": "chmod go-w"}
+
+
+@pytest.mark.parametrize("how", SPOOL_HOW)
+def test_untrusted_spool_is_refused_before_fetching(tmp_path, how):
+    spool = untrusted_spool(tmp_path, how)
+    with pytest.raises(OutputError) as err:
+        Spool(spool, 10_000).ensure()
+    assert spool in str(err.value) and SPOOL_FIX[how] in str(err.value)
+    proc = run_exporter(*DOWN, *push_args("http://127.0.0.1:9", spool, "--influxdb-token",
+                                          TOKEN))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()  # before fetching: no "connection refused" line
+    assert spool in line and SPOOL_FIX[how] in line
+
+
+@pytest.mark.parametrize("how", SPOOL_HOW)
+def test_untrusted_spool_figures_are_left_out_by_the_collector(tmp_path, how):
+    spool = untrusted_spool(tmp_path, how)
+    proc = run_exporter(*DOWN, "--format", "tab", "--spool-dir", spool)
+    assert proc.returncode == 0, proc.stderr
+    assert "push-" not in proc.stdout
+    said = [ln for ln in proc.stderr.splitlines() if spool in ln]
+    assert len(said) == 1 and SPOOL_FIX[how] in said[0] and "push figures left out" in said[0]
+
+
+def test_trusted_spool_figures_are_reported(tmp_path):
+    spool = untrusted_spool(tmp_path, "none")
+    values = parse_tab(run_exporter(*DOWN, "--format", "tab", "--spool-dir", spool).stdout)
+    assert values["push-spooled-points"] == "1"
+
+
+# --- nothing inside the spool is followed; corrupt files never stop the push ---------------
+
+class Recording(InfluxPush):
+    """The push with its network write replaced by a list (or a failure)."""
+
+    def __init__(self, spool: Spool, fail: str = "") -> None:
+        super().__init__(PushSettings("http://127.0.0.1:9", "o", "b", TOKEN), spool)
+        self.sent: list = []
+        self.fail = fail
+
+    def write(self, body: str) -> None:
+        if self.fail:
+            raise PushFailed(self.fail, "cannot reach InfluxDB at http://127.0.0.1:9: "
+                                        "Connection refused")
+        self.sent.append(body)
+
+
+def planted(spool: Spool, name: str) -> str:
+    return os.path.join(spool.dir, name)
+
+
+def plant_corrupt_batches(spool: Spool, secret) -> list:
+    """Every kind of bad entry named like a batch; their paths, oldest first."""
+    paths = []
+
+    def at(n: int) -> str:
+        path = planted(spool, f"{n:020d}.1.1.lp")
+        paths.append(path)
+        return path
+
+    os.symlink(secret, at(1))  # root must never read this and send it
+    with open(at(2), "wb") as fh:
+        fh.write(b"m f=1i 2\n\xff\xfe\n")  # not UTF-8
+    os.mkdir(at(3))
+    os.mkfifo(at(4))
+    open(at(5), "wb").close()  # empty
+    with open(at(6), "wb") as fh:  # bigger than any batch (sparse)
+        fh.truncate(max(MIN_BATCH_LIMIT, 64 * 1024 * 1024) + 1)
+    with open(at(7), "wb") as fh:  # NUL bytes: not line protocol we ever wrote
+        fh.write(b"m f=1i 7\n\0\0\0\n")
+    return paths
+
+
+def secret_file(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("stolen_secret value=1i 1700000000000000000\n")
+    secret.chmod(0o600)
+    return secret
+
+
+def test_corrupt_batches_are_set_aside_and_the_rest_is_sent(tmp_path, capsys):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    secret = secret_file(tmp_path)
+    bad = plant_corrupt_batches(spool, secret)
+    good = spool.add("m f=7i 7\n", 7)
+    push = Recording(spool)
+    push.deliver("m f=9i 9\n", 9)
+    assert push.sent == ["m f=7i 7\n", "m f=9i 9\n"]  # the good spooled one, then this one
+    assert secret.read_text().startswith("stolen_secret")  # the target is untouched
+    assert spool.batches(everything=True) == []
+    for path in bad:
+        (aside,) = [n for n in os.listdir(spool.dir)
+                    if n.startswith(os.path.basename(path) + ".corrupt-")]
+        assert os.path.lexists(os.path.join(spool.dir, aside))
+    assert os.path.islink([os.path.join(spool.dir, n) for n in os.listdir(spool.dir)
+                           if n.startswith(os.path.basename(bad[0]))][0])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(bad)
+    for line, why in zip(lines, ["is a symlink", "is not UTF-8", "is a directory",
+                                 "is not a regular file", "is empty", "is larger than",
+                                 "NUL"]):
+        assert why in line and "moved aside to" in line and "(not sent)" in line
+    state = json.loads(open(spool.state_path).read())
+    assert state["corrupt_files"] == len(bad)
+    assert spool.health().corrupt_files == len(bad)
+    assert not os.path.exists(good.path)
+
+
+def test_corrupt_batches_while_the_server_is_down_keep_the_new_batch(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    plant_corrupt_batches(spool, secret_file(tmp_path))
+    push = Recording(spool, fail="transient")
+    push.deliver("m f=9i 9\n", 9)
+    (kept,) = spool.batches(everything=True)
+    assert spool.read(kept) == "m f=9i 9\n"
+    assert spool.health().corrupt_files == 7
+
+
+STATE_CASES = {
+    "not-json": b'{"version": 1, "last_success": ',
+    "not-utf8": b'{"version": 1, "last_success": "\xff"}',
+    "deep-nesting": b"[" * 100_000,
+    "last-success-newline": b'{"version": 1, "last_success": "1\\nbusy-workers\\t999", '
+                            b'"dropped_points": 0, "quarantined_batches": 0}',
+    "last-success-bool": b'{"version": 1, "last_success": true, "dropped_points": 0, '
+                         b'"quarantined_batches": 0}',
+    "dropped-negative": b'{"version": 1, "last_success": null, "dropped_points": -1, '
+                        b'"quarantined_batches": 0}',
+    "dropped-beyond-int64": b'{"version": 1, "last_success": null, "dropped_points": '
+                            b'18446744073709551616, "quarantined_batches": 0}',
+    "a-list": b"[]",
+    "huge": "huge",
+    "directory": "directory",
+    "symlink": "symlink",
+}
+
+
+def plant_state(spool: Spool, case: str, tmp_path) -> None:
+    content = STATE_CASES[case]
+    if content == "huge":
+        with open(spool.state_path, "wb") as fh:
+            fh.truncate(300 * 1024 * 1024)
+    elif content == "directory":
+        os.mkdir(spool.state_path)
+    elif content == "symlink":
+        good = tmp_path / "elsewhere.json"
+        good.write_text('{"version": 1, "last_success": 5, "dropped_points": 99, '
+                        '"quarantined_batches": 0}')
+        os.symlink(good, spool.state_path)
+    else:
+        with open(spool.state_path, "wb") as fh:
+            fh.write(content)
+
+
+@pytest.mark.parametrize("case", sorted(STATE_CASES))
+def test_corrupt_spool_state_is_set_aside_and_the_batch_sent(tmp_path, case, capsys):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    plant_state(spool, case, tmp_path)
+    # The collector (no lock) reports and leaves the unknown figures out...
+    health = spool.health()
+    assert health is not None and health.dropped_points is None
+    assert health.corrupt_files is None and health.last_success is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert spool.state_path in line and "push figures left out" in line
+    assert not [n for n in os.listdir(spool.dir) if ".corrupt-" in n]  # ...moves nothing
+    # ...the push (under the lock) sets it aside, counts it, and sends its batch.
+    push = Recording(spool)
+    push.deliver("m f=9i 9\n", 9)
+    assert push.sent == ["m f=9i 9\n"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert spool.state_path in line and "moved aside to" in line
+    state = json.loads(open(spool.state_path).read())
+    assert state["corrupt_files"] == 1 and state["dropped_points"] == 0
+    assert isinstance(state["last_success"], int)
+    assert len([n for n in os.listdir(spool.dir) if n.startswith("state.json.corrupt-")]) == 1
+    assert os.stat(spool.state_path).st_mode & 0o777 == 0o600
+
+
+def test_spool_state_of_an_older_version_without_corrupt_count_is_fine(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    with open(spool.state_path, "w") as fh:
+        fh.write('{"version": 1, "last_success": 5, "dropped_points": 3, '
+                 '"quarantined_batches": 2}')
+    assert spool.health() == (5, 0, 3, 2, 0)
+
+
+def test_quarantine_that_is_a_symlink_is_set_aside(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    os.rmdir(spool.quarantine_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, spool.quarantine_dir)
+    push = Recording(spool, fail=REJECTED)
+    with pytest.raises(OutputError, match="quarantine"):
+        push.deliver("m f=9i 9\n", 9)
+    assert os.listdir(elsewhere) == []
+    assert os.path.isdir(spool.quarantine_dir) and not os.path.islink(spool.quarantine_dir)
+    assert len(os.listdir(spool.quarantine_dir)) == 2  # the batch and its .error
+    assert spool.health().corrupt_files == 1
+
+
+@pytest.mark.parametrize("how", ["symlink", "world-writable"])
+def test_untrusted_spool_lock_is_refused(tmp_path, how):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    lock = os.path.join(spool.dir, ".lock")
+    if how == "symlink":
+        os.symlink(tmp_path / "elsewhere", lock)
+    else:
+        open(lock, "w").close()
+        os.chmod(lock, 0o666)
+    with pytest.raises(OutputError, match=r"lock file .*\.lock"):
+        Recording(spool).deliver("m f=9i 9\n", 9)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_odd_names_in_the_spool_are_not_batches(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    for name in ("00000000000000000001.1.\u00b2.lp", "1.1.99999999999999999999999.lp",
+                 "x.1.1.lp", "00000000000000000001.1.1.lp.corrupt-5"):
+        open(planted(spool, name), "w").close()
+    assert spool.batches(everything=True) == []
+    assert spool.health() is None
+
+
+# --- the same against a real /api/v2/write server ----------------------------------------
+
+@pytest.mark.integration
+def test_corrupt_spool_never_stops_the_push(victoria, tmp_path):
+    spool_dir = str(tmp_path / "spool")
+    spool = Spool(spool_dir, 10_000)
+    spool.ensure()
+    bad = plant_corrupt_batches(spool, secret_file(tmp_path))
+    plant_state(spool, "deep-nesting", tmp_path)
+    args = [*DOWN, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
+    proc = run_exporter(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "moved aside" in ln]) == len(bad) + 1
+    assert len(timestamps(victoria, "apache_exporter_up", 1)) == 1  # the new batch arrived
+    assert victoria.export('{__name__=~"stolen.*"}', timeout=1) == []  # the secret did not
+    assert Spool(spool_dir, 1).batches(everything=True) == []
+    # The next batch reports how many files were set aside.
+    assert run_exporter(*args).returncode == 0
+    newest = max(timestamps(victoria, "apache_exporter_up", 2))
+    deadline = time.monotonic() + 15
+    while True:
+        series = victoria.export('{__name__="apache_exporter_push_corrupt_files"}')
+        values = dict(zip(series[0]["timestamps"], series[0]["values"])) if series else {}
+        if newest in values or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert values[newest] == len(bad) + 1
+
+
+@pytest.mark.integration
+def test_every_corrupt_spool_state_still_delivers_the_batch(victoria, tmp_path):
+    spool_dir = str(tmp_path / "spool")
+    args = [*DOWN, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
+    for n, case in enumerate(sorted(STATE_CASES), start=1):
+        spool = Spool(spool_dir, 10_000)
+        spool.ensure()
+        if os.path.lexists(spool.state_path):
+            os.unlink(spool.state_path)
+        plant_state(spool, case, tmp_path)
+        proc = run_exporter(*args)
+        assert proc.returncode == 0, (case, proc.stderr)
+        assert len(timestamps(victoria, "apache_exporter_up", n)) == n, case
+        assert spool.health().corrupt_files == 1, case
