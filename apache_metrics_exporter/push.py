@@ -117,8 +117,13 @@ class InfluxPush:
             spool.check_quarantine(state)
 
             def quarantine(batch: Any, failure: PushFailed) -> str:
+                try:
+                    where = spool.quarantine(batch, str(failure))
+                except (OSError, OutputError) as exc:
+                    reason = getattr(exc, "strerror", None) or exc
+                    return f"(nowhere: the quarantine cannot be used: {reason})"
                 state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
-                return spool.quarantine(batch, str(failure))
+                return where
 
             failure: Optional[PushFailed] = None
             for batch in spool.batches(everything=True):

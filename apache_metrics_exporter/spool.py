@@ -235,8 +235,8 @@ class Spool:
                 self.set_aside(path, "cannot be used (" + why + ")", state)
             try:
                 os.mkdir(path, 0o700)
-            except OSError as exc:
-                raise OutputError(f"cannot create {path}: {exc.strerror}") from None
+            except OSError as exc:  # said again if a batch needs it (quarantine)
+                log.error("cannot create %s: %s", path, exc.strerror)
 
     def enforce_bound(self) -> int:
         """Drop the oldest batches until the spool fits; the points dropped."""
