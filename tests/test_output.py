@@ -25,7 +25,14 @@ from tests.conftest import run_exporter
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, lchown)")
-DOWN = ("--url", "http://127.0.0.1:9/server-status", "--no-processes", "--format", "tab")
+
+
+@pytest.fixture
+def down(tmp_path):
+    """A run against a dead port that reads no state or spool of the machine's."""
+    return ["--url", "http://127.0.0.1:9/server-status", "--no-processes",
+            "--state-file", str(tmp_path / "no-state.json"),
+            "--spool-dir", str(tmp_path / "no-spool"), "--format", "tab"]
 
 
 @pytest.fixture
@@ -134,8 +141,8 @@ def test_a_directory_is_one_clear_error(tmp_path):
     assert (tmp_path / "to-dir").is_symlink() and os.listdir(tmp_path / "d") == []
 
 
-def test_a_directory_exits_1_with_one_line(tmp_path):
-    proc = run_exporter(*DOWN, "--output", str(tmp_path))
+def test_a_directory_exits_1_with_one_line(down, tmp_path):
+    proc = run_exporter(*down, "--output", str(tmp_path))
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if str(tmp_path) in ln]
     assert len(lines) == 1 and "is a directory" in lines[0], proc.stderr
@@ -156,9 +163,9 @@ def test_char_device_is_written_in_place_never_replaced(tmp_path):
 
 
 @root_only
-def test_cli_output_to_a_null_device_as_root(tmp_path):
+def test_cli_output_to_a_null_device_as_root(down, tmp_path):
     node = null_node(tmp_path)
-    proc = run_exporter(*DOWN, "--output", str(node))
+    proc = run_exporter(*down, "--output", str(node))
     assert proc.returncode == 0, proc.stderr
     assert stat.S_ISCHR(os.lstat(node).st_mode)
     assert os.listdir(tmp_path) == ["null"]
@@ -228,11 +235,11 @@ def test_fifo_reader_that_stops_reading_does_not_hang(tmp_path, monkeypatch):
         os.close(stuck)
 
 
-def test_fifo_cli_run_is_bounded(tmp_path):
+def test_fifo_cli_run_is_bounded(down, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     started = time.monotonic()
-    proc = run_exporter(*DOWN, "--output", str(fifo))
+    proc = run_exporter(*down, "--output", str(fifo))
     assert time.monotonic() - started < output.SPECIAL_TIMEOUT + 20
     assert proc.returncode == 1 and "no process read the FIFO" in proc.stderr
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
@@ -281,9 +288,9 @@ def test_socket_without_listener_is_an_error_not_replaced(tmp_path):
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
-def test_dev_stdout_writes_to_stdout():
+def test_dev_stdout_writes_to_stdout(down):
     # /dev/stdout -> /proc/self/fd/1 -> a pipe here: written to, not replaced.
-    proc = run_exporter(*DOWN, "--output", "/dev/stdout")
+    proc = run_exporter(*down, "--output", "/dev/stdout")
     assert proc.returncode == 0, proc.stderr
     assert "status-response\t1" in proc.stdout
 
@@ -436,13 +443,13 @@ def test_chain_stops_at_the_first_untrusted_link(sticky, tmp_path):
 
 
 @root_only
-def test_cli_foreign_symlink_says_one_line_and_succeeds(sticky, tmp_path):
+def test_cli_foreign_symlink_says_one_line_and_succeeds(down, sticky, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     link = sticky / "apache-manager.txt"
     link.symlink_to(victim)
     lchown_nobody(link)
-    proc = run_exporter(*DOWN, "--output", str(link))
+    proc = run_exporter(*down, "--output", str(link))
     assert proc.returncode == 0, proc.stderr
     assert victim.read_text() == "precious\n"
     assert "status-response\t1" in link.read_text()

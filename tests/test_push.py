@@ -357,8 +357,15 @@ def test_overloaded_server_means_spool_and_retry(prefork, tmp_path, status):
 # --- a spool that cannot be trusted is refused ------------------------------------------
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
-DOWN = ["--url", "http://127.0.0.1:9/server-status", "--no-processes"]
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
+
+
+@pytest.fixture
+def down(tmp_path):
+    """A run against a dead port that reads no state or spool of the machine's."""
+    return ["--url", "http://127.0.0.1:9/server-status", "--no-processes",
+            "--state-file", str(tmp_path / "no-state.json"),
+            "--spool-dir", str(tmp_path / "no-spool")]
 
 
 def untrusted_spool(tmp_path, how: str) -> str:
@@ -388,12 +395,12 @@ SPOOL_FIX = {"symlink": "is a symlink; refusing to follow it",
 
 
 @pytest.mark.parametrize("how", SPOOL_HOW)
-def test_untrusted_spool_is_refused_before_fetching(tmp_path, how):
+def test_untrusted_spool_is_refused_before_fetching(down, tmp_path, how):
     spool = untrusted_spool(tmp_path, how)
     with pytest.raises(OutputError) as err:
         Spool(spool, 10_000).ensure()
     assert spool in str(err.value) and SPOOL_FIX[how] in str(err.value)
-    proc = run_exporter(*DOWN, *push_args("http://127.0.0.1:9", spool, "--influxdb-token",
+    proc = run_exporter(*down, *push_args("http://127.0.0.1:9", spool, "--influxdb-token",
                                           TOKEN))
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.splitlines()  # before fetching: no "connection refused" line
@@ -401,18 +408,18 @@ def test_untrusted_spool_is_refused_before_fetching(tmp_path, how):
 
 
 @pytest.mark.parametrize("how", SPOOL_HOW)
-def test_untrusted_spool_figures_are_left_out_by_the_collector(tmp_path, how):
+def test_untrusted_spool_figures_are_left_out_by_the_collector(down, tmp_path, how):
     spool = untrusted_spool(tmp_path, how)
-    proc = run_exporter(*DOWN, "--format", "tab", "--spool-dir", spool)
+    proc = run_exporter(*down, "--format", "tab", "--spool-dir", spool)
     assert proc.returncode == 0, proc.stderr
     assert "push-" not in proc.stdout
     said = [ln for ln in proc.stderr.splitlines() if spool in ln]
     assert len(said) == 1 and SPOOL_FIX[how] in said[0] and "push figures left out" in said[0]
 
 
-def test_trusted_spool_figures_are_reported(tmp_path):
+def test_trusted_spool_figures_are_reported(down, tmp_path):
     spool = untrusted_spool(tmp_path, "none")
-    values = parse_tab(run_exporter(*DOWN, "--format", "tab", "--spool-dir", spool).stdout)
+    values = parse_tab(run_exporter(*down, "--format", "tab", "--spool-dir", spool).stdout)
     assert values["push-spooled-points"] == "1"
 
 
@@ -620,13 +627,13 @@ def test_odd_names_in_the_spool_are_not_batches(tmp_path):
 # --- the same against a real /api/v2/write server ----------------------------------------
 
 @pytest.mark.integration
-def test_corrupt_spool_never_stops_the_push(victoria, tmp_path):
+def test_corrupt_spool_never_stops_the_push(down, victoria, tmp_path):
     spool_dir = str(tmp_path / "spool")
     spool = Spool(spool_dir, 10_000)
     spool.ensure()
     bad = plant_corrupt_batches(spool, secret_file(tmp_path))
     plant_state(spool, "deep-nesting", tmp_path)
-    args = [*DOWN, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
+    args = [*down, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
     proc = run_exporter(*args)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -648,9 +655,9 @@ def test_corrupt_spool_never_stops_the_push(victoria, tmp_path):
 
 
 @pytest.mark.integration
-def test_every_corrupt_spool_state_still_delivers_the_batch(victoria, tmp_path):
+def test_every_corrupt_spool_state_still_delivers_the_batch(down, victoria, tmp_path):
     spool_dir = str(tmp_path / "spool")
-    args = [*DOWN, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
+    args = [*down, *push_args(victoria.url, spool_dir, "--influxdb-token", TOKEN)]
     for n, case in enumerate(sorted(STATE_CASES), start=1):
         spool = Spool(spool_dir, 10_000)
         spool.ensure()

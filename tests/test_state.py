@@ -25,7 +25,14 @@ from tests.conftest import exporter_env, parse_tab, run_exporter
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
-DOWN = ["--url", "http://127.0.0.1:9/server-status", "--no-processes"]
+
+
+@pytest.fixture
+def down(tmp_path):
+    """A run against a dead port that reads no state or spool of the machine's."""
+    return ["--url", "http://127.0.0.1:9/server-status", "--no-processes",
+            "--state-file", str(tmp_path / "no-state.json"),
+            "--spool-dir", str(tmp_path / "no-spool")]
 FORMATS = ["tab", "influx", "collectd", "prometheus", "text", "zabbix-discovery"]
 
 
@@ -205,7 +212,8 @@ def test_reaper_cli_refuses_untrusted_state_file_with_exit_1(tmp_path):
     path = untrusted(tmp_path, "world-writable")
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from apache_metrics_exporter.cli import "
-         "reaper_main; sys.exit(reaper_main())", *DOWN[:2], "--max-memory-idle", "1G",
+         "reaper_main; sys.exit(reaper_main())", "--url", "http://127.0.0.1:9/server-status",
+         "--max-memory-idle", "1G",
          "--state-file", str(path)],
         capture_output=True, text=True, timeout=60, env=exporter_env())
     assert proc.returncode == 1, proc.stderr
@@ -249,17 +257,17 @@ def absent(out: str) -> bool:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_format_survives_every_corrupt_state(tmp_path, fmt, capfd):
+def test_every_format_survives_every_corrupt_state(down, tmp_path, fmt, capfd):
     good = tmp_path / "good.json"
     good.write_bytes(dumps(valid()))
-    assert cli.main([*DOWN, "--format", fmt, "--state-file", str(good)]) == 0
+    assert cli.main([*down, "--format", fmt, "--state-file", str(good)]) == 0
     out, err = capfd.readouterr()
     if fmt != "zabbix-discovery":  # (discovery lists targets, no values)
         assert not absent(out), out  # the check below can see reaper figures
     for case in sorted(CORRUPT):
         path = tmp_path / f"{case}.json"
         make(path, case)
-        status = cli.main([*DOWN, "--format", fmt, "--state-file", str(path)])
+        status = cli.main([*down, "--format", fmt, "--state-file", str(path)])
         out, err = capfd.readouterr()
         assert status == 0, (case, err)
         assert "Traceback" not in err
@@ -270,24 +278,24 @@ def test_every_format_survives_every_corrupt_state(tmp_path, fmt, capfd):
             assert "status-response\t1" in out
 
 
-def test_the_same_good_state_is_reported_in_every_format(tmp_path, capfd):
+def test_the_same_good_state_is_reported_in_every_format(down, tmp_path, capfd):
     path = tmp_path / "s.json"
     path.write_bytes(dumps(valid()))
-    cli.main([*DOWN, "--format", "tab", "--state-file", str(path)])
+    cli.main([*down, "--format", "tab", "--state-file", str(path)])
     tab = parse_tab(capfd.readouterr().out)
     assert tab["workers-killed-active"] == "1" and tab["reaper-runs-total"] == "7"
-    cli.main([*DOWN, "--format", "influx", "--state-file", str(path)])
+    cli.main([*down, "--format", "influx", "--state-file", str(path)])
     assert "runs=7i" in capfd.readouterr().out
 
 
-def test_huge_state_file_is_not_read_into_memory(tmp_path):
+def test_huge_state_file_is_not_read_into_memory(down, tmp_path):
     path = tmp_path / "s.json"
     make(path, "huge")
     code = ("import resource, sys\nfrom apache_metrics_exporter.cli import main\n"
             "status = main(sys.argv[1:])\nsys.stdout.flush()\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
             "sys.exit(status)\n")
-    proc = subprocess.run([sys.executable, "-c", code, *DOWN, "--format", "tab",
+    proc = subprocess.run([sys.executable, "-c", code, *down, "--format", "tab",
                            "--state-file", str(path)],
                           capture_output=True, text=True, timeout=60, env=exporter_env())
     assert proc.returncode == 0, proc.stderr
@@ -296,10 +304,10 @@ def test_huge_state_file_is_not_read_into_memory(tmp_path):
     assert max_rss_kib < 100 * 1024  # the 300 MB file made it use 592 MiB once
 
 
-def test_cli_warning_is_said_once_per_loop(tmp_path):
+def test_cli_warning_is_said_once_per_loop(down, tmp_path):
     path = tmp_path / "s.json"
     make(path, "deep-nesting")
-    proc = run_exporter(*DOWN, "--format", "influx", "--state-file", str(path), "--execd",
+    proc = run_exporter(*down, "--format", "influx", "--state-file", str(path), "--execd",
                         stdin="\n\n\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("apache_exporter,") == 3
@@ -307,7 +315,7 @@ def test_cli_warning_is_said_once_per_loop(tmp_path):
 
 
 @pytest.mark.integration
-def test_reaper_cli_sets_corrupt_state_aside(prefork, tmp_path):
+def test_reaper_cli_sets_corrupt_state_aside(down, prefork, tmp_path):
     # The reaper's own run (a dry run on a private Apache), then the collector.
     for case in ("deep-nesting", "result-with-newline", "huge", "directory"):
         path = tmp_path / f"{case}.json"
@@ -322,5 +330,5 @@ def test_reaper_cli_sets_corrupt_state_aside(prefork, tmp_path):
         assert "moved aside to" in line
         assert stat.S_ISREG(os.lstat(path).st_mode)
         assert json.loads(path.read_text())["totals"]["state_resets"] == 1
-        tab = parse_tab(run_exporter(*DOWN, "--state-file", str(path)).stdout)
+        tab = parse_tab(run_exporter(*down, "--state-file", str(path)).stdout)
         assert tab["reaper-state-resets-total"] == "1"
