@@ -143,8 +143,9 @@ class Spool:
         except OSError as exc:
             raise OutputError(f"cannot create --spool-dir {self.dir}: {exc.strerror}; "
                               "give a directory this user can write") from None
-        if not os.access(self.dir, os.W_OK | os.X_OK):
-            raise OutputError(f"--spool-dir {self.dir} is not writable by this user")
+        if not os.access(self.dir, os.R_OK | os.W_OK | os.X_OK):
+            raise OutputError(f"--spool-dir {self.dir} is not readable and writable by "
+                              "this user")
 
     @contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
@@ -253,13 +254,9 @@ class Spool:
 
     # -- state -------------------------------------------------------------
     def _read_state(self) -> Dict:
-        """state.json parsed and checked; FileNotFoundError, or Corrupt saying why."""
-        try:
-            data = read_bounded(self.state_path, STATE_MAX_BYTES)
-        except OSError as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise Corrupt(f"cannot be read ({exc.strerror})") from None
+        """state.json parsed and checked; OSError (FileNotFoundError: there is
+        none), or Corrupt saying why it cannot be used."""
+        data = read_bounded(self.state_path, STATE_MAX_BYTES)
         try:
             state = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
@@ -280,10 +277,10 @@ class Spool:
             return self._read_state()
         except FileNotFoundError:
             return fresh_state()
-        except Corrupt as exc:
+        except (Corrupt, OSError) as exc:
+            why = str(exc) if isinstance(exc, Corrupt) else f"cannot be read ({exc.strerror})"
             state = fresh_state()
-            self.set_aside(self.state_path, str(exc), state,
-                           "; its counters start again from zero")
+            self.set_aside(self.state_path, why, state, "; its counters start again from zero")
             return state
 
     def save_state(self, state: Dict) -> None:
@@ -298,7 +295,12 @@ class Spool:
         except OutputError as exc:
             _warn_once(f"{exc}; push figures left out")
             return None
-        batches = self.batches()
+        try:
+            batches = self.batches()
+        except OSError as exc:  # e.g. root's 0700 spool, read by another user
+            _warn_once(f"cannot read --spool-dir {self.dir} ({exc.strerror}); push figures "
+                       "left out")
+            return None
         if not batches and not os.path.lexists(self.state_path):
             return None
         spooled = sum(b.points for b in batches)
@@ -306,9 +308,13 @@ class Spool:
             state = self._read_state()
         except FileNotFoundError:
             state = fresh_state()
-        except Corrupt as exc:
-            _warn_once(f"spool file {self.state_path} {exc}; push figures left out until "
-                       "the next push sets it aside")
+        except (Corrupt, OSError) as exc:
+            if isinstance(exc, Corrupt):
+                _warn_once(f"spool file {self.state_path} {exc}; push figures left out "
+                           "until the next push sets it aside")
+            else:
+                _warn_once(f"cannot read {self.state_path} ({exc.strerror}); push figures "
+                           "left out")
             return Health(None, spooled, None, None, None)
         return Health(state.get("last_success"), spooled, state.get("dropped_points", 0),
                       state.get("quarantined_batches", 0), state.get("corrupt_files", 0))

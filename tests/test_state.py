@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from apache_metrics_exporter import cli, state
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.snapshot import reaper_samples
+from apache_metrics_exporter.spool import Spool
 from apache_metrics_exporter.state import StateFile, fresh
 from tests.conftest import exporter_env, parse_tab, run_exporter
 
@@ -332,3 +335,36 @@ def test_reaper_cli_sets_corrupt_state_aside(down, prefork, tmp_path):
         assert json.loads(path.read_text())["totals"]["state_resets"] == 1
         tab = parse_tab(run_exporter(*down, "--state-file", str(path)).stdout)
         assert tab["reaper-state-resets-total"] == "1"
+
+
+@root_only
+def test_unprivileged_collector_reports_what_it_cannot_read(runnable_copy):
+    # As installed: root's reaper state 0600 and push spool 0700; the exporter
+    # run by another user (here nobody) leaves those figures out and says why.
+    top = tempfile.mkdtemp(prefix="ame-private-")
+    try:
+        os.chmod(top, 0o755)
+        path = os.path.join(top, "reaper-state.json")
+        with open(path, "wb") as fh:
+            fh.write(dumps(valid()))
+        os.chmod(path, 0o600)
+        spool = Spool(os.path.join(top, "spool"), 10_000)
+        spool.ensure()
+        spool.add("m f=1i 1\n", 1)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             str(runnable_copy), "--url", "http://127.0.0.1:9/server-status", "--no-processes",
+             "--format", "tab", "--state-file", path, "--spool-dir", spool.dir],
+            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                             "HOME": "/"})
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        (state_line,) = [ln for ln in proc.stderr.splitlines() if path in ln]
+        assert "Permission denied" in state_line and "reaper figures left out" in state_line
+        (spool_line,) = [ln for ln in proc.stderr.splitlines() if spool.dir in ln]
+        assert "Permission denied" in spool_line and "push figures left out" in spool_line
+        values = parse_tab(proc.stdout)
+        assert values["status-response"] == "1"
+        assert not [k for k in values if "reaper" in k or "push" in k or "killed" in k]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
