@@ -150,6 +150,12 @@ class StateFile:
         self.path = path
         self.lock_path = path + ".lock"
 
+    def check(self) -> None:
+        """OutputError (one line with the fix) if the file or its lock exists
+        and is not to be trusted; cheap, for a check before any other work."""
+        check(self.path, "--state-file")
+        check(self.lock_path, "lock file")
+
     @contextmanager
     def locked(self, timeout: float) -> Iterator[Dict[str, Any]]:
         """Yield the state (recovered if corrupt); save it when the block ends.
