@@ -6,17 +6,21 @@ import http.server
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.push import REJECTED, InfluxPush, PushFailed, PushSettings
-from apache_metrics_exporter.spool import MIN_BATCH_LIMIT, Spool
+from apache_metrics_exporter.spool import MIN_BATCH_LIMIT, Spool, state_problem
 from tests.conftest import exporter_env, parse_tab, run_exporter
 from tests.harness.servers import VictoriaMetrics
 
@@ -668,3 +672,34 @@ def test_every_corrupt_spool_state_still_delivers_the_batch(down, victoria, tmp_
         assert proc.returncode == 0, (case, proc.stderr)
         assert len(timestamps(victoria, "apache_exporter_up", n)) == n, case
         assert spool.health().corrupt_files == 1, case
+
+
+@st.composite
+def almost_valid_spool_state(draw):
+    s = {"version": 1, "last_success": 1_700_000_000, "dropped_points": 3,
+         "quarantined_batches": 1, "corrupt_files": 0}
+    s[draw(st.sampled_from(sorted(s)))] = draw(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+        | st.lists(st.integers(), max_size=3))
+    return json.dumps(s).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=almost_valid_spool_state() | st.binary(max_size=200))
+def test_any_spool_state_is_good_or_set_aside(data):
+    top = tempfile.mkdtemp()
+    try:
+        spool = Spool(os.path.join(top, "spool"), 10_000)
+        spool.ensure()
+        with open(spool.state_path, "wb") as fh:
+            fh.write(data)
+        health = spool.health()  # the collector: never raises, never a wrong type
+        for value in health[1:]:
+            assert value is None or (type(value) is int and 0 <= value < 2**63)
+        assert health.last_success is None or type(health.last_success) is int
+        push = Recording(spool)
+        push.deliver("m f=9i 9\n", 9)  # the push: always sends its batch
+        assert push.sent == ["m f=9i 9\n"]
+        assert state_problem(json.loads(open(spool.state_path).read())) == ""
+    finally:
+        shutil.rmtree(top)

@@ -18,6 +18,8 @@ import sys
 import tempfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apache_metrics_exporter import cli, state
 from apache_metrics_exporter.errors import OutputError
@@ -370,3 +372,56 @@ def test_unprivileged_collector_reports_what_it_cannot_read(runnable_copy):
         assert not [k for k in values if "reaper" in k or "push" in k or "killed" in k]
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+# --- property: any content is either a valid state or reported corrupt ---------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+def paths_of(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from paths_of(v, prefix + (k,))
+
+
+@st.composite
+def almost_valid(draw):
+    """A good state with one value somewhere replaced by anything JSON can hold."""
+    s = valid()
+    where = draw(st.sampled_from(list(paths_of(s))[1:]))
+    target = s
+    for k in where[:-1]:
+        target = target[k]
+    target[where[-1]] = draw(JSON)
+    return json.dumps(s).encode()
+
+
+def check_reported(path) -> None:
+    samples = reaper_samples(str(path))
+    for s in samples:
+        assert type(s.value) is int and 0 <= s.value < 2**63, s
+        assert all(v in state.KINDS + state.REASONS for _, v in s.labels), s
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=almost_valid() | st.binary(max_size=300))
+def test_any_content_is_a_good_state_or_reported(data):
+    top = tempfile.mkdtemp()
+    try:
+        path = os.path.join(top, "s.json")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        check_reported(path)  # the collector: never raises, never a wrong type
+        with StateFile(path).locked(5) as s:  # the reaper: always a usable state
+            assert state.problem(s) == ""
+            s["totals"]["runs"] += 1
+        with open(path, "rb") as fh:
+            assert state.problem(json.loads(fh.read())) == ""
+    finally:
+        shutil.rmtree(top)
