@@ -80,10 +80,13 @@ def write_private(path: str, text: str, mode: int = 0o600) -> None:
 def _resolve(path: str) -> tuple:
     """("fd", N) | ("special", PATH, magic) | ("file", PATH, lstat or None)."""
     p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    budget = [MAX_LINKS]
     for _ in range(MAX_LINKS):
         directory, base = os.path.split(p)
         if base in ("", ".", ".."):
             raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+        directory = _real_directory(path, directory, budget)
+        p = os.path.join(directory, base)
         try:
             dst = os.stat(directory)
         except OSError as exc:
@@ -115,12 +118,51 @@ def _resolve(path: str) -> tuple:
             p = os.path.join(directory, target)  # an absolute target replaces it all
             continue
         if stat.S_ISDIR(mode):
-            shown = path if p == path else f"{path} (-> {p})"
+            shown = path if p == os.path.abspath(path) else f"{path} (-> {p})"
             raise OutputError(f"cannot write {shown}: it is a directory; give a file name")
         if stat.S_ISREG(mode):
             return ("file", p, st)
         return ("special", p, False)
     raise OutputError(f"cannot write {path}: more than {MAX_LINKS} symlinks in a row")
+
+
+def _real_directory(path: str, directory: str, budget: list) -> str:
+    """``directory`` without symlinks, each link on the way checked as the
+    last one is (``_distrust``): the kernel follows any link among the
+    directories when fs.protected_symlinks is off, so /tmp/evil -> /etc must
+    be caught here. ``budget``: links left to follow (shared with the caller)."""
+    real = "/"
+    todo = directory.split("/")[::-1]
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            real = os.path.dirname(real)
+            continue
+        here = os.path.join(real, name)
+        try:
+            st = os.lstat(here)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {here}: {exc.strerror}") from None
+        if not stat.S_ISLNK(st.st_mode):
+            real = here
+            continue
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise OutputError(f"cannot write {path}: more than {MAX_LINKS} symlinks in a row")
+        why = _distrust(st, os.stat(real), real)
+        if why:
+            raise OutputError(f"cannot write {path}: the directory symlink {here} is not "
+                              f"followed ({why}); give the real path")
+        try:
+            target = os.readlink(here)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {here}: {exc.strerror}") from None
+        if target.startswith("/"):
+            real = "/"
+        todo.extend(target.split("/")[::-1])
+    return real
 
 
 def _distrust(st: os.stat_result, dst: os.stat_result, directory: str) -> str:

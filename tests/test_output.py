@@ -456,6 +456,33 @@ def test_cli_foreign_symlink_says_one_line_and_succeeds(down, sticky, tmp_path):
     assert len([ln for ln in proc.stderr.splitlines() if "not following" in ln]) == 1
 
 
+@root_only
+def test_foreign_directory_symlink_in_sticky_directory_is_refused(sticky, tmp_path):
+    # /tmp/evil -> /etc planted by another user: --output /tmp/evil/passwd must
+    # not replace /etc/passwd, whatever fs.protected_symlinks says.
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0\n")
+    evil = sticky / "evil"
+    evil.symlink_to(etc)
+    lchown_nobody(evil)
+    with pytest.raises(OutputError, match=r"directory symlink .*evil is not followed"):
+        write_atomic(str(evil / "passwd"), "metrics\n")
+    assert (etc / "passwd").read_text() == "root:x:0:0\n"
+    assert os.listdir(etc) == ["passwd"]
+
+
+def test_own_directory_symlinks_and_dots_are_followed(tmp_path, monkeypatch):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "sub").mkdir()
+    (tmp_path / "via").symlink_to("real/sub")
+    write_atomic(str(tmp_path / "via" / ".." / "m.txt"), "up\n")  # .. of the real dir
+    assert (tmp_path / "real" / "m.txt").read_text() == "up\n"
+    monkeypatch.chdir(tmp_path / "via")
+    write_atomic("./n.txt", "here\n")
+    assert (tmp_path / "real" / "sub" / "n.txt").read_text() == "here\n"
+
+
 # --- failures -----------------------------------------------------------------------------
 
 @pytest.fixture
