@@ -456,11 +456,13 @@ def test_prometheus_dashboard_every_query_returns_data(scenario):
     now = time.time()
     jobs = label_values(prom, variable_query(var["job"]), {})
     assert set(scenario.jobs) <= set(jobs)
-    for job in scenario.jobs:
-        values = {"job": prom_regex(job)}
+    # One job at a time, then "All" of both (Grafana's (a|b) for a multi-value variable).
+    for selected in [[job] for job in scenario.jobs] + [list(scenario.jobs)]:
+        job = "|".join(selected)
+        values = {"job": grafana_multi(selected)}
         instances = label_values(prom, variable_query(var["instance"]), values)
-        assert len(instances) == 1
-        values.update({"instance": prom_regex(instances[0]), "__rate_interval": RATE_WINDOW,
+        assert len(instances) == len(selected)
+        values.update({"instance": grafana_multi(instances), "__rate_interval": RATE_WINDOW,
                        "__interval": "1s", "__range": f"{int(now - scenario.prom_start) + 1}s"})
         answers = {}
         for panel, target in targets(dash):
@@ -485,6 +487,13 @@ def test_prometheus_dashboard_every_query_returns_data(scenario):
         groups = {series["metric"]["group"]
                   for series in answers["Memory: largest process per group"]["A"]}
         assert {"native", WSGI_GROUP} <= groups
+
+
+def grafana_multi(selected: List[str]) -> str:
+    """$var of a Prometheus multi-value variable: one value escaped, several as (a|b)."""
+    if len(selected) == 1:
+        return prom_regex(selected[0])
+    return "(" + "|".join(prom_regex(v) for v in selected) + ")"
 
 
 def label_values(prom, query: str, values: Dict[str, str]) -> List[str]:
