@@ -306,6 +306,12 @@ def scenario(influxdb) -> Iterator[Scenario]:
                     except (urllib.error.URLError, OSError):
                         pass  # Apache is being restarted
 
+        def status_page() -> bytes:
+            try:
+                return apache.get("/server-status?auto", timeout=5)
+            except (urllib.error.URLError, OSError):
+                return b""  # workers are being replaced
+
         def scraped(job: str, expr: str) -> bool:
             return bool(prometheus.query(expr.replace("JOB", job)))
 
@@ -342,9 +348,9 @@ def scenario(influxdb) -> Iterator[Scenario]:
 
         # Graceful restart: the config generation goes up.
         os.kill(apache.proc.pid, signal.SIGUSR1)
-        _wait("the graceful restart", lambda: b"ParentServerConfigGeneration: 2"
-              in apache.get("/server-status?auto"))
-        apache._wait_ready(20)
+        _wait("the graceful restart",
+              lambda: b"ParentServerConfigGeneration: 2" in status_page())
+        assert apache._wait_ready(20), "Apache did not come back from the graceful restart"
         collect()
         collect()
         all_jobs_see("the graceful restart", 'apache_generation{type="config",job="JOB"} == 2')
