@@ -269,3 +269,90 @@ class VictoriaMetrics(_Daemon):
                     or time.monotonic() > deadline:
                 return series
             time.sleep(0.1)
+
+
+PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
+
+
+class Prometheus(_Daemon):
+    """A Prometheus server (Debian's package) scraping loopback targets.
+
+    Its configuration, rule files and TSDB live in a temporary directory; it
+    listens on a free port of 127.0.0.1 and never reads the system's
+    /etc/prometheus or /var/lib/prometheus.
+    """
+
+    def __init__(self, jobs: dict, scrape_interval: str = "1s",
+                 rule_files: Optional[List[Path]] = None) -> None:
+        self.jobs = jobs  # {job name: ["127.0.0.1:PORT", ...]}
+        self.scrape_interval = scrape_interval
+        self.rule_files = list(rule_files or ())
+        self.port = 0
+
+    def start(self, timeout: float = 30) -> Prometheus:
+        self.root = Path(tempfile.mkdtemp(prefix="ame-prometheus-"))
+        self.port = free_port()
+        jobs = "".join(
+            f"""  - job_name: {json.dumps(job)}
+    static_configs:
+      - targets: {json.dumps(targets)}
+""" for job, targets in self.jobs.items())
+        rules = "".join(f"  - {json.dumps(str(p))}\n" for p in self.rule_files)
+        conf = self.root / "prometheus.yml"
+        conf.write_text(f"""global:
+  scrape_interval: {self.scrape_interval}
+  scrape_timeout: {self.scrape_interval}
+  evaluation_interval: {self.scrape_interval}
+rule_files:
+{rules or "  []"}
+scrape_configs:
+{jobs}""")
+        self._spawn([PROMETHEUS, f"--config.file={conf}",
+                     f"--storage.tsdb.path={self.root}/data",
+                     f"--web.listen-address=127.0.0.1:{self.port}",
+                     "--log.level=warn"], self.root / "prometheus.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        log = self.log()[-2000:]
+        self.stop()
+        raise RuntimeError(f"prometheus did not start: {log}")
+
+    def log(self) -> str:
+        try:
+            return (self.root / "prometheus.log").read_text()
+        except (OSError, TypeError):
+            return ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, **params) -> dict:
+        """The ``data`` of a successful /api/v1 answer; an error raises with its text."""
+        query = urllib.parse.urlencode(params, doseq=True)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=30) as r:
+                answer = json.load(r)
+        except urllib.error.HTTPError as exc:
+            answer = json.loads(exc.read().decode(errors="replace") or "{}")
+        if answer.get("status") != "success":
+            raise AssertionError(f"/api/v1/{path} {params}: {answer.get('error', answer)}")
+        return answer["data"]
+
+    def query(self, expr: str, at: Optional[float] = None) -> list:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return self.api("query", **params)["result"]
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list:
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}",
+                        step=str(step))["result"]
