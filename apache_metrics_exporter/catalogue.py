@@ -475,6 +475,11 @@ REAPER_METRICS: Tuple[Metric, ...] = (
        influx="apache_reaper.circuit_breaker_trips",
        collectd="derive-reaper_circuit_breaker_trips",
        prom='apache_reaper_circuit_breaker_trips_total'),
+    _m("reaper_unproven_runs_total", COUNTER, "runs", int,
+       "Reaper runs that signalled nothing because the Apache serving --url could not "
+       "be proven (nothing listening, not Apache, no right to see the listener).",
+       influx="apache_reaper.unproven_runs", collectd="derive-reaper_unproven_runs",
+       prom="apache_reaper_unproven_runs_total"),
     _m("reaper_runs_total", COUNTER, "runs", int, "Reaper runs (dry runs included).",
        influx="apache_reaper.runs", collectd="derive-reaper_runs",
        prom='apache_reaper_runs_total'),

@@ -547,6 +547,8 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     from apache_metrics_exporter.state import StateFile
     from apache_metrics_exporter.status import parse_html
 
+    state_file = StateFile(args.state_file)
+    state_file.check()  # an untrusted state file is refused before any work
     started = time.time()
     fetcher = Fetcher(target)
     workers = None
@@ -559,7 +561,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         log.error("%s; native workers are left alone this run", exc)
     finally:
         fetcher.close()
-    with StateFile(args.state_file).locked(args.lock_timeout) as state:
+    with state_file.locked(args.lock_timeout) as state:
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid])
         totals = state["totals"]
@@ -567,6 +569,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             log.error("cannot prove which Apache serves %s: %s; signalling nothing",
                       target.url, parent.reason)
             totals["runs"] += 1
+            totals["unproven_runs"] += 1
             state["last_run"] = {
                 "time": int(started), "dry_run": bool(args.dry_run), "checked": 0,
                 "killed_active": 0, "killed_idle": 0, "killed_wsgi": 0, "would_kill": 0,
@@ -586,7 +589,8 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         result = "ok"
         if len(selected) > args.max_kills:
             result = "circuit-breaker"
-            totals["circuit_breaker_trips"] += 1
+            if not args.dry_run:  # a dry run changes no counter but would_kill
+                totals["circuit_breaker_trips"] += 1
             log.error("circuit breaker: %d processes are over a threshold, more than "
                       "--max-kills %d; acting on the worst %d only - check the thresholds",
                       len(selected), args.max_kills, args.max_kills)

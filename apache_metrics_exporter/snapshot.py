@@ -346,7 +346,7 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     for reason, n in sorted(totals["reasons"].items()):
         out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
     for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
-                    "state_resets", "circuit_breaker_trips", "runs"):
+                    "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
         out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
     if last.get("time"):
         out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last["time"]))

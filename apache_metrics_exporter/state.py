@@ -43,6 +43,9 @@ KINDS = ("native_active", "native_idle", "wsgi")
 REASONS = ("memory", "timeout")
 COUNTERS = ("sigkill_escalations", "skipped_for_safety", "would_kill", "state_resets",
             "circuit_breaker_trips", "runs")
+# Totals added after version 1 was released: a file without them is still
+# valid, they start at zero.
+LATER_COUNTERS = ("unproven_runs",)
 # last_run: the keys the collector reports, and the others' types.
 _RUN_INTS = ("time", "checked", "killed_active", "killed_idle", "killed_wsgi", "would_kill",
              "escalations", "skipped")
@@ -54,7 +57,7 @@ def fresh(now: Optional[float] = None) -> Dict[str, Any]:
         "version": VERSION,
         "created": int(now if now is not None else time.time()),
         "totals": {"kills": {k: 0 for k in KINDS}, "reasons": {r: 0 for r in REASONS},
-                   **{c: 0 for c in COUNTERS}},
+                   **{c: 0 for c in COUNTERS + LATER_COUNTERS}},
         "last_run": None,
     }
 
@@ -117,6 +120,8 @@ def _parse(data: bytes) -> Dict[str, Any]:
     why = problem(state)
     if why:
         raise Corrupt(why)
+    for counter in LATER_COUNTERS:
+        state["totals"].setdefault(counter, 0)
     return state
 
 
