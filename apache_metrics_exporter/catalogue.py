@@ -516,6 +516,13 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        "NAME.corrupt-TIMESTAMP.",
        influx="apache_exporter.push_corrupt_files", collectd="derive-push_corrupt_files",
        prom='apache_push_corrupt_files_total'),
+    _m("restarts_total", COUNTER, "restarts", int,
+       "Apache restarts seen between collections, by kind: graceful (the configuration "
+       "or MPM generation went up) or hard (the uptime went back, or another parent "
+       "process). Kept in the collector's state file (--collector-state).",
+       labels=("kind",), tab_key="restarts-{kind}",
+       influx="apache_exporter.restarts_{kind}", collectd="derive-restarts_{kind}",
+       prom="apache_restarts_total"),
     _m("collection_duration_seconds", GAUGE, "seconds", float,
        "Wall time of this collection.",
        influx="apache_exporter.collection_duration_seconds",

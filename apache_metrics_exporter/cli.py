@@ -55,6 +55,7 @@ def build_parser() -> configargparse.ArgParser:
         base_parser,
     )
     from apache_metrics_exporter.paths import SPOOL_DIR
+    from apache_metrics_exporter.restarts import DEFAULT_PATH as RESTARTS_STATE
     from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
 
     p = base_parser(PROG, "Read Apache httpd's mod_status pages and processes and write "
@@ -68,6 +69,9 @@ def build_parser() -> configargparse.ArgParser:
                         "as hanging (e.g. 90s, 5m); default 5m")
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
+    c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",
+                   help="the collector's own state file, where restarts are counted "
+                        "between runs (left out when it cannot be written); '' for none")
     c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
                    help="report busy workers, requests in flight and the longest request "
                         "for the N virtual hosts with most busy workers, the rest summed "
@@ -312,6 +316,14 @@ def _options(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
                    scan_processes=not args.no_processes, vhost_limit=args.vhost_limit)
 
 
+def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot]) -> None:
+    """Restart counts from the collector's state file (restarts.py)."""
+    if args.collector_state:
+        from apache_metrics_exporter.restarts import DEFAULT_PATH, track
+
+        track(snapshots, args.collector_state, args.collector_state != DEFAULT_PATH)
+
+
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
           writer: ModuleType, sink: Optional[object] = None,
           stopper: Optional[Stopper] = None) -> None:
@@ -329,6 +341,7 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
         snapshots = collect_all(fetchers, options)
     else:
         snapshots = stopper.blocking(collect_all, fetchers, options)
+    track_restarts(args, snapshots)
     for snap in snapshots:
         snap.samples.extend(extra)
         report(snap)

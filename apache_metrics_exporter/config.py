@@ -199,7 +199,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
 # other command too: there they are accepted from config files and the
 # environment but ignored, and refused on the command line.
 COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes",
-                  "vhost-limit", "format",
+                  "vhost-limit", "collector-state", "format",
                   "zabbix-discovery", "prometheus-naming", "watch",
                   "output", "data-file", "hostname", "instance", "interval", "execd",
                   "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",

@@ -56,6 +56,8 @@ def _tab(m: Metric) -> str:
     if m.name in STAT_OF:
         return _code(f"memory-usage GROUP {STAT_OF[m.name]}")
     key = m.tab_key or m.name.replace("_", "-")
+    if "{" in key:  # the labels are part of the key: restarts-{kind}
+        return _code(key.format(**{label: label.upper() for label in m.labels}))
     return _code(" ".join([key] + [label.upper() for label in m.labels]))
 
 

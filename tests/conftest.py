@@ -22,9 +22,31 @@ def data(name: str) -> bytes:
     return (DATA / name).read_bytes()
 
 
+# The files the commands keep between runs (the reaper's state, the push
+# spool, the collector's restart counts) default to /var/lib: every run of
+# the test session, in-process or not, gets its own under a temporary
+# directory instead, so no test reads or writes the machine's.
+SESSION_FILES = tempfile.mkdtemp(prefix="ame-test-files-")
+os.chmod(SESSION_FILES, 0o755)
+SESSION_ENV = {
+    "APACHE_METRICS_STATE_FILE": os.path.join(SESSION_FILES, "reaper-state.json"),
+    "APACHE_METRICS_SPOOL_DIR": os.path.join(SESSION_FILES, "spool"),
+    "APACHE_METRICS_COLLECTOR_STATE": os.path.join(SESSION_FILES, "collector-state.json"),
+}
+for _key in [k for k in os.environ if k.startswith("APACHE_METRICS_")]:
+    del os.environ[_key]  # the user's own settings never reach a test
+os.environ.update(SESSION_ENV)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(SESSION_FILES, ignore_errors=True)
+
+
 def exporter_env(**extra: str) -> Dict[str, str]:
-    """An environment without the user's APACHE_METRICS_* settings or config."""
+    """An environment without the user's APACHE_METRICS_* settings or config,
+    with the session's own state, spool and collector state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_METRICS_")}
+    env.update(SESSION_ENV)
     env.update(extra)
     return env
 

@@ -124,6 +124,11 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     if reaper:
         out += ["", f"# Reaper totals since its state file was created {_TAG}."]
         out.extend(reaper)
+    restarts = labelled.get("restarts_total", ())
+    if restarts:
+        out += ["", f"# Apache restarts seen between collections {_TAG}."]
+        out.extend(f"{s.metric.tab_key.format(**dict(s.labels))}\t{s.value}"
+                   for s in restarts)
     out += ["", f"# Collection health {_TAG}."]
     out.extend(f"{_key(m.name)}\t{plain[m.name]}" for m in HEALTH_METRICS if m.name in plain)
     return "\n".join(out) + "\n"
