@@ -16,7 +16,7 @@ import sys
 import configargparse
 
 from apache_metrics_exporter import __version__
-from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
 from apache_metrics_exporter.http import Target, check_url, parse_header, redact, status_url
 from apache_metrics_exporter.log import LOG_FORMATS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
@@ -25,7 +25,7 @@ from apache_metrics_exporter.units import parse_size, parse_timespan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional, Sequence
+    from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 CONFIG_FILES = ["/etc/apache-metrics-exporter.conf", "~/.config/apache-metrics-exporter.conf"]
 ENV_PREFIX = "APACHE_METRICS_"
@@ -195,24 +195,6 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     return p
 
 
-# Options of one command that may sit in the shared config file, read by the
-# other command too: there they are accepted from config files and the
-# environment but ignored, and refused on the command line.
-COLLECTOR_ONLY = ("hanging-threshold", "hanging-worker-threshold", "no-processes",
-                  "vhost-limit", "collector-state", "format",
-                  "zabbix-discovery", "prometheus-naming", "watch",
-                  "output", "data-file", "hostname", "instance", "interval", "execd",
-                  "influxdb-url", "influxdb-org", "influxdb-bucket", "influxdb-token-file",
-                  "influxdb-token", "influxdb-username", "influxdb-password-file",
-                  "influxdb-password", "influxdb-auth-basic", "influxdb-ca-file",
-                  "influxdb-insecure", "influxdb-timeout", "spool-dir", "spool-max-bytes",
-                  "listen", "telemetry.address", "telemetry.endpoint", "probe-allow",
-                  "listen-user", "listen-password-file", "listen-password",
-                  "listen-cert-file", "listen-key-file")
-REAPER_ONLY = ("max-memory-active", "max-memory-idle", "max-time", "worker-timeout",
-               "max-memory-wsgi", "dry-run", "grace", "max-kills", "lock-timeout")
-
-
 def add_foreign(parser: configargparse.ArgParser, names: Sequence[str]) -> None:
     """Accept (and ignore) the other command's config-file keys."""
     for name in names:
@@ -338,3 +320,209 @@ def exe_names(args: argparse.Namespace) -> tuple:
     if not names:
         raise UsageError("--apache-exe: give at least one process name, e.g. apache2,httpd")
     return names
+
+
+# ---------------------------------------------------------------------------
+# The two commands' parsers. Each command accepts the other's options in
+# config files and the environment (a shared config file) and ignores them;
+# which those are is derived from the other's declarations, never listed by
+# hand.
+
+EPILOG = """\
+exit status: 0 output written (also when Apache is down: status-response 1 / up 0),
+             1 output could not be written, 2 bad options or configuration.
+environment: every option can be set as APACHE_METRICS_<OPTION>, e.g.
+             APACHE_METRICS_URL=http://127.0.0.1/server-status.
+"""
+REAPER_EPILOG = """\
+exit status: 0 the run completed (killed, would-kill in a dry run, or nothing to do),
+             1 the state file could not be locked or written, 2 bad options.
+Every action is one line on stderr (syslog-friendly); a summary line ends each run.
+"""
+
+
+
+
+class _Recorder:
+    """Stands in for a parser to learn the long option names a declaration
+    function adds, without building a parser."""
+
+    def __init__(self) -> None:
+        self.names: List[str] = []
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> _Recorder:
+        return self
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        self.names.extend(f[2:] for f in flags if f.startswith("--"))
+
+
+def own_options(declare: Callable[[Any], None]) -> Tuple[str, ...]:
+    """The long option names (without --) that ``declare`` adds."""
+    recorder = _Recorder()
+    declare(recorder)
+    return tuple(recorder.names)
+
+
+def build_parser() -> configargparse.ArgParser:
+    """The collector's parser: shared options, its own, and the reaper's as
+    ignored config-file keys."""
+    p = base_parser(PROG, "Read Apache httpd's mod_status pages and processes and write "
+                    "the metrics for monitoring (apache-manager's metrics file, ...).",
+                    EPILOG)
+    _collector_options(p)
+    add_foreign(p, own_options(_reaper_options))
+    return p
+
+
+def _collector_options(p: Any) -> None:
+    """The collector's own options (``p``: a parser, or a _Recorder)."""
+    from apache_metrics_exporter.paths import SPOOL_DIR
+    from apache_metrics_exporter.restarts import DEFAULT_PATH as RESTARTS_STATE
+    from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
+
+
+    c = p.add_argument_group("collection")
+    c.add_argument("-T", "--hanging-threshold", "--hanging-worker-threshold",
+                   dest="hanging_threshold", type=_timespan, default=300.0,
+                   metavar="TIMESPAN",
+                   help="an active worker whose request started this long ago counts "
+                        "as hanging (e.g. 90s, 5m); default 5m")
+    c.add_argument("--no-processes", action="store_true",
+                   help="skip the process scan (no memory figures)")
+    c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",
+                   help="the collector's own state file, where restarts are counted "
+                        "between runs (left out when it cannot be written); '' for none")
+    c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
+                   help="report busy workers, requests in flight and the longest request "
+                        "for the N virtual hosts with most busy workers, the rest summed "
+                        "as vhost 'other'; 0 turns per-vhost figures off")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=sorted(REGISTRY), default=None,
+                   help="; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items()))
+                   + ". Default: text when stdout is a terminal, else tab")
+    o.add_argument("-z", "--zabbix-discovery", action="store_true",
+                   help="apache-manager's spelling of --format zabbix-discovery")
+    o.add_argument("--prometheus-naming", choices=("apache_exporter", "base-units"),
+                   default="apache_exporter",
+                   help="apache_exporter: its names, dashboards keep working; base-units: "
+                        "bytes and seconds where it used kilobytes and ms (promtool lint)")
+    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_positive_seconds,
+                   metavar="SECONDS",
+                   help="a live top-like view in the terminal, redrawn every SECONDS "
+                        "(default 2); s: sort by memory/request time, q: quit")
+    o.add_argument("-f", "--output", "--data-file", dest="output", default="-",
+                   metavar="PATH",
+                   help="where to write; '-' is stdout. Files are replaced atomically")
+    o.add_argument("--hostname", metavar="NAME",
+                   help="collectd host name (default: COLLECTD_HOSTNAME, else this "
+                        "machine's name)")
+    o.add_argument("--instance", action="append", metavar="NAME",
+                   help="collectd plugin instance, once per --url in the same order "
+                        "(default: HOST_PORT of the URL)")
+    i = p.add_argument_group("push to InfluxDB (--format influxdb)")
+    i.add_argument("--influxdb-url", metavar="URL",
+                   help="InfluxDB (2.x, 1.8+) or another /api/v2/write server, "
+                        "e.g. http://127.0.0.1:8086")
+    i.add_argument("--influxdb-org", metavar="ORG", help="organisation (InfluxDB 1.8: -)")
+    i.add_argument("--influxdb-bucket", metavar="BUCKET",
+                   help="bucket (InfluxDB 1.8: DATABASE/RETENTION)")
+    i.add_argument("--influxdb-token-file", metavar="PATH",
+                   help="file whose first line is the API token (also: influxdb-token in "
+                        "the config file, or APACHE_METRICS_INFLUXDB_TOKEN)")
+    i.add_argument("--influxdb-token", metavar="TOKEN",
+                   help="the token itself (visible in ps: prefer the file or environment)")
+    i.add_argument("--influxdb-username", metavar="NAME",
+                   help="InfluxDB 1.8 user: the token becomes USER:PASSWORD, org '-'")
+    i.add_argument("--influxdb-password-file", metavar="PATH",
+                   help="file with the 1.8 user's password (also: influxdb-password in the "
+                        "config file, or APACHE_METRICS_INFLUXDB_PASSWORD)")
+    i.add_argument("--influxdb-password", help=argparse.SUPPRESS)
+    i.add_argument("--influxdb-auth-basic", action="store_true",
+                   help="send USER:PASSWORD as HTTP basic auth (1.8 behind a proxy, "
+                        "VictoriaMetrics -httpAuth.*)")
+    i.add_argument("--influxdb-ca-file", metavar="PATH", help="CA bundle for an https URL")
+    i.add_argument("--influxdb-insecure", action="store_true",
+                   help="do not verify InfluxDB's TLS certificate")
+    i.add_argument("--influxdb-timeout", type=_positive_seconds, default=10.0,
+                   metavar="TIMESPAN", help="give up on a write after this long")
+    i.add_argument("--spool-dir", default=SPOOL_DIR, metavar="PATH",
+                   help="where batches wait while InfluxDB cannot take them")
+    i.add_argument("--spool-max-bytes", type=_size, default=64 * 1024 * 1024,
+                   metavar="SIZE", help="past this the oldest spooled data is dropped "
+                                        "(and counted)")
+    r = p.add_argument_group("long-running modes (default: collect once and exit)")
+    r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
+                   help="collect and write a batch every TIMESPAN until stopped "
+                        "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
+    r.add_argument("--execd", action="store_true",
+                   help="Telegraf inputs.execd (signal = \"STDIN\"): one batch per line "
+                        "read from stdin; exit 0 at end of input")
+    e = p.add_argument_group("Prometheus scrape endpoint (apache_exporter's flag names "
+                             "are accepted too)")
+    e.add_argument("--listen", "--telemetry.address", dest="listen", metavar="ADDR:PORT",
+                   help="answer Prometheus scrapes over HTTP instead of writing output: "
+                        "GET /metrics collects every --url at scrape time. ADDR defaults "
+                        "to 127.0.0.1 (give 0.0.0.0 or [::] for every interface), PORT to "
+                        "9117")
+    e.add_argument("--telemetry.endpoint", dest="telemetry_endpoint", default="/metrics",
+                   metavar="PATH", help="the path of the metrics page")
+    e.add_argument("--probe-allow", action="append", metavar="PATTERN",
+                   help="GET /probe?target=URL collects URL if it is a configured --url or "
+                        "matches one of these shell patterns (e.g. "
+                        "'http://127.0.0.1:*/server-status'); anything else is refused "
+                        "with 403. Repeatable")
+    e.add_argument("--listen-user", metavar="NAME",
+                   help="require HTTP basic auth from scrapers with this user")
+    e.add_argument("--listen-password-file", metavar="PATH",
+                   help="file whose first line is --listen-user's password (also: "
+                        "listen-password in the config file, or "
+                        "APACHE_METRICS_LISTEN_PASSWORD)")
+    e.add_argument("--listen-password", help=argparse.SUPPRESS)
+    e.add_argument("--listen-cert-file", metavar="PATH",
+                   help="serve HTTPS with this certificate (PEM, may include the key)")
+    e.add_argument("--listen-key-file", metavar="PATH", help="key of --listen-cert-file")
+
+
+def _wsgi_threshold(text: str) -> tuple:
+    group, sep, size = text.rpartition("=")
+    if sep and not group:
+        raise argparse.ArgumentTypeError(f"expected SIZE or GROUP=SIZE, got {text!r}")
+    return (group or None, _size(size))
+
+
+def build_reaper_parser() -> configargparse.ArgParser:
+    """The reaper's parser: shared options, thresholds and safety options, and
+    the collector's as ignored config-file keys."""
+    p = base_parser(REAPER_PROG, "Kill Apache workers and mod_wsgi daemon processes that "
+                    "use too much memory or hang on a request - safely, with counters in "
+                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG)
+    _reaper_options(p)
+    add_foreign(p, own_options(_collector_options))
+    return p
+
+
+def _reaper_options(p: Any) -> None:
+    """The reaper's own options (``p``: a parser, or a _Recorder)."""
+    t = p.add_argument_group("thresholds (at least one; 0 or absent = off)")
+    t.add_argument("-a", "--max-memory-active", type=_size, default=0, metavar="SIZE",
+                   help="memory limit for native workers serving a request (50M, 2G)")
+    t.add_argument("-i", "--max-memory-idle", type=_size, default=0, metavar="SIZE",
+                   help="memory limit for idle native workers")
+    t.add_argument("-t", "--max-time", "--worker-timeout", dest="max_time", type=_timespan,
+                   default=0, metavar="TIMESPAN",
+                   help="kill a worker whose current request began longer ago (30s, 5m)")
+    t.add_argument("--max-memory-wsgi", type=_wsgi_threshold, action="append", default=[],
+                   metavar="[GROUP=]SIZE",
+                   help="memory limit for mod_wsgi daemon processes, for all groups or "
+                        "one group (repeatable: --max-memory-wsgi 1G --max-memory-wsgi "
+                        "reports=2G)")
+    s = p.add_argument_group("safety")
+    s.add_argument("-n", "--dry-run", action="store_true",
+                   help="signal nothing; log and count what would be killed")
+    s.add_argument("--grace", type=_positive_seconds, default=10.0, metavar="TIMESPAN",
+                   help="SIGTERM first; SIGKILL only what is still alive after this long")
+    s.add_argument("--max-kills", type=int, default=5, metavar="N",
+                   help="circuit breaker: never kill more than N processes in one run")
+    s.add_argument("--lock-timeout", type=_positive_seconds, default=60.0, metavar="TIMESPAN",
+                   help="how long to wait for another reaper's run to finish")

@@ -112,7 +112,7 @@ class Endpoint:
                 fetcher.close()
         extra = state_samples(self.args.spool_dir, self.args.spool_max_bytes,
                               self.args.state_file)
-        from apache_metrics_exporter.cli import report, track_restarts
+        from apache_metrics_exporter.loops import report, track_restarts
 
         track_restarts(self.args, snaps)
         for snap in snaps:

@@ -1,5 +1,11 @@
 """Exceptions that map to the documented exit statuses and one-line messages."""
 
+PROG = "apache-metrics-exporter"
+REAPER_PROG = "apache-worker-reaper"
+# 0: done (Apache down is data, not a failure); 1: the output or state could
+# not be written; 2: bad options or configuration, found before any fetch.
+EXIT_OK, EXIT_OUTPUT, EXIT_USAGE = 0, 1, 2
+
 
 class ExporterError(Exception):
     """Base class: the message is shown to the user as one line, no traceback."""

@@ -379,12 +379,12 @@ def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
     it (their config file and environment included): the first Listen line
     as the URL when none is configured, as apache-manager did; no loop
     settings; the reaper skipped when it has no threshold at all."""
-    from apache_metrics_exporter import cli, config
+    from apache_metrics_exporter import config
 
     url: Optional[str] = None
     out = []
     for command, argv in steps:
-        parser = cli.build_reaper_parser() if command == "reaper" else cli.build_parser()
+        parser = config.build_reaper_parser() if command == "reaper" else config.build_parser()
         args = config.parse(parser, argv)
         if command == "reaper":
             if not (args.max_memory_active or args.max_memory_idle or args.max_time

@@ -144,7 +144,7 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
 
 def outputs() -> dict:
     """{path: content} of every generated file."""
-    from apache_metrics_exporter.cli import build_parser, build_reaper_parser
+    from apache_metrics_exporter.config import build_parser, build_reaper_parser
 
     return {
         ROOT / "docs" / "metrics.md": metrics_md(),

@@ -27,10 +27,12 @@ sys.path.insert(0, ROOT)
 from apache_metrics_exporter.catalogue import (  # noqa: E402
     BY_NAME,
     MEMORY_STATS,
+    REAPER_METRICS,
     SCOREBOARD_STATES,
     SERVER_METRICS,
     VHOST_METRICS,
 )
+from apache_metrics_exporter.restarts import KINDS as RESTART_KINDS  # noqa: E402
 from apache_metrics_exporter.state import KINDS, REASONS  # noqa: E402
 
 OUTPUT = os.path.join(ROOT, "contrib", "zabbix", "apache-metrics-exporter-template.yaml")
@@ -52,10 +54,8 @@ DETAILS = ["active_requests", "cpu_children_system_seconds", "cpu_children_user_
            "longest_request_seconds", "longest_request_vhost",
            "parent_server_config_generation", "parent_server_mpm_generation",
            "scoreboard_slots", "server_uptime_seconds", "total_duration_ms", "utilisation"]
-REAPER = ["reaper_sigkill_escalations_total", "reaper_skipped_for_safety_total",
-          "reaper_would_kill_total", "reaper_state_resets_total",
-          "reaper_circuit_breaker_trips_total", "reaper_runs_total",
-          "reaper_last_run_timestamp_seconds"]
+# The reaper's totals the tab file writes one per line (from the catalogue).
+REAPER = [m.name for m in REAPER_METRICS if not m.labels and not m.tab_key]
 HEALTH = ["up", "collection_duration_seconds"]
 
 UNITS = {"bytes": "B", "bytes/second": "Bps", "kilobytes": "KB", "seconds": "s",
@@ -180,6 +180,10 @@ def build() -> dict:
         items.append(item("reaper_kills_by_reason_total",
                           f"apache.labelled[reaper-kills-by-reason-total,{reason}]",
                           f"Apache reaper: kills for {reason}", "reaper"))
+    for kind in RESTART_KINDS:
+        key = BY_NAME["restarts_total"].tab_key.format(kind=kind)
+        items.append(item("restarts_total", f"apache.metric[{key}]",
+                          f"Apache: {kind} restarts seen", "apache"))
     items.append({
         "uuid": uid("item", "vfs.file.time"), "name": "Apache: metrics file modified",
         "key": f"vfs.file.time[{DATA_FILE_MACRO},modify]", "history": "7d",

@@ -622,7 +622,7 @@ def _doc_blocks() -> List[str]:
 
 
 def test_migration_doc_lines_are_valid():
-    from apache_metrics_exporter import cli, config
+    from apache_metrics_exporter import config
 
     blocks = _doc_blocks()
     commands = [ln.split(" root ", 1)[1] for b in blocks for ln in b.splitlines()
@@ -633,15 +633,15 @@ def test_migration_doc_lines_are_valid():
         if prog == "apache-manager":
             assert manager.parse_args(argv).actions
         elif prog == "apache-metrics-exporter":
-            config.parse(cli.build_parser(), argv)
+            config.parse(config.build_parser(), argv)
         else:
             assert prog == "apache-worker-reaper"
-            args = config.parse(cli.build_reaper_parser(), argv)
+            args = config.parse(config.build_reaper_parser(), argv)
             assert args.max_memory_wsgi == [(None, 300 << 20)]
 
 
 def test_migration_doc_config_files_mean_the_same(tmp_path):
-    from apache_metrics_exporter import cli, config
+    from apache_metrics_exporter import config
 
     ini, conf = [b for b in _doc_blocks() if "max-memory-idle = 150M" in b]
     (tmp_path / "old.ini").write_text(ini)
@@ -650,10 +650,10 @@ def test_migration_doc_config_files_mean_the_same(tmp_path):
     for source in (ini, conf):  # the old INI file works as the new config file too
         path = tmp_path / "x.conf"
         path.write_text(source)
-        reaper = config.parse(cli.build_reaper_parser(), ["--config", str(path)])
+        reaper = config.parse(config.build_reaper_parser(), ["--config", str(path)])
         assert (reaper.max_memory_active, reaper.max_memory_idle, reaper.max_time) == (
             old.max_memory_active, old.max_memory_idle, old.max_time)
-        collector = config.parse(cli.build_parser(), ["--config", str(path)])
+        collector = config.parse(config.build_parser(), ["--config", str(path)])
         assert collector.hanging_threshold == old.hanging_threshold
-    new = config.parse(cli.build_reaper_parser(), ["--config", str(tmp_path / "new.conf")])
+    new = config.parse(config.build_reaper_parser(), ["--config", str(tmp_path / "new.conf")])
     assert new.max_memory_wsgi == [(None, old.max_memory_active)]

@@ -1,0 +1,122 @@
+"""One run of apache-worker-reaper, and its bookkeeping in the state file.
+
+The page is fetched first, without any lock; then, under the state file's
+lock, the Apache tree serving --url is proven, scanned, the policy selects,
+the verified signals are sent (reaper.py) and the run's counts are added to
+the totals. A tree that cannot be proven means no signal at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from apache_metrics_exporter.errors import EXIT_OK
+from apache_metrics_exporter.log import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Tuple
+
+    from apache_metrics_exporter.http import Target
+    from apache_metrics_exporter.reaper import Thresholds
+
+
+def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
+               thresholds: Thresholds) -> int:
+    """One reaper run: the page is fetched first, then everything that acts
+    (scan, selection, signals, counters) happens under the state file's lock.
+    No lock is held across network I/O, so a hung Apache cannot block the
+    next runs."""
+    from apache_metrics_exporter.errors import FetchError
+    from apache_metrics_exporter.http import Fetcher
+    from apache_metrics_exporter.processes import parent_of_url, scan
+    from apache_metrics_exporter.reaper import execute, select, strangers
+    from apache_metrics_exporter.state import StateFile
+    from apache_metrics_exporter.status import parse_html
+
+    state_file = StateFile(args.state_file)
+    state_file.check()  # an untrusted state file is refused before any work
+    started = time.time()
+    fetcher = Fetcher(target)
+    workers = None
+    try:
+        workers = parse_html(fetcher.get(target.url), source=target.url).workers
+        if workers is None:
+            log.warning("%s has no worker table (ExtendedStatus Off?): native workers "
+                        "are left alone this run", target.url)
+    except FetchError as exc:
+        log.error("%s; native workers are left alone this run", exc)
+    finally:
+        fetcher.close()
+    with state_file.locked(args.lock_timeout) as state:
+        parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
+                               [w.pid for w in workers or () if w.pid])
+        totals = state["totals"]
+        if parent.pid is None:
+            log.error("cannot prove which Apache serves %s: %s; signalling nothing",
+                      target.url, parent.reason)
+            totals["runs"] += 1
+            totals["unproven_runs"] += 1
+            state["last_run"] = {
+                "time": int(started), "dry_run": bool(args.dry_run), "checked": 0,
+                "killed_active": 0, "killed_idle": 0, "killed_wsgi": 0, "would_kill": 0,
+                "escalations": 0, "skipped": 0, "result": "skipped"}
+            return EXIT_OK
+        processes = scan(parent.pid, exe_names, args.memory)
+        for warning in processes.warnings:
+            log.warning("%s", warning)
+        outside = strangers(workers, processes)
+        if outside:
+            log.warning("the status page names PIDs outside the Apache tree of PID %d "
+                        "(%s): never signalled", parent.pid,
+                        ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10
+                                                              else ""))
+        parent = parent.pid
+        selected = select(workers, processes, thresholds)
+        result = "ok"
+        if len(selected) > args.max_kills:
+            result = "circuit-breaker"
+            if not args.dry_run:  # a dry run changes no counter but would_kill
+                totals["circuit_breaker_trips"] += 1
+            log.error("circuit breaker: %d processes are over a threshold, more than "
+                      "--max-kills %d; acting on the worst %d only - check the thresholds",
+                      len(selected), args.max_kills, args.max_kills)
+            selected = selected[:args.max_kills]
+        run = {"time": int(started), "dry_run": bool(args.dry_run),
+               "checked": len(processes.children), "killed_active": 0, "killed_idle": 0,
+               "killed_wsgi": 0, "would_kill": 0, "escalations": 0, "skipped": 0}
+        if args.dry_run:
+            for c in selected:
+                log.info("would kill %s", c.describe(processes.memory_kind))
+            run["would_kill"] = len(selected)
+            totals["would_kill"] += len(selected)
+            result = "dry-run" if result == "ok" else result
+        elif selected:
+            outcome = execute(selected, parent, processes.parent_create_time, exe_names,
+                              args.grace, processes.memory_kind)
+            for c in outcome.killed:
+                totals["kills"][c.kind] += 1
+                totals["reasons"][c.reason] += 1
+                run["killed_idle" if c.kind == "native_idle" else "killed_active"] += 1
+                if c.kind == "wsgi":
+                    run["killed_wsgi"] += 1
+            run["escalations"] = len(outcome.escalated)
+            run["skipped"] = len(outcome.skipped)
+            totals["sigkill_escalations"] += len(outcome.escalated)
+            totals["skipped_for_safety"] += len(outcome.skipped)
+        totals["runs"] += 1
+        run["result"] = result
+        state["last_run"] = run
+        killed = run["killed_active"] + run["killed_idle"]
+        if args.dry_run:
+            log.info("dry run: would kill %d of %d processes checked", run["would_kill"],
+                     run["checked"])
+        elif killed or run["skipped"]:
+            log.info("killed %d of %d processes checked (%d active, %d idle, %d mod_wsgi); "
+                     "%d needed SIGKILL; %d skipped", killed, run["checked"],
+                     run["killed_active"] - run["killed_wsgi"], run["killed_idle"],
+                     run["killed_wsgi"], run["escalations"], run["skipped"])
+        else:
+            log.info("no process over a threshold (%d checked)", run["checked"])
+    return EXIT_OK
