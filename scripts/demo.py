@@ -25,8 +25,19 @@ EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporte
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
 
 
+def bold(text: str) -> str:
+    """Bold on a terminal; plain when redirected to a file or a pipe (or NO_COLOR)."""
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal and os.environ.get("TERM", "dumb") != "dumb" and "NO_COLOR" not in os.environ:
+        return f"\033[1m{text}\033[0m"
+    return text
+
+
 def banner(text: str) -> None:
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    print("\n" + bold(f"==> {text}"), flush=True)
 
 
 def run(*args: str) -> None:

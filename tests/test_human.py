@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -27,8 +28,14 @@ CUT = WSGI_LONG_GROUP[:11]  # what a 17-character process title leaves: "(wsgi:"
 
 # --- unit ---------------------------------------------------------------------------
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_summary_groups_aligned_and_clipped(monkeypatch):
     monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(sys, "stdout", _Terminal())
     out = text.render([example_snapshot()])
     lines = out.splitlines()
     assert all(len(line) <= 60 for line in lines)
@@ -37,6 +44,33 @@ def test_summary_groups_aligned_and_clipped(monkeypatch):
     starts = {ln.index("MiB") for ln in table[1:] if "MiB" in ln}
     assert len(starts) == 1  # the memory columns line up
     assert "slowest requests being served:" in out
+
+
+def test_summary_not_cut_when_piped_or_written_to_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "60")
+    full = text.summary(example_snapshot())
+    assert max(len(line) for line in full) > 60
+    # Piped (pytest captures stdout): nothing is cut.
+    assert text.render([example_snapshot()]).splitlines() == [ln.rstrip() for ln in full]
+    # On a terminal but with --output FILE: nothing is cut either.
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+
+    class Settings:
+        output = str(tmp_path / "summary.txt")
+        hanging_threshold = 300
+    assert text.render([example_snapshot()], Settings()).splitlines() == [
+        ln.rstrip() for ln in full]
+
+
+def test_piped_text_keeps_long_lines_whole(tmp_path):
+    # The bug: piped --format text was cut at 100 columns, mid-word.
+    url = "http://127.0.0.1:9/" + "long-path-" * 15 + "server-status"
+    proc = run_exporter("--url", url, "--format", "text", "--no-processes",
+                        "--state-file", str(tmp_path / "state"),
+                        env=exporter_env(COLUMNS="100"))
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.splitlines()[0]
+    assert len(head) > 150 and head.endswith(" - " + url), head
 
 
 def test_prometheus_exposition_format():
@@ -77,6 +111,16 @@ def test_prometheus_label_escaping():
 
 # --- live Apache ---------------------------------------------------------------------
 
+def make_cpu_used(server, timeout: float = 30) -> None:
+    """Burn CPU in the server's workers until its ?auto page has a CPULoad line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.get("/embedded?burn=0.05")
+        if b"\nCPULoad: " in server.get("/server-status?auto"):
+            return
+    raise AssertionError("Apache shows no CPULoad after using CPU for 30 s")
+
+
 @pytest.mark.integration
 def test_zabbix_discovery_lists_every_wsgi_group(prefork):
     proc = run_exporter("--url", prefork.status_url, "--zabbix-discovery")
@@ -116,6 +160,9 @@ def test_zabbix_user_parameters_read_the_tab_file(prefork, tmp_path):
 @pytest.mark.integration
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian prometheus) missing")
 def test_prometheus_textfile_passes_promtool(event, tmp_path):
+    # A fresh Apache that has used no CPU yet prints no CPULoad line (so no
+    # apache_cpuload): make it work first instead of hoping it did.
+    make_cpu_used(event)
     out = tmp_path / "apache.prom"
     proc = run_exporter("--url", event.status_url, "--format", "prometheus",
                         "--prometheus-naming", "base-units", "--output", str(out))
@@ -298,3 +345,42 @@ def test_watch_excludes_loops():
     assert proc.returncode == 2 and "--watch" in proc.stderr
 
 
+
+
+# --- the demo (make demo) ---------------------------------------------------------------
+
+def _demo_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_banner_bold_only_on_a_terminal(monkeypatch, capsys):
+    demo = _demo_module()
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    demo.banner("piped")
+    assert capsys.readouterr().out == "\n==> piped\n"
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    demo.banner("shown")
+    assert terminal.getvalue() == "\n\033[1m==> shown\033[0m\n"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not os.path.exists("/usr/bin/victoria-metrics"),
+                    reason="victoria-metrics not installed")
+def test_demo_redirected_has_no_escape_sequences(tmp_path):
+    out = tmp_path / "demo.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], stdout=fh,
+                              stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=exporter_env(TERM="xterm-256color"))
+    text_out = out.read_text()
+    assert proc.returncode == 0, proc.stderr + text_out[-2000:]
+    assert "\033" not in text_out
+    assert "==> tab format" in text_out and "# Global Apache server metrics." in text_out
+    assert text_out.count("[exit status 0]") >= 8

@@ -8,6 +8,7 @@ Columns are aligned and no line is wider than the terminal.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES
@@ -16,7 +17,7 @@ from apache_metrics_exporter.units import format_bytes, format_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, List, Sequence
+    from typing import Any, List, Optional, Sequence
 
 MULTI_TARGET = True
 DESCRIPTION = "a human summary (the default on a terminal)"
@@ -136,12 +137,27 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
     return out
 
 
+def clip_width(settings: Any = None) -> Optional[int]:
+    """The terminal's width when the summary goes to a terminal, else None:
+    piped, redirected or written with --output, no line is cut."""
+    if getattr(settings, "output", "-") not in ("-", None):
+        return None
+    try:
+        if not sys.stdout.isatty():
+            return None
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        return None
+    return shutil.get_terminal_size((100, 24)).columns
+
+
 def render(snapshots: Sequence, settings: Any = None) -> str:
-    width = shutil.get_terminal_size((100, 24)).columns
+    width = clip_width(settings)
     threshold = getattr(settings, "hanging_threshold", 300)
     lines: List[str] = []
     for snap in snapshots:
         if lines:
             lines.append("")
         lines.extend(summary(snap, threshold))
+    if width is None:
+        return "".join(line.rstrip() + "\n" for line in lines)
     return "".join(line[:width].rstrip() + "\n" for line in lines)

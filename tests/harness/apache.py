@@ -44,6 +44,11 @@ def application(environ, start_response):
         ctypes.CDLL(None).signal(15, ctypes.c_void_p(1))
     if "sleep" in q:
         time.sleep(float(q["sleep"][0]))
+    if "burn" in q:
+        # Use this much CPU (in the serving process: an Apache worker when embedded).
+        end = time.process_time() + float(q["burn"][0])
+        while time.process_time() < end:
+            pass
     if "hog" in q:
         # Touch every page so the memory is really resident.
         HOG.append(bytearray(b"x" * (int(q["hog"][0]) * 1024 * 1024)))
