@@ -1,6 +1,9 @@
 # Two commands do everything on a fresh Debian machine (as root):
 #   make demo   - a throwaway Apache on a loopback port, the exporter run against it
 #   make test   - install what the tests need and run the whole suite
+# `make deps` (both need it) installs only the APT_PACKAGES that are missing,
+# never upgrades an installed one, starts no service and leaves none enabled at
+# boot that was not before: see scripts/install-deps.sh.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,15 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test deps venv lint unit integration bench docs clean
 
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages: $$missing (run as root, or install them)"; exit 1; fi; \
-	  echo "installing Debian packages: $$missing"; \
-	  planted=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; planted=1; fi; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); rc=$$?; \
-	  [ -n "$$planted" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
-	fi
+	@sh scripts/install-deps.sh $(APT_PACKAGES)
 
 $(VENV)/.installed: setup.cfg pyproject.toml | deps
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
