@@ -362,3 +362,21 @@ def test_discovery_is_imported_only_without_url(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "apache_metrics_exporter.errors" in proc.stderr  # importtime did report
     assert "apache_metrics_exporter.discovery" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_first_readme_command_on_a_stock_debian_tree(prefork, tmp_path):
+    # The stock tree (mod_ssl off, its <IfModule ssl_module> Listen 443 kept),
+    # with ports.conf's "Listen 80" moved to the private Apache's port: the
+    # README's first commands work unchanged, one Apache, one URL.
+    from tests.conftest import parse_tab, run_exporter
+
+    etc = debian_tree(tmp_path)
+    ports = etc / "ports.conf"
+    ports.write_text(ports.read_text().replace("Listen 80\n",
+                                               f"Listen 127.0.0.1:{prefork.port}\n"))
+    tab = run_exporter("--ports-config", str(ports), "--format", "tab")
+    assert tab.returncode == 0, tab.stderr
+    assert parse_tab(tab.stdout)["status-response"] == "0"
+    piped = run_exporter("--ports-config", str(ports))
+    assert piped.returncode == 0 and piped.stdout.startswith("# Global Apache server metrics.")
