@@ -204,7 +204,9 @@ def test_every_contrib_command_accepts_the_readme_config(tmp_path):
         (tmp_path / "etc" / name).write_text("secret\n")
     shutil.copy(CONTRIB.parent / "tests" / "harness" / "apache.py", tmp_path / "etc" / "my-ca.pem")
     config = readme_config()
-    assert "output" not in re.findall(r"^([\w-]+)\s*=", config, re.M)
+    keys = re.findall(r"^([\w-]+)\s*=", config, re.M)
+    assert "output" not in keys and "format" not in keys  # per command line
+    assert "password" not in keys and "influxdb-token" not in keys  # secrets in files
     config = config.replace("http://127.0.0.1/server-status", DEAD_URL)
     config = config.replace("http://127.0.0.1:8086", "http://127.0.0.1:9")
     config = config.replace("/etc/", str(tmp_path / "etc") + "/")
@@ -242,7 +244,8 @@ def test_config_with_output_breaks_the_influxdb_unit(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text(readme_config().replace("/etc/", str(tmp_path) + "/")
                     + f"output = {tmp_path}/apache-manager.txt\n")
-    (tmp_path / "apache-metrics-exporter.token").write_text("t\n")
+    for name in ("apache-metrics-exporter.token", "apache-metrics-exporter.password"):
+        (tmp_path / name).write_text("t\n")
     status, err = _run([os.path.join(BINDIR, "apache-metrics-exporter"), "--format", "influxdb",
                         "--config", str(conf), "--spool-dir", str(tmp_path)],
                        exporter_env(HOME=str(tmp_path)), tmp_path)
