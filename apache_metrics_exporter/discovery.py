@@ -137,6 +137,8 @@ class ApacheConfig:
         real = os.path.realpath(path)
         if real in self._open or len(self._open) >= MAX_DEPTH or len(self.files) >= MAX_FILES:
             return
+        if not os.path.isfile(real):
+            return  # a FIFO or a device would block or never end
         try:
             with open(path, encoding="utf-8", errors="replace") as fh:
                 text = fh.read(MAX_FILE_BYTES)

@@ -317,6 +317,16 @@ def test_hostile_content_is_survived(tmp_path):
     assert read_config(str(conf)).listens == [["8123"]]
 
 
+def test_fifo_and_device_includes_are_not_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo.conf")
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f"Include {tmp_path}/fifo.conf\nInclude {tmp_path}/*.conf\n"
+                    "Include /dev/zero\nListen 8124\n")
+    assert read_config(str(conf)).listens == [["8124"]]
+    with pytest.raises(UsageError, match="no usable Listen directive"):
+        discover_urls(str(tmp_path / "fifo.conf"), str(tmp_path / "no-proc"))
+
+
 def test_config_without_listen_is_a_usage_error(tmp_path):
     conf = tmp_path / "httpd.conf"
     conf.write_text("ServerName x\n<IfModule ssl_module>\nListen 443\n</IfModule>\n")
