@@ -219,7 +219,12 @@ class ApacheConfig:
             return []
         path = self._absolute(pattern)
         if any(c in path for c in "*?["):
-            matches = sorted(glob.glob(path))
+            matches = []
+            for match in glob.iglob(path):
+                matches.append(match)
+                if len(matches) >= MAX_FILES:
+                    break
+            matches.sort()
         else:
             matches = [path]
         files: List[str] = []
@@ -229,10 +234,12 @@ class ApacheConfig:
                     dirs.sort()
                     files.extend(os.path.join(top, n) for n in sorted(names)
                                  if not _backup_file(n))
+                    if len(files) >= MAX_FILES:
+                        break
             elif os.path.isfile(match) and not (match != path
                                                 and _backup_file(os.path.basename(match))):
                 files.append(match)
-            if len(files) > MAX_FILES:
+            if len(files) >= MAX_FILES:
                 break
         return files[:MAX_FILES]
 

@@ -327,6 +327,27 @@ def test_fifo_and_device_includes_are_not_read(tmp_path):
         discover_urls(str(tmp_path / "fifo.conf"), str(tmp_path / "no-proc"))
 
 
+def test_include_of_a_big_tree_stops_early(tmp_path, monkeypatch):
+    monkeypatch.setattr(discovery, "MAX_FILES", 20)
+    for i in range(30):
+        (tmp_path / "tree" / f"d{i:02}").mkdir(parents=True)
+        for j in range(5):
+            (tmp_path / "tree" / f"d{i:02}" / f"f{j}.conf").write_text(f"Listen {8000 + i}\n")
+    walked = []
+    real_walk = os.walk
+
+    def walk(top):
+        for entry in real_walk(top):
+            walked.append(entry[0])
+            yield entry
+    monkeypatch.setattr(discovery.os, "walk", walk)
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f"Include {tmp_path}/tree\nInclude {tmp_path}/tree/*/*.conf\n")
+    config = read_config(str(conf))
+    assert len(config.files) == 20 and len(walked) <= 6
+    assert config.listens[:5] == [["8000"]] * 5
+
+
 def test_config_without_listen_is_a_usage_error(tmp_path):
     conf = tmp_path / "httpd.conf"
     conf.write_text("ServerName x\n<IfModule ssl_module>\nListen 443\n</IfModule>\n")
