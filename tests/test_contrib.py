@@ -15,6 +15,7 @@ import pytest
 import tomllib
 
 from tests.conftest import exporter_env
+from tests.harness.apache import free_port
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
 EXPORTER = "/usr/local/bin/apache-metrics-exporter"
@@ -134,12 +135,27 @@ def _commands_in_text(text: str) -> list:
     return out
 
 
+def systemd_words(command: str, unit: str) -> list:
+    """ExecStart's words as systemd makes them: ``$NAME`` becomes the words of
+    the variable (none when unset: an ``EnvironmentFile=-`` that is absent),
+    ``${NAME}`` one word."""
+    env = dict(re.findall(r'^Environment="?(\w+)=(.*?)"?$', unit, re.M))
+    words = []
+    for word in shlex.split(command):
+        whole = re.fullmatch(r"\$(\w+)", word)
+        if whole:
+            words.extend(env.get(whole.group(1), "").split())
+        else:
+            words.append(re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word))
+    return words
+
+
 def contrib_commands() -> list:
     """(where, argv) of every way contrib/ and the README run the programs."""
     found = []
     for unit in sorted((CONTRIB / "systemd").glob("*.service")):
         (line,) = [ln for ln in unit.read_text().splitlines() if ln.startswith("ExecStart=")]
-        found.append((unit.name, shlex.split(line.split("=", 1)[1])))
+        found.append((unit.name, systemd_words(line.split("=", 1)[1], unit.read_text())))
     (exec_plugin,) = telegraf("apache-metrics-exporter.conf")["inputs"]["exec"]
     found.append(("telegraf exec", exec_plugin["commands"][0]))
     (execd,) = telegraf("apache-metrics-exporter-execd.conf")["inputs"]["execd"]
@@ -169,6 +185,8 @@ def localized(argv: list, tmp: Path) -> list:
             if word.startswith(shipped + "/"):
                 word = str(tmp / "out") + word[len(shipped):]
                 break
+        if re.fullmatch(r"127\.0\.0\.1:\d+", word):  # --listen: a free port, not the shipped one
+            word = f"127.0.0.1:{free_port()}"
         if word.startswith("/etc/"):  # a secret or CA file: one of the test's own
             word = str(tmp / "etc" / os.path.basename(word))
         out.append(word)
