@@ -306,3 +306,11 @@ def test_readme_lists_what_make_deps_installs():
     for package in packages:
         assert f"`{package}`" in intro, package
     assert "--no-upgrade" in intro and "enabled" in intro
+    setup = (CONTRIB.parent / "setup.cfg").read_text()
+    python = []
+    for key in ("install_requires", "test"):
+        block = re.search(rf"^{key} =\n((?:[ \t]+\S.*\n)+)", setup, re.M).group(1)
+        python += [re.match(r"\s*([\w-]+)", line).group(1) for line in block.splitlines()]
+    assert {"psutil", "pytest"} <= set(python)
+    for package in python:
+        assert f"`{package}`" in intro, package
