@@ -94,7 +94,7 @@ def test_systemd_units_verify(tmp_path):
 README = CONTRIB.parent / "README.md"
 DEAD_URL = "http://127.0.0.1:9/server-status"  # loopback, nothing listens (discard port)
 BINDIR = os.path.dirname(sys.executable)
-PROGRAMS = ("apache-metrics-exporter", "apache-worker-reaper")
+PROGRAMS = ("apache-metrics-exporter", "apache-worker-reaper", "apache-manager")
 
 
 def readme_config() -> str:
@@ -130,7 +130,11 @@ def _commands_in_text(text: str) -> list:
             cron = re.match(r"^(?:#\s*)?(?:\S+\s+){5}root\s+(.*)$", line)
             if cron:
                 line = cron.group(1).split(" 2>&1 |", 1)[0]
-            if line and os.path.basename(line.split()[0]) in PROGRAMS:
+            words = line.split()
+            # A command, not a program's name in output (a benchmark table):
+            # nothing after the name, or an option.
+            if (words and os.path.basename(words[0]) in PROGRAMS
+                    and (len(words) == 1 or words[1].startswith("-"))):
                 out.append(shlex.split(line, comments=True))
     return out
 
@@ -168,8 +172,8 @@ def contrib_commands() -> list:
         words = shlex.split(command)
         if os.path.basename(words[0]) in PROGRAMS:
             found.append((f"zabbix {key}", words))
-    cron = re.search(r"^#\s+(\* \* \* \* \* root .*)$", zabbix, re.M).group(1)
-    found.append(("zabbix cron", _commands_in_text(f"```\n{cron}\n```")[0]))
+    for cron in re.findall(r"^#\s+(\* \* \* \* \* root .*)$", zabbix, re.M):
+        found.append(("zabbix cron", _commands_in_text(f"```\n{cron}\n```")[0]))
     for words in _commands_in_text(README.read_text()):
         found.append(("README", words))
     return found
@@ -228,7 +232,9 @@ def test_every_contrib_command_accepts_the_readme_config(tmp_path):
     config = config.replace("http://127.0.0.1/server-status", DEAD_URL)
     config = config.replace("http://127.0.0.1:8086", "http://127.0.0.1:9")
     config = config.replace("/etc/", str(tmp_path / "etc") + "/")
-    conf = tmp_path / "etc" / "apache-metrics-exporter.conf"
+    # Where every run of every command (also those apache-manager starts) reads it.
+    conf = tmp_path / ".config" / "apache-metrics-exporter.conf"
+    conf.parent.mkdir()
     conf.write_text(config)
     commands = contrib_commands()
     where = {w for w, _ in commands}
@@ -241,9 +247,13 @@ def test_every_contrib_command_accepts_the_readme_config(tmp_path):
             continue  # needs a terminal: tests/test_human.py runs it in tmux
         run_env = dict(env, COLLECTD_INTERVAL="1") if place == "collectd Exec" else env
         args = localized(argv, tmp_path)
-        args += ["--config", str(conf), "--state-file", str(tmp_path / "out" / "state.json")]
-        if os.path.basename(args[0]) == "apache-worker-reaper":
+        args += ["--state-file", str(tmp_path / "out" / "state.json")]
+        program = os.path.basename(args[0])
+        if program == "apache-worker-reaper":
             args.append("--dry-run")  # never signal anything from a test
+        elif program == "apache-manager":  # its own file, not the machine's /tmp one
+            args += ["--url", DEAD_URL, "--data-file", str(tmp_path / "out" / "manager.txt")]
+            assert not {"-k", "--kill-workers"} & set(args)
         else:
             args += ["--spool-dir", str(tmp_path / "out" / "spool")]
         started.append((place, argv, _start(args, run_env, tmp_path)))
@@ -286,10 +296,11 @@ def test_install_steps_link_every_program_the_configs_use():
     install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
     assert "python3-venv" in install
     steps = code_blocks(install, ("sh",))[0].replace("\\\n", " ")
-    ln = next(line for line in steps.splitlines() if line.startswith("ln -s"))
-    linked = {os.path.basename(w) for w in ln.split()[2:-1]}
-    assert ln.split()[-1] == "/usr/local/bin/"
-    scripts = re.search(r"console_scripts =\n((?:\s+.*\n)+)",
+    linked = set()
+    for ln in (line for line in steps.splitlines() if line.startswith("ln -s")):
+        assert ln.split()[-1] == "/usr/local/bin/"
+        linked |= {os.path.basename(w) for w in ln.split()[2:-1]}
+    scripts = re.search(r"console_scripts =\n((?:[ \t]+\S.*\n)+)",
                         (CONTRIB.parent / "setup.cfg").read_text()).group(1)
     assert linked == {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
     used = set()
