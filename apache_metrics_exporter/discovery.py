@@ -33,7 +33,6 @@ import glob
 import os
 import re
 import socket
-import sys
 
 from apache_metrics_exporter.errors import UsageError
 
@@ -276,46 +275,13 @@ def read_config(path: str) -> ApacheConfig:
 
 # --- where something listens -----------------------------------------------------------
 
-def _proc_address(text: str) -> Optional[bytes]:
-    """A /proc/net/tcp{,6} address (32-bit words in host order) as network bytes."""
-    if len(text) not in (8, 32):
-        return None
-    try:
-        raw = b"".join(int(text[i:i + 8], 16).to_bytes(4, sys.byteorder)
-                       for i in range(0, len(text), 8))
-    except ValueError:
-        return None
-    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-        raw = raw[12:]  # ::ffff:a.b.c.d is an IPv4 socket
-    return raw
-
-
 def listening_sockets(proc_root: str = "/proc") -> Optional[Set[Tuple[bytes, int]]]:
     """(address, port) of every TCP socket in LISTEN state; None when neither
     table can be read (no /proc: nothing can be told)."""
-    found: Set[Tuple[bytes, int]] = set()
-    readable = False
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(os.path.join(proc_root, "net", name), encoding="ascii",
-                      errors="replace") as fh:
-                lines = fh.read(16 << 20).splitlines()[1:]
-        except OSError:
-            continue
-        readable = True
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != "0A":  # TCP_LISTEN
-                continue
-            address, _, port = fields[1].partition(":")
-            raw = _proc_address(address)
-            try:
-                number = int(port, 16)
-            except ValueError:
-                continue
-            if raw is not None:
-                found.add((raw, number))
-    return found if readable else None
+    from apache_metrics_exporter.procfs import tcp_listeners
+
+    found = tcp_listeners(proc_root)
+    return None if found is None else {(raw, port) for raw, port, _inode in found}
 
 
 def _listen_address(directive_args: Sequence[str]) -> Tuple[Optional[bytes], int]:

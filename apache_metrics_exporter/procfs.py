@@ -128,41 +128,61 @@ def children(pid: int) -> List[int]:
 
 
 TCP_LISTEN = "0A"
+MAX_TABLE = 16 << 20  # bytes of /proc/net/tcp{,6} read at most
 
 
-def _address(hex_addr: str) -> str:
-    """An address of /proc/net/tcp{,6} (32-bit words in host order) as text."""
-    import socket
+def _address(text: str) -> Optional[bytes]:
+    """A /proc/net/tcp{,6} address (32-bit words in host order) as network
+    bytes; an IPv4-mapped IPv6 address as the IPv4 address it is."""
     import sys
 
-    raw = bytes.fromhex(hex_addr)
-    if sys.byteorder == "little":
-        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if len(text) not in (8, 32):
+        return None
+    try:
+        raw = b"".join(int(text[i:i + 8], 16).to_bytes(4, sys.byteorder)
+                       for i in range(0, len(text), 8))
+    except ValueError:
+        return None
+    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+        raw = raw[12:]
+    return raw
 
 
-def listening_sockets(port: int) -> List[tuple]:
-    """``(address, inode)`` of every TCP socket in LISTEN state on ``port``,
-    IPv4 and IPv6, as this process's network namespace sees them."""
+def tcp_listeners(root: Optional[str] = None) -> Optional[List[tuple]]:
+    """``(address bytes, port, inode)`` of every TCP socket in LISTEN state,
+    IPv4 and IPv6, as this process's network namespace sees them; None when
+    neither table can be read (then nothing can be told)."""
+    base = root or PROC
     out = []
+    readable = False
     for table in ("tcp", "tcp6"):
         try:
-            with open(f"{PROC}/net/{table}", "rb") as fh:
-                lines = fh.read().decode("ascii", "replace").splitlines()[1:]
+            with open(f"{base}/net/{table}", "rb") as fh:
+                lines = fh.read(MAX_TABLE).decode("ascii", "replace").splitlines()[1:]
         except OSError:
             continue
+        readable = True
         for line in lines:
             fields = line.split()
             if len(fields) < 10 or fields[3] != TCP_LISTEN:
                 continue
             addr, _, hex_port = fields[1].partition(":")
+            raw = _address(addr)
             try:
-                if int(hex_port, 16) != port:
-                    continue
-                out.append((_address(addr), int(fields[9])))
+                port, inode = int(hex_port, 16), int(fields[9])
             except ValueError:
                 continue
-    return out
+            if raw is not None:
+                out.append((raw, port, inode))
+    return out if readable else None
+
+
+def listening_sockets(port: int) -> List[tuple]:
+    """``(address text, inode)`` of the LISTEN sockets on ``port``."""
+    import socket
+
+    return [(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw),
+             inode) for raw, p, inode in tcp_listeners() or () if p == port]
 
 
 def socket_inodes(pid: int) -> set:
