@@ -120,13 +120,15 @@ def _module_names(name: str, path: str) -> Tuple[str, ...]:
 
 
 class ApacheConfig:
-    """The effective ``Listen`` directives of one Apache configuration tree."""
+    """The effective ``Listen`` (and ``WSGIDaemonProcess``) directives of one
+    Apache configuration tree."""
 
     def __init__(self, server_root: str) -> None:
         self.server_root = server_root
         self.modules: Set[str] = set(STATIC_MODULES)
         self.defines: Dict[str, str] = {}
         self.listens: List[List[str]] = []
+        self.wsgi_groups: List[str] = []  # WSGIDaemonProcess names, in order
         self.files: List[str] = []  # every file read, in order
         self._open: List[str] = []  # the Include chain being read (loops)
 
@@ -169,6 +171,8 @@ class ApacheConfig:
             args = [self._expand(t) for t in tokens[1:]]
             if head == "listen" and args and None not in args[:2]:
                 self.listens.append(args[:2])
+            elif head == "wsgidaemonprocess" and args and args[0]:
+                self.wsgi_groups.append(args[0])
             elif head == "loadmodule" and len(args) >= 2 and None not in args[:2]:
                 self.modules.update(_module_names(args[0], args[1]))
             elif head in ("include", "includeoptional") and args and args[0]:

@@ -285,6 +285,59 @@ def _join(items: Iterable[str]) -> str:
     return ", ".join(f"[{a}]" if ":" in a else a for a in items)
 
 
+# Where Apache reads its configuration when its command line does not say:
+# (ServerRoot, config file) compiled into Debian's apache2 and RHEL's httpd.
+DEFAULT_CONFIGS = {"apache2": ("/etc/apache2", "apache2.conf"),
+                   "httpd": ("/etc/httpd", "conf/httpd.conf")}
+_groups_of: Dict[tuple, List[str]] = {}  # (parent pid, start time) -> its groups
+
+
+def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
+    """The ``WSGIDaemonProcess`` names in the running Apache's configuration:
+    the parent's ``-d``/``-f``/``-D`` arguments, else its build's defaults,
+    with ``Include``s followed (discovery.ApacheConfig); read once per parent."""
+    try:
+        st = procfs.stat(parent_pid)
+        key = (parent_pid, st.start_ticks)
+        if key in _groups_of:
+            return _groups_of[key]
+        argv = procfs.cmdline(parent_pid)
+    except (procfs.NoProcess, procfs.Denied):
+        return []
+    root, conf = DEFAULT_CONFIGS.get(st.name, DEFAULT_CONFIGS["apache2"])
+    defines = {}
+    args = iter(argv[1:])
+    for arg in args:
+        flag, value = arg[:2], arg[2:]
+        if flag in ("-d", "-f", "-D") and not value:
+            value = next(args, "")
+        if flag == "-d" and value:
+            root = value
+        elif flag == "-f" and value:
+            conf = value
+        elif flag == "-D" and value:
+            defines[value] = ""
+    from apache_metrics_exporter.discovery import ApacheConfig
+
+    config = ApacheConfig(root)
+    config.defines.update(defines)
+    config.read(conf if conf.startswith("/") else f"{root}/{conf}")
+    _groups_of[key] = config.wsgi_groups
+    return config.wsgi_groups
+
+
+def resolve_groups(parent_pid: int, exe_names: Sequence[str],
+                   truncated: Iterable[str]) -> Dict[str, str]:
+    """Cut-short group names mapped to the one configured group each can be."""
+    groups = configured_groups(parent_pid, exe_names)
+    out = {}
+    for name in truncated:
+        matches = {g for g in groups if g.startswith(name)}
+        if len(matches) == 1:
+            out[name] = matches.pop()
+    return out
+
+
 def _memory(pid: int, kind: str) -> int:
     if kind == "rss":
         return procfs.rss(pid)
@@ -331,9 +384,15 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
             truncated.add(group)
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
                                  title.rstrip(" \x00")))
+    if truncated:
+        resolved = resolve_groups(parent_pid, exe_names, truncated)
+        if resolved:
+            children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]
+            truncated = truncated - set(resolved)
     warnings = tuple(
         f"mod_wsgi daemon group name {name!r} is cut short by the process title "
         f"({room} characters of room), the real name may be longer; WSGIDaemonProcess "
-        f"names of at most {max(room - 7, 0)} characters are reported whole"
+        f"names of at most {max(room - 7, 0)} characters are reported whole, and longer "
+        "ones when Apache's configuration names only one group that starts so"
         for name in sorted(truncated))
     return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings)

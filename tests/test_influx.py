@@ -137,7 +137,7 @@ def test_every_line_accepted_and_types_match_catalogue(apache, influxdb, influx_
     assert "apache_memory" in types and "apache_exporter" in types
     rows = influxdb.query('SELECT "group", "count" FROM apache_memory', influx_db)
     groups = {v[1] for v in rows["results"][0]["series"][0]["values"]}
-    assert {"native", "example", "reporting-b"} <= groups
+    assert {"native", "example", "reporting-backend"} <= groups
 
 
 @pytest.mark.integration

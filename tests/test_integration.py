@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.conftest import parse_tab, run_exporter, sections
-from tests.harness.apache import WSGI_GROUP, ApacheServer
+from tests.harness.apache import WSGI_GROUP, WSGI_LONG_GROUP, ApacheServer
 
 pytestmark = pytest.mark.integration
 
@@ -81,13 +81,26 @@ def test_live_server_every_original_key_consistent_with_auto_and_ps(apache):
     assert sections(proc.stdout)[0] == "# Global Apache server metrics."
 
 
-def test_wsgi_group_names_complete_and_truncated_reported(prefork):
+def test_wsgi_group_names_cut_by_the_title_are_resolved_from_the_config(prefork):
+    # The title "(wsgi:reporting-b" is cut; Apache's configuration (read from
+    # the parent's -d/-f arguments) has one group starting so.
     proc = run_exporter("--url", prefork.status_url)
     assert proc.returncode == 0
     values = parse_tab(proc.stdout)
     assert "# Memory usage of 'example' WSGI worker processes." in proc.stdout
+    assert values[f"memory-usage {WSGI_LONG_GROUP} count"] == "1"
+    assert not [k for k in values if k.startswith("wsgi-group-name-truncated")]
+    assert "reporting-b" not in proc.stderr
+
+
+def test_an_ambiguous_cut_name_stays_flagged_with_a_warning():
+    extra = ("WSGIDaemonProcess reporting-bulk display-name=%{GROUP} processes=1 "
+             "threads=1\n")
+    with ApacheServer("prefork", extra_conf=extra) as apache:
+        proc = run_exporter("--url", apache.status_url)
+    values = parse_tab(proc.stdout)
     assert values["wsgi-group-name-truncated reporting-b"] == "1"
-    assert "wsgi-group-name-truncated example" not in values
+    assert values["memory-usage reporting-b count"] == "2"  # both groups' daemons
     (line,) = [x for x in proc.stderr.splitlines() if "reporting-b" in x]
     assert "cut short" in line and "10 characters" in line
 
