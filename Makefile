@@ -15,26 +15,31 @@ APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl
   tmux prometheus prometheus-apache-exporter zabbix-agent
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps venv lint unit integration bench docs clean
+.PHONY: demo test deps pyenv venv lint unit integration bench docs clean
 
 deps:
 	@sh scripts/install-deps.sh $(APT_PACKAGES)
 
-$(VENV)/.installed: setup.cfg pyproject.toml | deps
+# The Python environment alone: all that `make lint`, `make unit` and
+# `make docs` need, so the development loop runs as an ordinary user.
+$(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-venv: deps $(VENV)/.installed
+pyenv: $(VENV)/.installed
 
-lint: venv
+# ... plus the Debian packages the integration tests and the demo use (root).
+venv: deps pyenv
+
+lint: pyenv
 	$(VENV)/bin/ruff check apache_metrics_exporter tests scripts benchmarks
 
 test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: pyenv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 integration: venv
@@ -48,7 +53,7 @@ bench: venv
 
 # docs/metrics.md from the metric catalogue, man pages from the parsers
 # (tests/test_docs.py fails when the committed files are stale).
-docs: venv
+docs: pyenv
 	$(PY) scripts/gen_docs.py
 
 clean:
