@@ -47,8 +47,8 @@ OUT_OF_RANGE = "is out of the range the outputs can carry"
 
 class AutoPage(namedtuple(
         "AutoPage",
-        "values info scoreboard proxy extended telegraf_proxy warnings",
-        defaults=({}, ()))):
+        "values info scoreboard proxy extended telegraf_proxy warnings left_out",
+        defaults=({}, (), frozenset()))):
     """What the ``?auto`` page says, already typed by the catalogue."""
 
     # values: Dict[str, float]  # canonical metric name -> value
@@ -58,6 +58,7 @@ class AutoPage(namedtuple(
     # extended: bool  # ExtendedStatus was on
     # telegraf_proxy: Dict[str, float] = {}  # Telegraf's fields for balancer members
     # warnings: Sequence[str] = ()  # values left out, one line each
+    # left_out: FrozenSet[str] = frozenset()  # metrics on the page but left out
     __slots__ = ()
 
 
@@ -119,6 +120,7 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     balancers: Dict[str, str] = {}
     members: Dict[Tuple[str, str], Dict[str, str]] = {}
     warnings = _Warnings(source)
+    left_out = set()
     for n, raw in enumerate(text.splitlines()):
         line = raw.strip()
         if not line:
@@ -142,8 +144,10 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                     number, why = None, OUT_OF_RANGE
                 if number is not None:
                     values[metric.name] = number
+                    left_out.discard(metric.name)
                 elif why:
                     warnings.value(f"'{key}'", why)
+                    left_out.add(metric.name)
         elif key == "Scoreboard":
             scoreboard = value
         elif key in INFO_KEYS:
@@ -197,7 +201,7 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                     telegraf_proxy[raw] = float(number)
     extended = "total_accesses" in values
     return AutoPage(values, info, scoreboard, proxy, extended, telegraf_proxy,
-                    warnings.done())
+                    warnings.done(), frozenset(left_out))
 
 
 def count_scoreboard(scoreboard: str) -> Dict[str, int]:
