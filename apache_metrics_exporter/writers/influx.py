@@ -39,13 +39,14 @@ _STAMP_LIMIT = INT64_MAX / 1e9  # seconds: a later timestamp does not fit in int
 
 
 def _plain(text: str) -> str:
-    """At most MAX_TEXT characters, each control character (newline, tab, ESC,
-    NUL, ...) a space, each lone surrogate (an undecodable byte of a process
-    title) U+FFFD: what every line protocol reader takes as plain text."""
+    """At most MAX_TEXT characters, each control character or line separator
+    (newline, tab, ESC, NUL, U+2028, ...) a space, each lone surrogate (an
+    undecodable byte of a process title) U+FFFD: what every line protocol
+    reader takes as plain text on one line."""
     text = text[:MAX_TEXT]
     if text.isprintable():
         return text
-    return "".join(" " if c < " " or "\x7f" <= c <= "\x9f" else
+    return "".join(" " if c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029" else
                    "\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 

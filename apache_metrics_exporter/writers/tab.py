@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import (
     HEALTH_METRICS,
+    INT64_MAX,
     MEMORY_METRIC,
     MEMORY_STATS,
     NATIVE_GROUP,
@@ -59,14 +60,22 @@ def _text(value: object) -> str:
     # become one space, other control characters are escaped.
     if isinstance(value, str):
         return visible(" ".join(value[:MAX_TEXT].split()))
-    return str(value)
+    return _format(value)
+
+
+def _format(number: Any) -> str:
+    """A number that fits its metric: an integer (int64) or a float's repr;
+    a float metric's integer beyond int64 is written as the float it is."""
+    if isinstance(number, int) and not -INT64_MAX <= number <= INT64_MAX:
+        number = float(number)
+    return str(number)
 
 
 def _number(metric: Any, value: object, scale: int = 1) -> Optional[str]:
     """The value as written, None when the outputs cannot carry it."""
     if not fits(metric, value) or isinstance(value, str):
         return None
-    return str(value * scale)
+    return _format(value * scale)
 
 
 def render(snapshots: Sequence, settings: Any = None) -> str:
@@ -99,7 +108,7 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     for name in _INTERNAL_KEYS:
         if name in plain:
             internal[name] = plain[name]
-    out.extend(f"{_key(k)}\t{v}" for k, v in sorted(internal.items()))
+    out.extend(f"{_key(k)}\t{_format(v)}" for k, v in sorted(internal.items()))
     groups: Dict[str, Dict[str, str]] = {}
     for stat in MEMORY_STATS:
         for s in labelled.get(MEMORY_METRIC[stat], ()):
@@ -163,7 +172,7 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         if m.labels:
             reaper.extend(rows(_key(m.name), labelled.get(m.name, ()), m.labels[0]))
         elif m.name in plain:
-            reaper.append(f"{_key(m.name)}\t{plain[m.name]}")
+            reaper.append(f"{_key(m.name)}\t{_format(plain[m.name])}")
     if reaper:
         out += ["", f"# Reaper totals since its state file was created {_TAG}."]
         out.extend(reaper)
@@ -173,5 +182,6 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         out.extend(f"{s.metric.tab_key.format(**dict(s.labels))}\t{s.value}"
                    for s in restarts)
     out += ["", f"# Collection health {_TAG}."]
-    out.extend(f"{_key(m.name)}\t{plain[m.name]}" for m in HEALTH_METRICS if m.name in plain)
+    out.extend(f"{_key(m.name)}\t{_format(plain[m.name])}" for m in HEALTH_METRICS
+               if m.name in plain)
     return "\n".join(out) + "\n"

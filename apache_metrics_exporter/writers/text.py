@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import time
 
-from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES
+from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.processes import memory_stats
 from apache_metrics_exporter.units import format_bytes, format_duration, visible
 
@@ -72,7 +72,10 @@ def _when(stamp: Any, fmt: str) -> str:
 def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
     """The summary of one snapshot, unclipped, control characters escaped."""
     info = snap.auto.info if snap.auto else {}
-    value = snap.value
+    samples = [s for s in snap.samples if fits(s.metric, s.value)]
+
+    def value(name: str) -> Any:
+        return next((s.value for s in samples if s.metric.name == name and not s.labels), None)
     out = []
     version = info.get("ServerVersion", "Apache")
     mpm = info.get("ServerMPM")
@@ -101,7 +104,7 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
         if hanging is not None:
             out.append(f"hanging: {hanging} request{'s' if hanging != 1 else ''} older than "
                        f"{format_duration(hanging_threshold)}")
-        counts = {dict(s.labels)["state"]: s.value for s in snap.samples
+        counts = {dict(s.labels).get("state"): s.value for s in samples
                   if s.metric.name == "scoreboard"}
         out.append("scoreboard: " + ", ".join(
             f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
@@ -132,7 +135,7 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                              right=(0, 1)))
         else:
             out.append("no request being served")
-    kills = {dict(s.labels)["kind"]: s.value for s in snap.samples
+    kills = {dict(s.labels).get("kind"): s.value for s in samples
              if s.metric.name == "reaper_kills_total"}
     if kills:
         last = value("reaper_last_run_timestamp_seconds")
