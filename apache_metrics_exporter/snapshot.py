@@ -29,6 +29,7 @@ from apache_metrics_exporter.status import (
     parse_auto,
     parse_html,
 )
+from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -188,8 +189,8 @@ def build(url: str, started: float, auto: Optional[AutoPage],
             if fits(s.metric, s.value):
                 kept.append(s)
             else:
-                warnings.append(f"{s.metric.name} is out of the range the outputs can "
-                                "carry; left out")
+                warnings.append(f"{visible(url)}: {s.metric.name} is out of the range the "
+                                "outputs can carry; left out")
         samples = kept
     return Snapshot(url, started, auto is not None, error, warnings, auto,
                     workers, event, processes, samples)

@@ -81,7 +81,7 @@ NASTY_NAMES = ["native", "example", "", " ", "a b", "x\tbusy-workers\t999\nx", "
                "é" * 40, "{state}", "-", "_", "%s", "a" * 2000]
 NAMES = st.one_of(st.sampled_from(NASTY_NAMES), st.text(ANY_CHAR, max_size=40))
 NUMBERS = st.one_of(
-    st.integers(min_value=-2 ** 70, max_value=2 ** 70), st.floats(),
+    st.integers(min_value=-2 ** 70, max_value=2 ** 70), st.floats(), st.booleans(),
     st.sampled_from([0, 1, -1, INT64_MAX, INT64_MAX + 1, -INT64_MAX - 1, 2 ** 64, 10 ** 400,
                      INT64_MAX // 1024, INT64_MAX // 1024 + 1, 1e306, 1e308, 5e-324,
                      float("nan"), float("inf"), -float("inf"), 0.1 + 0.2]))

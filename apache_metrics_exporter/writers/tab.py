@@ -68,7 +68,7 @@ def _format(number: Any) -> str:
     a float metric's integer beyond int64 is written as the float it is."""
     if isinstance(number, int) and not -INT64_MAX <= number <= INT64_MAX:
         number = float(number)
-    return str(number)
+    return str(int(number) if isinstance(number, bool) else number)
 
 
 def _number(metric: Any, value: object, scale: int = 1) -> Optional[str]:
