@@ -426,7 +426,8 @@ def test_duplicate_balancer_member_names_are_one_series_the_first():
     assert [(m.name, v) for m, _l, v, _k in page.proxy] == [("proxy_worker_elected", 5)]
     assert any("listed twice" in w for w in page.warnings)
     prom = render_all([snap_of(page)])["prometheus-apache_exporter"]
-    assert prom.count("apache_proxy_worker_elected_total{") == 1
+    family = BY_NAME["proxy_worker_elected"].prom
+    assert prom.count(family + "{") == 1
     assert 'worker="http://a"} 5' in prom
 
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from apache_metrics_exporter.catalogue import ALL_METRICS
 from apache_metrics_exporter.writers import collectd as collectd_writer
 
 INT64 = 2 ** 63
@@ -261,10 +262,10 @@ def check_putval(text: str) -> Dict[str, List[str]]:
 
 _TAB_KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 TAB_TEXT_KEYS = {"longest-request", "longest-request-vhost"}
-_TAB_FIELDS = {"memory-usage": 4, "scoreboard": 3, "wsgi-group-name-truncated": 3,
-               "reaper-kills-total": 3, "reaper-kills-by-reason-total": 3,
-               "proxy-worker-elected": 4, "proxy-worker-busy": 4,
-               "proxy-worker-sent-kbytes": 4, "proxy-worker-received-kbytes": 4}
+# Fields per line: key, one per label of the metric (memory-usage: group and
+# stat), value.
+_TAB_FIELDS = {m.name.replace("_", "-"): 2 + len(m.labels) for m in ALL_METRICS if m.labels}
+_TAB_FIELDS["memory-usage"] = 4
 _TAB_NUMBER = re.compile(r"-?[0-9]+|-?[0-9]+\.[0-9]+(e[+-][0-9]+)?|-?[0-9]+e[+-][0-9]+")
 
 
