@@ -417,10 +417,13 @@ def _headings(body: bytes) -> List[Tuple[str, int]]:
     one scans to the end of the page), these stop at the first one that
     cannot close.
     """
-    last = body.rfind(b"</th")
-    if last > body.rfind(b"<th") and _TH_END.match(body, last + 4):
-        # Every <th> has a complete </th> after it: each try of the pattern
-        # ends at the nearest one and consumes what it scanned (Apache's pages).
+    last, last_open = body.rfind(b"</th"), body.rfind(b"<th")
+    if last_open < 0:
+        return []
+    if 0 <= body.find(b">", last_open) < last and _TH_END.match(body, last + 4):
+        # Every <th ...> ends before a complete </th>: each try of the pattern
+        # succeeds at the nearest one and consumes what it scanned, so the
+        # pattern stays linear (Apache's pages; a little faster than below).
         return [(_raw_text(text), _span(m.group(1)) if (m := _COLSPAN.search(attrs)) else 1)
                 for attrs, text in _TH.findall(body)]
     out = []

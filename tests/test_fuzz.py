@@ -271,6 +271,10 @@ SHAPES = {
     "closes before opens": lambda n: HEAD + b"<table><tr>" + b"</th>" * n + b"<th>" * n
     + b"</tr></table>",
     "<th without >": lambda n: HEAD + b"<table><tr>" + b"<th " * n + b"</table>",
+    "<th without > then one </th>": lambda n: HEAD + b"<table><tr>" + b"<th " * n
+    + b"</th></tr></table>",
+    "<th> then </th without >": lambda n: HEAD + b"<table><tr><th>" + b"</th " * n
+    + b"</th></tr></table>",
     "upper-case unclosed <TH>": lambda n: HEAD + b"<TABLE><TR>" + b"<TH>" * n + b"</TABLE>",
     "attributes of one tag": lambda n: HEAD + b"<TABLE><tr><th " + b"".join(
         b"a%d=1 " % i for i in range(n)) + b">PID</th></TABLE>",
