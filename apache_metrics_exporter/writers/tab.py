@@ -176,11 +176,19 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     if reaper:
         out += ["", f"# Reaper totals since its state file was created {_TAG}."]
         out.extend(reaper)
-    restarts = labelled.get("restarts_total", ())
+    restarts = []
+    for s in labelled.get("restarts_total", ()):
+        # The kind is part of the key: only a plain word may be (graceful, hard).
+        kind = dict(s.labels).get("kind", "")
+        text = _number(s.metric, s.value)
+        key = s.metric.tab_key.format(kind=kind)
+        if text is not None and kind.isascii() and kind.isalnum() and kind.islower() \
+                and key not in seen:
+            seen.add(key)
+            restarts.append(f"{key}\t{text}")
     if restarts:
         out += ["", f"# Apache restarts seen between collections {_TAG}."]
-        out.extend(f"{s.metric.tab_key.format(**dict(s.labels))}\t{s.value}"
-                   for s in restarts)
+        out.extend(restarts)
     out += ["", f"# Collection health {_TAG}."]
     out.extend(f"{_key(m.name)}\t{_format(plain[m.name])}" for m in HEALTH_METRICS
                if m.name in plain)
