@@ -15,7 +15,9 @@ APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl
   tmux prometheus prometheus-apache-exporter zabbix-agent
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps pyenv venv lint unit integration bench docs clean
+FUZZ_EXAMPLES ?= 20000
+
+.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs clean
 
 deps:
 	@sh scripts/install-deps.sh $(APT_PACKAGES)
@@ -44,6 +46,11 @@ unit: pyenv
 
 integration: venv
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# The fuzz suite at length (CI runs it with 200 examples per property):
+# mutated real pages through collect(), generated snapshots through every writer.
+fuzz: pyenv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -m "not integration" $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) scripts/demo.py

@@ -638,3 +638,51 @@ def prom_family(metric: Metric) -> Family:
     the metric itself (its kind, unit and help)."""
     name = metric.prom.partition("{")[0]
     return FAMILY.get(name) or Family(name, metric.kind, metric.unit, metric.help)
+
+
+# ---------------------------------------------------------------------------
+# What every output can carry. A value outside its metric's range is left out
+# (with one warning) rather than written as a number some consumer refuses or
+# silently wraps: line protocol integers and collectd DERIVE/COUNTER values are
+# int64, Prometheus and the tab file must stay parseable, and writers multiply
+# some values (kB -> bytes, s -> ms) before writing them.
+
+INT64_MAX = 2 ** 63 - 1
+FLOAT_LIMIT = 1e300  # finite with room for any writer's scale factor
+# collectd data source types of the stock types.db entries the catalogue uses
+# that are DERIVE (integers) rather than GAUGE.
+COLLECTD_DERIVE_TYPES = frozenset({"apache_requests", "apache_bytes", "derive", "total_bytes",
+                                   "total_time_in_ms", "total_requests"})
+_LIMITS: Dict[str, float] = {}
+
+
+def _limit(metric: Metric) -> float:
+    """The largest magnitude of this metric's values that every writer can carry."""
+    scales = [1.0, abs(metric.tab_scale), abs(metric.collectd_scale)]
+    if metric.prom is not None:
+        scales.append(abs(metric.prom_scale))
+        base = prom_family(metric).base  # --prometheus-naming base-units
+        if base:
+            scales.append(abs(metric.prom_scale * base[2]))
+    scale = max(scales)
+    if metric.type is int:
+        return INT64_MAX // int(-(-scale // 1))  # integers everywhere: int64
+    limit = FLOAT_LIMIT / scale
+    collectd_type = (metric.collectd or "").partition(":")[0].partition("-")[0]
+    if collectd_type in COLLECTD_DERIVE_TYPES:  # a float written as a DERIVE integer
+        limit = min(limit, INT64_MAX // int(-(-max(1.0, abs(metric.collectd_scale)) // 1)))
+    return limit
+
+
+def fits(metric: Metric, value: object) -> bool:
+    """Whether every writer can carry this value of this metric (text: a str;
+    numbers: finite and within the metric's range after any writer's scaling)."""
+    if metric.type is str:
+        return isinstance(value, str)
+    if not isinstance(value, (int, float)):
+        return False
+    limit = _LIMITS.get(metric.name)
+    if limit is None:
+        limit = _LIMITS[metric.name] = _limit(metric)
+    # int/float comparisons are exact in Python: no overflow, NaN compares False.
+    return -limit <= value <= limit

@@ -11,7 +11,7 @@ import os
 import time
 from collections import namedtuple
 
-from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS
+from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, fits
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.http import Fetcher, redact
 from apache_metrics_exporter.processes import (
@@ -29,6 +29,7 @@ from apache_metrics_exporter.status import (
     parse_auto,
     parse_html,
 )
+from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -101,6 +102,7 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         if auto.extended:
             html = parse_html(fetcher.get(url), source=url)
             workers, event = html.workers, html.event_processes
+            warnings.extend(html.warnings)
             if workers is None:
                 warnings.append(f"{url} has no worker table; hanging workers and "
                                 "worker counts are not reported")
@@ -171,11 +173,25 @@ def build(url: str, started: float, auto: Optional[AutoPage],
           workers: Optional[List[WorkerRow]], event: Optional[List[EventProcess]],
           processes: ProcessScan, options: Options = Options(), error: Optional[str] = None,
           warnings: Optional[List[str]] = None, duration: float = 0.0) -> Snapshot:
-    """A snapshot from parsed pages and a process scan (no I/O)."""
+    """A snapshot from parsed pages and a process scan (no I/O).
+
+    Every sample is checked against what the outputs can carry (catalogue.fits):
+    one that does not fit is left out with one warning, so that no writer ever
+    gets a value it would have to refuse or bend."""
     samples = _samples(auto, workers, event, processes, options)
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
     samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
-    warnings = list(warnings or ()) + list(processes.warnings)
+    warnings = list(auto.warnings if auto is not None else ()) + list(warnings or ()) \
+        + list(processes.warnings)
+    if not all(fits(s.metric, s.value) for s in samples):
+        kept = []
+        for s in samples:
+            if fits(s.metric, s.value):
+                kept.append(s)
+            else:
+                warnings.append(f"{visible(url)}: {s.metric.name} is out of the range the "
+                                "outputs can carry; left out")
+        samples = kept
     return Snapshot(url, started, auto is not None, error, warnings, auto,
                     workers, event, processes, samples)
 

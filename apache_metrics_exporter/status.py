@@ -4,6 +4,13 @@ Works on every format from Apache 2.2 to 2.4.6x: bare lines, keys with spaces,
 values with colons, ``%``/``K`` suffixes, floats without a leading zero, the
 duplicate Busy/Idle lines of 2.4.35-2.4.57 (event MPM), and tables found by
 their headings, never by position.
+
+Every page is hostile until parsed: both parsers are total (each value is a
+number in its metric's range or "not measured", nothing else raises but
+FetchError for a page that is not a status page) and linear in time for any
+input (searches that only move forward; no regular expression that can
+backtrack over what a peer sent). A value left out because it is not a
+plain ASCII number or is out of range gets one line in the page's warnings.
 """
 
 from __future__ import annotations
@@ -16,23 +23,32 @@ from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
     BY_NAME,
     INFO_KEYS,
+    INT64_MAX,
     PROXY_BY_FIELD,
     SCOREBOARD_STATES,
+    fits,
 )
 from apache_metrics_exporter.errors import FetchError
+from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-_PROXY_KEY = re.compile(r"ProxyBalancer\[(\d+)\](?:Worker\[(\d+)\])?(\w+)$")
+# Indexes are bounded so that int() stays cheap and sorting cannot fail.
+_PROXY_KEY = re.compile(r"ProxyBalancer\[(\d{1,9})\](?:Worker\[(\d{1,9})\])?(\w+)$", re.ASCII)
 IDLE_MODES = frozenset("_I.")  # apache-manager's definition of an idle worker
+MAX_WARNINGS = 10  # per page; the rest are counted in one more line
+PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger "PID" is not a process
+_FLOAT_CHARS = frozenset("0123456789+-.eE")
+NOT_A_NUMBER = "is not a plain number"
+OUT_OF_RANGE = "is out of the range the outputs can carry"
 
 
 class AutoPage(namedtuple(
         "AutoPage",
-        "values info scoreboard proxy extended telegraf_proxy",
-        defaults=({},))):
+        "values info scoreboard proxy extended telegraf_proxy warnings left_out",
+        defaults=({}, (), frozenset()))):
     """What the ``?auto`` page says, already typed by the catalogue."""
 
     # values: Dict[str, float]  # canonical metric name -> value
@@ -41,23 +57,59 @@ class AutoPage(namedtuple(
     # proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
     # extended: bool  # ExtendedStatus was on
     # telegraf_proxy: Dict[str, float] = {}  # Telegraf's fields for balancer members
+    # warnings: Sequence[str] = ()  # values left out, one line each
+    # left_out: FrozenSet[str] = frozenset()  # metrics on the page but left out
     __slots__ = ()
 
 
-def _number(text: str, kind: type):
-    """Parse ``.0119726``, ``0.e+79``, ``42%``, ``123K``; None for text or NaN/Inf."""
+def _number(text: str, kind: type) -> Tuple[Optional[float], Optional[str]]:
+    """``.0119726``, ``0.e+79``, ``42%``, ``123K`` as (number, None); (None,
+    why) when it is not a plain ASCII number (``\u00b213``, ``nan``, ``1_0``)
+    or not finite; (None, None) when empty."""
     text = text.strip().rstrip("%Kk").strip()
     if not text:
-        return None
-    if kind is int and text.isdigit():
-        return int(text)
+        return None, None
+    if not text.isascii():
+        return None, NOT_A_NUMBER
+    if text.isdigit():
+        if len(text.lstrip("0")) > 20:  # > int64 whatever the metric; int() stays cheap
+            return None, OUT_OF_RANGE
+        number = int(text)
+        return (number if kind is int else float(number)), None
+    if not _FLOAT_CHARS.issuperset(text):  # refuses "nan", "inf", "1_000", " 1 2"
+        return None, NOT_A_NUMBER
     try:
         value = float(text)
     except ValueError:
-        return None
+        return None, NOT_A_NUMBER
     if not math.isfinite(value):
-        return None
-    return int(value) if kind is int else value
+        return None, OUT_OF_RANGE
+    return (int(value) if kind is int else value), None
+
+
+class _Warnings(list):
+    """A page's warnings: one line per value left out, at most MAX_WARNINGS
+    lines and then one that counts the rest."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = visible(source)
+        self.more = 0
+
+    def add(self, text: str) -> None:
+        if len(self) < MAX_WARNINGS:
+            self.append(f"{self.source}: {text}")
+        else:
+            self.more += 1
+
+    def value(self, key: str, why: str) -> None:
+        self.add(f"{key} {why}; left out")
+
+    def done(self) -> Tuple[str, ...]:
+        if self.more:
+            self.append(f"{self.source}: {self.more} more values left out or "
+                        "duplicates ignored")
+        return tuple(self)
 
 
 def parse_auto(text: str, source: str = "the status page") -> AutoPage:
@@ -67,6 +119,8 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     scoreboard: Optional[str] = None
     balancers: Dict[str, str] = {}
     members: Dict[Tuple[str, str], Dict[str, str]] = {}
+    warnings = _Warnings(source)
+    left_out = set()
     for n, raw in enumerate(text.splitlines()):
         line = raw.strip()
         if not line:
@@ -85,9 +139,15 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
             # from the process table; the first pair is the scoreboard's, which
             # is what 2.4.58+ prints alone, so the first one wins.
             if metric.name not in values:
-                number = _number(value, metric.type)
+                number, why = _number(value, metric.type)
+                if number is not None and not fits(metric, number):
+                    number, why = None, OUT_OF_RANGE
                 if number is not None:
                     values[metric.name] = number
+                    left_out.discard(metric.name)
+                elif why:
+                    warnings.value(f"'{key}'", why)
+                    left_out.add(metric.name)
         elif key == "Scoreboard":
             scoreboard = value
         elif key in INFO_KEYS:
@@ -109,23 +169,39 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                          "(no 'Scoreboard:' line); check --url")
     proxy = []
     telegraf_proxy: Dict[str, float] = {}
+    seen = set()
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
         labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
-        if "Status" in fields:  # apache_exporter's status series: always 1
+        # Two members of one balancer with the same name would be one series
+        # twice: the first one is reported, as everywhere else.
+        twice = (labels["balancer"], labels["worker"]) in seen
+        seen.add((labels["balancer"], labels["worker"]))
+        if twice:
+            warnings.add(f"balancer member {visible(labels['worker'][:100])!r} of "
+                         f"{visible(labels['balancer'][:100])!r} is listed twice; "
+                         "only the first is reported")
+        elif "Status" in fields:  # apache_exporter's status series: always 1
             proxy.append((BY_NAME["proxy_worker_status"],
                           dict(labels, status=fields["Status"].strip()), 1,
                           f"ProxyBalancer[{b}]Worker[{w}]Status"))
         for field, metric in PROXY_BY_FIELD.items():
             if field in fields:
-                number = _number(fields[field], int)
-                if number is not None:
-                    raw = f"ProxyBalancer[{b}]Worker[{w}]{field}"
+                raw = f"ProxyBalancer[{b}]Worker[{w}]{field}"
+                number, why = _number(fields[field], int)
+                if number is not None and not fits(metric, number):
+                    number, why = None, OUT_OF_RANGE
+                if number is None:
+                    if why:
+                        warnings.value(raw, why)
+                    continue
+                if not twice:
                     proxy.append((metric, labels, number, raw))
-                    if fields[field].strip().isdigit():
-                        # Telegraf parses these two as floats under the raw key.
-                        telegraf_proxy[raw] = float(number)
+                if fields[field].strip().isdigit():
+                    # Telegraf parses these two as floats under the raw key.
+                    telegraf_proxy[raw] = float(number)
     extended = "total_accesses" in values
-    return AutoPage(values, info, scoreboard, proxy, extended, telegraf_proxy)
+    return AutoPage(values, info, scoreboard, proxy, extended, telegraf_proxy,
+                    warnings.done(), frozenset(left_out))
 
 
 def count_scoreboard(scoreboard: str) -> Dict[str, int]:
@@ -153,7 +229,8 @@ class WorkerRow:
         self._cells = cells
         self._cols = cols
         self._text = text
-        self.pid = _int_or_none(self.cell("pid"))
+        pid = _int_or_none(self.cell("pid"))
+        self.pid = pid if pid is not None and 0 < pid < PID_MAX else None
         self.mode = self.cell("m")
         self.ss = _int_or_none(self.cell("ss"))
 
@@ -217,25 +294,41 @@ class EventProcess(namedtuple("EventProcess", ['slot', 'pid', 'stopping', 'accep
     __slots__ = ()
 
 
-class HtmlPage(namedtuple("HtmlPage", ['workers', 'event_processes'])):
+class HtmlPage(namedtuple("HtmlPage", ['workers', 'event_processes', 'warnings'],
+                          defaults=((),))):
     """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
 
     # workers: Optional[List[WorkerRow]]
     # event_processes: Optional[List[EventProcess]]
+    # warnings: Sequence[str] = ()  # values left out, one line each
     __slots__ = ()
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
-    if text is None:
+    """An int64 written in ASCII digits (``-`` allowed), else None."""
+    if text and text.isdigit() and text.isascii() and len(text) < 19:
+        return int(text)  # the usual case, first
+    if not text or not text.isascii():
         return None
-    try:
-        return int(text)
-    except ValueError:
+    digits = text[1:] if text[0] == "-" else text
+    if not digits.isdigit() or len(digits) > 19:  # (int() refuses 4300+ digits)
         return None
+    value = int(text)
+    return value if -INT64_MAX <= value <= INT64_MAX else None
+
+
+def _out_of_range(text: str, limit: int = INT64_MAX) -> bool:
+    """ASCII digits of a number beyond the limit (_int_or_none's None for its size)."""
+    digits = text[1:] if text[:1] == "-" else text
+    if not text.isascii() or not digits.isdigit():
+        return False
+    value = _int_or_none(text)
+    return value is None or abs(value) >= limit
 
 
 def _float_or_none(text: Optional[str]) -> Optional[float]:
-    if text is None:
+    """A finite number in ASCII (``0.01``, ``-1``), else None."""
+    if not text or not text.isascii() or not _FLOAT_CHARS.issuperset(text):
         return None
     try:
         value = float(text)
@@ -259,21 +352,53 @@ class _Table(namedtuple("_Table", ['rows', 'text'])):
 
 # The fast reader: Apache writes its status tables with a fixed, simple markup
 # (lower-case tags, every </td> and </tr> present), which plain byte searches
-# split faster than any parser can build a tree.
-_TH = re.compile(rb"<th\b([^>]*)>(.*?)</th\s*>", re.S)
-_TAG = re.compile(rb"<[^>]*>")
-_COLSPAN = re.compile(rb"colspan\s*=\s*[\"']?(\d+)", re.I)
+# split faster than any parser can build a tree. Every search moves forward
+# (str.find/split, or a pattern that cannot backtrack), so a page of any shape
+# is read in time linear in its size.
+_TH = re.compile(rb"<th\b([^>]*)>(.*?)</th\s*>", re.S)  # only where it cannot backtrack
+_TH_END = re.compile(rb"\s*>")  # what may follow "</th"
+_COLSPAN = re.compile(rb"colspan\s*=\s*[\"']?(\d+)", re.I)  # each try stops at a non-space
+_LONG_CHARREF = re.compile(r"&#[0-9]{12,};?")  # html.unescape's int() refuses 4300+ digits
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _span(digits: Any) -> int:
+    """A colspan from the digits that start its value, as browsers read it
+    (none: 1; at most 1000)."""
+    if isinstance(digits, bytes):
+        digits = digits.decode("latin-1")
+    end = 0
+    while end < len(digits) and end < 40 and "0" <= digits[end] <= "9":
+        end += 1
+    if not end:
+        return 1
+    number = digits[:end].lstrip("0")
+    return min(int(number[:5] or "0"), 1000) if end < 40 else 1000
+
+
+def _strip_tags(raw: bytes) -> bytes:
+    """Markup dropped: from each ``<`` to the next ``>`` (a ``<`` with no ``>``
+    after it stays, as text). One split, so linear for any input."""
+    parts = raw.split(b">")
+    out = []
+    for part in parts[:-1]:
+        i = part.find(b"<")
+        out.append(part + b">" if i < 0 else part[:i])
+    out.append(parts[-1])
+    return b"".join(out)
 
 
 def _raw_text(raw: bytes) -> str:
     """Text of raw cell content: tags dropped, entities decoded (ISO-8859-1, as
     mod_status declares its pages)."""
     if b"<" in raw:
-        raw = _TAG.sub(b"", raw)
+        raw = _strip_tags(raw)
     text = raw.decode("latin-1")
     if "&" in text:
         import html  # only for the rare cell with an entity
 
+        if "&#" in text:
+            text = _LONG_CHARREF.sub("\ufffd", text)
         text = html.unescape(text)
     return text
 
@@ -282,6 +407,51 @@ def _raw_cell(piece: bytes) -> str:
     """Text of one ``...<td attrs>content`` piece (the row split at ``</td>``)."""
     start = piece.rfind(b"<td")
     return _raw_text(piece[piece.find(b">", start) + 1:])
+
+
+def _headings(body: bytes) -> List[Tuple[str, int]]:
+    r"""(text, colspan) of each ``<th attrs>text</th>`` of a row, in order.
+
+    What the pattern ``<th\b([^>]*)>(.*?)</th\s*>`` finds, but by forward
+    searches: that pattern takes quadratic time on unclosed ``<th>`` (each
+    one scans to the end of the page), these stop at the first one that
+    cannot close.
+    """
+    last, last_open = body.rfind(b"</th"), body.rfind(b"<th")
+    if last_open < 0:
+        return []
+    if 0 <= body.find(b">", last_open) < last and _TH_END.match(body, last + 4):
+        # Every <th ...> ends before a complete </th>: each try of the pattern
+        # succeeds at the nearest one and consumes what it scanned, so the
+        # pattern stays linear (Apache's pages; a little faster than below).
+        return [(_raw_text(text), _span(m.group(1)) if (m := _COLSPAN.search(attrs)) else 1)
+                for attrs, text in _TH.findall(body)]
+    out = []
+    pos = 0
+    size = len(body)
+    while True:
+        start = body.find(b"<th", pos)
+        if start < 0:
+            return out
+        attrs_at = start + 3
+        if attrs_at < size and body[attrs_at] in _WORD:  # <thead>, <th2>: not a heading
+            pos = attrs_at
+            continue
+        close = body.find(b">", attrs_at)
+        if close < 0:
+            return out  # no later <th can be complete either
+        search = close + 1
+        while True:
+            end = body.find(b"</th", search)
+            if end < 0:
+                return out
+            rest = _TH_END.match(body, end + 4)
+            if rest:
+                break
+            search = end + 4
+        m = _COLSPAN.search(body, attrs_at, close)
+        out.append((_raw_text(body[close + 1:end]), _span(m.group(1)) if m else 1))
+        pos = rest.end()
 
 
 def _fast_tables(data: bytes) -> Optional[List[_Table]]:
@@ -306,8 +476,8 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
             # Apache's own balancer tables leave out </tr>: harmless unless
             # this may be a table we read (a PID column, or headings that
             # cannot even be read this way).
-            heads = {_norm(_raw_text(body)) for _attrs, body in _TH.findall(segment)}
-            if "pid" in heads or segment.count(b"<th") != segment.count(b"</th>"):
+            if segment.count(b"<th") != segment.count(b"</th>") \
+                    or "pid" in {_norm(text) for text, _span in _headings(segment)}:
                 return None
             continue
         rows = []
@@ -316,10 +486,7 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
             if at < 0:
                 continue
             body = chunk[at:]
-            heads = []
-            if b"<th" in body:
-                heads = [(_raw_text(text), int(m.group(1)) if (m := _COLSPAN.search(attrs))
-                          else 1) for attrs, text in _TH.findall(body)]
+            heads = _headings(body) if b"<th" in body else []
             rows.append((heads, body.split(b"</td>")[:-1]))
         tables.append(_Table(rows, _raw_cell))
 
@@ -331,22 +498,42 @@ def _cell_text(el: Any) -> str:
     return el.text or ""
 
 
+# A start or end tag with attributes: the name, then a run without "<" or ">"
+# (linear: the name can only give back characters the next part refuses).
+_ANY_TAG = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>A-Za-z0-9][^<>]*)>?")
+
+
+def _bare_tag(m: Any) -> bytes:
+    attrs = m.group(3)
+    if attrs and m.group(2).lower() in (b"th", b"td"):
+        span = _COLSPAN.search(attrs)
+        if span:
+            return b'<%s%s colspan="%d">' % (m.group(1), m.group(2), _span(span.group(1)))
+    return b"<%s%s>" % (m.group(1), m.group(2))
+
+
 def _lxml_tables(data: bytes, source: str) -> List[_Table]:
-    """Tables read by lxml's forgiving HTML parser (the fallback)."""
+    """Tables read by lxml's forgiving HTML parser (the fallback).
+
+    Tags reach libxml2 without attributes (but colspan): its HTML parser
+    checks each attribute against the tag's earlier ones, which takes minutes
+    for a tag with 100,000 of them.
+    """
     from lxml import etree  # only paid when the fast reader gives up
 
+    data = _ANY_TAG.sub(_bare_tag, data)
     parser = etree.HTMLParser(recover=True, no_network=True, remove_comments=True)
     try:
         root = etree.fromstring(data, parser)
     except (etree.LxmlError, ValueError) as exc:
-        raise FetchError(f"{source} is not readable HTML: {exc}") from None
+        raise FetchError(f"{source} is not readable HTML: {visible(str(exc))}") from None
     if root is None:
         raise FetchError(f"{source} is empty")
     tables = []
     for table in root.iter("table"):
         rows = []
         for tr in table.findall("tr"):
-            heads = [(_cell_text(th), int(th.get("colspan", "1") or 1))
+            heads = [(_cell_text(th), _span(th.get("colspan") or "1"))
                      for th in tr.findall("th")]
             rows.append((heads, tr.findall("td")))
         tables.append(_Table(rows, _cell_text))
@@ -356,8 +543,8 @@ def _lxml_tables(data: bytes, source: str) -> List[_Table]:
 def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
     """Find the worker table and the event process table by their headings.
 
-    Apache's own markup is read by a fast regular-expression reader; anything
-    it does not recognise as well-formed goes to lxml's HTML parser instead,
+    Apache's own markup is read by a fast byte-search reader; anything it
+    does not recognise as well-formed goes to lxml's HTML parser instead,
     and both give the same rows (tests/test_status_html.py checks it).
     """
     tables = _fast_tables(data)
@@ -376,7 +563,13 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
             and b"Server Version" not in data:
         raise FetchError(f"{source} is not an Apache mod_status page; check --url")
-    return HtmlPage(workers, event)
+    warnings = _Warnings(source)
+    bad = sum(1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
+              or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))
+    if bad:
+        warnings.add(f"{bad} rows of the worker table have a PID or SS out of range; "
+                     "those values are left out")
+    return HtmlPage(workers, event, warnings.done())
 
 
 def _worker_rows(table: _Table, headings: List[str]) -> List[WorkerRow]:
@@ -392,23 +585,26 @@ def _event_rows(table: _Table) -> List[EventProcess]:
     top = table.rows[0][0]
     sub = [_norm(text) for text, _span in table.rows[1][0]] if len(table.rows) > 1 else []
     names: List[str] = []
+    used = 0  # sub-headings taken so far (an index: slicing the rest each time is quadratic)
     for text, span in top:
         label = _norm(text)
         if span == 1:
             names.append(label)
         else:
             group = label.split()[0] if label else ""
-            names.extend(f"{group} {s}" for s in sub[:span])
-            sub = sub[span:]
+            names.extend(f"{group} {s}" for s in sub[used:used + span])
+            used += span
     out = []
     for _heads, raw in table.rows[2:]:
         cells = [table.text(c).strip() for c in raw]
-        if not cells or not cells[0].isdigit():
+        if not cells or not cells[0].isascii() or not cells[0].isdigit() \
+                or len(cells[0]) > 9:
             continue  # the "Sum" row
         named = dict(zip(names, cells))
         accepting = named.get("connections accepting")
+        pid = _int_or_none(named.get("pid"))
         out.append(EventProcess(
-            slot=int(cells[0]), pid=_int_or_none(named.get("pid")),
+            slot=int(cells[0]), pid=pid if pid is not None and 0 < pid < PID_MAX else None,
             stopping=named.get("stopping", ""),
             accepting=None if accepting is None else accepting == "yes",
             cells=named,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _TIMESPAN_UNITS = {
@@ -18,7 +19,12 @@ _SIZE_UNITS = {
     "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
     "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4,
 }
-_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+# ASCII digits only: '\u0663' (Arabic-Indic three) is a digit to \\d and to float().
+_NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", re.ASCII)
+MAX_NUMBER_TEXT = 40  # longer numbers in an option are a mistake, not a size
+
+
+FLOAT_MAX = 1.7976931348623157e308
 
 
 def parse_timespan(text: str) -> float:
@@ -37,6 +43,8 @@ def parse_timespan(text: str) -> float:
         pos, matched = m.end(), True
     if not matched:
         raise ValueError("empty timespan (examples: 30s, 5m, 1h)")
+    if not math.isfinite(total) or len(text) > 4 * MAX_NUMBER_TEXT:
+        raise ValueError(f"timespan too long: {text[:MAX_NUMBER_TEXT]!r}...")
     return total
 
 
@@ -45,11 +53,16 @@ def parse_size(text: str) -> int:
     m = _NUMBER_UNIT.fullmatch(str(text))
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 512K, 50M, 2G; binary units)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    if len(m.group(1)) > MAX_NUMBER_TEXT or not size < 2 ** 63:
+        raise ValueError(f"not a size: {str(text)[:MAX_NUMBER_TEXT]!r}... is too large")
+    return int(size)
 
 
 def format_bytes(n: float) -> str:
     """``512.0 MiB``-style rendering for log lines and the summary."""
+    if not isinstance(n, (int, float)) or not -FLOAT_MAX <= n <= FLOAT_MAX:
+        return "?"  # NaN, inf or not a number: nothing sensible to round
     if abs(n) < 1024:
         return f"{n:.0f} B"
     for unit in ("KiB", "MiB", "GiB"):
@@ -61,6 +74,8 @@ def format_bytes(n: float) -> str:
 
 def format_duration(seconds: float) -> str:
     """``45s``, ``5m 3s``, ``2h 10m``, ``3d 4h`` - two units at most."""
+    if not isinstance(seconds, (int, float)) or not -FLOAT_MAX <= seconds <= FLOAT_MAX:
+        return "?"
     seconds = int(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
@@ -70,3 +85,21 @@ def format_duration(seconds: float) -> str:
         if len(parts) == 2:
             break
     return " ".join(parts)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """Text safe for a terminal, a log line or one field of a line-based format:
+    every character Python does not call printable (controls such as ESC, CR,
+    LF and tab, lone surrogates from undecodable bytes, line and paragraph
+    separators, other invisible characters) becomes a ``\\xHH``-style escape;
+    printable text, spaces included, is unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)

@@ -147,3 +147,18 @@ def test_cli_collectd_format_two_targets(prefork, event):
     assert f"h1/apache-127.0.0.1_{prefork.port}/apache_requests" in idents
     assert f"h1/apache-127.0.0.1_{event.port}/apache_requests" in idents
     assert f"h1/apache-127.0.0.1_{event.port}/current_connections-total" in idents
+
+
+def test_values_collectd_cannot_read_are_left_out(monkeypatch):
+    from apache_metrics_exporter.catalogue import BY_NAME
+    from apache_metrics_exporter.snapshot import Sample
+
+    monkeypatch.setenv("COLLECTD_INTERVAL", "nan")  # no interval=nan option
+    snap = example_snapshot()
+    snap.samples[:] = [Sample(BY_NAME["tls_cache_store_count"], 2 ** 63),
+                       Sample(BY_NAME["cpu_user_seconds"], 1e306),  # DERIVE ms > int64
+                       Sample(BY_NAME["cpu_load"], float("nan")),
+                       Sample(BY_NAME["total_accesses"], 2 ** 63 - 1),
+                       Sample(BY_NAME["total_accesses"], 5)]  # a second one: the first wins
+    lines = putvals(collectd.render([snap], settings(hostname="h")))
+    assert lines == {"h/apache-x_80/apache_requests": f"0.000:{2 ** 63 - 1}"}

@@ -91,7 +91,8 @@ def test_every_influx_metric_has_a_fixed_type():
 
 @pytest.mark.parametrize("raw,escaped", [
     ("a b", r"a\ b"), ("a,b", r"a\,b"), ("a=b", r"a\=b"), ("a\\b", "a/b"),
-    ("a\nb", r"a\ b"), ("ü", "ü"),
+    ("a\nb", r"a\ b"), ("ü", "ü"), ("a\x1b[2Jb", r"a\ [2Jb"), ("a\x00\x85\u2028b", r"a\ \ \ b"),
+    ("\udc80", "\ufffd"), ("a" * 5000, "a" * 1024),
 ])
 def test_key_escaping(raw, escaped):
     assert influx.escape_key(raw) == escaped
@@ -99,8 +100,25 @@ def test_key_escaping(raw, escaped):
 
 def test_string_escaping_and_no_nan():
     assert influx.format_value('say "hi" \\o/', str) == r'"say \"hi\" \\o/"'
+    assert influx.format_value("a\r\nb\x1b\udc80", str) == '"a  b \ufffd"'
     with pytest.raises(ValueError):
         influx.format_value(float("nan"), float)
+
+
+@pytest.mark.parametrize("value,kind", [
+    (2 ** 63, int), (-2 ** 63 - 1, int), (10 ** 400, float), (float("inf"), float),
+])
+def test_numbers_line_protocol_cannot_carry_are_refused(value, kind):
+    with pytest.raises((ValueError, OverflowError)):
+        influx.format_value(value, kind)
+    assert influx.format_value(2 ** 63 - 1, int) == "9223372036854775807i"
+
+
+def test_a_field_twice_in_one_point_keeps_the_first_value():
+    snap = example_snapshot()
+    snap.samples.append(Sample(BY_NAME["busy_workers"], 99))
+    head, fields, _ = parse_line(influx.render([snap]).splitlines()[0])
+    assert fields["BusyWorkers"] == "1.0"
 
 
 def test_ipv6_and_default_ports_as_tags():
@@ -177,9 +195,14 @@ def test_escaping_round_trips_through_real_influxdb(influxdb, group, request_lin
     assert status == 204, (error, body)
     rows = influxdb.query(f'SELECT "group", "count" FROM apache_memory WHERE time = {stamp}', db)
     stored = {v[1] for s in rows["results"][0].get("series", []) for v in s["values"]}
-    expected_group = group.replace("\\", "/").replace("\n", " ").replace("\r", " ") \
-        .replace("\t", " ")
-    assert expected_group in stored
+    assert plain(group).replace("\\", "/") in stored
     rows = influxdb.query(f'SELECT longest_request FROM apache_workers WHERE time = {stamp}', db)
     (value,) = [v[1] for s in rows["results"][0]["series"] for v in s["values"]]
-    assert value == request_line.replace("\n", " ").replace("\r", " ")
+    assert value == plain(request_line)
+
+
+def plain(text: str) -> str:
+    """What the writer promises to store: control characters and line
+    separators as spaces (documented in influx._plain)."""
+    return "".join(" " if ord(c) < 32 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" else c
+                   for c in text)

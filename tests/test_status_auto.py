@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apache_metrics_exporter.catalogue import SCOREBOARD_STATES, SERVER_METRICS
+from apache_metrics_exporter.catalogue import BY_NAME, SCOREBOARD_STATES, SERVER_METRICS, fits
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.status import count_scoreboard, parse_auto
 from tests.conftest import data
@@ -153,6 +153,8 @@ def test_mangled_input_only_ever_raises_fetch_error(text):
     except FetchError:
         return
     assert isinstance(page.scoreboard, str)
+    assert all(fits(BY_NAME[name], value) for name, value in page.values.items())
+    assert all(w.isprintable() for w in page.warnings)
 
 
 @settings(max_examples=200, deadline=None)
@@ -178,3 +180,24 @@ def test_real_tls_cache_and_proxy_balancer_blocks():
     assert len(members) == 2
     elected = sum(v for m, _, v, _ in page.proxy if m.name == "proxy_worker_elected")
     assert elected == 3  # three requests went through the balancer
+
+
+def test_one_warning_per_value_left_out_and_one_line_for_the_rest():
+    text = "\n".join(f"{m.auto_key}: 9e999" for m in SERVER_METRICS) + "\nScoreboard: _\n"
+    page = parse_auto(text, source="http://x/s?auto")
+    assert page.values == {}
+    assert len(page.warnings) == 11
+    assert page.warnings[0] == ("http://x/s?auto: 'ParentServerConfigGeneration' is out of "
+                                "the range the outputs can carry; left out")
+    assert page.warnings[-1].endswith(f"{len(SERVER_METRICS) - 10} more values left out "
+                                      "or duplicates ignored")
+
+
+@pytest.mark.parametrize("value,parsed", [
+    ("42", 42), ("0042", 42), (".5", 0), ("1e3", 1000), ("-1", -1), ("12K", 12),
+    ("\u00b2", None), ("\u0663", None), ("1_0", None), ("nan", None), ("inf", None),
+    ("1e400", None), ("9" * 25, None), ("", None), ("0x10", None), ("+7", 7),
+])
+def test_numbers_are_plain_ascii(value, parsed):
+    page = parse_auto(f"BusyWorkers: {value}\nScoreboard: _\n")
+    assert page.values.get("busy_workers") == parsed

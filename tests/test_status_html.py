@@ -149,3 +149,36 @@ def test_markup_without_end_tags_goes_to_lxml():
     rows = parse_html(html).workers
     assert [(r.pid, r.mode, r.ss, r.request) for r in rows] == [
         (41, "W", 7, "GET /a HTTP/1.1"), (42, "_", 3, "GET /b?x=1&y=2 HTTP/1.1")]
+
+
+# The linear-time readers find what the old (quadratic) patterns found.
+_PIECES = [b"<th>", b"</th>", b"<th colspan=2>", b'<th colspan="x">', b"</th >", b"<th",
+           b">", b"<", b"x", b" ", b"\n", b"<thead>", b"</th", b"<b>", b"</b>", b"&amp;",
+           b"<TH>"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=30))
+def test_heading_search_finds_what_the_old_pattern_found(parts):
+    body = b"".join(parts)
+    old = re.compile(rb"<th\b([^>]*)>(.*?)</th\s*>", re.S)
+    colspan = re.compile(rb"colspan\s*=\s*[\"']?(\d+)", re.I)
+    expected = [(status._raw_text(text), status._span(m.group(1)) if (m := colspan.search(attrs))
+                 else 1) for attrs, text in old.findall(body)]
+    assert status._headings(body) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from([b"<", b">", b"x", b"<b>", b"</b>", b"<<", b">>"]), max_size=30))
+def test_tag_stripping_drops_what_the_old_pattern_dropped(parts):
+    raw = b"".join(parts)
+    assert status._strip_tags(raw) == re.sub(rb"<[^>]*>", b"", raw)
+
+
+@pytest.mark.parametrize("value,span", [
+    ("2", 2), ("02", 2), ("x", 1), ("", 1), ("3x", 3), (" 3", 1), ("0", 0),
+    ("99999999999999", 1000), ("1" * 5000, 1000), ("\u0663", 1),
+])
+def test_colspan_values(value, span):
+    assert status._span(value) == span
+    assert status._span(value.encode("utf-8")) == span

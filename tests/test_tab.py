@@ -175,3 +175,30 @@ def test_truncated_group_is_flagged():
     values = parse_tab(tab.render([snap]))
     assert values["wsgi-group-name-truncated reporting-b"] == "1"
     assert values["memory-usage reporting-b count"] == "1"
+
+
+def test_names_cannot_break_a_line_or_a_field():
+    hostile = "a\tb\nc\x1b[2J\u2028\udc80"
+    scan = ProcessScan(100, 1.0, [ProcInfo(5, 1.0, hostile, 10, "(wsgi:x)")], {hostile}, "rss")
+    snap = build("u", 0.0, parse_auto(AUTO), None, None, scan)
+    text = tab.render([snap])
+    assert text.count("\n") == len(text.splitlines())
+    escaped = "a\\x09b\\x0ac\\x1b[2J\\u2028\\udc80"
+    assert f"memory-usage\t{escaped}\tcount\t1\n" in text
+    assert f"wsgi-group-name-truncated\t{escaped}\t1\n" in text
+    assert all(line.isprintable() for line in text.replace("\t", " ").splitlines())
+
+
+def test_a_request_line_keeps_its_spaces_and_loses_its_controls():
+    snap = example_snapshot()
+    for i, s in enumerate(snap.samples):
+        if s.metric.name == "longest_request":
+            snap.samples[i] = s._replace(value="GET /a\tb\r\n\x1b[0m HTTP/1.1")
+    assert parse_tab(tab.render([snap]))["longest-request"] == "GET /a b \\x1b[0m HTTP/1.1"
+
+
+def test_a_group_twice_keeps_the_first_values():
+    snap = example_snapshot()
+    first = [s for s in snap.samples if s.metric.name == "memory_max_bytes"][0]
+    snap.samples.append(first._replace(value=1))
+    assert parse_tab(tab.render([snap]))["memory-usage native max"] == "12677120"

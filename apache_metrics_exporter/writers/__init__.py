@@ -9,6 +9,13 @@
 
 Modules are imported only when their format is chosen, so a format with heavy
 dependencies costs nothing to the others.
+
+Every line a writer returns is valid for its format whatever the snapshot holds
+(names and text from hostile pages and process titles, any number): text is
+escaped or cut to ``MAX_TEXT`` characters, a number the format cannot carry
+(catalogue.fits, then the format's own limits) is left out, and a series that
+would appear twice (the same name and labels after the format's escaping) is
+written once: the first sample wins, in every format.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from types import ModuleType
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Dict
+
+MAX_TEXT = 1024  # characters of one name or text value that a writer keeps
 
 # format name -> module (relative to this package)
 REGISTRY: Dict[str, str] = {

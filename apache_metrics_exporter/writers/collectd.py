@@ -6,14 +6,21 @@ with the types of collectd's own apache plugin (``apache_requests``,
 ``apache_scoreboard-<state>``) and, for everything else, types of the stock
 ``types.db`` only, as the catalogue names them. DERIVE values are written as
 integers (collectd reads them with base 0: a leading zero would mean octal).
+
+Valid by construction: identifier parts hold only ``[A-Za-z0-9_.-]``, DERIVE
+values are int64, GAUGE values finite, no line reaches collectd's line limit,
+and an identifier (or one data source of it) that two samples would share
+keeps the first sample's value.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
 
+from apache_metrics_exporter.catalogue import COLLECTD_DERIVE_TYPES, INT64_MAX, fits
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.http import host_port
 
@@ -28,8 +35,7 @@ MAX_PART = 63  # collectd allows 127 bytes per part; stay well inside
 MAX_LINE = 1024  # collectd stops reading a program after a 1200-byte line
 
 # Data source types of the stock types.db entries the catalogue uses.
-DERIVE_TYPES = frozenset({"apache_requests", "apache_bytes", "derive", "total_bytes",
-                          "total_time_in_ms", "total_requests"})
+DERIVE_TYPES = COLLECTD_DERIVE_TYPES
 MULTI_VALUE = {"load": 3}  # types with several data sources
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -37,7 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 def sanitize(text: str) -> str:
     """An identifier part: letters, digits, ``_ . -``; others become ``_``."""
-    return _UNSAFE.sub("_", text).strip("_")[:MAX_PART] or "unknown"
+    return _UNSAFE.sub("_", str(text)[:16 * MAX_PART]).strip("_")[:MAX_PART] or "unknown"
 
 
 def default_instance(url: str) -> str:
@@ -57,12 +63,14 @@ def hostname(settings: Any) -> str:
 def interval(settings: Any) -> Optional[float]:
     """The interval to declare: COLLECTD_INTERVAL, else --interval, else none."""
     env = os.environ.get("COLLECTD_INTERVAL")
+    value = getattr(settings, "interval", None)
     if env:
         try:
-            return float(env)
+            value = float(env)
         except ValueError:
             pass
-    return getattr(settings, "interval", None)
+    # "interval=nan" or "interval=inf" would make collectd refuse every line.
+    return value if isinstance(value, (int, float)) and 0 < value < 1e9 else None
 
 
 def instances(settings: Any, urls: Sequence[str]) -> List[str]:
@@ -84,11 +92,19 @@ def instances(settings: Any, urls: Sequence[str]) -> List[str]:
     return names
 
 
-def _number(value: float, derive: bool) -> str:
+def _number(value: float, derive: bool) -> Optional[str]:
+    """The value as collectd reads it; None if it cannot (NaN, Inf, a DERIVE
+    outside int64)."""
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
     if derive:
-        return str(int(value))  # no leading zeros, truncated like collectd would
-    number = float(value)
-    if number.is_integer():
+        whole = int(value)  # no leading zeros, truncated like collectd would
+        return str(whole) if -INT64_MAX <= whole <= INT64_MAX else None
+    if number.is_integer() and abs(number) < 2 ** 63:
         return str(int(number))
     return f"{number:.10g}"  # 0.0025454500000000003 (from ms * 0.001) -> 0.00254545
 
@@ -98,24 +114,33 @@ def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> Li
     values: Dict[Tuple[str, str], List[Optional[str]]] = {}
     for sample in snapshot.samples:
         metric = sample.metric
-        if not metric.collectd or metric.type is str:
+        if not metric.collectd or metric.type is str or not fits(metric, sample.value):
             continue
         labels = {k: sanitize(v) for k, v in sample.labels}
-        spec, _, position = metric.collectd.format(**labels).partition(":")
+        try:
+            spec, _, position = metric.collectd.format(**labels).partition(":")
+        except (KeyError, IndexError):
+            continue  # a sample without the labels its name needs
         type_name, _, type_instance = spec.partition("-")
+        # Cut here, so that two instances alike in their first MAX_PART
+        # characters are one identifier, and the first sample wins.
+        type_instance = type_instance[:MAX_PART]
         derive = type_name in DERIVE_TYPES
         text = _number(sample.value * metric.collectd_scale, derive)
         slot = values.setdefault((type_name, type_instance),
                                  [None] * MULTI_VALUE.get(type_name, 1))
-        slot[int(position or 0)] = text
-    head = f"{sanitize(host)}/{PLUGIN}" + (f"-{instance}" if instance else "")
-    option = f" interval={every:.3f}" if every else ""
-    stamp = f"{snapshot.timestamp:.3f}"
+        index = int(position or 0)
+        if slot[index] is None:
+            slot[index] = text
+    head = f"{sanitize(host)}/{PLUGIN}" + (f"-{sanitize(instance)}" if instance else "")
+    option = f" interval={every:.3f}" if every and 0 < every < 1e9 else ""
+    when = snapshot.timestamp
+    stamp = f"{when:.3f}" if 0 <= when < 1e11 else "N"  # N: collectd's "now"
     out = []
     for (type_name, type_instance), slot in values.items():
         if None in slot:
             continue  # a multi-value type with a missing part (load without Load5)
-        ident = f"{head}/{type_name}" + (f"-{type_instance[:MAX_PART]}" if type_instance else "")
+        ident = f"{head}/{type_name}" + (f"-{type_instance}" if type_instance else "")
         line = f'PUTVAL "{ident}"{option} {stamp}:{":".join(slot)}'
         if len(line) < MAX_LINE:
             out.append(line)

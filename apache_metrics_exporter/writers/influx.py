@@ -8,55 +8,86 @@ goes into the catalogue's further measurements (``apache_workers``,
 ``apache_exporter``) with the catalogue's integer/float/string types.
 
 One timestamp per snapshot, in nanoseconds (line protocol's default precision).
+
+Valid by construction: integers within int64, floats finite, names without
+control characters (each becomes an escaped space) or lone surrogates
+(U+FFFD) and at most MAX_TEXT characters, so that a series key stays far
+below InfluxDB's 64 KiB; a field that appears twice in one point keeps its
+first value.
 """
 
 from __future__ import annotations
 
 import math
 
-from apache_metrics_exporter.catalogue import Metric
+from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
 from apache_metrics_exporter.http import host_port
+from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Dict, List, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 MULTI_TARGET = True
 DESCRIPTION = "Influx line protocol (Telegraf inputs.exec/execd, InfluxDB /write)"
 TELEGRAF_MEASUREMENT = "apache"
 
-_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "/",
-                              "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "/",
-                                      "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
-_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": " ", "\r": " "})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "/"})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "/"})
+_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_STAMP_LIMIT = INT64_MAX / 1e9  # seconds: a later timestamp does not fit in int64 ns
+
+
+def _plain(text: str) -> str:
+    """At most MAX_TEXT characters, each control character or line separator
+    (newline, tab, ESC, NUL, U+2028, ...) a space, each lone surrogate (an
+    undecodable byte of a process title) U+FFFD: what every line protocol
+    reader takes as plain text on one line."""
+    text = text[:MAX_TEXT]
+    if text.isprintable():
+        return text
+    return "".join(" " if c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029" else
+                   "\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
 def escape_key(text: str) -> str:
     """Tag keys, tag values and field keys.
 
-    Commas, equals signs and spaces are escaped; newlines become spaces.
-    Backslashes become ``/``: InfluxDB 1.x keeps them literally and cannot
-    store one before a separator or at the end, 2.x unescapes them, so no
-    spelling means the same everywhere.
+    Commas, equals signs and spaces are escaped; newlines and other control
+    characters become (escaped) spaces. Backslashes become ``/``: InfluxDB
+    1.x keeps them literally and cannot store one before a separator or at
+    the end, 2.x unescapes them, so no spelling means the same everywhere.
     """
-    return text.translate(_KEY_ESCAPES)
+    return _plain(text).translate(_KEY_ESCAPES)
 
 
 def escape_measurement(text: str) -> str:
-    return text.translate(_MEASUREMENT_ESCAPES)
+    return _plain(text).translate(_MEASUREMENT_ESCAPES)
 
 
 def format_value(value: Any, kind: type) -> str:
-    """A field value of the catalogue's type: ``12i``, ``0.5``, ``"text"``."""
+    """A field value of the catalogue's type: ``12i``, ``0.5``, ``"text"``.
+
+    ValueError for a number line protocol cannot carry (NaN, Inf, an integer
+    outside int64)."""
     if kind is str:
-        return '"' + str(value).translate(_STRING_ESCAPES) + '"'
+        return '"' + _plain(str(value)).translate(_STRING_ESCAPES) + '"'
     if kind is int:
-        return f"{int(value)}i"
+        number = int(value)
+        if not -INT64_MAX <= number <= INT64_MAX:
+            raise ValueError("integers in line protocol are int64")
+        return f"{number}i"
     number = float(value)
     if not math.isfinite(number):
         raise ValueError("NaN/Inf cannot be written in line protocol")
     return repr(number)
+
+
+def _field(value: Any, kind: type) -> Optional[str]:
+    try:
+        return format_value(value, kind)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def target_tags(url: str) -> Dict[str, str]:
@@ -65,45 +96,48 @@ def target_tags(url: str) -> Dict[str, str]:
     return {"server": host, "port": str(port)}
 
 
-def _tag_string(tags: Dict[str, str]) -> str:
-    return "".join(f",{escape_key(k)}={escape_key(v)}"
-                   for k, v in sorted(tags.items()) if v != "")
-
-
 def lines(snapshot: Any) -> List[str]:
     """The line protocol lines of one snapshot."""
     base = target_tags(snapshot.url)
     # (measurement, extra tags) -> {field: rendered value}, in first-seen order
     points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
 
-    def put(measurement: str, extra: Tuple[Tuple[str, str], ...], field: str, text: str) -> None:
-        points.setdefault((measurement, extra), {})[field] = text
+    def put(measurement: str, extra: Tuple[Tuple[str, str], ...], field: str,
+            text: Optional[str]) -> None:
+        if text is not None:  # the first value of a field wins
+            points.setdefault((measurement, extra), {}).setdefault(escape_key(field), text)
 
     for sample in snapshot.samples:
         metric: Metric = sample.metric
-        if not metric.influx:
+        if not metric.influx or not fits(metric, sample.value):
             continue
         labels = dict(sample.labels)
         template_measurement, _, template_field = metric.influx.partition(".")
-        field = template_field.format(**labels)
+        try:
+            field = template_field.format(**labels)
+        except (KeyError, IndexError):
+            continue  # a sample without the labels its name needs
         used = {n for n in labels if "{" + n + "}" in metric.influx}
-        extra = tuple(sorted((k, v) for k, v in labels.items() if k not in used))
+        extra = tuple(sorted((escape_key(k), escape_key(v)) for k, v in labels.items()
+                             if k not in used))
         kind = float if template_measurement == TELEGRAF_MEASUREMENT else metric.type
-        put(template_measurement, extra, field, format_value(sample.value, kind))
+        put(template_measurement, extra, field, _field(sample.value, kind))
     if snapshot.auto is not None:
         for key, value in snapshot.auto.telegraf_proxy.items():
-            put(TELEGRAF_MEASUREMENT, (), key, format_value(value, float))
-    stamp = str(int(round(snapshot.timestamp * 1e9)))
+            put(TELEGRAF_MEASUREMENT, (), key, _field(value, float))
+    when = snapshot.timestamp
+    stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
     out = []
     # Telegraf's measurement first, the exporter's own health last.
     order = sorted(points, key=lambda k: (k[0] != TELEGRAF_MEASUREMENT,
                                           k[0] == "apache_exporter", k[0], k[1]))
     for measurement, extra in order:
         fields = points[(measurement, extra)]
-        tags = dict(base)
+        tags = {escape_key(k): escape_key(v) for k, v in base.items()}
         tags.update(extra)
-        field_text = ",".join(f"{escape_key(k)}={v}" for k, v in fields.items())
-        out.append(f"{escape_measurement(measurement)}{_tag_string(tags)} {field_text} {stamp}")
+        tag_text = "".join(f",{k}={v}" for k, v in sorted(tags.items()) if v)
+        field_text = ",".join(f"{k}={v}" for k, v in fields.items())
+        out.append(f"{escape_measurement(measurement)}{tag_text} {field_text}{stamp}")
     return out
 
 

@@ -7,16 +7,27 @@ and HELP come from the catalogue (each metric's ``prom`` family and FAMILIES):
 apache_exporter's names where it has the same figure, ``apache_*`` with base
 units for the rest; ``--prometheus-naming base-units`` renames the families
 whose apache_exporter names break Prometheus' base-unit rule.
+
+Valid by construction: values are integers within int64 or the shortest
+repr() of a finite float (``1e+20``, never a 309-digit number), label values
+are printable (a newline as ``\\n``, other control characters as ``\\xHH``
+escapes), valid UTF-8 and at most MAX_TEXT characters, and each series
+(family and labels) appears once: the first sample wins, which also settles
+two balancer members or two targets that would share a name.
 """
 
 from __future__ import annotations
 
-from apache_metrics_exporter.catalogue import PROMETHEUS_SCOREBOARD, prom_family
+import math
+
+from apache_metrics_exporter.catalogue import INT64_MAX, PROMETHEUS_SCOREBOARD, fits, prom_family
+from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.writers import MAX_TEXT
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Dict, List, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 MULTI_TARGET = True
 DESCRIPTION = "Prometheus text format for node_exporter's textfile collector"
@@ -35,10 +46,29 @@ def _split(spec: str) -> Tuple[str, List[Tuple[str, str]]]:
     return name, labels
 
 
-def _value(number: float) -> str:
-    if isinstance(number, int) or float(number).is_integer():
-        return str(int(number))
-    return repr(float(number))
+def _label_value(value: object) -> str:
+    # A newline as the format's own \n; other control characters, line
+    # separators and lone surrogates (not UTF-8) as \xHH escapes, like every
+    # other text the exporter writes (units.visible).
+    text = str(value)[:MAX_TEXT]
+    if not text.isprintable():
+        text = "\n".join(visible(part) for part in text.split("\n"))
+    return text.translate(_ESCAPES)
+
+
+def _value(number: float) -> Optional[str]:
+    """``42``, ``0.5``, ``1e+20``; None for what the text format cannot carry."""
+    if isinstance(number, int) and -INT64_MAX <= number <= INT64_MAX:
+        return str(int(number))  # (int(): True is an int, but "True" is no value)
+    try:
+        value = float(number)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    if value.is_integer() and abs(value) < 2 ** 63:
+        return str(int(value))
+    return repr(value)
 
 
 def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
@@ -53,13 +83,14 @@ def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> s
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
     heads: Dict[str, Tuple[str, str]] = {}
+    seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
     groups = [(s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
               for s in snapshots] + [(extra, [])]
     for samples, target in groups:
         for sample in samples:
             metric = sample.metric
-            if metric.prom is None:
+            if metric.prom is None or not fits(metric, sample.value):
                 continue
             family, labels = _split(metric.prom)
             fam = prom_family(metric)
@@ -72,10 +103,13 @@ def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> s
                     value = PROMETHEUS_SCOREBOARD.get(value, value)
                 labels.append((key, value))
             labels += target
-            text = ",".join(f'{k}="{str(v).translate(_ESCAPES)}"' for k, v in labels)
-            families.setdefault(family, []).append(
-                f"{family}{{{text}}} {_value(sample.value * scale)}" if text
-                else f"{family} {_value(sample.value * scale)}")
+            value = _value(sample.value * scale)
+            text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels)
+            series = f"{family}{{{text}}}" if text else family
+            if value is None or series in seen:
+                continue
+            seen.add(series)
+            families.setdefault(family, []).append(f"{series} {value}")
             heads.setdefault(family, (fam.kind, help_text(fam.help, unit)))
     out = []
     for family, lines in families.items():

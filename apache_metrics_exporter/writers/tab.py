@@ -5,12 +5,19 @@ in bytes, ``status-response`` 0 when the page was read and 1 when not, and
 ``memory-usage<TAB>GROUP<TAB>STAT<TAB>VALUE`` lines for ``native`` then each
 mod_wsgi group by name. Metrics the original lacked follow in new sections.
 A value that could not be measured is left out, never written as a guess.
+
+Every line is ``KEY[<TAB>LABEL...]<TAB>VALUE``, a ``# comment`` or empty: a
+name or text from the page or a process title never holds a tab, a line break
+or any other control character (each is written as a ``\\xHH`` escape, see
+units.visible), so no name can forge a line or a field; a line whose keys
+repeat an earlier one's is left out (the first wins).
 """
 
 from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import (
     HEALTH_METRICS,
+    INT64_MAX,
     MEMORY_METRIC,
     MEMORY_STATS,
     NATIVE_GROUP,
@@ -20,12 +27,15 @@ from apache_metrics_exporter.catalogue import (
     SERVER_METRICS,
     VHOST_METRICS,
     WORKER_METRICS,
+    fits,
 )
 from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Dict, List, Sequence
+    from typing import Any, Dict, List, Optional, Sequence
 
 MULTI_TARGET = False
 DESCRIPTION = "apache-manager's tab-delimited metrics file (default)"
@@ -40,9 +50,32 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _label(text: object) -> str:
+    """A name as one field: control characters (tab, CR, LF, ESC, ...) escaped."""
+    return visible(str(text)[:MAX_TEXT])
+
+
 def _text(value: object) -> str:
-    # A request line must not break the line/field structure.
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+    # A request line must not break the line/field structure: whitespace runs
+    # become one space, other control characters are escaped.
+    if isinstance(value, str):
+        return visible(" ".join(value[:MAX_TEXT].split()))
+    return _format(value)
+
+
+def _format(number: Any) -> str:
+    """A number that fits its metric: an integer (int64) or a float's repr;
+    a float metric's integer beyond int64 is written as the float it is."""
+    if isinstance(number, int) and not -INT64_MAX <= number <= INT64_MAX:
+        number = float(number)
+    return str(int(number) if isinstance(number, bool) else number)
+
+
+def _number(metric: Any, value: object, scale: int = 1) -> Optional[str]:
+    """The value as written, None when the outputs cannot carry it."""
+    if not fits(metric, value) or isinstance(value, str):
+        return None
+    return _format(value * scale)
 
 
 def render(snapshots: Sequence, settings: Any = None) -> str:
@@ -51,31 +84,38 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
         raise UsageError("--format tab holds one Apache per file; run once per --url "
                          "with its own --output, or use --format influx/collectd")
     snap = snapshots[0]
-    plain: Dict[str, float] = {}
+    plain: Dict[str, Any] = {}
     labelled: Dict[str, List] = {}
     for s in snap.samples:
         if s.labels:
             labelled.setdefault(s.metric.name, []).append(s)
-        else:
-            plain[s.metric.name] = s.value
+        elif s.metric.name not in plain and fits(s.metric, s.value):
+            plain[s.metric.name] = s.value  # the first one wins
     out = ["# Global Apache server metrics."]
     if snap.up:
+        left_out = snap.auto.left_out if snap.auto is not None else ()
         server = {}
         for m in _ORIGINAL_SERVER:
+            if m.name in left_out:
+                continue  # on the page but unreadable: not a 0
             # apache-manager wrote 0 for a key missing from a page it did read.
-            value = plain.get(m.name, m.type(0))
-            server[m.tab_key] = value * m.tab_scale
+            text = _number(m, plain.get(m.name, m.type(0)), m.tab_scale)
+            if text is not None:
+                server[m.tab_key] = text
         out.extend(f"{k}\t{v}" for k, v in sorted(server.items()))
     out += ["", "# Metrics internal to apache-manager."]
     internal = {"status_response": 0 if snap.up else 1}
     for name in _INTERNAL_KEYS:
         if name in plain:
             internal[name] = plain[name]
-    out.extend(f"{_key(k)}\t{v}" for k, v in sorted(internal.items()))
-    groups: Dict[str, Dict[str, float]] = {}
+    out.extend(f"{_key(k)}\t{_format(v)}" for k, v in sorted(internal.items()))
+    groups: Dict[str, Dict[str, str]] = {}
     for stat in MEMORY_STATS:
         for s in labelled.get(MEMORY_METRIC[stat], ()):
-            groups.setdefault(dict(s.labels)["group"], {})[stat] = s.value
+            text = _number(s.metric, s.value)
+            if text is not None:
+                groups.setdefault(_label(dict(s.labels).get("group", "")), {}) \
+                    .setdefault(stat, text)
     if snap.processes.parent_pid is not None:
         groups.setdefault(NATIVE_GROUP, {})
     for group in sorted(groups, key=lambda g: (g != NATIVE_GROUP, g)):
@@ -93,42 +133,63 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
     out += ["", f"# Apache server details {_TAG}."]
     out.extend(f"{k}\t{_text(v)}" for k, v in sorted((_key(m.name), plain[m.name])
                                                     for m in details))
+    seen = set()
+
+    def rows(key: str, samples: Sequence, *names: str) -> List[str]:
+        """``key<TAB>label...<TAB>value`` lines, each key and labels once."""
+        lines = []
+        for s in samples:
+            text = _number(s.metric, s.value)
+            labels = dict(s.labels)
+            head = "\t".join([key] + [_label(labels.get(n, "")) for n in names])
+            if text is not None and head not in seen:
+                seen.add(head)
+                lines.append(f"{head}\t{text}")
+        return lines
+
     if "scoreboard" in labelled:
         out += ["", f"# Scoreboard slots per state {_TAG}."]
-        out.extend(f"scoreboard\t{dict(s.labels)['state']}\t{s.value}"
-                   for s in labelled["scoreboard"])
-    proxy = [s for m in PROXY_METRICS for s in labelled.get(m.name, ())]
+        out.extend(rows("scoreboard", labelled["scoreboard"], "state"))
+    proxy = [line for m in PROXY_METRICS if "tab" not in dict(m.absent)
+             for line in rows(_key(m.name), labelled.get(m.name, ()), "balancer", "worker")]
     if proxy:
         out += ["", f"# Load balancer members: balancer, member, value {_TAG}."]
-        out.extend(f"{_key(s.metric.name)}\t{dict(s.labels)['balancer']}\t"
-                   f"{dict(s.labels)['worker']}\t{s.value}" for s in proxy)
-    vhosts = [s for m in VHOST_METRICS for s in labelled.get(m.name, ())]
+        out.extend(proxy)
+    vhosts = [line for m in VHOST_METRICS
+              for line in rows(_key(m.name), labelled.get(m.name, ()), "vhost")]
     if vhosts:
         out += ["", f"# Per virtual host: vhost, value {_TAG}."]
-        out.extend(f"{_key(s.metric.name)}\t{_text(dict(s.labels)['vhost'])}\t{s.value}"
-                   for s in vhosts)
-    truncated = labelled.get("wsgi_group_name_truncated", ())
+        out.extend(vhosts)
+    truncated = rows("wsgi-group-name-truncated", labelled.get("wsgi_group_name_truncated", ()),
+                     "group")
     if truncated:
         out += ["", f"# mod_wsgi groups whose names the process title cut short {_TAG}."]
-        out.extend(f"wsgi-group-name-truncated\t{dict(s.labels)['group']}\t{s.value}"
-                   for s in truncated)
+        out.extend(truncated)
     reaper = []
     for m in REAPER_METRICS:
         if m.name in original:
             continue
         if m.labels:
-            reaper.extend(f"{_key(m.name)}\t{s.labels[0][1]}\t{s.value}"
-                          for s in labelled.get(m.name, ()))
+            reaper.extend(rows(_key(m.name), labelled.get(m.name, ()), m.labels[0]))
         elif m.name in plain:
-            reaper.append(f"{_key(m.name)}\t{plain[m.name]}")
+            reaper.append(f"{_key(m.name)}\t{_format(plain[m.name])}")
     if reaper:
         out += ["", f"# Reaper totals since its state file was created {_TAG}."]
         out.extend(reaper)
-    restarts = labelled.get("restarts_total", ())
+    restarts = []
+    for s in labelled.get("restarts_total", ()):
+        # The kind is part of the key: only a plain word may be (graceful, hard).
+        kind = dict(s.labels).get("kind", "")
+        text = _number(s.metric, s.value)
+        key = s.metric.tab_key.format(kind=kind)
+        if text is not None and kind.isascii() and kind.isalnum() and kind.islower() \
+                and key not in seen:
+            seen.add(key)
+            restarts.append(f"{key}\t{text}")
     if restarts:
         out += ["", f"# Apache restarts seen between collections {_TAG}."]
-        out.extend(f"{s.metric.tab_key.format(**dict(s.labels))}\t{s.value}"
-                   for s in restarts)
+        out.extend(restarts)
     out += ["", f"# Collection health {_TAG}."]
-    out.extend(f"{_key(m.name)}\t{plain[m.name]}" for m in HEALTH_METRICS if m.name in plain)
+    out.extend(f"{_key(m.name)}\t{_format(plain[m.name])}" for m in HEALTH_METRICS
+               if m.name in plain)
     return "\n".join(out) + "\n"

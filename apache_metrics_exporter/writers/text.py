@@ -2,7 +2,9 @@
 
 Server state, scoreboard, workers per group with memory in human units,
 hanging workers, the slowest requests being served, and the reaper's totals.
-Columns are aligned and no line is wider than the terminal.
+Columns are aligned and no line is wider than the terminal. Text from the page
+or a process title never reaches the terminal raw: control characters (ESC,
+CR, ...) are shown escaped (units.visible).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import shutil
 import sys
 import time
 
-from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES
+from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.processes import memory_stats
-from apache_metrics_exporter.units import format_bytes, format_duration
+from apache_metrics_exporter.units import format_bytes, format_duration, visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -27,12 +29,13 @@ SLOWEST = 5
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
           ) -> List[str]:
     """Aligned columns; the last column takes what is left (clipped later)."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    rows = [[visible(str(cell)) for cell in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     out = []
-    for row in [header, *rows]:
+    for row in rows:
         cells = []
         for i, cell in enumerate(row):
-            text = str(cell)
+            text = cell
             if i == len(row) - 1:
                 cells.append(text)
             else:
@@ -59,16 +62,27 @@ def process_rows(snap: Any) -> List[Any]:
     return out
 
 
+def _when(stamp: Any, fmt: str) -> str:
+    """A local time, '?' for one the platform cannot show (a state file's 1e20)."""
+    try:
+        return time.strftime(fmt, time.localtime(stamp))
+    except (OverflowError, OSError, TypeError, ValueError):
+        return "?"
+
+
 def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
-    """The summary of one snapshot, unclipped."""
+    """The summary of one snapshot, unclipped, control characters escaped."""
     info = snap.auto.info if snap.auto else {}
-    value = snap.value
+    samples = [s for s in snap.samples if fits(s.metric, s.value)]
+
+    def value(name: str) -> Any:
+        return next((s.value for s in samples if s.metric.name == name and not s.labels), None)
     out = []
     version = info.get("ServerVersion", "Apache")
     mpm = info.get("ServerMPM")
     head = f"{version}" + (f", {mpm} MPM" if mpm else "") + f" - {snap.url}"
     out.append(head)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.timestamp))
+    stamp = _when(snap.timestamp, "%Y-%m-%d %H:%M:%S")
     if not snap.up:
         out.append(f"DOWN at {stamp}: {snap.error}")
     else:
@@ -91,7 +105,7 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
         if hanging is not None:
             out.append(f"hanging: {hanging} request{'s' if hanging != 1 else ''} older than "
                        f"{format_duration(hanging_threshold)}")
-        counts = {dict(s.labels)["state"]: s.value for s in snap.samples
+        counts = {dict(s.labels).get("state"): s.value for s in samples
                   if s.metric.name == "scoreboard"}
         out.append("scoreboard: " + ", ".join(
             f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
@@ -122,11 +136,11 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                              right=(0, 1)))
         else:
             out.append("no request being served")
-    kills = {dict(s.labels)["kind"]: s.value for s in snap.samples
+    kills = {dict(s.labels).get("kind"): s.value for s in samples
              if s.metric.name == "reaper_kills_total"}
     if kills:
         last = value("reaper_last_run_timestamp_seconds")
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last)) if last else "never"
+        when = _when(last, "%Y-%m-%d %H:%M") if last else "never"
         out.append("")
         out.append(f"reaper: {sum(kills.values())} killed since its state file was created "
                    f"({kills.get('native_active', 0)} active, {kills.get('native_idle', 0)} "
@@ -134,7 +148,7 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                    f"{value('reaper_sigkill_escalations_total') or 0} needed SIGKILL, "
                    f"{value('reaper_would_kill_total') or 0} would-kill in dry runs; "
                    f"last run {when}")
-    return out
+    return [visible(line) for line in out]
 
 
 def clip_width(settings: Any = None) -> Optional[int]:
@@ -159,5 +173,5 @@ def render(snapshots: Sequence, settings: Any = None) -> str:
             lines.append("")
         lines.extend(summary(snap, threshold))
     if width is None:
-        return "".join(line.rstrip() + "\n" for line in lines)
-    return "".join(line[:width].rstrip() + "\n" for line in lines)
+        return "".join(visible(line).rstrip() + "\n" for line in lines)
+    return "".join(visible(line)[:width].rstrip() + "\n" for line in lines)
