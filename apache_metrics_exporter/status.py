@@ -47,7 +47,7 @@ OUT_OF_RANGE = "is out of the range the outputs can carry"
 
 class AutoPage(namedtuple(
         "AutoPage",
-        "values info scoreboard proxy extended telegraf_proxy warnings left_out",
+        "values info scoreboard proxy extended telegraf_extra warnings left_out",
         defaults=({}, (), frozenset()))):
     """What the ``?auto`` page says, already typed by the catalogue."""
 
@@ -56,7 +56,7 @@ class AutoPage(namedtuple(
     # scoreboard: str
     # proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
     # extended: bool  # ExtendedStatus was on
-    # telegraf_proxy: Dict[str, float] = {}  # Telegraf's fields for balancer members
+    # telegraf_extra: Dict[str, float] = {}  # Telegraf's fields for balancer members
     # warnings: Sequence[str] = ()  # values left out, one line each
     # left_out: FrozenSet[str] = frozenset()  # metrics on the page but left out
     __slots__ = ()
@@ -85,6 +85,21 @@ def _number(text: str, kind: type) -> Tuple[Optional[float], Optional[str]]:
     if not math.isfinite(value):
         return None, OUT_OF_RANGE
     return (int(value) if kind is int else value), None
+
+
+MAX_EXTRA = 100  # fields passed through for keys the catalogue does not know
+
+
+def _telegraf_float(text: str) -> Optional[float]:
+    """The value as Telegraf's ParseFloat takes it (no unit suffix), if finite."""
+    text = text.strip()
+    if not text or not text.isascii() or not _FLOAT_CHARS.issuperset(text):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class _Warnings(list):
@@ -121,6 +136,7 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     members: Dict[Tuple[str, str], Dict[str, str]] = {}
     warnings = _Warnings(source)
     left_out = set()
+    telegraf_extra: Dict[str, float] = {}
     for n, raw in enumerate(text.splitlines()):
         line = raw.strip()
         if not line:
@@ -152,7 +168,14 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
             scoreboard = value
         elif key in INFO_KEYS:
             info[key] = value
-        elif key.startswith("ProxyBalancer["):
+        elif not key.startswith("ProxyBalancer["):
+            # A key this version does not know: Telegraf passes every numeric
+            # one through as a float field (spaces taken out of the name), so
+            # a newer Apache's figure appears without a code change.
+            number = _telegraf_float(value)
+            if number is not None and len(telegraf_extra) < MAX_EXTRA:
+                telegraf_extra.setdefault(key.replace(" ", ""), number)
+        else:
             m = _PROXY_KEY.match(key)
             if m:
                 b, w, field = m.groups()
@@ -168,7 +191,6 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
         raise FetchError(f"{source} is not an Apache mod_status page "
                          "(no 'Scoreboard:' line); check --url")
     proxy = []
-    telegraf_proxy: Dict[str, float] = {}
     seen = set()
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
         labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
@@ -198,9 +220,9 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                     proxy.append((metric, labels, number, raw))
                 if fields[field].strip().isdigit():
                     # Telegraf parses these two as floats under the raw key.
-                    telegraf_proxy[raw] = float(number)
+                    telegraf_extra[raw] = float(number)
     extended = "total_accesses" in values
-    return AutoPage(values, info, scoreboard, proxy, extended, telegraf_proxy,
+    return AutoPage(values, info, scoreboard, proxy, extended, telegraf_extra,
                     warnings.done(), frozenset(left_out))
 
 

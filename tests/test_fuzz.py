@@ -66,7 +66,10 @@ def render_all(snaps: List[Snapshot]) -> dict:
 
 @pytest.fixture(autouse=True)
 def _terminal(monkeypatch):
+    # As if the summary went to a WIDTH-column terminal: the one case where it
+    # clips lines (piped or written to a file, it keeps them whole).
     monkeypatch.setenv("COLUMNS", str(WIDTH))
+    monkeypatch.setattr(text, "clip_width", lambda settings=None: WIDTH)
     monkeypatch.delenv("COLLECTD_HOSTNAME", raising=False)
     monkeypatch.delenv("COLLECTD_INTERVAL", raising=False)
 
@@ -119,7 +122,7 @@ def snapshots(draw) -> Snapshot:
             values={}, info={"ServerVersion": draw(st.text(ANY_CHAR, max_size=60)),
                              "ServerMPM": draw(NAMES)},
             scoreboard="", proxy=[], extended=True,
-            telegraf_proxy={f"ProxyBalancer[0]Worker[{i}]Elected": draw(NUMBERS)
+            telegraf_extra={f"ProxyBalancer[0]Worker[{i}]Elected": draw(NUMBERS)
                             for i in range(draw(st.integers(0, 2)))},
             left_out=frozenset(draw(st.lists(st.sampled_from(
                 [m.name for m in ALL_METRICS if m.auto_key]), max_size=3))))

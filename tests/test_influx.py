@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import ALL_METRICS, BY_NAME
-from apache_metrics_exporter.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.processes import EMPTY_SCAN, ProcessScan, ProcInfo
 from apache_metrics_exporter.snapshot import Sample, build
 from apache_metrics_exporter.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import influx
 from tests.conftest import data, run_exporter
 from tests.test_tab import example_snapshot
+
+DATA = Path(__file__).parent / "data"
 
 INFLUX_TYPES = {int: "integer", float: "float", str: "string"}
 
@@ -121,9 +124,73 @@ def test_a_field_twice_in_one_point_keeps_the_first_value():
     assert fields["BusyWorkers"] == "1.0"
 
 
-def test_ipv6_and_default_ports_as_tags():
-    assert influx.target_tags("http://[::1]:8080/s") == {"server": "::1", "port": "8080"}
-    assert influx.target_tags("https://h.example/s") == {"server": "h.example", "port": "443"}
+@pytest.mark.parametrize("url,server,port", [
+    ("http://[::1]:8080/s", "::1", "8080"), ("https://h.example/s", "h.example", "443"),
+    ("http://LocalHost/server-status?auto", "LocalHost", "80"),
+    ("http://[::1]/server-status", "[::1]", "80"), ("http://127.0.0.1:81/x", "127.0.0.1", "81"),
+    ("http://h.example:/x", "h.example", ""),
+])
+def test_tags_as_telegraf_derives_them(url, server, port):
+    # Telegraf: net.SplitHostPort(url.Host); on error the host as written and
+    # the scheme's port. Its source, read for this: plugins/inputs/apache.
+    assert influx.target_tags(url) == {"server": server, "port": port}
+
+
+def telegraf_fields(page: str) -> set:
+    """The fields Telegraf's inputs.apache makes of a ?auto page, as its README
+    and source describe them (Telegraf itself cannot be installed here): every
+    'Key: value' line whose value parses as a float, the key without spaces;
+    the Scoreboard as the 11 scboard_* fields."""
+    out = set()
+    for line in page.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if key == "Scoreboard":
+            out |= {f"scboard_{s}" for s in ("waiting", "starting", "reading", "sending",
+                                               "keepalive", "dnslookup", "closing",
+                                               "logging", "finishing", "idle_cleanup", "open")}
+            continue
+        try:
+            float(value.strip())
+        except ValueError:
+            continue
+        out.add(key.replace(" ", ""))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.auto.txt")))
+def test_telegraf_field_set_on_every_captured_page(name):
+    text = (DATA / name).read_text(encoding="latin-1")
+    snap = build("http://127.0.0.1/server-status", 0.0, parse_auto(text), None, None,
+                 EMPTY_SCAN)
+    head, fields, _ = parse_line(influx.render([snap]).splitlines()[0])
+    assert head.startswith("apache,")
+    assert set(fields) == telegraf_fields(text), name
+
+
+def test_unknown_numeric_keys_pass_through_as_telegraf_does():
+    text = (DATA / "2.4.71-event-ext-on.auto.txt").read_text(encoding="latin-1")
+    text += "Future Figure: 42\nFuture Text: some words\nFuture Pct: 12%\n"
+    snap = build("http://127.0.0.1/server-status", 0.0, parse_auto(text), None, None,
+                 EMPTY_SCAN)
+    lines = influx.render([snap]).splitlines()
+    _, fields, _ = parse_line(lines[0])
+    assert fields["FutureFigure"] == "42.0"
+    assert "FutureText" not in fields and "FuturePct" not in fields
+    assert not [x for x in lines[1:] if "FutureFigure" in x]  # the apache measurement only
+    from apache_metrics_exporter.writers import prometheus, tab
+
+    assert "Future" not in tab.render([snap]) + prometheus.render([snap])
+
+
+def test_a_hostile_page_cannot_flood_the_measurement_with_fields():
+    text = (DATA / "2.4.71-event-ext-on.auto.txt").read_text(encoding="latin-1")
+    text += "".join(f"K{i}: {i}\n" for i in range(5000))
+    snap = build("http://127.0.0.1/server-status", 0.0, parse_auto(text), None, None,
+                 EMPTY_SCAN)
+    _, fields, _ = parse_line(influx.render([snap]).splitlines()[0])
+    assert len([f for f in fields if f.startswith("K")]) == 100
 
 
 # --- real InfluxDB ---------------------------------------------------------

@@ -99,7 +99,7 @@ def test_tls_cache_percent_and_proxy_k_suffixes():
     assert proxy[("proxy_worker_elected", "http://10.0.0.1:8080")] == 12
     assert {labels["balancer"] for _, labels, _, _ in page.proxy} == {"balancer://app"}
     # Telegraf keeps the members' plain numbers (not the K ones) under the raw key.
-    assert page.telegraf_proxy == {
+    assert page.telegraf_extra == {
         "ProxyBalancer[0]Worker[0]Elected": 12.0, "ProxyBalancer[0]Worker[0]Busy": 0.0,
         "ProxyBalancer[0]Worker[1]Elected": 0.0, "ProxyBalancer[0]Worker[1]Busy": 1.0}
 

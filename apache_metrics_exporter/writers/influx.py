@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
-from apache_metrics_exporter.http import host_port
 from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
@@ -91,9 +90,29 @@ def _field(value: Any, kind: type) -> Optional[str]:
 
 
 def target_tags(url: str) -> Dict[str, str]:
-    """Telegraf's tags for a URL: ``server`` (host) and ``port``."""
-    host, port = host_port(url)
-    return {"server": host, "port": str(port)}
+    """Telegraf's tags for a URL, derived as it does (Go's net.SplitHostPort on
+    the URL's host part, as written): ``server`` keeps its case, and the
+    brackets of an IPv6 address given without a port; ``port`` defaults by
+    scheme."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    host, port = _split_host_port(netloc)
+    if host is None:
+        host, port = netloc, {"http": "80", "https": "443"}.get(scheme.lower(), "")
+    return {"server": host, "port": port}
+
+
+def _split_host_port(netloc: str) -> Tuple[Optional[str], str]:
+    """(host, port) as Go's net.SplitHostPort; (None, '') where it fails."""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0 or not netloc[end + 1:].startswith(":"):
+            return None, ""
+        return netloc[1:end], netloc[end + 2:]
+    if netloc.count(":") != 1:
+        return None, ""
+    host, _, port = netloc.partition(":")
+    return host, port
 
 
 def lines(snapshot: Any) -> List[str]:
@@ -123,7 +142,7 @@ def lines(snapshot: Any) -> List[str]:
         kind = float if template_measurement == TELEGRAF_MEASUREMENT else metric.type
         put(template_measurement, extra, field, _field(sample.value, kind))
     if snapshot.auto is not None:
-        for key, value in snapshot.auto.telegraf_proxy.items():
+        for key, value in snapshot.auto.telegraf_extra.items():
             put(TELEGRAF_MEASUREMENT, (), key, _field(value, float))
     when = snapshot.timestamp
     stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
