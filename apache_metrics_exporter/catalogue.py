@@ -8,45 +8,40 @@ mod_status's ``?auto`` page); the collector fills the rest.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Tuple
+    from typing import Dict, Optional, Tuple
 
 GAUGE = "gauge"
 COUNTER = "counter"
 
 
-class Metric(namedtuple(
-        "Metric",
-        "name kind unit type help auto_key tab_key tab_scale labels influx collectd "
-        "collectd_scale prom prom_scale absent",
-        defaults=(None, None, 1, (), None, None, 1, None, 1, ()))):
+class Metric(NamedTuple):
     """One metric: what it is and how each writer names it."""
 
-    # name: str  # canonical snake_case name
-    # kind: str  # GAUGE or COUNTER
-    # unit: str  # "requests", "bytes", "seconds", "ratio", ...
-    # type: type  # int, float or str: fixed once, writers keep it
-    # help: str
-    # auto_key: Optional[str] = None  # key on the ?auto page, if read from there
-    # tab_key: Optional[str] = None  # key in apache-manager's original sections
-    # tab_scale: int = 1  # factor the original applied (kB -> bytes)
-    # labels: Tuple[str, ...] = ()  # label names a sample carries
+    name: str  # canonical snake_case name
+    kind: str  # GAUGE or COUNTER
+    unit: str  # "requests", "bytes", "seconds", "ratio", ...
+    type: type  # int, float or str: fixed once, writers keep it
+    help: str
+    auto_key: Optional[str] = None  # key on the ?auto page, if read from there
+    tab_key: Optional[str] = None  # key in apache-manager's original sections
+    tab_scale: int = 1  # factor the original applied (kB -> bytes)
+    labels: Tuple[str, ...] = ()  # label names a sample carries
     # Influx line protocol: "measurement.field" ({label} placeholders allowed).
     # Measurement "apache" is Telegraf's inputs.apache: every field a float.
-    # influx: Optional[str] = None
+    influx: Optional[str] = None
     # collectd: "type-instance" from the stock types.db ({label} placeholders
     # allowed), or "type:N" for data source N of a multi-value type (load).
-    # collectd: Optional[str] = None
-    # collectd_scale: float = 1  # e.g. kB -> bytes, seconds -> ms, ratio -> %
+    collectd: Optional[str] = None
+    collectd_scale: float = 1  # e.g. kB -> bytes, seconds -> ms, ratio -> %
     # Prometheus: 'family{label="constant",...}' (the family's kind, unit and
     # help: FAMILIES, else this metric's); the sample's own labels are added.
-    # prom: Optional[str] = None
-    # prom_scale: float = 1  # e.g. seconds -> ms for apache_exporter's names
-    # absent: Tuple[Tuple[str, str], ...] = ()  # (format, why it is not there)
-    __slots__ = ()
+    prom: Optional[str] = None
+    prom_scale: float = 1  # e.g. seconds -> ms for apache_exporter's names
+    absent: Tuple[Tuple[str, str], ...] = ()  # (format, why it is not there)
 
 
 def _m(*args, **kw) -> Metric:
@@ -567,18 +562,17 @@ PROMETHEUS_SCOREBOARD = {
 }
 
 
-class Family(namedtuple("Family", "name kind unit help base", defaults=(None,))):
+class Family(NamedTuple):
     """A Prometheus family several metrics share, or whose unit differs from
     its metric's: kind (TYPE), unit of the emitted name, help (HELP)."""
 
-    # name: str
-    # kind: str  # GAUGE or COUNTER: the TYPE line
-    # unit: str  # the unit of the name as emitted
-    # help: str  # without the unit (the writer adds it)
-    # base: Optional[Tuple[str, str, float]] = None  # --prometheus-naming
+    name: str
+    kind: str  # GAUGE or COUNTER: the TYPE line
+    unit: str  # the unit of the name as emitted
+    help: str  # without the unit (the writer adds it)
+    base: Optional[Tuple[str, str, float]] = None  # --prometheus-naming
     #   base-units: (name, unit, scale) where apache_exporter's name breaks
     #   Prometheus' base-unit rule
-    __slots__ = ()
 
 
 FAMILIES: Tuple[Family, ...] = (

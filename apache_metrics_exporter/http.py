@@ -16,13 +16,13 @@ import http.client
 import socket
 import ssl
 import time
-from collections import namedtuple
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -33,24 +33,19 @@ USER_AGENT = f"apache-metrics-exporter/{__version__}"
 _TIMEOUTS = (socket.timeout, TimeoutError)
 
 
-class Target(namedtuple(
-        "Target",
-        "url timeout max_bytes user password headers ca_file client_cert client_key "
-        "insecure",
-        defaults=(5.0, 16 * 1024 * 1024, None, None, (), None, None, None, False))):
+class Target(NamedTuple):
     """Where a status page lives and how to ask for it."""
 
-    # url: str  # the HTML page, without credentials; ?auto is derived from it
-    # timeout: float = 5.0  # seconds for the whole fetch of this target
-    # max_bytes: int = 16 * 1024 * 1024
-    # user: Optional[str] = None
-    # password: Optional[str] = None
-    # headers: Tuple[Tuple[str, str], ...] = ()
-    # ca_file: Optional[str] = None
-    # client_cert: Optional[str] = None
-    # client_key: Optional[str] = None
-    # insecure: bool = False
-    __slots__ = ()
+    url: str  # the HTML page, without credentials; ?auto is derived from it
+    timeout: float = 5.0  # seconds for the whole fetch of this target
+    max_bytes: int = 16 * 1024 * 1024
+    user: Optional[str] = None
+    password: Optional[str] = None
+    headers: Tuple[Tuple[str, str], ...] = ()
+    ca_file: Optional[str] = None
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
+    insecure: bool = False
 
     @property
     def auto_url(self) -> str:

@@ -8,44 +8,38 @@ RSS for all processes and says so once.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from apache_metrics_exporter import procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Iterable, List, Optional, Sequence, Set
+    from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
 MEMORY_KINDS = ("rss", "pss", "uss")
 
 
-class ProcInfo(namedtuple("ProcInfo", ['pid', 'create_time', 'group', 'memory', 'title'])):
+class ProcInfo(NamedTuple):
     """One Apache child as scanned: identity (for safe signalling) and memory."""
 
-    # pid: int
-    # create_time: float
-    # group: str  # "native" or the mod_wsgi group name
-    # memory: int  # bytes, of the snapshot's memory kind
-    # title: str  # cmdline()[0], e.g. "(wsgi:example)"
-    __slots__ = ()
+    pid: int
+    create_time: float
+    group: str  # "native" or the mod_wsgi group name
+    memory: int  # bytes, of the snapshot's memory kind
+    title: str  # cmdline()[0], e.g. "(wsgi:example)"
 
 
-class ProcessScan(namedtuple(
-        "ProcessScan",
-        "parent_pid parent_create_time children truncated memory_kind warnings",
-        defaults=((),))):
+class ProcessScan(NamedTuple):
     """What one scan found, and what the user should hear about it."""
 
-    # parent_pid: Optional[int]
-    # parent_create_time: Optional[float]
-    # children: List[ProcInfo]
-    # truncated: Set[str]  # mod_wsgi groups whose names the title cut
-    # memory_kind: str
-    # warnings: Tuple[str, ...] = ()
-    __slots__ = ()
+    parent_pid: Optional[int]
+    parent_create_time: Optional[float]
+    children: List[ProcInfo]
+    truncated: Set[str]  # mod_wsgi groups whose names the title cut
+    memory_kind: str
+    warnings: Tuple[str, ...] = ()
 
     def groups(self) -> Dict[str, List[int]]:
         """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
@@ -60,15 +54,14 @@ class ProcessScan(namedtuple(
 EMPTY_SCAN = ProcessScan(None, None, [], set(), "rss")
 
 
-class MemoryStats(namedtuple("MemoryStats", ['count', 'min', 'max', 'average', 'median'])):
+class MemoryStats(NamedTuple):
     """apache-manager's per-group statistics; an empty group is all zeros."""
 
-    # count: int
-    # min: int
-    # max: int
-    # average: float
-    # median: float
-    __slots__ = ()
+    count: int
+    min: int
+    max: int
+    average: float
+    median: float
 
 
 def memory_stats(values: Sequence[int]) -> MemoryStats:
@@ -123,12 +116,11 @@ def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
         return None
 
 
-class Parent(namedtuple("Parent", ["pid", "reason"])):
+class Parent(NamedTuple):
     """The proven Apache parent of a URL, or None and one line saying why not."""
 
-    # pid: Optional[int]
-    # reason: str  # how it was proven, or why there is none
-    __slots__ = ()
+    pid: Optional[int]
+    reason: str  # how it was proven, or why there is none
 
 
 def _listeners(addresses: Sequence[str], port: int) -> tuple:

@@ -12,7 +12,8 @@ the reaper can re-verify a process the collector's scan found.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
+
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -33,14 +34,13 @@ class Denied(Exception):
     """Not allowed to read that about the process (another user's, not root)."""
 
 
-class Stat(namedtuple("Stat", ['pid', 'name', 'state', 'ppid', 'start_ticks'])):
+class Stat(NamedTuple):
 
-    # pid: int
-    # name: str  # comm (at most 15 characters)
-    # state: str
-    # ppid: int
-    # start_ticks: int
-    __slots__ = ()
+    pid: int
+    name: str  # comm (at most 15 characters)
+    state: str
+    ppid: int
+    start_ticks: int
 
 
 def boot_time() -> float:

@@ -13,12 +13,16 @@ aside in quarantine with the server's message.
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Optional
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.paths import Corrupt
+from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.spool import Spool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Optional
 
 TRANSIENT, AUTH, REJECTED = "transient", "auth", "rejected"
 

@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.processes import ProcessScan
+from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.status import WorkerRow
 from apache_metrics_exporter.units import format_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 
 class Thresholds(NamedTuple):

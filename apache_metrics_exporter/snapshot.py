@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import namedtuple
 
 from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, fits
 from apache_metrics_exporter.errors import FetchError
@@ -21,6 +20,7 @@ from apache_metrics_exporter.processes import (
     parent_of_url,
     scan,
 )
+from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.status import (
     AutoPage,
     EventProcess,
@@ -33,49 +33,43 @@ from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional, Sequence
+    from typing import List, Optional, Sequence, Tuple
+
+    from apache_metrics_exporter.catalogue import Metric
 
 
-class Options(namedtuple(
-        "Options",
-        "hanging_threshold exe_names pid_file memory scan_processes vhost_limit",
-        defaults=(300.0, ("apache2", "httpd"), None, "rss", True, 20))):
+class Options(NamedTuple):
     """Collector settings that shape a snapshot (not how it is written)."""
 
-    # hanging_threshold: float = 300.0
-    # exe_names: Tuple[str, ...] = ("apache2", "httpd")
-    # pid_file: Optional[str] = None
-    # memory: str = "rss"
-    # scan_processes: bool = True
-    # vhost_limit: int = 20  # virtual hosts reported by name (0: none)
-    __slots__ = ()
+    hanging_threshold: float = 300.0
+    exe_names: Tuple[str, ...] = ("apache2", "httpd")
+    pid_file: Optional[str] = None
+    memory: str = "rss"
+    scan_processes: bool = True
+    vhost_limit: int = 20  # virtual hosts reported by name (0: none)
 
 
-class Sample(namedtuple("Sample", ['metric', 'value', 'labels'], defaults=((),))):
+class Sample(NamedTuple):
     """One value of one catalogue metric, with its labels."""
 
-    # metric: Metric
-    # value: float
-    # labels: Tuple[Tuple[str, str], ...] = ()
-    __slots__ = ()
+    metric: Metric
+    value: float
+    labels: Tuple[Tuple[str, str], ...] = ()
 
 
-class Snapshot(namedtuple(
-        "Snapshot",
-        "url timestamp up error warnings auto workers event_processes processes samples")):
+class Snapshot(NamedTuple):
     """Everything one collection learned about one target."""
 
-    # url: str
-    # timestamp: float  # epoch seconds at the start of collection
-    # up: bool
-    # error: Optional[str]  # why the page could not be read
-    # warnings: List[str]  # degraded but up (ExtendedStatus off, ...)
-    # auto: Optional[AutoPage]
-    # workers: Optional[List[WorkerRow]]
-    # event_processes: Optional[List[EventProcess]]
-    # processes: ProcessScan
-    # samples: List[Sample]
-    __slots__ = ()
+    url: str
+    timestamp: float  # epoch seconds at the start of collection
+    up: bool
+    error: Optional[str]  # why the page could not be read
+    warnings: List[str]  # degraded but up (ExtendedStatus off, ...)
+    auto: Optional[AutoPage]
+    workers: Optional[List[WorkerRow]]
+    event_processes: Optional[List[EventProcess]]
+    processes: ProcessScan
+    samples: List[Sample]
 
     def value(self, name: str, **labels: str) -> Optional[float]:
         """The value of a metric (with these labels), None if not measured."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections import namedtuple
 from contextlib import ExitStack, contextmanager
 
 from apache_metrics_exporter.errors import OutputError
@@ -45,6 +44,7 @@ from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_private
 from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, problem, read_bounded
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -56,23 +56,23 @@ MIN_BATCH_LIMIT = 16 * 1024 * 1024  # read limit of a batch: this or --spool-max
 _COUNTS = ("dropped_points", "quarantined_batches", "corrupt_files")
 
 
-class Health(namedtuple("Health", "last_success spooled_points dropped_points "
-                                  "quarantined_batches corrupt_files")):
+class Health(NamedTuple):
     """What the collector reports about the push. The last three are None when
     state.json cannot be read (left out, not reported as zero)."""
 
-    # last_success: Optional[int]  # epoch seconds
-    # spooled_points: int
-    # dropped_points: Optional[int]
-    # quarantined_batches: Optional[int]
-    # corrupt_files: Optional[int]
-    __slots__ = ()
+    last_success: Optional[int]  # epoch seconds
+    spooled_points: int
+    dropped_points: Optional[int]
+    quarantined_batches: Optional[int]
+    corrupt_files: Optional[int]
 
 
-class Batch(namedtuple("Batch", "path points size")):
+class Batch(NamedTuple):
     """A spooled batch file (path, points from its name, size in bytes)."""
+    path: str
+    points: int
+    size: int
 
-    __slots__ = ()
 
 
 def _digits(text: str, most: int) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import namedtuple
 
 from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
@@ -29,11 +28,14 @@ from apache_metrics_exporter.catalogue import (
     fits,
 )
 from apache_metrics_exporter.errors import FetchError
+from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+    from apache_metrics_exporter.catalogue import Metric
 
 # Indexes are bounded so that int() stays cheap and sorting cannot fail.
 _PROXY_KEY = re.compile(r"ProxyBalancer\[(\d{1,9})\](?:Worker\[(\d{1,9})\])?(\w+)$", re.ASCII)
@@ -45,21 +47,17 @@ NOT_A_NUMBER = "is not a plain number"
 OUT_OF_RANGE = "is out of the range the outputs can carry"
 
 
-class AutoPage(namedtuple(
-        "AutoPage",
-        "values info scoreboard proxy extended telegraf_extra warnings left_out",
-        defaults=({}, (), frozenset()))):
+class AutoPage(NamedTuple):
     """What the ``?auto`` page says, already typed by the catalogue."""
 
-    # values: Dict[str, float]  # canonical metric name -> value
-    # info: Dict[str, str]  # text fields (ServerVersion, ...)
-    # scoreboard: str
-    # proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
-    # extended: bool  # ExtendedStatus was on
-    # telegraf_extra: Dict[str, float] = {}  # Telegraf's fields for balancer members
-    # warnings: Sequence[str] = ()  # values left out, one line each
-    # left_out: FrozenSet[str] = frozenset()  # metrics on the page but left out
-    __slots__ = ()
+    values: Dict[str, float]  # canonical metric name -> value
+    info: Dict[str, str]  # text fields (ServerVersion, ...)
+    scoreboard: str
+    proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
+    extended: bool  # ExtendedStatus was on
+    telegraf_extra: Dict[str, float] = {}  # Telegraf's fields for balancer members
+    warnings: Sequence[str] = ()  # values left out, one line each
+    left_out: FrozenSet[str] = frozenset()  # metrics on the page but left out
 
 
 def _number(text: str, kind: type) -> Tuple[Optional[float], Optional[str]]:
@@ -88,6 +86,7 @@ def _number(text: str, kind: type) -> Tuple[Optional[float], Optional[str]]:
 
 
 MAX_EXTRA = 100  # fields passed through for keys the catalogue does not know
+_EXTRA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}", re.ASCII)  # how Apache names keys
 
 
 def _telegraf_float(text: str) -> Optional[float]:
@@ -172,9 +171,11 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
             # A key this version does not know: Telegraf passes every numeric
             # one through as a float field (spaces taken out of the name), so
             # a newer Apache's figure appears without a code change.
+            name = key.replace(" ", "")
             number = _telegraf_float(value)
-            if number is not None and len(telegraf_extra) < MAX_EXTRA:
-                telegraf_extra.setdefault(key.replace(" ", ""), number)
+            if (number is not None and len(telegraf_extra) < MAX_EXTRA
+                    and _EXTRA_KEY.fullmatch(name)):
+                telegraf_extra.setdefault(name, number)
         else:
             m = _PROXY_KEY.match(key)
             if m:
@@ -305,25 +306,22 @@ class WorkerRow:
                 f"request={self.request!r})")
 
 
-class EventProcess(namedtuple("EventProcess", ['slot', 'pid', 'stopping', 'accepting', 'cells'])):
+class EventProcess(NamedTuple):
     """One row of the event MPM's per-process table."""
 
-    # slot: int
-    # pid: Optional[int]
-    # stopping: str
-    # accepting: Optional[bool]
-    # cells: Dict[str, str]
-    __slots__ = ()
+    slot: int
+    pid: Optional[int]
+    stopping: str
+    accepting: Optional[bool]
+    cells: Dict[str, str]
 
 
-class HtmlPage(namedtuple("HtmlPage", ['workers', 'event_processes', 'warnings'],
-                          defaults=((),))):
+class HtmlPage(NamedTuple):
     """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
 
-    # workers: Optional[List[WorkerRow]]
-    # event_processes: Optional[List[EventProcess]]
-    # warnings: Sequence[str] = ()  # values left out, one line each
-    __slots__ = ()
+    workers: Optional[List[WorkerRow]]
+    event_processes: Optional[List[EventProcess]]
+    warnings: Sequence[str] = ()  # values left out, one line each
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
@@ -363,13 +361,12 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
-class _Table(namedtuple("_Table", ['rows', 'text'])):
+class _Table(NamedTuple):
     """A table as both HTML readers deliver it: per row, the heading cells as
     (text, colspan) and the raw data cells; ``text`` turns a raw cell into text."""
 
-    # rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
-    # text: Callable[[Any], str]
-    __slots__ = ()
+    rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
+    text: Callable[[Any], str]
 
 
 # The fast reader: Apache writes its status tables with a fixed, simple markup

@@ -6,11 +6,13 @@ its spool. influxdb-client is imported only when the first write is made.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 from apache_metrics_exporter.config import read_secret
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.writers.influx import render  # noqa: F401 - same lines
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Sequence
 
 MULTI_TARGET = True
 DESCRIPTION = "push to InfluxDB /api/v2/write (2.x, 1.8+, VictoriaMetrics), spooled"
