@@ -43,20 +43,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from apache_metrics_exporter import config, loops
         from apache_metrics_exporter.output import check_output_path
-        from apache_metrics_exporter.writers import load
+        from apache_metrics_exporter.writers import FORMAT, Settings, load
 
         args = config.parse(config.build_parser(), argv)
         setup_logging(args.verbose, args.quiet, PROG, args.log_format)
         resolve_format(args)
         targets = config.targets(args)
         exe_names = config.exe_names(args)
-        writer = load(args.format)
-        if len(targets) > 1 and not writer.MULTI_TARGET:
+        fmt = FORMAT[args.format]
+        writer = load(fmt)
+        if len(targets) > 1 and not fmt.multi_target:
             raise UsageError(f"--format {args.format} holds one Apache only, but "
                              f"{len(targets)} URLs were given; use --format influx or "
                              "collectd, or one run per URL")
-        if hasattr(writer, "check"):
-            writer.check(args, [t.url for t in targets])
+        if fmt.checks:
+            writer.check(Settings.of(args), [t.url for t in targets])
         check_output_path(args.output)
         if args.vhost_limit < 0:
             raise UsageError("--vhost-limit must be 0 (off) or more")
@@ -79,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     if args.listen:
-        return loops.run_endpoint(args, targets, exe_names, writer)
+        return loops.run_endpoint(args, targets, exe_names)
     if args.watch:
         from apache_metrics_exporter import watch
         from apache_metrics_exporter.http import Fetcher

@@ -379,7 +379,7 @@ def _collector_options(p: Any) -> None:
     """The collector's own options (``p``: a parser, or a _Recorder)."""
     from apache_metrics_exporter.paths import SPOOL_DIR
     from apache_metrics_exporter.restarts import DEFAULT_PATH as RESTARTS_STATE
-    from apache_metrics_exporter.writers import DESCRIPTIONS, REGISTRY
+    from apache_metrics_exporter.writers import FORMATS
 
 
     c = p.add_argument_group("collection")
@@ -398,8 +398,8 @@ def _collector_options(p: Any) -> None:
                         "for the N virtual hosts with most busy workers, the rest summed "
                         "as vhost 'other'; 0 turns per-vhost figures off")
     o = p.add_argument_group("output")
-    o.add_argument("--format", choices=sorted(REGISTRY), default=None,
-                   help="; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items()))
+    o.add_argument("--format", choices=sorted(f.name for f in FORMATS), default=None,
+                   help="; ".join(f"{f.name}: {f.help}" for f in sorted(FORMATS))
                    + ". Default: text when stdout is a terminal, else tab")
     o.add_argument("-z", "--zabbix-discovery", action="store_true",
                    help="apache-manager's spelling of --format zabbix-discovery")

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.writers import Settings, prometheus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,11 +64,11 @@ class Endpoint:
     """What a scrape does: collect targets concurrently, render, count failures."""
 
     def __init__(self, args: argparse.Namespace, targets: Sequence[Target],
-                 options: Options, writer: object) -> None:
+                 options: Options) -> None:
         self.args = args
         self.targets = list(targets)
         self.options = options
-        self.writer = writer
+        self.settings = Settings.of(args)
         self.failures = 0
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
@@ -124,7 +125,7 @@ class Endpoint:
             total = self.failures
         own = [Sample(BY_NAME["scrape_failures_total"], total),
                Sample(BY_NAME["scrape_duration_seconds"], round(time.perf_counter() - t0, 6))]
-        return self.writer.render(snaps, self.args, own)
+        return prometheus.render(snaps, self.settings, own)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -228,15 +229,15 @@ def _auth_value(args: argparse.Namespace) -> Optional[str]:
     return f"Basic {token}"
 
 
-def make_server(args: argparse.Namespace, targets: Sequence[Target], options: Options,
-                writer: object) -> ThreadingHTTPServer:
+def make_server(args: argparse.Namespace, targets: Sequence[Target],
+                options: Options) -> ThreadingHTTPServer:
     """The bound server (UsageError when the address or TLS files are wrong)."""
     host, port = parse_listen(args.listen)
     path = args.telemetry_endpoint or "/metrics"
     if not path.startswith("/"):
         raise UsageError(f"--telemetry.endpoint {path!r}: a path starting with /")
     handler = type("Handler", (_Handler,), {
-        "endpoint": Endpoint(args, targets, options, writer),
+        "endpoint": Endpoint(args, targets, options),
         "metrics_path": path, "auth": _auth_value(args)})
     server_class = ThreadingHTTPServer
     if ":" in host:

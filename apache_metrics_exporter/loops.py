@@ -15,10 +15,10 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from types import ModuleType
 
 from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OutputError, UsageError
 from apache_metrics_exporter.log import INFO, WARNING, log
+from apache_metrics_exporter.writers import FORMAT, Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 
     from apache_metrics_exporter.http import Fetcher, Target
     from apache_metrics_exporter.snapshot import Options, Snapshot
+    from apache_metrics_exporter.writers import Writer
 
 
 def collectd_interval() -> Optional[float]:
@@ -73,7 +74,7 @@ def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot]) -> None:
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
-          writer: ModuleType, sink: Optional[object] = None,
+          writer: Writer, sink: Optional[object] = None,
           stopper: Optional[Stopper] = None) -> None:
     """Collect every target once and write one batch (raises OutputError).
 
@@ -93,7 +94,7 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
     for snap in snapshots:
         snap.samples.extend(extra)
         report(snap)
-    text = writer.render(snapshots, args)
+    text = writer.render(snapshots, Settings.of(args))
     if sink is not None:
         sink.send(text, snapshots)
     else:
@@ -102,13 +103,13 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
 
 @contextmanager
 def _connections(args: argparse.Namespace, targets: List[Target],
-                 writer: ModuleType) -> Iterator[tuple]:
+                 writer: Writer) -> Iterator[tuple]:
     """A fetcher per target and the writer's sink (if it has one), closed at
     the end whatever happens; a loop keeps them across batches."""
     from apache_metrics_exporter.http import Fetcher
 
     fetchers = [Fetcher(t) for t in targets]
-    sink = writer.sink(args) if hasattr(writer, "sink") else None
+    sink = writer.sink(Settings.of(args)) if FORMAT[args.format].sinks else None
     try:
         yield fetchers, sink
     finally:
@@ -119,7 +120,7 @@ def _connections(args: argparse.Namespace, targets: List[Target],
 
 
 def run_once(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+             exe_names: Tuple[str, ...], writer: Writer) -> int:
     """One batch, then exit."""
     with _connections(args, targets, writer) as (fetchers, sink):
         try:
@@ -164,7 +165,7 @@ class Stopper:
 
 
 def run_loop(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+             exe_names: Tuple[str, ...], writer: Writer) -> int:
     """--interval and --execd: a batch per tick or per stdin line, until stopped.
 
     The HTTP connections are kept between batches; an Apache that goes away
@@ -198,12 +199,12 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
 
 
 def run_endpoint(args: argparse.Namespace, targets: List[Target],
-                 exe_names: Tuple[str, ...], writer: ModuleType) -> int:
+                 exe_names: Tuple[str, ...]) -> int:
     """--listen: serve scrapes until SIGTERM/SIGINT."""
     from apache_metrics_exporter.endpoint import make_server, serve
 
     try:
-        server = make_server(args, targets, options_from(args, exe_names), writer)
+        server = make_server(args, targets, options_from(args, exe_names))
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

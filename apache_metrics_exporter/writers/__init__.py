@@ -1,11 +1,12 @@
-"""Output formats. Each writer module turns snapshots into text and exposes:
+"""Output formats: one registry entry per format, one module per writer.
 
-- ``render(snapshots, settings) -> str``: the whole output of one batch;
-- ``MULTI_TARGET``: whether one output can hold several targets;
-- ``DESCRIPTION``: one line for --help;
-- optionally ``check(settings, urls)``: raise UsageError before any fetch;
-- optionally ``sink(settings)``: an object whose ``send(text, snapshots)``
-  delivers a batch elsewhere than --output (and ``close()``).
+A writer module has ``render(snapshots, settings) -> str``, the whole output
+of one batch. Its registry entry (``Format``) declares what else it offers,
+so callers never probe modules: ``checks`` - a ``check(settings, urls)`` that
+raises UsageError before anything is fetched; ``sinks`` - a ``sink(settings)``
+whose ``send(text, snapshots)`` delivers a batch elsewhere than --output
+(and ``close()``); ``multi_target`` - whether one output can hold several
+targets. Writers read the options through ``Settings``, a typed subset.
 
 Modules are imported only when their format is chosen, so a format with heavy
 dependencies costs nothing to the others.
@@ -21,36 +22,91 @@ written once: the first sample wins, in every format.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+
+from apache_metrics_exporter.paths import SPOOL_DIR
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict
+    from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+
+    from apache_metrics_exporter.snapshot import Snapshot
+
+    class Writer(Protocol):
+        """What every writer module has (optional parts: see Format)."""
+
+        def render(self, snapshots: Sequence[Snapshot],
+                   settings: Optional[Settings] = None) -> str: ...
+
+        def check(self, settings: Settings, urls: Sequence[str]) -> None: ...
+
+        def sink(self, settings: Settings) -> Any: ...
 
 MAX_TEXT = 1024  # characters of one name or text value that a writer keeps
 
-# format name -> module (relative to this package)
-REGISTRY: Dict[str, str] = {
-    "tab": "tab",
-    "influx": "influx",
-    "collectd": "collectd",
-    "influxdb": "influxdb",
-    "prometheus": "prometheus",
-    "zabbix-discovery": "zabbix",
-    "text": "text",
-}
+class Format(NamedTuple):
+    """One output format: its writer module and what the module offers."""
 
-DESCRIPTIONS: Dict[str, str] = {
-    "tab": "apache-manager's tab-delimited metrics file (default)",
-    "influx": "Influx line protocol for Telegraf inputs.exec/execd",
-    "collectd": "collectd PUTVAL lines for collectd's Exec plugin",
-    "influxdb": "push to InfluxDB /api/v2/write, spooled while it is down",
-    "prometheus": "Prometheus text format for node_exporter's textfile collector",
-    "zabbix-discovery": "Zabbix low-level discovery JSON of the worker groups",
-    "text": "a human summary (the default on a terminal)",
-}
+    name: str  # the --format value
+    module: str  # relative to this package
+    help: str  # one line for --help
+    multi_target: bool = True  # one output can hold several targets
+    checks: bool = False  # module.check(settings, urls): usage errors before a fetch
+    sinks: bool = False  # module.sink(settings): delivery elsewhere than --output
 
 
-def load(name: str) -> ModuleType:
-    """The writer module for a format name."""
-    return importlib.import_module(f"{__name__}.{REGISTRY[name]}")
+FORMATS: Tuple[Format, ...] = (
+    Format("tab", "tab", "apache-manager's tab-delimited metrics file (default)",
+           multi_target=False),
+    Format("influx", "influx", "Influx line protocol for Telegraf inputs.exec/execd"),
+    Format("collectd", "collectd", "collectd PUTVAL lines for collectd's Exec plugin",
+           checks=True),
+    Format("influxdb", "influxdb", "push to InfluxDB /api/v2/write, spooled while it is down",
+           checks=True, sinks=True),
+    Format("prometheus", "prometheus",
+           "Prometheus text format for node_exporter's textfile collector"),
+    Format("zabbix-discovery", "zabbix", "Zabbix low-level discovery JSON of the worker groups",
+           multi_target=False),
+    Format("text", "text", "a human summary (the default on a terminal)"),
+)
+FORMAT: Dict[str, Format] = {f.name: f for f in FORMATS}
+
+
+class Settings(NamedTuple):
+    """What writers read of the options: a typed subset, defaults included."""
+
+    output: str = "-"
+    hanging_threshold: float = 300.0
+    prometheus_naming: str = "apache_exporter"
+    hostname: Optional[str] = None
+    instance: Optional[List[str]] = None
+    interval: Optional[float] = None
+    spool_dir: str = SPOOL_DIR
+    spool_max_bytes: int = 64 * 1024 * 1024
+    influxdb_url: Optional[str] = None
+    influxdb_org: Optional[str] = None
+    influxdb_bucket: Optional[str] = None
+    influxdb_token: Optional[str] = None
+    influxdb_token_file: Optional[str] = None
+    influxdb_username: Optional[str] = None
+    influxdb_password: Optional[str] = None
+    influxdb_password_file: Optional[str] = None
+    influxdb_auth_basic: bool = False
+    influxdb_ca_file: Optional[str] = None
+    influxdb_insecure: bool = False
+    influxdb_timeout: float = 10.0
+
+    @classmethod
+    def of(cls, options: object = None) -> Settings:
+        """Settings from parsed options (or any object with such attributes);
+        what an object lacks keeps its default."""
+        if isinstance(options, cls):
+            return options
+        if options is None:
+            return cls()
+        return cls(**{f: getattr(options, f) for f in cls._fields if hasattr(options, f)})
+
+
+def load(fmt: Format) -> Writer:
+    """The writer module of a format."""
+    return importlib.import_module(f"{__name__}.{fmt.module}")  # type: ignore[return-value]

@@ -23,13 +23,14 @@ import socket
 from apache_metrics_exporter.catalogue import COLLECTD_DERIVE_TYPES, INT64_MAX, fits
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.http import host_port
+from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-MULTI_TARGET = True
-DESCRIPTION = "collectd PUTVAL lines for collectd's Exec plugin"
+    from apache_metrics_exporter.snapshot import Snapshot
+
 PLUGIN = "apache"
 MAX_PART = 63  # collectd allows 127 bytes per part; stay well inside
 MAX_LINE = 1024  # collectd stops reading a program after a 1200-byte line
@@ -54,16 +55,16 @@ def default_instance(url: str) -> str:
     return sanitize(f"{host}_{port}")
 
 
-def hostname(settings: Any) -> str:
+def hostname(settings: Settings) -> str:
     """COLLECTD_HOSTNAME (set by the Exec plugin), else --hostname, else ours."""
-    return (os.environ.get("COLLECTD_HOSTNAME") or getattr(settings, "hostname", None)
+    return (os.environ.get("COLLECTD_HOSTNAME") or settings.hostname
             or socket.gethostname())
 
 
-def interval(settings: Any) -> Optional[float]:
+def interval(settings: Settings) -> Optional[float]:
     """The interval to declare: COLLECTD_INTERVAL, else --interval, else none."""
     env = os.environ.get("COLLECTD_INTERVAL")
-    value = getattr(settings, "interval", None)
+    value = settings.interval
     if env:
         try:
             value = float(env)
@@ -73,9 +74,9 @@ def interval(settings: Any) -> Optional[float]:
     return value if isinstance(value, (int, float)) and 0 < value < 1e9 else None
 
 
-def instances(settings: Any, urls: Sequence[str]) -> List[str]:
+def instances(settings: Settings, urls: Sequence[str]) -> List[str]:
     """One plugin instance per target: --instance (repeated per URL) or derived."""
-    given = list(getattr(settings, "instance", None) or [])
+    given = list(settings.instance or [])
     if not given:
         names = [default_instance(u) for u in urls]
     elif len(given) == len(urls):
@@ -147,13 +148,14 @@ def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> Li
     return out
 
 
-def check(settings: Any, urls: Sequence[str]) -> None:
+def check(settings: Settings, urls: Sequence[str]) -> None:
     """Usage errors of this format, raised before anything is fetched."""
-    instances(settings, urls)
+    instances(Settings.of(settings), urls)
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     """All targets' PUTVAL lines, one batch."""
+    settings = Settings.of(settings)
     host = hostname(settings)
     every = interval(settings)
     names = instances(settings, [s.url for s in snapshots])

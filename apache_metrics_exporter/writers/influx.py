@@ -27,8 +27,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-MULTI_TARGET = True
-DESCRIPTION = "Influx line protocol (Telegraf inputs.exec/execd, InfluxDB /write)"
+    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.writers import Settings
+
 TELEGRAF_MEASUREMENT = "apache"
 
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "/"})
@@ -160,6 +161,6 @@ def lines(snapshot: Any) -> List[str]:
     return out
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     """All targets' lines, one batch."""
     return "".join(line + "\n" for snap in snapshots for line in lines(snap))

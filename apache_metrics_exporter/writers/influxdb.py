@@ -12,13 +12,15 @@ from apache_metrics_exporter.writers.influx import render  # noqa: F401 - same l
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Sequence
+    from typing import Sequence
 
-MULTI_TARGET = True
-DESCRIPTION = "push to InfluxDB /api/v2/write (2.x, 1.8+, VictoriaMetrics), spooled"
+    from apache_metrics_exporter.push import PushSettings
+    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.writers import Settings
 
 
-def push_settings(settings: Any) -> Any:
+
+def push_settings(settings: Settings) -> PushSettings:
     """PushSettings from the options; UsageError names what is missing."""
     from apache_metrics_exporter.push import PushSettings
 
@@ -47,7 +49,7 @@ def push_settings(settings: Any) -> Any:
                         timeout=s.influxdb_timeout)
 
 
-def check(settings: Any, urls: Sequence[str]) -> None:
+def check(settings: Settings, urls: Sequence[str]) -> None:
     """Everything about the push that can be checked before fetching."""
     from apache_metrics_exporter.errors import OutputError
     from apache_metrics_exporter.spool import Spool
@@ -64,14 +66,14 @@ def check(settings: Any, urls: Sequence[str]) -> None:
 class Sink:
     """Delivers each batch (kept for the life of a loop)."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         from apache_metrics_exporter.push import InfluxPush
         from apache_metrics_exporter.spool import Spool
 
         self.push = InfluxPush(push_settings(settings),
                                Spool(settings.spool_dir, settings.spool_max_bytes))
 
-    def send(self, text: str, snapshots: Sequence) -> None:
+    def send(self, text: str, snapshots: Sequence[Snapshot]) -> None:
         stamp = min((int(s.timestamp * 1e9) for s in snapshots), default=0)
         self.push.deliver(text, stamp)
 
@@ -79,5 +81,5 @@ class Sink:
         self.push.close()
 
 
-def sink(settings: Any) -> Sink:
+def sink(settings: Settings) -> Sink:
     return Sink(settings)

@@ -22,15 +22,15 @@ import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, PROMETHEUS_SCOREBOARD, fits, prom_family
 from apache_metrics_exporter.units import visible
-from apache_metrics_exporter.writers import MAX_TEXT
+from apache_metrics_exporter.writers import MAX_TEXT, Settings
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
-MULTI_TARGET = True
-DESCRIPTION = "Prometheus text format for node_exporter's textfile collector"
+    from apache_metrics_exporter.snapshot import Sample, Snapshot
+
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 _HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
@@ -76,10 +76,11 @@ def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
     return f"{help.rstrip('.')}. Unit: {unit}."
 
 
-def render(snapshots: Sequence, settings: Any = None, extra: Sequence = ()) -> str:
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
+           extra: Sequence[Sample] = ()) -> str:
     """One text-format exposition for every target; ``extra`` samples belong to
     no target (the --listen endpoint's own health)."""
-    base_units = getattr(settings, "prometheus_naming", "apache_exporter") == "base-units"
+    base_units = Settings.of(settings).prometheus_naming == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
     heads: Dict[str, Tuple[str, str]] = {}

@@ -37,8 +37,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Dict, List, Optional, Sequence
 
-MULTI_TARGET = False
-DESCRIPTION = "apache-manager's tab-delimited metrics file (default)"
+    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.writers import Settings
+
 
 _ORIGINAL_SERVER = [m for m in SERVER_METRICS if m.tab_key]
 _INTERNAL_KEYS = ("foreign_worker_count", "native_worker_count", "status_response",
@@ -78,7 +79,7 @@ def _number(metric: Any, value: object, scale: int = 1) -> Optional[str]:
     return _format(value * scale)
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     """The metrics file for one snapshot."""
     if len(snapshots) != 1:
         raise UsageError("--format tab holds one Apache per file; run once per --url "

@@ -16,13 +16,14 @@ import time
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.processes import memory_stats
 from apache_metrics_exporter.units import format_bytes, format_duration, visible
+from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, List, Optional, Sequence
 
-MULTI_TARGET = True
-DESCRIPTION = "a human summary (the default on a terminal)"
+    from apache_metrics_exporter.snapshot import Snapshot
+
 SLOWEST = 5
 
 
@@ -151,10 +152,10 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
     return [visible(line) for line in out]
 
 
-def clip_width(settings: Any = None) -> Optional[int]:
+def clip_width(settings: Optional[Settings] = None) -> Optional[int]:
     """The terminal's width when the summary goes to a terminal, else None:
     piped, redirected or written with --output, no line is cut."""
-    if getattr(settings, "output", "-") not in ("-", None):
+    if Settings.of(settings).output not in ("-", None):
         return None
     try:
         if not sys.stdout.isatty():
@@ -164,9 +165,9 @@ def clip_width(settings: Any = None) -> Optional[int]:
     return shutil.get_terminal_size((100, 24)).columns
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     width = clip_width(settings)
-    threshold = getattr(settings, "hanging_threshold", 300)
+    threshold = Settings.of(settings).hanging_threshold
     lines: List[str] = []
     for snap in snapshots:
         if lines:

@@ -16,13 +16,14 @@ from apache_metrics_exporter.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Sequence
+    from typing import Optional, Sequence
 
-MULTI_TARGET = False
-DESCRIPTION = "Zabbix low-level discovery JSON of the worker groups"
+    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.writers import Settings
 
 
-def render(snapshots: Sequence, settings: Any = None) -> str:
+
+def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     if len(snapshots) != 1:
         raise UsageError("--format zabbix-discovery describes one Apache: give one --url")
     groups = [g for g in snapshots[0].processes.groups() if g != NATIVE_GROUP]
