@@ -37,6 +37,7 @@ venv: deps pyenv
 
 lint: pyenv
 	$(VENV)/bin/ruff check apache_metrics_exporter tests scripts benchmarks
+	$(VENV)/bin/mypy
 
 test: venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -543,8 +543,8 @@ ALL_METRICS: Tuple[Metric, ...] = (
 )
 
 BY_NAME: Dict[str, Metric] = {m.name: m for m in ALL_METRICS}
-BY_AUTO_KEY: Dict[str, Metric] = {m.auto_key: m for m in SERVER_METRICS}
-PROXY_BY_FIELD: Dict[str, Metric] = {m.auto_key: m for m in PROXY_METRICS}
+BY_AUTO_KEY: Dict[str, Metric] = {m.auto_key: m for m in SERVER_METRICS if m.auto_key}
+PROXY_BY_FIELD: Dict[str, Metric] = {m.auto_key: m for m in PROXY_METRICS if m.auto_key}
 STATE_BY_CHAR: Dict[str, str] = dict(SCOREBOARD_STATES)
 
 MEMORY_STATS = ("count", "min", "max", "average", "median")
@@ -630,7 +630,7 @@ FAMILY: Dict[str, Family] = {f.name: f for f in FAMILIES}
 def prom_family(metric: Metric) -> Family:
     """The Prometheus family of a metric: declared in FAMILIES, else made from
     the metric itself (its kind, unit and help)."""
-    name = metric.prom.partition("{")[0]
+    name = (metric.prom or "").partition("{")[0]
     return FAMILY.get(name) or Family(name, metric.kind, metric.unit, metric.help)
 
 

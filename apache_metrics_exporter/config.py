@@ -25,7 +25,7 @@ from apache_metrics_exporter.units import parse_size, parse_timespan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Callable, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 CONFIG_FILES = ["/etc/apache-metrics-exporter.conf", "~/.config/apache-metrics-exporter.conf"]
 ENV_PREFIX = "APACHE_METRICS_"
@@ -87,7 +87,7 @@ class _Parser(configargparse.ArgParser):
 
     def _unknown(self, unknown: List[str]) -> str:
         """What was not understood, with the config file it came from; no values."""
-        in_files = {}
+        in_files: Dict[str, Tuple[str, str]] = {}
         for source, settings in self.get_source_to_settings_dict().items():
             kind, _, path = source.partition("|")
             if kind == "config_file":
@@ -200,7 +200,7 @@ def add_foreign(parser: configargparse.ArgParser, names: Sequence[str]) -> None:
     for name in names:
         parser.add_argument(f"--{name}", dest=f"_foreign_{name.replace('-', '_')}",
                             action="append", nargs="?", help=argparse.SUPPRESS)
-    parser._foreign_names = tuple(names)  # type: ignore[attr-defined]
+    parser._foreign_names = tuple(names)
 
 
 def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:

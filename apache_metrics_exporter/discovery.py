@@ -170,11 +170,11 @@ class ApacheConfig:
                 continue
             args = [self._expand(t) for t in tokens[1:]]
             if head == "listen" and args and None not in args[:2]:
-                self.listens.append(args[:2])
+                self.listens.append([a or "" for a in args[:2]])
             elif head == "wsgidaemonprocess" and args and args[0]:
                 self.wsgi_groups.append(args[0])
             elif head == "loadmodule" and len(args) >= 2 and None not in args[:2]:
-                self.modules.update(_module_names(args[0], args[1]))
+                self.modules.update(_module_names(args[0] or "", args[1] or ""))
             elif head in ("include", "includeoptional") and args and args[0]:
                 for path in self._expand_include(args[0]):
                     self.read(path)

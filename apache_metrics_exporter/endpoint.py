@@ -34,7 +34,7 @@ from apache_metrics_exporter.writers import Settings, prometheus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Sequence, Tuple
+    from typing import Any, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.http import Target
     from apache_metrics_exporter.snapshot import Options
@@ -239,7 +239,7 @@ def make_server(args: argparse.Namespace, targets: Sequence[Target],
     handler = type("Handler", (_Handler,), {
         "endpoint": Endpoint(args, targets, options),
         "metrics_path": path, "auth": _auth_value(args)})
-    server_class = ThreadingHTTPServer
+    server_class: Any = ThreadingHTTPServer
     if ":" in host:
         import socket
 
@@ -280,9 +280,9 @@ def serve(server: ThreadingHTTPServer) -> int:
     signal.signal(signal.SIGINT, stop)
     host, port = server.server_address[:2]
     scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
-    shown = f"[{host}]" if ":" in host else host
+    shown = f"[{host!s}]" if ":" in str(host) else str(host)
     log.info("listening on %s://%s:%d%s", scheme, shown, port,
-             server.RequestHandlerClass.metrics_path)
+             getattr(server.RequestHandlerClass, "metrics_path", "/metrics"))
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

@@ -26,7 +26,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 USER_AGENT = f"apache-metrics-exporter/{__version__}"
 # socket.timeout is TimeoutError from Python 3.10 on, a sibling before.
@@ -145,7 +145,13 @@ class _Clock:
         return left
 
 
-class _Bounded:
+if TYPE_CHECKING:
+    _SocketBase = socket.socket
+else:
+    _SocketBase = object
+
+
+class _Bounded(_SocketBase):
     """Mixin: every blocking call first sets the socket's timeout to the time
     left before the deadline, so a dripping peer cannot stretch it."""
 
@@ -240,7 +246,7 @@ class _Connection(http.client.HTTPConnection):
             self.default_port = 443  # Host: without :443
 
     def connect(self) -> None:
-        sock = _open(self.host, self.port, self.clock)
+        sock: Any = _open(self.host, self.port, self.clock)
         if self.tls is not None:
             try:
                 sock = self.tls.wrap_socket(sock, server_hostname=self.host,

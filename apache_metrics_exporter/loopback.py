@@ -52,9 +52,10 @@ def loopback_addresses(host: str) -> Optional[List[str]]:
         return None
     out: List[str] = []
     for _family, _type, _proto, _name, addr in infos:
-        packed = _literal(addr[0].split("%")[0])
+        text = str(addr[0])
+        packed = _literal(text.split("%")[0])
         if packed is None or not is_loopback(packed):
             return None
-        if addr[0] not in out:
-            out.append(addr[0])
+        if text not in out:
+            out.append(text)
     return out or None

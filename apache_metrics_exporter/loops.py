@@ -22,7 +22,7 @@ from apache_metrics_exporter.writers import FORMAT, Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Iterator, List, Optional, Tuple
+    from typing import Any, Iterator, List, Optional, Tuple
 
     from apache_metrics_exporter.http import Fetcher, Target
     from apache_metrics_exporter.snapshot import Options, Snapshot
@@ -74,7 +74,7 @@ def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot]) -> None:
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
-          writer: Writer, sink: Optional[object] = None,
+          writer: Writer, sink: Optional[Any] = None,
           stopper: Optional[Stopper] = None) -> None:
     """Collect every target once and write one batch (raises OutputError).
 

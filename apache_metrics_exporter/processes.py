@@ -57,7 +57,7 @@ EMPTY_SCAN = ProcessScan(None, None, [], set(), "rss")
 class MemoryStats(NamedTuple):
     """apache-manager's per-group statistics; an empty group is all zeros."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # apache-manager's name; shadows tuple.count
     min: int
     max: int
     average: float
@@ -123,11 +123,12 @@ class Parent(NamedTuple):
     reason: str  # how it was proven, or why there is none
 
 
-def _listeners(addresses: Sequence[str], port: int) -> tuple:
+def _listeners(addresses: Sequence[str], port: int) -> Set[int]:
     """Inodes of the sockets a connection to ``addresses``:``port`` can reach:
     those bound to one of the addresses if any (the kernel prefers them), else
     those bound to the wildcard address."""
-    exact, wildcard = set(), set()
+    exact: Set[int] = set()
+    wildcard: Set[int] = set()
     v4 = {a[7:] if a.startswith("::ffff:") else a for a in addresses if "." in a}
     wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
     any_v4 = bool(v4)
@@ -345,8 +346,8 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     try:
         parent = procfs.stat(parent_pid)
         parent_ctime = procfs.create_time(parent)
-        title = procfs.cmdline(parent_pid)
-        room = len(title[0]) if title else 0
+        parent_argv = procfs.cmdline(parent_pid)
+        room = len(parent_argv[0]) if parent_argv else 0
         kids = procfs.children(parent_pid)
     except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)

@@ -107,7 +107,7 @@ def children(pid: int) -> List[int]:
     """PIDs whose parent is ``pid`` (from the kernel's children list if it has
     one, else by reading every process's stat)."""
     try:
-        kids = set()
+        kids: set = set()
         for task in os.listdir(f"{PROC}/{pid}/task"):
             kids.update(int(c) for c in _read(f"{PROC}/{pid}/task/{task}/children").split())
         return sorted(kids)

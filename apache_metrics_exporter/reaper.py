@@ -118,10 +118,10 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
         if late:
-            oldest = max(late, key=lambda r: r.ss)
+            oldest = max(late, key=lambda r: r.ss or 0)
             others = tuple(r.request or f"(state {r.mode})" for r in active if r is not oldest)
             out.append(Candidate(child.pid, child.create_time, kind, "timeout", child.memory,
-                                 thresholds.max_time, oldest.ss, oldest.request, others,
+                                 thresholds.max_time, oldest.ss or 0, oldest.request, others,
                                  child.group))
             continue
         limit = thresholds.max_memory_active if active else thresholds.max_memory_idle

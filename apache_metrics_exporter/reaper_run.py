@@ -16,7 +16,7 @@ from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Tuple
+    from typing import Any, Dict, Tuple
 
     from apache_metrics_exporter.http import Target
     from apache_metrics_exporter.reaper import Thresholds
@@ -72,7 +72,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                         "(%s): never signalled", parent.pid,
                         ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10
                                                               else ""))
-        parent = parent.pid
+        parent_pid = parent.pid
         selected = select(workers, processes, thresholds)
         result = "ok"
         if len(selected) > args.max_kills:
@@ -83,7 +83,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                       "--max-kills %d; acting on the worst %d only - check the thresholds",
                       len(selected), args.max_kills, args.max_kills)
             selected = selected[:args.max_kills]
-        run = {"time": int(started), "dry_run": bool(args.dry_run),
+        run: Dict[str, Any] = {"time": int(started), "dry_run": bool(args.dry_run),
                "checked": len(processes.children), "killed_active": 0, "killed_idle": 0,
                "killed_wsgi": 0, "would_kill": 0, "escalations": 0, "skipped": 0}
         if args.dry_run:
@@ -93,7 +93,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             totals["would_kill"] += len(selected)
             result = "dry-run" if result == "ok" else result
         elif selected:
-            outcome = execute(selected, parent, processes.parent_create_time, exe_names,
+            outcome = execute(selected, parent_pid, processes.parent_create_time or 0.0, exe_names,
                               args.grace, processes.memory_kind)
             for c in outcome.killed:
                 totals["kills"][c.kind] += 1

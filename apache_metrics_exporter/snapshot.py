@@ -33,7 +33,7 @@ from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional, Sequence, Tuple
+    from typing import Any, List, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.catalogue import Metric
 
@@ -53,7 +53,7 @@ class Sample(NamedTuple):
     """One value of one catalogue metric, with its labels."""
 
     metric: Metric
-    value: float
+    value: Any  # a number; text for the few metrics whose type is str
     labels: Tuple[Tuple[str, str], ...] = ()
 
 
@@ -217,7 +217,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
             1 for w in active if w.ss is not None and w.ss >= options.hanging_threshold)))
         add(Sample(BY_NAME["native_worker_count"], len(live)))
         add(Sample(BY_NAME["active_requests"], len(active)))
-        oldest = max((w for w in active if w.ss is not None), key=lambda w: w.ss,
+        oldest = max((w for w in active if w.ss is not None), key=lambda w: w.ss or 0,
                      default=None)
         add(Sample(BY_NAME["longest_request_seconds"], oldest.ss if oldest else 0))
         add(Sample(BY_NAME["longest_request"], oldest.request if oldest else ""))

@@ -53,7 +53,7 @@ class AutoPage(NamedTuple):
     values: Dict[str, float]  # canonical metric name -> value
     info: Dict[str, str]  # text fields (ServerVersion, ...)
     scoreboard: str
-    proxy: List[Tuple[Metric, Dict[str, str], int, str]]  # ..., the ?auto key
+    proxy: List[Tuple[Metric, Dict[str, str], float, str]]  # ..., the ?auto key
     extended: bool  # ExtendedStatus was on
     telegraf_extra: Dict[str, float] = {}  # Telegraf's fields for balancer members
     warnings: Sequence[str] = ()  # values left out, one line each
@@ -191,7 +191,7 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                              "(truncated answer, or a proxy cut it short)")
         raise FetchError(f"{source} is not an Apache mod_status page "
                          "(no 'Scoreboard:' line); check --url")
-    proxy = []
+    proxy: List[Tuple[Metric, Dict[str, str], float, str]] = []
     seen = set()
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
         labels = {"balancer": balancers.get(b, b), "worker": fields.get("Name", w)}
@@ -445,7 +445,7 @@ def _headings(body: bytes) -> List[Tuple[str, int]]:
         # pattern stays linear (Apache's pages; a little faster than below).
         return [(_raw_text(text), _span(m.group(1)) if (m := _COLSPAN.search(attrs)) else 1)
                 for attrs, text in _TH.findall(body)]
-    out = []
+    out: List[Tuple[str, int]] = []
     pos = 0
     size = len(body)
     while True:
@@ -478,7 +478,7 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
     Apache's well-formed markup (end tags left out, upper-case tags, ...)."""
     if b"<TABLE" in data or b"<Table" in data:
         return None
-    tables = []
+    tables: List[_Table] = []
     pos = 0
     while True:
         start = data.find(b"<table", pos)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 import re
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import List
+
 _TIMESPAN_UNITS = {
     "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
@@ -77,7 +81,7 @@ def format_duration(seconds: float) -> str:
     if not isinstance(seconds, (int, float)) or not -FLOAT_MAX <= seconds <= FLOAT_MAX:
         return "?"
     seconds = int(seconds)
-    parts = []
+    parts: List[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")

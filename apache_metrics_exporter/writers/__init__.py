@@ -109,4 +109,4 @@ class Settings(NamedTuple):
 
 def load(fmt: Format) -> Writer:
     """The writer module of a format."""
-    return importlib.import_module(f"{__name__}.{fmt.module}")  # type: ignore[return-value]
+    return importlib.import_module(f"{__name__}.{fmt.module}")

@@ -142,7 +142,7 @@ def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> Li
         if None in slot:
             continue  # a multi-value type with a missing part (load without Load5)
         ident = f"{head}/{type_name}" + (f"-{type_instance}" if type_instance else "")
-        line = f'PUTVAL "{ident}"{option} {stamp}:{":".join(slot)}'
+        line = f'PUTVAL "{ident}"{option} {stamp}:{":".join(x or "" for x in slot)}'
         if len(line) < MAX_LINE:
             out.append(line)
     return out

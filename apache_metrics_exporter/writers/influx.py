@@ -73,10 +73,10 @@ def format_value(value: Any, kind: type) -> str:
     if kind is str:
         return '"' + _plain(str(value)).translate(_STRING_ESCAPES) + '"'
     if kind is int:
-        number = int(value)
-        if not -INT64_MAX <= number <= INT64_MAX:
+        whole = int(value)
+        if not -INT64_MAX <= whole <= INT64_MAX:
             raise ValueError("integers in line protocol are int64")
-        return f"{number}i"
+        return f"{whole}i"
     number = float(value)
     if not math.isfinite(number):
         raise ValueError("NaN/Inf cannot be written in line protocol")

@@ -86,8 +86,10 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     heads: Dict[str, Tuple[str, str]] = {}
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
-    groups = [(s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
-              for s in snapshots] + [(extra, [])]
+    groups: List[Tuple[Sequence[Sample], List[Tuple[str, str]]]] = [
+        (s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
+        for s in snapshots]
+    groups.append((extra, []))
     for samples, target in groups:
         for sample in samples:
             metric = sample.metric
@@ -104,13 +106,13 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
                     value = PROMETHEUS_SCOREBOARD.get(value, value)
                 labels.append((key, value))
             labels += target
-            value = _value(sample.value * scale)
+            number = _value(sample.value * scale)
             text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels)
             series = f"{family}{{{text}}}" if text else family
-            if value is None or series in seen:
+            if number is None or series in seen:
                 continue
             seen.add(series)
-            families.setdefault(family, []).append(f"{series} {value}")
+            families.setdefault(family, []).append(f"{series} {number}")
             heads.setdefault(family, (fam.kind, help_text(fam.help, unit)))
     out = []
     for family, lines in families.items():

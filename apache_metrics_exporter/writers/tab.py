@@ -72,7 +72,7 @@ def _format(number: Any) -> str:
     return str(int(number) if isinstance(number, bool) else number)
 
 
-def _number(metric: Any, value: object, scale: int = 1) -> Optional[str]:
+def _number(metric: Any, value: Any, scale: int = 1) -> Optional[str]:
     """The value as written, None when the outputs cannot carry it."""
     if not fits(metric, value) or isinstance(value, str):
         return None

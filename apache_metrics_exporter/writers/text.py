@@ -27,13 +27,13 @@ if TYPE_CHECKING:  # annotations only
 SLOWEST = 5
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()
           ) -> List[str]:
     """Aligned columns; the last column takes what is left (clipped later)."""
-    rows = [[visible(str(cell)) for cell in row] for row in [header, *rows]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    cells_of = [[visible(str(cell)) for cell in row] for row in [header, *rows]]
+    widths = [max(len(r[i]) for r in cells_of) for i in range(len(header))]
     out = []
-    for row in rows:
+    for row in cells_of:
         cells = []
         for i, cell in enumerate(row):
             text = cell
