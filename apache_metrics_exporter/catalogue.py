@@ -426,21 +426,18 @@ PROCESS_METRICS: Tuple[Metric, ...] = (
        prom='apache_wsgi_group_name_truncated'),
 )
 
-# The reaper (apache-worker-reaper), from its state file: the original's two
-# keys (the last run's kills; active includes mod_wsgi daemons, as the
-# original counted them) and totals since the state file was created.
+# The reaper (apache-worker-reaper), from its state file: the last run's
+# kills by kind (the tab file derives apache-manager's workers-killed-active,
+# mod_wsgi daemons included as the original counted them, and
+# workers-killed-idle from them) and totals since the state file was created.
 REAPER_METRICS: Tuple[Metric, ...] = (
-    _m("workers_killed_active", GAUGE, "processes", int,
-       "Active workers and mod_wsgi daemons killed by the reaper's last run.",
-       tab_key="workers-killed-active",
-       prom='apache_reaper_last_run_killed{state="active"}',
-       absent=(("influx", "apache-manager's last-run figure; totals: reaper_kills_total"),
-               ("collectd", "apache-manager's last-run figure; totals: reaper_kills_total"))),
-    _m("workers_killed_idle", GAUGE, "processes", int,
-       "Idle workers killed by the reaper's last run.", tab_key="workers-killed-idle",
-       prom='apache_reaper_last_run_killed{state="idle"}',
-       absent=(("influx", "apache-manager's last-run figure; totals: reaper_kills_total"),
-               ("collectd", "apache-manager's last-run figure; totals: reaper_kills_total"))),
+    _m("reaper_last_run_kills", GAUGE, "processes", int,
+       "Processes killed by the reaper's last run, by kind (native_active, native_idle, "
+       "wsgi); 0 when no reaper ever ran.", labels=("kind",),
+       influx="apache_reaper.last_run_kills_{kind}",
+       collectd="gauge-reaper_last_run_kills_{kind}", prom="apache_reaper_last_run_kills",
+       absent=(("tab", "written as apache-manager's workers-killed-active (native_active + "
+                       "wsgi) and workers-killed-idle (native_idle)"),)),
     _m("reaper_kills_total", COUNTER, "processes", int,
        "Processes killed, by kind (native_active, native_idle, wsgi).", labels=("kind",),
        influx="apache_reaper.kills_{kind}", collectd="derive-reaper_kills_{kind}",
@@ -620,9 +617,6 @@ FAMILIES: Tuple[Family, ...] = (
            "Index usage of the TLS session cache (0..1)."),
     Family("apache_tls_cache_usage_ratio", GAUGE, "ratio",
            "Usage of the TLS session cache (0..1)."),
-    Family("apache_reaper_last_run_killed", GAUGE, "processes",
-           "Processes killed by the reaper's last run, by state (active includes "
-           "mod_wsgi daemons)."),
 )
 FAMILY: Dict[str, Family] = {f.name: f for f in FAMILIES}
 

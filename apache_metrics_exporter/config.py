@@ -184,6 +184,10 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     g.add_argument("--pid-file", metavar="PATH",
                    help="Apache's PID file (default: find the parent from the worker "
                         "table, the listening port or the executable name)")
+    g.add_argument("--wsgi-group-names", choices=("config", "title"), default="config",
+                   help="a mod_wsgi group name the process title cut short: config - the "
+                        "one WSGIDaemonProcess of Apache's configuration it can be; title - "
+                        "as the title shows it (apache-manager's behaviour)")
     g.add_argument("--apache-exe", default=",".join(DEFAULT_EXE_NAMES), metavar="NAMES",
                    help="comma-separated process names of Apache")
     g.add_argument("--state-file", default=STATE_PATH, metavar="PATH",

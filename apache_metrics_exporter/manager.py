@@ -328,8 +328,9 @@ def _hanging(s: Settings) -> List[str]:
 
 
 def plan(s: Settings) -> List[Tuple[str, List[str]]]:
-    """The runs of the new commands, in the original's order: (command, argv)."""
-    common = _common(s)
+    """The runs of the new commands, in the original's order: (command, argv).
+    Group names are the original's too: as the process title shows them."""
+    common = _common(s) + ["--wsgi-group-names", "title"]
     steps: List[Tuple[str, List[str]]] = []
     if "kill" in s.actions:
         argv = list(common)

@@ -339,7 +339,7 @@ def _memory(pid: int, kind: str) -> int:
 
 
 def scan(parent_pid: Optional[int], exe_names: Sequence[str],
-         memory_kind: str = "rss") -> ProcessScan:
+         memory_kind: str = "rss", resolve_names: bool = True) -> ProcessScan:
     """Children of the parent with the same executable, grouped and measured."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
@@ -365,7 +365,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         except procfs.Denied:
             if memory_kind == "rss":
                 continue
-            fallback = scan(parent_pid, exe_names, "rss")
+            fallback = scan(parent_pid, exe_names, "rss", resolve_names)
             return fallback._replace(warnings=fallback.warnings + (
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
@@ -377,7 +377,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
             truncated.add(group)
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
                                  title.rstrip(" \x00")))
-    if truncated:
+    if truncated and resolve_names:
         resolved = resolve_groups(parent_pid, exe_names, truncated)
         if resolved:
             children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]

@@ -16,7 +16,7 @@ from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Dict, Tuple
+    from typing import Tuple
 
     from apache_metrics_exporter.http import Target
     from apache_metrics_exporter.reaper import Thresholds
@@ -32,7 +32,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     from apache_metrics_exporter.http import Fetcher
     from apache_metrics_exporter.processes import parent_of_url, scan
     from apache_metrics_exporter.reaper import execute, select, strangers
-    from apache_metrics_exporter.state import StateFile
+    from apache_metrics_exporter.state import RunCounts, StateFile
     from apache_metrics_exporter.status import parse_html
 
     state_file = StateFile(args.state_file)
@@ -58,12 +58,11 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                       target.url, parent.reason)
             totals["runs"] += 1
             totals["unproven_runs"] += 1
-            state["last_run"] = {
-                "time": int(started), "dry_run": bool(args.dry_run), "checked": 0,
-                "killed_active": 0, "killed_idle": 0, "killed_wsgi": 0, "would_kill": 0,
-                "escalations": 0, "skipped": 0, "result": "skipped"}
+            state["last_run"] = RunCounts(int(started), bool(args.dry_run),
+                                          result="skipped").to_json()
             return EXIT_OK
-        processes = scan(parent.pid, exe_names, args.memory)
+        processes = scan(parent.pid, exe_names, args.memory,
+                         args.wsgi_group_names == "config")
         for warning in processes.warnings:
             log.warning("%s", warning)
         outside = strangers(workers, processes)
@@ -83,40 +82,37 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                       "--max-kills %d; acting on the worst %d only - check the thresholds",
                       len(selected), args.max_kills, args.max_kills)
             selected = selected[:args.max_kills]
-        run: Dict[str, Any] = {"time": int(started), "dry_run": bool(args.dry_run),
-               "checked": len(processes.children), "killed_active": 0, "killed_idle": 0,
-               "killed_wsgi": 0, "would_kill": 0, "escalations": 0, "skipped": 0}
+        kills = {"native_active": 0, "native_idle": 0, "wsgi": 0}
+        would_kill = escalations = skipped = 0
         if args.dry_run:
             for c in selected:
                 log.info("would kill %s", c.describe(processes.memory_kind))
-            run["would_kill"] = len(selected)
-            totals["would_kill"] += len(selected)
+            would_kill = len(selected)
+            totals["would_kill"] += would_kill
             result = "dry-run" if result == "ok" else result
         elif selected:
-            outcome = execute(selected, parent_pid, processes.parent_create_time or 0.0, exe_names,
-                              args.grace, processes.memory_kind)
+            outcome = execute(selected, parent_pid, processes.parent_create_time or 0.0,
+                              exe_names, args.grace, processes.memory_kind)
             for c in outcome.killed:
                 totals["kills"][c.kind] += 1
                 totals["reasons"][c.reason] += 1
-                run["killed_idle" if c.kind == "native_idle" else "killed_active"] += 1
-                if c.kind == "wsgi":
-                    run["killed_wsgi"] += 1
-            run["escalations"] = len(outcome.escalated)
-            run["skipped"] = len(outcome.skipped)
-            totals["sigkill_escalations"] += len(outcome.escalated)
-            totals["skipped_for_safety"] += len(outcome.skipped)
+                kills[c.kind] += 1
+            escalations, skipped = len(outcome.escalated), len(outcome.skipped)
+            totals["sigkill_escalations"] += escalations
+            totals["skipped_for_safety"] += skipped
         totals["runs"] += 1
-        run["result"] = result
-        state["last_run"] = run
-        killed = run["killed_active"] + run["killed_idle"]
+        run = RunCounts(int(started), bool(args.dry_run), len(processes.children),
+                        kills["native_active"], kills["native_idle"], kills["wsgi"],
+                        would_kill, escalations, skipped, result)
+        state["last_run"] = run.to_json()
+        killed = sum(kills.values())
         if args.dry_run:
-            log.info("dry run: would kill %d of %d processes checked", run["would_kill"],
-                     run["checked"])
-        elif killed or run["skipped"]:
+            log.info("dry run: would kill %d of %d processes checked", would_kill, run.checked)
+        elif killed or skipped:
             log.info("killed %d of %d processes checked (%d active, %d idle, %d mod_wsgi); "
-                     "%d needed SIGKILL; %d skipped", killed, run["checked"],
-                     run["killed_active"] - run["killed_wsgi"], run["killed_idle"],
-                     run["killed_wsgi"], run["escalations"], run["skipped"])
+                     "%d needed SIGKILL; %d skipped", killed, run.checked,
+                     kills["native_active"], kills["native_idle"], kills["wsgi"],
+                     escalations, skipped)
         else:
-            log.info("no process over a threshold (%d checked)", run["checked"])
+            log.info("no process over a threshold (%d checked)", run.checked)
     return EXIT_OK

@@ -47,6 +47,7 @@ class Options(NamedTuple):
     memory: str = "rss"
     scan_processes: bool = True
     vhost_limit: int = 20  # virtual hosts reported by name (0: none)
+    wsgi_group_names: str = "config"  # "title": as the process title shows them
 
 
 class Sample(NamedTuple):
@@ -115,7 +116,8 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         if parent.pid is None:
             warnings.append(f"no process figures for {url}: {parent.reason}")
         else:
-            processes = scan(parent.pid, options.exe_names, options.memory)
+            processes = scan(parent.pid, options.exe_names, options.memory,
+                             options.wsgi_group_names == "config")
     return build(url, started, auto, workers, event, processes, options, error, warnings,
                  duration=time.perf_counter() - t0)
 
@@ -334,8 +336,8 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
 
 
 def reaper_samples(state_file: Optional[str]) -> List[Sample]:
-    """The reaper's counters. apache-manager's workers-killed-active/-idle are
-    the last run's kills (0 when no reaper ever ran: nothing was killed). A
+    """The reaper's counters: the last run's kills by kind (0 when no reaper
+    ever ran: nothing was killed) and the totals. A
     state file that is there but cannot be trusted or read gives nothing at
     all (state.read says why): its figures are unknown, not zero."""
     state = None
@@ -345,9 +347,11 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
         state = read(state_file)
         if state is None:
             return []
-    last = (state or {}).get("last_run") or {}
-    out = [Sample(BY_NAME["workers_killed_active"], last.get("killed_active", 0)),
-           Sample(BY_NAME["workers_killed_idle"], last.get("killed_idle", 0))]
+    from apache_metrics_exporter.state import RunCounts
+
+    last = RunCounts.from_json((state or {}).get("last_run"))
+    out = [Sample(BY_NAME["reaper_last_run_kills"], n, (("kind", kind),))
+           for kind, n in last.kills().items()]
     if state is None:
         return out
     totals = state["totals"]
@@ -358,6 +362,6 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
                     "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
         out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
-    if last.get("time"):
-        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last["time"]))
+    if last.time:
+        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last.time))
     return out

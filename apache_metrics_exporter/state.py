@@ -31,6 +31,7 @@ from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_private
 from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, read_bounded
+from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -47,8 +48,48 @@ COUNTERS = ("sigkill_escalations", "skipped_for_safety", "would_kill", "state_re
 # valid, they start at zero.
 LATER_COUNTERS = ("unproven_runs",)
 # last_run: the keys the collector reports, and the others' types.
-_RUN_INTS = ("time", "checked", "killed_active", "killed_idle", "killed_wsgi", "would_kill",
-             "escalations", "skipped")
+_RUN_INTS = ("time", "checked", "killed_native_active", "killed_native_idle", "killed_wsgi",
+             "would_kill", "escalations", "skipped",
+             "killed_active", "killed_idle")  # the last two: files before 0.2.0
+
+
+class RunCounts(NamedTuple):
+    """One reaper run's counts: what the state file keeps as ``last_run``,
+    what the collector reports (reaper_last_run_kills{kind}) and what the tab
+    file derives apache-manager's workers-killed-active/-idle from. Native
+    and mod_wsgi kills are kept apart."""
+
+    time: int = 0
+    dry_run: bool = False
+    checked: int = 0
+    killed_native_active: int = 0
+    killed_native_idle: int = 0
+    killed_wsgi: int = 0
+    would_kill: int = 0
+    escalations: int = 0
+    skipped: int = 0
+    result: str = "ok"
+
+    def kills(self) -> Dict[str, int]:
+        """Kills by kind (the state totals' kinds)."""
+        return {"native_active": self.killed_native_active,
+                "native_idle": self.killed_native_idle, "wsgi": self.killed_wsgi}
+
+    def to_json(self) -> Dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_json(cls, run: Optional[Dict[str, Any]]) -> RunCounts:
+        """The counts of a stored run (validated by problem()); a file written
+        before 0.2.0 has killed_active (mod_wsgi included) and killed_idle."""
+        if not run:
+            return cls()
+        run = dict(run)
+        if "killed_native_active" not in run and "killed_active" in run:
+            run["killed_native_active"] = max(0, run["killed_active"]
+                                              - run.get("killed_wsgi", 0))
+            run["killed_native_idle"] = run.get("killed_idle", 0)
+        return cls(**{f: run[f] for f in cls._fields if f in run})
 
 
 def fresh(now: Optional[float] = None) -> Dict[str, Any]:

@@ -82,6 +82,16 @@ def uid(*parts: str) -> str:
     return uuid.UUID(bytes=digest[:16], version=4).hex
 
 
+# apache-manager's keys that are the tab file's form of a catalogue metric.
+LEGACY = {"status_response": "up", "workers_killed_active": "reaper_last_run_kills",
+          "workers_killed_idle": "reaper_last_run_kills"}
+LEGACY_HELP = {
+    "workers_killed_active": "Active workers and mod_wsgi daemons killed by the reaper's "
+                             "last run (apache-manager's definition).",
+    "workers_killed_idle": "Idle workers killed by the reaper's last run.",
+}
+
+
 def _tab(name: str) -> str:
     if name not in BY_NAME:  # status_response: the tab file's form of "up"
         return name.replace("_", "-")
@@ -112,7 +122,7 @@ def _tags(component: str) -> list:
 
 def item(metric_name: str, key: str, name: str, component: str, extra: str = "") -> dict:
     """One item on a metrics-file value."""
-    m = BY_NAME[metric_name if metric_name != "status_response" else "up"]
+    m = BY_NAME[LEGACY.get(metric_name, metric_name)]
     out = {"uuid": uid("item", key), "name": name, "key": key}
     out["history"] = "7d"
     vt = _value_type(m)
@@ -123,7 +133,7 @@ def item(metric_name: str, key: str, name: str, component: str, extra: str = "")
     units = _units(m)
     if units:
         out["units"] = units
-    text = m.help
+    text = LEGACY_HELP.get(metric_name, m.help)
     if m.tab_scale == 1024:
         text = text.replace("Kilobytes", "Bytes") + " (apache-manager: kB x 1024)"
     out["description"] = (text + (" " + extra if extra else "")).strip()

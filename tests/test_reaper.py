@@ -467,7 +467,9 @@ def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
     # The collector ignores the reaper's keys...
     proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--config", str(conf),
                         "--no-processes")
-    assert proc.returncode == 0 and proc.stdout.startswith("apache_exporter,")
+    assert proc.returncode == 0
+    assert [x.split(",")[0] for x in proc.stdout.splitlines()] == ["apache_reaper",
+                                                                    "apache_exporter"]
     # ...and refuses them on its command line.
     proc = run_exporter("--url", "http://127.0.0.1:9/s", "--dry-run")
     assert proc.returncode == 2 and "--dry-run is not an option" in proc.stderr

@@ -235,7 +235,9 @@ def test_reaper_samples_of_a_good_file(tmp_path):
     path = tmp_path / "s.json"
     path.write_bytes(dumps(valid()))
     values = {(s.metric.name, s.labels): s.value for s in reaper_samples(str(path))}
-    assert values[("workers_killed_active", ())] == 1
+    # The file (written before 0.2.0) says killed_active 1 of which killed_wsgi 1.
+    assert values[("reaper_last_run_kills", (("kind", "wsgi"),))] == 1
+    assert values[("reaper_last_run_kills", (("kind", "native_active"),))] == 0
     assert values[("reaper_runs_total", ())] == 7
     assert values[("reaper_kills_total", (("kind", "wsgi"),))] == 2
     assert values[("reaper_last_run_timestamp_seconds", ())] == 1_700_000_100
@@ -243,8 +245,10 @@ def test_reaper_samples_of_a_good_file(tmp_path):
 
 
 def test_no_state_file_means_nothing_was_killed(tmp_path):
-    values = {s.metric.name: s.value for s in reaper_samples(str(tmp_path / "none"))}
-    assert values == {"workers_killed_active": 0, "workers_killed_idle": 0}
+    values = {(s.metric.name, s.labels): s.value
+              for s in reaper_samples(str(tmp_path / "none"))}
+    assert values == {("reaper_last_run_kills", (("kind", k),)): 0
+                      for k in ("native_active", "native_idle", "wsgi")}
 
 
 @pytest.mark.parametrize("case", sorted(CORRUPT))

@@ -109,6 +109,12 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
     for name in _INTERNAL_KEYS:
         if name in plain:
             internal[name] = plain[name]
+    kills = {dict(s.labels).get("kind"): s.value
+             for s in labelled.get("reaper_last_run_kills", ())}
+    if kills:  # apache-manager's keys: active counts mod_wsgi daemons too
+        internal["workers_killed_active"] = (kills.get("native_active", 0)
+                                             + kills.get("wsgi", 0))
+        internal["workers_killed_idle"] = kills.get("native_idle", 0)
     out.extend(f"{_key(k)}\t{_format(v)}" for k, v in sorted(internal.items()))
     groups: Dict[str, Dict[str, str]] = {}
     for stat in MEMORY_STATS:
@@ -168,7 +174,7 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
         out.extend(truncated)
     reaper = []
     for m in REAPER_METRICS:
-        if m.name in original:
+        if m.name in original or "tab" in dict(m.absent):
             continue
         if m.labels:
             reaper.extend(rows(_key(m.name), labelled.get(m.name, ()), m.labels[0]))
