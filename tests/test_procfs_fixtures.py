@@ -145,6 +145,9 @@ def test_scan_groups_children_by_title(captured):
         **{p: NATIVE_GROUP for p in natives}, **{p: "example" for p in example},
         long[0]: "reporting-backend"}
     assert found.truncated == set() and found.warnings == ()
+    assert found.groups() == {NATIVE_GROUP: [by_pid[p].memory for p in natives],
+                              "example": [by_pid[p].memory for p in example],
+                              "reporting-backend": [by_pid[long[0]].memory]}
     assert list(found.groups()) == [NATIVE_GROUP, "example", "reporting-backend"]
     assert found.parent_pid == captured.parent
 
