@@ -15,6 +15,7 @@ placeholder in the command lines pointed at the copy's ``serverroot/``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -192,6 +193,16 @@ def test_memory_equals_the_captured_files(captured):
     # Forked workers share pages: each measure tells a different story.
     pss_of = {c.pid: c.memory for c in pss.children}
     assert all(uss[p] <= pss_of[p] < rss[p] for p in members)
+    # Every captured process, Apache's or not: some of them have private
+    # clean pages too (idle workers have none), so each field counts.
+    rollups = {int(path.parent.name): captured.rollup(int(path.parent.name))
+               for path in captured.root.glob("[0-9]*/smaps_rollup")}
+    assert len(rollups) == len(captured.psutil) - 1  # all but the zombie
+    assert any(r["Private_Clean"] and r["Private_Dirty"] for r in rollups.values())
+    for pid, r in rollups.items():
+        assert procfs.rss(pid) == captured.rss(pid) == captured.psutil[pid]["rss"]
+        assert procfs.pss_uss(pid) == (
+            r["Pss"], r["Private_Clean"] + r["Private_Dirty"] + r["Private_Hugetlb"])
 
 
 def test_start_times_names_and_parents_agree_with_psutil_to_the_bit(captured):
@@ -213,6 +224,11 @@ def test_socket_inodes_are_the_fd_links(captured):
     listening = dict(procfs.listening_sockets(captured.port))
     (inode,) = listening.values()
     assert listening == {"127.0.0.1": inode}
+    for pid in (captured.parent, captured.decoy, captured.stranger):
+        links = [os.readlink(fd) for fd in (captured.root / str(pid) / "fd").iterdir()]
+        assert any(not link.startswith("socket:") for link in links)  # pipes, epoll
+        assert procfs.socket_inodes(pid) == \
+            {int(link[8:-1]) for link in links if link.startswith("socket:[")}
     assert inode in procfs.socket_inodes(captured.parent)
     assert inode not in procfs.socket_inodes(captured.decoy)
     with pytest.raises(procfs.NoProcess):
