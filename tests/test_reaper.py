@@ -87,6 +87,21 @@ def serves(apache: ApacheServer, path: str = "/index.html", timeout: float = 15)
     return False
 
 
+def stderr_lines(proc: subprocess.Popen, needle: str) -> tuple:
+    """(event set once ``needle`` is in a line, the lines so far, the reader
+    thread) for a process's stderr, read to its end in the background."""
+    seen, lines = threading.Event(), []
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                seen.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return seen, lines, reader
+
+
 @pytest.fixture
 def server(request):
     mpm = getattr(request, "param", "prefork")
@@ -150,39 +165,58 @@ def test_worst_excess_first():
 
 # --- verification before signalling, with real processes ----------------------
 
+# A child that takes SIGTERM (and the test's SIGWINCH marker) one at a time
+# with sigwaitinfo, notes each in the log and carries on; "ready" once they
+# are blocked, so none can be missed or kill it before the log is written.
 TRAP = """
-import os, signal, sys, time
-def note(signum, frame):
-    with open(sys.argv[1], "a") as fh:
-        fh.write(f"{os.getpid()} got {signum}\\n")
-signal.signal(signal.SIGTERM, note)
+import os, signal, sys
+wanted = {signal.SIGTERM, signal.SIGWINCH}
+signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 print("ready", flush=True)
 while True:
-    time.sleep(0.1)
+    signum = signal.sigwaitinfo(wanted).si_signo
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()} got {signum}\\n")
 """
 
 
 def spawn_family(tmp_path: Path, children: int) -> tuple:
     """(parent Popen, [child psutil.Process], log): a parent process whose
-    children write every SIGTERM they get to the log and carry on."""
+    children write every SIGTERM they get to the log and carry on. The parent
+    prints its children's PIDs once every child has said it is ready."""
     log = tmp_path / "signals.log"
     script = tmp_path / "trap.py"
     script.write_text(TRAP)
     starter = tmp_path / "parent.py"
     starter.write_text(
         "import subprocess, sys, time\n"
-        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}]) "
-        f"for _ in range({children})]\n"
+        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}], "
+        f"stdout=subprocess.PIPE) for _ in range({children})]\n"
+        "assert [c.stdout.readline() for c in cs] == [b'ready\\n'] * len(cs)\n"
         "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
         "time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
     kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
-    deadline = time.monotonic() + 10
-    while any(k.status() == psutil.STATUS_ZOMBIE or not k.cmdline()[1:2] for k in kids):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # the children have installed their handlers
+    assert len(kids) == children, "the children never became ready"
     return parent, kids, log
+
+
+def signals_noted(child: psutil.Process, log: Path, timeout: float = 10) -> list:
+    """The log's lines for ``child`` once it has taken every signal sent to it
+    before this call: SIGWINCH (28) is sent and its line waited for; a SIGTERM
+    (15) already pending is taken first (sigwaitinfo takes the lowest number),
+    one taken earlier was written earlier. The marker's line is left out."""
+    marker = f"{child.pid} got {signal.SIGWINCH.value}"
+    child.send_signal(signal.SIGWINCH)
+    deadline = time.monotonic() + timeout
+    while True:  # until the marker is in: the readiness condition itself
+        lines = log.read_text().splitlines() if log.exists() else []
+        if marker in lines:
+            return [ln for ln in lines if ln != marker and ln.startswith(f"{child.pid} ")]
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE, \
+            "the child died"
+        assert time.monotonic() < deadline, "the child never noted the marker"
+        time.sleep(0.01)
 
 
 def end_family(parent: subprocess.Popen, kids: list) -> None:
@@ -215,8 +249,7 @@ def test_pid_with_another_start_time_is_never_signalled(family):
     outcome = execute([stale], parent.pid, parent.create_time(), (child.name(),), grace=0.5)
     assert outcome.killed == [] and len(outcome.skipped) == 1
     assert "another process" in outcome.skipped[0][1]
-    time.sleep(0.3)
-    assert not log.exists() and child.is_running()
+    assert signals_noted(child, log) == [] and child.is_running()
 
 
 def test_only_children_of_the_scanned_parent_the_parent_and_pid_1(family):
@@ -237,8 +270,7 @@ def test_only_children_of_the_scanned_parent_the_parent_and_pid_1(family):
     outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
                       ("apache2",), grace=0.5)
     assert "no longer an Apache process" in outcome.skipped[0][1]
-    time.sleep(0.3)
-    assert not log.exists() and child.is_running()
+    assert signals_noted(child, log) == [] and child.is_running()
 
 
 def test_vanished_process_is_skipped_not_a_crash(family):
@@ -411,10 +443,17 @@ def test_two_reapers_at_once_take_turns_and_lose_no_count(server, tmp_path):
             "--max-kills", "50", "--state-file", str(state)]
     procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=exporter_env())
              for _ in range(2)]
-    time.sleep(1.0)
-    assert all(p.poll() is None for p in procs)  # both waiting
-    os.close(lock)
-    outs = [p.communicate(timeout=60)[1] for p in procs]
+    try:
+        watches = [stderr_lines(p, "another reaper is running; waiting") for p in procs]
+        assert all(seen.wait(30) for seen, _, _ in watches), [w[1] for w in watches]
+        assert all(p.poll() is None for p in procs)  # both waiting...
+        assert not state.exists()  # ...and neither has counted its run yet
+    finally:
+        os.close(lock)
+    for p, (_, _, reader) in zip(procs, watches):
+        p.wait(timeout=60)
+        reader.join(timeout=10)
+    outs = ["".join(lines) for _, lines, _ in watches]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert state_of(state)["totals"]["runs"] == 2
     # A reaper that cannot get the lock in time gives up cleanly.
