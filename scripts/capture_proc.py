@@ -24,9 +24,10 @@ size and clock ticks), the main server's ``httpd.conf`` under ``serverroot/``
 and a README.md of provenance. The temporary ServerRoots are rewritten to fixed
 placeholders (``/tmp/ame-apache-<mpm>-CAPTURED``, ``...-DECOY``, the stranger's
 ``/tmp/ame-capture-proc-CAPTURED``), this script's
-command line to ``python3 scripts/capture_proc.py``. Run as root (Apache's
-workers then run as www-data, and their smaps_rollup is readable) with the
-project's virtualenv:
+command line to ``python3 scripts/capture_proc.py``. Run with the project's
+virtualenv, as root (Apache's workers then run as www-data, as in production)
+or as any user (they run as that user); either way their smaps_rollup is
+readable:
 
     .venv/bin/python scripts/capture_proc.py [prefork] [event]
 """
@@ -235,7 +236,8 @@ def capture(mpm: str, version: str) -> str:
         write(os.path.join(out, "serverroot", "httpd.conf"), conf)
         meta = {
             "apache": version, "mpm": mpm, "date": datetime.date.today().isoformat(),
-            "page_size": os.sysconf("SC_PAGE_SIZE"), "clock_ticks": os.sysconf("SC_CLK_TCK"),
+            "as_root": os.geteuid() == 0, "page_size": os.sysconf("SC_PAGE_SIZE"),
+            "clock_ticks": os.sysconf("SC_CLK_TCK"),
             "port": main.port, "decoy_port": decoy.port, "stranger_port": stranger_port,
             "stranger_name": STRANGER_NAME,
             "server_root": f"/tmp/ame-apache-{mpm}-CAPTURED",
@@ -260,9 +262,11 @@ def capture(mpm: str, version: str) -> str:
 
 def readme(meta: dict, cap: Capture) -> str:
     r = meta["roles"]
+    who = ("run as root: the workers ran as www-data" if meta["as_root"]
+           else "run as an ordinary user: the workers ran as that user")
     return f"""# Captured /proc: Apache {meta['apache']}, {meta['mpm']} MPM
 
-Captured on {meta['date']} by `scripts/capture_proc.py` (run as root) from
+Captured on {meta['date']} by `scripts/capture_proc.py` ({who}) from
 Apache/{meta['apache']} (Debian 12 package `apache2`) with mod_wsgi
 (`libapache2-mod-wsgi-py3`), started through `tests/harness/apache.py`; page
 size {meta['page_size']} bytes, {meta['clock_ticks']} clock ticks per second.
@@ -302,10 +306,7 @@ ports and figures change; the tests read them from `capture.json`).
 
 
 def main(argv: list) -> int:
-    if os.geteuid() != 0:
-        print("capture_proc.py: run as root (to read the workers' smaps_rollup)",
-              file=sys.stderr)
-        return 2
+    """Capture the MPMs named in ``argv`` (default: prefork and event)."""
     version = apache_version()
     for mpm in argv or ["prefork", "event"]:
         capture(mpm, version)
