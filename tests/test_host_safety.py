@@ -305,7 +305,10 @@ s.serve_forever()
 # is the test's "you have taken everything sent before this" probe.
 MARKER = signal.SIGRTMAX
 TRAP = r"""
-import os, signal, sys
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: die with the family's parent
+if os.getppid() == 1:
+    sys.exit()  # it is gone already
 wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH,
           signal.SIGRTMAX}
 signal.pthread_sigmask(signal.SIG_BLOCK, wanted)

@@ -169,7 +169,10 @@ def test_worst_excess_first():
 # with sigwaitinfo, notes each in the log and carries on; "ready" once they
 # are blocked, so none can be missed or kill it before the log is written.
 TRAP = """
-import os, signal, sys
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: die with the family's parent
+if os.getppid() == 1:
+    sys.exit()  # it is gone already
 wanted = {signal.SIGTERM, signal.SIGWINCH}
 signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 print("ready", flush=True)
