@@ -37,9 +37,25 @@ MaxSpareThreads 8
 """
 
 
-def reap(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def reap(*args: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([REAPER, *args], capture_output=True, text=True, timeout=timeout,
-                          env=exporter_env())
+                          env=env or exporter_env())
+
+
+# A sitecustomize for the reaper's interpreter (put on its PYTHONPATH): every
+# signal it sends (os.kill, which psutil's send_signal uses; signal 0 is only
+# a probe) is written to $AME_TEST_KILL_LOG, after a first line "loaded".
+KILL_SPY = """
+import os, sys
+_log = os.environ["AME_TEST_KILL_LOG"]
+with open(_log, "a") as fh:
+    fh.write("loaded\\n")
+def _spy(event, args):
+    if event == "os.kill" and args[1] != 0:
+        with open(_log, "a") as fh:
+            fh.write(f"kill {args[0]} {args[1]}\\n")
+sys.addaudithook(_spy)
+"""
 
 
 def state_of(path: Path) -> dict:
@@ -398,12 +414,19 @@ def test_dry_run_signals_nothing_and_counts_would_kill(server, tmp_path):
     for _ in range(4):
         server.get("/embedded")
     before = children(server)
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(KILL_SPY)
+    kills = tmp_path / "kills.log"
     proc = reap("--url", server.status_url, "--max-memory-idle", "1M", "--dry-run",
-                "--max-kills", "50", "--state-file", str(state))
+                "--max-kills", "50", "--state-file", str(state),
+                env=exporter_env(PYTHONPATH=str(spy), AME_TEST_KILL_LOG=str(kills)))
     assert proc.returncode == 0, proc.stderr
     would = [ln for ln in proc.stderr.splitlines() if "info: would kill " in ln]
     assert would
-    time.sleep(0.5)
+    # Not one signal left the reaper (so none can still be on its way to a
+    # worker), and the workers are the same processes.
+    assert kills.read_text() == "loaded\n"
     assert children(server) == before
     totals = state_of(state)["totals"]
     assert totals["would_kill"] == len(would)
