@@ -364,8 +364,8 @@ def start_named(shared: Path, name: str, script: str, *args: str, user=None):
     path = shared / f"{name}-{len(list(shared.iterdir()))}.py"
     path.write_text(script)
     path.chmod(0o644)
-    proc = subprocess.Popen([str(exe), str(path), *args], stdout=subprocess.PIPE, text=True,
-                            user=user)
+    proc = subprocess.Popen([str(exe), str(path), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, user=user)
     first = proc.stdout.readline().strip()
     return proc, first
 
@@ -383,12 +383,12 @@ def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_nam
     try:
         for user in (None, "nobody"):
             parent, kids = start_named(shared_dir, "apache2", (
-                "import subprocess, sys, time\n"
+                "import subprocess, sys\n"
                 f"cs = [subprocess.Popen([sys.executable, {str(shared_dir / 'trap.py')!r}, "
                 f"{str(log)!r}], stdout=subprocess.PIPE) for _ in range(2)]\n"
                 "[c.stdout.readline() for c in cs]\n"
                 "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
-                "time.sleep(300)\n"), user=user)
+                "sys.stdin.read()\n"), user=user)
             families.append((parent, [int(p) for p in kids.split()]))
             assert [psutil.Process(p).name() for p in families[-1][1]] == ["apache2"] * 2
         foreign = [p for parent, kids in families for p in [parent.pid, *kids]]

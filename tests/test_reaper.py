@@ -208,13 +208,14 @@ def spawn_family(tmp_path: Path, children: int) -> tuple:
     script.write_text(TRAP)
     starter = tmp_path / "parent.py"
     starter.write_text(
-        "import subprocess, sys, time\n"
+        "import subprocess, sys\n"
         f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}], "
         f"stdout=subprocess.PIPE) for _ in range({children})]\n"
         "assert [c.stdout.readline() for c in cs] == [b'ready\\n'] * len(cs)\n"
         "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
-        "time.sleep(120)\n")
-    parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+        "sys.stdin.read()  # until the test closes it, or exits\n")
+    parent = subprocess.Popen([sys.executable, str(starter)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
     assert len(kids) == children, "the children never became ready"
     return parent, kids, log
