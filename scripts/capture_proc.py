@@ -183,12 +183,14 @@ def capture(mpm: str, version: str) -> str:
                                 stdout=subprocess.PIPE, text=True)
     stopped = False
     try:
+        assert main.proc and main.root and decoy.proc and stranger.stdin and stranger.stdout
+        main_proc, main_root, decoy_proc = main.proc, main.root, decoy.proc
         stranger_port = int(stranger.stdout.readline())
         for _ in range(3):
             for path in ("/index.html", "/embedded", "/daemon", "/long"):
                 main.get(path)
         decoy.get("/index.html")
-        parent = main.proc.pid
+        parent = main_proc.pid
         kids = psutil.Process(parent).children()
         titles = {k.pid: k.cmdline()[0].rstrip(" \0") for k in kids}
         natives = sorted(pid for pid, t in titles.items() if not t.startswith("(wsgi:"))
@@ -209,14 +211,14 @@ def capture(mpm: str, version: str) -> str:
                  tmp.encode(): b"/tmp/ame-capture-proc-CAPTURED"}
         cap = Capture(out, scrub)
         me = os.getpid()
-        decoy_kids = [k.pid for k in psutil.Process(decoy.proc.pid).children()]
+        decoy_kids = [k.pid for k in psutil.Process(decoy_proc.pid).children()]
         roles = {
             "capture": [me],
             "parent": [parent],
             "native": [p for p in natives if p != zombie],
             "zombie": [zombie],
             "wsgi": sorted(pid for pid, t in titles.items() if t.startswith("(wsgi:")),
-            "decoy_parent": [decoy.proc.pid],
+            "decoy_parent": [decoy_proc.pid],
             "decoy_child": sorted(decoy_kids),
             "stranger": [stranger.pid],
         }
@@ -230,7 +232,7 @@ def capture(mpm: str, version: str) -> str:
         cap.tables()
         os.kill(parent, signal.SIGCONT)
         stopped = False
-        conf = main.root.joinpath("httpd.conf").read_bytes()
+        conf = main_root.joinpath("httpd.conf").read_bytes()
         for old, new in scrub.items():
             conf = conf.replace(old, new)
         write(os.path.join(out, "serverroot", "httpd.conf"), conf)
@@ -252,8 +254,9 @@ def capture(mpm: str, version: str) -> str:
         return stem
     finally:
         if stopped:
-            os.kill(main.proc.pid, signal.SIGCONT)
-        stranger.stdin.close()
+            os.kill(main_proc.pid, signal.SIGCONT)
+        if stranger.stdin:
+            stranger.stdin.close()
         stranger.wait(timeout=10)
         decoy.stop()
         main.stop()
