@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -298,17 +300,40 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 """
 
+# Every signal a reaper could send but SIGKILL/SIGSTOP, taken one at a time
+# with sigwaitinfo and noted; MARKER (SIGRTMAX, after every standard signal)
+# is the test's "you have taken everything sent before this" probe.
+MARKER = signal.SIGRTMAX
 TRAP = r"""
-import os, signal, sys, time
-def note(signum, frame):
-    with open(sys.argv[1], "a") as fh:
-        fh.write(f"{os.getpid()} got {signum}\n")
-for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH):
-    signal.signal(s, note)
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: die with the family's parent
+if os.getppid() == 1:
+    sys.exit()  # it is gone already
+wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH,
+          signal.SIGRTMAX}
+signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 print("ready", flush=True)
 while True:
-    time.sleep(0.1)
+    signum = signal.sigwaitinfo(wanted).si_signo
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()} got {signum}\n")
 """
+
+
+def signals_noted(log: Path, pids, timeout: float = 10) -> list:
+    """The log's lines once each of ``pids`` has taken every signal sent to it
+    before this call (the kernel hands out the lowest-numbered pending signal
+    first, so the MARKER sent now comes last); the markers' lines left out."""
+    markers = {f"{pid} got {MARKER.value}" for pid in pids}
+    for pid in pids:
+        os.kill(pid, MARKER)
+    deadline = time.monotonic() + timeout
+    while True:  # until every marker is in: the readiness condition itself
+        lines = log.read_text().splitlines()
+        if markers <= set(lines):
+            return [ln for ln in lines if ln not in markers]
+        assert time.monotonic() < deadline, f"not every process noted the marker: {lines}"
+        time.sleep(0.01)
 
 
 def worker_page(pids) -> bytes:
@@ -339,8 +364,8 @@ def start_named(shared: Path, name: str, script: str, *args: str, user=None):
     path = shared / f"{name}-{len(list(shared.iterdir()))}.py"
     path.write_text(script)
     path.chmod(0o644)
-    proc = subprocess.Popen([str(exe), str(path), *args], stdout=subprocess.PIPE, text=True,
-                            user=user)
+    proc = subprocess.Popen([str(exe), str(path), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, user=user)
     first = proc.stdout.readline().strip()
     return proc, first
 
@@ -358,12 +383,12 @@ def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_nam
     try:
         for user in (None, "nobody"):
             parent, kids = start_named(shared_dir, "apache2", (
-                "import subprocess, sys, time\n"
+                "import subprocess, sys\n"
                 f"cs = [subprocess.Popen([sys.executable, {str(shared_dir / 'trap.py')!r}, "
                 f"{str(log)!r}], stdout=subprocess.PIPE) for _ in range(2)]\n"
                 "[c.stdout.readline() for c in cs]\n"
                 "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
-                "time.sleep(300)\n"), user=user)
+                "sys.stdin.read()\n"), user=user)
             families.append((parent, [int(p) for p in kids.split()]))
             assert [psutil.Process(p).name() for p in families[-1][1]] == ["apache2"] * 2
         foreign = [p for parent, kids in families for p in [parent.pid, *kids]]
@@ -382,8 +407,9 @@ def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_nam
         finally:
             server.kill()
             server.wait()
-        assert log.read_text() == ""
-        assert all(psutil.pid_exists(p) for p in foreign)
+        assert signals_noted(log, [p for _, kids in families for p in kids]) == []
+        assert all(parent.poll() is None for parent, _ in families)
+        assert all(psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in foreign)
         last = json.loads(state.read_text())["last_run"]
         assert last["killed_native_active"] == last["killed_wsgi"] == 0
         if server_name == "apache2":

@@ -37,9 +37,25 @@ MaxSpareThreads 8
 """
 
 
-def reap(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def reap(*args: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([REAPER, *args], capture_output=True, text=True, timeout=timeout,
-                          env=exporter_env())
+                          env=env or exporter_env())
+
+
+# A sitecustomize for the reaper's interpreter (put on its PYTHONPATH): every
+# signal it sends (os.kill, which psutil's send_signal uses; signal 0 is only
+# a probe) is written to $AME_TEST_KILL_LOG, after a first line "loaded".
+KILL_SPY = """
+import os, sys
+_log = os.environ["AME_TEST_KILL_LOG"]
+with open(_log, "a") as fh:
+    fh.write("loaded\\n")
+def _spy(event, args):
+    if event == "os.kill" and args[1] != 0:
+        with open(_log, "a") as fh:
+            fh.write(f"kill {args[0]} {args[1]}\\n")
+sys.addaudithook(_spy)
+"""
 
 
 def state_of(path: Path) -> dict:
@@ -85,6 +101,21 @@ def serves(apache: ApacheServer, path: str = "/index.html", timeout: float = 15)
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     return False
+
+
+def stderr_lines(proc: subprocess.Popen, needle: str) -> tuple:
+    """(event set once ``needle`` is in a line, the lines so far, the reader
+    thread) for a process's stderr, read to its end in the background."""
+    seen, lines = threading.Event(), []
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                seen.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return seen, lines, reader
 
 
 @pytest.fixture
@@ -150,39 +181,62 @@ def test_worst_excess_first():
 
 # --- verification before signalling, with real processes ----------------------
 
+# A child that takes SIGTERM (and the test's SIGWINCH marker) one at a time
+# with sigwaitinfo, notes each in the log and carries on; "ready" once they
+# are blocked, so none can be missed or kill it before the log is written.
 TRAP = """
-import os, signal, sys, time
-def note(signum, frame):
-    with open(sys.argv[1], "a") as fh:
-        fh.write(f"{os.getpid()} got {signum}\\n")
-signal.signal(signal.SIGTERM, note)
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG: die with the family's parent
+if os.getppid() == 1:
+    sys.exit()  # it is gone already
+wanted = {signal.SIGTERM, signal.SIGWINCH}
+signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
 print("ready", flush=True)
 while True:
-    time.sleep(0.1)
+    signum = signal.sigwaitinfo(wanted).si_signo
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()} got {signum}\\n")
 """
 
 
 def spawn_family(tmp_path: Path, children: int) -> tuple:
     """(parent Popen, [child psutil.Process], log): a parent process whose
-    children write every SIGTERM they get to the log and carry on."""
+    children write every SIGTERM they get to the log and carry on. The parent
+    prints its children's PIDs once every child has said it is ready."""
     log = tmp_path / "signals.log"
     script = tmp_path / "trap.py"
     script.write_text(TRAP)
     starter = tmp_path / "parent.py"
     starter.write_text(
-        "import subprocess, sys, time\n"
-        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}]) "
-        f"for _ in range({children})]\n"
+        "import subprocess, sys\n"
+        f"cs = [subprocess.Popen([sys.executable, {str(script)!r}, {str(log)!r}], "
+        f"stdout=subprocess.PIPE) for _ in range({children})]\n"
+        "assert [c.stdout.readline() for c in cs] == [b'ready\\n'] * len(cs)\n"
         "print(' '.join(str(c.pid) for c in cs), flush=True)\n"
-        "time.sleep(120)\n")
-    parent = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+        "sys.stdin.read()  # until the test closes it, or exits\n")
+    parent = subprocess.Popen([sys.executable, str(starter)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     kids = [psutil.Process(int(p)) for p in parent.stdout.readline().split()]
-    deadline = time.monotonic() + 10
-    while any(k.status() == psutil.STATUS_ZOMBIE or not k.cmdline()[1:2] for k in kids):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # the children have installed their handlers
+    assert len(kids) == children, "the children never became ready"
     return parent, kids, log
+
+
+def signals_noted(child: psutil.Process, log: Path, timeout: float = 10) -> list:
+    """The log's lines for ``child`` once it has taken every signal sent to it
+    before this call: SIGWINCH (28) is sent and its line waited for; a SIGTERM
+    (15) already pending is taken first (sigwaitinfo takes the lowest number),
+    one taken earlier was written earlier. The marker's line is left out."""
+    marker = f"{child.pid} got {signal.SIGWINCH.value}"
+    child.send_signal(signal.SIGWINCH)
+    deadline = time.monotonic() + timeout
+    while True:  # until the marker is in: the readiness condition itself
+        lines = log.read_text().splitlines() if log.exists() else []
+        if marker in lines:
+            return [ln for ln in lines if ln != marker and ln.startswith(f"{child.pid} ")]
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE, \
+            "the child died"
+        assert time.monotonic() < deadline, "the child never noted the marker"
+        time.sleep(0.01)
 
 
 def end_family(parent: subprocess.Popen, kids: list) -> None:
@@ -215,8 +269,7 @@ def test_pid_with_another_start_time_is_never_signalled(family):
     outcome = execute([stale], parent.pid, parent.create_time(), (child.name(),), grace=0.5)
     assert outcome.killed == [] and len(outcome.skipped) == 1
     assert "another process" in outcome.skipped[0][1]
-    time.sleep(0.3)
-    assert not log.exists() and child.is_running()
+    assert signals_noted(child, log) == [] and child.is_running()
 
 
 def test_only_children_of_the_scanned_parent_the_parent_and_pid_1(family):
@@ -237,8 +290,7 @@ def test_only_children_of_the_scanned_parent_the_parent_and_pid_1(family):
     outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
                       ("apache2",), grace=0.5)
     assert "no longer an Apache process" in outcome.skipped[0][1]
-    time.sleep(0.3)
-    assert not log.exists() and child.is_running()
+    assert signals_noted(child, log) == [] and child.is_running()
 
 
 def test_vanished_process_is_skipped_not_a_crash(family):
@@ -363,12 +415,19 @@ def test_dry_run_signals_nothing_and_counts_would_kill(server, tmp_path):
     for _ in range(4):
         server.get("/embedded")
     before = children(server)
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(KILL_SPY)
+    kills = tmp_path / "kills.log"
     proc = reap("--url", server.status_url, "--max-memory-idle", "1M", "--dry-run",
-                "--max-kills", "50", "--state-file", str(state))
+                "--max-kills", "50", "--state-file", str(state),
+                env=exporter_env(PYTHONPATH=str(spy), AME_TEST_KILL_LOG=str(kills)))
     assert proc.returncode == 0, proc.stderr
     would = [ln for ln in proc.stderr.splitlines() if "info: would kill " in ln]
     assert would
-    time.sleep(0.5)
+    # Not one signal left the reaper (so none can still be on its way to a
+    # worker), and the workers are the same processes.
+    assert kills.read_text() == "loaded\n"
     assert children(server) == before
     totals = state_of(state)["totals"]
     assert totals["would_kill"] == len(would)
@@ -411,10 +470,17 @@ def test_two_reapers_at_once_take_turns_and_lose_no_count(server, tmp_path):
             "--max-kills", "50", "--state-file", str(state)]
     procs = [subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=exporter_env())
              for _ in range(2)]
-    time.sleep(1.0)
-    assert all(p.poll() is None for p in procs)  # both waiting
-    os.close(lock)
-    outs = [p.communicate(timeout=60)[1] for p in procs]
+    try:
+        watches = [stderr_lines(p, "another reaper is running; waiting") for p in procs]
+        assert all(seen.wait(30) for seen, _, _ in watches), [w[1] for w in watches]
+        assert all(p.poll() is None for p in procs)  # both waiting...
+        assert not state.exists()  # ...and neither has counted its run yet
+    finally:
+        os.close(lock)
+    for p, (_, _, reader) in zip(procs, watches):
+        p.wait(timeout=60)
+        reader.join(timeout=10)
+    outs = ["".join(lines) for _, lines, _ in watches]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert state_of(state)["totals"]["runs"] == 2
     # A reaper that cannot get the lock in time gives up cleanly.
