@@ -214,6 +214,7 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     for name in getattr(parser, "_foreign_names", ()):
         if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
             raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
+    _check_config_files(parser, cli)
     for secret in ("--password", "--influxdb-password", "--listen-password"):
         if any(a == secret or a.startswith(secret + "=") for a in cli):
             key = secret[2:]
@@ -259,14 +260,42 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
                         "--help; values are not shown)", name, parser.prog)
 
 
+def _check_config_files(parser: configargparse.ArgParser, cli: Sequence[str]) -> None:
+    """Config files are read only when they can be trusted: a regular file
+    (a FIFO would block the run for ever), owned by this user or root and not
+    writable by group or others (it says which Apache to watch and whom the
+    reaper may signal)."""
+    import stat as stat_module
+
+    given = [cli[i + 1] for i, a in enumerate(cli[:-1]) if a in ("-c", "--config")]
+    given += [a.split("=", 1)[1] for a in cli if a.startswith("--config=")]
+    paths = given + [os.path.expanduser(p) for p in CONFIG_FILES]
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # a missing default is fine; a missing -c is configargparse's error
+        if not stat_module.S_ISREG(st.st_mode):
+            raise UsageError(f"config file {path} is not a regular file")
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
+            raise UsageError(f"config file {path} is writable by others than this user "
+                             f"or root (owner uid {st.st_uid}, mode "
+                             f"{stat_module.S_IMODE(st.st_mode):04o}); fix it with chown and "
+                             f"chmod go-w, or do not use it")
+
+
 def read_secret(path: str, option: str) -> str:
-    """First line of a secret file, for --password-file and friends."""
+    """First line of a secret file, for --password-file and friends: a small
+    regular file (a FIFO would block for ever), never through a symlink."""
+    from apache_metrics_exporter.paths import Corrupt, read_bounded
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            line = fh.readline()
+        data = read_bounded(path, 64 * 1024)
+    except Corrupt as exc:
+        raise UsageError(f"cannot read {option} {path}: it {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {option} {path}: {exc.strerror}") from None
-    return line.rstrip("\r\n")
+    return data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
 
 
 def _readable(path: Optional[str], option: str) -> None:

@@ -60,6 +60,30 @@ def parse_listen(text: str) -> Tuple[str, int]:
     return host or "127.0.0.1", int(port) if port else DEFAULT_PORT
 
 
+def allowed(url: str, pattern: str) -> bool:
+    """Whether --probe-allow ``pattern`` admits ``url``, part by part: the
+    scheme as written, each dot-separated label of the host, the port (given
+    explicitly, 1-65535) and each /-separated segment of the path are matched
+    with shell wildcards that never cross a part; no query, no fragment, no
+    user information."""
+    from urllib.parse import urlsplit
+
+    try:
+        u, p = urlsplit(url), urlsplit(pattern)
+        u_port, p_port = u.port, p.netloc.rpartition(":")[2] if ":" in p.netloc else ""
+    except ValueError:
+        return False
+    if (u.query or u.fragment or "@" in u.netloc or not u.hostname or not u_port
+            or not 0 < u_port < 65536 or u.scheme != p.scheme or not p_port):
+        return False
+    u_host, p_host = u.hostname.split("."), (p.hostname or "").split(".")
+    u_path, p_path = u.path.split("/"), p.path.split("/")
+    return (len(u_host) == len(p_host) and len(u_path) == len(p_path)
+            and all(fnmatch.fnmatchcase(a, b) for a, b in zip(u_host, p_host))
+            and fnmatch.fnmatchcase(str(u_port), p_port)
+            and all(fnmatch.fnmatchcase(a, b) for a, b in zip(u_path, p_path)))
+
+
 class Endpoint:
     """What a scrape does: collect targets concurrently, render, count failures."""
 
@@ -89,15 +113,19 @@ class Endpoint:
         for t in self.targets:
             if t.url == url:
                 return t
-        if not any(fnmatch.fnmatchcase(url, p) for p in self.patterns):
+        if not any(allowed(url, p) for p in self.patterns):
             return None
-        from apache_metrics_exporter.http import check_url
+        from apache_metrics_exporter.http import Target, check_url
 
         try:
             check_url(url)
         except UsageError:
             return None
-        return self.targets[0]._replace(url=url) if self.targets else None
+        # A probed URL gets no credentials, headers or client certificate of
+        # the configured targets: whoever listens there must not receive them.
+        base = self.targets[0] if self.targets else Target(url)
+        return Target(url, timeout=base.timeout, max_bytes=base.max_bytes,
+                      ca_file=base.ca_file, insecure=base.insecure)
 
     def scrape(self, targets: Sequence[Target]) -> str:
         """One exposition for these targets (never raises for a bad target)."""

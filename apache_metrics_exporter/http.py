@@ -277,6 +277,9 @@ class Fetcher:
         self._https = urlsplit(target.url).scheme == "https"
         self.host, self.port = host_port(target.url)
         self._conn: Optional[_Connection] = None
+        # The address that answered the last request: what the process proof
+        # checks (a name could resolve differently a second time).
+        self.peer: Optional[str] = None
         self._clock = _Clock()
         self._shared_deadline = False
         self._headers: Dict[str, str] = {"User-Agent": USER_AGENT, "Accept": "*/*"}
@@ -380,6 +383,10 @@ class Fetcher:
         conn = self._connect()
         conn.request("GET", path, headers=self._headers)
         resp = conn.getresponse()
+        try:
+            self.peer = str(conn.sock.getpeername()[0]) if conn.sock else None
+        except OSError:
+            self.peer = None
         if resp.status != 200:
             body_hint = ""
             if resp.status in (301, 302, 303, 307, 308):

@@ -120,10 +120,29 @@ def _resolve(path: str) -> tuple:
         if stat.S_ISDIR(mode):
             shown = path if p == os.path.abspath(path) else f"{path} (-> {p})"
             raise OutputError(f"cannot write {shown}: it is a directory; give a file name")
+        planted = _planted(st, dst)
+        if planted:
+            # The kernel's protected_regular/protected_fifos rule: in a sticky
+            # world-writable directory (/tmp) a file or FIFO another user put
+            # there is not written into, nor does the new file become theirs.
+            if p not in _warned:
+                _warned.add(p)
+                log.warning("--output %s: %s belongs to uid %d in the sticky "
+                            "world-writable directory %s; replacing it with a file of "
+                            "this user's", path, p, st.st_uid, directory)
+            return ("file", p, None)
         if stat.S_ISREG(mode):
             return ("file", p, st)
         return ("special", p, False)
     raise OutputError(f"cannot write {path}: more than {MAX_LINKS} symlinks in a row")
+
+
+def _planted(st: os.stat_result, dst: os.stat_result) -> bool:
+    """A regular file or FIFO in a sticky world-writable directory owned by
+    neither this user nor the directory's owner."""
+    return (bool(stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode))
+            and bool(dst.st_mode & stat.S_ISVTX and dst.st_mode & stat.S_IWOTH)
+            and st.st_uid not in (os.geteuid(), dst.st_uid))
 
 
 def _real_directory(path: str, directory: str, budget: list) -> str:

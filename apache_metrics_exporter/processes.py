@@ -92,10 +92,13 @@ def wsgi_group(title: str, room: int) -> Optional[tuple]:
 
 
 def _read_pid_file(path: str) -> Optional[int]:
+    """The PID in a PID file; None unless it is a small regular file (a FIFO
+    planted there would block for ever, a device never end)."""
+    from apache_metrics_exporter.paths import Corrupt, read_bounded
+
     try:
-        with open(path, "rb") as fh:
-            text = fh.read(64).strip()
-    except OSError:
+        text = read_bounded(path, 64).strip()
+    except (OSError, Corrupt):
         return None
     return int(text) if text.isdigit() and len(text) < 10 else None
 
@@ -210,10 +213,13 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
                 break
         except (procfs.NoProcess, procfs.Denied) as exc:
             denied = denied or isinstance(exc, procfs.Denied)
+    proven_early = bool(tops)
+    other = ""
     if not tops:
-        tops, denied_all, other = _owners(inodes, exe_names)
+        tops, denied_all = _apache_owners(inodes, exe_names)
         denied = denied or denied_all
         if not tops:
+            other = _other_owner(inodes)
             if other:
                 return Parent(None, f"the process listening on {where} is {other}, "
                                     f"not {'/'.join(exe_names)}")
@@ -229,6 +235,19 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         return Parent(None, f"several Apache parents ({_join(map(str, sorted(tops)))}) "
                             f"listen on {where}; give --pid-file")
     top = tops.pop()
+    if not proven_early:
+        # Every socket a connection to the URL can reach must be this tree's:
+        # a co-listener that is not (another user's process on the same port
+        # and another address of the name, an IPv4 socket beside an IPv6-only
+        # one) may be the one that answered.
+        try:
+            whole = _holds(top, inodes)
+        except (procfs.NoProcess, procfs.Denied):
+            whole = False
+        if not whole:
+            other = _other_owner(inodes) or "a process this user cannot see"
+            return Parent(None, f"{other} listens on {where} beside Apache (PID {top}); "
+                                "it may be the one answering, so no process is trusted")
     if named_top and named_top != top:
         return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
                             f"listening on {where} is PID {top}")
@@ -237,41 +256,65 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
 
 
 def parent_of_url(host: str, port: int, exe_names: Sequence[str],
-                  pid_file: Optional[str] = None, hints: Iterable[int] = ()) -> Parent:
+                  pid_file: Optional[str] = None, hints: Iterable[int] = (),
+                  peer: Optional[str] = None) -> Parent:
     """The proven Apache parent serving ``host``:``port`` (see find_parent); a
-    host that is not a loopback address has none, unless --pid-file names it."""
+    host that is not a loopback address has none, unless --pid-file names it.
+    ``peer``, the address that answered the fetch, is what is proven when
+    known: the name is not resolved a second time."""
     from apache_metrics_exporter.loopback import loopback_addresses
 
-    addresses = loopback_addresses(host)
+    addresses = loopback_addresses(peer if peer else host)
     if addresses is None and not pid_file:
         return Parent(None, f"{host} is not a loopback address of this host (run the "
                             "exporter on Apache's host, or give --pid-file)")
     return find_parent(addresses or (), port, exe_names, pid_file, hints)
 
 
-def _owners(inodes: set, exe_names: Sequence[str]) -> tuple:
-    """(Apache parents holding the sockets, whether some processes could not
-    be read, 'NAME (PID N)' of a non-Apache holder) - a walk over every process."""
-    tops, denied, other = set(), False, ""
+OWNER_WALK_SECONDS = 0.5  # naming a non-Apache listener: a bounded walk
+
+
+def _apache_owners(inodes: set, exe_names: Sequence[str]) -> tuple:
+    """(Apache parents whose processes hold one of the sockets, whether some
+    could not be read): only processes named like Apache have their fds read,
+    so another user's process with many fds cannot slow every run down."""
+    tops: Set[int] = set()
+    denied = False
     for pid in procfs.pids():
         try:
+            if procfs.stat(pid).name not in exe_names:
+                continue
             held = procfs.socket_inodes(pid) & inodes
         except procfs.NoProcess:
             continue
         except procfs.Denied:
             denied = True
             continue
-        if not held:
+        if held:
+            top = _top_apache(pid, exe_names)
+            if top is not None:
+                tops.add(top)
+    return tops, denied
+
+
+def _other_owner(inodes: set) -> str:
+    """'NAME (PID N)' of a process that is not Apache and holds one of the
+    sockets, '' if none is found within OWNER_WALK_SECONDS (for the message)."""
+    import time
+
+    deadline = time.monotonic() + OWNER_WALK_SECONDS
+    for pid in procfs.pids():
+        if time.monotonic() > deadline:
+            break
+        try:
+            if not procfs.socket_inodes(pid) & inodes:
+                continue
+            name = procfs.stat(pid).name
+        except (procfs.NoProcess, procfs.Denied):
             continue
-        top = _top_apache(pid, exe_names)
-        if top is not None:
-            tops.add(top)
-        elif not other:
-            try:
-                other = f"{procfs.stat(pid).name!r} (PID {pid})"
-            except (procfs.NoProcess, procfs.Denied):
-                other = f"PID {pid}"
-    return tops, denied, other
+        if name not in DEFAULT_EXE_NAMES:
+            return f"{name!r} (PID {pid})"
+    return ""
 
 
 def _join(items: Iterable[str]) -> str:

@@ -51,13 +51,15 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         fetcher.close()
     with state_file.locked(args.lock_timeout) as state:
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
-                               [w.pid for w in workers or () if w.pid])
+                               [w.pid for w in workers or () if w.pid],
+                               fetcher.peer if workers is not None else None)
         totals = state["totals"]
         if parent.pid is None:
             log.error("cannot prove which Apache serves %s: %s; signalling nothing",
                       target.url, parent.reason)
-            totals["runs"] += 1
-            totals["unproven_runs"] += 1
+            if not args.dry_run:  # a dry run changes no counter but would_kill
+                totals["runs"] += 1
+                totals["unproven_runs"] += 1
             state["last_run"] = RunCounts(int(started), bool(args.dry_run),
                                           result="skipped").to_json()
             return EXIT_OK
@@ -100,7 +102,8 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             escalations, skipped = len(outcome.escalated), len(outcome.skipped)
             totals["sigkill_escalations"] += escalations
             totals["skipped_for_safety"] += skipped
-        totals["runs"] += 1
+        if not args.dry_run:
+            totals["runs"] += 1
         run = RunCounts(int(started), bool(args.dry_run), len(processes.children),
                         kills["native_active"], kills["native_idle"], kills["wsgi"],
                         would_kill, escalations, skipped, result)

@@ -112,7 +112,8 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         # Only the Apache proven to serve the URL (the owner of its listening
         # socket) is scanned; the page's PIDs are mere hints where to look.
         parent = parent_of_url(fetcher.host, fetcher.port, options.exe_names,
-                               options.pid_file, [w.pid for w in workers or () if w.pid])
+                               options.pid_file, [w.pid for w in workers or () if w.pid],
+                               fetcher.peer if auto is not None else None)
         if parent.pid is None:
             warnings.append(f"no process figures for {url}: {parent.reason}")
         else:

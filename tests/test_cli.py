@@ -355,3 +355,29 @@ def test_every_log_line_is_one_line_without_control_characters(capsys, style, pr
     err = capsys.readouterr().err
     assert err == (prefix + "reason OK\\x1b[2J\\rX\\r\\nprog: error: forged\\x00\\x7f\\x85"
                    "\\x9b\\u2028end\\tz\n")
+
+
+def test_fifos_where_files_are_expected_never_hang_a_run(tmp_path):
+    # A FIFO planted as the PID file, a password file or a config file would
+    # block an open() for ever (and the reaper while holding its lock).
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    down = ("--url", "http://127.0.0.1:9/server-status", "--format", "tab")
+    proc = run_exporter(*down, "--pid-file", str(fifo), timeout=20)
+    assert proc.returncode == 0 and "status-response\t1" in proc.stdout
+    proc = run_exporter(*down, "--user", "u", "--password-file", str(fifo), timeout=20)
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr
+    proc = run_exporter(*down, "-c", str(fifo), timeout=20)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+
+
+def test_a_config_file_others_can_write_is_refused(tmp_path):
+    conf = tmp_path / "shared.conf"
+    conf.write_text("apache-exe = sshd\n")
+    conf.chmod(0o666)
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "-c", str(conf))
+    assert proc.returncode == 2 and "writable by others" in proc.stderr
+    conf.chmod(0o644)
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "-c", str(conf),
+                        "--format", "tab")
+    assert proc.returncode == 0

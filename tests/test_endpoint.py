@@ -257,3 +257,54 @@ def test_the_port_is_taken():
                               capture_output=True, text=True, timeout=30, env=exporter_env())
     assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr
 
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("http://127.0.0.1:8080/server-status", True),
+    ("http://127.0.0.1:80/x?/server-status", False),      # a query
+    ("http://127.0.0.1:80/a/b/server-status", False),     # * never crosses a /
+    ("http://127.0.0.1:0/server-status", False),          # port 0
+    ("http://127.0.0.1/server-status", False),            # no explicit port
+    ("http://u:p@127.0.0.1:80/server-status", False),     # user information
+    ("https://127.0.0.1:80/server-status", False),        # another scheme
+    ("http://127.0.0.1:80/server-status#x", False),
+])
+def test_probe_patterns_match_part_by_part(url, ok):
+    from apache_metrics_exporter.endpoint import allowed
+
+    assert allowed(url, "http://127.0.0.1:*/server-status") is ok
+    assert not allowed("http://localhost.evil.example:80/s", "http://localhost*:*/s")
+
+
+def test_a_probed_target_gets_none_of_the_configured_credentials(tmp_path):
+    import http.server
+
+    seen = []
+
+    class Capture(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(dict(self.headers))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    peer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=peer.serve_forever, daemon=True).start()
+    secret = tmp_path / "pw"
+    secret.write_text("Sup3rSecret\n")
+    try:
+        with running("--url", "http://127.0.0.1:9/server-status", "--user", "admin",
+                     "--password-file", str(secret), "--header", "X-Token: t0ken",
+                     "--probe-allow", "http://127.0.0.1:*/server-status") as ep:
+            target = f"http://127.0.0.1:{peer.server_address[1]}/server-status"
+            code, body, _ = ep.get("/probe?target=" + urllib.request.quote(target, safe=""))
+            assert code == 200 and prom_series(body)["apache_up"] == 0
+    finally:
+        peer.shutdown()
+        peer.server_close()
+    assert seen, "the probe did not reach the peer"
+    for headers in seen:
+        assert "Authorization" not in headers and "X-Token" not in headers, headers

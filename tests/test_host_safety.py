@@ -147,6 +147,33 @@ def test_listener_that_is_not_apache(fake):
     assert parent.pid is None and "'python3' (PID 50), not apache2" in parent.reason
 
 
+def test_a_co_listener_that_is_not_apache_makes_the_tree_unproven(fake):
+    # localhost is ::1 and 127.0.0.1; Apache holds 127.0.0.1:8080, another
+    # user's process [::1]:8080 and may be the one that answers (it names
+    # Apache's workers on its page): nothing is trusted, whatever the hints.
+    fake.process(1, "systemd", 0)
+    fake.process(100, "apache2", 1, sockets=[1001])
+    fake.process(101, "apache2", 100, sockets=[1001])
+    fake.process(66, "python3", 1, sockets=[6601])
+    fake.listen("127.0.0.1", 8080, 1001)
+    fake.listen("::1", 8080, 6601)
+    parent = find_parent(["::1", "127.0.0.1"], 8080, APACHE, hints=[101])
+    assert parent.pid is None and "'python3' (PID 66)" in parent.reason
+    assert find_parent(["127.0.0.1"], 8080, APACHE, hints=[101]).pid == 100
+
+
+def test_an_ipv4_listener_beside_apaches_ipv6_only_socket(fake):
+    # Apache on [::] (maybe IPV6_V6ONLY), another process on 0.0.0.0 of the
+    # same port: an IPv4 connection may reach either.
+    fake.process(1, "systemd", 0)
+    fake.process(100, "apache2", 1, sockets=[2002])
+    fake.process(66, "python3", 1, sockets=[6602])
+    fake.listen("::", 8080, 2002)
+    fake.listen("0.0.0.0", 8080, 6602)
+    assert find_parent(["127.0.0.1"], 8080, APACHE).pid is None
+    assert find_parent(["::1"], 8080, APACHE).pid == 100
+
+
 def test_two_apaches_on_one_port_are_ambiguous(fake):
     fake.process(1, "systemd", 0)
     fake.process(100, "apache2", 1, sockets=[1001])

@@ -521,3 +521,29 @@ def test_stdout_full(tmp_path):
                               stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 1
     assert "cannot write to standard output: No space left on device" in proc.stderr
+
+
+@root_only
+def test_a_file_planted_in_a_sticky_directory_is_not_handed_back(sticky, capsys):
+    # Another user's 0666 file in /tmp: root's metrics must not stay theirs
+    # (they could rewrite status-response), as the kernel's protected_regular.
+    planted = sticky / "apache-manager.txt"
+    planted.write_text("planted\n")
+    planted.chmod(0o666)
+    os.chown(planted, NOBODY, NOBODY)
+    write_atomic(str(planted), "status-response\t1\n")
+    st = planted.stat()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644 & ~umask)
+    assert planted.read_text() == "status-response\t1\n"
+    assert "belongs to uid" in capsys.readouterr().err
+
+
+@root_only
+def test_a_fifo_planted_in_a_sticky_directory_is_replaced_not_written(sticky):
+    fifo = sticky / "out"
+    os.mkfifo(fifo)
+    os.chown(fifo, NOBODY, NOBODY)
+    write_atomic(str(fifo), "x\n")  # no reader: it would have waited 10 s
+    assert fifo.is_file() and fifo.read_text() == "x\n"
