@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # annotations only
     from typing import Callable, Iterator, Optional
 
 
+class Busy(OutputError):
+    """The lock is held by someone else past the timeout."""
+
+
 @contextmanager
 def exclusive(path: str, timeout: float, holder: str, consequence: str = "is one stuck?",
               on_wait: Optional[Callable[[], None]] = None) -> Iterator[None]:
@@ -60,8 +64,7 @@ def exclusive(path: str, timeout: float, holder: str, consequence: str = "is one
                 on_wait()
             waited = True
             if time.monotonic() > deadline:
-                raise OutputError(f"{holder} has held {path} for {timeout:g} s; "
-                                  f"{consequence}")
+                raise Busy(f"{holder} has held {path} for {timeout:g} s; {consequence}")
             time.sleep(0.05)
         yield
     finally:

@@ -22,9 +22,11 @@ from apache_metrics_exporter.spool import Spool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Optional
+    from typing import Any, List, Optional
 
 TRANSIENT, AUTH, REJECTED = "transient", "auth", "rejected"
+LOCK_WAIT = 5.0  # seconds to wait for another run's delivery before spooling instead
+WRITE_MARGIN = 1.0  # seconds past --influxdb-timeout before a write is given up
 
 
 class PushSettings(NamedTuple):
@@ -78,6 +80,33 @@ class InfluxPush:
         return text.replace(token, "***") if token else text
 
     def write(self, body: str) -> None:
+        """One write, bounded by a wall-clock deadline (--influxdb-timeout): the
+        client's timeout is per socket operation, and a server answering one
+        byte at a time would hold the run (and the spool's lock) for ever."""
+        import threading
+
+        outcome: List[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._write(body)
+            except BaseException as exc:  # carried to the caller's thread
+                outcome.append(exc)
+            else:
+                outcome.append(StopIteration())
+
+        worker = threading.Thread(target=run, name="influxdb-write", daemon=True)
+        worker.start()
+        worker.join(self.settings.timeout + WRITE_MARGIN)
+        if not outcome:
+            self.close()  # the client is left to the stuck thread; a new one next time
+            raise PushFailed(TRANSIENT, self._scrub(
+                f"no complete answer from InfluxDB at {self.settings.url} within "
+                f"{self.settings.timeout:g} s (--influxdb-timeout)"))
+        if not isinstance(outcome[0], StopIteration):
+            raise outcome[0]
+
+    def _write(self, body: str) -> None:
         """One synchronous write; PushFailed says what kind of failure."""
         from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
@@ -116,57 +145,72 @@ class InfluxPush:
         """
         spool = self.spool
         spool.ensure()
-        with spool.locked():
-            state = spool.load_state()
-            spool.check_quarantine(state)
+        from apache_metrics_exporter.locks import Busy
 
-            def quarantine(batch: Any, failure: PushFailed) -> str:
-                try:
-                    where = spool.quarantine(batch, str(failure))
-                except (OSError, OutputError) as exc:
-                    reason = getattr(exc, "strerror", None) or exc
-                    return f"(nowhere: the quarantine cannot be used: {reason})"
-                state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
-                return where
+        try:
+            with spool.locked(LOCK_WAIT):
+                self._deliver_locked(body, timestamp_ns)
+        except Busy:
+            # Another run is delivering (maybe to a slow InfluxDB): this batch
+            # waits in the spool for the next delivery instead of being lost.
+            if body:
+                spool.add(body, timestamp_ns)
+                log.warning("another run is writing to InfluxDB; this batch waits in %s "
+                            "for the next run", spool.dir)
 
-            failure: Optional[PushFailed] = None
-            for batch in spool.batches(everything=True):
-                try:
-                    lines = spool.read(batch)
-                except FileNotFoundError:
-                    continue  # gone since the listing
-                except (Corrupt, OSError) as exc:
-                    why = str(exc) if isinstance(exc, Corrupt) else \
-                        f"cannot be read ({exc.strerror})"
-                    spool.set_aside(batch.path, why, state, " (not sent)")
+    def _deliver_locked(self, body: str, timestamp_ns: int) -> None:
+        """deliver()'s work, under the spool's lock."""
+        spool = self.spool
+        state = spool.load_state()
+        spool.check_quarantine(state)
+
+        def quarantine(batch: Any, failure: PushFailed) -> str:
+            try:
+                where = spool.quarantine(batch, str(failure))
+            except (OSError, OutputError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                return f"(nowhere: the quarantine cannot be used: {reason})"
+            state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
+            return where
+
+        failure: Optional[PushFailed] = None
+        for batch in spool.batches(everything=True):
+            try:
+                lines = spool.read(batch)
+            except FileNotFoundError:
+                continue  # gone since the listing
+            except (Corrupt, OSError) as exc:
+                why = str(exc) if isinstance(exc, Corrupt) else \
+                    f"cannot be read ({exc.strerror})"
+                spool.set_aside(batch.path, why, state, " (not sent)")
+                continue
+            try:
+                self.write(lines)
+            except PushFailed as exc:
+                if exc.kind == REJECTED:
+                    log.error("%s; the spooled batch was set aside in %s", exc,
+                              quarantine(batch, exc))
                     continue
-                try:
-                    self.write(lines)
-                except PushFailed as exc:
-                    if exc.kind == REJECTED:
-                        log.error("%s; the spooled batch was set aside in %s", exc,
-                                  quarantine(batch, exc))
-                        continue
-                    failure = exc
-                    break
-                spool.remove(batch)
+                failure = exc
+                break
+            spool.remove(batch)
+            state["last_success"] = int(time.time())
+        if failure is None and body:
+            try:
+                self.write(body)
                 state["last_success"] = int(time.time())
-            if failure is None and body:
-                try:
-                    self.write(body)
-                    state["last_success"] = int(time.time())
-                except PushFailed as exc:
-                    failure = exc
-            if failure is not None and body:
-                batch = spool.add(body, timestamp_ns)
-                if failure.kind == REJECTED:
-                    quarantine(batch, failure)
-            dropped = spool.enforce_bound()
-            if dropped:
-                state["dropped_points"] = state.get("dropped_points", 0) + dropped
-                log.warning("spool %s is over --spool-max-bytes (%d): dropped the oldest "
-                            "%d points", spool.dir, spool.max_bytes, dropped)
-            spool.save_state(state)
+            except PushFailed as exc:
+                failure = exc
+        if failure is not None and body:
+            batch = spool.add(body, timestamp_ns)
+            if failure.kind == REJECTED:
+                quarantine(batch, failure)
+        dropped = spool.enforce_bound()
+        if dropped:
+            state["dropped_points"] = state.get("dropped_points", 0) + dropped
+            log.warning("spool %s is over --spool-max-bytes (%d): dropped the oldest "
+                        "%d points", spool.dir, spool.max_bytes, dropped)
+        spool.save_state(state)
         if failure is None:
             return
         pending = sum(b.points for b in spool.batches())

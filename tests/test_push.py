@@ -703,3 +703,44 @@ def test_any_spool_state_is_good_or_set_aside(data):
         assert state_problem(json.loads(open(spool.state_path).read())) == ""
     finally:
         shutil.rmtree(top)
+
+
+# --- a slow InfluxDB never holds a run (or the spool) for ever --------------------
+
+def test_a_dripping_influxdb_is_given_up_at_the_timeout_and_the_batch_kept(tmp_path):
+    from tests.harness.peers import DripPeer
+
+    spool = str(tmp_path / "spool")
+    peer = DripPeer(head=b"HTTP/1.1 204 No Content\r\n", drip=b"X-A: b\r\n", pause=0.2)
+    try:
+        t0 = time.monotonic()
+        proc = run_exporter("--url", "http://127.0.0.1:9/server-status",
+                            *push_args(f"http://127.0.0.1:{peer.port}", spool,
+                                       "--influxdb-token", TOKEN, "--influxdb-timeout", "1"),
+                            timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        peer.close()
+    assert proc.returncode == 0, proc.stderr
+    assert took < 1 + 4, took
+    assert "no complete answer from InfluxDB" in proc.stderr
+    assert len(Spool(spool, 1).batches()) == 1
+
+
+def test_a_run_that_finds_the_spool_busy_spools_its_batch(tmp_path):
+    import fcntl
+
+    spool = tmp_path / "spool"
+    Spool(str(spool), 1 << 20).ensure()
+    lock = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another run, stuck delivering
+    try:
+        proc = run_exporter("--url", "http://127.0.0.1:9/server-status",
+                            *push_args("http://127.0.0.1:9", str(spool),
+                                       "--influxdb-token", TOKEN), timeout=60)
+    finally:
+        os.close(lock)
+    assert proc.returncode == 0, proc.stderr
+    assert "waits in" in proc.stderr
+    (batch,) = Spool(str(spool), 1 << 20).batches()
+    assert batch.points >= 1
