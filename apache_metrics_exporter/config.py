@@ -215,6 +215,13 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
         if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
             raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
     _check_config_files(parser, cli)
+    for i, arg in enumerate(cli):
+        value = cli[i + 1] if arg == "--header" and i + 1 < len(cli) else (
+            arg.split("=", 1)[1] if arg.startswith("--header=") else "")
+        if value.partition(":")[0].strip().lower() in SECRET_HEADERS:
+            raise UsageError(f"--header {value.partition(':')[0].strip()}: ... on the command "
+                             "line is visible to every user in ps; put 'header = [...]' in the "
+                             "config file or use APACHE_METRICS_HEADER")
     for secret in ("--password", "--influxdb-password", "--listen-password"):
         if any(a == secret or a.startswith(secret + "=") for a in cli):
             key = secret[2:]
@@ -258,6 +265,9 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
         for name in unknown:
             log.warning("environment variable %s is not an option of %s: ignored (see "
                         "--help; values are not shown)", name, parser.prog)
+
+
+SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
 def _check_config_files(parser: configargparse.ArgParser, cli: Sequence[str]) -> None:

@@ -143,7 +143,8 @@ class Endpoint:
                               self.args.state_file)
         from apache_metrics_exporter.loops import report, track_restarts
 
-        track_restarts(self.args, snaps)
+        if list(targets) == self.targets:  # probes never reach the restart state
+            track_restarts(self.args, snaps)
         for snap in snaps:
             snap.samples.extend(extra)
             report(snap)
@@ -237,6 +238,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, CONTENT_TYPE)
 
 
+MAX_CONNECTIONS = 64  # clients served at once; more are closed at once
+
+
+class _Capped:
+    """A threading server that serves at most MAX_CONNECTIONS clients at once:
+    a flood of idle connections cannot grow threads without bound."""
+
+    _slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._slots.release()
+
+
 def _auth_value(args: argparse.Namespace) -> Optional[str]:
     if not args.listen_user:
         if args.listen_password_file or args.listen_password:
@@ -273,6 +300,7 @@ def make_server(args: argparse.Namespace, targets: Sequence[Target],
 
         server_class = type("Server6", (ThreadingHTTPServer,),
                             {"address_family": socket.AF_INET6})
+    server_class = type("Server", (_Capped, server_class), {})
     server_class.daemon_threads = True
     try:
         server = server_class((host, port), handler)

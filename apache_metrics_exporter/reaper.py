@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # annotations only
     from typing import Dict, List, Optional, Sequence, Tuple
 
 
+PID_SLACK = 2.0  # seconds of clock granularity between a page's SS and a start time
+
+
 class Thresholds(NamedTuple):
     """0 (or absent) switches a threshold off."""
 
@@ -94,8 +97,12 @@ class Candidate(NamedTuple):
 
 
 def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
-           thresholds: Thresholds) -> List[Candidate]:
-    """Processes over a threshold, the worst (largest excess) first."""
+           thresholds: Thresholds, fetched_at: Optional[float] = None) -> List[Candidate]:
+    """Processes over a threshold, the worst (largest excess) first.
+
+    ``fetched_at`` (when the page was read): a request the page says began
+    before the process that now has its PID was started belonged to an
+    earlier process (the PID was reused between fetch and scan): not this one."""
     rows: Dict[int, List[WorkerRow]] = {}
     for row in workers or ():
         if row.pid and row.mode != ".":
@@ -117,6 +124,8 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         kind = "native_active" if active else "native_idle"
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
+        if late and fetched_at is not None:
+            late = [r for r in late if child.create_time <= fetched_at - (r.ss or 0) + PID_SLACK]
         if late:
             oldest = max(late, key=lambda r: r.ss or 0)
             others = tuple(r.request or f"(state {r.mode})" for r in active if r is not oldest)

@@ -49,6 +49,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         log.error("%s; native workers are left alone this run", exc)
     finally:
         fetcher.close()
+    fetched_at = time.time()  # the page's SS counts back from about now
     with state_file.locked(args.lock_timeout) as state:
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid],
@@ -74,7 +75,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                         ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10
                                                               else ""))
         parent_pid = parent.pid
-        selected = select(workers, processes, thresholds)
+        selected = select(workers, processes, thresholds, fetched_at=fetched_at)
         result = "ok"
         if len(selected) > args.max_kills:
             result = "circuit-breaker"

@@ -64,7 +64,7 @@ def test_version_and_help():
     (["--max-response-size", "lots"], "--max-response-size"),
     (["--header", "NoColonHere"], "--header"),
     (["--header", "Authorization Basic hunter2"], "--header 'Authorization'..."),
-    (["--header", "Authorization: Basic\nhunter2"], "--header 'Authorization'..."),
+    (["--header", "Authorization: Basic\nhunter2"], "visible to every user in ps"),
     (["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
     (["--password-file", "/nonexistent/pw"], "--password-file"),
     (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
@@ -380,4 +380,14 @@ def test_a_config_file_others_can_write_is_refused(tmp_path):
     conf.chmod(0o644)
     proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "-c", str(conf),
                         "--format", "tab")
+    assert proc.returncode == 0
+
+
+def test_a_credential_header_is_refused_on_the_command_line():
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status",
+                        "--header", "Authorization: Bearer TOPSECRET")
+    assert proc.returncode == 2 and "visible to every user in ps" in proc.stderr
+    assert "TOPSECRET" not in proc.stderr
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--format", "tab",
+                        "--header", "X-Forwarded-For: 127.0.0.1")
     assert proc.returncode == 0

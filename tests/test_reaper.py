@@ -162,6 +162,17 @@ def test_timeout_on_any_thread_selects_the_process_and_names_the_others():
                     "also serving 2 other requests: GET /quick, GET /kept)")
 
 
+def test_a_pid_reused_since_the_page_was_read_is_not_blamed_for_its_request():
+    # The page says PID 200 has served one request for 95 s; the process that
+    # has PID 200 now started 10 s ago: the request was an earlier process's.
+    rows = _rows((200, "W", 95, "GET /slow"))
+    now = 1_000_000.0
+    young = ProcessScan(100, 1.0, [ProcInfo(200, now - 10, NATIVE_GROUP, 10, "")], set(), "rss")
+    assert select(rows, young, Thresholds(max_time=60), fetched_at=now) == []
+    old = young._replace(children=[ProcInfo(200, now - 500, NATIVE_GROUP, 10, "")])
+    assert [c.pid for c in select(rows, old, Thresholds(max_time=60), fetched_at=now)] == [200]
+
+
 def test_wsgi_thresholds_per_group_and_unknown_natives_left_alone():
     scan = _scan((400, "example", 300), (401, "reports", 300), (402, "other", 300),
                  (500, NATIVE_GROUP, 10**9))  # 500: no row in the table
