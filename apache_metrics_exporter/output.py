@@ -344,9 +344,15 @@ def _replace(path: str, p: str, data: bytes, old: os.stat_result | None,
     replaced (its owner and permission bits are kept); ``mode``: exact bits."""
     directory, base = os.path.split(p)
     tmp = None
+    dfd = -1
     try:
+        # Every step happens in the directory opened here, component by
+        # component without following a link: a directory swapped for a
+        # symlink after the checks (another user's, racing) makes the open
+        # fail instead of sending the file elsewhere.
+        dfd = _open_directory(directory)
         fd, tmp = _create_temp(directory, base, 0o644 if old is None and mode is None
-                               else 0o600)
+                               else 0o600, dfd)
         try:
             if old is not None:
                 _keep_owner(fd, old)
@@ -359,9 +365,12 @@ def _replace(path: str, p: str, data: bytes, old: os.stat_result | None,
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, p)
+        os.replace(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
         tmp = None
-        _fsync_dir(directory)
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
     except OSError as exc:
         reason = exc.strerror or str(exc)
         hint = ""
@@ -374,9 +383,33 @@ def _replace(path: str, p: str, data: bytes, old: os.stat_result | None,
     finally:
         if tmp is not None:
             try:
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dfd)
             except OSError:
                 pass
+        if dfd >= 0:
+            os.close(dfd)
+
+
+def _open_directory(directory: str) -> int:
+    """An fd of ``directory`` (an absolute path without symlinks), opened one
+    component at a time with O_NOFOLLOW: none of them can be a link now."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open("/", flags)
+    try:
+        for part in [c for c in directory.split("/") if c]:
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(exc.errno, f"{directory} changed while it was written "
+                                  "(a component became a symlink): nothing written") from None
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _keep_owner(fd: int, old: os.stat_result) -> None:
@@ -393,27 +426,18 @@ def _keep_owner(fd: int, old: os.stat_result) -> None:
             pass
 
 
-def _create_temp(directory: str, base: str, create_mode: int) -> tuple:
+def _create_temp(directory: str, base: str, create_mode: int,
+                 dir_fd: int | None = None) -> tuple:
     """A new file no one else can have planted: O_CREAT|O_EXCL|O_NOFOLLOW, an
-    unpredictable name (what tempfile.mkstemp does, without its import cost)."""
+    unpredictable name (what tempfile.mkstemp does, without its import cost).
+    With ``dir_fd`` the name returned is relative to that directory."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        path = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
+        name = f".{base}.{os.urandom(6).hex()}.tmp"
+        path = name if dir_fd is not None else os.path.join(directory, name)
         try:
-            return os.open(path, flags, create_mode), path
+            return os.open(path, flags, create_mode, dir_fd=dir_fd), path
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, "no unused temporary file name", directory)
 
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -547,3 +547,18 @@ def test_a_fifo_planted_in_a_sticky_directory_is_replaced_not_written(sticky):
     os.chown(fifo, NOBODY, NOBODY)
     write_atomic(str(fifo), "x\n")  # no reader: it would have waited 10 s
     assert fifo.is_file() and fifo.read_text() == "x\n"
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_checks_gets_nothing(tmp_path):
+    # The race the checks alone cannot close: between resolving --output and
+    # writing, a directory on the way becomes a symlink to somewhere else.
+    # Every step happens in a directory opened without following links.
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    target = out / "metrics.txt"
+    out.rename(tmp_path / "gone")
+    out.symlink_to(victim)  # swapped after _resolve would have checked it
+    with pytest.raises(OutputError, match="changed while it was written"):
+        output._replace(str(target), str(target), b"x\n", None, None)
+    assert list(victim.iterdir()) == []
