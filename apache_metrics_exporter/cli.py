@@ -129,7 +129,12 @@ def console_main() -> None:
     program writes is closed (files) or flushed below (stdout/stderr), and it
     registers no exit handlers, so it leaves with os._exit once flushed.
     """
-    status = main()
+    finish(main())
+
+
+def finish(status: int) -> None:
+    """Flush stdout and stderr (a failing stdout turns success into status 1)
+    and leave at once with ``status``."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

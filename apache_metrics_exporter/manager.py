@@ -35,7 +35,7 @@ INI_SECTION = "apache-manager"
 # below: a list separated by ':'; empty means none at all.
 INI_ENV = "APACHE_MANAGER_INI"
 WATCH_INTERVAL = "1"  # the original redrew its view every second
-EXIT_OK, EXIT_OUTPUT, EXIT_USAGE = 0, 1, 2
+from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE  # noqa: E402
 
 # The original's getopt specification, unchanged (getopt also accepts unique
 # prefixes of long options, as the original did), plus our extensions.
@@ -450,14 +450,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def console_main() -> None:
     """The console script: ``main()``, stdout and stderr flushed, a fast exit."""
-    status = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            if stream is sys.stdout and status == EXIT_OK:
-                status = EXIT_OUTPUT
-    os._exit(status)
+    from apache_metrics_exporter.cli import finish
+
+    finish(main())
 
 
 if __name__ == "__main__":

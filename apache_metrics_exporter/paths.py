@@ -107,6 +107,21 @@ def read_bounded(path: str, limit: int, what: Optional[str] = None) -> bytes:
         os.close(fd)
 
 
+def parse_json(data: bytes) -> object:
+    """JSON of a file this program keeps (state, spool state); Corrupt says why
+    it is not JSON at all (non-UTF-8, nested too deeply, not JSON)."""
+    import json
+
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Corrupt("is not UTF-8 text") from None
+    except RecursionError:
+        raise Corrupt("is nested too deeply") from None
+    except ValueError as exc:
+        raise Corrupt(f"is not valid JSON ({exc})") from None
+
+
 def is_int(value: object, minimum: int = 0) -> bool:
     """A JSON integer (not a bool, not a float) within int64."""
     return type(value) is int and minimum <= value <= INT64_MAX

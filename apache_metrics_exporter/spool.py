@@ -43,12 +43,20 @@ from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_private
-from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, problem, read_bounded
+from apache_metrics_exporter.paths import (
+    Corrupt,
+    check,
+    is_int,
+    move_aside,
+    parse_json,
+    problem,
+    read_bounded,
+)
 from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Iterator, List, Optional
+    from typing import Any, Dict, Iterator, List, Optional
 
 STATE_VERSION = 1
 STATE_MAX_BYTES = 64 * 1024  # a real state.json is about 100 bytes
@@ -256,15 +264,7 @@ class Spool:
     def _read_state(self) -> Dict:
         """state.json parsed and checked; OSError (FileNotFoundError: there is
         none), or Corrupt saying why it cannot be used."""
-        data = read_bounded(self.state_path, STATE_MAX_BYTES)
-        try:
-            state = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise Corrupt("is not UTF-8 text") from None
-        except RecursionError:
-            raise Corrupt("is nested too deeply") from None
-        except ValueError as exc:
-            raise Corrupt(f"is not valid JSON ({exc})") from None
+        state: Any = parse_json(read_bounded(self.state_path, STATE_MAX_BYTES))
         why = state_problem(state)
         if why:
             raise Corrupt(why)

@@ -30,7 +30,14 @@ from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_private
-from apache_metrics_exporter.paths import Corrupt, check, is_int, move_aside, read_bounded
+from apache_metrics_exporter.paths import (
+    Corrupt,
+    check,
+    is_int,
+    move_aside,
+    parse_json,
+    read_bounded,
+)
 from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
@@ -150,14 +157,7 @@ def problem(state: Any) -> str:
 
 def _parse(data: bytes) -> Dict[str, Any]:
     """The state in ``data``; Corrupt says why it is not one."""
-    try:
-        state = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Corrupt("is not UTF-8 text") from None
-    except RecursionError:
-        raise Corrupt("is nested too deeply") from None
-    except ValueError as exc:
-        raise Corrupt(f"is not valid JSON ({exc})") from None
+    state: Any = parse_json(data)
     why = problem(state)
     if why:
         raise Corrupt(why)
