@@ -34,7 +34,7 @@ def urls_for(apache_url: str, pages: List[str], silent: List[str], n: int, s: in
 def run(root: Path, script: str, apache_url: str, env: dict, runs: int,
         silent_runs: int, targets: Targets) -> None:
     data = root / "tests" / "data"
-    print(f"\n5. batches of targets (--format influx --timeout {TIMEOUT:g}; medians of "
+    print(f"\n6. batches of targets (--format influx --timeout {TIMEOUT:g}; medians of "
           f"{runs} runs, {silent_runs} with silent targets)", flush=True)
     with PageServers(data / "2.4.71-event-ext-on.auto.txt", data / "2.4.71-event-ext-on.html",
                      pages=max(n for n, _ in CONFIGS) - 1, silent=2) as servers:

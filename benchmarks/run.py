@@ -18,11 +18,11 @@ from PyPI - and measures:
    1000 cycles;
 4. the import cost of the one-shot path (python -X importtime), which must
    not contain influxdb_client for the non-push formats;
-5. batches of 1, 10 and 100 targets (the live Apache plus page servers on
-   loopback), with 0 and 2 silent targets: wall time, CPU, CPU per target;
-6. per-cycle CPU of --listen and --execd side by side with Debian's
+5. per-cycle CPU of --listen and --execd side by side with Debian's
    prometheus-apache-exporter per scrape, on the small server and on one with
-   more than 2,000 busy worker rows (and half as many: cost per row).
+   more than 2,000 busy worker rows (and half as many: cost per row);
+6. batches of 1, 10 and 100 targets (the live Apache plus page servers on
+   loopback), with 0 and 2 silent targets: wall time, CPU, CPU per target.
 
 Each target is printed with PASS or FAIL and its measured value; a target
 that could not be measured because a peer (apache-manager, apache_exporter)
@@ -377,18 +377,18 @@ def _print_cycles(label: str, got: dict) -> None:
         if value is None:
             continue
         if isinstance(value, Failed):
-            print(f"   {label:22} {name:16} failed: {value}")
+            print(f"   {label:26} {name:16} failed: {value}")
             continue
         ratio = ""
         if name != "apache_exporter" and isinstance(theirs, tuple) and theirs[0] > 0:
             ratio = f"{value[0] / theirs[0]:8.2f}x"
-        print(f"   {label:22} {name:16} {value[0]:8.2f} {value[1]:8.2f} {ratio}")
+        print(f"   {label:26} {name:16} {value[0]:8.2f} {value[1]:8.2f} {ratio}")
 
 
 def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
-    print(f"\n6. per-cycle CPU vs apache_exporter {scrape.APACHE_EXPORTER} (medians of "
+    print(f"\n5. per-cycle CPU vs apache_exporter {scrape.APACHE_EXPORTER} (medians of "
           f"{opts.rounds} interleaved rounds)", flush=True)
-    print(f"   {'server':22} {'exporter':16} {'cpu ms':>8} {'wall ms':>8} {'vs a_e':>9}")
+    print(f"   {'server':26} {'exporter':16} {'cpu ms':>8} {'wall ms':>8} {'vs a_e':>9}")
     # The small server: the benchmark's own Apache (event, 2 x 5 threads).
     started, failed = scrape.start_exporters(ctx.apache.status_url, ctx.script, ctx.env)
     try:
@@ -398,6 +398,8 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
             e.close()
     busy, rows = scrape.status_counts(ctx.apache)
     _print_cycles(f"small: {rows} rows", got)
+    print(f"   {'':26} (TCP sockets in /proc/net/tcp*: {scrape.tcp_sockets()}, "
+                  f"reading them {scrape.tcp_table_cpu_ms():.2f} ms)")
     text = "small server: ours --listen CPU per scrape / apache_exporter's"
     theirs, ours = got.get("apache_exporter"), got.get("ours --listen")
     if isinstance(theirs, Failed):
@@ -409,21 +411,28 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
                       f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms")
 
     # The big server: thousands of requests in flight, at three fill levels.
+    # The exporters start after each fill: a kept-alive connection parked in
+    # an Apache process whose threads all fill up with slow requests would
+    # wait for one of them to end; a new connection goes to a process with an
+    # idle thread (the event MPM's listener stops accepting when it has none).
     big = DaemonApacheServer("event", mpm_conf=scrape.BIG_MPM_CONF)
-    slow = scrape.SlowRequests(big)
-    started = []
+    slow = scrape.SlowRequests(big, opts.busy_rows)
+    levels = []  # (busy, rows, {name: (cpu ms, wall ms) | Failed})
     try:
         big.start(timeout=60)
-        started, failed = scrape.start_exporters(big.status_url, ctx.script, ctx.env)
-        levels = []  # (busy, rows, {name: (cpu ms, wall ms) | Failed})
         for count in (0, opts.busy_rows // 2, opts.busy_rows):
             busy, rows = slow.fill(count)
-            got = {**failed, **scrape.per_cycle(started, opts.rounds)}
+            started, failed = scrape.start_exporters(big.status_url, ctx.script, ctx.env)
+            try:
+                got = {**failed, **scrape.per_cycle(started, opts.rounds)}
+            finally:
+                for e in started:
+                    e.close()
             levels.append((busy, rows, got))
             _print_cycles(f"big: {busy} busy/{rows} rows", got)
+            print(f"   {'':26} (TCP sockets in /proc/net/tcp*: {scrape.tcp_sockets()}, "
+                  f"reading them {scrape.tcp_table_cpu_ms():.2f} ms)")
     finally:
-        for e in started:
-            e.close()
         slow.close()
         big.stop()
     busy = levels[-1][0]
@@ -476,8 +485,11 @@ def main() -> int:
         ctx.original_why = str(exc)
     ctx.env = exporter_env()
     targets = Targets()
-    sections = {1: one_shot, 2: parsing, 3: long_running, 4: import_cost, 5: batches,
-                6: per_scrape}
+    # The batches run last: their thousands of short connections leave as
+    # many TIME_WAIT sockets in /proc/net/tcp for a minute, which every
+    # collection of ours reads (section 5 says how many there were).
+    sections = {1: one_shot, 2: parsing, 3: long_running, 4: import_cost, 5: per_scrape,
+                6: batches}
     try:
         with tempfile.TemporaryDirectory() as tmp, DaemonApacheServer("event") as apache:
             ctx.tmp, ctx.apache = Path(tmp), apache
