@@ -22,6 +22,7 @@ busy rows.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -31,7 +32,6 @@ import struct
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
@@ -94,6 +94,8 @@ class HttpExporter(Exporter):
                  env: Optional[dict] = None, timeout: float = 20) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}/metrics"
+        self.port = port
+        self.conn: Optional[http.client.HTTPConnection] = None
         self.up = up
         self.err = tempfile.TemporaryFile()  # not a pipe: it could fill and block
         try:
@@ -112,7 +114,7 @@ class HttpExporter(Exporter):
             try:
                 self.cycle()
                 return
-            except (OSError, Failed) as exc:
+            except (OSError, http.client.HTTPException, Failed) as exc:
                 if time.monotonic() > deadline:
                     why = one_line(str(exc))
                     self.close()
@@ -125,12 +127,28 @@ class HttpExporter(Exporter):
         return one_line(self.err.read().decode("utf-8", "replace"))
 
     def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
         super().close()
         self.err.close()
 
     def cycle(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=30) as answer:
+        # One kept-alive connection (apache_exporter keeps it; ours answers
+        # HTTP/1.0 and closes): a new one per scrape would leave a TIME_WAIT
+        # socket each, hundreds a second, in the table that ours reads.
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            self.conn.request("GET", "/metrics")
+            answer = self.conn.getresponse()
             body = answer.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            raise
+        if answer.status != 200:
+            raise Failed(f"{self.name}: HTTP {answer.status}")
         if self.up not in body:
             raise Failed(f"{self.name}: no {self.up.decode()!r} in its answer")
 
@@ -176,7 +194,7 @@ def per_cycle(exporters: Sequence[Exporter], rounds: int, budget: float = 0.6) -
             wall = (time.perf_counter() - t0) / 3
             cycles[e.name] = max(5, min(300, int(budget / max(wall, 1e-4))))
             live.append(e)
-        except (OSError, Failed) as exc:
+        except (OSError, http.client.HTTPException, Failed) as exc:
             out[e.name] = Failed(one_line(str(exc)))
     samples: Dict[str, list] = {e.name: [] for e in live}
     for _ in range(rounds):
@@ -187,7 +205,7 @@ def per_cycle(exporters: Sequence[Exporter], rounds: int, budget: float = 0.6) -
                 for _ in range(n):
                     e.cycle()
                 c1, t1 = proc_cpu(e.pid), time.perf_counter()
-            except (OSError, Failed) as exc:
+            except (OSError, http.client.HTTPException, Failed) as exc:
                 out[e.name] = Failed(one_line(str(exc)))
                 live.remove(e)
                 continue
@@ -236,6 +254,37 @@ def status_counts(server) -> tuple:
     return (int(busy.group(1)) if busy else -1), html.count(b"<tr><td><b>")
 
 
+class IdleConnections:
+    """Open loopback connections between two sockets of this process, doing
+    nothing: entries of the TCP socket table, two per connection. Closed with
+    a reset, so they leave no TIME_WAIT entry behind."""
+
+    def __init__(self) -> None:
+        self.pairs: List[tuple] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def grow(self, count: int) -> None:
+        while len(self.pairs) < count:
+            client = socket.create_connection(self.listener.getsockname(), timeout=10)
+            server, _ = self.listener.accept()
+            self.pairs.append((client, server))
+
+    def shrink(self, count: int) -> None:
+        while len(self.pairs) > count:
+            for sock in self.pairs.pop():
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+
+    def close(self) -> None:
+        self.shrink(0)
+        self.listener.close()
+
+
 class SlowRequests:
     """Requests that stay in flight: loopback connections that each send one
     request for ``/embedded?sleep=SECONDS`` and never read the answer.
@@ -244,9 +293,7 @@ class SlowRequests:
     process owns the listening socket), so each request in flight also costs
     it two table entries. To measure the cost of worker rows alone, the table
     is kept the same size at every fill level: ``total`` connections are
-    always open, those not carrying a slow request being idle pairs between
-    two sockets of this process (closed with a reset, so they leave no
-    TIME_WAIT entry behind).
+    always open, those not carrying a slow request being IdleConnections.
     """
 
     def __init__(self, server, total: int, seconds: int = 900) -> None:
@@ -254,30 +301,14 @@ class SlowRequests:
         self.total = total
         self.seconds = seconds
         self.socks: List[socket.socket] = []
-        self.idle: List[tuple] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-
-    def _idle_pair(self) -> tuple:
-        client = socket.create_connection(self.listener.getsockname(), timeout=10)
-        server, _ = self.listener.accept()
-        return client, server
-
-    @staticmethod
-    def _reset(sock: socket.socket) -> None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
+        self.idle = IdleConnections()
 
     def fill(self, count: int, timeout: float = 60) -> tuple:
         """``count`` requests in flight (never fewer than before) and
         ``total - count`` idle connections; (busy workers, table rows)."""
-        while len(self.socks) + len(self.idle) < self.total:
-            self.idle.append(self._idle_pair())
+        self.idle.grow(self.total - len(self.socks))
         while len(self.socks) < count:
-            if self.idle:
-                for sock in self.idle.pop():
-                    self._reset(sock)
+            self.idle.shrink(len(self.idle) - 1)
             s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
             self.socks.append(s)
             s.sendall(f"GET /embedded?sleep={self.seconds}&n={len(self.socks)} HTTP/1.1\r\n"
@@ -292,11 +323,25 @@ class SlowRequests:
     def close(self) -> None:
         for s in self.socks:
             s.close()
-        for pair in self.idle:
-            for sock in pair:
-                self._reset(sock)
-        self.listener.close()
-        self.socks, self.idle = [], []
+        self.idle.close()
+        self.socks = []
+
+
+def compare(status_url: str, ours_script: str, env: dict, rounds: int) -> Dict:
+    """{exporter name: (CPU ms, wall ms) per cycle | Failed} on one server.
+
+    apache_exporter and ours --execd take turns; ours --listen is measured
+    after them, on its own: it connects to Apache anew for every scrape and
+    closes the scraper's connection, so every cycle of it leaves TIME_WAIT
+    sockets in the table the others would then read too."""
+    started, got = start_exporters(status_url, ours_script, env)
+    try:
+        got.update(per_cycle([e for e in started if e.name != "ours --listen"], rounds))
+        got.update(per_cycle([e for e in started if e.name == "ours --listen"], rounds))
+    finally:
+        for e in started:
+            e.close()
+    return got
 
 
 def start_exporters(status_url: str, ours_script: str, env: dict) -> tuple:
