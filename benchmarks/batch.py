@@ -70,8 +70,8 @@ def run(root: Path, script: str, apache_url: str, env: dict, runs: int,
         print(f"   {n:7} {s:6} {row.wall * 1000:8.1f} {row.cpu * 1000:8.1f} "
               f"{row.rss / 1024:8.1f} {shown}  {note}".rstrip())
     print("   (cpu ms/target: CPU beyond the 1-target run, per added target)")
-    print(f"   (TCP sockets in /proc/net/tcp* after the runs: {scrape.tcp_sockets()}, mostly "
-          f"TIME_WAIT left by them; ours reads the table once per target)")
+    print(f"   (TCP sockets in /proc/net/tcp* after the runs: {scrape.tcp_sockets()}; ours "
+          f"reads the table once per target; the page servers close with a reset)")
 
     text = f"batch of 10 targets, 2 silent: wall s (--timeout {TIMEOUT:g} + {MARGIN:g})"
     row = rows[(10, 2)]
