@@ -1,24 +1,34 @@
 """Benchmarks: ratios measured in one run, so they carry across machines.
 
-    make bench            (or: .venv/bin/python benchmarks/run.py [--runs N])
+    make bench            (or: .venv/bin/python benchmarks/run.py [--quick] [--only 1,5])
 
-Starts a private Apache (tests/harness/apache.py), builds two throwaway
-virtualenvs - this project installed as a user would (not editable) and
-apache-manager 2.2 from PyPI - and measures:
+Starts a private Apache the way a host runs it (daemonised: its parent is a
+child of PID 1, tests/harness/daemon.py), builds two throwaway virtualenvs -
+this project installed as a user would (not editable) and apache-manager 2.2
+from PyPI - and measures:
 
 1. one-shot collection (tab and influx) vs a bare Python script fetching the
    same two pages with urllib (the floor) vs apache-manager 2.2's
-   --collect-metrics: wall time, CPU time and peak RSS, medians of N runs;
+   --collect-metrics on the same server: wall time, CPU time and peak RSS,
+   medians of N runs;
 2. worker-table parsing of generated pages (64, 1024, 4096 rows, built from a
    real captured page with varied rows): our parser vs the original's
    BeautifulSoup approach (apache-manager's own ``slots`` property);
 3. the long-running mode (--execd): CPU per cycle, RSS after 10 and after
    1000 cycles;
 4. the import cost of the one-shot path (python -X importtime), which must
-   not contain influxdb_client for the non-push formats.
+   not contain influxdb_client for the non-push formats;
+5. per-cycle CPU of --listen and --execd side by side with Debian's
+   prometheus-apache-exporter per scrape, on the small server and on one with
+   more than 2,000 busy worker rows (and half as many: cost per row);
+6. batches of 1, 10 and 100 targets (the live Apache plus page servers on
+   loopback), with 0 and 2 silent targets: wall time, CPU, CPU per target.
 
-Each target of issue 6 is printed with PASS or FAIL; the exit status is 1 if
-any target failed.
+Each target is printed with PASS or FAIL and its measured value; a target
+that could not be measured because a peer (apache-manager, apache_exporter)
+failed is printed N/A with the peer's one-line reason, and the run goes on.
+The exit status is 1 if any target failed, 0 otherwise (N/A included).
+benchmarks/README.md says how to read the results.
 """
 
 from __future__ import annotations
@@ -29,57 +39,60 @@ import platform
 import random
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness.apache import ApacheServer  # noqa: E402
+import batch  # noqa: E402
+import scrape  # noqa: E402
+from measure import (  # noqa: E402
+    Command,
+    Failed,
+    Spawner,
+    Targets,
+    interleaved_medians,
+    one_line,
+    proc_cpu,
+)
+
+# The session helpers of the tests: an environment with the state, spool and
+# collector-state files in a temporary directory (never the machine's
+# /var/lib ones), and the wrapper that points apache-manager 2.2 at one given
+# Apache only (tests/test_manager.py explains it).
+from tests import conftest  # noqa: E402
+from tests.conftest import exporter_env, parse_tab  # noqa: E402
+from tests.harness.daemon import DaemonApacheServer  # noqa: E402
+from tests.test_manager import WRAPPER as ORIGINAL_WRAPPER  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CACHE = Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "ame-bench-venvs"))
+SECTIONS = (1, 2, 3, 4, 5, 6)
 
 
 def venv(name: str, *packages: str) -> Path:
-    """A virtualenv with these packages, reused between runs of the benchmark."""
+    """A virtualenv with these packages, reused between runs of the benchmark
+    (once complete: a failed install is tried again next time). Raises
+    Failed with pip's last line when it cannot be built."""
     path = CACHE / name
     python = path / "bin" / "python"
-    if not python.exists():
+    done = path / ".complete"
+    if not done.exists():
         shutil.rmtree(path, ignore_errors=True)
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(path)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+        for argv in ([SYSTEM_PYTHON, "-m", "venv", str(path)],
+                     [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                      *packages]):
+            proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+            if proc.returncode != 0:
+                raise Failed(f"cannot build the {name} virtualenv: {one_line(proc.stderr)}")
+        done.touch()
     return python
-
-
-def run_measured(argv: list, env: dict = None) -> tuple:
-    """(wall s, cpu s, peak RSS KiB) of one process, from wait4's rusage."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv} exited {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
-
-
-def interleaved_medians(commands: dict, runs: int, env: dict = None) -> dict:
-    """Medians of (wall, cpu, rss) per command, the commands taking turns run
-    after run, so a slow phase of the machine hits all of them alike."""
-    for argv, _n in commands.values():
-        run_measured(argv, env)  # warm the page cache
-    samples = {name: [] for name in commands}
-    for i in range(runs):
-        for name, (argv, n) in commands.items():
-            if i < n:
-                samples[name].append(run_measured(argv, env))
-    return {name: tuple(statistics.median(s[i] for s in got) for i in range(3))
-            for name, got in samples.items()}
 
 
 def vary_rows(page: bytes, rows: int, seed: int = 1) -> bytes:
@@ -125,13 +138,187 @@ times.sort()
 print(len(rows), times[len(times) // 2])
 """
 
-ORIGINAL_COLLECT = """
-import sys
-from apache_manager import ApacheManager
-# apache-manager --collect-metrics --data-file=-, with the ports.conf path
-# (which its command line cannot set) pointing at the private Apache.
-ApacheManager(ports_config=sys.argv[1]).save_metrics("-")
+OUR_PARSE = """
+import sys, time
+from apache_metrics_exporter.status import parse_html
+page = open(sys.argv[1], "rb").read()
+best = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter(); rows = parse_html(page).workers; best.append(time.perf_counter() - t)
+best.sort()
+print(len(rows), best[len(best) // 2])
 """
+
+ORIGINAL_PARSE = """
+import sys, time
+from apache_manager import ApacheManager
+page = open(sys.argv[1], "rb").read()
+times = []
+for _ in range(int(sys.argv[2])):
+    m = ApacheManager()
+    m.__dict__["html_status"] = page   # what the fetch would have cached
+    t = time.perf_counter(); rows = m.slots; times.append(time.perf_counter() - t)
+times.sort()
+print(len(rows), times[len(times) // 2])
+"""
+
+
+def auto_values(url: str) -> dict:
+    with urllib.request.urlopen(url + "?auto", timeout=10) as r:
+        text = r.read().decode("latin-1")
+    return dict(re.findall(r"^([A-Za-z ]+): (\S+)$", text, re.M))
+
+
+def check_original(argv: list, env: dict, apache: DaemonApacheServer) -> None:
+    """Raises Failed unless apache-manager's metrics (``-c -f -``) are those
+    of the benchmark's Apache: its access count within ours before and after
+    its run, its worker slots those of our ?auto page, and as many native
+    worker processes as our daemon has."""
+    before = auto_values(apache.status_url)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    after = auto_values(apache.status_url)
+    if proc.returncode != 0:
+        raise Failed(f"exit status {proc.returncode}: {one_line(proc.stderr)}")
+    got = parse_tab(proc.stdout)
+    native = sum(1 for p in apache.children()
+                 if p.info["cmdline"] and not p.info["cmdline"][0].startswith("(wsgi:"))
+    try:
+        accesses = int(got["total-accesses"])
+        slots = int(got["busy-workers"]) + int(got["idle-workers"])
+        workers = int(got.get("memory-usage native count", "0"))
+    except (KeyError, ValueError):
+        raise Failed(f"no metrics in its output: {one_line(proc.stdout or proc.stderr)}") \
+            from None
+    ours = int(after["BusyWorkers"]) + int(after["IdleWorkers"])
+    if not int(before["Total Accesses"]) <= accesses <= int(after["Total Accesses"]):
+        raise Failed(f"its total-accesses {accesses} is not the benchmark Apache's "
+                     f"({before['Total Accesses']}..{after['Total Accesses']})")
+    if slots != ours or workers != native:
+        raise Failed(f"its worker slots/processes {slots}/{workers} are not the benchmark "
+                     f"Apache's {ours}/{native}")
+
+
+def socket_table(indent: str = "") -> float:
+    """A line saying how big the TCP socket table is now: every collection of
+    ours reads all of it, so a host's TIME_WAIT sockets show in its cost.
+    Returns the CPU ms of one read of it."""
+    cost = scrape.tcp_table_cpu_ms()
+    print(f"   {indent}(TCP sockets in /proc/net/tcp*: {scrape.tcp_sockets()}, reading them "
+          f"{cost:.2f} ms CPU)")
+    return cost
+
+
+def one_shot(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    url, tmp = ctx.apache.status_url, ctx.tmp
+    bare = tmp / "bare.py"
+    bare.write_text(f"import urllib.request\nurllib.request.urlopen({url + '?auto'!r}).read()\n"
+                    f"urllib.request.urlopen({url!r}).read()\n")
+    commands = {
+        "bare urllib fetch (floor)": Command([str(ctx.ours), str(bare)], opts.runs),
+        "ours --format tab": Command([ctx.script, "--url", url], opts.runs, ctx.env),
+        "ours --format influx": Command([ctx.script, "--url", url, "--format", "influx"],
+                                        opts.runs, ctx.env),
+    }
+    original_why = ctx.original_why
+    if ctx.original is not None:
+        # apache-manager --collect-metrics --data-file=- as its users run it,
+        # through the tests' wrapper: the ports.conf it reads names our
+        # Apache's port, and of PID 1's apache2 children it sees ours only.
+        wrapper = tmp / "apache-manager-original.py"
+        wrapper.write_text(ORIGINAL_WRAPPER)
+        ports = tmp / "ports.conf"
+        ports.write_text(f"Listen 127.0.0.1:{ctx.apache.port}\n")
+        home = tmp / "home"
+        home.mkdir(exist_ok=True)
+        env = exporter_env(AM_PORTS_CONF=str(ports), AM_APACHE_PID=str(ctx.apache.proc.pid),
+                           AM_INI_FILES="", HOME=str(home))
+        argv = [str(ctx.original), str(wrapper), "--collect-metrics", "--data-file=-"]
+        try:
+            check_original(argv, env, ctx.apache)
+            commands["apache-manager 2.2"] = Command(argv, max(3, opts.runs // 3), env)
+        except (Failed, subprocess.TimeoutExpired) as exc:
+            original_why = one_line(str(exc))
+
+    print(f"\n1. one-shot collection ({opts.runs} runs each, medians)", flush=True)
+    rows = interleaved_medians(commands, opts.runs)
+    floor = rows["bare urllib fetch (floor)"]
+    print(f"   {'':30} {'wall ms':>8} {'cpu ms':>8} {'RSS MiB':>8} {'wall/floor':>10} "
+          f"{'RSS/floor':>9}")
+    for name, row in rows.items():
+        note = row.note(commands[name].runs)
+        if row.failed:
+            print(f"   {name:30} {note}")
+            continue
+        print(f"   {name:30} {row.wall * 1000:8.1f} {row.cpu * 1000:8.1f} {row.rss / 1024:8.1f} "
+              f"{row.wall / floor.wall:10.2f} {row.rss / floor.rss:9.2f}  {note}".rstrip())
+    if original_why:
+        print(f"   {'apache-manager 2.2':30} failed: {original_why}")
+    socket_table()
+    for fmt in ("tab", "influx"):
+        row = rows[f"ours --format {fmt}"]
+        if row.failed or floor.failed:
+            for what, limit in (("wall time", 1.3), ("peak RSS", 1.25)):
+                targets.check(f"one-shot {fmt}: {what} / bare fetch", float("inf"), limit,
+                              False, (row if row.failed else floor).note(1))
+            continue
+        targets.check(f"one-shot {fmt}: wall time / bare fetch", row.wall / floor.wall, 1.3,
+                      False)
+        targets.check(f"one-shot {fmt}: peak RSS / bare fetch", row.rss / floor.rss, 1.25,
+                      False)
+    text = "one-shot tab: apache-manager 2.2 wall / ours (x faster)"
+    theirs, ours = rows.get("apache-manager 2.2"), rows["ours --format tab"]
+    if theirs is None or theirs.failed:
+        targets.not_measured(text, 5.0, f"apache-manager 2.2 failed: "
+                                        f"{original_why or theirs.why}")
+    elif ours.failed:
+        targets.check(text, 0.0, 5.0, True, ours.note(1))
+    else:
+        targets.check(text, theirs.wall / ours.wall, 5.0, True,
+                      f"5x would be {theirs.wall / 5 * 1000:.0f} ms, the bare fetch takes "
+                      f"{floor.wall * 1000:.0f} ms here" if not floor.failed else "")
+
+
+def parsing(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    print("\n2. worker-table parsing (medians; generated from a real 2.4.71 page)",
+          flush=True)
+    real = (ROOT / "tests" / "data" / "2.4.71-event-ext-on.html").read_bytes()
+    print(f"   {'rows':>6} {'ours ms':>9} {'µs/row':>7} {'original ms':>12} {'speed-up':>9}")
+    per_row = {}
+    original_why = ctx.original_why
+    for n in (64, 1024, 4096):
+        page = ctx.tmp / f"page-{n}.html"
+        page.write_bytes(vary_rows(real, n))
+        reps = {64: 50, 1024: 10, 4096: 5}[n]
+        out = subprocess.run([str(ctx.ours), "-c", OUR_PARSE, str(page), str(reps)],
+                             capture_output=True, text=True, check=True, env=ctx.env).stdout
+        got, ours_s = out.split()
+        ours_s = float(ours_s)
+        per_row[n] = ours_s / n * 1e6
+        orig = ""
+        if not original_why:
+            proc = subprocess.run([str(ctx.original), "-c", ORIGINAL_PARSE, str(page),
+                                   str(max(1, reps // 5))], capture_output=True, text=True,
+                                  env=ctx.env)
+            if proc.returncode == 0:
+                got_orig, orig_s = proc.stdout.split()
+                orig_s = float(orig_s)
+                orig = (f"{orig_s * 1000:12.1f} {orig_s / ours_s:9.0f}x   "
+                        f"(rows: ours {got}, original {got_orig})")
+            else:
+                original_why = f"exit status {proc.returncode}: {one_line(proc.stderr)}"
+        if original_why:
+            orig = f"   original failed: {original_why}"
+        print(f"   {n:6} {ours_s * 1000:9.2f} {per_row[n]:7.2f} {orig}")
+        for rows, limit in ((4096, 250), (1024, 150)):
+            if n == rows:
+                text = f"parse {rows} rows: original / ours"
+                if original_why:
+                    targets.not_measured(text, limit, f"apache-manager 2.2 failed: "
+                                                      f"{original_why}")
+                else:
+                    targets.check(text, orig_s / ours_s, limit, True)
+    targets.check("parse cost per row, 4096 vs 64 rows (roughly constant)",
+                  per_row[4096] / per_row[64], 2.0, False)
 
 
 def execd_cycles(python: Path, url: str, cycles: int, env: dict) -> tuple:
@@ -152,8 +339,7 @@ def execd_cycles(python: Path, url: str, cycles: int, env: dict) -> tuple:
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
 
     def cpu() -> float:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu(proc.pid)
 
     for _ in range(10):
         one()
@@ -166,119 +352,253 @@ def execd_cycles(python: Path, url: str, cycles: int, env: dict) -> tuple:
     return (cpu_n - cpu10) / (cycles - 10) * 1000, rss10, rss_n
 
 
+def long_running(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    print(f"\n3. long-running mode (--execd, {opts.cycles} cycles)", flush=True)
+    cpu_ms, rss10, rss_n = execd_cycles(ctx.ours, ctx.apache.status_url, opts.cycles, ctx.env)
+    print(f"   CPU per cycle {cpu_ms:.2f} ms; RSS after 10 cycles {rss10 / 1024:.1f} MiB, "
+          f"after {opts.cycles} {rss_n / 1024:.1f} MiB")
+    socket_table()
+    targets.check("long-running: CPU ms per cycle", cpu_ms, 5.0, False)
+    targets.check(f"long-running: RSS growth 10 -> {opts.cycles} cycles (MiB)",
+                  (rss_n - rss10) / 1024, 1.0, False)
+
+
+def import_cost(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    print("\n4. import cost of the one-shot path (python -X importtime)", flush=True)
+    for fmt in ("tab", "influx", "collectd"):
+        out = subprocess.run([str(ctx.ours), "-X", "importtime", "-m", "apache_metrics_exporter",
+                              "--url", ctx.apache.status_url, "--format", fmt],
+                             capture_output=True, text=True, env=ctx.env).stderr
+        lines = [ln for ln in out.splitlines()
+                 if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()]
+        total = sum(int(ln.split("|")[1]) for ln in lines)  # self times
+        has_influx = any("influxdb_client" in ln for ln in lines)
+        print(f"   --format {fmt:9} {len(lines):4} modules, {total / 1000:6.1f} ms "
+              f"(sum of self times), influxdb_client imported: {has_influx}")
+        targets.flag(f"--format {fmt} does not import influxdb_client", not has_influx)
+
+
+def batches(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    batch.run(ROOT, ctx.script, ctx.apache.status_url, ctx.env, opts.batch_runs,
+              max(3, opts.batch_runs // 2), targets)
+
+
+def _print_cycles(label: str, got: dict) -> None:
+    """One line per exporter of a scrape.per_cycle result."""
+    theirs = got.get("apache_exporter")
+    for name in ("apache_exporter", "ours --listen", "ours --execd"):
+        value = got.get(name)
+        if value is None:
+            continue
+        if isinstance(value, Failed):
+            print(f"   {label:26} {name:16} failed: {value}")
+            continue
+        ratio = ""
+        if name != "apache_exporter" and isinstance(theirs, tuple) and theirs[0] > 0:
+            ratio = f"{value[0] / theirs[0]:8.2f}x"
+        print(f"   {label:26} {name:16} {value[0]:8.2f} {value[1]:8.2f} {ratio}")
+
+
+def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    print(f"\n5. per-cycle CPU vs apache_exporter {scrape.APACHE_EXPORTER} (medians of "
+          f"{opts.rounds} interleaved rounds)", flush=True)
+    print(f"   {'server':26} {'exporter':16} {'cpu ms':>8} {'wall ms':>8} {'vs a_e':>9}")
+    # The small server: the benchmark's own Apache (event, 2 x 5 threads).
+    got = scrape.compare(ctx.apache.status_url, ctx.script, ctx.env, opts.rounds)
+    busy, rows = scrape.status_counts(ctx.apache)
+    _print_cycles(f"small: {rows} rows", got)
+    table_ms = socket_table(" " * 27)
+    # The same with a busy host's socket table: idle loopback connections.
+    idle = scrape.IdleConnections()
+    try:
+        idle.grow(opts.extra_sockets // 2)
+        crowded = scrape.compare(ctx.apache.status_url, ctx.script, ctx.env, opts.rounds)
+        _print_cycles(f"small, +{2 * len(idle)} sockets", crowded)
+        socket_table(" " * 27)
+    except OSError as exc:
+        crowded = {}
+        print(f"   {'small, more sockets':26} failed: {one_line(str(exc))}")
+    finally:
+        idle.close()
+    a, b = got.get("ours --execd"), crowded.get("ours --execd")
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        print(f"   ours --execd: {(b[0] - a[0]) / (2 * (opts.extra_sockets // 2)) * 1000:.2f} "
+              f"µs of CPU per TCP socket of the host, per cycle")
+    # The targets are on --execd: the same work as --listen without the
+    # connections it opens and closes per scrape (see scrape.compare).
+    text = "small server: ours --execd CPU per cycle / apache_exporter's per scrape"
+    theirs, ours = got.get("apache_exporter"), got.get("ours --execd")
+    if isinstance(theirs, Failed):
+        targets.not_measured(text, 1.0, f"apache_exporter failed: {theirs}")
+    elif isinstance(ours, Failed):
+        targets.check(text, float("inf"), 1.0, False, f"failed: {ours}")
+    else:
+        targets.check(text, ours[0] / theirs[0], 1.0, False,
+                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms; of ours, {table_ms:.2f} ms "
+                      f"is one read of the TCP socket table")
+
+    # The big server: thousands of requests in flight, at three fill levels.
+    # The exporters start after each fill: a kept-alive connection parked in
+    # an Apache process whose threads all fill up with slow requests would
+    # wait for one of them to end; a new connection goes to a process with an
+    # idle thread (the event MPM's listener stops accepting when it has none).
+    big = DaemonApacheServer("event", mpm_conf=scrape.BIG_MPM_CONF)
+    slow = scrape.SlowRequests(big, opts.busy_rows)
+    levels = []  # (busy, rows, {name: (cpu ms, wall ms) | Failed})
+    try:
+        big.start(timeout=60)
+        for count in (0, opts.busy_rows // 2, opts.busy_rows):
+            busy, rows = slow.fill(count)
+            # --listen only at the last level: the idle rows its scrapes
+            # leave would make the rows of the next level a different mix.
+            got = scrape.compare(big.status_url, ctx.script, ctx.env, opts.rounds,
+                                 listen=count == opts.busy_rows)
+            levels.append((busy, rows, got))
+            _print_cycles(f"big: {busy} busy/{rows} rows", got)
+            socket_table(" " * 27)
+    finally:
+        slow.close()
+        big.stop()
+    busy = levels[-1][0]
+    targets.check("big server: busy worker rows reached (at least 2,000)", busy, 2000, True)
+    # CPU per row added to the idle server, at the full level against the
+    # half one: 1 when linear, the rows' ratio (about 1.6) when quadratic.
+    # Both differences are taken from the idle level, so a noisy middle
+    # level weighs less than in a comparison of the two halves.
+    text = "big server: ours --execd CPU per row over idle, full / half (roughly constant)"
+    values = [lvl[2].get("ours --execd") for lvl in levels]
+    if any(isinstance(v, Failed) or v is None for v in values):
+        targets.check(text, float("inf"), 1.5, False, "ours --execd failed: see the table")
+    else:
+        (r0, r1, r2), (c0, c1, c2) = [lvl[1] for lvl in levels], [v[0] for v in values]
+        half, full = (c1 - c0) / (r1 - r0), (c2 - c0) / (r2 - r0)
+        targets.check(text, full / half if half > 0 else float("inf"), 1.5, False,
+                      f"{half * 1000:.1f} µs per row at {r1} rows, {full * 1000:.1f} µs at "
+                      f"{r2}")
+
+
+def private_network(opts: argparse.Namespace) -> str:
+    """Re-enter this benchmark in a network namespace of its own (root only).
+
+    Every collection of ours reads the whole TCP socket table, so on a shared
+    machine other jobs' connections would be measured too, and differently
+    from one run to the next. In a namespace of its own only the benchmark's
+    sockets are there (and its servers are unreachable from outside), so runs
+    compare; section 5 measures the effect of a big socket table on its own.
+    Returns how the run is networked, for the results."""
+    if opts.in_private_network:
+        loopback_up()
+        return "private network namespace"
+    if opts.host_network:
+        return f"host network namespace ({scrape.tcp_sockets()} TCP sockets)"
+    unshare = shutil.which("unshare")
+    if os.geteuid() == 0 and unshare and subprocess.run(
+            [unshare, "--net", "true"], capture_output=True).returncode == 0:
+        sys.stdout.flush()
+        shutil.rmtree(conftest.SESSION_FILES, ignore_errors=True)  # the new process has its own
+        os.execv(unshare, [unshare, "--net", "--", sys.executable, str(Path(__file__).resolve()),
+                           *sys.argv[1:], "--in-private-network"])
+    return (f"host network namespace ({scrape.tcp_sockets()} TCP sockets; a private one "
+            f"needs root and unshare)")
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` without iproute2: a new namespace's lo is down."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket() as sock:
+        ifr = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(sock, siocgifflags, ifr))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
+
+
+def raise_fd_limit() -> None:
+    """The big server's slow requests and idle connections need a few
+    thousand descriptors: the soft limit goes up to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+class Context:
+    """What the sections share: the virtualenvs, the Apache, the environment."""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=31, help="runs per one-shot measurement")
     ap.add_argument("--cycles", type=int, default=1000, help="long-running cycles")
+    ap.add_argument("--batch-runs", type=int, default=9,
+                    help="runs per batch measurement (half as many with silent targets)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds of the per-cycle CPU comparison")
+    ap.add_argument("--busy-rows", type=int, default=2100,
+                    help="slow requests in flight on the big server")
+    ap.add_argument("--extra-sockets", type=int, default=10000,
+                    help="TCP sockets added to show their cost per cycle (section 5)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a fast, rough run (while developing): few runs, rounds and cycles")
+    ap.add_argument("--only", default="", help="comma-separated sections, e.g. 5,6")
+    ap.add_argument("--host-network", action="store_true",
+                    help="measure in the host's network namespace, among its sockets "
+                         "(default, as root: a private one, see README.md)")
+    ap.add_argument("--in-private-network", action="store_true", help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.quick:
+        opts.runs, opts.cycles, opts.batch_runs, opts.rounds = 5, 100, 3, 3
+    only = {int(x) for x in opts.only.split(",") if x.strip()} or set(SECTIONS)
+    started = time.monotonic()
 
-    print(f"building virtualenvs (cached in {CACHE}) ...", flush=True)
-    ours = venv("ours", str(ROOT))
-    # The dependencies stay cached; the project itself is reinstalled each run.
-    subprocess.run([str(ours), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
-                    str(ROOT)], check=True)
-    script = ours.parent / "apache-metrics-exporter"  # the console script users run
-    original = venv("apache-manager-2.2", "apache-manager==2.2")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_METRICS_")}
-    results = []  # (target text, ratio, limit, passed)
-
-    def target(text: str, value: float, limit: float, higher_is_better: bool) -> None:
-        ok = value >= limit if higher_is_better else value <= limit
-        results.append((text, value, limit, ok))
-
-    with tempfile.TemporaryDirectory() as tmp, ApacheServer("event") as apache:
-        tmp = Path(tmp)
-        for _ in range(20):
-            for path in ("/index.html", "/embedded", "/daemon"):
-                apache.get(path)
-        url = apache.status_url
-        bare = tmp / "bare.py"
-        bare.write_text(f"import urllib.request\nurllib.request.urlopen({url + '?auto'!r}).read()\n"
-                        f"urllib.request.urlopen({url!r}).read()\n")
-        ports = tmp / "ports.conf"
-        ports.write_text(f"Listen 127.0.0.1:{apache.port}\n")
-        orig_collect = tmp / "original_collect.py"
-        orig_collect.write_text(ORIGINAL_COLLECT)
-
-        print(f"\n1. one-shot collection ({opts.runs} runs each, medians)", flush=True)
-        rows = interleaved_medians({
-            "bare urllib fetch (floor)": ([str(ours), str(bare)], opts.runs),
-            "ours --format tab": ([str(script), "--url", url], opts.runs),
-            "ours --format influx": ([str(script), "--url", url, "--format", "influx"],
-                                     opts.runs),
-            "apache-manager 2.2": ([str(original), str(orig_collect), str(ports)],
-                                   max(3, opts.runs // 3)),
-        }, opts.runs, env)
-        floor = rows["bare urllib fetch (floor)"]
-        print(f"   {'':30} {'wall ms':>8} {'cpu ms':>8} {'RSS MiB':>8} {'wall/floor':>10} "
-              f"{'RSS/floor':>9}")
-        for name, (wall, cpu, rss) in rows.items():
-            print(f"   {name:30} {wall * 1000:8.1f} {cpu * 1000:8.1f} {rss / 1024:8.1f} "
-                  f"{wall / floor[0]:10.2f} {rss / floor[2]:9.2f}")
-        for fmt in ("tab", "influx"):
-            wall, _cpu, rss = rows[f"ours --format {fmt}"]
-            target(f"one-shot {fmt}: wall time / bare fetch", wall / floor[0], 1.3, False)
-            target(f"one-shot {fmt}: peak RSS / bare fetch", rss / floor[2], 1.25, False)
-        orig_wall = rows["apache-manager 2.2"][0]
-        target("one-shot tab: apache-manager 2.2 wall / ours (x faster)",
-               orig_wall / rows["ours --format tab"][0], 5.0, True)
-
-        print("\n2. worker-table parsing (medians; generated from a real 2.4.71 page)",
-              flush=True)
-        with open(ROOT / "tests" / "data" / "2.4.71-event-ext-on.html", "rb") as fh:
-            real = fh.read()
-        print(f"   {'rows':>6} {'ours ms':>9} {'µs/row':>7} {'original ms':>12} {'speed-up':>9}")
-        per_row = {}
-        for n in (64, 1024, 4096):
-            page = tmp / f"page-{n}.html"
-            page.write_bytes(vary_rows(real, n))
-            reps = {64: 50, 1024: 10, 4096: 5}[n]
-            out = subprocess.run([str(ours), "-c", OUR_PARSE, str(page), str(reps)],
-                                 capture_output=True, text=True, check=True, env=env).stdout
-            got, ours_s = out.split()
-            out = subprocess.run([str(original), "-c", ORIGINAL_PARSE, str(page),
-                                  str(max(1, reps // 5))], capture_output=True, text=True,
-                                 check=True, env=env).stdout
-            got_orig, orig_s = out.split()
-            ours_s, orig_s = float(ours_s), float(orig_s)
-            per_row[n] = ours_s / n * 1e6
-            print(f"   {n:6} {ours_s * 1000:9.2f} {per_row[n]:7.2f} {orig_s * 1000:12.1f} "
-                  f"{orig_s / ours_s:9.0f}x   (rows: ours {got}, original {got_orig})")
-            if n == 4096:
-                target("parse 4096 rows: original / ours", orig_s / ours_s, 250, True)
-            if n == 1024:
-                target("parse 1024 rows: original / ours", orig_s / ours_s, 150, True)
-        target("parse cost per row, 4096 vs 64 rows (roughly constant)",
-               per_row[4096] / per_row[64], 2.0, False)
-
-        print(f"\n3. long-running mode (--execd, {opts.cycles} cycles)", flush=True)
-        cpu_ms, rss10, rss_n = execd_cycles(ours, url, opts.cycles, env)
-        print(f"   CPU per cycle {cpu_ms:.2f} ms; RSS after 10 cycles {rss10 / 1024:.1f} MiB, "
-              f"after {opts.cycles} {rss_n / 1024:.1f} MiB")
-        target("long-running: CPU ms per cycle", cpu_ms, 5.0, False)
-        target(f"long-running: RSS growth 10 -> {opts.cycles} cycles (MiB)",
-               (rss_n - rss10) / 1024, 1.0, False)
-
-        print("\n4. import cost of the one-shot path (python -X importtime)", flush=True)
-        for fmt in ("tab", "influx", "collectd"):
-            out = subprocess.run([str(ours), "-X", "importtime", "-m", "apache_metrics_exporter",
-                                  "--url", url, "--format", fmt], capture_output=True,
-                                 text=True, env=env).stderr
-            lines = [ln for ln in out.splitlines()
-                     if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()]
-            total = sum(int(ln.split("|")[1]) for ln in lines)  # self times
-            has_influx = any("influxdb_client" in ln for ln in lines)
-            print(f"   --format {fmt:9} {len(lines):4} modules, {total / 1000:6.1f} ms "
-                  f"(sum of self times), influxdb_client imported: {has_influx}")
-            results.append((f"--format {fmt} does not import influxdb_client",
-                            float(has_influx), 0, not has_influx))
+    ctx = Context()
+    if not opts.in_private_network:  # pip needs the network: done before re-entering
+        print(f"building virtualenvs (cached in {CACHE}) ...", flush=True)
+        ctx.ours = venv("ours", str(ROOT))
+        # The dependencies stay cached; the project itself is reinstalled each run.
+        subprocess.run([str(ctx.ours), "-m", "pip", "install", "-q", "--no-deps",
+                        "--force-reinstall", str(ROOT)], check=True)
+    ctx.ours = CACHE / "ours" / "bin" / "python"
+    ctx.script = str(ctx.ours.parent / "apache-metrics-exporter")  # what users run
+    ctx.original, ctx.original_why = None, ""
+    try:
+        ctx.original = venv("apache-manager-2.2", "apache-manager==2.2")
+    except Failed as exc:
+        ctx.original_why = str(exc)
+    network = private_network(opts)
+    raise_fd_limit()
+    ctx.env = exporter_env()
+    targets = Targets()
+    # The batches run last: their thousands of short connections leave as
+    # many TIME_WAIT sockets in /proc/net/tcp for a minute, which every
+    # collection of ours reads (section 5 says how many there were).
+    sections = {1: one_shot, 2: parsing, 3: long_running, 4: import_cost, 5: per_scrape,
+                6: batches}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, DaemonApacheServer("event") as apache:
+            ctx.tmp, ctx.apache = Path(tmp), apache
+            for _ in range(20):
+                for path in ("/index.html", "/embedded", "/daemon"):
+                    apache.get(path)
+            for number, section in sections.items():
+                if number in only:
+                    section(ctx, opts, targets)
+    finally:
+        Spawner.close()
+        shutil.rmtree(conftest.SESSION_FILES, ignore_errors=True)
 
     print(f"\nmachine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {platform.platform()}")
-    print("\ntargets:")
-    for text, value, limit, ok in results:
-        print(f"   {'PASS' if ok else 'FAIL'}  {text}: {value:.2f} (target {limit:g})")
-    return 0 if all(ok for *_, ok in results) else 1
+          f"Python {platform.python_version()}, {platform.platform()}; {network}; "
+          f"load average {os.getloadavg()[0]:.1f}; "
+          f"benchmark took {time.monotonic() - started:.0f} s")
+    targets.print()
+    if targets.unmeasured:
+        print(f"   ({targets.unmeasured} target(s) not measured: a peer failed, see above)")
+    return 1 if targets.failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""Batches of targets: one run of the command collecting 1, 10 or 100 targets.
+
+The targets are the live private Apache plus page servers on loopback that
+serve a captured real page (tests/data, event MPM, ExtendedStatus On) and,
+for the runs "with 2 silent", two targets that accept the connection and
+never answer a byte. Targets are collected concurrently, each under one
+--timeout for its whole fetch, so a batch with silent targets should end
+about one --timeout after it started, whatever the number of targets.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import List
+
+import scrape
+from measure import Command, Targets, interleaved_medians, one_line
+from pageserver import PageServers
+
+# (targets, of which silent); the runs with silent targets take about one
+# --timeout each, so they are repeated fewer times.
+CONFIGS = [(1, 0), (10, 0), (10, 2), (100, 0), (100, 2)]
+TIMEOUT = 2.0
+MARGIN = 0.5  # the target: a batch ends within --timeout + MARGIN
+
+
+def urls_for(apache_url: str, pages: List[str], silent: List[str], n: int, s: int) -> List[str]:
+    """The live Apache first, then page servers, the silent ones in the middle."""
+    urls = [apache_url] + pages[:n - 1 - s]
+    middle = len(urls) // 2
+    return urls[:middle] + silent[:s] + urls[middle:]
+
+
+def run(root: Path, script: str, apache_url: str, env: dict, runs: int,
+        silent_runs: int, targets: Targets) -> None:
+    data = root / "tests" / "data"
+    print(f"\n6. batches of targets (--format influx --timeout {TIMEOUT:g}; medians of "
+          f"{runs} runs, {silent_runs} with silent targets)", flush=True)
+    with PageServers(data / "2.4.71-event-ext-on.auto.txt", data / "2.4.71-event-ext-on.html",
+                     pages=max(n for n, _ in CONFIGS) - 1, silent=2) as servers:
+        commands, problems = {}, {}
+        for n, s in CONFIGS:
+            urls = urls_for(apache_url, servers.urls, servers.silent_urls, n, s)
+            argv = [script, *[a for u in urls for a in ("--url", u)], "--format", "influx",
+                    "--timeout", f"{TIMEOUT:g}"]
+            name = (n, s)
+            commands[name] = Command(argv, silent_runs if s else runs, env)
+            # Once, not measured: every target is reported, the silent ones down.
+            out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+            ups = [ln for ln in out.stdout.splitlines() if ln.startswith("apache_exporter,")]
+            up = sum(1 for ln in ups if "up=1i" in ln)
+            if out.returncode != 0 or len(ups) != n or up != n - s:
+                problems[name] = (f"exit {out.returncode}, {len(ups)} targets reported, "
+                                  f"{up} up: {one_line(out.stderr)}")
+        rows = interleaved_medians(commands, max(runs, silent_runs))
+
+    print(f"   {'targets':>7} {'silent':>6} {'wall ms':>8} {'cpu ms':>8} {'RSS MiB':>8} "
+          f"{'cpu ms/target':>13}")
+    base = rows[(1, 0)]
+    for (n, s), row in rows.items():
+        note = row.note(commands[(n, s)].runs)
+        if (n, s) in problems:
+            note = f"wrong output: {problems[(n, s)]} {note}"
+        if row.failed:
+            print(f"   {n:7} {s:6} {note}")
+            continue
+        marginal = (row.cpu - base.cpu) / (n - 1) * 1000 if n > 1 else float("nan")
+        shown = f"{marginal:13.2f}" if n > 1 else f"{'':>13}"
+        print(f"   {n:7} {s:6} {row.wall * 1000:8.1f} {row.cpu * 1000:8.1f} "
+              f"{row.rss / 1024:8.1f} {shown}  {note}".rstrip())
+    print("   (cpu ms/target: CPU beyond the 1-target run, per added target)")
+    print(f"   (TCP sockets in /proc/net/tcp* after the runs: {scrape.tcp_sockets()}; ours "
+          f"reads the table once per target; the page servers close with a reset)")
+
+    text = f"batch of 10 targets, 2 silent: wall s (--timeout {TIMEOUT:g} + {MARGIN:g})"
+    row = rows[(10, 2)]
+    if row.failed or (10, 2) in problems:
+        targets.check(text, float("inf"), TIMEOUT + MARGIN, False,
+                      row.note(1) or f"wrong output: {problems[(10, 2)]}")
+    else:
+        targets.check(text, row.wall, TIMEOUT + MARGIN, False)
+    text = "batch CPU per added target, 10->100 vs 1->10 targets (roughly constant)"
+    r1, r10, r100 = rows[(1, 0)], rows[(10, 0)], rows[(100, 0)]
+    if r1.failed or r10.failed or r100.failed:
+        targets.check(text, float("inf"), 1.5, False, "a batch failed: see the table")
+    else:
+        low = (r10.cpu - r1.cpu) / 9
+        high = (r100.cpu - r10.cpu) / 90
+        targets.check(text, high / low if low > 0 else float("inf"), 1.5, False,
+                      f"{low * 1000:.2f} ms then {high * 1000:.2f} ms per target")
