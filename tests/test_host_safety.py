@@ -455,3 +455,24 @@ def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_nam
                     pass
             parent.kill()
             parent.wait()
+
+
+def test_the_kernels_listener_list_and_proc_net_tcp_agree():
+    # procfs asks sock_diag (netlink) for LISTEN sockets only, falling back
+    # to /proc/net/tcp{,6}: both must say the same, IPv4-mapped included.
+    socks = []
+    try:
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                             (socket.AF_INET6, "::ffff:127.0.0.1")):
+            s = socket.socket(family)
+            socks.append(s)
+            s.bind((addr, 0))
+            s.listen()
+        kernel = procfs._netlink_listeners()
+        assert kernel is not None, "sock_diag is not available here"
+        assert sorted(kernel) == sorted(procfs.tcp_listeners("/proc/."))
+        mine = {os.fstat(s.fileno()).st_ino for s in socks}
+        assert mine <= {inode for _raw, _port, inode in kernel}
+    finally:
+        for s in socks:
+            s.close()
