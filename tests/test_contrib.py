@@ -89,17 +89,30 @@ def test_systemd_units_verify(tmp_path):
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
 
 
-# --- the README's config example with every contrib config and README command --------------
+# --- the documented config example with every contrib config and documented command ---------
 
 README = CONTRIB.parent / "README.md"
+CONTRIBUTING_MD = CONTRIB.parent / "CONTRIBUTING.md"
+# The pages of docs/ whose command lines are run here. Not metrics.md (generated,
+# no commands) nor migration.md: it shows apache-manager's old lines on purpose
+# (kills included), and tests/test_manager.py checks every line of it.
+DOC_PAGES = sorted(p for p in (CONTRIB.parent / "docs").glob("*.md")
+                   if p.name not in ("metrics.md", "migration.md"))
 DEAD_URL = "http://127.0.0.1:9/server-status"  # loopback, nothing listens (discard port)
 BINDIR = os.path.dirname(sys.executable)
 PROGRAMS = ("apache-metrics-exporter", "apache-worker-reaper", "apache-manager")
 
 
+def documented_texts() -> list:
+    """(where, text) of the README and every docs/ page whose commands run here."""
+    return [("README", README.read_text()),
+            *((f"docs/{p.name}", p.read_text()) for p in DOC_PAGES)]
+
+
 def readme_config() -> str:
-    """The README's example /etc/apache-metrics-exporter.conf."""
-    blocks = code_blocks(README.read_text(), ("ini",))
+    """The documented example /etc/apache-metrics-exporter.conf (one, in the
+    README or a docs/ page: docs/configuration.md)."""
+    blocks = [b for _, text in documented_texts() for b in code_blocks(text, ("ini",))]
     (block,) = [b for b in blocks if b.startswith("# /etc/apache-metrics-exporter.conf")]
     return block
 
@@ -174,8 +187,9 @@ def contrib_commands() -> list:
             found.append((f"zabbix {key}", words))
     for cron in re.findall(r"^#\s+(\* \* \* \* \* root .*)$", zabbix, re.M):
         found.append(("zabbix cron", _commands_in_text(f"```\n{cron}\n```")[0]))
-    for words in _commands_in_text(README.read_text()):
-        found.append(("README", words))
+    for where, text in documented_texts():
+        for words in _commands_in_text(text):
+            found.append((where, words))
     return found
 
 
@@ -240,6 +254,11 @@ def test_every_contrib_command_accepts_the_readme_config(tmp_path):
     where = {w for w, _ in commands}
     assert {"apache-metrics-exporter.service", "apache-worker-reaper.service", "telegraf exec",
             "telegraf execd", "collectd Exec", "zabbix cron", "README"} <= where
+    # Every page with a command line in it is run (the pages that show the
+    # consumers' and the reaper's commands at least).
+    assert {"docs/configuration.md", "docs/reaper.md", "docs/prometheus.md",
+            "docs/influxdb-push.md", "docs/collectd.md", "docs/influx-telegraf.md",
+            "docs/tab.md", "docs/zabbix.md"} <= where
     env = exporter_env(HOME=str(tmp_path), COLLECTD_HOSTNAME="web1")
     started = []
     for place, argv in commands:
@@ -282,7 +301,8 @@ def test_config_with_output_breaks_the_influxdb_unit(tmp_path):
 
 def test_cron_lines_name_the_programs_in_full():
     # cron's PATH is /usr/bin:/bin: a bare program name is not found there.
-    texts = [README.read_text(), *(p.read_text() for p in CONTRIB.rglob("*") if p.is_file())]
+    texts = [text for _, text in documented_texts()]
+    texts += [p.read_text() for p in CONTRIB.rglob("*") if p.is_file()]
     lines = [ln for text in texts for ln in re.findall(r"^[#\s]*(\* \* \* \* \* .*)$", text, re.M)]
     assert len(lines) >= 3
     for line in lines:
@@ -304,16 +324,25 @@ def test_install_steps_link_every_program_the_configs_use():
                         (CONTRIB.parent / "setup.cfg").read_text()).group(1)
     assert linked == {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
     used = set()
-    for text in [readme, *(p.read_text() for p in CONTRIB.rglob("*") if p.is_file())]:
+    texts = [text for _, text in documented_texts()]
+    texts += [p.read_text() for p in CONTRIB.rglob("*") if p.is_file()]
+    for text in texts:
         used |= set(re.findall(r"/usr/local/bin/([\w-]+)", text))
     assert used <= linked
 
 
-def test_readme_lists_what_make_deps_installs():
+def test_docs_list_what_make_deps_installs():
     makefile = (CONTRIB.parent / "Makefile").read_text()
     packages = re.search(r"^APT_PACKAGES :=((?:.*\\\n)*.*)$", makefile, re.M).group(1)
     packages = packages.replace("\\\n", " ").split()
-    intro = README.read_text().split("## What it is", 1)[0]
+    # The README's first screen promises what the two commands do to the
+    # machine and points to the full list, in CONTRIBUTING.md.
+    readme_intro = README.read_text().split("## What it is", 1)[0]
+    assert "--no-upgrade" in readme_intro and "enabled" in readme_intro
+    assert "(CONTRIBUTING.md)" in readme_intro
+    contributing = (CONTRIBUTING_MD).read_text()
+    intro = contributing.split("## What `make demo` and `make test` install", 1)[1]
+    intro = intro.split("\n## ", 1)[0]
     for package in packages:
         assert f"`{package}`" in intro, package
     assert "--no-upgrade" in intro and "enabled" in intro

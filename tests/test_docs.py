@@ -1,5 +1,6 @@
 """Generated documentation matches its sources (make docs)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,3 +20,90 @@ def test_every_metric_is_in_the_reference():
     text = (ROOT / "docs" / "metrics.md").read_text()
     for m in ALL_METRICS:
         assert f"| `{m.name}` |" in text, m.name
+
+
+# --- the hand-written pages: README.md, CONTRIBUTING.md, docs/*.md ------------------------
+
+README = ROOT / "README.md"
+PAGES = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose(text: str) -> str:
+    """The text without its fenced code blocks (a '# comment' there is no heading)."""
+    return re.sub(r"^```.*?^```[ \t]*$", "", text, flags=re.M | re.S)
+
+
+def anchors(text: str) -> set:
+    """The fragment ids GitHub gives the headings of a Markdown text."""
+    seen: dict = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", _prose(text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def links(text: str) -> list:
+    """The targets of the inline links of a Markdown text (code blocks left out)."""
+    return re.findall(r"\]\(([^)\s]+)\)", _prose(text))
+
+
+def test_readme_is_short():
+    # Issue 15: a README for users, about 300 lines; the rest lives in docs/.
+    assert len(README.read_text().splitlines()) <= 330
+
+
+def test_readme_starts_with_the_two_commands():
+    text = README.read_text()
+    first_screen = text.split("\n## ", 1)[0]
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", first_screen, re.M | re.S)
+    assert len(blocks) == 1, "one code block before the first section"
+    commands = [ln.split("#", 1)[0].strip() for ln in blocks[0][1].splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert "as root" in first_screen
+
+
+def test_every_relative_link_points_to_a_file_and_heading_that_exist():
+    broken = []
+    for page in PAGES:
+        for target in links(page.read_text()):
+            if re.match(r"^[a-z]+:", target):  # https:, mailto: ...
+                continue
+            path, _, fragment = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif fragment and dest.suffix == ".md" and fragment not in anchors(dest.read_text()):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = {(ROOT / t.split("#", 1)[0]).resolve() for t in links(README.read_text())}
+    for page in (ROOT / "docs").glob("*.md"):
+        assert page.resolve() in linked, page.name
+    for man in (ROOT / "docs" / "man").glob("*.1"):
+        assert man.resolve() in linked, man.name
+
+
+def test_every_option_the_docs_name_exists():
+    """An option named in the README or docs/ is one of the commands', so a renamed or removed option cannot linger in prose."""
+    from apache_metrics_exporter import config
+
+    known = {option for parser in (config.build_parser(), config.build_reaper_parser())
+             for action in parser._actions for option in action.option_strings}
+    # Options of other programs the pages mention, and apache-manager's own.
+    others = {"--no-install-recommends", "--no-upgrade", "--collector.textfile.directory",
+              "--config", "--config-directory", "--input-filter", "--test",
+              "--kill-workers", "--collect-metrics",
+              "--now", "--runs"}  # systemctl enable --now; benchmarks/run.py
+    unknown = set()
+    for page in PAGES:
+        if page.name in ("migration.md", "CONTRIBUTING.md"):
+            continue  # apache-manager's options; pytest's and make's
+        for option in re.findall(r"(?<![\w-])(--[a-z][\w.-]*[a-z0-9_])", page.read_text()):
+            if option not in known and option not in others:
+                unknown.add(f"{page.name}: {option}")
+    assert not unknown, sorted(unknown)
