@@ -89,7 +89,8 @@ def test_every_docs_page_is_linked_from_the_readme():
 
 
 def test_every_option_the_docs_name_exists():
-    """An option named in the README or docs/ is one of the commands', so a renamed or removed option cannot linger in prose."""
+    """An option named in the README or docs/ is one of the commands', so a
+    renamed or removed option cannot linger in prose."""
     from apache_metrics_exporter import config
 
     known = {option for parser in (config.build_parser(), config.build_reaper_parser())
