@@ -108,3 +108,26 @@ def test_every_option_the_docs_name_exists():
             if option not in known and option not in others:
                 unknown.add(f"{page.name}: {option}")
     assert not unknown, sorted(unknown)
+
+
+def test_metric_names_in_the_pages_are_in_the_reference():
+    """apache_* names (Prometheus families, Influx measurements, collectd types)
+    anywhere in the README and docs/, and the tab file's keys in docs/tab.md,
+    are names docs/metrics.md (generated from the catalogue) has: prose cannot
+    keep a name the catalogue dropped or renamed."""
+    words = re.findall(r"[\w.-]+", (ROOT / "docs" / "metrics.md").read_text())
+    # Influx names are measurement.field: both halves count.
+    reference = set(words) | {part for w in words for part in w.split(".")}
+    unknown = []
+    for page in PAGES:
+        if page.name in ("metrics.md", "migration.md", "CONTRIBUTING.md"):
+            continue  # migration.md: apache-manager's names, checked by test_manager.py
+        text = page.read_text()
+        for name in re.findall(r"(?<![\w.-])(apache_[a-z0-9_]*[a-z0-9])(?![\w{])", text):
+            if name not in reference:
+                unknown.append(f"{page.name}: {name}")
+    # status-response: the tab file's spelling of `up`, 0 for success (apache-manager's).
+    for key in re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`", (ROOT / "docs" / "tab.md").read_text()):
+        if key not in reference and key != "status-response":
+            unknown.append(f"tab.md: {key}")
+    assert not unknown, unknown
