@@ -182,8 +182,10 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="do not verify the server's TLS certificate")
     g = p.add_argument_group("processes")
     g.add_argument("--pid-file", metavar="PATH",
-                   help="Apache's PID file (default: find the parent from the worker "
-                        "table, the listening port or the executable name)")
+                   help="Apache's PID file: trusted where the owner of the URL's "
+                        "listening socket cannot be seen (an unprivileged run) or the URL "
+                        "is not on loopback; refused where it contradicts that owner "
+                        "(default: the Apache holding the listening socket, proven)")
     g.add_argument("--wsgi-group-names", choices=("config", "title"), default="config",
                    help="a mod_wsgi group name the process title cut short: config - the "
                         "one WSGIDaemonProcess of Apache's configuration it can be; title - "

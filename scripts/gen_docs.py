@@ -113,10 +113,16 @@ def _roff(text: str) -> str:
                      for line in text.splitlines())
 
 
+SUMMARY = {
+    "apache-metrics-exporter": "Apache httpd mod_status and process metrics for monitoring",
+    "apache-worker-reaper": "kill Apache workers over memory or request-time thresholds",
+}
+
+
 def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> str:
     """A man page from an argument parser: every option with its help text."""
     out = [f'.TH {name.upper()} {section} "" "{name} {__version__}" "User Commands"',
-           ".SH NAME", f"{_roff(name)} \\- {_roff(parser.description.split('.')[0])}",
+           ".SH NAME", f"{_roff(name)} \\- {_roff(SUMMARY[name])}",
            ".SH SYNOPSIS", f".B {_roff(name)}", "[\\fIOPTIONS\\fR]",
            ".SH DESCRIPTION", _roff(parser.description or "")]
     formatter = parser._get_formatter()
