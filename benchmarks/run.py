@@ -138,29 +138,6 @@ times.sort()
 print(len(rows), times[len(times) // 2])
 """
 
-OUR_PARSE = """
-import sys, time
-from apache_metrics_exporter.status import parse_html
-page = open(sys.argv[1], "rb").read()
-best = []
-for _ in range(int(sys.argv[2])):
-    t = time.perf_counter(); rows = parse_html(page).workers; best.append(time.perf_counter() - t)
-best.sort()
-print(len(rows), best[len(best) // 2])
-"""
-
-ORIGINAL_PARSE = """
-import sys, time
-from apache_manager import ApacheManager
-page = open(sys.argv[1], "rb").read()
-times = []
-for _ in range(int(sys.argv[2])):
-    m = ApacheManager()
-    m.__dict__["html_status"] = page   # what the fetch would have cached
-    t = time.perf_counter(); rows = m.slots; times.append(time.perf_counter() - t)
-times.sort()
-print(len(rows), times[len(times) // 2])
-"""
 
 
 def auto_values(url: str) -> dict:
