@@ -139,7 +139,6 @@ print(len(rows), times[len(times) // 2])
 """
 
 
-
 def auto_values(url: str) -> dict:
     with urllib.request.urlopen(url + "?auto", timeout=10) as r:
         text = r.read().decode("latin-1")
