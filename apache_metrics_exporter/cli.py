@@ -3,7 +3,7 @@
 They parse and validate the options (every usage error is found before
 anything is fetched, exit 2) and hand over: to one batch, a loop, the
 --listen endpoint or the --watch view (loops.py, endpoint.py, watch.py), or
-to one reaper run (reaper_run.py).
+to one reaper run (reaper/run.py).
 
 Exit status: 0 when the output was written (also when Apache is down: that is
 data), 1 when the output could not be written, 2 for usage or configuration
@@ -83,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return loops.run_endpoint(args, targets, exe_names)
     if args.watch:
         from apache_metrics_exporter import watch
-        from apache_metrics_exporter.http import Fetcher
+        from apache_metrics_exporter.collect.http import Fetcher
 
         fetcher = Fetcher(targets[0])
         try:
@@ -149,14 +149,14 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(1, 0, REAPER_PROG)  # actions are logged at info level
     try:
         from apache_metrics_exporter import config
-        from apache_metrics_exporter.reaper import Thresholds
+        from apache_metrics_exporter.reaper.policy import Thresholds
 
         args = config.parse(config.build_reaper_parser(), argv)
         setup_logging(1 + args.verbose, args.quiet, REAPER_PROG, args.log_format)
         targets = config.targets(args)
         if len(targets) != 1:
             raise UsageError("the reaper acts on one Apache: give one --url")
-        from apache_metrics_exporter.http import Fetcher
+        from apache_metrics_exporter.collect.http import Fetcher
 
         if not Fetcher(targets[0]).is_local():
             raise UsageError(f"--url {targets[0].url}: the reaper acts only on an Apache "
@@ -176,7 +176,7 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     try:
-        from apache_metrics_exporter.reaper_run import run_reaper
+        from apache_metrics_exporter.reaper.run import run_reaper
 
         return run_reaper(args, targets[0], exe_names, thresholds)
     except OutputError as exc:

@@ -16,11 +16,11 @@ import sys
 import configargparse
 
 from apache_metrics_exporter import __version__
+from apache_metrics_exporter.collect.http import Target, check_url, parse_header, redact, status_url
+from apache_metrics_exporter.collect.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
 from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
-from apache_metrics_exporter.http import Target, check_url, parse_header, redact, status_url
 from apache_metrics_exporter.log import LOG_FORMATS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
-from apache_metrics_exporter.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
 from apache_metrics_exporter.units import parse_size, parse_timespan
 
 TYPE_CHECKING = False
@@ -320,7 +320,7 @@ def targets(args: argparse.Namespace) -> List[Target]:
     """Targets from the options (or the Listen directives), validated."""
     urls = args.url
     if not urls:
-        from apache_metrics_exporter.discovery import discover_urls
+        from apache_metrics_exporter.collect.discovery import discover_urls
 
         urls = discover_urls(args.ports_config)
     for path, option in ((args.ca_file, "--ca-file"), (args.client_cert, "--client-cert"),

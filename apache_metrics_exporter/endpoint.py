@@ -36,8 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional, Sequence, Tuple
 
-    from apache_metrics_exporter.http import Target
-    from apache_metrics_exporter.snapshot import Options
+    from apache_metrics_exporter.collect.http import Target
+    from apache_metrics_exporter.collect.snapshot import Options
 
 DEFAULT_PORT = 9117
 MAX_SCRAPES = 8
@@ -102,7 +102,7 @@ class Endpoint:
     def probe_target(self, url: str) -> Optional[Target]:
         """The configured target for ``url``, a new one if a --probe-allow
         pattern admits it, None when it is refused."""
-        from apache_metrics_exporter.http import status_url
+        from apache_metrics_exporter.collect.http import status_url
 
         try:
             url, user, password = status_url(url)  # the form configured targets have
@@ -115,7 +115,7 @@ class Endpoint:
                 return t
         if not any(allowed(url, p) for p in self.patterns):
             return None
-        from apache_metrics_exporter.http import Target, check_url
+        from apache_metrics_exporter.collect.http import Target, check_url
 
         try:
             check_url(url)
@@ -129,8 +129,9 @@ class Endpoint:
 
     def scrape(self, targets: Sequence[Target]) -> str:
         """One exposition for these targets (never raises for a bad target)."""
-        from apache_metrics_exporter.http import Fetcher
-        from apache_metrics_exporter.snapshot import Sample, collect_all, state_samples
+        from apache_metrics_exporter.collect.http import Fetcher
+        from apache_metrics_exporter.collect.snapshot import Sample, collect_all
+        from apache_metrics_exporter.health import state_samples
 
         t0 = time.perf_counter()
         fetchers = [Fetcher(t) for t in targets]

@@ -24,8 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Iterator, List, Optional, Tuple
 
-    from apache_metrics_exporter.http import Fetcher, Target
-    from apache_metrics_exporter.snapshot import Options, Snapshot
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.collect.snapshot import Options, Snapshot
     from apache_metrics_exporter.writers import Writer
 
 
@@ -58,7 +58,7 @@ def report(snap: Snapshot) -> None:
 
 
 def options_from(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
-    from apache_metrics_exporter.snapshot import Options
+    from apache_metrics_exporter.collect.snapshot import Options
 
     return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
                    pid_file=args.pid_file, memory=args.memory,
@@ -83,8 +83,9 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
     one --timeout. With a stopper, a stop signal cuts the collection short
     (_Stop); the writing of a collected batch is always finished.
     """
+    from apache_metrics_exporter.collect.snapshot import collect_all
+    from apache_metrics_exporter.health import state_samples
     from apache_metrics_exporter.output import write_atomic
-    from apache_metrics_exporter.snapshot import collect_all, state_samples
 
     extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
     if stopper is None:
@@ -107,7 +108,7 @@ def _connections(args: argparse.Namespace, targets: List[Target],
                  writer: Writer) -> Iterator[tuple]:
     """A fetcher per target and the writer's sink (if it has one), closed at
     the end whatever happens; a loop keeps them across batches."""
-    from apache_metrics_exporter.http import Fetcher
+    from apache_metrics_exporter.collect.http import Fetcher
 
     fetchers = [Fetcher(t) for t in targets]
     sink = writer.sink(Settings.of(args)) if FORMAT[args.format].sinks else None

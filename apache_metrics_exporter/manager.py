@@ -370,7 +370,7 @@ def plan(s: Settings) -> List[Tuple[str, List[str]]]:
 
 
 def _first_url(ports_config: Optional[str]) -> str:
-    from apache_metrics_exporter.discovery import discover_urls
+    from apache_metrics_exporter.collect.discovery import discover_urls
 
     return discover_urls(ports_config)[0]
 

@@ -22,10 +22,10 @@ import os
 import time
 
 from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.paths import STATE_DIR, Corrupt, is_int, move_aside, read_bounded
-from apache_metrics_exporter.snapshot import Sample
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only

@@ -12,7 +12,7 @@ from __future__ import annotations
 import curses
 import time
 
-from apache_metrics_exporter.snapshot import collect
+from apache_metrics_exporter.collect.snapshot import collect
 from apache_metrics_exporter.units import format_bytes
 from apache_metrics_exporter.writers.text import process_rows, summary, table
 

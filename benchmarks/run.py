@@ -116,7 +116,7 @@ def vary_rows(page: bytes, rows: int, seed: int = 1) -> bytes:
 
 OUR_PARSE = """
 import sys, time
-from apache_metrics_exporter.status import parse_html
+from apache_metrics_exporter.collect.status import parse_html
 page = open(sys.argv[1], "rb").read()
 best = []
 for _ in range(int(sys.argv[2])):

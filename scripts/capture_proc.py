@@ -273,7 +273,7 @@ Captured on {meta['date']} by `scripts/capture_proc.py` ({who}) from
 Apache/{meta['apache']} (Debian 12 package `apache2`) with mod_wsgi
 (`libapache2-mod-wsgi-py3`), started through `tests/harness/apache.py`; page
 size {meta['page_size']} bytes, {meta['clock_ticks']} clock ticks per second.
-Only the files the process reader (`apache_metrics_exporter/procfs.py`) reads
+Only the files the process reader (`apache_metrics_exporter/collect/procfs.py`) reads
 were copied, for {len(cap.pids)} processes; `capture.json` has the roles, ports
 and what psutil said about each process at that moment.
 

@@ -32,8 +32,8 @@ from apache_metrics_exporter.catalogue import (  # noqa: E402
     SERVER_METRICS,
     VHOST_METRICS,
 )
+from apache_metrics_exporter.reaper.state import KINDS, REASONS  # noqa: E402
 from apache_metrics_exporter.restarts import KINDS as RESTART_KINDS  # noqa: E402
-from apache_metrics_exporter.state import KINDS, REASONS  # noqa: E402
 
 OUTPUT = os.path.join(ROOT, "contrib", "zabbix", "apache-metrics-exporter-template.yaml")
 TEMPLATE = "Apache by apache-metrics-exporter"

@@ -13,9 +13,9 @@ from apache_metrics_exporter.catalogue import (
     FAMILY,
     prom_family,
 )
-from apache_metrics_exporter.processes import EMPTY_SCAN
-from apache_metrics_exporter.snapshot import Sample, build, version_number
-from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.collect.processes import EMPTY_SCAN
+from apache_metrics_exporter.collect.snapshot import Sample, build, version_number
+from apache_metrics_exporter.collect.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import prometheus
 from tests.conftest import data
 

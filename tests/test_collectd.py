@@ -151,7 +151,7 @@ def test_cli_collectd_format_two_targets(prefork, event):
 
 def test_values_collectd_cannot_read_are_left_out(monkeypatch):
     from apache_metrics_exporter.catalogue import BY_NAME
-    from apache_metrics_exporter.snapshot import Sample
+    from apache_metrics_exporter.collect.snapshot import Sample
 
     monkeypatch.setenv("COLLECTD_INTERVAL", "nan")  # no interval=nan option
     snap = example_snapshot()

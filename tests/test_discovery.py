@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from apache_metrics_exporter import discovery
-from apache_metrics_exporter.discovery import (
+from apache_metrics_exporter.collect import discovery
+from apache_metrics_exporter.collect.discovery import (
     discover_urls,
     is_listening,
     listen_url,
@@ -392,7 +392,7 @@ def test_discovery_is_imported_only_without_url(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, env=exporter_env(), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "apache_metrics_exporter.errors" in proc.stderr  # importtime did report
-    assert "apache_metrics_exporter.discovery" not in proc.stderr
+    assert "apache_metrics_exporter.collect.discovery" not in proc.stderr
 
 
 @pytest.mark.integration

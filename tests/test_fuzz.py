@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import ALL_METRICS, BY_NAME, INT64_MAX, fits
-from apache_metrics_exporter.http import Target
-from apache_metrics_exporter.processes import ProcessScan, ProcInfo
-from apache_metrics_exporter.snapshot import Options, Sample, Snapshot, build, collect
-from apache_metrics_exporter.status import AutoPage, WorkerRow, parse_auto, parse_html
+from apache_metrics_exporter.collect.http import Target
+from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.collect.snapshot import Options, Sample, Snapshot, build, collect
+from apache_metrics_exporter.collect.status import AutoPage, WorkerRow, parse_auto, parse_html
 from apache_metrics_exporter.writers import collectd, influx, prometheus, tab, text, zabbix
 from tests import validators
 from tests.conftest import DATA, data, parse_tab

@@ -21,9 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from apache_metrics_exporter import procfs
-from apache_metrics_exporter.loopback import loopback_addresses
-from apache_metrics_exporter.processes import find_parent, parent_of_url
+from apache_metrics_exporter.collect import procfs
+from apache_metrics_exporter.collect.loopback import loopback_addresses
+from apache_metrics_exporter.collect.processes import find_parent, parent_of_url
 from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
 from tests.harness.apache import ApacheServer, free_port
 
@@ -223,7 +223,7 @@ def test_remote_url_has_no_parent_without_pid_file(fake, tmp_path):
 
 
 def test_exited_children_are_not_workers(fake):
-    from apache_metrics_exporter.processes import scan
+    from apache_metrics_exporter.collect.processes import scan
 
     two_apaches(fake)
     fake.process(103, "apache2", 100, state="Z")
@@ -282,8 +282,8 @@ def test_dead_url_neither_reports_nor_reaps_other_apaches(prefork, other_apache,
 
 @pytest.mark.integration
 def test_extended_status_off_reports_exactly_its_own_tree(prefork, other_apache):
-    from apache_metrics_exporter.http import Fetcher, Target
-    from apache_metrics_exporter.snapshot import collect
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.collect.snapshot import collect
 
     for server in (other_apache, prefork):
         fetcher = Fetcher(Target(server.status_url))

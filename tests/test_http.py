@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from apache_metrics_exporter.collect.http import Fetcher, Target, redact, status_url
 from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.http import Fetcher, Target, redact, status_url
 from tests.conftest import parse_tab, run_exporter
 from tests.harness.apache import ApacheServer
 from tests.harness.peers import NEVER_FINISHING, DripPeer

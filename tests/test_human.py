@@ -103,8 +103,8 @@ def test_prometheus_exposition_format():
 
 
 def test_prometheus_label_escaping():
-    from apache_metrics_exporter.processes import ProcessScan, ProcInfo
-    from apache_metrics_exporter.snapshot import build
+    from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
+    from apache_metrics_exporter.collect.snapshot import build
 
     scan = ProcessScan(1, 1.0, [ProcInfo(2, 1.0, 'we"ird\\na\nme', 1, "")], set(), "rss")
     out = prometheus.render([build("http://x/s", 0, None, None, None, scan)])

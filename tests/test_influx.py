@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import ALL_METRICS, BY_NAME
-from apache_metrics_exporter.processes import EMPTY_SCAN, ProcessScan, ProcInfo
-from apache_metrics_exporter.snapshot import Sample, build
-from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.collect.processes import EMPTY_SCAN, ProcessScan, ProcInfo
+from apache_metrics_exporter.collect.snapshot import Sample, build
+from apache_metrics_exporter.collect.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import influx
 from tests.conftest import data, run_exporter
 from tests.test_tab import example_snapshot

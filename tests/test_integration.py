@@ -237,10 +237,11 @@ def test_ports_config_discovery(prefork, tmp_path):
 def test_remote_status_page_gets_no_local_process_figures(prefork, monkeypatch):
     # A status page on another host: its worker PIDs mean nothing here, so no
     # local process may be reported (or, for the reaper, touched) for it.
-    from apache_metrics_exporter.http import Fetcher, Target
-    from apache_metrics_exporter.snapshot import collect
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.collect.snapshot import collect
 
-    monkeypatch.setattr("apache_metrics_exporter.loopback.loopback_addresses", lambda h: None)
+    monkeypatch.setattr("apache_metrics_exporter.collect.loopback.loopback_addresses",
+                        lambda h: None)
     fetcher = Fetcher(Target(prefork.status_url))
     try:
         snap = collect(fetcher)

@@ -12,7 +12,7 @@ import os
 import psutil
 import pytest
 
-from apache_metrics_exporter.processes import (
+from apache_metrics_exporter.collect.processes import (
     find_parent,
     memory_stats,
     scan,
@@ -62,7 +62,7 @@ def test_pid_file_pointing_elsewhere_is_not_trusted(tmp_path):
 def test_procfs_agrees_with_psutil_to_the_bit():
     # The reaper re-verifies with psutil what the collector's /proc scan found:
     # start times must be the same float, memory the same figure.
-    from apache_metrics_exporter import procfs
+    from apache_metrics_exporter.collect import procfs
 
     me = psutil.Process()
     st = procfs.stat(me.pid)

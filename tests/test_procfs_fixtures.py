@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from apache_metrics_exporter import processes, procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
-from apache_metrics_exporter.processes import find_parent, parent_of_url, scan
+from apache_metrics_exporter.collect import processes, procfs
+from apache_metrics_exporter.collect.processes import find_parent, parent_of_url, scan
 from tests.conftest import DATA
 
 APACHE = ("apache2",)

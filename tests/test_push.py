@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.errors import OutputError
-from apache_metrics_exporter.push import REJECTED, InfluxPush, PushFailed, PushSettings
-from apache_metrics_exporter.spool import MIN_BATCH_LIMIT, Spool, state_problem
+from apache_metrics_exporter.push.client import REJECTED, InfluxPush, PushFailed, PushSettings
+from apache_metrics_exporter.push.spool import MIN_BATCH_LIMIT, Spool, state_problem
 from tests.conftest import exporter_env, parse_tab, run_exporter
 from tests.harness.servers import VictoriaMetrics
 
@@ -59,7 +59,7 @@ def test_spool_orders_bounds_and_quarantines(tmp_path):
 def test_spool_lock_is_exclusive_between_processes(tmp_path):
     spool = Spool(str(tmp_path), 1000)
     spool.ensure()
-    code = ("import sys\nfrom apache_metrics_exporter.spool import Spool\n"
+    code = ("import sys\nfrom apache_metrics_exporter.push.spool import Spool\n"
             "from apache_metrics_exporter.errors import OutputError\n"
             f"s = Spool({str(tmp_path)!r}, 1000)\n"
             "try:\n    with s.locked(timeout=0.3):\n        print('got it')\n"

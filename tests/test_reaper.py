@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
-from apache_metrics_exporter.processes import ProcessScan, ProcInfo
-from apache_metrics_exporter.reaper import Candidate, Thresholds, execute, select
-from apache_metrics_exporter.status import parse_html
+from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.collect.status import parse_html
+from apache_metrics_exporter.reaper.policy import Candidate, Thresholds, execute, select
 from tests.conftest import exporter_env, live_children, parse_tab, run_exporter
 from tests.harness.apache import ApacheServer
 

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 
 from apache_metrics_exporter import restarts
-from apache_metrics_exporter.processes import EMPTY_SCAN
-from apache_metrics_exporter.snapshot import build
-from apache_metrics_exporter.status import parse_auto
+from apache_metrics_exporter.collect.processes import EMPTY_SCAN
+from apache_metrics_exporter.collect.snapshot import build
+from apache_metrics_exporter.collect.status import parse_auto
 from tests.conftest import data, parse_tab, run_exporter
 
 PAGE = data("2.4.71-prefork-ext-on.auto.txt").decode("latin-1")

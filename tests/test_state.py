@@ -21,11 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apache_metrics_exporter import cli, state
+from apache_metrics_exporter import cli
 from apache_metrics_exporter.errors import OutputError
-from apache_metrics_exporter.snapshot import reaper_samples
-from apache_metrics_exporter.spool import Spool
-from apache_metrics_exporter.state import StateFile, fresh
+from apache_metrics_exporter.health import reaper_samples
+from apache_metrics_exporter.push.spool import Spool
+from apache_metrics_exporter.reaper import state
+from apache_metrics_exporter.reaper.state import StateFile, fresh
 from tests.conftest import exporter_env, parse_tab, run_exporter
 
 NOBODY = pwd.getpwnam("nobody").pw_uid

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import BY_NAME, SCOREBOARD_STATES, SERVER_METRICS, fits
+from apache_metrics_exporter.collect.status import count_scoreboard, parse_auto
 from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.status import count_scoreboard, parse_auto
 from tests.conftest import data
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apache_metrics_exporter import status
+from apache_metrics_exporter.collect import status
+from apache_metrics_exporter.collect.status import parse_html
 from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.status import parse_html
 from tests.conftest import DATA, data
 
 

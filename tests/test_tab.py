@@ -1,8 +1,9 @@
 """The tab writer: byte-compatible with apache-manager for the original keys."""
 
-from apache_metrics_exporter.processes import ProcessScan, ProcInfo
-from apache_metrics_exporter.snapshot import Options, build, reaper_samples
-from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
+from apache_metrics_exporter.collect.snapshot import Options, build
+from apache_metrics_exporter.collect.status import parse_auto, parse_html
+from apache_metrics_exporter.health import reaper_samples
 from apache_metrics_exporter.writers import tab
 from tests.conftest import data, parse_tab, sections
 

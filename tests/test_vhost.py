@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from apache_metrics_exporter.processes import EMPTY_SCAN
-from apache_metrics_exporter.snapshot import Options, build
-from apache_metrics_exporter.status import parse_auto, parse_html
+from apache_metrics_exporter.collect.processes import EMPTY_SCAN
+from apache_metrics_exporter.collect.snapshot import Options, build
+from apache_metrics_exporter.collect.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import influx, prometheus, tab
 from tests.conftest import data, parse_tab, run_exporter
 

@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
 
     class Writer(Protocol):
         """What every writer module has (optional parts: see Format)."""

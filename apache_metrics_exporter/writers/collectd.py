@@ -21,15 +21,15 @@ import re
 import socket
 
 from apache_metrics_exporter.catalogue import COLLECTD_DERIVE_TYPES, INT64_MAX, fits
+from apache_metrics_exporter.collect.http import host_port
 from apache_metrics_exporter.errors import UsageError
-from apache_metrics_exporter.http import host_port
 from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
 
 PLUGIN = "apache"
 MAX_PART = 63  # collectd allows 127 bytes per part; stay well inside

@@ -14,15 +14,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Sequence
 
-    from apache_metrics_exporter.push import PushSettings
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
+    from apache_metrics_exporter.push.client import PushSettings
     from apache_metrics_exporter.writers import Settings
 
 
 
 def push_settings(settings: Settings) -> PushSettings:
     """PushSettings from the options; UsageError names what is missing."""
-    from apache_metrics_exporter.push import PushSettings
+    from apache_metrics_exporter.push.client import PushSettings
 
     s = settings
     if not s.influxdb_url:
@@ -52,7 +52,7 @@ def push_settings(settings: Settings) -> PushSettings:
 def check(settings: Settings, urls: Sequence[str]) -> None:
     """Everything about the push that can be checked before fetching."""
     from apache_metrics_exporter.errors import OutputError
-    from apache_metrics_exporter.spool import Spool
+    from apache_metrics_exporter.push.spool import Spool
 
     push_settings(settings)
     if settings.output != "-":
@@ -67,8 +67,8 @@ class Sink:
     """Delivers each batch (kept for the life of a loop)."""
 
     def __init__(self, settings: Settings) -> None:
-        from apache_metrics_exporter.push import InfluxPush
-        from apache_metrics_exporter.spool import Spool
+        from apache_metrics_exporter.push.client import InfluxPush
+        from apache_metrics_exporter.push.spool import Spool
 
         self.push = InfluxPush(push_settings(settings),
                                Spool(settings.spool_dir, settings.spool_max_bytes))

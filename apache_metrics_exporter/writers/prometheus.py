@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Dict, List, Optional, Sequence, Tuple
 
-    from apache_metrics_exporter.snapshot import Sample, Snapshot
+    from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})

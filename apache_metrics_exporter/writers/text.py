@@ -14,7 +14,7 @@ import sys
 import time
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
-from apache_metrics_exporter.processes import memory_stats
+from apache_metrics_exporter.collect.processes import memory_stats
 from apache_metrics_exporter.units import format_bytes, format_duration, visible
 from apache_metrics_exporter.writers import Settings
 
@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, List, Optional, Sequence
 
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
 
 SLOWEST = 5
 

@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Optional, Sequence
 
-    from apache_metrics_exporter.snapshot import Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
     from apache_metrics_exporter.writers import Settings
 
 

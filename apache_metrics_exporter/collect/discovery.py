@@ -282,7 +282,7 @@ def read_config(path: str) -> ApacheConfig:
 def listening_sockets(proc_root: str = "/proc") -> Optional[Set[Tuple[bytes, int]]]:
     """(address, port) of every TCP socket in LISTEN state; None when neither
     table can be read (no /proc: nothing can be told)."""
-    from apache_metrics_exporter.procfs import tcp_listeners
+    from apache_metrics_exporter.collect.procfs import tcp_listeners
 
     found = tcp_listeners(proc_root)
     return None if found is None else {(raw, port) for raw, port, _inode in found}

@@ -1,6 +1,6 @@
 """The Apache process tree: parent, native workers, mod_wsgi daemon groups, memory.
 
-Scanned once per snapshot, from /proc (procfs.py). Memory is RSS by default;
+Scanned once per snapshot, from /proc (collect/procfs.py). Memory is RSS by default;
 PSS and USS (``/proc/PID/smaps_rollup``) are fairer for forked workers but need
 the rights to read other users' processes: without them the scan falls back to
 RSS for all processes and says so once.
@@ -8,8 +8,8 @@ RSS for all processes and says so once.
 
 from __future__ import annotations
 
-from apache_metrics_exporter import procfs
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.collect import procfs
 from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
@@ -262,7 +262,7 @@ def parent_of_url(host: str, port: int, exe_names: Sequence[str],
     host that is not a loopback address has none, unless --pid-file names it.
     ``peer``, the address that answered the fetch, is what is proven when
     known: the name is not resolved a second time."""
-    from apache_metrics_exporter.loopback import loopback_addresses
+    from apache_metrics_exporter.collect.loopback import loopback_addresses
 
     addresses = loopback_addresses(peer if peer else host)
     if addresses is None and not pid_file:
@@ -353,7 +353,7 @@ def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
             conf = value
         elif flag == "-D" and value:
             defines[value] = ""
-    from apache_metrics_exporter.discovery import ApacheConfig
+    from apache_metrics_exporter.collect.discovery import ApacheConfig
 
     config = ApacheConfig(root)
     config.defines.update(defines)

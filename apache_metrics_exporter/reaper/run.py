@@ -2,7 +2,7 @@
 
 The page is fetched first, without any lock; then, under the state file's
 lock, the Apache tree serving --url is proven, scanned, the policy selects,
-the verified signals are sent (reaper.py) and the run's counts are added to
+the verified signals are sent (reaper/policy.py) and the run's counts are added to
 the totals. A tree that cannot be proven means no signal at all.
 """
 
@@ -18,8 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Tuple
 
-    from apache_metrics_exporter.http import Target
-    from apache_metrics_exporter.reaper import Thresholds
+    from apache_metrics_exporter.collect.http import Target
+    from apache_metrics_exporter.reaper.policy import Thresholds
 
 
 def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
@@ -28,12 +28,12 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     (scan, selection, signals, counters) happens under the state file's lock.
     No lock is held across network I/O, so a hung Apache cannot block the
     next runs."""
+    from apache_metrics_exporter.collect.http import Fetcher
+    from apache_metrics_exporter.collect.processes import parent_of_url, scan
+    from apache_metrics_exporter.collect.status import parse_html
     from apache_metrics_exporter.errors import FetchError
-    from apache_metrics_exporter.http import Fetcher
-    from apache_metrics_exporter.processes import parent_of_url, scan
-    from apache_metrics_exporter.reaper import execute, select, strangers
-    from apache_metrics_exporter.state import RunCounts, StateFile
-    from apache_metrics_exporter.status import parse_html
+    from apache_metrics_exporter.reaper.policy import execute, select, strangers
+    from apache_metrics_exporter.reaper.state import RunCounts, StateFile
 
     state_file = StateFile(args.state_file)
     state_file.check()  # an untrusted state file is refused before any work

@@ -7,21 +7,18 @@ measured (the process scan). Writers turn the snapshot's samples into text.
 
 from __future__ import annotations
 
-import os
 import time
 
 from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, fits
-from apache_metrics_exporter.errors import FetchError
-from apache_metrics_exporter.http import Fetcher, redact
-from apache_metrics_exporter.processes import (
+from apache_metrics_exporter.collect.http import Fetcher, redact
+from apache_metrics_exporter.collect.processes import (
     EMPTY_SCAN,
     ProcessScan,
     memory_stats,
     parent_of_url,
     scan,
 )
-from apache_metrics_exporter.records import NamedTuple
-from apache_metrics_exporter.status import (
+from apache_metrics_exporter.collect.status import (
     AutoPage,
     EventProcess,
     WorkerRow,
@@ -29,6 +26,8 @@ from apache_metrics_exporter.status import (
     parse_auto,
     parse_html,
 )
+from apache_metrics_exporter.errors import FetchError
+from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
@@ -310,59 +309,3 @@ def version_number(server_version: str) -> Optional[float]:
     if minor > 99:
         return None
     return float(f"{major}.{minor:02d}{patch:03d}")
-
-
-def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
-                  state_file: Optional[str] = None) -> List[Sample]:
-    """Figures kept between runs by others: the reaper's counters (its state
-    file) and the push spool's health (when a push was ever made from there)."""
-    out: List[Sample] = []
-    out.extend(reaper_samples(state_file))
-    if spool_dir and os.path.isdir(spool_dir):  # spool.py only when there is one
-        from apache_metrics_exporter.spool import Spool
-
-        health = Spool(spool_dir, spool_max_bytes).health()
-        if health is not None:
-            if health.last_success is not None:
-                out.append(Sample(BY_NAME["push_last_success_timestamp_seconds"],
-                                  health.last_success))
-            out.append(Sample(BY_NAME["push_spooled_points"], health.spooled_points))
-            if health.dropped_points is not None:  # None: its state.json is unreadable
-                out.append(Sample(BY_NAME["push_dropped_points_total"],
-                                  health.dropped_points))
-                out.append(Sample(BY_NAME["push_quarantined_batches_total"],
-                                  health.quarantined_batches))
-                out.append(Sample(BY_NAME["push_corrupt_files_total"], health.corrupt_files))
-    return out
-
-
-def reaper_samples(state_file: Optional[str]) -> List[Sample]:
-    """The reaper's counters: the last run's kills by kind (0 when no reaper
-    ever ran: nothing was killed) and the totals. A
-    state file that is there but cannot be trusted or read gives nothing at
-    all (state.read says why): its figures are unknown, not zero."""
-    state = None
-    if state_file and os.path.lexists(state_file):  # state.py only when there is one
-        from apache_metrics_exporter.state import read
-
-        state = read(state_file)
-        if state is None:
-            return []
-    from apache_metrics_exporter.state import RunCounts
-
-    last = RunCounts.from_json((state or {}).get("last_run"))
-    out = [Sample(BY_NAME["reaper_last_run_kills"], n, (("kind", kind),))
-           for kind, n in last.kills().items()]
-    if state is None:
-        return out
-    totals = state["totals"]
-    for kind, n in sorted(totals["kills"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_total"], n, (("kind", kind),)))
-    for reason, n in sorted(totals["reasons"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
-    for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
-                    "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
-        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
-    if last.time:
-        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last.time))
-    return out

@@ -317,7 +317,7 @@ class Fetcher:
         """Whether the URL's host is a loopback address of this machine (by
         address: a name counts only if everything it resolves to is loopback).
         Nothing is sent."""
-        from apache_metrics_exporter.loopback import loopback_addresses
+        from apache_metrics_exporter.collect.loopback import loopback_addresses
 
         return loopback_addresses(self.host) is not None
 

@@ -24,10 +24,10 @@ import time
 import psutil
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.collect.processes import ProcessScan
+from apache_metrics_exporter.collect.status import WorkerRow
 from apache_metrics_exporter.log import log
-from apache_metrics_exporter.processes import ProcessScan
 from apache_metrics_exporter.records import NamedTuple
-from apache_metrics_exporter.status import WorkerRow
 from apache_metrics_exporter.units import format_bytes
 
 TYPE_CHECKING = False

@@ -17,8 +17,8 @@ import time
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.paths import Corrupt
+from apache_metrics_exporter.push.spool import Spool
 from apache_metrics_exporter.records import NamedTuple
-from apache_metrics_exporter.spool import Spool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only

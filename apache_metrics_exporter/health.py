@@ -1,0 +1,70 @@
+"""Figures kept between runs by others, added to each batch: the reaper's
+counters (its state file) and the push spool's health. Kept out of collect/,
+which knows nothing of the reaper or the push."""
+
+from __future__ import annotations
+
+import os
+
+from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.collect.snapshot import Sample
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import List, Optional
+
+
+def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
+                  state_file: Optional[str] = None) -> List[Sample]:
+    """Figures kept between runs by others: the reaper's counters (its state
+    file) and the push spool's health (when a push was ever made from there)."""
+    out: List[Sample] = []
+    out.extend(reaper_samples(state_file))
+    if spool_dir and os.path.isdir(spool_dir):  # push/spool.py only when there is one
+        from apache_metrics_exporter.push.spool import Spool
+
+        health = Spool(spool_dir, spool_max_bytes).health()
+        if health is not None:
+            if health.last_success is not None:
+                out.append(Sample(BY_NAME["push_last_success_timestamp_seconds"],
+                                  health.last_success))
+            out.append(Sample(BY_NAME["push_spooled_points"], health.spooled_points))
+            if health.dropped_points is not None:  # None: its state.json is unreadable
+                out.append(Sample(BY_NAME["push_dropped_points_total"],
+                                  health.dropped_points))
+                out.append(Sample(BY_NAME["push_quarantined_batches_total"],
+                                  health.quarantined_batches))
+                out.append(Sample(BY_NAME["push_corrupt_files_total"], health.corrupt_files))
+    return out
+
+
+def reaper_samples(state_file: Optional[str]) -> List[Sample]:
+    """The reaper's counters: the last run's kills by kind (0 when no reaper
+    ever ran: nothing was killed) and the totals. A
+    state file that is there but cannot be trusted or read gives nothing at
+    all (state.read says why): its figures are unknown, not zero."""
+    state = None
+    if state_file and os.path.lexists(state_file):  # reaper/state.py only when there is one
+        from apache_metrics_exporter.reaper.state import read
+
+        state = read(state_file)
+        if state is None:
+            return []
+    from apache_metrics_exporter.reaper.state import RunCounts
+
+    last = RunCounts.from_json((state or {}).get("last_run"))
+    out = [Sample(BY_NAME["reaper_last_run_kills"], n, (("kind", kind),))
+           for kind, n in last.kills().items()]
+    if state is None:
+        return out
+    totals = state["totals"]
+    for kind, n in sorted(totals["kills"].items()):
+        out.append(Sample(BY_NAME["reaper_kills_total"], n, (("kind", kind),)))
+    for reason, n in sorted(totals["reasons"].items()):
+        out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
+    for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
+                    "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
+        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
+    if last.time:
+        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last.time))
+    return out

@@ -1,0 +1,1 @@
+"""The push to InfluxDB /api/v2/write and its spool."""

@@ -1,0 +1,1 @@
+"""The reaper: its policy and verified signals, one run, and its state file."""
