@@ -29,7 +29,7 @@ from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Optional, Sequence
+    from typing import Callable, Optional, Sequence
 
 
 def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain") -> None:
@@ -129,7 +129,17 @@ def console_main() -> None:
     program writes is closed (files) or flushed below (stdout/stderr), and it
     registers no exit handlers, so it leaves with os._exit once flushed.
     """
-    finish(main())
+    finish(interruptible(main))
+
+
+def interruptible(run: Callable[[], int]) -> int:
+    """``run()``, with Ctrl-C (SIGINT) ending it with one line and status 130,
+    as a shell reports it, never a traceback."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 def finish(status: int) -> None:
@@ -182,3 +192,8 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
     except OutputError as exc:
         log.error("%s", exc)
         return EXIT_OUTPUT
+
+
+def reaper_console() -> None:
+    """The reaper's console script: reaper_main() with Ctrl-C as one line."""
+    finish(interruptible(reaper_main))

@@ -450,9 +450,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def console_main() -> None:
     """The console script: ``main()``, stdout and stderr flushed, a fast exit."""
-    from apache_metrics_exporter.cli import finish
+    from apache_metrics_exporter.cli import finish, interruptible
 
-    finish(main())
+    finish(interruptible(main))
 
 
 if __name__ == "__main__":

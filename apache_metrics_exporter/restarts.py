@@ -140,8 +140,8 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False)
 
     try:
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o755, exist_ok=True)
+        if not os.path.isdir(directory) and path == DEFAULT_PATH:
+            os.makedirs(directory, mode=0o755, exist_ok=True)  # a mistyped path: nothing
         check(path, "collector state")
         with exclusive(path + ".lock", LOCK_TIMEOUT, "another collector"):
             state = _load(path)

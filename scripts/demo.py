@@ -9,6 +9,7 @@ Apache again. Nothing of the machine's own Apache is touched.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,12 +49,25 @@ def run_cmd(*cmd: str) -> None:
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, text=True, capture_output=True)
     sys.stdout.write(proc.stdout)
-    if proc.stderr:
-        sys.stdout.write("[stderr] " + proc.stderr)
+    for line in proc.stderr.splitlines():
+        sys.stdout.write("[stderr] " + line + "\n")
     print(f"[exit status {proc.returncode}]", flush=True)
 
 
 def main() -> int:
+    # The files the commands keep between runs go to a throwaway directory:
+    # the demo never writes the machine's /var/lib/apache-metrics-exporter.
+    keep = tempfile.mkdtemp(prefix="ame-demo-state-")
+    os.environ.update({"APACHE_METRICS_COLLECTOR_STATE": f"{keep}/collector-state.json",
+                       "APACHE_METRICS_STATE_FILE": f"{keep}/reaper-state.json",
+                       "APACHE_METRICS_SPOOL_DIR": f"{keep}/spool"})
+    try:
+        return _demo()
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
+
+
+def _demo() -> int:
     mpm = os.environ.get("DEMO_MPM", "event")
     banner(f"starting a private Apache ({mpm} MPM) on 127.0.0.1")
     with ApacheServer(mpm) as apache:

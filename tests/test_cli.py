@@ -391,3 +391,27 @@ def test_a_credential_header_is_refused_on_the_command_line():
     proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--format", "tab",
                         "--header", "X-Forwarded-For: 127.0.0.1")
     assert proc.returncode == 0
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import exporter_env
+
+    exe = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/server-status"
+        proc = subprocess.Popen([exe, "--url", url, "--timeout", "20", "--format", "tab"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=exporter_env())
+        conn, _ = silent.accept()  # the run is waiting for the answer now
+
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=10)
+        conn.close()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("error: interrupted"), err

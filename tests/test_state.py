@@ -146,11 +146,19 @@ def test_reaper_keeps_a_good_file_and_its_mode(tmp_path):
 
 
 def test_new_state_file_is_0644_and_lock_0600(tmp_path):
-    path = tmp_path / "sub" / "s.json"
+    path = tmp_path / "s.json"
     with StateFile(str(path)).locked(5) as s:
         s["totals"]["runs"] += 1
     assert path.stat().st_mode & 0o777 == 0o644  # read by a collector of another user
-    assert (tmp_path / "sub" / "s.json.lock").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "s.json.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_mistyped_state_directory_is_an_error_not_created(tmp_path):
+    path = tmp_path / "no-such-dir" / "s.json"
+    with pytest.raises(OutputError, match="cannot use --state-file"):
+        with StateFile(str(path)).locked(5):
+            pass
+    assert not (tmp_path / "no-such-dir").exists()
 
 
 def test_two_corrupt_files_in_one_second_keep_both(tmp_path, capsys):

@@ -31,6 +31,7 @@ from apache_metrics_exporter.locks import exclusive
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.output import write_private
 from apache_metrics_exporter.paths import (
+    REAPER_STATE,
     Corrupt,
     check,
     is_int,
@@ -210,7 +211,8 @@ class StateFile:
         check(self.path, "--state-file")  # before anything is made beside it
         with ExitStack() as stack:
             try:
-                os.makedirs(directory, mode=0o755, exist_ok=True)
+                if self.path == REAPER_STATE:  # a mistyped path creates nothing
+                    os.makedirs(directory, mode=0o755, exist_ok=True)
                 stack.enter_context(exclusive(
                     self.lock_path, timeout, "another reaper", "not acting (is one stuck?)",
                     on_wait=lambda: log.info("another reaper is running; waiting for it "
