@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from apache_metrics_exporter.writers import prometheus, text
-from tests.conftest import exporter_env, parse_tab, run_exporter
+from tests.conftest import SESSION_ENV, exporter_env, parse_tab, run_exporter
 from tests.harness.apache import WSGI_GROUP, WSGI_LONG_GROUP
 from tests.test_tab import example_snapshot
 
@@ -228,6 +228,7 @@ class Tmux:
         self.sock = str(tmp / "tmux.sock")
         self.run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
                  f"env -i PATH={os.environ['PATH']} HOME={tmp} TERM=xterm-256color "
+                 + "".join(f"{k}={v} " for k, v in SESSION_ENV.items()) +
                  "PS1='PROMPT$ ' bash --norc --noprofile")
 
     def run(self, *args: str) -> str:
