@@ -177,7 +177,7 @@ def test_apache_hung_process_memory_still_reported(own_apache):
 
 def test_403_is_reported_with_its_code(prefork):
     proc = run_exporter("--url", prefork.base_url + "/denied-status")
-    assert_down_file(proc, r"answered HTTP 403 Forbidden.*Require")
+    assert_down_file(proc, r"answered HTTP 403 Forbidden.*<Location /denied-status>.*Require")
 
 
 def test_a_port_serving_some_other_page(prefork):

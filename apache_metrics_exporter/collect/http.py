@@ -394,7 +394,8 @@ class Fetcher:
             elif resp.status == 401:
                 body_hint = "; give --user and a password (--password-file)"
             elif resp.status == 403:
-                body_hint = ("; allow this host in Apache's <Location /server-status> "
+                where = printable(urlsplit(url).path or "/")[:200]
+                body_hint = (f"; allow this host in Apache's <Location {where}> "
                              "(Require ip ...)")
             elif resp.status == 404:
                 body_hint = "; is mod_status enabled with SetHandler server-status at that path?"
