@@ -136,15 +136,25 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
         for action in actions:
             flags = ", ".join(f"\\fB{_roff(o)}\\fR" for o in action.option_strings)
             if action.nargs != 0:
-                flags += f" \\fI{_roff(action.metavar or action.dest.upper())}\\fR"
+                if action.metavar:
+                    shown = action.metavar
+                elif action.choices:
+                    shown = "{" + ",".join(map(str, action.choices)) + "}"
+                else:
+                    shown = action.dest.upper()
+                if action.nargs == "?":
+                    shown = f"[{shown}]"
+                flags += f" \\fI{_roff(shown)}\\fR"
             # The --help text, defaults and environment variable included.
             out += [".TP", flags, _roff(formatter._expand_help(action))]
     if parser.epilog:
         out += [".SH NOTES", ".nf", _roff(parser.epilog), ".fi"]
     out += [".SH FILES", "/etc/apache-metrics-exporter.conf, "
             "~/.config/apache-metrics-exporter.conf (key = value, keys are option names)",
-            ".SH SEE ALSO", "apache-metrics-exporter(1), apache-worker-reaper(1); "
-            "docs/metrics.md for every metric and its name in each format."]
+            ".SH SEE ALSO",
+            ", ".join(f"{n}(1)" for n in SUMMARY if n != name)
+            + "; docs/metrics.md in the project's source for every metric and its name "
+            "in each format."]
     return "\n".join(out) + "\n"
 
 
