@@ -568,3 +568,19 @@ def test_all_selected_processes_share_one_grace_period(tmp_path):
         assert len(log.read_text().splitlines()) == 3  # each got its SIGTERM first
     finally:
         end_family(parent, kids)
+
+
+def test_a_process_named_like_apache_but_running_another_file_is_not_signalled(tmp_path):
+    # The name is anyone's to choose; the executable file is compared too.
+    from apache_metrics_exporter.reaper.policy import _same_executable
+
+    same = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _same_executable(same.pid, os.getpid()) is True
+        assert _same_executable(other.pid, os.getpid()) is False
+        assert _same_executable(2**22 + 7, os.getpid()) is False  # no such process
+    finally:
+        for p in (same, other):
+            p.kill()
+            p.wait()

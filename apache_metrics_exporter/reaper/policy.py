@@ -171,11 +171,31 @@ def verify(candidate: Candidate, parent_pid: int, parent_create_time: float,
             return None, f"it is no longer an Apache process ({proc.name()})"
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None, "it has already exited"
+        same = _same_executable(pid, parent_pid)
+        if same is None:
+            return None, "not allowed to inspect it (run the reaper as root)"
+        if not same:
+            return None, "it does not run the Apache parent's executable"
     except psutil.NoSuchProcess:
         return None, "it has already exited"
     except psutil.AccessDenied:
         return None, "not allowed to inspect it (run the reaper as root)"
     return proc, ""
+
+
+def _same_executable(pid: int, parent_pid: int) -> Optional[bool]:
+    """Whether the process runs the very file its Apache parent runs (device
+    and inode of /proc/PID/exe): the name alone is anyone's to choose. None
+    when this user may not look (then it is not signalled either)."""
+    import os
+
+    try:
+        mine, theirs = os.stat(f"/proc/{pid}/exe"), os.stat(f"/proc/{parent_pid}/exe")
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 class Outcome(NamedTuple):
