@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not (sys.stdout.isatty() and sys.stdin.isatty()):
                 raise UsageError("--watch needs a terminal")
         if args.listen:
-            check_endpoint_options(args, argv)
+            check_endpoint_options(args)
         if args.interval is None and not args.execd and not args.listen:
             args.interval = loops.collectd_interval()
     except UsageError as exc:
@@ -96,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return loops.run_once(args, targets, exe_names, writer)
 
 
-def check_endpoint_options(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> None:
+def check_endpoint_options(args: argparse.Namespace) -> None:
     """--listen answers scrapes: it writes no output and runs no other loop."""
     if args.format != "prometheus":
         raise UsageError(f"--listen answers in the Prometheus format; drop --format "

@@ -219,7 +219,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         tops, denied_all = _apache_owners(inodes, exe_names)
         denied = denied or denied_all
         if not tops:
-            other = _other_owner(inodes)
+            other = _other_owner(inodes, exe_names)
             if other:
                 return Parent(None, f"the process listening on {where} is {other}, "
                                     f"not {'/'.join(exe_names)}")
@@ -245,7 +245,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         except (procfs.NoProcess, procfs.Denied):
             whole = False
         if not whole:
-            other = _other_owner(inodes) or "a process this user cannot see"
+            other = _other_owner(inodes, exe_names) or "a process this user cannot see"
             return Parent(None, f"{other} listens on {where} beside Apache (PID {top}); "
                                 "it may be the one answering, so no process is trusted")
     if named_top and named_top != top:
@@ -297,7 +297,7 @@ def _apache_owners(inodes: set, exe_names: Sequence[str]) -> tuple:
     return tops, denied
 
 
-def _other_owner(inodes: set) -> str:
+def _other_owner(inodes: set, exe_names: Sequence[str]) -> str:
     """'NAME (PID N)' of a process that is not Apache and holds one of the
     sockets, '' if none is found within OWNER_WALK_SECONDS (for the message)."""
     import time
@@ -312,7 +312,7 @@ def _other_owner(inodes: set) -> str:
             name = procfs.stat(pid).name
         except (procfs.NoProcess, procfs.Denied):
             continue
-        if name not in DEFAULT_EXE_NAMES:
+        if name not in exe_names:
             return f"{name!r} (PID {pid})"
     return ""
 

@@ -91,14 +91,7 @@ _EXTRA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,99}", re.ASCII)  # how Apache 
 
 def _telegraf_float(text: str) -> Optional[float]:
     """The value as Telegraf's ParseFloat takes it (no unit suffix), if finite."""
-    text = text.strip()
-    if not text or not text.isascii() or not _FLOAT_CHARS.issuperset(text):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    return _float_or_none(text.strip())
 
 
 class _Warnings(list):
