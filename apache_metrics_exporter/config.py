@@ -112,14 +112,31 @@ class _Parser(configargparse.ArgParser):
         return "; ".join(parts)
 
 
+def _first_line_number() -> int:
+    """The number configargparse gives a file's first line in its messages:
+    0 up to 1.7, 1 from 1.10. Asked of the parser itself, not of its version."""
+    import io
+
+    import configargparse
+
+    try:
+        configargparse.DefaultConfigFileParser().parse(io.StringIO("=\n"))
+    except configargparse.ConfigFileParserException as exc:
+        number = str(exc)[len("Unexpected line "):].partition(" ")[0]
+        if number.isdigit():
+            return int(number)
+    return 0
+
+
 def _without_values(message: str) -> str:
     """configargparse's messages about config file content, without the content:
     the line or value it quotes may be a password."""
     if message.startswith("Unexpected line "):
-        # "Unexpected line N in PATH: LINE", N counting from 0
+        # "Unexpected line N in PATH: LINE", N counting from 0 or 1 by version
         number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(" in ")
         if number.isdigit():
-            return (f"config file {path}, line {int(number) + 1}: expected 'key = value' "
+            line = int(number) + 1 - _first_line_number()
+            return (f"config file {path}, line {line}: expected 'key = value' "
                     "(the line is not shown)")
         return "a config file has a line that is not 'key = value' (the line is not shown)"
     if message.startswith("Unexpected value for "):
