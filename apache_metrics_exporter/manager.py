@@ -326,7 +326,8 @@ def parse_args(argv: Sequence[str]) -> Settings:
         return s
     # The INI files' warnings follow -v/-q (main sets the same level again);
     # "-z" alone prints errors only: a Zabbix agent takes stderr into the JSON.
-    log.setup(1 + s.verbose, s.quiet + (s.actions == ["discovery"]), PROG)
+    errors_only = s.actions == ["discovery"]
+    log.setup(s.verbose + (not errors_only), s.quiet + errors_only, PROG)
     for key, (value, path) in read_ini(ini_files()).items():
         attr, parse = _INI_KEYS[key]
         if attr in given or not value:  # the command line wins; empty = unset
