@@ -106,7 +106,9 @@ Thresholds can also be set in the [apache-manager] section of
 /etc/apache-manager.ini, ~/.apache-manager.ini, ~/.config/apache-manager.ini
 and *.ini files in apache-manager.d/ beside them (keys max-memory-active,
 max-memory-idle, worker-timeout, hanging-worker-threshold); later files win,
-the command line wins over all. {INI_ENV}=FILE[:FILE...] reads those files
+the command line wins over all. Each must be a regular file of this user's
+or root's that nobody else can write (nor its directory): anything else
+stops the run (exit 2). {INI_ENV}=FILE[:FILE...] reads those files
 instead. Other settings (HTTP auth, TLS, timeouts, --grace, --max-kills) come
 from apache-metrics-exporter's own config file and APACHE_METRICS_* variables.
 
