@@ -290,27 +290,20 @@ SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
 def _check_config_files(parser: configargparse.ArgParser, cli: Sequence[str]) -> None:
-    """Config files are read only when they can be trusted: a regular file
-    (a FIFO would block the run for ever), owned by this user or root and not
-    writable by group or others (it says which Apache to watch and whom the
-    reaper may signal)."""
-    import stat as stat_module
+    """Config files are read only when they can be trusted (``trust.py``: a
+    regular file - a FIFO would block the run for ever - that only this user
+    or root could have written): they say which Apache to watch and whom the
+    reaper may signal."""
+    from apache_metrics_exporter.trust import check_trusted
 
     given = [cli[i + 1] for i, a in enumerate(cli[:-1]) if a in ("-c", "--config")]
     given += [a.split("=", 1)[1] for a in cli if a.startswith("--config=")]
     paths = given + [os.path.expanduser(p) for p in CONFIG_FILES]
     for path in paths:
         try:
-            st = os.stat(path)
+            check_trusted(path, "config file")
         except OSError:
-            continue  # a missing default is fine; a missing -c is configargparse's error
-        if not stat_module.S_ISREG(st.st_mode):
-            raise UsageError(f"config file {path} is not a regular file")
-        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & 0o022:
-            raise UsageError(f"config file {path} is writable by others than this user "
-                             f"or root (owner uid {st.st_uid}, mode "
-                             f"{stat_module.S_IMODE(st.st_mode):04o}); fix it with chown and "
-                             f"chmod go-w, or do not use it")
+            continue  # unreadable or missing: configargparse's error, if given
 
 
 def read_secret(path: str, option: str) -> str:

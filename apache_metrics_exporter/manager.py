@@ -106,7 +106,9 @@ Thresholds can also be set in the [apache-manager] section of
 /etc/apache-manager.ini, ~/.apache-manager.ini, ~/.config/apache-manager.ini
 and *.ini files in apache-manager.d/ beside them (keys max-memory-active,
 max-memory-idle, worker-timeout, hanging-worker-threshold); later files win,
-the command line wins over all. {INI_ENV}=FILE[:FILE...] reads those files
+the command line wins over all. Each must be a regular file of this user's
+or root's that nobody else can write (nor its directory): anything else
+stops the run (exit 2). {INI_ENV}=FILE[:FILE...] reads those files
 instead. Other settings (HTTP auth, TLS, timeouts, --grace, --max-kills) come
 from apache-metrics-exporter's own config file and APACHE_METRICS_* variables.
 
@@ -114,48 +116,33 @@ Exit status: 0 done (also when Apache is down: status-response 1 is written),
 1 a file could not be written, 2 bad options or configuration.
 """
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
-_BINARY_NAMES = {"kib": 1, "kibibyte": 1, "mib": 2, "mebibyte": 2, "gib": 3, "gibibyte": 3,
-                 "tib": 4, "tebibyte": 4, "pib": 5, "pebibyte": 5, "eib": 6, "exbibyte": 6}
-_PREFIXES = "kmgtpe"
-_EXTRA_TIME_UNITS = {"ns": 1e-9, "nanosecond": 1e-9, "nanoseconds": 1e-9,
-                     "us": 1e-6, "microsecond": 1e-6, "microseconds": 1e-6,
-                     "y": 31449600.0, "year": 31449600.0, "years": 31449600.0}
-
-
 def parse_size(text: str) -> int:
-    """Bytes, as apache-manager read sizes: a bare number is bytes, a unit
-    whose first letter is K, M, G, T, P or E is a binary multiple (``42M``,
-    ``42 MB``, ``2 gigabytes``, ``1.5G``)."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError(f"not a size: {text!r} (examples: 50K, 42M, 2G)")
-    number, unit = float(m.group(1)), m.group(2).lower()
-    if not unit or unit.startswith("b"):
-        return int(number)
-    unit = unit.rstrip("s")
-    power = _BINARY_NAMES.get(unit)
-    if power is None and unit[0] in _PREFIXES:
-        power = _PREFIXES.index(unit[0]) + 1
-    if power is None:
-        raise ValueError(f"unknown size unit {m.group(2)!r} in {text!r} "
-                         "(examples: 50K, 42M, 2G)")
-    return int(number * 1024 ** power)
+    """Bytes, as apache-manager read sizes (humanfriendly, binary multiples): a
+    bare number is bytes; ``50K``, ``42M``, ``2G``, ``42 MB``, ``16 MiB``,
+    ``2 gigabytes``, ``1.5G``; below 8 EiB."""
+    from apache_metrics_exporter.units import parse_size as parse
+
+    return parse(text)
 
 
 def parse_timespan(text: str) -> float:
-    """Seconds, as apache-manager read timespans (``2s``, ``3m``, ``5h``,
-    ``2d``, ``1w``, ``1y``, ``5 minutes``, a bare number of seconds); this
-    package's combinations like ``1h30m`` are accepted too."""
+    """Seconds, as apache-manager read timespans (humanfriendly: ``1ns``,
+    ``1us``, ``500ms``, ``2s``, ``3m``, ``5h``, ``2d``, ``1w``, ``1y``,
+    ``5 minutes``, a bare number of seconds); this package's combinations like
+    ``1h30m`` are accepted too. At most 100 years; 0 is "off"."""
     from apache_metrics_exporter.units import parse_timespan as parse
 
-    try:
-        return parse(text)
-    except ValueError:
-        m = _SIZE.match(str(text))
-        if m and m.group(2).lower() in _EXTRA_TIME_UNITS:
-            return float(m.group(1)) * _EXTRA_TIME_UNITS[m.group(2).lower()]
-        raise
+    seconds = parse(text)
+    if 0 < seconds < 1e-9:
+        raise ValueError(f"timespan too short: {str(text).strip()[:40]!r} (at least 1ns; "
+                         "0 is off)")
+    return seconds
+
+
+def _seconds(value: float) -> str:
+    """A timespan for the new commands' options: plain decimal seconds (their
+    parser reads no exponent, and repr(1e-09) has one)."""
+    return f"{value:.9f}".rstrip("0").rstrip(".")
 
 
 def _natural(name: str) -> list:
@@ -187,27 +174,69 @@ def ini_files() -> List[str]:
 
 
 def read_ini(paths: Sequence[str]) -> Dict[str, Tuple[str, str]]:
-    """The ``[apache-manager]`` options of the given files: key -> (value, file)."""
+    """The ``[apache-manager]`` options of the given files: key -> (value, file).
+
+    Each file must be trusted (``trust.py``, as the exporter's config file): it
+    sets whom root's reaper kills. An untrusted, oversized or malformed file
+    is a UsageError (exit 2) rather than skipped, so a threshold the admin set
+    is never silently dropped; a file that cannot be read at all is skipped
+    with a warning, as apache-manager did. Unknown keys get a warning naming
+    the nearest known key: a misspelled threshold is otherwise not applied.
+    """
     import configparser
+
+    from apache_metrics_exporter.trust import read_trusted
 
     options: Dict[str, Tuple[str, str]] = {}
     for path in paths:
-        parser = configparser.RawConfigParser()
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                parser.read_file(fh, source=path)
+            data = read_trusted(path, "INI file")
         except OSError as exc:
-            # apache-manager went on without an unreadable file, so do we.
-            log.warning("cannot read %s: %s; its settings are not used", path,
+            log.warning("cannot read INI file %s: %s; its settings are not used", path,
                         exc.strerror or exc)
             continue
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read_string(data.decode("utf-8", "replace"), source=path)
         except configparser.Error as exc:
-            first = " ".join(str(exc).split())
-            raise UsageError(f"{path}: not a valid INI file: {first}") from None
+            raise UsageError(_ini_error(path, exc)) from None
         if parser.has_section(INI_SECTION):
             for key, value in parser.items(INI_SECTION):
+                if key not in _INI_KEYS:
+                    _unknown_key(path, key)
+                    continue
                 options[key] = (value.strip(), path)
     return options
+
+
+def _ini_error(path: str, exc: Exception) -> str:
+    """configparser's multi-line messages as one line naming the file and line
+    (never the line itself)."""
+    import configparser
+
+    where = f"INI file {path}, line {getattr(exc, 'lineno', '?')}"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return (f"{where}: a setting before any section header; put the settings under "
+                f"an [{INI_SECTION}] line")
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"{where}: [{exc.section}] {exc.option} is set twice; keep one"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"{where}: section [{exc.section}] appears twice; merge them"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lines = [str(n) for n, _ in exc.errors[:5]]
+        return (f"INI file {path}, line {', '.join(lines)}: expected 'key = value', a "
+                "[section] line or a comment")
+    return f"INI file {path}: not a valid INI file: {' '.join(str(exc).split())}"
+
+
+def _unknown_key(path: str, key: str) -> None:
+    import difflib
+
+    near = difflib.get_close_matches(key, list(_INI_KEYS), n=1, cutoff=0.6)
+    hint = (f"did you mean {near[0]}?" if near
+            else "the settings are " + ", ".join(_INI_KEYS))
+    log.warning("INI file %s: [%s] %s is not an apache-manager setting, ignored (%s)",
+                path, INI_SECTION, key, hint)
 
 
 class Settings:
@@ -297,18 +326,18 @@ def parse_args(argv: Sequence[str]) -> Settings:
             s.state_file = value
     if s.help or s.version:
         return s
+    # The INI files' warnings follow -v/-q (main sets the same level again);
+    # "-z" alone prints errors only: a Zabbix agent takes stderr into the JSON.
+    errors_only = s.actions == ["discovery"]
+    log.setup(s.verbose + (not errors_only), s.quiet + errors_only, PROG)
     for key, (value, path) in read_ini(ini_files()).items():
-        if key not in _INI_KEYS:
-            log.debug("%s: [%s] %s is not an apache-manager setting; ignored", path,
-                      INI_SECTION, key)
-            continue
         attr, parse = _INI_KEYS[key]
         if attr in given or not value:  # the command line wins; empty = unset
             continue
         try:
             setattr(s, attr, parse(value))
         except ValueError as exc:
-            raise UsageError(f"{path}: [{INI_SECTION}] {key}: {exc}") from None
+            raise UsageError(f"INI file {path}: [{INI_SECTION}] {key}: {exc}") from None
     return s
 
 
@@ -324,7 +353,7 @@ def _common(s: Settings) -> List[str]:
 
 
 def _hanging(s: Settings) -> List[str]:
-    return [] if s.hanging_threshold is None else ["-T", repr(float(s.hanging_threshold))]
+    return [] if s.hanging_threshold is None else ["-T", _seconds(s.hanging_threshold)]
 
 
 def plan(s: Settings) -> List[Tuple[str, List[str]]]:
@@ -341,7 +370,7 @@ def plan(s: Settings) -> List[Tuple[str, List[str]]]:
         if s.max_memory_idle:
             argv += ["--max-memory-idle", str(s.max_memory_idle)]
         if s.max_time:
-            argv += ["--max-time", repr(float(s.max_time))]
+            argv += ["--max-time", _seconds(s.max_time)]
         if s.dry_run:
             argv.append("--dry-run")
         steps.append(("reaper", argv))

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import List
 
+# apache-manager read both with humanfriendly: every unit its parse_timespan
+# knows (a "year" is its 52 weeks), plus "hr"; sizes in binary multiples, as
+# its command line asked (parse_size(..., binary=True)).
 _TIMESPAN_UNITS = {
+    "ns": 1e-9, "nanosecond": 1e-9, "nanoseconds": 1e-9,
+    "us": 1e-6, "microsecond": 1e-6, "microseconds": 1e-6,
     "ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
     "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
     "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
     "d": 86400.0, "day": 86400.0, "days": 86400.0,
     "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
+    "y": 31449600.0, "year": 31449600.0, "years": 31449600.0,
 }
-_SIZE_UNITS = {
-    "": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
-    "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2,
-    "g": 1024 ** 3, "gb": 1024 ** 3, "gib": 1024 ** 3,
-    "t": 1024 ** 4, "tb": 1024 ** 4, "tib": 1024 ** 4,
-}
+YEAR = 31449600.0
+MAX_TIMESPAN = 100 * YEAR  # longer is a typo (and past what a reaper can mean)
+_SIZE_UNITS = {"": 1, "b": 1, "byte": 1}
+for _power, (_letter, _decimal, _binary) in enumerate((
+        ("k", "kilo", "kibi"), ("m", "mega", "mebi"), ("g", "giga", "gibi"),
+        ("t", "tera", "tebi"), ("p", "peta", "pebi"), ("e", "exa", "exbi"),
+        ("z", "zetta", "zebi"), ("y", "yotta", "yobi")), start=1):
+    for _name in (_letter, _letter + "b", _letter + "ib", _decimal + "byte", _binary + "byte"):
+        _SIZE_UNITS[_name] = 1024 ** _power
 # ASCII digits only: '\u0663' (Arabic-Indic three) is a digit to \\d and to float().
 _NUMBER_UNIT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", re.ASCII)
 MAX_NUMBER_TEXT = 40  # longer numbers in an option are a mistake, not a size
@@ -31,35 +39,50 @@ MAX_NUMBER_TEXT = 40  # longer numbers in an option are a mistake, not a size
 FLOAT_MAX = 1.7976931348623157e308
 
 
+def _cut(text: str) -> str:
+    """``text`` quoted for a message, at most MAX_NUMBER_TEXT characters of it."""
+    text = str(text).strip()
+    return repr(text) if len(text) <= MAX_NUMBER_TEXT else f"{text[:MAX_NUMBER_TEXT]!r}..."
+
+
 def parse_timespan(text: str) -> float:
-    """Seconds in ``90s``, ``5m``, ``1h30m``, ``2 hours`` or a bare number of seconds."""
+    """Seconds in ``90s``, ``5m``, ``1h30m``, ``2 hours``, ``1ns``, ``1y`` or a
+    bare number of seconds; at most ``MAX_TIMESPAN`` (100 years)."""
     text = str(text).strip()
     pos, total, matched = 0, 0.0, False
+    if len(text) > 4 * MAX_NUMBER_TEXT:
+        raise ValueError(f"not a timespan: {_cut(text)} (too long to be one)")
     while pos < len(text):
         m = _NUMBER_UNIT.match(text, pos)
         if not m or m.end() == pos:
-            raise ValueError(f"not a timespan: {text!r} (examples: 30s, 5m, 1h)")
+            raise ValueError(f"not a timespan: {_cut(text)} (examples: 30s, 5m, 1h)")
         unit = m.group(2).lower()
         if unit not in _TIMESPAN_UNITS:
-            raise ValueError(f"unknown time unit {m.group(2)!r} in {text!r} "
-                             "(use ms, s, m, h, d or w)")
+            raise ValueError(f"unknown time unit {_cut(m.group(2))} in {_cut(text)} "
+                             "(use ns, us, ms, s, m, h, d, w or y)")
         total += float(m.group(1)) * _TIMESPAN_UNITS[unit]
         pos, matched = m.end(), True
     if not matched:
         raise ValueError("empty timespan (examples: 30s, 5m, 1h)")
-    if not math.isfinite(total) or len(text) > 4 * MAX_NUMBER_TEXT:
-        raise ValueError(f"timespan too long: {text[:MAX_NUMBER_TEXT]!r}...")
+    if not total <= MAX_TIMESPAN:  # also inf and NaN
+        raise ValueError(f"timespan too long: {_cut(text)} (at most 100 years)")
     return total
 
 
 def parse_size(text: str) -> int:
-    """Bytes in ``50M``, ``2G``, ``512K`` (binary units, as apache-manager used them)."""
+    """Bytes in ``50M``, ``2G``, ``512K``, ``16 MiB``, ``2 gigabytes`` (binary
+    units, as apache-manager used them; plurals too); below 8 EiB (int64)."""
     m = _NUMBER_UNIT.fullmatch(str(text))
-    if not m or m.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r} (examples: 512K, 50M, 2G; binary units)")
-    size = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    unit = m.group(2).lower() if m else ""
+    if unit.endswith("s") and unit[:-1] in _SIZE_UNITS and len(unit) > 2:
+        unit = unit[:-1]  # "bytes", "gigabytes"
+    if not m or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {_cut(text)} (examples: 512K, 50M, 2G; binary "
+                         "units)")
+    size = float(m.group(1)) * _SIZE_UNITS[unit]
+    # Compared as a float: 2 ** 63 - 1 would round up to 2 ** 63.
     if len(m.group(1)) > MAX_NUMBER_TEXT or not size < 2 ** 63:
-        raise ValueError(f"not a size: {str(text)[:MAX_NUMBER_TEXT]!r}... is too large")
+        raise ValueError(f"size too large: {_cut(text)} (less than 8 EiB)")
     return int(size)
 
 

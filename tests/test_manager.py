@@ -255,6 +255,254 @@ def test_kill_without_thresholds_does_nothing_like_the_original():
 
 
 # ---------------------------------------------------------------------------
+# INI files: trusted like the exporter's config file, every bad value one line
+#
+# These run the real search path (~/.apache-manager.ini, ~/.apache-manager.d/)
+# with HOME in a temporary directory; /etc/apache-manager.ini is only looked
+# at (it does not exist on a test machine; the tests skip if it does).
+
+NOBODY = 65534
+INI = "[apache-manager]\nmax-memory-idle = 1\n"
+
+
+@pytest.fixture
+def ini_home(tmp_path):
+    """(home, run): a private HOME and apache-manager run with it as root's
+    cron would, the INI search path in force (no APACHE_MANAGER_INI)."""
+    if any(os.path.lexists(p) for p in ("/etc/apache-manager.ini", "/etc/apache-manager.d")):
+        pytest.skip("this machine has its own /etc/apache-manager INI files")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    env = manager_env(HOME=str(home))
+    del env[manager.INI_ENV]
+    env.pop("XDG_CONFIG_HOME", None)
+    url = f"http://127.0.0.1:{free_port()}/server-status"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        # A hang (FIFO) or a read without end (/dev/zero) fails by the timeout.
+        return run_manager(*(args or ("-k", "-n")), "--url", url, "--state-file",
+                           str(tmp_path / "state.json"), env=env, timeout=30)
+
+    return home, run
+
+
+def _refused(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """The one error line of a run refused before doing anything (exit 2)."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    (line,) = stderr_lines(proc)
+    assert line.startswith("apache-manager: error: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+def _obeyed(proc: subprocess.CompletedProcess) -> None:
+    """The run went ahead and the INI threshold reached the reaper."""
+    assert proc.returncode == 0, proc.stderr
+    assert "without a threshold" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_trusted_ini_file_is_obeyed(ini_home):
+    home, run = ini_home
+    (home / ".apache-manager.ini").write_text("[apache-manager]\nhanging-worker-threshold = 1m\n")
+    proc = run()
+    assert proc.returncode == 0 and "without a threshold" in proc.stderr  # nothing to kill by
+    (home / ".apache-manager.ini").write_text(INI)
+    _obeyed(run())
+    # Root's file in a sticky shared directory is fine (the kernel keeps others out).
+    shared = home / ".apache-manager.d"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "10-mine.ini").write_text(INI)
+    _obeyed(run())
+
+
+def _world_writable(home: Path) -> Path:
+    (home / ".apache-manager.ini").chmod(0o666)
+    return home / ".apache-manager.ini"
+
+
+def _group_writable(home: Path) -> Path:
+    (home / ".apache-manager.ini").chmod(0o664)
+    return home / ".apache-manager.ini"
+
+
+def _nobodys(home: Path) -> Path:
+    os.chown(home / ".apache-manager.ini", NOBODY, -1)
+    return home / ".apache-manager.ini"
+
+
+def _fifo(home: Path) -> Path:
+    (home / ".apache-manager.ini").unlink()
+    os.mkfifo(home / ".apache-manager.ini")
+    return home / ".apache-manager.ini"
+
+
+def _dev_zero(home: Path) -> Path:
+    (home / ".apache-manager.ini").unlink()
+    (home / ".apache-manager.ini").symlink_to("/dev/zero")
+    return home / ".apache-manager.ini"
+
+
+def _in_group_writable_dir(home: Path) -> Path:
+    (home / ".apache-manager.d").mkdir()
+    (home / ".apache-manager.d").chmod(0o775)
+    (home / ".apache-manager.d" / "50-limits.ini").write_text(INI)
+    return home / ".apache-manager.d" / "50-limits.ini"
+
+
+def _nobodys_in_sticky_dir(home: Path) -> Path:
+    (home / ".apache-manager.d").mkdir()
+    (home / ".apache-manager.d").chmod(0o1777)
+    planted = home / ".apache-manager.d" / "50-limits.ini"
+    planted.write_text(INI)
+    os.chown(planted, NOBODY, -1)
+    return planted
+
+
+def _nobodys_symlink(home: Path) -> Path:
+    real = home / "limits.ini"
+    real.write_text(INI)
+    (home / ".apache-manager.ini").unlink()
+    (home / ".apache-manager.ini").symlink_to(real)
+    os.lchown(home / ".apache-manager.ini", NOBODY, -1)
+    return home / ".apache-manager.ini"
+
+
+def _directory(home: Path) -> Path:
+    (home / ".apache-manager.d" / "50-limits.ini").mkdir(parents=True)
+    return home / ".apache-manager.d" / "50-limits.ini"
+
+
+def _huge(home: Path) -> Path:
+    (home / ".apache-manager.ini").write_text(INI + "#" * (100 * 1024) + "\n")
+    return home / ".apache-manager.ini"
+
+
+@pytest.mark.parametrize("make, why", [
+    (_world_writable, "is writable by others than its owner (mode 0666); run: chmod go-w"),
+    (_group_writable, "is writable by others than its owner (mode 0664); run: chmod go-w"),
+    (_nobodys, f"belongs to uid {NOBODY}, neither this user"),
+    (_fifo, "is not a regular file (a FIFO)"),
+    (_dev_zero, "(-> /dev/zero) is not a regular file (a character device)"),
+    (_in_group_writable_dir, "apache-manager.d is writable by others than its owner "
+                             "(mode 0775); run: chmod go-w"),
+    (_nobodys_in_sticky_dir, f"belongs to uid {NOBODY} in the shared directory"),
+    (_nobodys_symlink, f"the symlink {{path}} belongs to uid {NOBODY}"),
+    (_directory, "is not a regular file (a directory)"),
+    (_huge, "is larger than 64 KiB"),
+])
+def test_an_untrusted_ini_file_stops_the_run(ini_home, make, why):
+    # Issue 19: root's "apache-manager -k" killed a worker because of nobody's
+    # max-memory-idle = 1. Now such a file is one line and exit 2, nothing run
+    # (not skipped: a threshold the admin set would then be lost unnoticed).
+    home, run = ini_home
+    (home / ".apache-manager.ini").write_text(INI)
+    path = make(home)
+    _refused(run(), f"INI file {path}", why.format(path=path))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max-memory-idle", "9" * 400, "size too large: '9999"),
+    ("max-memory-active", "99999999999999999999999", "less than 8 EiB"),
+    ("max-memory-active", "-5M", "not a size: '-5M'"),
+    ("max-memory-idle", "5 monkeys", "not a size"),
+    ("worker-timeout", "9" * 400, "not a timespan"),
+    ("worker-timeout", "1000y", "timespan too long: '1000y' (at most 100 years)"),
+    ("worker-timeout", "1e9", "unknown time unit 'e'"),
+    ("hanging-worker-threshold", "0.1ns", "timespan too short"),
+    ("hanging-worker-threshold", "-1s", "not a timespan"),
+])
+def test_every_bad_ini_value_is_one_line_naming_file_and_key(ini_home, key, value, message):
+    home, run = ini_home
+    ini = home / ".apache-manager.d" / "20-x.ini"
+    ini.parent.mkdir()
+    ini.write_text(f"[apache-manager]\n{key} = {value}\n")
+    line = _refused(run("-c", "-k", "-n", "-f", str(home / "m.txt")),
+                    f"INI file {ini}: [apache-manager] {key}: ", message)
+    assert "--max" not in line and "OverflowError" not in line
+    assert len(line) < 400
+    assert not (home / "m.txt").exists()
+
+
+@pytest.mark.parametrize("key, value", [
+    ("worker-timeout", "1ns"), ("worker-timeout", "1us"), ("worker-timeout", "2 years"),
+    ("hanging-worker-threshold", "1us"), ("hanging-worker-threshold", "1ns"),
+    ("max-memory-idle", "1 PiB"), ("max-memory-idle", "2 gigabytes"),
+    ("max-memory-active", "7E"),
+])
+def test_the_originals_units_are_accepted_end_to_end(ini_home, key, value):
+    # "1ns" passed the front end, then reached the reaper as repr(1e-09) and
+    # was refused as "unknown time unit 'e'" under --max-time.
+    home, run = ini_home
+    lines = ["[apache-manager]", f"{key} = {value}"]
+    if not key.startswith("max-memory"):
+        lines.append("max-memory-idle = 100M")  # a threshold: the reaper runs
+    (home / ".apache-manager.ini").write_text("\n".join(lines) + "\n")
+    proc = run("-c", "-k", "-n", "-f", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert "without a threshold" not in proc.stderr
+    assert "unknown time unit" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "status-response\t1" in proc.stdout  # the collector ran with -T too
+
+
+def test_tiny_timespans_reach_the_new_commands_as_themselves():
+    from apache_metrics_exporter import config
+
+    s = _settings("-k", "-c", "-t", "1ns", "-T", "1us", "-f", "-")
+    (reaper, reaper_argv), (_, collector_argv) = manager.plan(s)
+    args = config.parse(config.build_reaper_parser(), reaper_argv)
+    assert args.max_time == pytest.approx(1e-9)
+    args = config.parse(config.build_parser(), collector_argv)
+    assert args.hanging_threshold == pytest.approx(1e-6)
+    s = _settings("-k", "-t", "3144960000")  # the largest: 100 years
+    args = config.parse(config.build_reaper_parser(), manager.plan(s)[0][1])
+    assert args.max_time == 3144960000
+
+
+def test_a_misspelled_key_is_named_with_the_nearest_one(ini_home):
+    # Issue 21: the threshold was silently not applied.
+    home, run = ini_home
+    ini = home / ".apache-manager.ini"
+    ini.write_text("[apache-manager]\nmax-memory-idel = 100M\nworker-timout = 5m\n"
+                   "colour = blue\n")
+    proc = run()
+    assert proc.returncode == 0
+    warnings = [ln for ln in stderr_lines(proc) if "is not an apache-manager setting" in ln]
+    assert warnings == [
+        f"apache-manager: warning: INI file {ini}: [apache-manager] max-memory-idel is not "
+        "an apache-manager setting, ignored (did you mean max-memory-idle?)",
+        f"apache-manager: warning: INI file {ini}: [apache-manager] worker-timout is not "
+        "an apache-manager setting, ignored (did you mean worker-timeout?)",
+        f"apache-manager: warning: INI file {ini}: [apache-manager] colour is not an "
+        "apache-manager setting, ignored (the settings are max-memory-active, "
+        "max-memory-idle, worker-timeout, hanging-worker-threshold)",
+    ]
+    assert "without a threshold" in proc.stderr  # indeed not applied
+    # -qq silences warnings, as apache-manager's other messages; "-z" alone
+    # prints errors only (a Zabbix agent takes stderr into the discovery JSON).
+    assert "not an apache-manager setting" not in run("-k", "-n", "-qq").stderr
+    assert "not an apache-manager setting" not in run("-z", "-f", "-").stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("max-memory-idle = 1M\n", "line 1: a setting before any section header; put the "
+                               "settings under an [apache-manager] line"),
+    ("[apache-manager]\nmax-memory-idle = 1M\nmax-memory-idle = 2M\n",
+     "line 3: [apache-manager] max-memory-idle is set twice; keep one"),
+    ("[apache-manager]\n[apache-manager]\n", "line 2: section [apache-manager] appears twice"),
+    ("[apache-manager]\nmax-memory-idle 1M\n\x1b[2J\n",
+     "line 2, 3: expected 'key = value', a [section] line or a comment"),
+])
+def test_a_malformed_ini_file_is_one_clear_line(ini_home, content, message):
+    home, run = ini_home
+    (home / ".apache-manager.ini").write_text(content)
+    line = _refused(run(), f"INI file {home / '.apache-manager.ini'}, {message}")
+    assert "\x1b" not in line and "'" + "max-memory-idle 1M" not in line
+
+
+# ---------------------------------------------------------------------------
 # The front end on a private Apache
 
 

@@ -36,3 +36,51 @@ def test_format_bytes():
     assert format_bytes(512) == "512 B"
     assert format_bytes(512 * 2**20) == "512.0 MiB"
     assert format_bytes(3 * 2**30) == "3.0 GiB"
+
+
+@pytest.mark.parametrize("text,seconds", [
+    # Every unit of humanfriendly.parse_timespan, which apache-manager used.
+    ("1ns", 1e-9), ("1us", 1e-6), ("3 nanoseconds", 3e-9), ("2 microseconds", 2e-6),
+    ("1 millisecond", 0.001), ("1 sec", 1), ("2 secs", 2), ("1 min", 60), ("2 mins", 120),
+    ("1 hour", 3600), ("1 day", 86400), ("1 week", 604800),
+    ("1y", 31449600), ("1 year", 31449600), ("2 years", 62899200),  # its 52-week year
+    ("100y", 3144960000),
+])
+def test_timespans_of_the_original(text, seconds):
+    assert parse_timespan(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text,size", [
+    ("1P", 2**50), ("1 PiB", 2**50), ("1 petabyte", 2**50), ("2 exbibytes", 2**61),
+    ("7.5E", int(7.5 * 2**60)), ("10 bytes", 10), ("1 byte", 1), ("3 kibibytes", 3072),
+    ("2 gigabytes", 2 * 2**30), ("1 megabyte", 2**20), ("5 KBs", 5 * 1024),
+])
+def test_sizes_of_the_original(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["8E", "1Z", "1 yottabyte", "9" * 400, "99999999999999999999"])
+def test_sizes_have_a_clear_bound(text):
+    with pytest.raises(ValueError, match=r"size too large: .* \(less than 8 EiB\)$"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["101y", "1" * 100, "99999999999999999999 weeks"])
+def test_timespans_have_a_clear_bound(text):
+    with pytest.raises(ValueError, match=r"timespan too long: .*\(at most 100 years\)$"):
+        parse_timespan(text)
+
+
+@pytest.mark.parametrize("text", ["5 monkeys", "1 bs", "2 gigs", "1e9", "1ms2"])
+def test_words_that_are_no_unit_are_refused(text):
+    # humanfriendly took any word starting with k/m/g/... as that prefix
+    # ("5 monkeys" = 5 MiB): a typo that silently meant something else.
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_messages_quote_at_most_forty_characters():
+    for parse in (parse_size, parse_timespan):
+        with pytest.raises(ValueError) as info:
+            parse("9" * 400 + "x")
+        assert len(str(info.value)) < 120 and "..." in str(info.value)
