@@ -429,6 +429,14 @@ def uptime_of(url: str) -> int:
     return int(page.split("ServerUptimeSeconds: ", 1)[1].split()[0])
 
 
+def wait_for_uptime(url: str, seconds: int) -> None:
+    """Until the server has been up ``seconds`` (time itself is the condition)."""
+    deadline = time.monotonic() + seconds + 20
+    while uptime_of(url) < seconds:
+        assert time.monotonic() < deadline, "the uptime does not grow"
+        time.sleep(0.2)
+
+
 @pytest.mark.integration
 def test_live_graceful_and_hard_restart(own_apache, tmp_path):
     state = str(tmp_path / "collector.json")
@@ -470,15 +478,14 @@ def test_live_hard_restart_with_a_larger_uptime_and_no_processes(own_apache, tmp
     state = str(tmp_path / "collector.json")
     args = ["--url", own_apache.status_url, "--format", "tab", "--no-processes",
             "--collector-state", state]
+    # Restarted later than TOLERANCE (+ rounding) after it started: up 4 s first.
+    wait_for_uptime(own_apache.status_url, 4)
     first = run_exporter(*args)
     assert first.returncode == 0, first.stderr
     before = int(parse_tab(first.stdout)["uptime"])
     own_apache.restart_stopped()
     own_apache.start_again()
-    deadline = time.monotonic() + 30
-    while uptime_of(own_apache.status_url) <= before:  # readiness: a larger uptime
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for_uptime(own_apache.status_url, before + 1)  # a larger uptime than stored
     second = run_exporter(*args)
     assert second.returncode == 0, second.stderr
     tab = parse_tab(second.stdout)
