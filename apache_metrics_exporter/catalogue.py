@@ -511,8 +511,9 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        prom='apache_push_corrupt_files_total'),
     _m("restarts_total", COUNTER, "restarts", int,
        "Apache restarts seen between collections, by kind: graceful (the configuration "
-       "or MPM generation went up) or hard (the uptime went back, or another parent "
-       "process). Kept in the collector's state file (--collector-state).",
+       "or MPM generation went up) or hard (another parent process, or a later start "
+       "time: collection time - uptime). Kept in the collector's state file "
+       "(--collector-state).",
        labels=("kind",), tab_key="restarts-{kind}",
        influx="apache_exporter.restarts_{kind}", collectd="derive-restarts_{kind}",
        prom="apache_restarts_total"),

@@ -447,7 +447,7 @@ def _collector_options(p: Any) -> None:
                    help="skip the process scan (no memory figures)")
     c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",
                    help="the collector's own state file, where restarts are counted "
-                        "between runs (left out when it cannot be written); '' for none")
+                        "between runs (left out when it cannot be read or written); '' for none")
     c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
                    help="report busy workers, requests in flight and the longest request "
                         "for the N virtual hosts with most busy workers, the rest summed "

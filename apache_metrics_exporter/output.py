@@ -21,9 +21,15 @@
   owner and permission bits; a new one gets 0644 masked by the umask.
   Readers see the old file or the new one, never half of one.
 
+Symlinks among the directories on the way are held to the same rule
+(``paths.real_directory``; an untrusted one is an error, since a directory
+cannot be replaced).
+
 ``write_private(path, text, mode)`` is for the state and spool files: always
 the atomic replacement of the name itself (a symlink there is replaced, never
-followed), with exactly ``mode``.
+followed), with exactly ``mode``; symlinks among its directories are followed
+under the same rule as for ``--output`` (a state directory reached through
+``/var/lib/apache-metrics-exporter -> /srv/...`` works).
 """
 
 from __future__ import annotations
@@ -36,9 +42,9 @@ import time
 
 from apache_metrics_exporter.errors import OutputError, UsageError
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.paths import MAX_LINKS, distrust, real_directory
 
 SPECIAL_TIMEOUT = 10.0  # seconds to wait for a FIFO's reader (open and writes)
-MAX_LINKS = 40  # as the kernel's ELOOP limit
 
 _warned: set = set()  # unfollowed symlinks already reported (loops say it once)
 
@@ -71,8 +77,15 @@ def write_atomic(path: str, text: str) -> None:
 
 def write_private(path: str, text: str, mode: int = 0o600) -> None:
     """Replace the file ``path`` atomically with ``text``, permission bits
-    exactly ``mode``; whatever is at ``path`` (a symlink too) is replaced."""
-    _replace(path, os.path.abspath(path), text.encode("utf-8"), None, mode)
+    exactly ``mode``; whatever is at ``path`` (a symlink too) is replaced.
+    Trusted symlinks among its directories are followed (paths.resolve): the
+    write then goes through the real directory, opened without following."""
+    p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    directory, base = os.path.split(p)
+    if base in ("", ".", ".."):
+        raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+    real = real_directory(directory, f"cannot write {path}")
+    _replace(path, os.path.join(real, base), text.encode("utf-8"), None, mode)
 
 
 # -- where the output goes ----------------------------------------------------
@@ -85,7 +98,7 @@ def _resolve(path: str) -> tuple:
         directory, base = os.path.split(p)
         if base in ("", ".", ".."):
             raise OutputError(f"cannot write {path}: it is a directory; give a file name")
-        directory = _real_directory(path, directory, budget)
+        directory = real_directory(directory, f"cannot write {path}", budget)
         p = os.path.join(directory, base)
         try:
             dst = os.stat(directory)
@@ -104,7 +117,7 @@ def _resolve(path: str) -> tuple:
         if stat.S_ISLNK(mode):
             if proc:  # /proc/PID/fd/N of another process: what the kernel opens
                 return ("special", p, True)
-            why = _distrust(st, dst, directory)
+            why = distrust(st, dst, directory)
             if why:
                 if p not in _warned:
                     _warned.add(p)
@@ -143,56 +156,6 @@ def _planted(st: os.stat_result, dst: os.stat_result) -> bool:
     return (bool(stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode))
             and bool(dst.st_mode & stat.S_ISVTX and dst.st_mode & stat.S_IWOTH)
             and st.st_uid not in (os.geteuid(), dst.st_uid))
-
-
-def _real_directory(path: str, directory: str, budget: list) -> str:
-    """``directory`` without symlinks, each link on the way checked as the
-    last one is (``_distrust``): the kernel follows any link among the
-    directories when fs.protected_symlinks is off, so /tmp/evil -> /etc must
-    be caught here. ``budget``: links left to follow (shared with the caller)."""
-    real = "/"
-    todo = directory.split("/")[::-1]
-    while todo:
-        name = todo.pop()
-        if name in ("", "."):
-            continue
-        if name == "..":
-            real = os.path.dirname(real)
-            continue
-        here = os.path.join(real, name)
-        try:
-            st = os.lstat(here)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {here}: {exc.strerror}") from None
-        if not stat.S_ISLNK(st.st_mode):
-            real = here
-            continue
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise OutputError(f"cannot write {path}: more than {MAX_LINKS} symlinks in a row")
-        why = _distrust(st, os.stat(real), real)
-        if why:
-            raise OutputError(f"cannot write {path}: the directory symlink {here} is not "
-                              f"followed ({why}); give the real path")
-        try:
-            target = os.readlink(here)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {here}: {exc.strerror}") from None
-        if target.startswith("/"):
-            real = "/"
-        todo.extend(target.split("/")[::-1])
-    return real
-
-
-def _distrust(st: os.stat_result, dst: os.stat_result, directory: str) -> str:
-    """Why a symlink must not be followed ('' when it may be)."""
-    uid, me = st.st_uid, os.geteuid()
-    if uid not in (me, 0):
-        return f"owned by uid {uid}, neither this user nor root"
-    if (dst.st_mode & stat.S_ISVTX and dst.st_mode & stat.S_IWOTH
-            and uid not in (me, dst.st_uid)):
-        return f"owned by uid {uid} in the sticky world-writable directory {directory}"
-    return ""
 
 
 _proc: list = []  # (st_dev, st_ino) of /proc, looked up once

@@ -6,6 +6,13 @@ by group or others. A state file or spool that fails this is refused: someone
 else could plant content there (or a symlink to a secret that root would then
 read and send). Content that fails to parse is another matter: it is moved
 aside (``move_aside``) and the run goes on.
+
+Symlinks among the directories on the way (``/var/lib/apache-metrics-exporter
+-> /srv/ame``, a symlinked ``/var``) are followed under the one rule that
+``--output`` uses too (``distrust``, ``real_directory``): owned by this user
+or root, and not another user's link in a sticky world-writable directory.
+Only the last component - the state file, the spool directory - must not be a
+symlink at all.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from apache_metrics_exporter.errors import OutputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Optional
+    from typing import List, Optional
 
 STATE_DIR = "/var/lib/apache-metrics-exporter"
 REAPER_STATE = STATE_DIR + "/reaper-state.json"
 SPOOL_DIR = STATE_DIR + "/spool"
 
 INT64_MAX = (1 << 63) - 1
+MAX_LINKS = 40  # as the kernel's ELOOP limit
 
 
 class Corrupt(Exception):
@@ -49,10 +57,89 @@ def problem(st: os.stat_result, path: str, what: str, directory: bool = False) -
     return None
 
 
+def distrust(st: os.stat_result, dst: os.stat_result, directory: str) -> str:
+    """Why the symlink ``st`` in ``directory`` (its stat ``dst``) must not be
+    followed ('' when it may be): owned by neither this user nor root, or -
+    the kernel's fs.protected_symlinks rule - in a sticky world-writable
+    directory and owned by neither this user nor that directory's owner."""
+    uid, me = st.st_uid, os.geteuid()
+    if uid not in (me, 0):
+        return f"owned by uid {uid}, neither this user nor root"
+    if (dst.st_mode & stat.S_ISVTX and dst.st_mode & stat.S_IWOTH
+            and uid not in (me, dst.st_uid)):
+        return f"owned by uid {uid} in the sticky world-writable directory {directory}"
+    return ""
+
+
+def real_directory(directory: str, label: str, budget: Optional[List[int]] = None,
+                   missing_ok: bool = False) -> str:
+    """``directory`` (absolute) without symlinks, each link on the way checked
+    (``distrust``): the kernel follows any link among the directories when
+    fs.protected_symlinks is off, so /tmp/evil -> /etc must be caught here.
+
+    OutputError ``"LABEL: ..."`` for a link not followed, a loop, or a
+    component that cannot be looked at. ``budget``: links left to follow
+    (shared with a caller that follows a last link too). ``missing_ok``: what
+    does not exist yet is kept as written (a directory to be created)."""
+    if budget is None:
+        budget = [MAX_LINKS]
+    real = "/"
+    todo = directory.split("/")[::-1]
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            real = os.path.dirname(real)
+            continue
+        here = os.path.join(real, name)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise OutputError(f"{label}: {here}: No such file or directory") from None
+            real = here  # nothing below a missing directory can be a link
+            continue
+        except OSError as exc:
+            raise OutputError(f"{label}: {here}: {exc.strerror}") from None
+        if not stat.S_ISLNK(st.st_mode):
+            real = here
+            continue
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise OutputError(f"{label}: more than {MAX_LINKS} symlinks in a row")
+        why = distrust(st, os.stat(real), real)
+        if why:
+            raise OutputError(f"{label}: the directory symlink {here} is not followed "
+                              f"({why}); give the real path")
+        try:
+            target = os.readlink(here)
+        except OSError as exc:
+            raise OutputError(f"{label}: {here}: {exc.strerror}") from None
+        if target.startswith("/"):
+            real = "/"
+        todo.extend(target.split("/")[::-1])
+    return real
+
+
+def resolve(path: str, what: str, missing_ok: bool = True) -> str:
+    """``path`` made absolute with the symlinks among its directories followed
+    (``real_directory``; OutputError naming ``what`` for one that is not);
+    the last component is kept as given - it is checked, never followed."""
+    p = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    p = p.rstrip("/") or "/"
+    directory, base = os.path.split(p)
+    label = f"{what} {path}"
+    if base in ("", ".", ".."):  # no last component of its own: all of it
+        return real_directory(p, label, missing_ok=missing_ok)
+    return os.path.join(real_directory(directory, label, missing_ok=missing_ok), base)
+
+
 def check(path: str, what: str, directory: bool = False) -> bool:
-    """Raise OutputError if ``path`` exists and is not trusted; False if missing."""
+    """Raise OutputError if ``path`` exists and is not trusted, or a symlink
+    among its directories is not to be followed; False if missing."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(resolve(path, what))
     except FileNotFoundError:
         return False
     except OSError as exc:

@@ -1,23 +1,46 @@
 """Restart detection: did Apache restart since the last collection, and how?
 
-A *hard* restart (stop and start, or a crash) shows as the uptime going back
-or the Apache parent (PID and start time) changing; a *graceful* one as the
-configuration or MPM generation going up while the parent and its uptime
-carry on. Each collection compares what it read with what the previous one
-read, kept per target in the collector's own state file (beside the
-reaper's), and counts restarts there, so one-shot runs (Telegraf's exec,
-cron) see them as well as the long-running modes.
+A *hard* restart (stop and start, or a crash) shows as the Apache parent (PID
+and start time) changing when the processes are known, else as the server's
+start time - the collection time minus its uptime - moving on by more than the
+rounding and clock jitter allow; a *graceful* one as the configuration or MPM
+generation going up while the parent and its start time carry on. Start times
+are compared, not uptimes: a server stopped and started again between two
+collections can show a larger uptime than the one stored.
+
+Each collection compares what it read with the previous reading of the same
+target, kept in the collector's own state file (beside the reaper's), and
+counts restarts there, so one-shot runs (Telegraf's exec, cron) see them as
+well as the long-running modes. Every stored reading carries its collection
+time, and the newest one wins: two collectors sharing the file (a cron job
+and ``--listen``, concurrent scrapes) that save out of order neither go back
+to an older reading nor count one restart twice. A reading stamped in the
+future (a clock that was wrong) is stale: it is replaced, compared with
+nothing, and the first to go when the file is full.
+
+The file::
+
+    {"version": 2, "targets": {URL: {"graceful": N, "hard": N,
+        "reading": {"version": 1, "time": EPOCH, "duration": S, "parent": [PID, START] | null,
+                    "figures": {"uptime": S, "config": N | null, "mpm": N | null}}}}}
+
+``reading`` is the one previous reading per target that figures derived
+from two collections compare with; a later figure goes into ``figures``, a
+change of meaning into a new reading version (an unknown one is no previous
+reading: the counts stay). Version 1 files are read and rewritten as 2.
 
 The file is small, written atomically under a lock that is never held across
 network I/O (collection is over when it is taken), refused when untrusted
-(a symlink, another user's, group/world-writable), and moved aside when its
-content cannot be used. Without a usable file the restart counts are left
-out: unknown, never reported as 0.
+(a symlink, another user's, group/world-writable; trusted symlinks among its
+directories are followed), and moved aside when its content cannot be used.
+Without a usable file the restart counts are left out of every format:
+unknown, never reported as 0.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -29,14 +52,22 @@ from apache_metrics_exporter.paths import STATE_DIR, Corrupt, is_int, move_aside
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Dict, Optional, Sequence
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 DEFAULT_PATH = STATE_DIR + "/collector-state.json"
-VERSION = 1
+VERSION = 2
+READING_VERSION = 1
 MAX_BYTES = 256 * 1024
-MAX_TARGETS = 256  # the targets remembered; the least recently seen go first
+MAX_TARGETS = 256  # the targets remembered; the least recently read go first
 KINDS = ("graceful", "hard")
 LOCK_TIMEOUT = 2.0
+# Seconds two start times of one server may differ by without a restart:
+# the uptime is whole seconds (1) and clocks jitter; the previous reading's
+# collection time is added on top (its page was read at some point in it).
+TOLERANCE = 2.0
+# A reading time later than now by more than this comes from a wrong clock.
+FUTURE_SLACK = 60.0
+MAX_FIGURES = 64
 
 _said: set = set()
 
@@ -51,10 +82,59 @@ def _fresh() -> Dict[str, Any]:
     return {"version": VERSION, "targets": {}}
 
 
-def _valid(state: Any) -> bool:
-    """Strict shape: {"version": 1, "targets": {url: {...}}}, ints within int64."""
-    if type(state) is not dict or state.get("version") != VERSION:
+def _number(value: Any) -> bool:
+    """A JSON number that is a time or a figure: int within int64, finite float."""
+    if type(value) is float:
+        return math.isfinite(value) and abs(value) < 2.0 ** 63
+    return is_int(value, -(1 << 63))
+
+
+def _valid_reading(reading: Any) -> bool:
+    """A reading of this version with its fields' types; other versions pass
+    (they are not used, see _usable), as long as they are objects."""
+    if type(reading) is not dict:
         return False
+    if reading.get("version") != READING_VERSION:
+        return type(reading.get("version")) is int
+    if not _number(reading.get("time")) or not _number(reading.get("duration", 0)):
+        return False
+    parent = reading.get("parent")
+    if parent is not None and not (type(parent) is list and len(parent) == 2
+                                   and is_int(parent[0]) and _number(parent[1])):
+        return False
+    figures = reading.get("figures")
+    if type(figures) is not dict or len(figures) > MAX_FIGURES:
+        return False
+    if not is_int(figures.get("uptime")):
+        return False
+    return all(type(k) is str and (v is None or _number(v)) for k, v in figures.items())
+
+
+def _valid(state: Any) -> bool:
+    """Strict shape (module docstring), ints within int64; a version 1 file
+    is checked by _valid_v1."""
+    if type(state) is not dict:
+        return False
+    if state.get("version") == 1 and type(state["version"]) is int:
+        return _valid_v1(state)
+    if state.get("version") != VERSION or type(state["version"]) is not int:
+        return False
+    targets = state.get("targets")
+    if type(targets) is not dict or len(targets) > MAX_TARGETS:
+        return False
+    for url, entry in targets.items():
+        if type(url) is not str or type(entry) is not dict:
+            return False
+        if not all(is_int(entry.get(kind, 0)) for kind in KINDS):
+            return False
+        if "reading" in entry and entry["reading"] is not None \
+                and not _valid_reading(entry["reading"]):
+            return False
+    return True
+
+
+def _valid_v1(state: Dict[str, Any]) -> bool:
+    """The version 1 shape: {url: {seen, uptime, config, mpm, graceful, hard, parent}}."""
     targets = state.get("targets")
     if type(targets) is not dict or len(targets) > MAX_TARGETS:
         return False
@@ -67,9 +147,27 @@ def _valid(state: Any) -> bool:
         parent = entry.get("parent")
         if parent is not None and not (type(parent) is list and len(parent) == 2
                                        and is_int(parent[0])
-                                       and type(parent[1]) in (int, float)):
+                                       and type(parent[1]) in (int, float)
+                                       and _number(parent[1])):
             return False
     return True
+
+
+def _upgrade(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A version 1 state as version 2: the counts kept, the reading timed by
+    its 'seen' (the save, a little after the collection: its start time comes
+    out a little late, which never looks like a restart)."""
+    targets = {}
+    for url, old in state["targets"].items():
+        entry: Dict[str, Any] = {kind: old.get(kind) or 0 for kind in KINDS}
+        if old.get("uptime") is not None and old.get("seen") is not None:
+            entry["reading"] = {
+                "version": READING_VERSION, "time": old["seen"], "duration": 0.0,
+                "parent": old.get("parent"),
+                "figures": {"uptime": old["uptime"], "config": old.get("config"),
+                            "mpm": old.get("mpm")}}
+        targets[url] = entry
+    return {"version": VERSION, "targets": targets}
 
 
 def _load(path: str) -> Dict[str, Any]:
@@ -85,6 +183,8 @@ def _load(path: str) -> Dict[str, Any]:
         return _reset(path, "is not valid JSON")
     if not _valid(state):
         return _reset(path, "does not have the expected fields")
+    if state["version"] == 1:
+        return _upgrade(state)
     return state
 
 
@@ -104,31 +204,96 @@ def _reading(snap: Any) -> Optional[Dict[str, Any]]:
         return None
     values = snap.auto.values
     uptime = values.get("server_uptime_seconds", values.get("uptime"))
-    if uptime is None:
+    if uptime is None or not math.isfinite(snap.timestamp):
         return None
     parent = None
-    if snap.processes.parent_pid is not None:
+    if snap.processes.parent_pid is not None and snap.processes.parent_create_time is not None:
         parent = [snap.processes.parent_pid, snap.processes.parent_create_time]
-    return {"uptime": int(uptime), "config": values.get("parent_server_config_generation"),
-            "mpm": values.get("parent_server_mpm_generation"), "parent": parent}
+    duration = snap.value("collection_duration_seconds") or 0.0
+    return {"version": READING_VERSION, "time": snap.timestamp,
+            "duration": float(duration) if math.isfinite(duration) else 0.0,
+            "parent": parent,
+            "figures": {"uptime": int(uptime),
+                        "config": values.get("parent_server_config_generation"),
+                        "mpm": values.get("parent_server_mpm_generation")}}
+
+
+def _start(reading: Dict[str, Any]) -> float:
+    """When the server started, as this reading saw it (collection time - uptime)."""
+    return float(reading["time"]) - reading["figures"]["uptime"]
 
 
 def classify(before: Dict[str, Any], now: Dict[str, Any]) -> Optional[str]:
-    """'hard', 'graceful' or None between two readings of one server."""
-    if now["uptime"] < before.get("uptime", 0):
+    """'hard', 'graceful' or None between two readings of one server.
+
+    The parent process (PID and start time) decides when both readings know
+    it; otherwise the server's start time: the page was read some time within
+    the previous collection (its duration), and uptimes are whole seconds, so
+    a start time later by more than TOLERANCE + that duration is a new server.
+    """
+    if before.get("parent") and now.get("parent"):
+        if [before["parent"][0], float(before["parent"][1])] != \
+                [now["parent"][0], float(now["parent"][1])]:
+            return "hard"
+    elif _start(now) - _start(before) > TOLERANCE + float(before.get("duration") or 0.0):
         return "hard"
-    if now["parent"] and before.get("parent") and now["parent"] != before["parent"]:
-        return "hard"
+    old, new = before["figures"], now["figures"]
     for key in ("config", "mpm"):
-        if now[key] is not None and before.get(key) is not None and now[key] > before[key]:
+        if new.get(key) is not None and old.get(key) is not None and new[key] > old[key]:
             return "graceful"
     return None
 
 
+def _usable(entry: Dict[str, Any], now: float) -> Optional[Dict[str, Any]]:
+    """The entry's previous reading, or None: none, another reading version,
+    or stamped in the future (a clock that was wrong: it proves nothing)."""
+    reading = entry.get("reading")
+    if not reading or reading.get("version") != READING_VERSION:
+        return None
+    if reading["time"] > now + FUTURE_SLACK:
+        return None
+    return reading
+
+
+def _age_key(now: float) -> Any:
+    """Eviction order: the least recently read first; no reading, or a reading
+    from the future (a wrong clock), counts as the oldest of all."""
+    def key(item: Tuple[str, Dict[str, Any]]) -> float:
+        reading = _usable(item[1], now)
+        return float(reading["time"]) if reading else -math.inf
+    return key
+
+
+def update(state: Dict[str, Any], url: str, reading: Dict[str, Any],
+           now: float) -> Dict[str, Any]:
+    """Compare ``reading`` with the target's previous one, count a restart,
+    keep the newer of the two; the target's entry (its counts)."""
+    targets = state["targets"]
+    entry = targets.get(url) or {kind: 0 for kind in KINDS}
+    before = _usable(entry, now)
+    if before is not None and before["time"] >= reading["time"]:
+        # A newer reading is already there (another collector saved after
+        # this one collected): it was compared already, this one changes nothing.
+        log.debug("%s: a newer reading is stored; this one is not kept", url)
+    else:
+        if before is not None:
+            kind = classify(before, reading)
+            if kind:
+                entry[kind] = entry.get(kind, 0) + 1
+                log.info("%s: Apache restarted (%s) since the last collection", url, kind)
+        elif entry.get("reading"):
+            log.debug("%s: the stored reading is unusable (from the future, or another "
+                      "version); starting again from this one", url)
+        entry["reading"] = reading
+    targets[url] = entry
+    return entry
+
+
 def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False) -> None:
     """Compare, count, remember; add ``restarts_total`` samples to the snapshots
-    whose server is known. Never raises: a state that cannot be used leaves
-    the counts out (a warning if the path was given, else a debug line)."""
+    whose server is known, once the state is saved. Never raises: a state that
+    cannot be read or written leaves the counts out (a warning if the path was
+    given, else a debug line)."""
     if not path:
         return
     readings = [(snap, _reading(snap)) for snap in snapshots]
@@ -136,39 +301,39 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False)
         return
     from apache_metrics_exporter.locks import exclusive
     from apache_metrics_exporter.output import write_private
-    from apache_metrics_exporter.paths import check
+    from apache_metrics_exporter.paths import check, resolve
 
+    counted: List[Tuple[Any, Dict[str, int]]] = []
     try:
-        directory = os.path.dirname(os.path.abspath(path))
+        real = resolve(path, "collector state")  # trusted directory links followed
+        directory = os.path.dirname(real)
         if not os.path.isdir(directory) and path == DEFAULT_PATH:
             os.makedirs(directory, mode=0o755, exist_ok=True)  # a mistyped path: nothing
-        check(path, "collector state")
-        with exclusive(path + ".lock", LOCK_TIMEOUT, "another collector"):
-            state = _load(path)
+        check(real, "collector state")
+        with exclusive(real + ".lock", LOCK_TIMEOUT, "another collector"):
+            state = _load(real)
             targets = state["targets"]
-            now = int(time.time())
+            now = time.time()
             for snap, reading in readings:
-                if reading is None:
-                    continue
-                entry = targets.get(snap.url) or {"graceful": 0, "hard": 0}
-                if "uptime" in entry:
-                    kind = classify(entry, reading)
-                    if kind:
-                        entry[kind] = entry.get(kind, 0) + 1
-                        log.info("%s: Apache restarted (%s) since the last collection",
-                                 snap.url, kind)
-                entry.update(reading, seen=now)
-                targets[snap.url] = entry
-                for kind in KINDS:
-                    snap.samples.append(Sample(BY_NAME["restarts_total"], entry.get(kind, 0),
-                                               (("kind", kind),)))
-            for url in sorted(targets, key=lambda u: targets[u].get("seen", 0))[
+                if reading is not None:
+                    entry = update(state, snap.url, reading, now)
+                    counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
+            for url, _ in sorted(targets.items(), key=_age_key(now))[
                     :max(0, len(targets) - MAX_TARGETS)]:
                 del targets[url]
-            write_private(path, json.dumps(state, sort_keys=True) + "\n", 0o644)
-    except (OutputError, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        message = (f"restart counts left out: cannot use the collector state {path} "
-                   f"({reason}); give --collector-state a path this user can write")
-        _say("warning" if explicit else "debug", message)
-
+            write_private(real, json.dumps(state, sort_keys=True) + "\n", 0o644)
+    except OutputError as exc:  # says what and the fix
+        _say("warning" if explicit else "debug", f"restart counts left out: {exc}")
+        return
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        _say("warning" if explicit else "debug",
+             f"restart counts left out: cannot use the collector state {path} "
+             f"({reason}); give --collector-state a path this user can write")
+        return
+    # Only counts that were kept are reported: a state that could not be
+    # saved would count the same restart again next time.
+    for snap, values in counted:
+        for kind in KINDS:
+            snap.samples.append(Sample(BY_NAME["restarts_total"], values[kind],
+                                       (("kind", kind),)))

@@ -441,3 +441,218 @@ def test_any_content_is_a_good_state_or_reported(data):
             assert state.problem(json.loads(fh.read())) == ""
     finally:
         shutil.rmtree(top)
+
+
+# --- state directories reached through symlinks ---------------------------------------
+# /var/lib/apache-metrics-exporter -> /srv/ame, or a symlinked /var: a link
+# among the directories owned by this user or root (outside a sticky
+# world-writable directory) is followed, as for --output; only the last
+# component - the state file, the spool directory - must not be a symlink.
+
+def linked_dir(tmp_path, how: str):
+    """(a directory reached through a symlink, the real directory)."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    if how == "link":  # tmp/a -> real (relative)
+        (tmp_path / "a").symlink_to("real")
+        return tmp_path / "a", real
+    top = tmp_path / "top"  # tmp/p -> tmp/top (absolute), then top/real
+    top.mkdir(mode=0o755)
+    os.rename(real, top / "real")
+    (tmp_path / "p").symlink_to(top)
+    return tmp_path / "p" / "real", top / "real"
+
+
+LINKED = ["link", "parent"]
+
+
+@pytest.mark.parametrize("how", LINKED)
+def test_reaper_state_in_a_symlinked_directory_is_kept(tmp_path, how):
+    where, real = linked_dir(tmp_path, how)
+    path = where / "reaper-state.json"
+    for n in range(2):
+        with StateFile(str(path)).locked(5) as s:
+            assert s["totals"]["runs"] == n
+            s["totals"]["runs"] += 1
+    assert sorted(os.listdir(real)) == ["reaper-state.json", "reaper-state.json.lock"]
+    assert json.loads((real / "reaper-state.json").read_text())["totals"]["runs"] == 2
+    assert reaper_samples(str(path))  # the collector reads it there too
+    (real / "reaper-state.json").write_bytes(b"not json")
+    with StateFile(str(path)).locked(5) as s:  # set aside beside it, a fresh one kept
+        s["totals"]["runs"] += 1
+    assert [p for p in os.listdir(real) if ".corrupt-" in p]
+    assert json.loads((real / "reaper-state.json").read_text())["totals"]["runs"] == 1
+
+
+@pytest.mark.parametrize("how", LINKED)
+def test_private_files_are_written_through_a_symlinked_directory(tmp_path, how):
+    from apache_metrics_exporter.output import write_private
+
+    where, real = linked_dir(tmp_path, how)
+    write_private(str(where / "f.json"), "{}\n", 0o600)
+    assert (real / "f.json").read_text() == "{}\n"
+    assert (real / "f.json").stat().st_mode & 0o777 == 0o600
+    assert not (where / "f.json").is_symlink()
+
+
+@pytest.mark.parametrize("how", LINKED)
+def test_collector_state_in_a_symlinked_directory_keeps_the_counts(tmp_path, how):
+    from apache_metrics_exporter import restarts
+    from tests.test_restarts import T0, counts, snap
+
+    where, real = linked_dir(tmp_path, how)
+    path = str(where / "collector-state.json")
+    first, graceful, hard = snap(uptime=100, at=T0), snap(uptime=110, config=2, at=T0 + 10), \
+        snap(uptime=2, at=T0 + 20)
+    for s in (first, graceful, hard):
+        restarts.track([s], path, explicit=True)
+    assert counts(first) == {"graceful": 0, "hard": 0}
+    assert counts(graceful) == {"graceful": 1, "hard": 0}
+    assert counts(hard) == {"graceful": 1, "hard": 1}
+    assert json.loads((real / "collector-state.json").read_text())["targets"]
+
+
+@pytest.mark.parametrize("how", LINKED)
+def test_spool_in_a_symlinked_directory_keeps_its_batches(tmp_path, how):
+    where, real = linked_dir(tmp_path, how)
+    spool = Spool(str(where / "spool"), 10_000)
+    spool.ensure()
+    with spool.locked():
+        batch = spool.add("m f=1i 1\n", 1)
+        spool.save_state(spool.load_state())
+    assert spool.read(batch) == "m f=1i 1\n"
+    assert sorted(os.listdir(real / "spool")) == sorted(
+        [".lock", "quarantine", "state.json", os.path.basename(batch.path)])
+    assert spool.health().spooled_points == 1
+
+
+def sticky_link(tmp_path, owner: int, sticky: bool = True):
+    """tmp/sticky (mode 1777, like /tmp) holding evil -> tmp/real owned by ``owner``."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    sticky_dir = tmp_path / "sticky"
+    sticky_dir.mkdir()
+    sticky_dir.chmod(0o1777 if sticky else 0o755)
+    link = sticky_dir / "evil"
+    link.symlink_to(real)
+    os.lchown(link, owner, -1)
+    return link, real
+
+
+REFUSED = [pytest.param(True, id="sticky"), pytest.param(False, id="plain")]
+
+
+@root_only
+@pytest.mark.parametrize("sticky", REFUSED)
+def test_another_users_directory_symlink_is_refused_everywhere(tmp_path, sticky, capsys):
+    from apache_metrics_exporter import restarts
+    from apache_metrics_exporter.output import write_private
+    from tests.test_restarts import counts, snap
+
+    link, real = sticky_link(tmp_path, NOBODY, sticky)
+    (real / "s.json").write_bytes(dumps(valid()))
+    why = (f"the directory symlink {link} is not followed (owned by uid {NOBODY}")
+    with pytest.raises(OutputError, match=f"--state-file {link}/s.json: ") as err:
+        with StateFile(str(link / "s.json")).locked(5):
+            pytest.fail("the block must not run")
+    assert why in str(err.value) and "give the real path" in str(err.value)
+    with pytest.raises(OutputError, match=why.replace("(", r"\(")):
+        StateFile(str(link / "s.json")).check()
+    with pytest.raises(OutputError, match=why.replace("(", r"\(")):
+        Spool(str(link / "spool"), 10_000).ensure()
+    with pytest.raises(OutputError, match=why.replace("(", r"\(")):
+        write_private(str(link / "f.json"), "{}\n")
+    s = snap()
+    restarts.track([s], str(link / "collector.json"), explicit=True)
+    assert counts(s) == {}
+    assert reaper_samples(str(link / "s.json")) == []
+    err = capsys.readouterr().err
+    assert err.count(why) == 2 and "restart counts left out" in err
+    assert "reaper figures left out" in err
+    assert os.listdir(real) == ["s.json"]  # nothing written through it
+    assert (real / "s.json").read_bytes() == dumps(valid())
+
+
+@root_only
+def test_own_directory_symlink_in_a_sticky_directory_is_followed(tmp_path):
+    link, real = sticky_link(tmp_path, os.geteuid())
+    with StateFile(str(link / "s.json")).locked(5) as s:
+        s["totals"]["runs"] += 1
+    assert json.loads((real / "s.json").read_text())["totals"]["runs"] == 1
+
+
+@root_only
+def test_reaper_cli_refuses_a_foreign_directory_symlink_with_exit_1(tmp_path):
+    link, real = sticky_link(tmp_path, NOBODY)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from apache_metrics_exporter.cli import "
+         "reaper_main; sys.exit(reaper_main())", "--url", "http://127.0.0.1:9/server-status",
+         "--max-memory-idle", "1G", "--state-file", str(link / "s.json")],
+        capture_output=True, text=True, timeout=60, env=exporter_env())
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"the directory symlink {link} is not followed" in line
+    assert "Traceback" not in proc.stderr and os.listdir(real) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", LINKED)
+def test_real_reaper_dry_run_saves_its_counters_through_a_symlinked_directory(
+        prefork, tmp_path, how):
+    from tests.test_reaper import reap
+
+    where, real = linked_dir(tmp_path, how)
+    for _ in range(2):
+        proc = reap("--url", prefork.status_url, "--max-memory-idle", "1M", "--dry-run",
+                    "--state-file", str(where / "reaper-state.json"))
+        assert proc.returncode == 0, proc.stderr
+    saved = json.loads((real / "reaper-state.json").read_text())
+    assert saved["last_run"]["result"] == "dry-run"
+    assert saved["totals"]["would_kill"] >= 2  # both runs counted (idle workers > 1M)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", LINKED)
+def test_collector_through_a_symlinked_directory_keeps_restart_counts(prefork, tmp_path, how):
+    where, real = linked_dir(tmp_path, how)
+    args = ["--url", prefork.status_url, "--format", "tab",
+            "--collector-state", str(where / "collector-state.json")]
+    for _ in range(2):
+        proc = run_exporter(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "restart counts left out" not in proc.stderr
+        tab = parse_tab(proc.stdout)
+        assert (tab["restarts-graceful"], tab["restarts-hard"]) == ("0", "0")
+    saved = json.loads((real / "collector-state.json").read_text())
+    assert list(saved["targets"]) == [prefork.status_url]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", LINKED)
+def test_push_outage_spools_through_a_symlinked_directory_and_delivers_later(
+        prefork, victoria, tmp_path, how):
+    from tests.test_push import push_args, timestamps
+
+    where, real = linked_dir(tmp_path, how)
+    spool = str(where / "spool")
+    base = ["--url", prefork.status_url, "--no-processes"]
+    down = run_exporter(*base, *push_args(f"http://127.0.0.1:{closed_port()}", spool))
+    assert down.returncode == 0, down.stderr
+    (line,) = down.stderr.strip().splitlines()
+    assert "points kept in" in line, line
+    (kept,) = Spool(str(real / "spool"), 1).batches()
+    up = run_exporter(*base, *push_args(victoria.url, spool))
+    assert up.returncode == 0 and up.stderr == "", up.stderr
+    assert Spool(str(real / "spool"), 1).batches() == []
+    stamps = timestamps(victoria, "apache_exporter_up", 2)
+    assert len(set(stamps)) == 2  # the spooled batch and the new one, each once
+    assert int(os.path.basename(kept.path).split(".")[0]) // 1_000_000 == min(stamps)

@@ -10,6 +10,11 @@ types, larger than ``MAX_BYTES``, a directory or special file at the path -
 is moved aside by the reaper, under the lock (``PATH.corrupt-EPOCH``), said in
 one line, counted in ``state_resets``, and a fresh state carries on.
 
+Symlinks among the file's directories (``/var/lib/apache-metrics-exporter ->
+/srv/ame``) are followed when trusted - the rule ``--output`` uses
+(paths.resolve) - and the file, its lock and its corrupt copies are used in the
+real directory; an untrusted one is refused like an untrusted file.
+
 The collector only reads the file (no lock: it is always replaced whole). A
 corrupt or untrusted file is reported (one warning) and the reaper figures are
 left out, but the collector never moves it: without the lock it could move
@@ -38,6 +43,7 @@ from apache_metrics_exporter.paths import (
     move_aside,
     parse_json,
     read_bounded,
+    resolve,
 )
 from apache_metrics_exporter.records import NamedTuple
 
@@ -174,7 +180,7 @@ def read(path: str) -> Optional[Dict[str, Any]]:
     """The state for reporting; None when there is none, or when it is
     untrusted or corrupt (one warning; the file is left where it is)."""
     try:
-        return _parse(read_bounded(path, MAX_BYTES, "--state-file"))
+        return _parse(read_bounded(resolve(path, "--state-file"), MAX_BYTES, "--state-file"))
     except FileNotFoundError:
         return None
     except OutputError as exc:
@@ -194,7 +200,8 @@ class StateFile:
     """Load, change and save the state while holding its lock."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        self.path = path  # as given: what messages name
+        self.real = path  # in the real directory (locked() resolves it)
         self.lock_path = path + ".lock"
 
     def check(self) -> None:
@@ -207,8 +214,13 @@ class StateFile:
     def locked(self, timeout: float) -> Iterator[Dict[str, Any]]:
         """Yield the state (recovered if corrupt); save it when the block ends.
         OutputError (exit 1) when the file or its lock is not to be trusted."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        check(self.path, "--state-file")  # before anything is made beside it
+        # Trusted symlinks among the directories followed once, here: the
+        # lock, the reads, the moves aside and the write all use the real
+        # directory, so a link swapped meanwhile cannot split them.
+        self.real = resolve(self.path, "--state-file")
+        self.lock_path = self.real + ".lock"
+        directory = os.path.dirname(self.real)
+        check(self.real, "--state-file")  # before anything is made beside it
         with ExitStack() as stack:
             try:
                 if self.path == REAPER_STATE:  # a mistyped path creates nothing
@@ -224,13 +236,13 @@ class StateFile:
             before = copy.deepcopy(state)
             yield state
             if state != before:
-                write_private(self.path, json.dumps(state, indent=1, sort_keys=True) + "\n",
+                write_private(self.real, json.dumps(state, indent=1, sort_keys=True) + "\n",
                               mode)
 
     def _load(self) -> tuple:
         """(state, permission bits to write it with)."""
         try:
-            data = read_bounded(self.path, MAX_BYTES, "--state-file")
+            data = read_bounded(self.real, MAX_BYTES, "--state-file")
         except FileNotFoundError:
             return fresh(), FILE_MODE
         except Corrupt as exc:
@@ -241,11 +253,11 @@ class StateFile:
             state = _parse(data)
         except Corrupt as exc:
             return self._reset(str(exc)), FILE_MODE
-        return state, os.stat(self.path).st_mode & 0o755
+        return state, os.stat(self.real).st_mode & 0o755
 
     def _reset(self, why: str) -> Dict[str, Any]:
         try:
-            where = f"moved aside to {move_aside(self.path)}"
+            where = f"moved aside to {move_aside(self.real)}"
         except OSError as exc:
             where = f"could not be moved aside ({exc.strerror})"
         log.error("reaper state %s %s; %s, starting from fresh totals", self.path, why, where)
