@@ -202,6 +202,17 @@ def test_the_red_team_names_are_distinct_series_with_every_value_in_every_format
         assert got["other"] == (2, 2, 2), fmt  # the aggregate keeps its name
 
 
+def test_names_alike_after_escaping_are_distinct_series_in_every_format():
+    # A tab is a space in line protocol and \\x09 in the tab file and in
+    # Prometheus; a backslash is / in line protocol: each pair used to meet.
+    names = ("a b:80", "a\tb:80", "a\\x09b:80", "a/b:80", "a\\b:80", "a\x01b:80",
+             "a\\x01b:80")
+    snap = snapshot([("W", 10 + i, name) for i, name in enumerate(names)])
+    for fmt, series in WRITERS.items():
+        got = series(snap)
+        assert sorted(v[2] for v in got.values()) == list(range(10, 10 + len(names))), fmt
+
+
 def test_names_a_format_carries_unchanged_stay_as_they_were():
     snap = red_team_snapshot()
     for fmt in ("tab", "influx", "prometheus"):
