@@ -29,6 +29,7 @@ from apache_metrics_exporter.collect.status import (
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -244,29 +245,37 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     return out
 
 
-OTHER_VHOST = "other"
-MAX_VHOST = 200  # characters of a virtual host name kept in a label
-
-
 def vhost_samples(active: Sequence[WorkerRow], limit: int) -> List[Sample]:
     """Busy workers, requests in flight and the longest request per virtual
     host: the ``limit`` hosts with most busy workers by name, the rest summed
-    as ``other`` (bounded cardinality, whatever the page says)."""
+    as ``other`` (bounded cardinality, whatever the page says). Each host keeps
+    a label of its own (vhosts.collected: a host named ``other`` is not the
+    aggregate); two that would still share one are counted in ``other``."""
     per: dict = {}
     for row in active:
-        stats = per.setdefault(row.vhost[:MAX_VHOST] or "-", [0, 0, 0])
+        stats = per.setdefault(row.vhost, [0, 0, 0])
         stats[0] += 1
         if row.mode == "W":
             stats[1] += 1
             stats[2] = max(stats[2], row.ss or 0)
     ranked = sorted(per.items(), key=lambda item: (-item[1][0], item[0]))
-    if len(ranked) > limit:
-        rest = [s for _, s in ranked[limit:]]
-        ranked = ranked[:limit] + [(OTHER_VHOST, [sum(s[0] for s in rest),
-                                                  sum(s[1] for s in rest),
-                                                  max(s[2] for s in rest)])]
+    rest = [s for _, s in ranked[limit:]]
+    named: dict = {}
+    for raw, stats in ranked[:limit]:
+        name = collected(raw)
+        if name in named:
+            say_once(f"virtual hosts {shown(named[name][0])} and {shown(raw)} would "
+                     f"share the label {shown(name)}; the second is counted in vhost "
+                     f"{OTHER!r}")
+            rest.append(stats)
+        else:
+            named[name] = (raw, stats)
+    labelled = [(name, stats) for name, (_raw, stats) in named.items()]
+    if rest:
+        labelled.append((OTHER, [sum(s[0] for s in rest), sum(s[1] for s in rest),
+                                 max(s[2] for s in rest)]))
     out = []
-    for name, (busy, flight, longest) in sorted(ranked):
+    for name, (busy, flight, longest) in sorted(labelled):
         label = (("vhost", name),)
         out.append(Sample(BY_NAME["vhost_busy_workers"], busy, label))
         out.append(Sample(BY_NAME["vhost_requests_in_flight"], flight, label))

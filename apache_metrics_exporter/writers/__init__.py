@@ -16,7 +16,10 @@ Every line a writer returns is valid for its format whatever the snapshot holds
 escaped or cut to ``MAX_TEXT`` characters, a number the format cannot carry
 (catalogue.fits, then the format's own limits) is left out, and a series that
 would appear twice (the same name and labels after the format's escaping) is
-written once: the first sample wins, in every format.
+written once: the first sample wins, in every format. Virtual hosts are the
+exception: each writer's ``vhost_name`` gives a name it cannot carry unchanged
+a digest suffix, and vhosts.renamed counts a host that would still share a
+series in ``other`` (said once), so no host's figures are dropped.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ Valid by construction: identifier parts hold only ``[A-Za-z0-9_.-]``, DERIVE
 values are int64, GAUGE values finite, no line reaches collectd's line limit,
 and an identifier (or one data source of it) that two samples would share
 keeps the first sample's value.
+
+Virtual hosts (``vhost_name``): ``HOST:PORT`` and ``HOST`` made of
+``[A-Za-z0-9_.-]`` are written as ``HOST_PORT`` / ``HOST``, as before; any
+other name, or one longer than VHOST_ROOM, is sanitised, cut and given a
+``_`` + 8 hex digit suffix (vhosts.py), so distinct hosts stay distinct.
 """
 
 from __future__ import annotations
@@ -20,9 +25,15 @@ import os
 import re
 import socket
 
-from apache_metrics_exporter.catalogue import COLLECTD_DERIVE_TYPES, INT64_MAX, fits
+from apache_metrics_exporter.catalogue import (
+    COLLECTD_DERIVE_TYPES,
+    INT64_MAX,
+    VHOST_METRICS,
+    fits,
+)
 from apache_metrics_exporter.collect.http import host_port
 from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
@@ -40,11 +51,28 @@ DERIVE_TYPES = COLLECTD_DERIVE_TYPES
 MULTI_VALUE = {"load": 3}  # types with several data sources
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_PLAIN_VHOST = re.compile(r"[A-Za-z0-9_.-]+(?::[0-9]+)?")
+# The characters a vhost name may take in every vhost type instance
+# (count-vhost_in_flight_NAME is the longest prefix): 47.
+VHOST_ROOM = MAX_PART - max(len(str(m.collectd).split("-", 1)[1].split("{")[0])
+                            for m in VHOST_METRICS)
 
 
 def sanitize(text: str) -> str:
     """An identifier part: letters, digits, ``_ . -``; others become ``_``."""
     return _UNSAFE.sub("_", str(text)[:16 * MAX_PART]).strip("_")[:MAX_PART] or "unknown"
+
+
+def vhost_name(name: str) -> str:
+    """A virtual host as its type instances name it: ``www.example.org:443`` ->
+    ``www.example.org_443`` as ever; a name that sanitising or the cut would
+    change otherwise gets a digest suffix (``a_example_80_1b2c3d4e`` for
+    ``a example:80``), so it cannot become another host's."""
+    plain = name.replace(":", "_")
+    if (len(plain) <= VHOST_ROOM and _PLAIN_VHOST.fullmatch(name)
+            and sanitize(name) == plain):
+        return plain
+    return suffixed(sanitize(name), name, VHOST_ROOM)
 
 
 def default_instance(url: str) -> str:
@@ -113,7 +141,7 @@ def _number(value: float, derive: bool) -> Optional[str]:
 def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> List[str]:
     """The PUTVAL lines of one snapshot."""
     values: Dict[Tuple[str, str], List[Optional[str]]] = {}
-    for sample in snapshot.samples:
+    for sample in renamed(snapshot.samples, vhost_name, "collectd"):
         metric = sample.metric
         if not metric.collectd or metric.type is str or not fits(metric, sample.value):
             continue

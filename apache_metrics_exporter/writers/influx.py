@@ -14,6 +14,11 @@ control characters (each becomes an escaped space) or lone surrogates
 (U+FFFD) and at most MAX_TEXT characters, so that a series key stays far
 below InfluxDB's 64 KiB; a field that appears twice in one point keeps its
 first value.
+
+Virtual hosts (tag ``vhost``, ``vhost_name``): escaping commas, equals signs
+and spaces is lossless, so a name is written as it is unless it holds what
+the escaping changes (a control character, a backslash); such a name gets a
+``_`` + 8 hex digit suffix (vhosts.py), so distinct hosts stay distinct.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
+from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
@@ -59,6 +65,14 @@ def escape_key(text: str) -> str:
     the end, 2.x unescapes them, so no spelling means the same everywhere.
     """
     return _plain(text).translate(_KEY_ESCAPES)
+
+
+def vhost_name(name: str) -> str:
+    """A virtual host's tag value before escaping: the name itself when
+    escape_key keeps all of it, else a lossy form with a digest suffix."""
+    if len(name) <= MAX_TEXT and "\\" not in name and _plain(name) == name:
+        return name
+    return suffixed(_plain(name).replace("\\", "/"), name, MAX_TEXT)
 
 
 def escape_measurement(text: str) -> str:
@@ -127,7 +141,7 @@ def lines(snapshot: Any) -> List[str]:
         if text is not None:  # the first value of a field wins
             points.setdefault((measurement, extra), {}).setdefault(escape_key(field), text)
 
-    for sample in snapshot.samples:
+    for sample in renamed(snapshot.samples, vhost_name, "influx"):
         metric: Metric = sample.metric
         if not metric.influx or not fits(metric, sample.value):
             continue

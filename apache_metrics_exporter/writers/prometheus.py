@@ -14,6 +14,12 @@ are printable (a newline as ``\\n``, other control characters as ``\\xHH``
 escapes), valid UTF-8 and at most MAX_TEXT characters, and each series
 (family and labels) appears once: the first sample wins, which also settles
 two balancer members or two targets that would share a name.
+
+Virtual hosts (label ``vhost``, ``vhost_name``): label values carry any
+UTF-8, so a name is written as it is unless it holds a character the escaping
+shows as ``\\xHH`` (a control character other than newline, an undecodable
+byte); such a name gets a ``_`` + 8 hex digit suffix (vhosts.py), so distinct
+hosts stay distinct.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, PROMETHEUS_SCOREBOARD, fits, prom_family
 from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import MAX_TEXT, Settings
 from apache_metrics_exporter.writers.influx import target_tags
 
@@ -56,6 +63,14 @@ def _label_value(value: object) -> str:
     return text.translate(_ESCAPES)
 
 
+def vhost_name(name: str) -> str:
+    """A virtual host's label value before escaping: the name itself when
+    _label_value keeps all of it, else its visible form with a digest suffix."""
+    if len(name) <= MAX_TEXT and name.replace("\n", " ").isprintable():
+        return name
+    return suffixed(visible(name), name, MAX_TEXT)
+
+
 def _value(number: float) -> Optional[str]:
     """``42``, ``0.5``, ``1e+20``; None for what the text format cannot carry."""
     if isinstance(number, int) and -INT64_MAX <= number <= INT64_MAX:
@@ -87,7 +102,8 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
     groups: List[Tuple[Sequence[Sample], List[Tuple[str, str]]]] = [
-        (s.samples, sorted(target_tags(s.url).items(), reverse=True) if many else [])
+        (renamed(s.samples, vhost_name, "prometheus"),
+         sorted(target_tags(s.url).items(), reverse=True) if many else [])
         for s in snapshots]
     groups.append((extra, []))
     for samples, target in groups:

@@ -11,6 +11,14 @@ name or text from the page or a process title never holds a tab, a line break
 or any other control character (each is written as a ``\\xHH`` escape, see
 units.visible), so no name can forge a line or a field; a line whose keys
 repeat an earlier one's is left out (the first wins).
+
+Virtual hosts (``vhost_name``): the per-vhost lines are read by Zabbix too
+(contrib/zabbix: discovery, then ``apache.labelled[KEY,VHOST]`` items), so a
+name is written as it is only when a Zabbix item key parameter and the agent's
+UserParameter (UnsafeUserParameters=0) take it unchanged: printable, no
+``\\ ' " ` * ? [ ] { } ~ $ ! & ; ( ) < > | # @ ,``, no space at either end.
+Any other name has those characters as ``_`` and a ``_`` + 8 hex digit
+suffix (vhosts.py), so distinct hosts stay distinct.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
@@ -45,6 +54,9 @@ _ORIGINAL_SERVER = [m for m in SERVER_METRICS if m.tab_key]
 _INTERNAL_KEYS = ("foreign_worker_count", "native_worker_count", "status_response",
                   "workers_hanging", "workers_killed_active", "workers_killed_idle")
 _TAG = "(apache-metrics-exporter)"
+# Characters a Zabbix agent refuses in UserParameter arguments (unless
+# UnsafeUserParameters=1), and the item key's parameter separator.
+_ZABBIX_UNSAFE = frozenset("\\'\"`*?[]{}~$!&;()<>|#@,")
 
 
 def _key(name: str) -> str:
@@ -54,6 +66,17 @@ def _key(name: str) -> str:
 def _label(text: object) -> str:
     """A name as one field: control characters (tab, CR, LF, ESC, ...) escaped."""
     return visible(str(text)[:MAX_TEXT])
+
+
+def vhost_name(name: str) -> str:
+    """A virtual host as the per-vhost lines name it: unchanged when Zabbix can
+    discover and query it as it is, else made safe and given a digest suffix."""
+    if (len(name) <= MAX_TEXT and name.isprintable() and name == name.strip()
+            and _ZABBIX_UNSAFE.isdisjoint(name)):
+        return name
+    safe = "".join("_" if c in _ZABBIX_UNSAFE or not c.isprintable() else c
+                   for c in name[:MAX_TEXT]).strip()
+    return suffixed(safe, name, MAX_TEXT)
 
 
 def _text(value: object) -> str:
@@ -87,7 +110,7 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
     snap = snapshots[0]
     plain: Dict[str, Any] = {}
     labelled: Dict[str, List] = {}
-    for s in snap.samples:
+    for s in renamed(snap.samples, vhost_name, "tab"):
         if s.labels:
             labelled.setdefault(s.metric.name, []).append(s)
         elif s.metric.name not in plain and fits(s.metric, s.value):

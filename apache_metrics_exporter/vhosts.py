@@ -1,0 +1,121 @@
+"""Virtual host names as series names: distinct hosts stay distinct in every format.
+
+A page names the virtual host of each worker row. Each format can carry some
+names unchanged (collectd only ``[A-Za-z0-9_.-]`` and 63 characters, the tab
+file only what a Zabbix key can hold, ...); a name it cannot carry unchanged
+is sanitised and cut, and so could become the name of another host. Such a
+name gets a suffix instead: ``_`` and 8 hex digits of the BLAKE2b digest of
+the name as collected, so two distinct names never share a series. A name
+that needs no change keeps it exactly (dashboards keep working).
+
+The aggregate of ``--vhost-limit`` is ``other``; a host really named ``other``
+(or ``-``, the name of rows without a host) is collected as ``other_HASH``, so
+the aggregate cannot swallow it. If two names still met (a hash collision, or
+a page that crafts a name to look like another's mapped form), the later one
+is counted in ``other`` and that is said once on stderr: never dropped.
+"""
+
+from __future__ import annotations
+
+from apache_metrics_exporter.catalogue import VHOST_METRICS
+from apache_metrics_exporter.log import log
+from apache_metrics_exporter.units import visible
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Any, Callable, Dict, List, Sequence, Set
+
+OTHER = "other"  # the aggregate bucket of --vhost-limit
+EMPTY = "-"  # active rows that name no virtual host
+RESERVED = (OTHER, EMPTY)
+MAX_NAME = 200  # characters of a collected name (Apache itself shows at most 31)
+SUFFIX = 9  # "_" and 8 hex digits
+
+_NAMES = {m.name for m in VHOST_METRICS}
+_LONGEST = "vhost_longest_request_seconds"  # the aggregate takes the maximum, others sum
+_said: Set[str] = set()
+
+
+def digest(name: str) -> str:
+    """8 hex digits of BLAKE2b over the name's UTF-8 (lone surrogates kept)."""
+    from hashlib import blake2b  # only when a name needs it: hashlib costs ~9 ms
+
+    return blake2b(name.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+
+
+def suffixed(base: str, name: str, limit: int) -> str:
+    """``base`` cut to leave room, then ``_`` and the digest of ``name``: at most
+    ``limit`` characters."""
+    return base[:max(limit - SUFFIX, 1)] + "_" + digest(name)
+
+
+def collected(raw: str) -> str:
+    """The label a snapshot gives the virtual host a worker row names."""
+    if not raw:
+        return EMPTY
+    if raw in RESERVED or len(raw) > MAX_NAME:
+        return suffixed(raw, raw, MAX_NAME)
+    return raw
+
+
+def shown(name: str) -> str:
+    """A name quoted for a message: escaped, at most 80 characters."""
+    return repr(visible(name[:80]) + ("..." if len(name) > 80 else ""))
+
+
+def say_once(message: str) -> None:
+    """A warning on stderr, once per process (loops repeat batches)."""
+    if message not in _said:
+        _said.add(message)
+        log.warning("%s", message)
+
+
+def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
+    """The samples with each vhost label as ``fmt`` writes it (``name_of``);
+    a host whose name would be another's is counted in ``other`` instead, and
+    that is said once. Other samples pass unchanged, in order."""
+    names: Dict[str, str] = {OTHER: OTHER}
+    owner: Dict[str, str] = {OTHER: OTHER}
+    for s in samples:
+        if s.metric.name in _NAMES:
+            label = dict(s.labels).get("vhost", "")
+            if label not in names:
+                name = name_of(label)
+                names[label] = name
+                first = owner.setdefault(name, label)
+                if first != label:
+                    say_once(f"--format {fmt}: virtual hosts {shown(first)} and "
+                             f"{shown(label)} would both be written as {shown(name)}; "
+                             f"the second is counted in vhost {OTHER!r}")
+    if all(k == v for k, v in names.items()):
+        return list(samples)  # the usual case: every name as it was collected
+    folded: Dict[str, float] = {}
+    template: Dict[str, Any] = {}
+    for s in samples:
+        if s.metric.name in _NAMES:
+            label = dict(s.labels).get("vhost", "")
+            if label != OTHER and owner[names[label]] != label:
+                metric = s.metric.name
+                template.setdefault(metric, s)
+                if metric in folded:
+                    folded[metric] = (max if metric == _LONGEST else sum)(
+                        (folded[metric], s.value))
+                else:
+                    folded[metric] = s.value
+    out = []
+    for s in samples:
+        if s.metric.name not in _NAMES:
+            out.append(s)
+            continue
+        label = dict(s.labels).get("vhost", "")
+        if label == OTHER:
+            extra = folded.pop(s.metric.name, None)
+            if extra is not None:
+                both = (s.value, extra)
+                s = s._replace(value=max(both) if s.metric.name == _LONGEST else sum(both))
+            out.append(s)
+        elif owner[names[label]] == label:
+            out.append(s._replace(labels=(("vhost", names[label]),)))
+    for metric, value in folded.items():  # no aggregate yet: one is made
+        out.append(template[metric]._replace(value=value, labels=(("vhost", OTHER),)))
+    return out
