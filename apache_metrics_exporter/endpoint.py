@@ -13,7 +13,10 @@ Security model: it listens on 127.0.0.1 unless told otherwise; optional
 basic auth (``--listen-user`` with a password from a file or the
 environment) and TLS (``--listen-cert-file``/``--listen-key-file``). At most
 ``MAX_SCRAPES`` scrapes run at once (more get 503), and each one is bounded
-by ``--timeout`` per target, since targets are collected concurrently.
+by ``--timeout`` per target, since targets are collected concurrently. Slow
+and idle clients cannot hold the endpoint (``_Server``): a request has
+``REQUEST_DEADLINE`` in all to arrive, and a client still sending one gives
+up its connection slot to a newcomer when all are taken.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import fnmatch
 import hmac
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +38,7 @@ from apache_metrics_exporter.writers import Settings, prometheus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional, Sequence, Tuple
+    from typing import Any, Dict, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.collect.http import Target
     from apache_metrics_exporter.collect.snapshot import Options
@@ -158,30 +162,76 @@ class Endpoint:
         return prometheus.render(snaps, self.settings, own)
 
 
+class _HeadTooLarge(Exception):
+    """A request line and headers longer than MAX_HEAD bytes."""
+
+
+class _HeadFile:
+    """The connection's input, read a line at a time: at most MAX_HEAD bytes
+    of request head, and a line cut short (the client left, or was dropped
+    at its deadline) is an error, never half a request to answer."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.left = MAX_HEAD
+
+    def readline(self, limit: int = -1) -> bytes:
+        fresh = self.left == MAX_HEAD
+        want = self.left + 1 if limit < 0 else min(limit, self.left + 1)
+        line = self.raw.readline(want)
+        self.left -= len(line)
+        if self.left < 0:
+            raise _HeadTooLarge
+        if not line and fresh:
+            return line  # closed before a request: nothing to answer
+        if not line.endswith(b"\n") and len(line) < want:
+            raise ConnectionAbortedError("closed in the middle of its request")
+        return line
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """One connection, one request (HTTP/1.0: no keep-alive), in its own thread."""
+
     server_version = "apache-metrics-exporter"
-    timeout = 30  # a client that stalls mid-request is dropped (and its thread ends)
+    # A backstop per socket call; the deadlines that matter (request, answer)
+    # are the server's (_Server.service_actions).
+    timeout = 60
     endpoint: Endpoint
     metrics_path = "/metrics"
     auth: Optional[str] = None  # the expected Authorization header value
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
-        handshake = getattr(self.request, "do_handshake", None)
-        if handshake is not None:  # TLS: in this thread, bounded by the timeout
-            handshake()
+        self.rfile = _HeadFile(self.rfile)  # type: ignore[assignment]
 
     def handle(self) -> None:
         try:
+            handshake = getattr(self.connection, "do_handshake", None)
+            if handshake is not None:  # TLS: in this thread, under the request deadline
+                handshake()
             super().handle()
-        except OSError as exc:  # a client that went away or spoke no TLS
-            log.debug("%s: %s", self.address_string(), exc)
+        except OSError as exc:  # a client that went away, was dropped or spoke no TLS
+            log.debug("%s: %s", self.address_string(), _why(exc))
+
+    def handle_one_request(self) -> None:
+        self.requestline, self.request_version, self.command = "", "", ""
+        try:
+            super().handle_one_request()
+        except _HeadTooLarge:
+            self.close_connection = True
+            self.send_error(431, f"request head longer than {MAX_HEAD} bytes")
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        # The one place where the -vv access-log line is formatted.
         log.debug("%s %s", self.address_string(), format % args)
 
     def _send(self, code: int, body: str, content_type: str = "text/plain; charset=utf-8",
               headers: Sequence[Tuple[str, str]] = ()) -> None:
+        self.server.answering(self.request)
         data = body.encode("utf-8")
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -203,6 +253,13 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        # The request is complete: from here on the connection is not dropped
+        # to make room, and the scrape takes what --timeout allows.
+        if not self.server.working(self.request):
+            return  # dropped at its deadline while the head was parsed
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") \
+                or "Transfer-Encoding" in self.headers:
+            self.close_connection = True  # a body is never read
         if not self._authorised():
             return
         parts = urlsplit(self.path)
@@ -239,30 +296,151 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, CONTENT_TYPE)
 
 
-MAX_CONNECTIONS = 64  # clients served at once; more are closed at once
+def _why(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _Capped:
-    """A threading server that serves at most MAX_CONNECTIONS clients at once:
-    a flood of idle connections cannot grow threads without bound."""
+MAX_CONNECTIONS = 64  # clients served at once
+MAX_HEAD = 16 * 1024  # bytes of request line and headers
+REQUEST_DEADLINE = 10.0  # seconds from accept to a complete request (TLS handshake included)
+ANSWER_DEADLINE = 30.0  # seconds to write an answer to a client that reads slowly
 
-    _slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+_READING, _WORKING, _ANSWERING = 0, 1, 2
+
+
+class _Conn:
+    """A client's address, phase and deadline (time.monotonic; None: none)."""
+
+    __slots__ = ("peer", "phase", "since", "deadline")
+
+    def __init__(self, peer: str, deadline: float) -> None:
+        self.peer = peer
+        self.phase = _READING
+        self.since = time.monotonic()
+        self.deadline: Optional[float] = self.since + deadline
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS of them, none of
+    which a slow or idle client can hold.
+
+    A connection first has ``request_deadline`` for its TLS handshake,
+    request line and headers (in its own thread: the accept loop never waits
+    for a client). When every slot is taken, a new connection takes the slot
+    of the oldest one still sending its request - an idle, dripping or mute
+    client - so a client that sends its request promptly is always served.
+    A complete request is never dropped for room: it runs its scrape
+    (bounded by --timeout, at most MAX_SCRAPES at once, others get 503), then
+    has ANSWER_DEADLINE to take the answer. Dropping is a shutdown of the
+    socket, which wakes its thread from any read or write; the thread closes
+    it. The deadlines are checked by the accept loop every poll interval.
+    """
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst of connections waits in the kernel, not refused
+    request_deadline = REQUEST_DEADLINE
+    poll_interval = 0.25  # also the precision of the deadlines
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._conns: Dict[Any, _Conn] = {}
+        self._conns_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # type: ignore[attr-defined]
+        with self._conns_lock:
+            if len(self._conns) >= MAX_CONNECTIONS and not self._make_room():
+                full = True
+            else:
+                full = False
+                self._conns[request] = _Conn(str(client_address[0]), self.request_deadline)
+        if full:  # every slot is a complete request being answered
+            log.debug("%s: %d clients already being answered; connection closed",
+                      client_address[0], MAX_CONNECTIONS)
+            self.shutdown_request(request)
             return
         try:
-            super().process_request(request, client_address)  # type: ignore[misc]
-        except BaseException:
-            self._slots.release()
-            raise
+            threading.Thread(target=self.process_request_thread,
+                             args=(request, client_address), daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had
+            log.debug("%s: %s; connection closed", client_address[0], exc)
+            self._forget(request)
+            self.shutdown_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            self.finish_request(request, client_address)
+        except OSError as exc:
+            log.debug("%s: %s", client_address[0], _why(exc))
+        except Exception as exc:  # a bug: one line, and the server goes on
+            log.error("answering %s failed: %s: %s", client_address[0],
+                      type(exc).__name__, _why(exc))
         finally:
-            self._slots.release()
+            self._forget(request)
+            self.shutdown_request(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.pop(request, None)
+
+    def _make_room(self) -> bool:
+        """Drop the client that has been sending its request longest (else
+        the slowest reader of an answer); False when none can go. Called
+        with the lock held."""
+        victim, oldest = None, (9, 0.0)
+        for request, conn in self._conns.items():
+            if conn.phase != _WORKING and (conn.phase, conn.since) < oldest:
+                victim, oldest = request, (conn.phase, conn.since)
+        if victim is None:
+            return False
+        self._drop(victim, "dropped to make room for a new connection")
+        return True
+
+    def _drop(self, request: Any, why: str) -> None:
+        """Wake the connection's thread with a shutdown (it closes the socket:
+        closing here could close a reused descriptor); its slot is free now."""
+        peer = self._conns.pop(request).peer
+        try:
+            # socket.socket's own shutdown: ssl.SSLSocket's also unwraps,
+            # under the feet of the thread in the middle of a read.
+            socket.socket.shutdown(request, socket.SHUT_RDWR)
+        except OSError:
+            pass
+        log.debug("%s: %s", peer, why)
+
+    def service_actions(self) -> None:
+        """Drop the clients past their deadline (from serve_forever)."""
+        now = time.monotonic()
+        with self._conns_lock:
+            late = [(r, c) for r, c in self._conns.items()
+                    if c.deadline is not None and c.deadline <= now]
+            for request, conn in late:
+                self._drop(request, "no complete request within "
+                                    f"{self.request_deadline:g} s; connection closed"
+                           if conn.phase == _READING else
+                           f"did not take its answer within {ANSWER_DEADLINE:g} s; "
+                           "connection closed")
+
+    def _phase(self, request: Any, phase: int, deadline: Optional[float]) -> bool:
+        with self._conns_lock:
+            conn = self._conns.get(request)
+            if conn is None:
+                return False  # dropped already
+            conn.phase, conn.since = phase, time.monotonic()
+            conn.deadline = None if deadline is None else conn.since + deadline
+            return True
+
+    def working(self, request: Any) -> bool:
+        """The request is complete: no deadline while it is worked on, and it
+        is not dropped for room. False if it was dropped already."""
+        return self._phase(request, _WORKING, None)
+
+    def answering(self, request: Any) -> None:
+        """The answer is being written: ANSWER_DEADLINE for the client to take it."""
+        self._phase(request, _ANSWERING, ANSWER_DEADLINE)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("%s: connection failed", client_address[0])
 
 
 def _auth_value(args: argparse.Namespace) -> Optional[str]:
@@ -286,7 +464,7 @@ def _auth_value(args: argparse.Namespace) -> Optional[str]:
 
 
 def make_server(args: argparse.Namespace, targets: Sequence[Target],
-                options: Options) -> ThreadingHTTPServer:
+                options: Options) -> _Server:
     """The bound server (UsageError when the address or TLS files are wrong)."""
     host, port = parse_listen(args.listen)
     path = args.telemetry_endpoint or "/metrics"
@@ -295,40 +473,51 @@ def make_server(args: argparse.Namespace, targets: Sequence[Target],
     handler = type("Handler", (_Handler,), {
         "endpoint": Endpoint(args, targets, options),
         "metrics_path": path, "auth": _auth_value(args)})
-    server_class: Any = ThreadingHTTPServer
+    ctx = _tls_context(args)
+    attributes: Dict[str, Any] = {
+        "request_deadline": getattr(args, "listen_request_deadline", None) or REQUEST_DEADLINE}
     if ":" in host:
-        import socket
-
-        server_class = type("Server6", (ThreadingHTTPServer,),
-                            {"address_family": socket.AF_INET6})
-    server_class = type("Server", (_Capped, server_class), {})
-    server_class.daemon_threads = True
+        attributes["address_family"] = socket.AF_INET6
+    server_class = type("Server", (_Server,), attributes)
     try:
         server = server_class((host, port), handler)
     except OSError as exc:
         raise UsageError(f"--listen {args.listen}: cannot listen on {host}:{port}: "
                          f"{exc.strerror}") from None
-    if args.listen_cert_file:
-        import ssl
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            ctx.load_cert_chain(args.listen_cert_file, args.listen_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            server.server_close()
-            raise UsageError(f"cannot load --listen-cert-file/--listen-key-file: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
-        # The handshake happens in the request's thread (see _Handler.setup): a
-        # client that connects and says nothing cannot stall the accept loop.
+    if ctx is not None:
+        # No handshake on accept: it happens in the connection's thread
+        # (_Handler.handle), under its deadline, never in the accept loop.
         server.socket = ctx.wrap_socket(server.socket, server_side=True,
                                         do_handshake_on_connect=False)
-    elif args.listen_key_file:
-        server.server_close()
-        raise UsageError("--listen-key-file needs --listen-cert-file")
     return server
 
 
-def serve(server: ThreadingHTTPServer) -> int:
+def _tls_context(args: argparse.Namespace) -> Any:
+    """The server's TLS context, None without --listen-cert-file."""
+    if not args.listen_cert_file:
+        if args.listen_key_file:
+            raise UsageError("--listen-key-file needs --listen-cert-file")
+        return None
+    import ssl
+
+    from apache_metrics_exporter.collect.http import no_passphrase, tls_file_problem
+
+    for given, option in ((args.listen_cert_file, "--listen-cert-file"),
+                          (args.listen_key_file, "--listen-key-file")):
+        why = given and tls_file_problem(given, option)
+        if why:  # a FIFO would block ssl's own open for ever
+            raise UsageError(why)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(args.listen_cert_file, args.listen_key_file,
+                            password=no_passphrase)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise UsageError(f"cannot load --listen-cert-file/--listen-key-file: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    return ctx
+
+
+def serve(server: _Server) -> int:
     """Answer scrapes until SIGTERM or SIGINT; then stop cleanly (exit 0)."""
     def stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -341,7 +530,7 @@ def serve(server: ThreadingHTTPServer) -> int:
     log.info("listening on %s://%s:%d%s", scheme, shown, port,
              getattr(server.RequestHandlerClass, "metrics_path", "/metrics"))
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever(poll_interval=server.poll_interval)
     finally:
         server.server_close()
     return 0

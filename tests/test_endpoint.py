@@ -308,3 +308,238 @@ def test_a_probed_target_gets_none_of_the_configured_credentials(tmp_path):
     assert seen, "the probe did not reach the peer"
     for headers in seen:
         assert "Authorization" not in headers and "X-Token" not in headers, headers
+
+
+# -- slow, idle and hostile clients (issue 19) -------------------------------
+
+DEAD_URL = "http://127.0.0.1:9/server-status"  # refused at once: a quick scrape, up = 0
+
+
+def self_signed(directory) -> tuple:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def connections(port: int, count: int) -> list:
+    """``count`` TCP connections to the endpoint, established, saying nothing."""
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+def close_all(socks) -> None:
+    for s in socks:
+        s.close()
+
+
+def prompt_scrape(ep, context=None) -> None:
+    """A scrape that must be answered at once, slow clients or not."""
+    t0 = time.monotonic()
+    code, body, _ = ep.get("/metrics", context=context, timeout=5)
+    took = time.monotonic() - t0
+    assert code == 200 and prom_series(body)["apache_up"] == 0, (code, body)
+    assert took < 3, took  # the old endpoint failed these at once, or after 20 s
+
+
+def test_idle_connections_cannot_starve_a_scrape():
+    with running("--url", DEAD_URL) as ep:
+        idle = connections(ep.port, 80)
+        try:
+            prompt_scrape(ep)
+            prompt_scrape(ep)
+        finally:
+            close_all(idle)
+
+
+def test_dripping_clients_cannot_starve_a_scrape():
+    with running("--url", DEAD_URL) as ep:
+        drips = connections(ep.port, 70)
+        for s in drips:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        stop = threading.Event()
+        dripped = threading.Semaphore(0)
+
+        def drip():  # a header line every second on every connection still open
+            while not stop.wait(1):
+                for s in drips:
+                    try:
+                        s.sendall(b"X-Drip: 1\r\n")
+                    except OSError:
+                        pass
+                dripped.release()
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        try:
+            for _ in range(3):  # a scrape after each round of drips
+                assert dripped.acquire(timeout=5)
+                prompt_scrape(ep)
+        finally:
+            stop.set()
+            dripper.join()
+            close_all(drips)
+
+
+def test_mute_tls_clients_cannot_starve_a_scrape(tmp_path):
+    cert, key = self_signed(tmp_path)
+    with running("--url", DEAD_URL, "--listen-cert-file", str(cert),
+                 "--listen-key-file", str(key), scheme="https") as ep:
+        mute = connections(ep.port, 70)  # never a ClientHello
+        try:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            prompt_scrape(ep, ctx)
+            prompt_scrape(ep, ctx)
+        finally:
+            close_all(mute)
+
+
+def closed_after(sock, drip: bytes = b"") -> float:
+    """Seconds until the endpoint closes ``sock``, sending ``drip`` every 0.2 s."""
+    t0 = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - t0 < 15:
+        try:
+            if not sock.recv(1024):
+                break
+        except socket.timeout:
+            if drip:
+                try:
+                    sock.sendall(drip)
+                except OSError:
+                    break
+        except OSError:
+            break
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_request_has_one_deadline_not_one_per_read(tmp_path, tls):
+    args = ["--url", DEAD_URL, "--listen-request-deadline", "1.5"]
+    if tls:
+        cert, key = self_signed(tmp_path)
+        args += ["--listen-cert-file", str(cert), "--listen-key-file", str(key)]
+    with running(*args, scheme="https" if tls else "http") as ep:
+        sock = socket.create_connection(("127.0.0.1", ep.port), timeout=5)
+        try:
+            if tls:  # a client that never sends its ClientHello
+                took = closed_after(sock)
+            else:  # a header line every 0.2 s: each read is quick, the request never ends
+                sock.sendall(b"GET /metrics HTTP/1.0\r\n")
+                took = closed_after(sock, b"X-Drip: 1\r\n")
+        finally:
+            sock.close()
+    assert 1.3 < took < 5, took  # the old endpoint: 30 s per read, for ever in all
+
+
+def test_a_complete_request_is_not_dropped_to_make_room():
+    # A scrape waiting for a hung Apache holds a complete request; a flood of
+    # new connections takes the slots of idle ones, never its slot.
+    with socket.socket() as hung:  # an Apache that accepts and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)
+        hung.settimeout(10)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}/server-status"
+        with running("--url", url, "--timeout", "2") as ep:
+            results = []
+            scraper = threading.Thread(target=lambda: results.append(ep.get("/metrics")))
+            scraper.start()
+            fetch, _ = hung.accept()  # the scrape is under way (for the 2 s --timeout)
+            flood = connections(ep.port, 100)
+            try:
+                scraper.join(10)
+            finally:
+                close_all(flood)
+                fetch.close()
+    assert results and results[0][0] == 200, results
+    assert prom_series(results[0][1])["apache_up"] == 0
+
+
+def test_a_request_head_is_bounded():
+    with running("--url", DEAD_URL) as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+            answer = sock.recv(100)
+    assert answer.startswith(b"HTTP/1.0 431"), answer
+
+
+def test_failed_handshakes_and_resets_leave_no_traceback(tmp_path):
+    cert, key = self_signed(tmp_path)
+    with running("--url", DEAD_URL, "--listen-cert-file", str(cert),
+                 "--listen-key-file", str(key), "-vv", scheme="https") as ep:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")  # plain HTTP to the TLS port
+                closed_after(sock)
+            reset = socket.create_connection(("127.0.0.1", ep.port), timeout=5)
+            reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            reset.close()  # a port scan: RST at once
+        ctx = ssl.create_default_context(cafile=str(cert))
+        prompt_scrape(ep, ctx)
+        status, err = ep.stop()
+    assert status == 0 and "Traceback" not in err, err
+    lines = err.splitlines()
+    assert all(line.startswith("apache-metrics-exporter") for line in lines), err
+    assert sum("[SSL: HTTP_REQUEST]" in line for line in lines) == 3, err
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo.pem"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("option", ["--listen-cert-file", "--listen-key-file"])
+def test_listen_tls_files_that_are_fifos_are_refused(tmp_path, fifo, option):
+    cert, _ = self_signed(tmp_path)
+    files = {"--listen-cert-file": str(cert), option: fifo}
+    args = [a for pair in files.items() for a in pair]
+    proc = subprocess.run([EXPORTER, "--listen", f"127.0.0.1:{free_port()}", "--url", DEAD_URL,
+                           *args], capture_output=True, text=True, timeout=15,
+                          env=exporter_env())
+    assert proc.returncode == 2, proc.stderr
+    assert f"{option} {fifo} is not a regular file" in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["exporter", "reaper"])
+@pytest.mark.parametrize("option", ["--ca-file", "--client-cert", "--client-key", "device"])
+def test_tls_files_that_are_fifos_or_devices_are_refused(tmp_path, fifo, command, option):
+    cert, key = self_signed(tmp_path)
+    path = "/dev/null" if option == "device" else fifo
+    option = "--ca-file" if option == "device" else option
+    files = {"--client-cert": str(cert), option: path}
+    program = EXPORTER if command == "exporter" else os.path.join(
+        os.path.dirname(EXPORTER), "apache-worker-reaper")
+    extra = ["--max-time", "1m", "--dry-run"] if command == "reaper" else ["--no-processes"]
+    proc = subprocess.run([program, "--url", "https://127.0.0.1:9/server-status", *extra,
+                           *[a for pair in files.items() for a in pair]],
+                          capture_output=True, text=True, timeout=15, env=exporter_env())
+    assert proc.returncode == 2, proc.stderr
+    assert f"{option} {path} is not a regular file" in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_loop_rechecks_the_tls_files_at_every_load(fifo):
+    # config.targets() checked the file at start; a loop builds TLS contexts
+    # again later, when the file may have become a FIFO.
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.errors import FetchError
+
+    url = "https://127.0.0.1:9/server-status"
+    outcome = []
+
+    def fetch():
+        try:
+            Fetcher(Target(url, ca_file=fifo)).get(url)
+        except FetchError as exc:
+            outcome.append(str(exc))
+
+    th = threading.Thread(target=fetch, daemon=True)
+    th.start()
+    th.join(5)
+    if th.is_alive():  # blocked in open(): let it go before failing
+        with open(fifo, "w"):
+            pass
+    assert outcome and "is not a regular file" in outcome[0], outcome

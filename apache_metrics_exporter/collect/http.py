@@ -127,6 +127,42 @@ def parse_header(text: str) -> Tuple[str, str]:
     return name, value.strip()
 
 
+TLS_FILE_MAX = 16 << 20  # a CA bundle is a few hundred kB
+
+
+def tls_file_problem(path: str, option: str) -> Optional[str]:
+    """Why the certificate, key or CA file ``path`` cannot be used, with the
+    option that named it; None when it is a readable regular file.
+
+    ssl loads these by path only, and opening a FIFO blocks until a writer
+    comes, for ever. So they get the secret files' check first
+    (paths.read_bounded: opened with O_NONBLOCK, fstat, regular files only),
+    after resolving symlinks, which certificates often are (/etc/ssl/certs,
+    Let's Encrypt's live/). ssl then opens the path again: a file swapped for
+    a FIFO in that instant would still block. We accept that tiny window
+    (only whoever can write there can use it) rather than copy private keys
+    to a temporary file."""
+    import os
+
+    from apache_metrics_exporter.paths import Corrupt, read_bounded
+
+    try:
+        read_bounded(os.path.realpath(path), TLS_FILE_MAX)
+    except FileNotFoundError:
+        return f"{option} {path} does not exist"
+    except Corrupt as exc:
+        return f"{option} {path} {exc}: give a PEM file"
+    except OSError as exc:
+        return f"{option} {path} cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def no_passphrase() -> bytes:
+    """ssl's password callback for keys: an encrypted key is refused at once
+    instead of OpenSSL prompting on the terminal (a service has none)."""
+    raise ValueError("the key is encrypted: give a key without a passphrase")
+
+
 # -- bounded sockets --------------------------------------------------------
 
 class _Clock:
@@ -300,11 +336,16 @@ class Fetcher:
 
     def _tls(self) -> ssl.SSLContext:
         t = self.target
+        for path, option in ((t.ca_file, "--ca-file"), (t.client_cert, "--client-cert"),
+                             (t.client_key, "--client-key")):
+            why = path and tls_file_problem(path, option)
+            if why:  # checked at every load: a loop outlives the file it started with
+                raise FetchError(f"cannot load TLS files: {why}")
         try:
             ctx = ssl.create_default_context(cafile=t.ca_file)
             if t.client_cert:
-                ctx.load_cert_chain(t.client_cert, t.client_key)
-        except (OSError, ssl.SSLError) as exc:
+                ctx.load_cert_chain(t.client_cert, t.client_key, password=no_passphrase)
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise FetchError(f"cannot load TLS files (--ca-file/--client-cert/--client-key): "
                              f"{_reason(exc)}") from None
         if t.insecure:
