@@ -584,7 +584,7 @@ def test_spool_state_of_an_older_version_without_corrupt_count_is_fine(tmp_path)
     with open(spool.state_path, "w") as fh:
         fh.write('{"version": 1, "last_success": 5, "dropped_points": 3, '
                  '"quarantined_batches": 2}')
-    assert spool.health() == (5, 0, 3, 2, 0)
+    assert spool.health() == (5, 0, 3, 2, 0, 0, 0)
 
 
 def test_quarantine_that_is_a_symlink_is_set_aside(tmp_path):
