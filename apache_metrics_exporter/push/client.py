@@ -259,8 +259,9 @@ class InfluxPush:
                     failure = exc
             if failure is not None:
                 new = spool.add(body, timestamp_ns)
-                if failure.kind == REJECTED:
-                    quarantine(new, failure)
+                if failure.kind == REJECTED and quarantine(new, failure) is None:
+                    failure = PushFailed(AUTH, f"{failure}; the batch stays in the spool "
+                                               "until the quarantine can be used")
         else:
             failure = stop
         self._count_tries(struck, failing, quarantine)
