@@ -496,11 +496,12 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        influx="apache_exporter.push_spooled_points", collectd="count-push_spooled_points",
        prom='apache_push_spooled_points'),
     _m("push_dropped_points_total", COUNTER, "points", int,
-       "Points dropped because the spool outgrew --spool-max-bytes.",
+       "Points dropped because the spool (or its quarantine) outgrew --spool-max-bytes.",
        influx="apache_exporter.push_dropped_points", collectd="derive-push_dropped_points",
        prom='apache_push_dropped_points_total'),
     _m("push_quarantined_batches_total", COUNTER, "batches", int,
-       "Batches the server rejected (HTTP 400), set aside in the spool's quarantine.",
+       "Batches set aside in the spool's quarantine: rejected by the server (HTTP "
+       "400/413/422), or failing while later batches were written.",
        influx="apache_exporter.push_quarantined_batches",
        collectd="derive-push_quarantined_batches",
        prom='apache_push_quarantined_batches_total'),
@@ -509,6 +510,16 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        "NAME.corrupt-TIMESTAMP.",
        influx="apache_exporter.push_corrupt_files", collectd="derive-push_corrupt_files",
        prom='apache_push_corrupt_files_total'),
+    _m("push_quarantine_batches", GAUGE, "batches", int,
+       "Batches now in the spool's quarantine/ (rejected by the server, or failing while "
+       "later batches were written); never retried.",
+       influx="apache_exporter.push_quarantine_batches",
+       collectd="count-push_quarantine_batches",
+       prom='apache_push_quarantine_batches'),
+    _m("push_quarantine_bytes", GAUGE, "bytes", int,
+       "Size of the batches now in the spool's quarantine/ (bounded by --spool-max-bytes).",
+       influx="apache_exporter.push_quarantine_bytes", collectd="bytes-push_quarantine",
+       prom='apache_push_quarantine_bytes'),
     _m("restarts_total", COUNTER, "restarts", int,
        "Apache restarts seen between collections, by kind: graceful (the configuration "
        "or MPM generation went up) or hard (another parent process, or a later start "

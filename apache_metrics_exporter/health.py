@@ -35,6 +35,10 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
                 out.append(Sample(BY_NAME["push_quarantined_batches_total"],
                                   health.quarantined_batches))
                 out.append(Sample(BY_NAME["push_corrupt_files_total"], health.corrupt_files))
+            if health.quarantine_batches is not None:  # None: quarantine/ unreadable
+                out.append(Sample(BY_NAME["push_quarantine_batches"],
+                                  health.quarantine_batches))
+                out.append(Sample(BY_NAME["push_quarantine_bytes"], health.quarantine_bytes))
     return out
 
 

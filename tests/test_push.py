@@ -6,12 +6,14 @@ import http.server
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -530,6 +532,12 @@ STATE_CASES = {
     "dropped-beyond-int64": b'{"version": 1, "last_success": null, "dropped_points": '
                             b'18446744073709551616, "quarantined_batches": 0}',
     "a-list": b"[]",
+    "failing-not-a-batch": b'{"version": 1, "last_success": null, "dropped_points": 0, '
+                           b'"quarantined_batches": 0, "failing": {"../../etc/passwd": '
+                           b'{"tries": 1, "first": 5}}}',
+    "failing-bad-tries": b'{"version": 1, "last_success": null, "dropped_points": 0, '
+                         b'"quarantined_batches": 0, "failing": {"00000000000000000001.1.1.lp": '
+                         b'{"tries": "3", "first": 5}}}',
     "huge": "huge",
     "directory": "directory",
     "symlink": "symlink",
@@ -584,7 +592,7 @@ def test_spool_state_of_an_older_version_without_corrupt_count_is_fine(tmp_path)
     with open(spool.state_path, "w") as fh:
         fh.write('{"version": 1, "last_success": 5, "dropped_points": 3, '
                  '"quarantined_batches": 2}')
-    assert spool.health() == (5, 0, 3, 2, 0)
+    assert spool.health() == (5, 0, 3, 2, 0, 0, 0)
 
 
 def test_quarantine_that_is_a_symlink_is_set_aside(tmp_path):
@@ -677,7 +685,8 @@ def test_every_corrupt_spool_state_still_delivers_the_batch(down, victoria, tmp_
 @st.composite
 def almost_valid_spool_state(draw):
     s = {"version": 1, "last_success": 1_700_000_000, "dropped_points": 3,
-         "quarantined_batches": 1, "corrupt_files": 0}
+         "quarantined_batches": 1, "corrupt_files": 0,
+         "failing": {"00000000000000000001.1.1.lp": {"tries": 1, "first": 5}}}
     s[draw(st.sampled_from(sorted(s)))] = draw(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
         | st.lists(st.integers(), max_size=3))
@@ -744,3 +753,372 @@ def test_a_run_that_finds_the_spool_busy_spools_its_batch(tmp_path):
     assert "waits in" in proc.stderr
     (batch,) = Spool(str(spool), 1 << 20).batches()
     assert batch.points >= 1
+
+
+# --- delivery guarantee, bounded replay, failing batches set aside (issue 19) ------------
+
+class WriteServer:
+    """A real HTTP server on loopback in place of /api/v2/write. It keeps every
+    request (query, body), stores the body in ``upstream`` first when given one
+    (a real server: stored means stored), then answers ``status(body)``. The
+    first ``hold`` answers wait until ``release`` is set: a server that stores a
+    batch and answers after the client gave up. ``delay``: a slow server."""
+
+    def __init__(self, status=lambda body: 204, upstream=None, hold: int = 0,
+                 delay: float = 0.0) -> None:
+        self.requests: list = []
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                n = len(outer.requests)
+                outer.requests.append((query, body))
+                if upstream is not None:
+                    upstream(query, body)
+                if n < hold:
+                    outer.release.wait(30)
+                elif delay:
+                    time.sleep(delay)  # the behaviour under test: a slow server
+                code = status(body)
+                text = b"" if code < 300 else json.dumps(
+                    {"code": "internal error", "message": f"boom {code}"}).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                except OSError:
+                    pass  # the client gave up on us
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    @property
+    def bodies(self) -> list:
+        return [body for _, body in self.requests]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def to_influxdb(influxdb):
+    """Store /api/v2/write bodies in InfluxDB 1.6 through its /write (1.6 has no
+    /api/v2/write; 1.8 maps it to the same storage): bucket DB/RP, same precision."""
+    def store(query, body):
+        db = query["bucket"][0].split("/")[0]
+        influxdb.write(db, body, query["precision"][0])
+    return store
+
+
+def to_victoria(vm):
+    def store(query, body):
+        req = urllib.request.Request(f"{vm.url}/api/v2/write?precision="
+                                     f"{query['precision'][0]}", data=body, method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+    return store
+
+
+class DedupVictoria(VictoriaMetrics):
+    """VictoriaMetrics with -dedup.minScrapeInterval=1ms: one sample per series
+    and millisecond (the setting docs/influxdb-push.md recommends)."""
+
+    def _spawn(self, argv, stdout):
+        super()._spawn([*argv, "-dedup.minScrapeInterval=1ms"], stdout)
+
+
+def push_lines(stderr: str) -> list:
+    """stderr without the line about the dead Apache of ``down``."""
+    return [ln for ln in stderr.splitlines() if "127.0.0.1:9" not in ln]
+
+
+def late_then_replayed(down, spool: str, upstream, bucket: str = "b") -> WriteServer:
+    """Run 1: the server stores the batch but answers after --influxdb-timeout
+    (the batch is spooled); run 2: the spooled batch is sent again, then run
+    2's own. The server (closed) with the three requests."""
+    server = WriteServer(upstream=upstream, hold=1)
+    try:
+        args = [*down, "--format", "influxdb", "--influxdb-url", server.url,
+                "--influxdb-org", "-", "--influxdb-bucket", bucket, "--spool-dir", spool,
+                "--influxdb-token", TOKEN, "--influxdb-timeout", "1"]
+        proc = run_exporter(*args)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = push_lines(proc.stderr)
+        assert "timed out" in line and "points kept in" in line
+        assert len(Spool(spool, 1).batches()) == 1
+        server.release.set()
+        proc = run_exporter(*args)
+        assert proc.returncode == 0 and push_lines(proc.stderr) == [], proc.stderr
+        assert Spool(spool, 1).batches() == []
+    finally:
+        server.close()
+    first, replayed, own = server.bodies
+    assert replayed == first  # byte for byte: never re-stamped
+    assert own != first
+    # Fixed precision: every write says ns, and every line ends with its own
+    # 19-digit nanosecond timestamp.
+    assert {q["precision"][0] for q, _ in server.requests} == {"ns"}
+    for line in first.decode().splitlines():
+        assert re.fullmatch(r"\d{19}", line.rsplit(" ", 1)[1]), line
+    return server
+
+
+@pytest.mark.integration
+def test_a_batch_stored_but_answered_late_is_stored_once_by_influxdb(down, influxdb,
+                                                                      influx_db, tmp_path):
+    server = late_then_replayed(down, str(tmp_path / "spool"), to_influxdb(influxdb),
+                                f"{influx_db}/autogen")
+    first = server.bodies[0].decode().splitlines()
+    result = influxdb.query("SELECT * FROM /.*/ GROUP BY *", influx_db)["results"][0]
+    series = result["series"]
+    # One series per line of a batch, each with exactly two points: the late
+    # batch (delivered twice) once, and the second run's batch.
+    assert len(series) == len(first)
+    for s in series:
+        times = [row[0] for row in s["values"]]
+        assert len(times) == 2 == len(set(times)), s
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dedup", [True, False])
+def test_a_batch_delivered_twice_to_victoriametrics(down, tmp_path, dedup):
+    vm = (DedupVictoria() if dedup else VictoriaMetrics()).start()
+    try:
+        server = late_then_replayed(down, str(tmp_path / "spool"), to_victoria(vm))
+        first_ms = int(server.bodies[0].decode().split()[-1]) // 1_000_000
+        # With -dedup.minScrapeInterval=1ms one sample per series and time;
+        # without, VictoriaMetrics keeps both copies (as docs/influxdb-push.md says).
+        copies = 1 if dedup else 2
+        stamps = timestamps(vm, "apache_exporter_up", copies + 1)
+        assert stamps.count(first_ms) == copies and len(stamps) == copies + 1
+    finally:
+        vm.stop()
+
+
+def slow_spool(tmp_path, n: int) -> Spool:
+    spool = Spool(str(tmp_path / "spool"), 1 << 20)
+    spool.ensure()
+    for i in range(1, n + 1):
+        spool.add(f"m,batch={i} f={i}i {i}\n", i)
+    return spool
+
+
+def test_replay_stops_at_its_deadline_and_leaves_the_rest(tmp_path, capsys, monkeypatch):
+    from apache_metrics_exporter.log import INFO, log
+
+    monkeypatch.setattr(log, "level", INFO)
+    spool = slow_spool(tmp_path, 40)
+    server = WriteServer(delay=0.2)  # 40 batches would take 8 s
+    try:
+        push = InfluxPush(PushSettings(server.url, "o", "b", TOKEN, timeout=5,
+                                       replay_time=1.0), spool)
+        push._api()  # influxdb-client imported (0.4 s) before the clock starts
+        t0 = time.monotonic()
+        push.deliver("m,batch=new f=0i 99\n", 99)
+        took = time.monotonic() - t0
+        push.close()
+    finally:
+        server.close()
+    sent = server.bodies
+    replayed = len(sent) - 1
+    assert 1 <= replayed <= 6, replayed  # about 1 s of 0.2 s writes (a busy machine: fewer)
+    assert took < 1.0 + 2 * 0.2 + 1.0, took  # the deadline, the write under way, its own
+    assert sent[-1] == b"m,batch=new f=0i 99\n"  # this run's batch still went
+    assert sent[:-1] == [f"m,batch={i} f={i}i {i}\n".encode() for i in range(1, replayed + 1)]
+    left = spool.batches()
+    assert len(left) == 40 - replayed
+    assert spool.read(left[0]) == f"m,batch={replayed + 1} f={replayed + 1}i {replayed + 1}\n"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{40 - replayed} batches left for the next run" in line and "info:" in line
+
+
+def test_replay_deadline_default_and_in_a_loop():
+    from apache_metrics_exporter.push.client import REPLAY_TIME
+    from apache_metrics_exporter.writers import Settings
+    from apache_metrics_exporter.writers.influxdb import push_settings
+
+    base = dict(influxdb_url="http://127.0.0.1:9", influxdb_org="o", influxdb_bucket="b")
+    assert REPLAY_TIME == 10.0
+    assert push_settings(Settings(**base)).replay_time == 10.0
+    assert push_settings(Settings(**base, interval=60.0)).replay_time == 10.0
+    assert push_settings(Settings(**base, interval=4.0)).replay_time == 2.0
+
+
+def plant(spool: Spool, *names: str) -> None:
+    """Batches oldest first, each one line whose tag says which it is."""
+    for i, name in enumerate(names, start=1):
+        spool.add(f"m,batch={name} f={i}i {i}\n", i)
+
+
+def batch_name(body: str) -> str:
+    """Which planted batch a body is ("own": a run's own batch)."""
+    return body.split(",batch=")[1].split()[0] if ",batch=" in body else "own"
+
+
+def spool_names(spool: Spool) -> list:
+    return [batch_name(spool.read(b)) for b in spool.batches()]
+
+
+def sent_names(server: WriteServer) -> list:
+    return [batch_name(b.decode()) for b in server.bodies]
+
+
+def test_a_batch_failing_while_later_ones_go_is_set_aside(down, tmp_path):
+    spool_dir = str(tmp_path / "spool")
+    spool = Spool(spool_dir, 1 << 20)
+    spool.ensure()
+    plant(spool, "bad", "good1", "good2")
+    bad_name = os.path.basename(spool.batches()[0].path)
+    server = WriteServer(status=lambda body: 500 if b"batch=bad" in body else 204)
+    args = [*down, *push_args(server.url, spool_dir, "--influxdb-token", TOKEN)]
+    try:
+        proc = run_exporter(*args)
+        assert proc.returncode == 0 and push_lines(proc.stderr) == [], proc.stderr
+        # The failing batch did not hold back the ones behind it, nor this run's.
+        assert sent_names(server) == ["bad", "good1", "good2", "own"]
+        assert spool_names(spool) == ["bad"]
+        state = json.loads(open(spool.state_path).read())
+        assert state["failing"] == {bad_name: {"tries": 1, "first": state["failing"][bad_name]
+                                               ["first"]}}
+        for tries in (2, 3):  # 3 tries, but not yet over 10 minutes: kept
+            assert run_exporter(*args).returncode == 0
+            assert json.loads(open(spool.state_path).read())["failing"][bad_name]["tries"] \
+                == tries
+        assert spool_names(spool) == ["bad"]
+        # Ten minutes later (its first failure moved back), the next failure sets it aside.
+        state = json.loads(open(spool.state_path).read())
+        state["failing"][bad_name]["first"] -= 600
+        with open(spool.state_path, "w") as fh:
+            json.dump(state, fh)
+        server.requests.clear()
+        proc = run_exporter(*args)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = push_lines(proc.stderr)  # reported once, in one line
+        assert "HTTP 500" in line and "failed 4 times over 10 minutes" in line
+        assert "set aside in " + os.path.join(spool_dir, "quarantine", bad_name) in line
+        assert spool.batches() == []
+        target = os.path.join(spool.quarantine_dir, bad_name)
+        assert "HTTP 500: boom 500" in open(target + ".error").read()
+        health = spool.health()
+        assert health.quarantined_batches == 1 and health.quarantine_batches == 1
+        assert health.quarantine_bytes == os.path.getsize(target)
+        assert json.loads(open(spool.state_path).read())["failing"] == {}
+        # Never tried again, never said again.
+        server.requests.clear()
+        proc = run_exporter(*args)
+        assert proc.returncode == 0 and push_lines(proc.stderr) == []
+        assert sent_names(server) == ["own"]
+    finally:
+        server.close()
+    tab = parse_tab(run_exporter(*down, "--format", "tab", "--spool-dir", spool_dir).stdout)
+    assert tab["push-quarantined-batches-total"] == "1"
+    assert tab["push-quarantine-batches"] == "1"
+    assert tab["push-quarantine-bytes"] == str(health.quarantine_bytes)
+
+
+def test_a_server_failing_everything_quarantines_nothing(down, tmp_path):
+    spool_dir = str(tmp_path / "spool")
+    spool = Spool(spool_dir, 1 << 20)
+    spool.ensure()
+    plant(spool, *(f"b{i}" for i in range(6)))
+    server = WriteServer(status=lambda body: 500)
+    args = [*down, *push_args(server.url, spool_dir, "--influxdb-token", TOKEN)]
+    try:
+        for _ in range(2):
+            server.requests.clear()
+            proc = run_exporter(*args)
+            assert proc.returncode == 0, proc.stderr
+            (line,) = push_lines(proc.stderr)
+            assert "HTTP 500" in line and "points kept in" in line
+            # Three failures in a row stop the replay; this run's batch is tried.
+            assert sent_names(server) == ["b0", "b1", "b2", "own"]
+        # No write went: no failure is the batch's own, nothing is set aside.
+        assert json.loads(open(spool.state_path).read())["failing"] == {}
+        assert len(spool.batches()) == 8 and spool.health().quarantine_batches == 0
+    finally:
+        server.close()
+
+
+def test_a_rejected_spooled_batch_is_set_aside_at_once_and_the_rest_flows(down, tmp_path):
+    spool_dir = str(tmp_path / "spool")
+    spool = Spool(spool_dir, 1 << 20)
+    spool.ensure()
+    plant(spool, "bad", "good")
+    server = WriteServer(status=lambda body: 400 if b"batch=bad" in body else 204)
+    try:
+        proc = run_exporter(*down, *push_args(server.url, spool_dir, "--influxdb-token", TOKEN))
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    (line,) = push_lines(proc.stderr)
+    assert "HTTP 400" in line and "set aside in" in line
+    assert sent_names(server) == ["bad", "good", "own"]
+    assert spool.batches() == [] and spool.health().quarantine_batches == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_stop_the_replay_and_quarantine_nothing(down, tmp_path, status):
+    spool_dir = str(tmp_path / "spool")
+    spool = Spool(spool_dir, 1 << 20)
+    spool.ensure()
+    plant(spool, "b0", "b1", "b2")
+    server = WriteServer(status=lambda body: status)
+    try:
+        proc = run_exporter(*down, *push_args(server.url, spool_dir, "--influxdb-token", TOKEN))
+    finally:
+        server.close()
+    assert proc.returncode == 1
+    (line,) = push_lines(proc.stderr)
+    assert f"HTTP {status}" in line and "check the token" in line
+    assert sent_names(server) == ["b0"]  # nothing else was tried
+    assert spool_names(spool) == ["b0", "b1", "b2", "own"]
+    assert spool.health().quarantine_batches == 0
+    assert json.loads(open(spool.state_path).read())["failing"] == {}
+
+
+def test_the_quarantine_is_bounded_like_the_spool(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), 10_000)
+    spool.ensure()
+    push = Recording(spool, fail=REJECTED)
+    for i in range(1, 4):
+        with pytest.raises(OutputError):
+            push.deliver(f"m f={i}i {i}\n", i)
+    assert spool.health().quarantine_batches == 3
+    spool.max_bytes = 2 * len("m f=1i 1\n")  # room for two
+    with pytest.raises(OutputError):
+        push.deliver("m f=4i 4\n", 4)
+    kept = sorted(n for n in os.listdir(spool.quarantine_dir))
+    assert kept == sorted(f"{i:020d}.{os.getpid()}.1.lp{e}" for i in (3, 4)
+                          for e in ("", ".error"))
+    health = spool.health()
+    assert health.quarantine_batches == 2 and health.quarantined_batches == 4
+    assert health.dropped_points == 2  # the two oldest, gone for good
+
+
+def test_a_clock_outside_nanosecond_timestamps_pushes_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    from apache_metrics_exporter.writers import Settings
+    from apache_metrics_exporter.writers.influxdb import Sink
+
+    spool_dir = str(tmp_path / "spool")
+    sink = Sink(Settings(influxdb_url="http://127.0.0.1:9", influxdb_org="o",
+                         influxdb_bucket="b", spool_dir=spool_dir))
+    with pytest.raises(OutputError, match="fix the clock"):
+        sink.send("apache_exporter up=1i\n", [SimpleNamespace(timestamp=-1.0)])
+    assert Spool(spool_dir, 1).batches() == []

@@ -2,31 +2,54 @@
 
 influxdb-client costs about 0.4 s to import: only this module imports it, and
 only when a push is made. Writes are synchronous (the client's default batching
-would hide errors). A batch that cannot be written for a transient reason
-(connection refused/reset, timeout, 5xx, 429) is spooled and replayed, oldest
-first, before new data at the next successful write; points keep their own
-timestamps, so a replay neither duplicates nor shifts data. 401/403 keep the
-spool and fail the run; a 400 (the server rejects the data) sets that batch
-aside in quarantine with the server's message.
+would hide errors).
+
+Delivery is at-least-once: a batch leaves the spool only after the server said
+2xx, so a batch the server stored but answered too late (or not at all) is
+sent again. Every point carries its own timestamp in nanoseconds, written
+once when the batch was collected and never changed, so a batch sent again
+rewrites the same points (same series, same time, same values): storage that
+keeps one point per series and time (InfluxDB) holds it once.
+
+A run replays the spool oldest first, for at most ``replay_time`` seconds
+(REPLAY_TIME, or half of --interval), then writes its own batch. What a failure
+does depends on its kind (``_kind``):
+
+- TRANSIENT (no answer, timeout, 408, 429): the server is struggling; the
+  replay stops, the batch is spooled;
+- AUTH (401, 403, 404): nothing will succeed until a person acts; the replay
+  stops, the batch is spooled, the run fails;
+- REJECTED (400, 413, 422): this batch will never be taken; it is set aside in
+  quarantine/ at once;
+- FAILING (5xx, any other 4xx): maybe this batch, maybe the server; the replay
+  skips it and goes on (until FAILING_IN_A_ROW such failures in a row). A
+  spooled batch that failed while a later write of the same run succeeded
+  gets a try counted in state.json; at QUARANTINE_TRIES such tries, the first
+  at least QUARANTINE_AFTER seconds before, it is set aside in quarantine/.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.paths import Corrupt
-from apache_metrics_exporter.push.spool import Spool
+from apache_metrics_exporter.push.spool import MAX_FAILING, Batch, Spool
 from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, List, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
-TRANSIENT, AUTH, REJECTED = "transient", "auth", "rejected"
+TRANSIENT, AUTH, REJECTED, FAILING = "transient", "auth", "rejected", "failing"
 LOCK_WAIT = 5.0  # seconds to wait for another run's delivery before spooling instead
 WRITE_MARGIN = 1.0  # seconds past --influxdb-timeout before a write is given up
+REPLAY_TIME = 10.0  # seconds a run may spend replaying the spool (then: next run)
+FAILING_IN_A_ROW = 3  # FAILING answers in a row that stop a replay (the server, not a batch)
+QUARANTINE_TRIES = 3  # a spooled batch failing while later ones go is set aside after
+QUARANTINE_AFTER = 600  # ... this many tries, the first at least this many seconds ago
 
 
 class PushSettings(NamedTuple):
@@ -38,6 +61,7 @@ class PushSettings(NamedTuple):
     ca_file: Optional[str] = None
     insecure: bool = False
     timeout: float = 10.0
+    replay_time: float = REPLAY_TIME  # no new spooled write starts after this
 
 
 class PushFailed(Exception):
@@ -121,14 +145,10 @@ class InfluxPush:
             message = _server_message(exc.body) or exc.reason or ""
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
             if status in (401, 403):
-                raise PushFailed(AUTH, text + "; check the token (--influxdb-token-file) or "
-                                 "user/password") from None
-            if status == 400 or status == 422:
-                raise PushFailed(REJECTED, text) from None
-            if status == 404:
-                raise PushFailed(AUTH, text + "; check --influxdb-org and "
-                                 "--influxdb-bucket") from None
-            raise PushFailed(TRANSIENT, text) from None
+                text += "; check the token (--influxdb-token-file) or user/password"
+            elif status == 404:
+                text += "; check --influxdb-org and --influxdb-bucket"
+            raise PushFailed(_kind(status), text) from None
         except (Urllib3Error, OSError) as exc:
             reason = _reason(exc)
             raise PushFailed(TRANSIENT, self._scrub(
@@ -159,22 +179,44 @@ class InfluxPush:
                             "for the next run", spool.dir)
 
     def _deliver_locked(self, body: str, timestamp_ns: int) -> None:
-        """deliver()'s work, under the spool's lock."""
+        """deliver()'s work, under the spool's lock (the module's docstring
+        says what each kind of failure does)."""
         spool = self.spool
         state = spool.load_state()
         spool.check_quarantine(state)
+        failing: Dict = state.setdefault("failing", {})
 
-        def quarantine(batch: Any, failure: PushFailed) -> str:
+        def quarantine(batch: Batch, failure: PushFailed) -> Optional[str]:
+            """Set ``batch`` aside; where, or None (said) if it stays in the spool."""
             try:
                 where = spool.quarantine(batch, str(failure))
             except (OSError, OutputError) as exc:
                 reason = getattr(exc, "strerror", None) or exc
-                return f"(nowhere: the quarantine cannot be used: {reason})"
+                log.error("cannot set %s aside: the quarantine cannot be used (%s)",
+                          batch.path, reason)
+                return None
+            failing.pop(os.path.basename(batch.path), None)
             state["quarantined_batches"] = state.get("quarantined_batches", 0) + 1
             return where
 
-        failure: Optional[PushFailed] = None
-        for batch in spool.batches(everything=True):
+        def delivered(batch: Optional[Batch] = None) -> None:
+            if batch is not None:
+                spool.remove(batch)
+                failing.pop(os.path.basename(batch.path), None)
+            state["last_success"] = int(time.time())
+            struck.extend(pending)  # a later write went: their failures are their own
+            pending.clear()
+
+        deadline = time.monotonic() + self.settings.replay_time
+        stop: Optional[PushFailed] = None  # what ended the replay early
+        pending: List[Tuple[Batch, PushFailed]] = []  # FAILING, no later success yet
+        struck: List[Tuple[Batch, PushFailed]] = []  # FAILING, a later write succeeded
+        in_a_row = left = 0
+        batches = spool.batches(everything=True)
+        for n, batch in enumerate(batches):
+            if time.monotonic() >= deadline:
+                left = len(batches) - n
+                break
             try:
                 lines = spool.read(batch)
             except FileNotFoundError:
@@ -188,41 +230,102 @@ class InfluxPush:
                 self.write(lines)
             except PushFailed as exc:
                 if exc.kind == REJECTED:
-                    log.error("%s; the spooled batch was set aside in %s", exc,
-                              quarantine(batch, exc))
+                    where = quarantine(batch, exc)
+                    if where:
+                        log.error("%s; the spooled batch was set aside in %s", exc, where)
                     continue
-                failure = exc
+                if exc.kind == FAILING:
+                    pending.append((batch, exc))
+                    in_a_row += 1
+                    if in_a_row < FAILING_IN_A_ROW:
+                        continue  # maybe this batch only: try the next
+                stop = exc
                 break
-            spool.remove(batch)
-            state["last_success"] = int(time.time())
-        if failure is None and body:
-            try:
-                self.write(body)
-                state["last_success"] = int(time.time())
-            except PushFailed as exc:
-                failure = exc
-        if failure is not None and body:
-            batch = spool.add(body, timestamp_ns)
-            if failure.kind == REJECTED:
-                quarantine(batch, failure)
+            in_a_row = 0
+            delivered(batch)
+        if left:
+            log.info("replay of %s stopped at its deadline (%g s): %d batches left for "
+                     "the next run", spool.dir, self.settings.replay_time, left)
+
+        failure: Optional[PushFailed] = None  # why this run's batch was not delivered
+        if body:
+            if stop is not None and stop.kind in (TRANSIENT, AUTH):
+                failure = stop  # nothing would go now: no further request
+            else:
+                try:
+                    self.write(body)
+                    delivered()
+                except PushFailed as exc:
+                    failure = exc
+            if failure is not None:
+                new = spool.add(body, timestamp_ns)
+                if failure.kind == REJECTED and quarantine(new, failure) is None:
+                    failure = PushFailed(AUTH, f"{failure}; the batch stays in the spool "
+                                               "until the quarantine can be used")
+        else:
+            failure = stop
+        self._count_tries(struck, failing, quarantine)
+
         dropped = spool.enforce_bound()
         if dropped:
             state["dropped_points"] = state.get("dropped_points", 0) + dropped
             log.warning("spool %s is over --spool-max-bytes (%d): dropped the oldest "
                         "%d points", spool.dir, spool.max_bytes, dropped)
+        removed = spool.enforce_quarantine_bound()
+        if removed:
+            state["dropped_points"] = state.get("dropped_points", 0) + removed
+            log.warning("quarantine %s is over --spool-max-bytes (%d): removed the oldest "
+                        "%d points", spool.quarantine_dir, spool.max_bytes, removed)
+        names = {os.path.basename(b.path) for b in spool.batches()}
+        kept = sorted((entry["first"], name) for name, entry in failing.items() if name in names)
+        state["failing"] = {name: failing[name] for _, name in kept[:MAX_FAILING]}
         spool.save_state(state)
         if failure is None:
             return
-        pending = sum(b.points for b in spool.batches())
-        if failure.kind == TRANSIENT:
+        pending_points = sum(b.points for b in spool.batches())
+        if failure.kind in (TRANSIENT, FAILING):
             # Data, not a crash: the run succeeded in keeping everything.
             log.error("%s; %d points kept in %s for the next successful write",
-                      failure, pending, spool.dir)
+                      failure, pending_points, spool.dir)
             return
         if failure.kind == REJECTED:
             raise OutputError(f"{failure}; the batch was set aside in "
                               f"{spool.dir}/quarantine and will not be retried")
-        raise OutputError(f"{failure}; {pending} points kept in {spool.dir}")
+        raise OutputError(f"{failure}; {pending_points} points kept in {spool.dir}")
+
+    def _count_tries(self, struck: List[Tuple[Batch, PushFailed]], failing: Dict,
+                     quarantine: Callable[[Batch, PushFailed], Optional[str]]) -> None:
+        """Count a try for each spooled batch that failed while a later write
+        succeeded; set aside those that reached QUARANTINE_TRIES over
+        QUARANTINE_AFTER seconds (one line each, once)."""
+        now = int(time.time())
+        for batch, exc in struck:
+            name = os.path.basename(batch.path)
+            before = failing.get(name) or {"tries": 0, "first": now}
+            entry = {"tries": before["tries"] + 1, "first": min(before["first"], now)}
+            failing[name] = entry
+            if entry["tries"] >= QUARANTINE_TRIES and now - entry["first"] >= QUARANTINE_AFTER:
+                where = quarantine(batch, exc)
+                if where:
+                    log.error("%s; the spooled batch (%d points) failed %d times over %d "
+                              "minutes while later batches were written: set aside in %s",
+                              exc, batch.points, entry["tries"],
+                              (now - entry["first"]) // 60, where)
+                continue
+            log.info("%s; the spooled batch %s failed while a later one was written (try "
+                     "%d; set aside after %d tries over %d minutes)", exc, name,
+                     entry["tries"], QUARANTINE_TRIES, QUARANTINE_AFTER // 60)
+
+
+def _kind(status: int) -> str:
+    """What an HTTP error status means for the batch and the run."""
+    if status in (401, 403, 404):
+        return AUTH  # credentials, org or bucket: a person must act
+    if status in (400, 413, 422):
+        return REJECTED  # this data will never be taken
+    if status in (408, 429):
+        return TRANSIENT  # the server asks us to come back later
+    return FAILING  # 5xx, other 4xx: this batch or the server - the next write tells
 
 
 def _server_message(body: Any) -> str:

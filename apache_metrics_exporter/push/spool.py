@@ -6,10 +6,13 @@ Layout of the spool directory:
   name starts with the batch's timestamp (ns, zero-padded), so sorting names
   sorts batches oldest first, and it carries the number of points, so the
   health figures need no reading of the files;
-- ``quarantine/``: batches the server rejected (HTTP 400), each with a
-  ``.error`` file holding the server's message - never retried;
+- ``quarantine/``: batches set aside, each with a ``.error`` file holding the
+  server's message - never retried: those the server rejected (HTTP 400, 413,
+  422) and those that kept failing while later batches were written
+  (push/client.py says when); bounded by ``--spool-max-bytes`` like the spool;
 - ``state.json``: last success, dropped points, quarantined batches, corrupt
-  files;
+  files, and the batches failing for now (``failing``: name -> tries and the
+  time of the first);
 - ``.lock``: held (flock) by the run that replays and writes, so two
   overlapping runs never send the same batch twice.
 
@@ -62,17 +65,22 @@ STATE_VERSION = 1
 STATE_MAX_BYTES = 64 * 1024  # a real state.json is about 100 bytes
 MIN_BATCH_LIMIT = 16 * 1024 * 1024  # read limit of a batch: this or --spool-max-bytes
 _COUNTS = ("dropped_points", "quarantined_batches", "corrupt_files")
+MAX_FAILING = 200  # batches tracked in state.json's "failing" (keeps it far below 64 KiB)
 
 
 class Health(NamedTuple):
-    """What the collector reports about the push. The last three are None when
-    state.json cannot be read (left out, not reported as zero)."""
+    """What the collector reports about the push. dropped_points,
+    quarantined_batches and corrupt_files are None when state.json cannot be
+    read, the quarantine's figures when quarantine/ cannot be listed (left
+    out, not reported as zero)."""
 
     last_success: Optional[int]  # epoch seconds
     spooled_points: int
     dropped_points: Optional[int]
     quarantined_batches: Optional[int]
     corrupt_files: Optional[int]
+    quarantine_batches: Optional[int] = None  # now in quarantine/
+    quarantine_bytes: Optional[int] = None
 
 
 class Batch(NamedTuple):
@@ -98,7 +106,7 @@ def _parse_name(name: str) -> Optional[int]:
 
 def fresh_state() -> Dict:
     """A state.json for a spool that has none (or had a corrupt one)."""
-    return {"version": STATE_VERSION, "last_success": None,
+    return {"version": STATE_VERSION, "last_success": None, "failing": {},
             **{k: 0 for k in _COUNTS}}
 
 
@@ -115,6 +123,14 @@ def state_problem(state: object) -> str:
         # corrupt_files came later: a file without it is fine.
         if not is_int(state.get(key, 0)):
             return f"has a bad {key}"
+    # failing came later too: {batch name: {"tries": n, "first": epoch}}.
+    failing = state.get("failing", {})
+    if type(failing) is not dict or len(failing) > MAX_FAILING:
+        return "has a bad failing"
+    for name, entry in failing.items():
+        if (_parse_name(name) is None or type(entry) is not dict or len(entry) != 2
+                or not is_int(entry.get("tries"), 1) or not is_int(entry.get("first"))):
+            return "has a bad failing"
     return ""
 
 
@@ -216,11 +232,58 @@ class Spool:
             pass
 
     def quarantine(self, batch: Batch, message: str) -> str:
-        """Set a rejected batch aside with the server's message."""
+        """Set a batch aside with the server's message (the one place a
+        server's message is kept on disk)."""
         target = os.path.join(self.quarantine_dir, os.path.basename(batch.path))
         os.replace(batch.path, target)
         write_private(target + ".error", message.rstrip("\n") + "\n", mode=0o600)
         return target
+
+    def quarantined(self) -> List[Batch]:
+        """The batches in quarantine/, oldest first (regular files named like
+        a batch); OSError when it cannot be listed."""
+        out = []
+        # O_NOFOLLOW: a quarantine that is a symlink is not listed (the push
+        # sets it aside under the lock: check_quarantine).
+        fd = os.open(self.quarantine_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            with os.scandir(fd) as entries:
+                found = sorted((e.name, e) for e in entries)
+            for name, entry in found:
+                points = _parse_name(name)
+                if points is None:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    out.append(Batch(os.path.join(self.quarantine_dir, name), points,
+                                     st.st_size))
+        finally:
+            os.close(fd)
+        return out
+
+    def enforce_quarantine_bound(self) -> int:
+        """Remove the oldest quarantined batches (with their .error) until the
+        quarantine fits in --spool-max-bytes too; the points removed."""
+        try:
+            batches = self.quarantined()
+        except OSError:
+            return 0
+        total = sum(b.size for b in batches)
+        removed = 0
+        for batch in batches:
+            if total <= self.max_bytes:
+                break
+            for path in (batch.path, batch.path + ".error"):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            total -= batch.size
+            removed += batch.points
+        return removed
 
     def set_aside(self, path: str, why: str, state: Dict, consequence: str = "") -> None:
         """Move a corrupt file aside, count it in ``state``, say so in one line."""
@@ -304,6 +367,15 @@ class Spool:
         if not batches and not os.path.lexists(self.state_path):
             return None
         spooled = sum(b.points for b in batches)
+        q_batches: Optional[int] = None
+        q_bytes: Optional[int] = None
+        try:
+            quarantined = self.quarantined()
+            q_batches, q_bytes = len(quarantined), sum(b.size for b in quarantined)
+        except FileNotFoundError:
+            q_batches = q_bytes = 0
+        except OSError:
+            pass  # e.g. a symlink: set aside by the next push, figures left out
         try:
             state = self._read_state()
         except FileNotFoundError:
@@ -315,6 +387,7 @@ class Spool:
             else:
                 _warn_once(f"cannot read {self.state_path} ({exc.strerror}); push figures "
                            "left out")
-            return Health(None, spooled, None, None, None)
+            return Health(None, spooled, None, None, None, q_batches, q_bytes)
         return Health(state.get("last_success"), spooled, state.get("dropped_points", 0),
-                      state.get("quarantined_batches", 0), state.get("corrupt_files", 0))
+                      state.get("quarantined_batches", 0), state.get("corrupt_files", 0),
+                      q_batches, q_bytes)

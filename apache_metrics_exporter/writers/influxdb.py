@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from apache_metrics_exporter.config import read_secret
 from apache_metrics_exporter.errors import UsageError
-from apache_metrics_exporter.writers.influx import render  # noqa: F401 - same lines
+from apache_metrics_exporter.writers.influx import (  # noqa: F401 - render: same lines
+    _STAMP_LIMIT,
+    render,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -22,7 +25,7 @@ if TYPE_CHECKING:  # annotations only
 
 def push_settings(settings: Settings) -> PushSettings:
     """PushSettings from the options; UsageError names what is missing."""
-    from apache_metrics_exporter.push.client import PushSettings
+    from apache_metrics_exporter.push.client import REPLAY_TIME, PushSettings
 
     s = settings
     if not s.influxdb_url:
@@ -46,7 +49,9 @@ def push_settings(settings: Settings) -> PushSettings:
     return PushSettings(url=s.influxdb_url.rstrip("/"), org=org, bucket=s.influxdb_bucket,
                         token=token or "", auth_basic=s.influxdb_auth_basic,
                         ca_file=s.influxdb_ca_file, insecure=s.influxdb_insecure,
-                        timeout=s.influxdb_timeout)
+                        timeout=s.influxdb_timeout,
+                        # A loop's replay must not eat into the next batch's time.
+                        replay_time=min(REPLAY_TIME, (s.interval or REPLAY_TIME * 2) / 2))
 
 
 def check(settings: Settings, urls: Sequence[str]) -> None:
@@ -74,6 +79,17 @@ class Sink:
                                Spool(settings.spool_dir, settings.spool_max_bytes))
 
     def send(self, text: str, snapshots: Sequence[Snapshot]) -> None:
+        """Deliver a batch whose every point carries its own timestamp: the
+        influx writer leaves the stamp out only for a clock outside int64
+        nanoseconds, and such a point would be stamped by the server on each
+        delivery - a replay would duplicate it instead of rewriting it."""
+        from apache_metrics_exporter.errors import OutputError
+
+        bad = [s.timestamp for s in snapshots if not 0 <= s.timestamp < _STAMP_LIMIT]
+        if bad:
+            raise OutputError(f"the system clock reads {bad[0]!r} s since 1970, outside what "
+                              "a nanosecond timestamp can hold; nothing was pushed (points "
+                              "need their own timestamp): fix the clock")
         stamp = min((int(s.timestamp * 1e9) for s in snapshots), default=0)
         self.push.deliver(text, stamp)
 
