@@ -49,6 +49,27 @@ class Page(NamedTuple):
     sent: float      # time.time() before the request
     received: float  # time.time() once the answer was read
     error: str = ""  # why there is no worker table ('' when there is one)
+    own_request: str = ""  # the request line of this very read, as the table shows it
+
+
+def own_request_line(url: str) -> str:
+    """The request line a read of ``url`` shows in the worker table (the
+    Fetcher's GET, cut to the 63 characters mod_status keeps)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return f"GET {path} HTTP/1.1"[:63]
+
+
+def _serving(rows: Sequence[WorkerRow], own_request: str) -> List[WorkerRow]:
+    """The rows serving a request. The row that served the reaper's own read
+    of the page (that request line, in state W, begun within the second) is
+    not one: its worker was idle but for the reaper's read, and is idle
+    again once the page has been sent."""
+    return [r for r in rows if r.is_active
+            and not (own_request and r.mode == "W" and r.request == own_request
+                     and r.ss is not None and r.ss <= 1)]
 
 
 class Thresholds(NamedTuple):
@@ -114,14 +135,15 @@ class Candidate(NamedTuple):
 
 def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
            thresholds: Thresholds, fetched_at: Optional[float] = None,
-           sent_at: Optional[float] = None) -> List[Candidate]:
+           sent_at: Optional[float] = None, own_request: str = "") -> List[Candidate]:
     """Processes over a threshold, the worst (largest excess) first.
 
     ``fetched_at`` (when the page was read): a request the page says began
     before the process that now has its PID was started belonged to an
     earlier process (the PID was reused between fetch and scan): not this one.
     With ``sent_at`` too (when the page was asked for), a request-time
-    candidate carries when its request began, for ``confirm``."""
+    candidate carries when its request began, for ``confirm``. The row of
+    the reaper's own read (``own_request``) makes no worker busy."""
     rows: Dict[int, List[WorkerRow]] = {}
     for row in workers or ():
         if row.pid and row.mode != ".":
@@ -139,7 +161,7 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         mine = rows.get(child.pid)
         if not mine:
             continue  # not in the worker table: state unknown, leave it alone
-        active = [r for r in mine if r.is_active]
+        active = _serving(mine, own_request)
         kind = "native_active" if active else "native_idle"
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
@@ -193,7 +215,7 @@ def confirm(candidate: Candidate, page: Page) -> str:
     mine = [r for r in page.workers if r.pid == candidate.pid and r.mode != "."]
     if not mine:
         return "the status page no longer lists its PID"
-    active = [r for r in mine if r.is_active]
+    active = _serving(mine, page.own_request)
     if candidate.kind == "native_idle":
         return "it is serving a request now (it was selected as idle)" if active else ""
     if not active:

@@ -83,7 +83,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                                                               else ""))
         parent_pid = parent.pid
         selected = select(workers, processes, thresholds, fetched_at=fetched_at,
-                          sent_at=page.sent)
+                          sent_at=page.sent, own_request=page.own_request)
         result = "ok"
         if len(selected) > args.max_kills:
             result = "circuit-breaker"
@@ -140,7 +140,7 @@ def read_page(fetcher: Fetcher) -> Page:
     read: none is kept open across a wait."""
     from apache_metrics_exporter.collect.status import parse_html
     from apache_metrics_exporter.errors import FetchError
-    from apache_metrics_exporter.reaper.policy import Page
+    from apache_metrics_exporter.reaper.policy import Page, own_request_line
 
     url = fetcher.target.url
     sent = time.time()
@@ -151,4 +151,4 @@ def read_page(fetcher: Fetcher) -> Page:
         workers, error = None, str(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error)
+    return Page(workers, sent, time.time(), error, own_request_line(url))
