@@ -21,7 +21,8 @@ from tests.validators import check_influx, check_prometheus, check_putval, check
 
 def page(rows) -> bytes:
     """A real captured page whose worker rows are replaced by (mode, ss, vhost)."""
-    html = data("2.4.71-prefork-ext-on.html").decode("latin-1")
+    html = data("2.4.71-prefork-ext-on.html").decode("latin-1").replace(
+        "Server uptime:  1 second", "Server uptime:  1 hour")  # else an SS > 1 is impossible
     head = html[:html.index("<tr><td><b>0-0")]
     body = "".join(
         f"<tr><td><b>{n}-0</b></td><td>{1000 + n}</td><td>0/1/1</td><td><b>{mode}</b>\n"

@@ -23,6 +23,7 @@ from apache_metrics_exporter.collect.status import (
     EventProcess,
     WorkerRow,
     count_scoreboard,
+    forget_impossible_ss,
     parse_auto,
     parse_html,
 )
@@ -95,9 +96,15 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         auto = parse_auto(fetcher.get(fetcher.target.auto_url).decode("latin-1"),
                           source=fetcher.target.auto_url)
         if auto.extended:
+            auto_at = time.monotonic()
             html = parse_html(fetcher.get(url), source=url)
             workers, event = html.workers, html.event_processes
             warnings.extend(html.warnings)
+            uptime = auto.values.get("server_uptime_seconds", auto.values.get("uptime"))
+            if html.uptime is None and workers and uptime is not None:
+                # The HTML page did not say its uptime: ?auto's, plus the
+                # time since it was read, still tells an SS that cannot be.
+                forget_impossible_ss(workers, uptime + time.monotonic() - auto_at + 1)
             if workers is None:
                 warnings.append(f"{url} has no worker table; hanging workers and "
                                 "worker counts are not reported")

@@ -315,6 +315,7 @@ class HtmlPage(NamedTuple):
     workers: Optional[List[WorkerRow]]
     event_processes: Optional[List[EventProcess]]
     warnings: Sequence[str] = ()  # values left out, one line each
+    uptime: Optional[int] = None  # "Server uptime:" of the page itself, seconds
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
@@ -581,7 +582,58 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
     if bad:
         warnings.add(f"{bad} rows of the worker table have a PID or SS out of range; "
                      "those values are left out")
-    return HtmlPage(workers, event, warnings.done())
+    uptime = html_uptime(data)
+    if workers and uptime is not None:
+        impossible = forget_impossible_ss(workers, uptime)
+        if impossible:
+            warnings.add(f"{impossible} rows of the worker table have an SS longer than "
+                         f"the server's uptime ({uptime} s); those values are left out")
+    return HtmlPage(workers, event, warnings.done(), uptime)
+
+
+_UPTIME = b"Server uptime:"
+_UPTIME_UNITS = {"day": 86400, "days": 86400, "hour": 3600, "hours": 3600,
+                 "minute": 60, "minutes": 60, "second": 1, "seconds": 1}
+
+
+def html_uptime(data: bytes) -> Optional[int]:
+    """Seconds of ``Server uptime:`` on the HTML page (mod_status's show_time:
+    `` 1 day 2 hours 3 minutes 4 seconds``, parts that are 0 left out, so the
+    first second is an empty text), None when the line is missing or is not
+    in that form. The same ``now`` as the page's SS column, so the two compare
+    exactly."""
+    at = data.find(_UPTIME)
+    if at < 0:
+        return None
+    end = data.find(b"<", at, at + 200)
+    if end < 0:
+        return None
+    try:
+        words = data[at + len(_UPTIME):end].decode("ascii").split()
+    except UnicodeDecodeError:
+        return None
+    if len(words) % 2 or len(words) > 8:
+        return None
+    total = 0
+    for number, unit in zip(words[::2], words[1::2]):
+        if not number.isdigit() or len(number) > 9 or unit not in _UPTIME_UNITS:
+            return None
+        total += int(number) * _UPTIME_UNITS[unit]
+    return total
+
+
+def forget_impossible_ss(workers: Sequence[WorkerRow], uptime: float) -> int:
+    """Make "not measured" every SS longer than the server's uptime: no
+    request can be older than the server. A slot that is starting (``S``) in
+    Apache's first second has never been used, and its SS counts from 1970;
+    that is expected and not counted. Returns how many other rows had one."""
+    odd = 0
+    for row in workers:
+        if row.ss is not None and row.ss > uptime:
+            row.ss = None
+            if row.mode not in ("S", "."):
+                odd += 1
+    return odd
 
 
 def _worker_rows(table: _Table, headings: List[str]) -> List[WorkerRow]:
