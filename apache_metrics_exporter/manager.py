@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.errors import OutputError, UsageError
 from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
@@ -415,16 +415,16 @@ def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``apache-manager`` with the original's options; return the exit status."""
     from apache_metrics_exporter import __version__
+    from apache_metrics_exporter.streams import require_stdout
 
     log.setup(1, 0, PROG)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         s = parse_args(argv)
-        if s.help:
-            sys.stdout.write(HELP)
-            return EXIT_OK
-        if s.version:
-            sys.stdout.write(f"{PROG} (apache-metrics-exporter) {__version__}\n")
+        if s.help or s.version:
+            require_stdout()  # closed: one line and status 1, as for the metrics
+            sys.stdout.write(HELP if s.help else
+                             f"{PROG} (apache-metrics-exporter) {__version__}\n")
             return EXIT_OK
         log.setup(1 + s.verbose, s.quiet, PROG)
         os.environ.pop("COLLECTD_INTERVAL", None)  # never a loop, whoever runs us
@@ -432,6 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except OutputError as exc:
+        log.error("%s", exc)
+        return EXIT_OUTPUT
     from apache_metrics_exporter import cli
 
     status = EXIT_OK
@@ -443,16 +446,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status = max(status, result)
         try:
             sys.stdout.flush()
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             status = max(status, EXIT_OUTPUT)
     return status
 
 
 def console_main() -> None:
-    """The console script: ``main()``, stdout and stderr flushed, a fast exit."""
-    from apache_metrics_exporter.cli import finish, interruptible
+    """The console script: ``main()`` as every console script runs (closed
+    standard streams, Ctrl-C, flush and fast exit: ``cli.console``)."""
+    from apache_metrics_exporter.cli import console
 
-    finish(interruptible(main))
+    console(main)
 
 
 if __name__ == "__main__":
