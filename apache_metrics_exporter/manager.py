@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from apache_metrics_exporter.errors import OutputError, UsageError
+from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
@@ -415,16 +415,16 @@ def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``apache-manager`` with the original's options; return the exit status."""
     from apache_metrics_exporter import __version__
-    from apache_metrics_exporter.streams import require_stdout
 
     log.setup(1, 0, PROG)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         s = parse_args(argv)
-        if s.help or s.version:
-            require_stdout()  # closed: one line and status 1, as for the metrics
-            sys.stdout.write(HELP if s.help else
-                             f"{PROG} (apache-metrics-exporter) {__version__}\n")
+        if s.help:
+            sys.stdout.write(HELP)
+            return EXIT_OK
+        if s.version:
+            sys.stdout.write(f"{PROG} (apache-metrics-exporter) {__version__}\n")
             return EXIT_OK
         log.setup(1 + s.verbose, s.quiet, PROG)
         os.environ.pop("COLLECTD_INTERVAL", None)  # never a loop, whoever runs us
@@ -432,9 +432,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    except OutputError as exc:
-        log.error("%s", exc)
-        return EXIT_OUTPUT
     from apache_metrics_exporter import cli
 
     status = EXIT_OK
