@@ -51,18 +51,23 @@ def guard() -> None:
             os.fstat(fd)
         except OSError:
             closed.add(fd)
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            try:
+                null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            except OSError:
+                continue  # no /dev/null (a bare chroot): the streams stay None
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-    if 0 in closed:
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # at EOF at once
-    if 1 in closed:
-        sys.stdout = _ClosedStdout(open(1, "wb", closefd=False),
-                                   encoding="utf-8")
-    if 2 in closed:
-        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",
-                          closefd=False)
+    try:
+        if 0 in closed:
+            sys.stdin = open(0, encoding="utf-8", closefd=False)  # at EOF at once
+        if 1 in closed:
+            sys.stdout = _ClosedStdout(open(1, "wb", closefd=False), encoding="utf-8")
+        if 2 in closed:
+            sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",
+                              closefd=False)
+    except OSError:
+        pass  # left None: every user of the streams copes with that too
 
 
 def stdout_closed() -> bool:
