@@ -54,8 +54,8 @@ class Logger:
         try:
             sys.stderr.write(line)
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass  # stderr gone: nothing sensible left to tell
+        except (AttributeError, OSError, ValueError):
+            pass  # stderr closed (None) or gone: nothing sensible left to tell
 
     def debug(self, message: str, *args: object) -> None:
         self.log(DEBUG, message, *args)

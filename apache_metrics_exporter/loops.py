@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OutputError, UsageError
 from apache_metrics_exporter.log import INFO, WARNING, log
+from apache_metrics_exporter.streams import StdoutClosed
 from apache_metrics_exporter.writers import FORMAT, Settings
 
 TYPE_CHECKING = False
@@ -172,8 +173,9 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
 
     The HTTP connections are kept between batches; an Apache that goes away
     yields up=0 batches and the loop goes on; stdout is flushed after each
-    batch. A failing stdout (the agent went away) ends the loop with status 1;
-    a failing output file is reported and tried again next time.
+    batch. A failing stdout (the agent went away, or it was closed at start
+    and --output names it) ends the loop with status 1; a failing output file
+    is reported and tried again next time.
     """
     stopper = Stopper()
     options = options_from(args, exe_names)
@@ -187,7 +189,7 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
                     batch(args, fetchers, options, writer, sink, stopper)
                 except OutputError as exc:
                     log.error("%s", exc)
-                    if args.output == "-" and sink is None:
+                    if args.output == "-" and sink is None or isinstance(exc, StdoutClosed):
                         return EXIT_OUTPUT
                 if args.interval:
                     next_tick += args.interval
