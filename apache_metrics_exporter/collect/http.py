@@ -23,7 +23,7 @@ from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
 from apache_metrics_exporter.records import NamedTuple
-from apache_metrics_exporter.scrub import add_credentials, add_header, scrub
+from apache_metrics_exporter.scrub import scrub
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -287,11 +287,9 @@ class Fetcher:
         if target.user is not None:
             import base64  # only with basic auth
 
-            add_credentials(target.user, target.password)  # known to scrub() in any case
             token = f"{target.user}:{target.password or ''}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
         for name, value in target.headers:
-            add_header(name, value)
             self._headers[name] = value
 
     # -- connection --------------------------------------------------------

@@ -52,9 +52,6 @@ class InfluxPush:
     """One client for the life of the process (kept across loop cycles)."""
 
     def __init__(self, settings: PushSettings, spool: Spool) -> None:
-        from apache_metrics_exporter.scrub import add_secret
-
-        add_secret(settings.token)  # known to scrub() however settings were made
         self.settings = settings
         self.spool = spool
         self._client: Any = None
