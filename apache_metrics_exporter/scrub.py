@@ -45,13 +45,14 @@ SECRET_HEADER_WORDS = ("auth", "token", "key", "secret", "passw", "cookie", "ses
 _secrets: Set[str] = set()
 _users: Set[str] = set()
 _pattern: Optional[Pattern[str]] = None
+_fixed: List[Pattern[str]] = []  # compiled at first use: a run that logs nothing pays nothing
 
 # scheme://USERINFO@ (USERINFO up to the last @ before the host's end), and
-# the same percent-encoded, as a URL inside a query string is (/probe?target=).
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
-_USERINFO_ENCODED = re.compile(r"(%3A%2F%2F)(?:(?!%2F|%3F|%23)[^\s/?#&@])*(%40|@)",
-                               re.IGNORECASE)
-_BASIC = re.compile(r"(\bBasic\s+)([A-Za-z0-9+/_-]{4,}(?:=|%3D){0,2})", re.IGNORECASE)
+# the same percent-encoded, as a URL inside a query string is (/probe?target=);
+# a Basic credential.
+_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"
+_USERINFO_ENCODED = r"(?i)(%3A%2F%2F)(?:(?!%2F|%3F|%23)[^\s/?#&@])*(%40|@)"
+_BASIC = r"(?i)(\bBasic\s+)([A-Za-z0-9+/_-]{4,}(?:=|%3D){0,2})"
 
 
 def add_secret(value: Optional[str]) -> None:
@@ -119,10 +120,13 @@ def scrub(text: str) -> str:
         return text
     if _secrets:
         text = _compiled().sub(MASK, text)
-    text = _BASIC.sub(_basic, text)
+    if not _fixed:
+        _fixed[:] = [re.compile(p) for p in (_BASIC, _USERINFO, _USERINFO_ENCODED)]
+    basic, userinfo, encoded = _fixed
+    text = basic.sub(_basic, text)
     if "@" in text or "%40" in text.upper():
-        text = _USERINFO.sub(r"\1" + MASK + "@", text)
-        text = _USERINFO_ENCODED.sub(r"\1" + MASK + r"\2", text)
+        text = userinfo.sub(r"\1" + MASK + "@", text)
+        text = encoded.sub(r"\1" + MASK + r"\2", text)
     return text
 
 
