@@ -33,7 +33,7 @@ import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional, Pattern, Set
+    from typing import Dict, List, Optional, Pattern, Set, Tuple
 
 FREE_LENGTH = 8  # secrets this long or longer are replaced wherever they appear
 MASK = "***"
@@ -44,31 +44,37 @@ SECRET_HEADER_WORDS = ("auth", "token", "key", "secret", "passw", "cookie", "ses
 
 _secrets: Set[str] = set()
 _users: Set[str] = set()
-_pattern: Optional[Pattern[str]] = None
+# (key, pattern) of every form, longest first; the pattern can only match
+# where its key (case-folded) is in the case-folded text - a quick substring test
+# that spares the regular expression most of its work.
+_table: Optional[List[Tuple[str, str]]] = None
+_compiled: Dict[Tuple[str, ...], Pattern[str]] = {}
 _fixed: List[Pattern[str]] = []  # compiled at first use: a run that logs nothing pays nothing
 
 # scheme://USERINFO@ (USERINFO up to the last @ before the host's end), and
 # the same percent-encoded, as a URL inside a query string is (/probe?target=);
 # a Basic credential.
-_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"
+# The scheme is looked for only at the start of a word, and is short: from
+# every letter of a long word it would be a quadratic scan.
+_USERINFO = r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"
 _USERINFO_ENCODED = r"(?i)(%3A%2F%2F)(?:(?!%2F|%3F|%23)[^\s/?#&@])*(%40|@)"
 _BASIC = r"(?i)(\bBasic\s+)([A-Za-z0-9+/_-]{4,}(?:=|%3D){0,2})"
 
 
 def add_secret(value: Optional[str]) -> None:
     """Register a secret (a password, a token): its forms are scrubbed."""
-    global _pattern
+    global _table
     if value and value not in _secrets:
         _secrets.add(value)
-        _pattern = None
+        _table = None
 
 
 def add_user(name: Optional[str]) -> None:
     """Register a user name: ``name:SECRET`` of every secret is scrubbed."""
-    global _pattern
+    global _table
     if name and name not in _users:
         _users.add(name)
-        _pattern = None
+        _table = None
 
 
 def add_credentials(user: Optional[str], password: Optional[str]) -> None:
@@ -107,10 +113,10 @@ def add_header(name: str, value: str) -> None:
 
 def reset() -> None:
     """Forget every secret (tests)."""
-    global _pattern
+    global _table
     _secrets.clear()
     _users.clear()
-    _pattern = None
+    _table = None
 
 
 def scrub(text: str) -> str:
@@ -119,7 +125,15 @@ def scrub(text: str) -> str:
     if not text:
         return text
     if _secrets:
-        text = _compiled().sub(MASK, text)
+        lowered = text.casefold()
+        active = tuple(p for key, p in _forms_table() if key in lowered)
+        if active:
+            pattern = _compiled.get(active)
+            if pattern is None:
+                if len(_compiled) > 64:
+                    _compiled.clear()
+                pattern = _compiled[active] = re.compile("|".join(active))
+            text = pattern.sub(MASK, text)
     if not _fixed:
         _fixed[:] = [re.compile(p) for p in (_BASIC, _USERINFO, _USERINFO_ENCODED)]
     basic, userinfo, encoded = _fixed
@@ -148,31 +162,33 @@ def _b64decode(text: str) -> str:
         return ""
 
 
-def _compiled() -> Pattern[str]:
-    global _pattern
-    if _pattern is None:
-        forms: Set[str] = set()
+def _forms_table() -> List[Tuple[str, str]]:
+    global _table
+    table = _table
+    if table is None:
+        forms: Set[Tuple[str, str]] = set()
         for secret in _secrets:
             forms.update(_forms(secret))
         # Longest first: the alternation takes the first that matches, and a
         # secret must not leave the rest of a longer form (its base64) behind.
-        _pattern = re.compile("|".join(sorted(forms, key=lambda f: (-len(f), f))))
-    return _pattern
+        table = _table = sorted(forms, key=lambda f: (-len(f[0]), f[1]))
+    return table
 
 
-def _forms(secret: str) -> List[str]:
-    """Regular expressions for every form of ``secret`` that is replaced."""
-    out: List[str] = []
+def _forms(secret: str) -> List[Tuple[str, str]]:
+    """(key, regular expression) of every form of ``secret`` that is replaced."""
+    out: List[Tuple[str, str]] = []
     if len(secret) >= FREE_LENGTH:
-        out += [_literal(f) for f in _encodings(secret)]
-        out.append(_base64(secret))
+        out += [(f.casefold(), _literal(f)) for f in _encodings(secret)]
+        out += _base64(secret)
     else:  # a token sent as basic auth (--influxdb-auth-basic)
-        out.append(r"(?<![A-Za-z0-9])(?i:basic)\s+" + _base64(secret))
-    out.append(_standalone(r"(?i:token|bearer)\s+" + _literal(secret)))
+        out += [(key, r"(?<![A-Za-z0-9])(?i:basic)\s+" + pattern)
+                for key, pattern in _base64(secret)]
+    out.append((secret.casefold(), _standalone(r"(?i:token|bearer)\s+" + _literal(secret))))
     for user in _users:
         pair = f"{user}:{secret}"
-        out += [_standalone(_literal(f)) for f in _encodings(pair)]
-        out.append(_base64(pair))
+        out += [(f.casefold(), _standalone(_literal(f))) for f in _encodings(pair)]
+        out += _base64(pair)
     return out
 
 
@@ -200,7 +216,7 @@ def _standalone(pattern: str) -> str:
     return rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])"
 
 
-def _base64(text: str) -> str:
+def _base64(text: str) -> List[Tuple[str, str]]:
     """Base64 of ``text`` (standard or URL-safe alphabet, plain or with its
     ``+ / =`` percent-encoded), any padding, standing on its own."""
     import base64
@@ -208,5 +224,5 @@ def _base64(text: str) -> str:
     raw = base64.b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
     variants = {raw, raw.replace("+", "-").replace("/", "_"),
                 raw.replace("+", "%2B").replace("/", "%2F")}
-    alternatives = "|".join(_literal(v) for v in sorted(variants))
-    return rf"(?<![A-Za-z0-9+/]){'(?:' + alternatives + ')'}(?:=|%3[dD])*(?![A-Za-z0-9+/])"
+    return [(v.casefold(), rf"(?<![A-Za-z0-9+/]){_literal(v)}(?:=|%3[dD])*(?![A-Za-z0-9+/])")
+            for v in sorted(variants)]

@@ -247,6 +247,20 @@ def test_a_one_letter_password_is_replaced_only_in_its_composed_forms(clean_scru
                                     "xylophone")
 
 
+@pytest.mark.parametrize("shape", ["letters", "schemes", "encoded", "basic", "secrets"])
+def test_scrubbing_is_linear_in_time(clean_scrubber, shape):
+    """A peer's text can be long and shaped against the patterns (a URL scheme
+    looked for from every letter of a long word was quadratic: 40 KB took 8 s)."""
+    scrub.add_credentials(USER, PASSWORD)
+    scrub.add_secret(TOKEN)
+    text = {"letters": "a" * 200_000 + "@", "schemes": "http://" * 30_000,
+            "encoded": "%3A%2F%2F" * 20_000, "basic": "Basic " + "A" * 200_000,
+            "secrets": f"{PASSWORD} x " * 10_000}[shape]
+    started = time.perf_counter()
+    scrub.scrub(text)
+    assert time.perf_counter() - started < 1.0
+
+
 def test_nothing_registered_leaves_text_alone(clean_scrubber):
     text = "connection to 127.0.0.1:80 refused: is Apache running and listening there?"
     assert scrub.scrub(text) == text
