@@ -258,7 +258,31 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
     _unknown_environment(parser, args)
+    _register_secrets(args)
     return args
+
+
+def _register_secrets(args: argparse.Namespace) -> None:
+    """Tell the scrubber every secret given directly (config file, environment)
+    and every user name, before anything is fetched or logged; secrets read
+    from files are registered by read_secret."""
+    from apache_metrics_exporter import scrub
+
+    for user in ("user", "influxdb_username", "listen_user"):
+        scrub.add_user(getattr(args, user, None))
+    for secret in ("password", "influxdb_password", "influxdb_token", "listen_password"):
+        scrub.add_secret(getattr(args, secret, None))
+    urls = [*(getattr(args, "url", None) or ()), getattr(args, "influxdb_url", None) or ""]
+    for url in urls:
+        if "@" in url:
+            try:
+                _url, name, password = status_url(url)
+            except ValueError:
+                continue  # refused with a message (check_url) that shows no userinfo
+            scrub.add_credentials(name, password)
+    for header in getattr(args, "header", None) or ():
+        name, _, value = header.partition(":")
+        scrub.add_header(name.strip(), value)
 
 
 def _option_values(cli: Sequence[str], option: str) -> List[str]:
@@ -317,7 +341,11 @@ def read_secret(path: str, option: str) -> str:
         raise UsageError(f"cannot read {option} {path}: it {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {option} {path}: {exc.strerror}") from None
-    return data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    secret = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    from apache_metrics_exporter.scrub import add_secret
+
+    add_secret(secret)  # never shown, in any form, in text from a peer
+    return secret
 
 
 def targets(args: argparse.Namespace) -> List[Target]:

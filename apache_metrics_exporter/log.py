@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from apache_metrics_exporter.scrub import scrub
+
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
           CRITICAL: "critical"}
@@ -46,7 +48,8 @@ class Logger:
     def log(self, level: int, message: str, *args: object) -> None:
         if level < self.level:
             return
-        text = printable(message % args if args else message)
+        # Every line may carry a peer's echo of a credential: scrubbed here too.
+        text = printable(scrub(message % args if args else message))
         if self.telegraf:
             line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
         else:

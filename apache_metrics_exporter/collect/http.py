@@ -23,6 +23,7 @@ from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
 from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.scrub import scrub
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -386,13 +387,15 @@ class Fetcher:
 
     def get(self, url: str) -> bytes:
         """The body of a 200 answer for ``url``, or a FetchError saying why not
-        (one line, control characters from the peer escaped)."""
+        (one line, control characters from the peer escaped, and any echo of
+        a credential - a reason phrase or Location that repeats the
+        Authorization header - scrubbed)."""
         if not self._shared_deadline:
             self._clock.deadline = time.monotonic() + self.target.timeout
         try:
             return self._get(url)
         except FetchError as exc:
-            raise FetchError(printable(str(exc))) from None
+            raise FetchError(printable(scrub(str(exc)))) from None
 
     def _get(self, url: str) -> bytes:
         parts = urlsplit(url)

@@ -100,8 +100,11 @@ class InfluxPush:
             self._client = self._write_api = None
 
     def _scrub(self, text: str) -> str:
-        token = self.settings.token
-        return text.replace(token, "***") if token else text
+        """``text`` without the token, password or basic-auth header in any
+        form (a server or proxy may echo them), nor URL user information."""
+        from apache_metrics_exporter.scrub import scrub
+
+        return scrub(text)
 
     def write(self, body: str) -> None:
         """One write, bounded by a wall-clock deadline (--influxdb-timeout): the
@@ -189,7 +192,7 @@ class InfluxPush:
         def quarantine(batch: Batch, failure: PushFailed) -> Optional[str]:
             """Set ``batch`` aside; where, or None (said) if it stays in the spool."""
             try:
-                where = spool.quarantine(batch, str(failure))
+                where = spool.quarantine(batch, self._scrub(str(failure)))
             except (OSError, OutputError) as exc:
                 reason = getattr(exc, "strerror", None) or exc
                 log.error("cannot set %s aside: the quarantine cannot be used (%s)",
@@ -329,6 +332,10 @@ def _kind(status: int) -> str:
 
 
 def _server_message(body: Any) -> str:
+    """The server's message, scrubbed before it is cut short (a secret cut in
+    half would no longer be recognised)."""
+    from apache_metrics_exporter.scrub import scrub
+
     if not body:
         return ""
     if isinstance(body, bytes):
@@ -339,14 +346,16 @@ def _server_message(body: Any) -> str:
 
         data = json.loads(text)
         if isinstance(data, dict):
-            return str(data.get("message") or data.get("error") or text)
+            return scrub(str(data.get("message") or data.get("error") or text))
     except ValueError:
         pass
-    return " ".join(text.split())[:300]
+    return " ".join(scrub(text).split())[:300]
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "reason", "") or exc)
+    from apache_metrics_exporter.scrub import scrub
+
+    text = scrub(str(getattr(exc, "reason", "") or exc))
     for known in ("Connection refused", "timed out", "Connection reset",
                   "Name or service not known", "certificate verify failed"):
         if known.lower() in text.lower():
