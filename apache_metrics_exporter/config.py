@@ -476,7 +476,8 @@ def _collector_options(p: Any) -> None:
     c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
                    help="report busy workers, requests in flight and the longest request "
                         "for the N virtual hosts with most busy workers, the rest summed "
-                        "as vhost 'other'; 0 turns per-vhost figures off")
+                        "as vhost 'other' (a real host of that name is shown as "
+                        "'other_HASH'); 0 turns per-vhost figures off")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=sorted(f.name for f in FORMATS), default=None,
                    help="; ".join(f"{f.name}: {f.help}" for f in sorted(FORMATS))

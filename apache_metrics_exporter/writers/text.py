@@ -15,6 +15,7 @@ import time
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.collect.processes import memory_stats
+from apache_metrics_exporter.scrub import scrub
 from apache_metrics_exporter.units import format_bytes, format_duration, visible
 from apache_metrics_exporter.writers import Settings
 
@@ -110,8 +111,8 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                   if s.metric.name == "scoreboard"}
         out.append("scoreboard: " + ", ".join(
             f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
-    for warning in snap.warnings:
-        out.append(f"note: {warning}")
+    for warning in snap.warnings:  # page text: may echo a credential, as on stderr
+        out.append(f"note: {scrub(warning)}")
     groups = snap.processes.groups()
     if snap.processes.parent_pid is not None:
         out.append("")
