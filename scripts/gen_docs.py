@@ -23,6 +23,7 @@ from apache_metrics_exporter.catalogue import (  # noqa: E402
     PROCESS_METRICS,
     PROXY_METRICS,
     REAPER_METRICS,
+    SATURATION_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     VHOST_METRICS,
@@ -40,6 +41,8 @@ GROUPS = (
     ("Per virtual host (`--vhost-limit`)", VHOST_METRICS),
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
+    ("Saturation: accept queues and why the page could not be read "
+     "([insight.md](insight.md))", SATURATION_METRICS),
     ("Collection health", HEALTH_METRICS),
 )
 STAT_OF = {v: k for k, v in MEMORY_METRIC.items()}
