@@ -41,8 +41,7 @@ GROUPS = (
     ("Per virtual host (`--vhost-limit`)", VHOST_METRICS),
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
-    ("Saturation: accept queues and why the page could not be read "
-     "([insight.md](insight.md))", SATURATION_METRICS),
+    ("Saturation: accept queues and the reason for up=0", SATURATION_METRICS),
     ("Collection health", HEALTH_METRICS),
 )
 STAT_OF = {v: k for k, v in MEMORY_METRIC.items()}
