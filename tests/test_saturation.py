@@ -391,3 +391,15 @@ def test_samples_of_the_listeners_and_the_reason():
         "accept-queue-length-all\t3", "accept-queue-limit-all\t1022", "status-reason\tok"]
     assert "accept queue: 3 waiting, limit 1022 (127.0.0.1:80 2/511, [::1]:80 1/511)" \
         in text.render([snap])
+    # --watch shows it in its head, also when Apache is down.
+    from apache_metrics_exporter.watch import screen_lines
+
+    assert "accept queue: 3 waiting, limit 1022 (127.0.0.1:80 2/511, [::1]:80 1/511)" \
+        in screen_lines(snap, "memory", 300)
+    down = build("http://127.0.0.1/server-status", 0.0, None, None, None, EMPTY_SCAN,
+                 error="no complete answer", reason="saturated",
+                 listeners=(Listener("127.0.0.1:80", 5, 4),))
+    head = screen_lines(down, "memory", 300)
+    assert "(saturated): no complete answer" in head[1]
+    assert head[2] == "accept queue: 5 waiting, limit 4 (127.0.0.1:80 5/4) - FULL, new " \
+                      "connections are dropped"
