@@ -119,28 +119,59 @@ def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
         return None
 
 
+class Listener(NamedTuple):
+    """One listening socket of the proven Apache, as the kernel saw it while
+    proving it: its accept queue (connections that completed the handshake
+    and wait for Apache to accept them) and that queue's backlog limit."""
+
+    address: str  # "127.0.0.1:8080", "[::1]:8080"
+    queue: int
+    limit: Optional[int]  # None when only /proc/net/tcp could be read
+
+
 class Parent(NamedTuple):
     """The proven Apache parent of a URL, or None and one line saying why not."""
 
     pid: Optional[int]
     reason: str  # how it was proven, or why there is none
+    # The listening sockets the proof found the parent's tree holding (empty
+    # when proven by --pid-file alone or not at all): read in the same kernel
+    # query as the proof, so they are figures of this Apache and no other.
+    listeners: Tuple[Listener, ...] = ()
 
 
-def _listeners(addresses: Sequence[str], port: int) -> Set[int]:
-    """Inodes of the sockets a connection to ``addresses``:``port`` can reach:
+def _listeners(addresses: Sequence[str], port: int) -> Dict[int, Listener]:
+    """The sockets a connection to ``addresses``:``port`` can reach, by inode:
     those bound to one of the addresses if any (the kernel prefers them), else
     those bound to the wildcard address."""
-    exact: Set[int] = set()
-    wildcard: Set[int] = set()
+    exact: Dict[int, Listener] = {}
+    wildcard: Dict[int, Listener] = {}
     v4 = {a[7:] if a.startswith("::ffff:") else a for a in addresses if "." in a}
     wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
     any_v4 = bool(v4)
-    for addr, inode in procfs.listening_sockets(port):
+    for addr, inode, queue, limit in procfs.listeners(port):
+        where = Listener(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}", queue, limit)
         if addr in wanted:
-            exact.add(inode)
+            exact[inode] = where
         elif addr == "0.0.0.0" and any_v4 or addr == "::":
-            wildcard.add(inode)
+            wildcard[inode] = where
     return exact or wildcard
+
+
+def _by_address(found: Dict[int, Listener]) -> Tuple[Listener, ...]:
+    """One Listener per address:port, sorted: sockets that share one
+    (SO_REUSEPORT, ListenCoresBucketsRatio) have their queues and limits
+    added, since the kernel spreads the address's connections over them."""
+    merged: Dict[str, Listener] = {}
+    for item in found.values():
+        seen = merged.get(item.address)
+        if seen is None:
+            merged[item.address] = item
+        else:
+            limit = None if seen.limit is None or item.limit is None \
+                else seen.limit + item.limit
+            merged[item.address] = Listener(item.address, seen.queue + item.queue, limit)
+    return tuple(merged[a] for a in sorted(merged))
 
 
 def _holds(pid: int, inodes: set) -> bool:
@@ -182,7 +213,8 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if pid_file and named_top is None:
         return Parent(None, f"--pid-file {pid_file} names no running "
                             f"{'/'.join(exe_names)} process")
-    inodes = _listeners(addresses, port) if addresses else set()
+    found = _listeners(addresses, port) if addresses else {}
+    inodes = set(found)
     if not inodes:
         if addresses:
             return Parent(None, f"nothing listens on {where}")
@@ -252,7 +284,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
                             f"listening on {where} is PID {top}")
     _proven[key] = top
-    return Parent(top, f"listening on {where}")
+    return Parent(top, f"listening on {where}", _by_address(found))
 
 
 def parent_of_url(host: str, port: int, exe_names: Sequence[str],

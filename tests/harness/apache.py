@@ -44,6 +44,14 @@ def application(environ, start_response):
         ctypes.CDLL(None).signal(15, ctypes.c_void_p(1))
     if "sleep" in q:
         time.sleep(float(q["sleep"][0]))
+    if "hold" in q:
+        # Hold this worker until the test creates the release file (or for at
+        # most "hold" seconds): saturation tests end the slow requests when
+        # they choose, not after a guessed time.
+        release = os.path.join(environ["DOCUMENT_ROOT"], "release")
+        end = time.monotonic() + float(q["hold"][0])
+        while not os.path.exists(release) and time.monotonic() < end:
+            time.sleep(0.02)
     if "burn" in q:
         # Use this much CPU (in the serving process: an Apache worker when embedded).
         end = time.process_time() + float(q["burn"][0])
@@ -87,6 +95,28 @@ MaxSpareThreads 15
 }
 
 
+def small_mpm_conf(mpm: str, workers: int) -> str:
+    """An MPM configuration with exactly ``workers`` workers, all started at
+    once and never more: a few slow requests hold every one of them."""
+    if mpm == "prefork":
+        return f"""
+StartServers {workers}
+MinSpareServers 1
+MaxSpareServers {workers}
+MaxRequestWorkers {workers}
+ServerLimit {workers}
+"""
+    return f"""
+StartServers 1
+ServerLimit 1
+ThreadsPerChild {workers}
+ThreadLimit {workers}
+MaxRequestWorkers {workers}
+MinSpareThreads 1
+MaxSpareThreads {workers}
+"""
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -100,7 +130,8 @@ class ApacheServer:
     def __init__(self, mpm: str = "prefork", extended_status: bool = True,
                  wsgi: bool = True, extra_conf: str = "", tls: bool = False,
                  proxy: bool = False, mpm_conf: Optional[str] = None,
-                 client_auth: bool = False) -> None:
+                 client_auth: bool = False, workers: Optional[int] = None,
+                 listen_backlog: Optional[int] = None) -> None:
         if mpm not in MPMS:
             raise ValueError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
@@ -109,7 +140,11 @@ class ApacheServer:
         self.extra_conf = extra_conf
         self.tls = tls          # also listen with mod_ssl (self-signed, session cache)
         self.proxy = proxy      # a mod_proxy_balancer with ProxyStatus On
-        self.mpm_conf = mpm_conf if mpm_conf is not None else MPM_CONF[mpm]
+        # workers: exactly that many (small_mpm_conf), for saturation tests;
+        # listen_backlog: Apache's ListenBacklog (the accept queue's limit).
+        self.mpm_conf = mpm_conf if mpm_conf is not None else \
+            small_mpm_conf(mpm, workers) if workers else MPM_CONF[mpm]
+        self.listen_backlog = listen_backlog
         self.client_auth = client_auth  # the TLS vhost requires a client certificate
         self.root: Optional[Path] = None
         self.port = 0
@@ -207,6 +242,7 @@ DefaultRuntimeDir {root}/run
 Mutex file:{root}/run default
 ErrorLog {root}/logs/error.log
 LogLevel warn
+{f"ListenBacklog {self.listen_backlog}" if self.listen_backlog else ""}
 {user}
 LoadModule mpm_{self.mpm}_module {MODULES}/mod_mpm_{self.mpm}.so
 LoadModule authz_core_module {MODULES}/mod_authz_core.so
@@ -385,6 +421,12 @@ DocumentRoot {root}/htdocs
         self.stop()
 
     # -- traffic ---------------------------------------------------------
+    @property
+    def release_file(self) -> Path:
+        """Creating it ends every ``?hold=`` request of the WSGI app."""
+        assert self.root is not None
+        return self.root / "htdocs" / "release"
+
     def get(self, path: str, timeout: float = 10.0) -> bytes:
         with urllib.request.urlopen(self.base_url + path, timeout=timeout) as r:
             return r.read()
