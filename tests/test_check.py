@@ -128,7 +128,8 @@ def test_connection_refused():
     status, found, proc = run_check("--url", f"http://127.0.0.1:{port}/server-status")
     assert status == 1
     level, text = found["status page"]
-    assert level == "FAIL" and f"connection to 127.0.0.1:{port} refused" in text
+    assert level == "FAIL" and f"connection to 127.0.0.1:{port} refused: Apache is not " \
+        "running, or it does not listen there" in text
     assert found["Apache process"][0] == "WARN"
     assert f"nothing listens on 127.0.0.1:{port}" in found["Apache process"][1]
 
@@ -421,11 +422,13 @@ def test_config_reader_finds_location_rules_and_logs(tmp_path):
 
 def test_config_reader_sections_end_with_their_file(tmp_path):
     # An unclosed section in an included file does not swallow the includer's rest.
-    (tmp_path / "broken.conf").write_text("<Location /x>\n")
+    (tmp_path / "broken.conf").write_text("<VirtualHost *:8080>\n<Location /x>\n")
     conf = status_config(tmp_path, "Include broken.conf\n<Location /server-status>\n"
                                    "SetHandler server-status\nRequire all granted\n"
-                                   "</Location>\n")
+                                   "</Location>\nCustomLog logs/access.log combined\n")
     assert conf.status_section("/server-status").verdict()[0] == "open"
+    assert [(log.target, log.vhost) for log in conf.logs] == [("logs/access.log", "")]
+    assert conf.path_of("logs/access.log") == f"{tmp_path}/logs/access.log"
 
 
 @pytest.mark.parametrize("rules,verdict", [
