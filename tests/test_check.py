@@ -226,10 +226,22 @@ def test_state_and_config_files(prefork, tmp_path):
     assert "s3cret" not in proc.stdout + proc.stderr
     state.chmod(0o600)
     conf.chmod(0o600)
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
     status, found, proc = run_check("--url", prefork.status_url, "--state-file", str(state),
-                                    "-c", str(conf))
+                                    "-c", str(conf), "--format", "influxdb", "--spool-dir",
+                                    str(spool))
     assert status == 0, proc.stdout
     assert found["reaper state"][0] == "OK" and "mode 0600, trusted" in found["reaper state"][1]
+    assert found["config file"][0] == "OK"
+    assert found["spool directory"][0] == "OK"
+    spool.chmod(0o777)
+    status, found, proc = run_check("--url", prefork.status_url, "--format", "influxdb",
+                                    "--spool-dir", str(spool))
+    assert status == 1
+    assert found["spool directory"] == (
+        "FAIL", f"spool directory {spool} is writable by group or others (mode 0777); run: "
+                f"chmod go-w {spool}")
 
 
 # --- an unprivileged user --------------------------------------------------------------------
@@ -505,3 +517,19 @@ def test_consumer_without_the_file(tmp_path, monkeypatch):
                    "runs apache-metrics-exporter: copy "
                    "contrib/zabbix/apache-metrics-exporter.conf to "
                    f"{tmp_path}/zabbix/zabbix_agentd.conf.d/")
+
+
+def test_debian_stock_configuration(tmp_path):
+    # Debian 12's own /etc/apache2 (a copy): status.conf's Require local, and
+    # access logs with no condition, so collections are logged.
+    from tests.test_discovery import debian_tree
+
+    etc = debian_tree(tmp_path)
+    conf = check.StatusConfig(str(etc), {"APACHE_LOG_DIR": "/var/log/apache2"})
+    conf.read(str(etc / "apache2.conf"))
+    section = conf.status_section("/server-status")
+    assert section.where == f"{etc}/mods-enabled/status.conf:5"
+    assert section.verdict() == ("local", f"Require local at {etc}/mods-enabled/status.conf:7")
+    assert [(log.target, log.condition) for log in conf.logs] == [
+        ("/var/log/apache2/other_vhosts_access.log", ""), ("/var/log/apache2/access.log", "")]
+    assert not conf.extended_off
