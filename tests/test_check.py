@@ -29,12 +29,13 @@ integration = pytest.mark.integration
 
 
 def lines(stdout: str) -> dict:
-    """{topic: (level, text)} of a --check output (the last line per topic)."""
-    out = {}
+    """{topic: (level, text)} of a --check output (the first line per topic:
+    the config file given by -c comes before the machine's own)."""
+    out: dict = {}
     for line in stdout.splitlines():
         m = re.match(r"^(OK|WARN|FAIL)\s+([^:]+): (.*)$", line)
         if m:
-            out[m.group(2)] = (m.group(1), m.group(3))
+            out.setdefault(m.group(2), (m.group(1), m.group(3)))
     return out
 
 
