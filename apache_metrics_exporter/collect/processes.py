@@ -14,7 +14,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
@@ -361,17 +361,32 @@ _groups_of: Dict[tuple, List[str]] = {}  # (parent pid, start time) -> its group
 
 
 def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
-    """The ``WSGIDaemonProcess`` names in the running Apache's configuration:
-    the parent's ``-d``/``-f``/``-D`` arguments, else its build's defaults,
-    with ``Include``s followed (discovery.ApacheConfig); read once per parent."""
+    """The ``WSGIDaemonProcess`` names in the running Apache's configuration
+    (``running_config``); read once per parent."""
     try:
-        st = procfs.stat(parent_pid)
-        key = (parent_pid, st.start_ticks)
-        if key in _groups_of:
-            return _groups_of[key]
-        argv = procfs.cmdline(parent_pid)
+        key = (parent_pid, procfs.stat(parent_pid).start_ticks)
     except (procfs.NoProcess, procfs.Denied):
         return []
+    if key in _groups_of:
+        return _groups_of[key]
+    config = running_config(parent_pid)
+    if config is None:
+        return []
+    _groups_of[key] = config.wsgi_groups
+    return config.wsgi_groups
+
+
+def running_config(parent_pid: int,
+                   make: Optional[Callable[[str], Any]] = None) -> Optional[Any]:
+    """The configuration the Apache parent ``parent_pid`` runs, read as it
+    reads it (discovery.ApacheConfig, or ``make(server_root)``): its ``-d``/``-f``/
+    ``-D`` arguments, else its build's defaults, with ``Include``s followed;
+    None when the process cannot be read."""
+    try:
+        st = procfs.stat(parent_pid)
+        argv = procfs.cmdline(parent_pid)
+    except (procfs.NoProcess, procfs.Denied):
+        return None
     root, conf = DEFAULT_CONFIGS.get(st.name, DEFAULT_CONFIGS["apache2"])
     defines = {}
     args = iter(argv[1:])
@@ -387,11 +402,10 @@ def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
             defines[value] = ""
     from apache_metrics_exporter.collect.discovery import ApacheConfig
 
-    config = ApacheConfig(root)
+    config = (make or ApacheConfig)(root)
     config.defines.update(defines)
     config.read(conf if conf.startswith("/") else f"{root}/{conf}")
-    _groups_of[key] = config.wsgi_groups
-    return config.wsgi_groups
+    return config
 
 
 def resolve_groups(parent_pid: int, exe_names: Sequence[str],
