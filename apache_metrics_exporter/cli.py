@@ -128,7 +128,10 @@ def check_endpoint_options(args: argparse.Namespace) -> None:
 
 def resolve_format(args: argparse.Namespace) -> None:
     """--zabbix-discovery, and the default: text on a terminal, else tab (the
-    metrics file apache-manager users' scripts and cron jobs expect)."""
+    metrics file apache-manager users' scripts and cron jobs expect).
+    --web.systemd-socket is the endpoint on systemd's sockets (no --listen)."""
+    if getattr(args, "systemd_socket", False) and not args.listen:
+        args.listen = ["systemd socket"]
     if args.zabbix_discovery:
         if args.format not in (None, "zabbix-discovery"):
             raise UsageError(f"--zabbix-discovery and --format {args.format} exclude each "

@@ -315,7 +315,12 @@ def _environment(parser: configargparse.ArgParser) -> Dict[str, str]:
     env = dict(os.environ)
     if not getattr(parser, "_foreign_env", False):
         return env
-    by_dest = {a.dest: a.env_var for a in parser._actions if getattr(a, "env_var", None)}
+    by_dest: Dict[str, str] = {}
+    for action in parser._actions:  # configargparse's name: the first long option's
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            by_dest.setdefault(action.dest,
+                               ENV_PREFIX + long[0][2:].replace("-", "_").upper())
     for name, dest in FOREIGN_ENV:
         value, ours = env.get(name, ""), by_dest.get(dest)
         if not value or ours is None or ours in env:

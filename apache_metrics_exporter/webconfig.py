@@ -158,14 +158,19 @@ def load(path: str) -> WebConfig:
             raise UsageError(f"{OPTION} {path}: expected a mapping of keys "
                              f"({', '.join(_TOP_KEYS)})")
         tree = {}
-    _unknown(tree, _TOP_KEYS, "", problems)
+    unknown: List[str] = []
+    _unknown(tree, _TOP_KEYS, "", unknown)
     tls = _section(tree, "tls_server_config", problems)
     http = _section(tree, "http_server_config", problems)
-    _unknown(tls, _TLS_KEYS, "tls_server_config.", problems)
-    _unknown(http, _HTTP_KEYS, "http_server_config.", problems)
+    _unknown(tls, _TLS_KEYS, "tls_server_config.", unknown)
+    _unknown(http, _HTTP_KEYS, "http_server_config.", unknown)
     _headers(config, http, problems)
     _users(config, tree, problems)
-    _rate_limit(config, tree, problems)
+    _rate_limit(config, tree, problems, unknown)
+    if unknown:
+        problems.insert(0, f"unknown key{'s' if len(unknown) > 1 else ''} "
+                           f"{', '.join(unknown)} (not in exporter-toolkit's web "
+                           "configuration)")
     if not problems:
         _tls(config, tls, base, problems)
     if problems:
@@ -207,13 +212,11 @@ def _parse_yaml(path: str, data: bytes) -> Any:
 
 
 def _unknown(tree: Dict[str, Any], known: Tuple[str, ...], prefix: str,
-             problems: List[str]) -> None:
+             unknown: List[str]) -> None:
+    """Collect the keys of ``tree`` that are not ``known`` (reported together)."""
     from apache_metrics_exporter.log import printable
 
-    bad = [printable(str(k))[:60] for k in tree if k not in known]
-    if bad:
-        problems.append(f"unknown key{'s' if len(bad) > 1 else ''} "
-                        f"{', '.join(prefix + k for k in bad)}")
+    unknown.extend(prefix + printable(str(k))[:60] for k in tree if k not in known)
 
 
 def _section(tree: Dict[str, Any], name: str, problems: List[str]) -> Dict[str, Any]:
@@ -296,9 +299,10 @@ def _is_bcrypt(text: str) -> bool:
             and len(parts[3]) == 53 and set(parts[3]) <= _BCRYPT_ALPHABET)
 
 
-def _rate_limit(config: WebConfig, tree: Dict[str, Any], problems: List[str]) -> None:
+def _rate_limit(config: WebConfig, tree: Dict[str, Any], problems: List[str],
+                unknown: List[str]) -> None:
     section = _section(tree, "rate_limit", problems)
-    _unknown(section, ("interval", "burst"), "rate_limit.", problems)
+    _unknown(section, ("interval", "burst"), "rate_limit.", unknown)
     interval, burst = section.get("interval", 0), section.get("burst", 0)
     if isinstance(interval, bool) or not isinstance(interval, (int, str)):
         problems.append("rate_limit.interval: expected a duration, e.g. 1s")
