@@ -170,7 +170,8 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="stderr lines: plain 'PROG: LEVEL: message'; telegraf 'E! [PROG] "
                         "message' so Telegraf logs each at its level; logfmt or json as "
                         "apache_exporter writes them ('ts=... level=info msg=...')")
-    p.add_argument("--log.level", dest="log_level", choices=LOG_LEVELS, metavar="LEVEL",
+    p.add_argument("--log-level", "--log.level", dest="log_level", choices=LOG_LEVELS,
+                   metavar="LEVEL",
                    help="least severe messages shown: debug, info, warn or error "
                         "(apache_exporter's flag; -v and -q move from there; default: warn)")
     t = p.add_argument_group("target (where the status page is)")
@@ -607,9 +608,11 @@ def _collector_options(p: Any) -> None:
                         "LISTEN_FDS) instead of --listen addresses")
     e.add_argument("--no-web.systemd-socket", dest="systemd_socket", action="store_false",
                    help=argparse.SUPPRESS)
-    e.add_argument("--telemetry.endpoint", "--web.telemetry-path", dest="telemetry_endpoint",
+    e.add_argument("--telemetry-endpoint", "--telemetry.endpoint", "--web.telemetry-path",
+                   dest="telemetry_endpoint",
                    default="/metrics", metavar="PATH", help="the path of the metrics page")
-    e.add_argument("--web.config.file", "--web.config", dest="web_config_file",
+    e.add_argument("--web-config-file", "--web.config.file", "--web.config",
+                   dest="web_config_file",
                    metavar="PATH",
                    help="exporter-toolkit's web configuration (YAML): TLS "
                         "(tls_server_config), bcrypt basic auth (basic_auth_users), response "
