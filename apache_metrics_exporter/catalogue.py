@@ -594,6 +594,55 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        absent=(("influx", "the --listen endpoint's own"),
                ("collectd", "the --listen endpoint's own")),
        prom='apache_exporter_scrape_duration_seconds'),
+) + (
+    # The --listen endpoint's own process, as every Go exporter reports its own
+    # (client_golang's process collector: same names, same sources in /proc).
+    # Not in a one-shot file: that process is gone when the file is read, and
+    # node_exporter's textfile collector would clash with node_exporter's own.
+    _m("exporter_cpu_seconds", COUNTER, "seconds", float,
+       "User and system CPU time of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_cpu_seconds_total"),
+    _m("exporter_resident_memory_bytes", GAUGE, "bytes", int,
+       "Resident memory of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_resident_memory_bytes"),
+    _m("exporter_virtual_memory_bytes", GAUGE, "bytes", int,
+       "Virtual memory of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_virtual_memory_bytes"),
+    _m("exporter_virtual_memory_max_bytes", GAUGE, "bytes", float,
+       "Limit of the --listen endpoint's virtual memory (RLIMIT_AS; 2^64-1 when unlimited, "
+       "as client_golang reports it).",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_virtual_memory_max_bytes"),
+    _m("exporter_open_fds", GAUGE, "descriptors", int,
+       "Open file descriptors of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_open_fds"),
+    _m("exporter_max_fds", GAUGE, "descriptors", int,
+       "Limit of open file descriptors of the --listen endpoint's process (RLIMIT_NOFILE, "
+       "soft).",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_max_fds"),
+    _m("exporter_start_time_seconds", GAUGE, "seconds", float,
+       "Start time of the --listen endpoint's process since the Unix epoch.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_start_time_seconds"),
+    _m("build_info", GAUGE, "info", int,
+       "Always 1; labels version (this program's) and pythonversion (the interpreter's), "
+       "as apache_exporter_build_info says its own.",
+       labels=("version", "pythonversion"),
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="apache_metrics_exporter_build_info"),
 )
 
 ALL_METRICS: Tuple[Metric, ...] = (

@@ -41,9 +41,10 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Callable, Optional, Sequence
 
 
-def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain") -> None:
+def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain",
+                  level: Optional[str] = None) -> None:
     """One line per message on stderr, prefixed with the program name."""
-    log.setup(verbose, quiet, prog, style)
+    log.setup(verbose, quiet, prog, style, level)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.writers import FORMAT, Settings, load
 
         args = config.parse(config.build_parser(), argv)
-        setup_logging(args.verbose, args.quiet, PROG, args.log_format)
+        setup_logging(args.verbose, args.quiet, PROG, args.log_format, args.log_level)
         if args.check:
             from apache_metrics_exporter import check
 
@@ -131,7 +132,10 @@ def check_endpoint_options(args: argparse.Namespace) -> None:
 
 def resolve_format(args: argparse.Namespace) -> None:
     """--zabbix-discovery, and the default: text on a terminal, else tab (the
-    metrics file apache-manager users' scripts and cron jobs expect)."""
+    metrics file apache-manager users' scripts and cron jobs expect).
+    --web.systemd-socket is the endpoint on systemd's sockets (no --listen)."""
+    if getattr(args, "systemd_socket", False) and not args.listen:
+        args.listen = ["systemd socket"]
     if args.zabbix_discovery:
         if args.format not in (None, "zabbix-discovery"):
             raise UsageError(f"--zabbix-discovery and --format {args.format} exclude each "
@@ -199,7 +203,8 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.reaper.policy import Thresholds
 
         args = config.parse(config.build_reaper_parser(), argv)
-        setup_logging(1 + args.verbose, args.quiet, REAPER_PROG, args.log_format)
+        setup_logging(args.verbose + (0 if args.log_level else 1), args.quiet, REAPER_PROG,
+                      args.log_format, args.log_level)
         targets = config.targets(args)
         if len(targets) != 1:
             raise UsageError("the reaper acts on one Apache: give one --url")
