@@ -220,7 +220,7 @@ def rate(master: str, key: str, name: str, description: str, component: str,
 
 def trigger(expression: str, name: str, priority: str, description: str, recovery: str,
             scope: str, manual_close: bool = False,
-            depends: Optional[List[Tuple[str, str]]] = None) -> dict:
+            depends: Optional[List[Tuple[str, str, str]]] = None) -> dict:
     """A trigger that resolves by its own recovery expression, never by accident."""
     assert priority in PRIORITIES
     out: dict = {"uuid": uid("trigger", name), "expression": expression,
@@ -229,7 +229,8 @@ def trigger(expression: str, name: str, priority: str, description: str, recover
     if manual_close:
         out["manual_close"] = "YES"
     if depends:
-        out["dependencies"] = [{"name": n, "expression": e} for n, e in depends]
+        out["dependencies"] = [{"name": n, "expression": e, "recovery_expression": r}
+                               for n, e, r in depends]
     out["tags"] = [{"tag": "scope", "value": scope}]
     return out
 
@@ -239,8 +240,11 @@ def metric_key(name: str) -> str:
 
 
 # Triggers that others depend on (name, expression), as Zabbix's own template.
-PROCESS_DOWN = ("Apache: process is not running", f"last(/{T}/{PROC_NUM_KEY})=0")
-SERVICE_DOWN = ("Apache: service is down", f"last(/{T}/{PING_KEY})=0")
+# Zabbix finds a dependency by name, expression and recovery expression.
+PROCESS_DOWN = ("Apache: process is not running", f"last(/{T}/{PROC_NUM_KEY})=0",
+                f"last(/{T}/{PROC_NUM_KEY})>0")
+SERVICE_DOWN = ("Apache: service is down", f"last(/{T}/{PING_KEY})=0",
+                f"last(/{T}/{PING_KEY})=1")
 
 
 def plain_items() -> List[dict]:
@@ -383,7 +387,7 @@ def builtin_items() -> List[dict]:
          "tags": _tags("health"),
          "triggers": [trigger(SERVICE_DOWN[1], SERVICE_DOWN[0], "AVERAGE",
                               "The status page's port does not answer HTTP.",
-                              f"last(/{T}/{PING_KEY})=1", "availability",
+                              SERVICE_DOWN[2], "availability",
                               depends=[PROCESS_DOWN])]},
         {"uuid": uid("item", "perf"), "name": "Apache: service response time", "key": PERF_KEY,
          "delay": DELAY, "history": "7d", "value_type": "FLOAT", "units": "s",
@@ -407,7 +411,7 @@ def builtin_items() -> List[dict]:
          "tags": _tags("system"),
          "triggers": [trigger(PROCESS_DOWN[1], PROCESS_DOWN[0], "HIGH",
                               "No {$APACHE.PROCESS_NAME} process runs.",
-                              f"last(/{T}/{PROC_NUM_KEY})>0", "availability")]},
+                              PROCESS_DOWN[2], "availability")]},
         {"uuid": uid("item", "proc.mem.rss"), "name": "Apache: memory usage (rss)",
          "key": f"proc.mem[{PROC},rss]", "delay": DELAY, "history": "7d", "units": "B",
          "description": "Resident memory of all the processes, summed (agent key proc.mem); "
