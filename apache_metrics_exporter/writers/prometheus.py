@@ -8,6 +8,11 @@ apache_exporter's names where it has the same figure, ``apache_*`` with base
 units for the rest; ``--prometheus-naming base-units`` renames the families
 whose apache_exporter names break Prometheus' base-unit rule.
 
+Request durations (intervals.py) are histograms: ``_bucket`` (with ``le``),
+``_sum`` and ``_count`` under one ``# TYPE ... histogram``, counting since the
+exporter's previous reading of the target began (a counter reset for rate()
+when there was none).
+
 Valid by construction: values are integers within int64 or the shortest
 repr() of a finite float (``1e+20``, never a 309-digit number), label values
 are printable (a newline as ``\\n``, other control characters as ``\\xHH``
@@ -26,7 +31,13 @@ from __future__ import annotations
 
 import math
 
-from apache_metrics_exporter.catalogue import INT64_MAX, PROMETHEUS_SCOREBOARD, fits, prom_family
+from apache_metrics_exporter.catalogue import (
+    HISTOGRAM,
+    INT64_MAX,
+    PROMETHEUS_SCOREBOARD,
+    fits,
+    prom_family,
+)
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import MAX_TEXT, Settings
@@ -128,8 +139,10 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             if number is None or series in seen:
                 continue
             seen.add(series)
-            families.setdefault(family, []).append(f"{series} {number}")
-            heads.setdefault(family, (fam.kind, help_text(fam.help, unit)))
+            # A histogram's _bucket, _sum and _count lines go under its one TYPE.
+            head = fam.name if fam.kind == HISTOGRAM else family
+            families.setdefault(head, []).append(f"{series} {number}")
+            heads.setdefault(head, (fam.kind, help_text(fam.help, unit)))
     out = []
     for family, lines in families.items():
         kind, help = heads[family]  # noqa: A001
