@@ -123,13 +123,37 @@ def _request_path(request: str) -> str:
     return parts[1].partition("?")[0] if len(parts) >= 2 else ""
 
 
-def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str = ""
-            ) -> Tuple[List[Tuple[float, int, str]], int]:
+def dur_scale(pairs: Sequence[Tuple[int, int, int, Any]]) -> Optional[float]:
+    """How many times ``Dur`` counts a request, as the slots that served one
+    request between the collections show it (their Dur delta against Req):
+    Apache 2.4.71 adds each request's duration twice (to Dur and to Total
+    Duration), so 0.5; 1.0 where it counts once; None when no slot tells."""
+    ratios = sorted((row_dur - max(dur0, 0)) / req
+                    for count0, dur0, count, row in pairs
+                    for req, row_dur in [(_int(row.cell("req")), _int(row.cell("dur")))]
+                    if count - count0 == 1 and row.mode in _BETWEEN and req >= 5
+                    and row_dur >= 0 and (dur0 >= 0 or count0 == 0))
+    if not ratios:
+        return None
+    middle = ratios[len(ratios) // 2]
+    if 1.6 <= middle <= 2.4:
+        return 0.5
+    if 0.8 <= middle <= 1.25:
+        return 1.0
+    return None
+
+
+def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str = "",
+            scale: Optional[float] = None
+            ) -> Tuple[List[Tuple[float, int, str]], int, Optional[float]]:
     """The requests the worker table shows since ``before``: a list of
-    (milliseconds, how many requests, vhost) and how many of the interval's
-    requests were the exporter's own status requests (left out)."""
+    (milliseconds, how many requests, vhost), how many of the interval's
+    requests were the exporter's own status requests (left out), and the
+    Dur scale (dur_scale; ``scale``, the one found before, when no slot tells;
+    None, taken as 1, until one has)."""
     obs: List[Tuple[float, int, str]] = []
     own = 0
+    matched = []
     for srv, (pid, rows) in _groups(workers).items():
         old = before.get(srv)
         if old is None:
@@ -140,30 +164,34 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
                 continue  # a new process in the slot, or more threads used: skipped
             pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, row)
                      for i, (count, row) in enumerate(rows)]
-        for count0, dur0, count, row in pairs:
-            n = count - count0
-            if n <= 0:
+        matched.extend(pairs)
+    found = dur_scale(matched)
+    scale = found if found is not None else scale
+    factor = 1.0 if scale is None else scale
+    for count0, dur0, count, row in matched:
+        n = count - count0
+        if n <= 0:
+            continue
+        req, dur = _int(row.cell("req")), _int(row.cell("dur"))
+        between = row.mode in _BETWEEN
+        vhost = row.vhost
+        if n <= 2 and own_path and _request_path(row.request) == own_path:
+            own += n  # our own ?auto and HTML requests (keep-alive: one worker)
+            continue
+        if dur >= 0 and (dur0 >= 0 or count0 == 0):
+            total = (dur - max(dur0, 0)) * factor
+            if total < 0:
                 continue
-            req, dur = _int(row.cell("req")), _int(row.cell("dur"))
-            between = row.mode in _BETWEEN
-            vhost = row.vhost
-            if between and n <= 2 and own_path and _request_path(row.request) == own_path:
-                own += n  # our own ?auto and HTML requests
-                continue
-            if dur >= 0 and (dur0 >= 0 or count0 == 0):
-                total = dur - max(dur0, 0)
-                if total < 0:
-                    continue
-                if n == 1:
-                    obs.append((float(total), 1, vhost))
-                elif between and 0 <= req <= total:
-                    obs.append((float(req), 1, vhost))
-                    obs.append(((total - req) / (n - 1), n - 1, vhost))
-                else:
-                    obs.append((total / n, n, vhost))
-            elif between and req >= 0:
+            if n == 1:
+                obs.append((float(req) if between and req >= 0 else total, 1, vhost))
+            elif between and 0 <= req <= total:
                 obs.append((float(req), 1, vhost))
-    return obs, own
+                obs.append(((total - req) / (n - 1), n - 1, vhost))
+            else:
+                obs.append((total / n, n, vhost))
+        elif between and req >= 0:
+            obs.append((float(req), 1, vhost))
+    return obs, own, scale
 
 
 def _bucket(seconds: float) -> int:
@@ -237,7 +265,13 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     old_slots = before.get("slots")
     if old_slots is None or workers is None:
         return out
-    obs, own = observe(old_slots, workers, own_path)
+    obs, own, scale = observe(old_slots, workers, own_path,
+                              before["figures"].get("dur_scale"))
+    now["figures"]["dur_scale"] = scale
+    if scale is not None and scale != 1.0:
+        for sample in out:
+            if sample.metric.name == "interval_request_duration_seconds":
+                out[out.index(sample)] = sample._replace(value=round(sample.value * scale, 6))
     per: Dict[str, List[Tuple[float, int]]] = {}
     everything: List[Tuple[float, int]] = []
     for ms, weight, vhost in obs:

@@ -109,8 +109,8 @@ ROW = (0, 11, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")
 def durations(before_rows, after_rows, dur=True):
     """The observations between two pages, as (ms, weight, vhost)."""
     old = intervals.slots(parse_html(page(before_rows, dur)).workers)
-    obs, own = intervals.observe(old, parse_html(page(after_rows, dur)).workers,
-                                 "/server-status")
+    obs, own, _scale = intervals.observe(old, parse_html(page(after_rows, dur)).workers,
+                                         "/server-status")
     return sorted(obs), own
 
 
@@ -233,7 +233,7 @@ def test_the_one_shot_state_keeps_slots_bounded(tmp_path):
     state = json.loads(path.read_text())
     reading = state["targets"][URL]["reading"]
     assert len(reading["slots"]) == 80
-    second = snap(T0 + 10, 2100, [(s, p, c + 1, m, r, d + 5, v, q)
+    second = snap(T0 + 10, 2100, [(s, p, c + 1, m, 5, d + 5, v, q)
                                   for s, p, c, m, r, d, v, q in rows])
     restarts.track([second], str(path))
     assert values(second, "request_duration_sampled") == 2000
