@@ -491,7 +491,9 @@ REAPER_METRICS: Tuple[Metric, ...] = (
 HISTOGRAM = "histogram"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DURATION_STATS = ("p50", "p90", "p99", "max")
-_NO_HIST = (("influx", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
+_NO_HIST = (("tab", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
+                    "count are written instead"),
+            ("influx", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
                        "count are written instead"),
             ("collectd", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
                          "count are written instead"))

@@ -79,24 +79,38 @@ def _srv(text: str) -> Optional[str]:
     return slot if slot.isascii() and slot.isdigit() and len(slot) <= 9 else None
 
 
-def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Any]]]:
-    """Rows with a count, by process slot: {srv: (pid, [row, ...])}; a process
-    slot whose rows name two PIDs (a page changing as it was written) is left out."""
-    out: Dict[str, Tuple[int, List[Any]]] = {}
+_cache: Dict[int, Tuple[Any, Any]] = {}
+
+
+def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]]:
+    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row),
+    ...])}; a process slot whose rows name two PIDs (a page changing as it was
+    written) is left out. Each cell is read once per table (slots and observe
+    share the result: reading cells is most of the cost)."""
+    cached = _cache.get(id(workers))
+    if cached is not None and cached[0] is workers:
+        return cached[1]
+    out: Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]] = {}
     bad = set()
     for row in workers:
         if row.pid is None:
             continue
-        srv = _srv(row.cell("srv"))
-        count = _acc(row.cell("acc"))
-        if srv is None or not count:
+        plain = row.plain
+        count = _acc(plain("acc"))
+        if not count:
+            continue
+        srv = _srv(plain("srv"))
+        if srv is None:
             continue
         pid, rows = out.setdefault(srv, (row.pid, []))
         if pid != row.pid:
             bad.add(srv)
-        rows.append((count, row))
+        rows.append((count, _int(plain("req")), _int(plain("dur")), row))
     for srv in bad:
         del out[srv]
+    if len(_cache) > 8:
+        _cache.clear()
+    _cache[id(workers)] = (workers, out)  # the list is kept: its id stays its own
     return out
 
 
@@ -112,8 +126,8 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
         if used > MAX_SLOT_INTS:
             return None  # a partial table would make the rest look new next time
         flat = [pid]
-        for count, row in rows:
-            flat += (count, _int(row.cell("req")), _int(row.cell("dur")))
+        for count, req, dur, _row in rows:
+            flat += (count, req, dur)
         out[srv] = flat
     return out
 
@@ -123,14 +137,13 @@ def _request_path(request: str) -> str:
     return parts[1].partition("?")[0] if len(parts) >= 2 else ""
 
 
-def dur_scale(pairs: Sequence[Tuple[int, int, int, Any]]) -> Optional[float]:
+def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, Any]]) -> Optional[float]:
     """How many times ``Dur`` counts a request, as the slots that served one
     request between the collections show it (their Dur delta against Req):
     Apache 2.4.71 adds each request's duration twice (to Dur and to Total
     Duration), so 0.5; 1.0 where it counts once; None when no slot tells."""
     ratios = sorted((row_dur - max(dur0, 0)) / req
-                    for count0, dur0, count, row in pairs
-                    for req, row_dur in [(_int(row.cell("req")), _int(row.cell("dur")))]
+                    for count0, dur0, count, req, row_dur, row in pairs
                     if count - count0 == 1 and row.mode in _BETWEEN and req >= 5
                     and row_dur >= 0 and (dur0 >= 0 or count0 == 0))
     if not ratios:
@@ -153,26 +166,25 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
     None, taken as 1, until one has)."""
     obs: List[Tuple[float, int, str]] = []
     own = 0
-    matched = []
+    matched: List[Tuple[int, int, int, int, int, Any]] = []
     for srv, (pid, rows) in _groups(workers).items():
         old = before.get(srv)
         if old is None:
             # Not on the previous page: none of its threads had served a request.
-            pairs = [(0, -1, count, row) for count, row in rows]
+            pairs = [(0, -1, count, req, dur, row) for count, req, dur, row in rows]
         else:
             if old[0] != pid or (len(old) - 1) // 3 != len(rows):
                 continue  # a new process in the slot, or more threads used: skipped
-            pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, row)
-                     for i, (count, row) in enumerate(rows)]
+            pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, req, dur, row)
+                     for i, (count, req, dur, row) in enumerate(rows)]
         matched.extend(pairs)
     found = dur_scale(matched)
     scale = found if found is not None else scale
     factor = 1.0 if scale is None else scale
-    for count0, dur0, count, row in matched:
+    for count0, dur0, count, req, dur, row in matched:
         n = count - count0
         if n <= 0:
             continue
-        req, dur = _int(row.cell("req")), _int(row.cell("dur"))
         between = row.mode in _BETWEEN
         vhost = row.vhost
         if n <= 2 and own_path and _request_path(row.request) == own_path:
