@@ -97,6 +97,18 @@ def _value(number: float) -> Optional[str]:
     return repr(value)
 
 
+def _bound(text: str) -> bool:
+    """A histogram bucket's ``le``: a finite number or ``+Inf``."""
+    if text == "+Inf":
+        return True
+    if not text or not set(text) <= set("0123456789.eE+-"):
+        return False  # (float() would take "1_0" and " 1", Go's ParseFloat not)
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
     """HELP: the description, then the unit of the name actually emitted."""
     return f"{help.rstrip('.')}. Unit: {unit}."
@@ -128,6 +140,9 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             if base_units and fam.base:
                 family, unit, factor = fam.base
                 scale *= factor
+            if fam.kind == HISTOGRAM and not all(_bound(v) for k, v in sample.labels
+                                                    if k == "le"):
+                continue  # a bucket bound must be a number (+Inf included)
             for key, value in sample.labels:
                 if metric.name == "scoreboard":
                     value = PROMETHEUS_SCOREBOARD.get(value, value)
