@@ -100,6 +100,9 @@ class Endpoint:
         self.options = options
         self.settings = Settings.of(args)
         self.failures = 0
+        from apache_metrics_exporter.restarts import Memory
+
+        self.memory = Memory()  # the previous reading of each target, between scrapes
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
         self.allowed = [t.url for t in targets]
@@ -153,7 +156,7 @@ class Endpoint:
         from apache_metrics_exporter.loops import report, track_restarts
 
         if list(targets) == self.targets:  # probes never reach the restart state
-            track_restarts(self.args, snaps)
+            track_restarts(self.args, snaps, self.memory)
         for snap in snaps:
             snap.samples.extend(extra)
             report(snap)

@@ -19,6 +19,7 @@ from apache_metrics_exporter import __version__  # noqa: E402
 from apache_metrics_exporter.catalogue import (  # noqa: E402
     DERIVED_METRICS,
     HEALTH_METRICS,
+    INTERVAL_METRICS,
     MEMORY_METRIC,
     PROCESS_METRICS,
     PROXY_METRICS,
@@ -42,6 +43,8 @@ GROUPS = (
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
     ("Saturation: accept queues and the reason for up=0", SATURATION_METRICS),
+    ("Since the previous collection: rates and request durations (docs/insight.md)",
+     INTERVAL_METRICS),
     ("Collection health", HEALTH_METRICS),
 )
 STAT_OF = {v: k for k, v in MEMORY_METRIC.items()}

@@ -257,6 +257,21 @@ class WorkerRow:
         i = self._cols.get(heading)
         return "" if i is None else self._text(self._cells[i]).strip()
 
+    def plain(self, heading: str) -> str:
+        """cell(), faster for a cell of plain ASCII text (the numbers the
+        interval figures read from every row); anything else goes to cell()."""
+        i = self._cols.get(heading)
+        if i is None:
+            return ""
+        raw = self._cells[i]
+        if type(raw) is bytes:
+            text = raw[raw.rfind(b">") + 1:].strip()
+            if not text and raw.endswith(b"</b>"):  # Srv: <td><b>0-0</b>
+                text = raw[raw.rfind(b"<b>") + 3:-4].strip()
+            if text and text.isascii() and b"&" not in text and b"<" not in text:
+                return text.decode("ascii")
+        return self.cell(heading)
+
     @property
     def srv(self) -> str:
         return self.cell("srv")

@@ -101,6 +101,9 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                        f"{value('requests_per_second') or 0:g}/s on average; "
                        f"sent {format_bytes((kbytes or 0) * 1024)}; "
                        f"CPU load {value('cpu_load') or 0:g}%")
+        now = interval_line(value)
+        if now:
+            out.append(now)
         busy, idle = value("busy_workers"), value("idle_workers")
         slots = value("scoreboard_slots")
         util = value("utilisation")
@@ -174,6 +177,34 @@ def accept_queue(samples: Sequence[Any]) -> List[str]:
     return [f"accept queue: {total} waiting"
             + (f", limit {limit}" if limit is not None else "")
             + f" ({', '.join(each)}){full}"]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def interval_line(value: Any) -> str:
+    """Rates and request durations since the previous collection ('' when
+    there was none to compare with: first collection, restart)."""
+    rate = value("interval_requests_per_second")
+    if rate is None:
+        return ""
+    text = f"now: {rate:.3g} requests/s"
+    sent = value("interval_bytes_per_second")
+    if sent is not None:
+        text += f", {format_bytes(sent)}/s"
+    mean = value("interval_request_duration_seconds")
+    if mean is not None:
+        text += f", mean {_ms(mean)}"
+    p50 = value("request_duration_p50_seconds")
+    if p50 is not None:
+        text += (f"; p50 {_ms(p50)} p90 {_ms(value('request_duration_p90_seconds'))} "
+                 f"p99 {_ms(value('request_duration_p99_seconds'))} "
+                 f"max {_ms(value('request_duration_max_seconds'))}")
+        share = value("request_duration_sampled_ratio")
+        if share is not None:
+            text += f" ({share * 100:.0f}% sampled)"
+    return f"{text} over {value('interval_seconds') or 0:.0f} s"
 
 
 def clip_width(settings: Optional[Settings] = None) -> Optional[int]:
