@@ -36,6 +36,7 @@ sys.path.insert(0, ROOT)
 from apache_metrics_exporter.catalogue import (  # noqa: E402
     ALL_METRICS,
     BY_NAME,
+    INTERVAL_METRICS,
     MEMORY_STATS,
     PROXY_METRICS,
     SCOREBOARD_STATES,
@@ -78,6 +79,10 @@ OPTIONAL: List[Tuple[str, str, str, List[str]]] = [
      [m.name for m in SERVER_METRICS if m.name.startswith("tls_cache_")]),
     ("push", "InfluxDB push spool", "push-spooled-points",
      [m.name for m in ALL_METRICS if m.name.startswith("push_")]),
+    # From the second collection on (docs/insight.md): rates and durations
+    # since the previous one; left out after a restart.
+    ("interval", "Apache since the previous collection", "interval-seconds",
+     [m.name for m in INTERVAL_METRICS if not m.labels and "tab" not in dict(m.absent)]),
 ]
 OPTIONAL_NAMES = {n for _k, _t, _key, names in OPTIONAL for n in names}
 # The --listen endpoint's own figures: never in a metrics file.
@@ -548,7 +553,8 @@ def group_rule() -> dict:
 
 def vhost_rule() -> dict:
     prototypes = []
-    for m in VHOST_METRICS:
+    for m in VHOST_METRICS + tuple(m for m in INTERVAL_METRICS if m.labels == ("vhost",)
+                                   and "tab" not in dict(m.absent)):
         key = f"apache.labelled[{tab_key(m.name)},{{#VHOST}}]"
         p = item(m.name, key, f"Apache vhost {{#VHOST}}: "
                  f"{tab_key(m.name)[len('vhost-'):].replace('-', ' ')}", "vhost")

@@ -161,7 +161,11 @@ def test_template_has_what_the_issue_asks_for():
     } | {"apache.labelled[wsgi-group-name-truncated,{#NAME}]"}
     assert {p["key"] for p in prototypes("apache.vhost.discovery")} == {
         f"apache.labelled[{k},{{#VHOST}}]" for k in (
-            "vhost-busy-workers", "vhost-requests-in-flight", "vhost-longest-request-seconds")}
+            "vhost-busy-workers", "vhost-requests-in-flight", "vhost-longest-request-seconds",
+            # from the second collection on (docs/insight.md)
+            "vhost-request-duration-p50", "vhost-request-duration-p90",
+            "vhost-request-duration-p99", "vhost-request-duration-max",
+            "vhost-request-duration-sampled")}
     members = {p["key"] for p in prototypes("apache.balancer.discovery")}
     assert 'apache.member[proxy-worker-busy,"{#BALANCER}","{#MEMBER}"]' in members
     event = {p["key"] for p in prototypes("apache.singleton.discovery[processes]")}
@@ -276,13 +280,21 @@ def test_every_key_the_tab_writer_can_write_has_an_item():
 @pytest.fixture
 def live_file(prefork, tmp_path) -> Path:
     """A metrics file just written by apache-manager -c, after a reaper dry run
-    (so the reaper's sections are there, as on a host that runs -k)."""
+    (so the reaper's sections are there, as on a host that runs -k) and an
+    earlier collection with traffic since (so the interval sections are
+    there, as on a host whose cron runs it every minute)."""
     out, state = tmp_path / "apache-manager.txt", tmp_path / "state.json"
+    env = manager_env(APACHE_METRICS_COLLECTOR_STATE=str(tmp_path / "collector.json"))
     common = ("--url", prefork.status_url, "--state-file", str(state))
-    proc = run_manager("-k", "-n", "-a", "1G", *common)
+    proc = run_manager("-k", "-n", "-a", "1G", *common, env=env)
     assert proc.returncode == 0, proc.stderr
-    proc = run_manager("-c", "-f", str(out), *common)
+    proc = run_manager("-c", "-f", str(out), *common, env=env)
     assert proc.returncode == 0, proc.stderr
+    for _ in range(3):
+        prefork.get("/index.html")
+    proc = run_manager("-c", "-f", str(out), *common, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "interval-seconds\t" in out.read_text(), out.read_text()
     return out
 
 
