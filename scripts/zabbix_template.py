@@ -202,6 +202,14 @@ def item(metric_name: str, key: str, name: str, component: str, extra: str = "",
         text = text.replace("Kilobytes", "Bytes") + " (apache-manager: kB x 1024)"
     out["description"] = (text + (" " + extra if extra else "")).strip()
     out["tags"] = _tags(component)
+    if m in INTERVAL_METRICS:
+        # Only when the interval had what they measure (sampled requests, a
+        # duration counter): no line is no value this time, not "unsupported".
+        out["description"] += " Not written when the interval had nothing to measure."
+        # (a regular expression step: Zabbix 6.0's JavaScript has no "on fail")
+        out["preprocessing"] = [{
+            "type": "REGEX", "parameters": ["^(.+)$", "\\1"],
+            "error_handler": "DISCARD_VALUE", "error_handler_params": ""}]
     return out
 
 
@@ -248,7 +256,10 @@ def metric_key(name: str) -> str:
 # Zabbix finds a dependency by name, expression and recovery expression.
 PROCESS_DOWN = ("Apache: process is not running", f"last(/{T}/{PROC_NUM_KEY})=0",
                 f"last(/{T}/{PROC_NUM_KEY})>0")
-SERVICE_DOWN = ("Apache: service is down", f"last(/{T}/{PING_KEY})=0",
+# Those depending on the process trigger wait for two checks in a row: one
+# failed check is no outage, and the process trigger (one check) is then in
+# problem first when Apache stops, so the dependency keeps them quiet.
+SERVICE_DOWN = ("Apache: service is down", f"max(/{T}/{PING_KEY},#2)=0",
                 f"last(/{T}/{PING_KEY})=1")
 
 
@@ -263,9 +274,9 @@ def plain_items() -> List[dict]:
         if name == "status_response":
             it["valuemap"] = {"name": "apache-manager status-response"}
             it["triggers"] = [
-                trigger(f"last(/{T}/{key})<>0", "Apache: the status page cannot be read",
+                trigger(f"min(/{T}/{key},#2)<>0", "Apache: the status page cannot be read",
                         "WARNING",
-                        "The last collection could not read mod_status (Apache down, "
+                        "The last two collections could not read mod_status (Apache down, "
                         "refusing, too slow, or the page forbidden); the reason is the "
                         "collector's line on stderr (the cron job's mail or log).",
                         f"last(/{T}/{key})=0", "availability",

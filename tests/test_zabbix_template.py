@@ -395,6 +395,8 @@ def test_every_template_key_through_a_real_zabbix_agent(live_file, prefork, tmp_
         _kind, value = agent_test(conf, key)
         if it["key"].startswith("web.page.get["):
             assert "ServerVersion: Apache/2.4" in value
+        elif it.get("preprocessing") and value == "":
+            pass  # no line this time: the item's first step discards it
         else:
             check_value(it.get("value_type", "UNSIGNED"), value, key)
         checked += 1
