@@ -184,7 +184,7 @@ def test_template_has_what_the_issue_asks_for():
     # The triggers users rely on, and those no other template has.
     for start, severity, needle in (
             ("Apache: the status page cannot be read", "WARNING",
-             "apache.metric[status-response])<>0"),
+             "apache.metric[status-response],#2)<>0"),
             ("Apache: no status page read", "AVERAGE", "nodata("),
             ("Apache: has been restarted", "INFO", "apache.metric[uptime])<{$APACHE.UPTIME.MIN}"),
             ("Apache: version has changed", "INFO", "apache.version,#2)"),
