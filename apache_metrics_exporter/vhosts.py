@@ -17,7 +17,7 @@ is counted in ``other`` and that is said once on stderr: never dropped.
 
 from __future__ import annotations
 
-from apache_metrics_exporter.catalogue import VHOST_METRICS
+from apache_metrics_exporter.catalogue import CLIENT_METRICS, VHOST_METRICS
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.units import visible
 
@@ -32,6 +32,10 @@ MAX_NAME = 200  # characters of a collected name (Apache itself shows at most 31
 SUFFIX = 9  # "_" and 8 hex digits
 
 _NAMES = {m.name for m in VHOST_METRICS}
+# Labels renamed alike: virtual hosts, and client addresses (--client-limit,
+# collect/clients.py) - the same hostile text, the same per-format rules.
+_KINDS = {"vhost": ("virtual hosts", _NAMES),
+          "client": ("clients", {m.name for m in CLIENT_METRICS if "client" in m.labels})}
 _LONGEST = "vhost_longest_request_seconds"  # the aggregate takes the maximum, others sum
 _said: Set[str] = set()
 
@@ -70,30 +74,38 @@ def say_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
-    """The samples with each vhost label as ``fmt`` writes it (``name_of``);
-    a host whose name would be another's is counted in ``other`` instead, and
-    that is said once. Other samples pass unchanged, in order."""
+def written(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
+    """renamed() for every kind of name a writer gets: virtual hosts, then
+    client addresses, with the format's one ``name_of``."""
+    return renamed(renamed(samples, name_of, fmt), name_of, fmt, "client")
+
+
+def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str,
+            key: str = "vhost") -> List:
+    """The samples with each ``key`` label (vhost, client) as ``fmt`` writes
+    it (``name_of``); a name that would be another's is counted in ``other``
+    instead, and that is said once. Other samples pass unchanged, in order."""
+    what, metrics = _KINDS[key]
     names: Dict[str, str] = {OTHER: OTHER}
     owner: Dict[str, str] = {OTHER: OTHER}
     for s in samples:
-        if s.metric.name in _NAMES:
-            label = dict(s.labels).get("vhost", "")
+        if s.metric.name in metrics:
+            label = dict(s.labels).get(key, "")
             if label not in names:
                 name = name_of(label)
                 names[label] = name
                 first = owner.setdefault(name, label)
                 if first != label:
-                    say_once(f"--format {fmt}: virtual hosts {shown(first)} and "
+                    say_once(f"--format {fmt}: {what} {shown(first)} and "
                              f"{shown(label)} would both be written as {shown(name)}; "
-                             f"the second is counted in vhost {OTHER!r}")
+                             f"the second is counted in {key} {OTHER!r}")
     if all(k == v for k, v in names.items()):
         return list(samples)  # the usual case: every name as it was collected
     folded: Dict[str, float] = {}
     template: Dict[str, Any] = {}
     for s in samples:
-        if s.metric.name in _NAMES:
-            label = dict(s.labels).get("vhost", "")
+        if s.metric.name in metrics:
+            label = dict(s.labels).get(key, "")
             if label != OTHER and owner[names[label]] != label:
                 metric = s.metric.name
                 template.setdefault(metric, s)
@@ -104,10 +116,10 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
                     folded[metric] = s.value
     out = []
     for s in samples:
-        if s.metric.name not in _NAMES:
+        if s.metric.name not in metrics:
             out.append(s)
             continue
-        label = dict(s.labels).get("vhost", "")
+        label = dict(s.labels).get(key, "")
         if label == OTHER:
             extra = folded.pop(s.metric.name, None)
             if extra is not None:
@@ -115,7 +127,7 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
                 s = s._replace(value=max(both) if s.metric.name == _LONGEST else sum(both))
             out.append(s)
         elif owner[names[label]] == label:
-            out.append(s._replace(labels=(("vhost", names[label]),)))
+            out.append(s._replace(labels=((key, names[label]),)))
     for metric, value in folded.items():  # no aggregate yet: one is made
-        out.append(template[metric]._replace(value=value, labels=(("vhost", OTHER),)))
+        out.append(template[metric]._replace(value=value, labels=((key, OTHER),)))
     return out

@@ -255,6 +255,10 @@ class WorkerRow:
         i = self._cols.get(heading)
         return "" if i is None else self._text(self._cells[i]).strip()
 
+    def has(self, heading: str) -> bool:
+        """Whether the table has this (normalised) column at all."""
+        return heading in self._cols
+
     @property
     def srv(self) -> str:
         return self.cell("srv")
