@@ -154,21 +154,21 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
 
 
 def slow_clients(samples: Sequence[Any]) -> List[str]:
-    """'slow clients: 3 reading a request (oldest 12 s); 2 clients hold the busy
-    workers, the top one 60%' and, with --client-limit, 'busy workers per
-    client: ...'; nothing without a worker table (docs/insight.md)."""
+    """'slow clients: 3 reading (oldest 12s); 2 clients hold the busy workers,
+    top 60%' and, with --client-limit, 'busy workers per client: ...';
+    nothing without a worker table (docs/insight.md)."""
     plain = {s.metric.name: s.value for s in samples if not s.labels}
     reading = plain.get("reading_workers")
     if reading is None:
         return []
     oldest = plain.get("reading_oldest_seconds")
-    line = f"slow clients: {reading} reading a request"
+    line = f"slow clients: {reading} reading"
     if reading and oldest is not None:
         line += f" (oldest {format_duration(oldest)})"
     clients, share = plain.get("busy_clients"), plain.get("top_client_share")
     if clients is not None and share is not None:
         line += (f"; {clients} client{'s hold' if clients != 1 else ' holds'} the busy workers"
-                 + (f", the top one {share * 100:.0f}%" if clients else ""))
+                 + (f", top {share * 100:.0f}%" if clients else ""))
     out = [line]
     per = sorted(((s.value, dict(s.labels).get("client", "")) for s in samples
                   if s.metric.name == "client_busy_workers"), key=lambda x: (-x[0], x[1]))
