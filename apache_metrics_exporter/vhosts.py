@@ -13,6 +13,9 @@ The aggregate of ``--vhost-limit`` is ``other``; a host really named ``other``
 the aggregate cannot swallow it. If two names still met (a hash collision, or
 a page that crafts a name to look like another's mapped form), the later one
 is counted in ``other`` and that is said once on stderr: never dropped.
+
+Client addresses (``--client-limit``, collect/clients.py) are hostile text
+of the same kind and go through the same rules (``written``).
 """
 
 from __future__ import annotations
