@@ -516,6 +516,55 @@ REAPER_METRICS: Tuple[Metric, ...] = (
        prom='apache_reaper_last_run_timestamp_seconds'),
 )
 
+# Saturation, from the kernel rather than the page (docs/insight.md): the
+# accept queues of the proven Apache's listening sockets, read in the same
+# sock_diag query that proves which Apache serves the URL, so they are still
+# there when the status page cannot be fetched; and why it could not be.
+# Left out (never 0) when the sockets cannot be read: a remote URL, an
+# Apache not proven to own the socket, --no-processes.
+SATURATION_METRICS: Tuple[Metric, ...] = (
+    _m("accept_queue_length", GAUGE, "connections", int,
+       "Connections waiting in the accept queue of a listening socket of the proven "
+       "Apache (handshake done, not yet accepted by a worker), by listen address "
+       "(ADDRESS:PORT), at collection time (the kernel's sock_diag; a local Apache "
+       "only).", labels=("listen",), tab_key="accept-queue-length",
+       influx="apache_accept_queue.length", collectd="queue_length-accept_{listen}",
+       prom="apache_accept_queue_length"),
+    _m("accept_queue_limit", GAUGE, "connections", int,
+       "Backlog limit of that accept queue, by listen address: min(ListenBacklog, "
+       "net.core.somaxconn) as the kernel applies it; once the queue is past it, new "
+       "connections are dropped (left out where only /proc/net/tcp can be read).",
+       labels=("listen",), tab_key="accept-queue-limit",
+       influx="apache_accept_queue.limit", collectd="queue_length-accept_limit_{listen}",
+       prom="apache_accept_queue_limit"),
+    _m("accept_queue_length_all", GAUGE, "connections", int,
+       "Connections waiting in the accept queues of all the listening sockets of the "
+       "proven Apache that the URL can reach (the sum of accept_queue_length).",
+       tab_key="accept-queue-length-all",
+       influx="apache_accept_queue.length_all", collectd="queue_length-accept_all",
+       prom="apache_accept_queue_length_all"),
+    _m("accept_queue_limit_all", GAUGE, "connections", int,
+       "Sum of the backlog limits of those accept queues (the sum of accept_queue_limit; "
+       "left out when one of them is unknown).",
+       tab_key="accept-queue-limit-all",
+       influx="apache_accept_queue.limit_all", collectd="queue_length-accept_limit_all",
+       prom="apache_accept_queue_limit_all"),
+    _m("up_reason", GAUGE, "boolean", int,
+       "A state set: 1 for the reason the status page could not be read (ok when it "
+       "was), 0 for every other reason (see status_reason for the words).",
+       labels=("reason",), collectd="gauge-up_reason_{reason}", prom="apache_up_reason",
+       absent=(("influx", "the word itself: status_reason"),
+               ("tab", "the word itself: status_reason"))),
+    _m("status_reason", GAUGE, "text", str,
+       "Why the status page could not be read, one word: ok (it was read), refused, "
+       "saturated (timed out while connections waited in the accept queue: no worker "
+       "took them), timeout (timed out otherwise), http_error, not_status_page, tls, "
+       "resolve, unreachable, bad_response (cut short, too large, not HTTP), error.",
+       tab_key="status-reason", influx="apache_status.reason",
+       absent=(("prometheus", "a state set: up_reason"),
+               ("collectd", "text; a state set: up_reason"))),
+)
+
 # The collection itself.
 HEALTH_METRICS: Tuple[Metric, ...] = (
     _m("up", GAUGE, "boolean", int, "1 when the status page was read, else 0.",
@@ -583,7 +632,8 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
 
 ALL_METRICS: Tuple[Metric, ...] = (
     SERVER_METRICS + PROXY_METRICS + DERIVED_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
-    + VHOST_METRICS + CLIENT_METRICS + PROCESS_METRICS + REAPER_METRICS + HEALTH_METRICS
+    + VHOST_METRICS + CLIENT_METRICS + PROCESS_METRICS + REAPER_METRICS + SATURATION_METRICS
+    + HEALTH_METRICS
 )
 
 BY_NAME: Dict[str, Metric] = {m.name: m for m in ALL_METRICS}
@@ -592,6 +642,9 @@ PROXY_BY_FIELD: Dict[str, Metric] = {m.auto_key: m for m in PROXY_METRICS if m.a
 STATE_BY_CHAR: Dict[str, str] = dict(SCOREBOARD_STATES)
 
 MEMORY_STATS = ("count", "min", "max", "average", "median")
+# status_reason's words (up_reason's states), "ok" first: collect.snapshot.fetch_reason.
+REASONS = ("ok", "refused", "saturated", "timeout", "http_error", "not_status_page", "tls",
+           "resolve", "unreachable", "bad_response", "error")
 MEMORY_METRIC = {
     "count": "memory_count", "min": "memory_min_bytes", "max": "memory_max_bytes",
     "average": "memory_average_bytes", "median": "memory_median_bytes",

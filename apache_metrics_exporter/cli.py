@@ -56,6 +56,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         args = config.parse(config.build_parser(), argv)
         setup_logging(args.verbose, args.quiet, PROG, args.log_format)
+        if args.check:
+            from apache_metrics_exporter import check
+
+            return check.run(args)
         resolve_format(args)
         targets = config.targets(args)
         exe_names = config.exe_names(args)

@@ -10,6 +10,7 @@ UsageError naming the option.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
@@ -131,6 +132,9 @@ def _first_line_number() -> int:
 def _without_values(message: str) -> str:
     """configargparse's messages about config file content, without the content:
     the line or value it quotes may be a password."""
+    if message.startswith("Unable to open config file: ") and ". Error: " in message:
+        # our own message from _open_config, wrapped by configargparse
+        return message.partition(". Error: ")[2]
     if message.startswith("Unexpected line "):
         # "Unexpected line N in PATH: LINE", N counting from 0 or 1 by version
         number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(" in ")
@@ -156,7 +160,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
         prog=prog, description=description, epilog=epilog,
         default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
         formatter_class=_Formatter, allow_abbrev=False,
-        args_for_setting_config_path=["-c", "--config"],
+        args_for_setting_config_path=["-c", "--config"], config_file_open_func=_open_config,
         config_arg_help_message="config file (key = value lines, keys are option names "
                                 "without '--')",
     )
@@ -233,7 +237,6 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     for name in getattr(parser, "_foreign_names", ()):
         if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
             raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
-    _check_config_files(parser, cli)
     for i, arg in enumerate(cli):
         value = cli[i + 1] if arg == "--header" and i + 1 < len(cli) else (
             arg.split("=", 1)[1] if arg.startswith("--header=") else "")
@@ -313,21 +316,26 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
-def _check_config_files(parser: configargparse.ArgParser, cli: Sequence[str]) -> None:
-    """Config files are read only when they can be trusted (``trust.py``: a
-    regular file - a FIFO would block the run for ever - that only this user
-    or root could have written): they say which Apache to watch and whom the
+def _open_config(path: str, mode: str = "r") -> io.StringIO:
+    """configargparse's only way into a config file, however the path was
+    given (``-c F``, ``-cF``, ``-vcF``, ``--config=F``, the default files):
+    read only when it can be trusted (``trust.py``: a regular file - a FIFO
+    would block the run for ever - that only this user or root could have
+    written, bounded). Config files say which Apache to watch and whom the
     reaper may signal."""
-    from apache_metrics_exporter.trust import check_trusted
+    from apache_metrics_exporter.trust import read_trusted
 
-    given = [cli[i + 1] for i, a in enumerate(cli[:-1]) if a in ("-c", "--config")]
-    given += [a.split("=", 1)[1] for a in cli if a.startswith("--config=")]
-    paths = given + [os.path.expanduser(p) for p in CONFIG_FILES]
-    for path in paths:
-        try:
-            check_trusted(path, "config file")
-        except OSError:
-            continue  # unreadable or missing: configargparse's error, if given
+    if mode != "r":
+        raise UsageError("config files are only read here")
+    try:
+        data = read_trusted(path, "config file")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    stream = io.StringIO(data.decode("utf-8", "replace"))
+    stream.name = path  # configargparse names the file in its messages
+    return stream
 
 
 def read_secret(path: str, option: str) -> str:
@@ -468,6 +476,9 @@ def _collector_options(p: Any) -> None:
                    metavar="TIMESPAN",
                    help="an active worker whose request started this long ago counts "
                         "as hanging (e.g. 90s, 5m); default 5m")
+    c.add_argument("--check", action="store_true",
+                   help="check the set-up instead of collecting: one OK/WARN/FAIL line "
+                        "per check with the fix; exit status 1 when a check FAILs")
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
     c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",
@@ -476,7 +487,8 @@ def _collector_options(p: Any) -> None:
     c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
                    help="report busy workers, requests in flight and the longest request "
                         "for the N virtual hosts with most busy workers, the rest summed "
-                        "as vhost 'other'; 0 turns per-vhost figures off")
+                        "as vhost 'other' (a real host of that name is shown as "
+                        "'other_HASH'); 0 turns per-vhost figures off")
     c.add_argument("--client-limit", type=int, default=0, metavar="N",
                    help="report busy workers per client address for the N addresses "
                         "holding most (the rest summed as client 'other'); default 0: "

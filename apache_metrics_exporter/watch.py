@@ -25,7 +25,8 @@ SORTS = ("memory", "request time")
 
 def screen_lines(snap: Any, sort: str, hanging_threshold: float) -> List[str]:
     """What the view shows: the summary's head, then one line per process."""
-    head = [ln for ln in summary(snap, hanging_threshold) if ln][:6]
+    # The head: the up/DOWN line, the accept queue, requests, workers, ...
+    head = [ln for ln in summary(snap, hanging_threshold) if ln][:7]
     rows = process_rows(snap)
     if sort == "memory":
         rows.sort(key=lambda r: (-r[2], r[0]))

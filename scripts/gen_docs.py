@@ -24,6 +24,7 @@ from apache_metrics_exporter.catalogue import (  # noqa: E402
     PROCESS_METRICS,
     PROXY_METRICS,
     REAPER_METRICS,
+    SATURATION_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     VHOST_METRICS,
@@ -42,6 +43,7 @@ GROUPS = (
     ("Slow clients and clients holding workers (`--client-limit`)", CLIENT_METRICS),
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
+    ("Saturation: accept queues and the reason for up=0", SATURATION_METRICS),
     ("Collection health", HEALTH_METRICS),
 )
 STAT_OF = {v: k for k, v in MEMORY_METRIC.items()}

@@ -39,8 +39,37 @@ for _key in [k for k in os.environ if k.startswith("APACHE_METRICS_")]:
 os.environ.update(SESSION_ENV)
 
 
+# The machine's own state directory: no test may create or change anything
+# there (a test that forgot the session's paths would). Checked at the end.
+MACHINE_STATE = "/var/lib/apache-metrics-exporter"
+
+
+def _machine_state() -> Dict[str, float]:
+    try:
+        names = os.listdir(MACHINE_STATE)
+    except FileNotFoundError:
+        return {}
+    out = {MACHINE_STATE: os.lstat(MACHINE_STATE).st_mtime}
+    for name in names:
+        try:
+            out[name] = os.lstat(os.path.join(MACHINE_STATE, name)).st_mtime
+        except FileNotFoundError:
+            pass
+    return out
+
+
+_MACHINE_STATE_BEFORE = _machine_state()
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(SESSION_FILES, ignore_errors=True)
+    after = _machine_state()
+    if after != _MACHINE_STATE_BEFORE:
+        changed = sorted(k for k in set(after) | set(_MACHINE_STATE_BEFORE)
+                         if after.get(k) != _MACHINE_STATE_BEFORE.get(k))
+        print(f"\nERROR: the test session changed the machine's {MACHINE_STATE}: "
+              f"{', '.join(changed)} (a test ran without the session's state paths)")
+        session.exitstatus = 1
 
 
 def exporter_env(**extra: str) -> Dict[str, str]:

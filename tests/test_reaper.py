@@ -844,8 +844,8 @@ def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
     proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--config", str(conf),
                         "--no-processes")
     assert proc.returncode == 0
-    assert [x.split(",")[0] for x in proc.stdout.splitlines()] == ["apache_reaper",
-                                                                    "apache_exporter"]
+    assert [x.split(",")[0] for x in proc.stdout.splitlines()] == [
+        "apache_reaper", "apache_status", "apache_exporter"]  # status: the down reason
     # ...and refuses them on its command line.
     proc = run_exporter("--url", "http://127.0.0.1:9/s", "--dry-run")
     assert proc.returncode == 2 and "--dry-run is not an option" in proc.stderr

@@ -396,3 +396,30 @@ def test_influxdb_push_shows_and_keeps_no_echoed_secret(echo, tmp_path, case, st
     else:
         assert list(spool.glob("*.lp")), "the batch was not spooled"
     assert_hidden(proc.stderr + proc.stdout + files_text(spool), hidden + HTTP_FORMS)
+
+
+def test_page_notes_in_the_text_summary_show_no_secret(clean_scrubber):
+    # A warning built from page content (a balancer member's name, a vhost)
+    # reaches stdout as a "note:" line of the summary, not only stderr.
+    from apache_metrics_exporter.writers import text
+    from tests.test_tab import example_snapshot
+
+    scrub.add_credentials(USER, PASSWORD)
+    snap = example_snapshot()
+    snap.warnings.append(f"balancer member http://{USER}:{PASSWORD}@10.0.0.1/ "
+                         f"listed twice (Basic {b64(f'{USER}:{PASSWORD}')})")
+    notes = [ln for ln in text.render([snap]).splitlines() if ln.startswith("note:")]
+    assert notes and "listed twice" in notes[-1]
+    assert PASSWORD not in notes[-1] and b64(f"{USER}:{PASSWORD}") not in notes[-1]
+
+
+def test_an_influxdb_ca_file_that_is_a_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--no-processes",
+                        "--format", "influxdb", "--influxdb-url", "https://127.0.0.1:9",
+                        "--influxdb-org", "o", "--influxdb-bucket", "b",
+                        "--influxdb-ca-file", str(fifo), timeout=15)
+    assert proc.returncode == 2, proc.stderr
+    assert f"--influxdb-ca-file {fifo} is not a regular file" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr

@@ -171,6 +171,13 @@ def _file_keys(text: str) -> Tuple[set, set, set]:
     return plain, labelled, memory
 
 
+# The saturation keys (issue 20, docs/insight.md) are added to the template
+# by the Zabbix work that follows; until then they are the only keys of the
+# file the template may lack. Remove this set once the template has them.
+SATURATION_KEYS = frozenset(("accept-queue-length", "accept-queue-limit",
+                             "accept-queue-length-all", "accept-queue-limit-all",
+                             "status-reason"))
+
 # The slow-client keys (issue 20, docs/insight.md) are added to the template
 # by the Zabbix work that follows; until then the template may lack them.
 # Remove this set once the template has them.
@@ -181,8 +188,9 @@ SLOW_CLIENT_KEYS = frozenset(("reading-workers", "reading-oldest-seconds", "busy
 @pytest.mark.integration
 def test_template_covers_every_key_of_the_metrics_file(live_file):
     plain, labelled, memory = _file_keys(live_file.read_text())
-    plain -= SLOW_CLIENT_KEYS
-    labelled = {(k, lb) for k, lb in labelled if k not in SLOW_CLIENT_KEYS}
+    plain -= SATURATION_KEYS | SLOW_CLIENT_KEYS
+    labelled = {(k, lb) for k, lb in labelled
+                if k not in SATURATION_KEYS and k not in SLOW_CLIENT_KEYS}
     keys = {it["key"] for it in items()}
     # Every key the file has is an item ...
     assert {f"apache.metric[{k}]" for k in plain} <= keys

@@ -261,7 +261,8 @@ def check_putval(text: str) -> Dict[str, List[str]]:
 # --- the tab file -------------------------------------------------------------
 
 _TAB_KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-TAB_TEXT_KEYS = {"longest-request", "longest-request-vhost"}
+# Text values: the catalogue's str metrics.
+TAB_TEXT_KEYS = {m.tab_key or m.name.replace("_", "-") for m in ALL_METRICS if m.type is str}
 # Fields per line: key, one per label of the metric (memory-usage: group and
 # stat), value.
 _TAB_FIELDS = {m.name.replace("_", "-"): 2 + len(m.labels) for m in ALL_METRICS if m.labels}

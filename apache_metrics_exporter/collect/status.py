@@ -45,6 +45,7 @@ PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger "PID" is not a process
 _FLOAT_CHARS = frozenset("0123456789+-.eE")
 NOT_A_NUMBER = "is not a plain number"
 OUT_OF_RANGE = "is out of the range the outputs can carry"
+NOT_STATUS_PAGE = "not_status_page"  # the FetchError reason of a page that is not mod_status's
 
 
 class AutoPage(NamedTuple):
@@ -181,9 +182,10 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     if scoreboard is None:
         if values:
             raise FetchError(f"{source} is incomplete: it has no Scoreboard line "
-                             "(truncated answer, or a proxy cut it short)")
+                             "(truncated answer, or a proxy cut it short)",
+                             reason="bad_response")
         raise FetchError(f"{source} is not an Apache mod_status page "
-                         "(no 'Scoreboard:' line); check --url")
+                         "(no 'Scoreboard:' line); check --url", reason=NOT_STATUS_PAGE)
     proxy: List[Tuple[Metric, Dict[str, str], float, str]] = []
     seen = set()
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
@@ -543,9 +545,10 @@ def _lxml_tables(data: bytes, source: str) -> List[_Table]:
     try:
         root = etree.fromstring(data, parser)
     except (etree.LxmlError, ValueError) as exc:
-        raise FetchError(f"{source} is not readable HTML: {visible(str(exc))}") from None
+        raise FetchError(f"{source} is not readable HTML: {visible(str(exc))}",
+                         reason=NOT_STATUS_PAGE) from None
     if root is None:
-        raise FetchError(f"{source} is empty")
+        raise FetchError(f"{source} is empty", reason=NOT_STATUS_PAGE)
     tables = []
     for table in root.iter("table"):
         rows = []
@@ -579,7 +582,8 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
             event = _event_rows(table)
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
             and b"Server Version" not in data:
-        raise FetchError(f"{source} is not an Apache mod_status page; check --url")
+        raise FetchError(f"{source} is not an Apache mod_status page; check --url",
+                         reason=NOT_STATUS_PAGE)
     warnings = _Warnings(source)
     bad = sum(1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
               or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))

@@ -32,6 +32,7 @@ from apache_metrics_exporter.catalogue import (
     NATIVE_GROUP,
     PROXY_METRICS,
     REAPER_METRICS,
+    SATURATION_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     VHOST_METRICS,
@@ -223,6 +224,20 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
     out += ["", f"# Collection health {_TAG}."]
     out.extend(f"{_key(m.name)}\t{_format(plain[m.name])}" for m in HEALTH_METRICS
                if m.name in plain)
+    # Saturation (docs/insight.md): per listening socket, then the sums and
+    # the reason; a socket that could not be read has no line at all.
+    saturation = []
+    for m in SATURATION_METRICS:
+        if "tab" in dict(m.absent) or not m.tab_key:
+            continue
+        if m.labels:
+            saturation.extend(rows(m.tab_key, labelled.get(m.name, ()), *m.labels))
+        elif m.name in plain:
+            saturation.append(f"{m.tab_key}\t{_text(plain[m.name])}")
+    if saturation:
+        out += ["", f"# Accept queue per listening address, and why the status page "
+                    f"could not be read {_TAG}."]
+        out.extend(saturation)
     # Slow clients (docs/insight.md): counts, then busy workers per client
     # address with --client-limit; no worker table, no section.
     clients = [f"{_key(m.name)}\t{_format(plain[m.name])}" for m in CLIENT_METRICS
