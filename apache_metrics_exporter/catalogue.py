@@ -396,6 +396,40 @@ VHOST_METRICS: Tuple[Metric, ...] = (
        prom="apache_vhost_longest_request_seconds"),
 )
 
+# Slow clients and clients holding workers (docs/insight.md), from the worker
+# table: rows reading a request (R) and the client address of every busy row.
+# The collector's own request for the page is not counted. Addresses are
+# labels only with --client-limit N (cardinality, privacy): the N clients
+# holding most busy workers, the rest summed as client "other".
+CLIENT_METRICS: Tuple[Metric, ...] = (
+    _m("reading_workers", GAUGE, "workers", int,
+       "Worker table rows reading a request (state R): a client that sends its "
+       "request slowly (slowloris) holds one of these.",
+       influx="apache_clients.reading_workers", collectd="count-reading_workers",
+       prom="apache_reading_workers"),
+    _m("reading_oldest_seconds", GAUGE, "seconds", int,
+       "SS of the oldest worker reading a request (state R); 0 when none reads. An "
+       "upper bound: Apache counts it from the slot's last request or idle start, "
+       "which can be before the connection came.",
+       influx="apache_clients.reading_oldest_seconds", collectd="duration-reading_oldest",
+       prom="apache_reading_oldest_seconds"),
+    _m("busy_clients", GAUGE, "clients", int,
+       "Distinct client addresses among busy workers (worker table rows not idle or "
+       "open and with an address; the collector's own request left out).",
+       influx="apache_clients.busy_clients", collectd="count-busy_clients",
+       prom="apache_busy_clients"),
+    _m("top_client_share", GAUGE, "ratio", float,
+       "Share of the busy workers held by client addresses that the top address "
+       "holds (0..1; 0 when no client holds a worker).",
+       influx="apache_clients.top_client_share", collectd="percent-top_client_share",
+       collectd_scale=100, prom="apache_top_client_share_ratio"),
+    _m("client_busy_workers", GAUGE, "workers", int,
+       "Busy workers held by a client address (--client-limit N: the N clients with "
+       "most, the rest summed as client 'other').", labels=("client",),
+       influx="apache_client.busy_workers", collectd="count-client_busy_{client}",
+       prom="apache_client_busy_workers"),
+)
+
 # Processes seen by the process scan, per group ("native" or a mod_wsgi group).
 PROCESS_METRICS: Tuple[Metric, ...] = (
     _m("memory_count", GAUGE, "processes", int, "Processes in the group.",
@@ -737,7 +771,8 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
 
 ALL_METRICS: Tuple[Metric, ...] = (
     SERVER_METRICS + PROXY_METRICS + DERIVED_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
-    + VHOST_METRICS + PROCESS_METRICS + REAPER_METRICS + SATURATION_METRICS + INTERVAL_METRICS
+    + VHOST_METRICS + CLIENT_METRICS + PROCESS_METRICS + REAPER_METRICS + SATURATION_METRICS
+    + INTERVAL_METRICS
     + HEALTH_METRICS
 )
 

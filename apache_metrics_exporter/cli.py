@@ -75,6 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_output_path(args.output)
         if args.vhost_limit < 0:
             raise UsageError("--vhost-limit must be 0 (off) or more")
+        if args.client_limit < 0:
+            raise UsageError("--client-limit must be 0 (off, the default) or more")
         if args.execd and args.interval:
             raise UsageError("--execd and --interval exclude each other: Telegraf's "
                              "execd paces the batches itself")

@@ -546,6 +546,10 @@ def _collector_options(p: Any) -> None:
                         "for the N virtual hosts with most busy workers, the rest summed "
                         "as vhost 'other' (a real host of that name is shown as "
                         "'other_HASH'); 0 turns per-vhost figures off")
+    c.add_argument("--client-limit", type=int, default=0, metavar="N",
+                   help="report busy workers per client address for the N addresses "
+                        "holding most (the rest summed as client 'other'); default 0: "
+                        "no address is written, only counts (cardinality, privacy)")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=sorted(f.name for f in FORMATS), default=None,
                    help="; ".join(f"{f.name}: {f.help}" for f in sorted(FORMATS))

@@ -65,7 +65,8 @@ def options_from(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Option
     return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
                    pid_file=args.pid_file, memory=args.memory,
                    scan_processes=not args.no_processes, vhost_limit=args.vhost_limit,
-                   wsgi_group_names=args.wsgi_group_names)
+                   wsgi_group_names=args.wsgi_group_names,
+                   client_limit=args.client_limit)
 
 
 def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot],

@@ -13,11 +13,14 @@ The aggregate of ``--vhost-limit`` is ``other``; a host really named ``other``
 the aggregate cannot swallow it. If two names still met (a hash collision, or
 a page that crafts a name to look like another's mapped form), the later one
 is counted in ``other`` and that is said once on stderr: never dropped.
+
+Client addresses (``--client-limit``, collect/clients.py) are hostile text
+of the same kind and go through the same rules (``written``).
 """
 
 from __future__ import annotations
 
-from apache_metrics_exporter.catalogue import INTERVAL_METRICS, VHOST_METRICS
+from apache_metrics_exporter.catalogue import CLIENT_METRICS, INTERVAL_METRICS, VHOST_METRICS
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.units import visible
 
@@ -32,10 +35,15 @@ MAX_NAME = 200  # characters of a collected name (Apache itself shows at most 31
 SUFFIX = 9  # "_" and 8 hex digits
 
 _NAMES = {m.name for m in VHOST_METRICS}
-# Per-vhost request durations (intervals.py): renamed like the others, but a
-# quantile cannot be summed into "other": a host that would share another's
-# name is left out of these (said once, as for the rest).
-_RENAMED_ONLY = {m.name for m in INTERVAL_METRICS if "vhost" in m.labels}
+# Labels renamed alike: virtual hosts, and client addresses (--client-limit,
+# collect/clients.py) - the same hostile text, the same per-format rules.
+# The third set: renamed like the others, but never summed into "other" (a
+# quantile of per-vhost request durations, intervals.py, cannot be): a host
+# that would share another's name is left out of these (said once, as above).
+_KINDS = {"vhost": ("virtual hosts", _NAMES,
+                    {m.name for m in INTERVAL_METRICS if "vhost" in m.labels}),
+          "client": ("clients", {m.name for m in CLIENT_METRICS if "client" in m.labels},
+                     set())}
 _LONGEST = "vhost_longest_request_seconds"  # the aggregate takes the maximum, others sum
 _said: Set[str] = set()
 
@@ -74,30 +82,38 @@ def say_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
-    """The samples with each vhost label as ``fmt`` writes it (``name_of``);
-    a host whose name would be another's is counted in ``other`` instead, and
-    that is said once. Other samples pass unchanged, in order."""
+def written(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
+    """renamed() for every kind of name a writer gets: virtual hosts, then
+    client addresses, with the format's one ``name_of``."""
+    return renamed(renamed(samples, name_of, fmt), name_of, fmt, "client")
+
+
+def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str,
+            key: str = "vhost") -> List:
+    """The samples with each ``key`` label (vhost, client) as ``fmt`` writes
+    it (``name_of``); a name that would be another's is counted in ``other``
+    instead, and that is said once. Other samples pass unchanged, in order."""
+    what, metrics, renamed_only = _KINDS[key]
     names: Dict[str, str] = {OTHER: OTHER}
     owner: Dict[str, str] = {OTHER: OTHER}
     for s in samples:
-        if s.metric.name in _NAMES or s.metric.name in _RENAMED_ONLY:
-            label = dict(s.labels).get("vhost", "")
+        if s.metric.name in metrics or s.metric.name in renamed_only:
+            label = dict(s.labels).get(key, "")
             if label not in names:
                 name = name_of(label)
                 names[label] = name
                 first = owner.setdefault(name, label)
                 if first != label:
-                    say_once(f"--format {fmt}: virtual hosts {shown(first)} and "
+                    say_once(f"--format {fmt}: {what} {shown(first)} and "
                              f"{shown(label)} would both be written as {shown(name)}; "
-                             f"the second is counted in vhost {OTHER!r}")
+                             f"the second is counted in {key} {OTHER!r}")
     if all(k == v for k, v in names.items()):
         return list(samples)  # the usual case: every name as it was collected
     folded: Dict[str, float] = {}
     template: Dict[str, Any] = {}
     for s in samples:
-        if s.metric.name in _NAMES:
-            label = dict(s.labels).get("vhost", "")
+        if s.metric.name in metrics:
+            label = dict(s.labels).get(key, "")
             if label != OTHER and owner[names[label]] != label:
                 metric = s.metric.name
                 template.setdefault(metric, s)
@@ -108,17 +124,17 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
                     folded[metric] = s.value
     out = []
     for s in samples:
-        if s.metric.name in _RENAMED_ONLY:
+        if s.metric.name in renamed_only:
             labels = dict(s.labels)
-            label = labels.get("vhost", "")
+            label = labels.get(key, "")
             if label == OTHER or owner[names[label]] == label:
-                labels["vhost"] = names[label]
+                labels[key] = names[label]
                 out.append(s._replace(labels=tuple(labels.items())))
             continue
-        if s.metric.name not in _NAMES:
+        if s.metric.name not in metrics:
             out.append(s)
             continue
-        label = dict(s.labels).get("vhost", "")
+        label = dict(s.labels).get(key, "")
         if label == OTHER:
             extra = folded.pop(s.metric.name, None)
             if extra is not None:
@@ -126,7 +142,7 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
                 s = s._replace(value=max(both) if s.metric.name == _LONGEST else sum(both))
             out.append(s)
         elif owner[names[label]] == label:
-            out.append(s._replace(labels=(("vhost", names[label]),)))
+            out.append(s._replace(labels=((key, names[label]),)))
     for metric, value in folded.items():  # no aggregate yet: one is made
-        out.append(template[metric]._replace(value=value, labels=(("vhost", OTHER),)))
+        out.append(template[metric]._replace(value=value, labels=((key, OTHER),)))
     return out

@@ -14,8 +14,8 @@ import curses
 import time
 
 from apache_metrics_exporter.collect.snapshot import collect
-from apache_metrics_exporter.units import format_bytes
-from apache_metrics_exporter.writers.text import process_rows, summary, table
+from apache_metrics_exporter.units import format_bytes, visible
+from apache_metrics_exporter.writers.text import process_rows, slow_clients, summary, table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -39,7 +39,10 @@ def screen_lines(snap: Any, sort: str, hanging_threshold: float) -> List[str]:
                    "" if ss is None else ss, f"{vhost} {request}".strip())
                   for pid, group, mem, busy, threads, ss, request, vhost in rows],
                  right=(0, 2, 4))
-    return head + ["", f"{len(rows)} processes, sorted by {sort} (s: sort, q: quit)"] + body
+    # Slow clients (docs/insight.md) below the head, wherever the summary has them.
+    clients = [visible(ln) for ln in slow_clients(snap.samples) if visible(ln) not in head]
+    return head + clients + ["", f"{len(rows)} processes, sorted by {sort} (s: sort, "
+                                 "q: quit)"] + body
 
 
 def run(fetcher: Any, options: Any, interval: float, hanging_threshold: float) -> int:

@@ -3,9 +3,11 @@
 For each MPM (prefork, worker, event) and ExtendedStatus On/Off: start the
 private test Apache (tests/harness/apache.py), send traffic to static, embedded
 WSGI and mod_wsgi daemon URLs, keep one slow request in flight, then save the
-``?auto`` page and the HTML page. Run with the project's virtualenv:
+``?auto`` page and the HTML page; then prefork and event under a
+slowloris-style client. Run with the project's virtualenv:
 
     .venv/bin/python scripts/capture_pages.py
+    .venv/bin/python scripts/capture_pages.py --slowloris   # only those
 """
 
 from __future__ import annotations
@@ -57,12 +59,50 @@ def capture(mpm: str, extended: bool, version: str, tls_proxy: bool = False) -> 
         slow.join()
 
 
+def capture_slowloris(mpm: str, version: str) -> None:
+    """A page under a slowloris-style client (docs/insight.md): 4 connections
+    from 127.0.0.3 sending a header line a second, beside one ordinary request
+    from 127.0.0.2 sleeping 4 s, both 2 s old at capture time."""
+    import http.client
+
+    from tests.harness.slowloris import Slowloris
+
+    def ordinary() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=30,
+                                          source_address=("127.0.0.2", 0))
+        conn.request("GET", "/embedded?sleep=4")
+        conn.getresponse().read()
+        conn.close()
+
+    with ApacheServer(mpm) as apache:
+        apache.get("/index.html")
+        slow = threading.Thread(target=ordinary)
+        with Slowloris(apache.port, connections=4, threads=2, source="127.0.0.3"):
+            slow.start()
+            time.sleep(2)
+            stem = f"{version}-{mpm}-slowloris"
+            for suffix, url in (("auto.txt", apache.status_url + "?auto"),
+                                ("html", apache.status_url)):
+                with urllib.request.urlopen(url) as r:
+                    body = r.read()
+                with open(os.path.join(DATA, f"{stem}.{suffix}"), "wb") as fh:
+                    fh.write(body)
+                print(f"saved tests/data/{stem}.{suffix} ({len(body)} bytes)")
+        slow.join()
+
+
 def main() -> int:
     version = apache_version()
+    if sys.argv[1:] == ["--slowloris"]:  # only these (the others stay as captured)
+        for mpm in ("prefork", "event"):
+            capture_slowloris(mpm, version)
+        return 0
     for mpm in MPMS:
         for extended in (True, False):
             capture(mpm, extended, version)
     capture("event", True, version, tls_proxy=True)
+    for mpm in ("prefork", "event"):
+        capture_slowloris(mpm, version)
     return 0
 
 

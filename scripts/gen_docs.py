@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from apache_metrics_exporter import __version__  # noqa: E402
 from apache_metrics_exporter.catalogue import (  # noqa: E402
+    CLIENT_METRICS,
     DERIVED_METRICS,
     HEALTH_METRICS,
     INTERVAL_METRICS,
@@ -40,6 +41,7 @@ GROUPS = (
     ("Scoreboard", SCOREBOARD_METRICS),
     ("Worker table (`ExtendedStatus On`)", WORKER_METRICS),
     ("Per virtual host (`--vhost-limit`)", VHOST_METRICS),
+    ("Slow clients and clients holding workers (`--client-limit`)", CLIENT_METRICS),
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
     ("Saturation: accept queues and the reason for up=0", SATURATION_METRICS),

@@ -36,6 +36,7 @@ sys.path.insert(0, ROOT)
 from apache_metrics_exporter.catalogue import (  # noqa: E402
     ALL_METRICS,
     BY_NAME,
+    CLIENT_METRICS,
     INTERVAL_METRICS,
     MEMORY_STATS,
     PROXY_METRICS,
@@ -83,6 +84,10 @@ OPTIONAL: List[Tuple[str, str, str, List[str]]] = [
     # since the previous one; left out after a restart.
     ("interval", "Apache since the previous collection", "interval-seconds",
      [m.name for m in INTERVAL_METRICS if not m.labels and "tab" not in dict(m.absent)]),
+    # From the worker table (ExtendedStatus On); the client figures only
+    # where it has a Client column.
+    ("clients", "Apache slow clients", "reading-workers",
+     [m.name for m in CLIENT_METRICS if not m.labels and "tab" not in dict(m.absent)]),
 ]
 OPTIONAL_NAMES = {n for _k, _t, _key, names in OPTIONAL for n in names}
 # The --listen endpoint's own figures: never in a metrics file.
@@ -202,7 +207,7 @@ def item(metric_name: str, key: str, name: str, component: str, extra: str = "",
         text = text.replace("Kilobytes", "Bytes") + " (apache-manager: kB x 1024)"
     out["description"] = (text + (" " + extra if extra else "")).strip()
     out["tags"] = _tags(component)
-    if m in INTERVAL_METRICS:
+    if m in INTERVAL_METRICS or m in CLIENT_METRICS:
         # Only when the interval had what they measure (sampled requests, a
         # duration counter): no line is no value this time, not "unsupported".
         out["description"] += " Not written when the interval had nothing to measure."
@@ -614,9 +619,11 @@ def balancer_rule() -> dict:
     }
 
 
-def listen_rule() -> Optional[dict]:
-    """Per listening address figures, once the catalogue has them."""
-    metrics = [m for m in ALL_METRICS if len(m.labels) == 1 and m.labels[0] in LISTEN_LABELS
+def labels_rule(names: Tuple[str, ...], title: str, tag: str,
+                what: str) -> Optional[dict]:
+    """Figures labelled by one of ``names`` (a listening address, a client),
+    once the catalogue has them: discovered with apache.labels.discovery[KEY]."""
+    metrics = [m for m in ALL_METRICS if len(m.labels) == 1 and m.labels[0] in names
                and "tab" not in dict(m.absent)]
     if not metrics:
         return None
@@ -624,13 +631,13 @@ def listen_rule() -> Optional[dict]:
     prototypes = []
     for m in metrics:
         key = f'apache.labelled[{tab_key(m.name)},"{{#LABEL}}"]'
-        p = item(m.name, key, f"Apache {{#LABEL}}: {_label(m.name)}", "listen")
+        p = item(m.name, key, f"Apache {{#LABEL}}: {_label(m.name)}", tag)
         p["uuid"] = uid("prototype", key)
-        p["tags"].append({"tag": "listen", "value": "{#LABEL}"})
+        p["tags"].append({"tag": tag, "value": "{#LABEL}"})
         prototypes.append(p)
-    return {"uuid": uid("discovery", rule_key), "name": "Apache listening addresses",
+    return {"uuid": uid("discovery", rule_key), "name": title,
             "key": rule_key, "delay": "1h", "lifetime": "7d",
-            "description": "The listening addresses of the metrics file's per-address lines.",
+            "description": f"The {what} of the metrics file's per-{tag} lines.",
             "item_prototypes": prototypes}
 
 
@@ -638,9 +645,12 @@ def build() -> dict:
     """The whole export as plain data."""
     items = plain_items() + labelled_items() + rate_items() + builtin_items()
     rules = [group_rule(), vhost_rule(), balancer_rule()] + singleton_rules()
-    listen = listen_rule()
-    if listen is not None:
-        rules.append(listen)
+    for rule in (labels_rule(LISTEN_LABELS, "Apache listening addresses", "listen",
+                             "listening addresses"),
+                 labels_rule(("client",), "Apache clients holding workers", "client",
+                             "client addresses (only with --client-limit)")):
+        if rule is not None:
+            rules.append(rule)
     kills = (f"last(/{T}/{metric_key('workers_killed_active')})"
              f"+last(/{T}/{metric_key('workers_killed_idle')})")
     template = {

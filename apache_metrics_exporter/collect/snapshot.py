@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, REASONS, fits
+from apache_metrics_exporter.collect.clients import client_samples
 from apache_metrics_exporter.collect.http import Fetcher, redact
 from apache_metrics_exporter.collect.processes import (
     EMPTY_SCAN,
@@ -50,6 +51,7 @@ class Options(NamedTuple):
     scan_processes: bool = True
     vhost_limit: int = 20  # virtual hosts reported by name (0: none)
     wsgi_group_names: str = "config"  # "title": as the process title shows them
+    client_limit: int = 0  # client addresses reported by name (0: none, the default)
 
 
 class Sample(NamedTuple):
@@ -248,6 +250,8 @@ def build(url: str, started: float, auto: Optional[AutoPage],
                                       else reason if reason in REASONS else "error"))
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
     samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
+    if workers is not None:  # slow clients (collect/clients.py): no table, no figures
+        samples.extend(client_samples(workers, url, options.client_limit))
     warnings = list(auto.warnings if auto is not None else ()) + list(warnings or ()) \
         + list(processes.warnings)
     if not all(fits(s.metric, s.value) for s in samples):

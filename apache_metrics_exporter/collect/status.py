@@ -272,6 +272,10 @@ class WorkerRow:
                 return text.decode("ascii")
         return self.cell(heading)
 
+    def has(self, heading: str) -> bool:
+        """Whether the table has this (normalised) column at all."""
+        return heading in self._cols
+
     @property
     def srv(self) -> str:
         return self.cell("srv")

@@ -33,7 +33,7 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.collect.http import host_port
 from apache_metrics_exporter.errors import UsageError
-from apache_metrics_exporter.vhosts import renamed, suffixed
+from apache_metrics_exporter.vhosts import suffixed, written
 from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
@@ -141,7 +141,7 @@ def _number(value: float, derive: bool) -> Optional[str]:
 def lines(snapshot: Any, host: str, instance: str, every: Optional[float]) -> List[str]:
     """The PUTVAL lines of one snapshot."""
     values: Dict[Tuple[str, str], List[Optional[str]]] = {}
-    for sample in renamed(snapshot.samples, vhost_name, "collectd"):
+    for sample in written(snapshot.samples, vhost_name, "collectd"):
         metric = sample.metric
         if not metric.collectd or metric.type is str or not fits(metric, sample.value):
             continue

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
-from apache_metrics_exporter.vhosts import renamed, suffixed
+from apache_metrics_exporter.vhosts import suffixed, written
 from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
@@ -141,7 +141,7 @@ def lines(snapshot: Any) -> List[str]:
         if text is not None:  # the first value of a field wins
             points.setdefault((measurement, extra), {}).setdefault(escape_key(field), text)
 
-    for sample in renamed(snapshot.samples, vhost_name, "influx"):
+    for sample in written(snapshot.samples, vhost_name, "influx"):
         metric: Metric = sample.metric
         if not metric.influx or not fits(metric, sample.value):
             continue

@@ -39,7 +39,7 @@ from apache_metrics_exporter.catalogue import (
     prom_family,
 )
 from apache_metrics_exporter.units import visible
-from apache_metrics_exporter.vhosts import renamed, suffixed
+from apache_metrics_exporter.vhosts import suffixed, written
 from apache_metrics_exporter.writers import MAX_TEXT, Settings
 from apache_metrics_exporter.writers.influx import target_tags
 
@@ -125,7 +125,7 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
     groups: List[Tuple[Sequence[Sample], List[Tuple[str, str]]]] = [
-        (renamed(s.samples, vhost_name, "prometheus"),
+        (written(s.samples, vhost_name, "prometheus"),
          sorted(target_tags(s.url).items(), reverse=True) if many else [])
         for s in snapshots]
     groups.append((extra, []))

@@ -24,6 +24,7 @@ suffix (vhosts.py), so distinct hosts stay distinct.
 from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import (
+    CLIENT_METRICS,
     HEALTH_METRICS,
     INT64_MAX,
     INTERVAL_METRICS,
@@ -41,7 +42,7 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.units import visible
-from apache_metrics_exporter.vhosts import renamed, suffixed
+from apache_metrics_exporter.vhosts import suffixed, written
 from apache_metrics_exporter.writers import MAX_TEXT
 
 TYPE_CHECKING = False
@@ -112,7 +113,7 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
     snap = snapshots[0]
     plain: Dict[str, Any] = {}
     labelled: Dict[str, List] = {}
-    for s in renamed(snap.samples, vhost_name, "tab"):
+    for s in written(snap.samples, vhost_name, "tab"):
         if s.labels:
             labelled.setdefault(s.metric.name, []).append(s)
         elif s.metric.name not in plain and fits(s.metric, s.value):
@@ -249,4 +250,13 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
         out += ["", f"# Accept queue per listening address, and why the status page "
                     f"could not be read {_TAG}."]
         out.extend(saturation)
+    # Slow clients (docs/insight.md): counts, then busy workers per client
+    # address with --client-limit; no worker table, no section.
+    clients = [f"{_key(m.name)}\t{_format(plain[m.name])}" for m in CLIENT_METRICS
+               if not m.labels and m.name in plain]
+    clients.extend(rows(_key("client_busy_workers"), labelled.get("client_busy_workers", ()),
+                        "client"))
+    if clients:
+        out += ["", f"# Slow clients and clients holding workers {_TAG}."]
+        out.extend(clients)
     return "\n".join(out) + "\n"

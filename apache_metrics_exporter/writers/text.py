@@ -118,6 +118,7 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                   if s.metric.name == "scoreboard"}
         out.append("scoreboard: " + ", ".join(
             f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
+        out.extend(slow_clients(samples))
     for warning in snap.warnings:  # page text: may echo a credential, as on stderr
         out.append(f"note: {scrub(warning)}")
     groups = snap.processes.groups()
@@ -205,6 +206,30 @@ def interval_line(value: Any) -> str:
         if share is not None:
             text += f" ({share * 100:.0f}% sampled)"
     return f"{text} over {value('interval_seconds') or 0:.0f} s"
+
+
+def slow_clients(samples: Sequence[Any]) -> List[str]:
+    """'slow clients: 3 reading (oldest 12s); 2 clients hold the busy workers,
+    top 60%' and, with --client-limit, 'busy workers per client: ...';
+    nothing without a worker table (docs/insight.md)."""
+    plain = {s.metric.name: s.value for s in samples if not s.labels}
+    reading = plain.get("reading_workers")
+    if reading is None:
+        return []
+    oldest = plain.get("reading_oldest_seconds")
+    line = f"slow clients: {reading} reading"
+    if reading and oldest is not None:
+        line += f" (oldest {format_duration(oldest)})"
+    clients, share = plain.get("busy_clients"), plain.get("top_client_share")
+    if clients is not None and share is not None:
+        line += (f"; {clients} client{'s hold' if clients != 1 else ' holds'} the busy workers"
+                 + (f", top {share * 100:.0f}%" if clients else ""))
+    out = [line]
+    per = sorted(((s.value, dict(s.labels).get("client", "")) for s in samples
+                  if s.metric.name == "client_busy_workers"), key=lambda x: (-x[0], x[1]))
+    if per:
+        out.append("busy workers per client: " + ", ".join(f"{c} {n}" for n, c in per))
+    return out
 
 
 def clip_width(settings: Optional[Settings] = None) -> Optional[int]:

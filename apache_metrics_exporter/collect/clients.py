@@ -1,0 +1,131 @@
+"""Slow clients and clients holding workers, from the worker table.
+
+A slowloris client opens connections and sends its request a header line at
+a time: each connection holds a worker in state ``R`` (reading the request)
+for as long as the client likes. A single client flooding the server holds
+many busy workers at once. The worker table shows both: the state and SS of
+every slot, and the client address of every busy one (docs/insight.md).
+
+Addresses are hostile text and high-cardinality personal data: by default no
+address leaves this module, only counts. ``--client-limit N`` names the N
+clients holding most busy workers (each keeps a label of its own,
+vhosts.collected) and sums the rest as ``other``.
+"""
+
+from __future__ import annotations
+
+from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, List, Optional, Sequence
+
+    from apache_metrics_exporter.collect.snapshot import Sample
+    from apache_metrics_exporter.collect.status import WorkerRow
+
+READING = "R"
+REQUEST_FIELD = 63  # characters of a request line the scoreboard keeps (64 with NUL)
+
+
+class ClientFigures(NamedTuple):
+    """What the worker table says about reading workers and busy clients."""
+
+    reading: int  # rows in state R
+    reading_oldest: Optional[int]  # the largest SS among them (0: none; None: unmeasured)
+    clients: Optional[Dict[str, int]]  # busy rows per address; None: no Client column
+
+
+def own_requests(url: str) -> List[str]:
+    """The request lines Apache shows for the collector's own fetches of the
+    status page at ``url`` (http.Fetcher: ``GET PATH?QUERY HTTP/1.1``, the
+    HTML page and the ?auto page)."""
+    from urllib.parse import urlsplit
+
+    from apache_metrics_exporter.collect.http import Target
+
+    out = []
+    for page in (url, Target(url).auto_url):
+        parts = urlsplit(page)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        out.append(f"GET {target} HTTP/1.1"[:REQUEST_FIELD])
+    return out
+
+
+def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:
+    """Count once over the table (linear). A row in state W whose request is
+    one of the collector's own fetches of ``url`` (the first of each) is not a
+    client holding a worker: it is left out, so an idle server reads no busy
+    client, not one client holding every busy worker. Busy rows without an
+    address (a slot starting) are held by no client and not counted."""
+    mine = own_requests(url)
+    reading = 0
+    oldest: Optional[int] = 0
+    unmeasured = False
+    per: Dict[str, int] = {}
+    has_client = bool(workers) and workers[0].has("client")
+    for row in workers:
+        if not row.is_active:
+            continue
+        if row.mode == "W" and mine:
+            request = row.request[:REQUEST_FIELD]
+            if request in mine:
+                mine.remove(request)
+                continue
+        if row.mode == READING:
+            reading += 1
+            if row.ss is None:
+                unmeasured = True
+            elif oldest is not None and row.ss > oldest:
+                oldest = row.ss
+        if has_client:
+            address = row.client
+            if address:
+                per[address] = per.get(address, 0) + 1
+    if unmeasured and oldest == 0:
+        oldest = None  # rows read, none with an SS that can be: not measured
+    return ClientFigures(reading, oldest, per if has_client else None)
+
+
+def client_samples(workers: Sequence[WorkerRow], url: str, limit: int) -> List[Sample]:
+    """The slow-client samples of one worker table (CLIENT_METRICS)."""
+    from apache_metrics_exporter.collect.snapshot import Sample
+
+    f = figures(workers, url)
+    out = [Sample(BY_NAME["reading_workers"], f.reading)]
+    if f.reading_oldest is not None:
+        out.append(Sample(BY_NAME["reading_oldest_seconds"], f.reading_oldest))
+    if f.clients is None:
+        return out  # a table without addresses: no client figures, not zeros
+    held = sum(f.clients.values())
+    top = max(f.clients.values(), default=0)
+    out.append(Sample(BY_NAME["busy_clients"], len(f.clients)))
+    out.append(Sample(BY_NAME["top_client_share"], round(top / held, 6) if held else 0.0))
+    if limit > 0:
+        out.extend(_per_client(f.clients, held, limit))
+    return out
+
+
+def _per_client(clients: Dict[str, int], held: int, limit: int) -> List[Sample]:
+    """The ``limit`` addresses holding most busy workers by name (ties by
+    address), the rest as ``other``: together, every busy worker held by a
+    client."""
+    from apache_metrics_exporter.collect.snapshot import Sample
+
+    ranked = sorted(clients.items(), key=lambda item: (-item[1], item[0]))
+    named: Dict[str, int] = {}
+    first: Dict[str, str] = {}
+    for raw, count in ranked[:limit]:
+        name = collected(raw)
+        if name in named:
+            say_once(f"clients {shown(first[name])} and {shown(raw)} would share the "
+                     f"label {shown(name)}; the second is counted in client {OTHER!r}")
+            continue
+        named[name] = count
+        first[name] = raw
+    rest = held - sum(named.values())
+    if rest > 0:
+        named[OTHER] = rest
+    metric = BY_NAME["client_busy_workers"]
+    return [Sample(metric, count, (("client", name),)) for name, count in sorted(named.items())]
