@@ -237,12 +237,12 @@ class WorkerRow:
     Only PID, mode and SS are read up front (every row needs them); the other
     cells are turned into text when asked for, which keeps a 4096-row table
     cheap. A row of the fast reader keeps only its raw bytes (``_raw``) and
-    splits them into cells on the first such question. A row keeps its raw
-    cells alive: drop snapshots after use.
+    splits them into cells on the first such question (see _Layout). A row
+    keeps its raw cells alive: drop snapshots after use.
     """
 
     __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text", "_raw")
-    _raw: bytes  # a fast-reader row: "<tr>...</tr>" and what follows up to the next
+    _raw: Any  # a fast-reader row: "<tr>...</tr>" up to the next row, then its cells
 
     def __init__(self, cells: Sequence[Any], cols: Dict[str, int],
                  text: Callable[[Any], str]) -> None:
@@ -258,15 +258,6 @@ class WorkerRow:
         """The stripped text under a (normalised) heading, '' if the column is absent."""
         i = self._cols.get(heading)
         return "" if i is None else self._text(self._cells[i]).strip()
-
-    if not TYPE_CHECKING:  # (hidden from mypy, which would let any name through)
-        def __getattr__(self, name: str) -> Any:
-            # Only reached for a slot not yet set: the cells of a fast-reader
-            # row, split as the byte-search reader splits a row (_segment_rows).
-            if name != "_cells":
-                raise AttributeError(name)
-            cells = self._cells = self._raw.split(b"</td>")[:-1]
-            return cells
 
     @property
     def srv(self) -> str:
@@ -686,17 +677,19 @@ class _Layout:
     """What the fast reader needs for a worker table of given headings: the
     columns, the row class, the pattern of its rows learnt from a page."""
 
-    __slots__ = ("cols", "wanted", "pid", "mode", "ss", "row", "pattern")
+    __slots__ = ("cols", "width", "wanted", "pid", "mode", "ss", "row", "pattern")
 
     def __init__(self, names: List[str]) -> None:
-        cols = self.cols = {h: i for i, h in enumerate(names)}
+        cols = self.cols = {h: i for i, h in enumerate(names)}  # (the last of twins)
+        self.width = len(names)  # cells per row, twins counted
         wanted = self.wanted = tuple(sorted({cols["pid"], cols["m"], cols["ss"]}))
         # where each one is among the columns of a pattern's findall()
         self.pid, self.mode, self.ss = (1 + wanted.index(cols[h]) for h in ("pid", "m", "ss"))
         # Rows of one table share their columns and cell reader: as class
         # attributes they cost nothing per row.
         self.row = type("WorkerRow", (WorkerRow,), {
-            "__slots__": (), "_cols": cols, "_text": staticmethod(_raw_cell)})
+            "__slots__": (), "_cols": cols, "_text": staticmethod(_raw_cell),
+            "_cells": property(_split_row)})
         self.pattern: Any = None
 
     def learn(self, data: bytes, first: int, last: int) -> Any:
@@ -706,7 +699,7 @@ class _Layout:
         if stop < 0 or not data.startswith(b"<tr>", first):
             return None
         pieces = data[first + 4:stop].split(b"</td>")
-        if len(pieces) != len(self.cols) + 1 or pieces[-1]:
+        if len(pieces) != self.width + 1 or pieces[-1]:
             return None
         tags, kinds = [], []
         for i, piece in enumerate(pieces[:-1]):
@@ -721,6 +714,15 @@ class _Layout:
         return _row_pattern(tuple(tags), tuple(kinds), self.wanted, b"")
 
 
+def _split_row(row: WorkerRow) -> Any:
+    """The cells of a fast-reader row, split when first asked for as
+    _segment_rows splits a row (kept in place of the row's bytes)."""
+    raw: Any = row._raw
+    if raw.__class__ is bytes:
+        raw = row._raw = raw.split(b"</td>")[:-1]
+    return raw
+
+
 _LAYOUTS: Dict[Tuple[str, ...], _Layout] = {}
 
 
@@ -731,7 +733,7 @@ def _rows_found(data: bytes, first: int, last: int,
     with the pattern learnt before, else one learnt from this page, else the
     loose one (any <td ...>, anything bold, text between cells)."""
     learnt = layout.pattern
-    width = len(layout.cols)
+    width = layout.width
     for attempt in range(3):
         if attempt == 0:
             pattern = learnt
