@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from apache_metrics_exporter.collect import status
 from apache_metrics_exporter.collect.status import parse_html
 from apache_metrics_exporter.errors import FetchError
+from tests import status_reference
 from tests.conftest import DATA, data, parse_tab, prom_series
+from tests.test_fuzz import FUZZ, mutated
 
 
 def _pids_in(html: bytes):
@@ -255,3 +257,82 @@ def test_starting_slots_reach_no_output_as_a_request_age():
         for text in (tab.render([snap]), "\n".join(lines), prometheus.render([snap])):
             assert str(EPOCH_SS) not in text
             assert str(EPOCH_SS - 1) not in text  # nor the same a second later
+
+
+# --- the fast reader against the reference (the parser before issue 23) -------
+
+HEADINGS = ("srv", "pid", "acc", "m", "cpu", "ss", "req", "dur", "conn", "child", "slot",
+            "client", "protocol", "vhost", "request", "nope")
+
+
+def _everything(parse, raw: bytes):
+    """All that parse_html gives for a page, comparable across the two parsers."""
+    try:
+        page = parse(raw, source="u")
+    except FetchError as exc:
+        return "FetchError", str(exc), exc.reason
+    rows = None if page.workers is None else [
+        (r.pid, r.mode, r.ss, r.srv, r.cpu, r.req, r.dur, r.client, r.protocol, r.vhost,
+         r.request, r.is_active, [r.cell(h) for h in HEADINGS]) for r in page.workers]
+    return rows, page.event_processes, page.warnings, page.uptime
+
+
+def _rows(n: int, name: str = "2.4.71-event-ext-on.html") -> bytes:
+    """A captured page with its worker rows repeated, varied, to ``n`` rows."""
+    raw = data(name)
+    head, _, rest = raw.partition(b"<tr><td><b>")
+    body, _, tail = rest.partition(b"</table>")
+    rows = [b"<tr><td><b>" + r for r in body.split(b"<tr><td><b>")]
+    out = [rows[i % len(rows)].replace(b"<td>_\n", b"<td><b>W</b>\n" if i % 3 else b"<td>_\n", 1)
+           for i in range(n)]
+    return head + b"".join(out) + b"</table>" + tail
+
+
+BIG = [_rows(200), _rows(50, "2.4.71-prefork-ext-on.html"), _rows(40, "handmade-2.2-prefork.html")]
+
+
+@pytest.mark.parametrize("raw", [data(name) for name in ALL_PAGES] + BIG,
+                         ids=ALL_PAGES + ["event-200", "prefork-50", "2.2-40"])
+def test_same_results_as_the_reference_parser_on_every_page(raw):
+    assert _everything(parse_html, raw) == _everything(status_reference.parse_html, raw)
+
+
+@pytest.mark.parametrize("raw", [data(name) for name in ALL_PAGES] + BIG,
+                         ids=ALL_PAGES + ["event-200", "prefork-50", "2.2-40"])
+def test_apache_worker_tables_take_the_fast_path(raw):
+    tables = status._fast_tables(raw)
+    assert tables is not None
+    workers = [t for t in tables if t.names() and {"pid", "m", "ss"} <= set(t.names())]
+    assert len(workers) == (b"<th>PID</th><th>Acc</th><th>M</th>" in raw)
+    assert all(t.workers is not None and t.workers.rows for t in workers)
+
+
+@FUZZ
+@given(st.data())
+def test_same_results_as_the_reference_parser_on_mutated_pages(data_):
+    raw = data_.draw(st.sampled_from([data(name) for name in ALL_PAGES] + BIG))
+    raw = data_.draw(mutated(raw))
+    assert _everything(parse_html, raw) == _everything(status_reference.parse_html, raw)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from([
+    b"<tr>", b"</tr>", b"<td>", b"<td nowrap>", b"</td>", b"<b>", b"</b>", b"<th>", b"</th>",
+    b"x", b"1", b"-", b"W", b"\n", b"&amp;", b"</table>", b"<", b">", b"<TABLE>"]), max_size=60))
+def test_same_results_as_the_reference_parser_on_odd_rows(parts):
+    # rows made of the worker table's own pieces, in any order
+    raw = (b"<html><body><h1>Apache Server Status for x</h1><table><tr><th>Srv</th>"
+           b"<th>PID</th><th>M</th><th>SS</th></tr>\n<tr><td><b>0-0</b></td><td>7</td>"
+           b"<td><b>W</b>\n</td><td>3</td></tr>\n" + b"".join(parts) + b"</table></body></html>")
+    assert _everything(parse_html, raw) == _everything(status_reference.parse_html, raw)
+
+
+@pytest.mark.parametrize("extra_cell", [False, True])
+def test_twin_headings_count_as_cells(extra_cell):
+    # Two columns with one heading: a row needs a cell for each (the last one wins).
+    raw = data("2.4.71-prefork-ext-on.html").replace(b"<th>Conn</th>", b"<th>Conn</th>" * 2, 1)
+    if extra_cell:
+        raw = raw.replace(b"</td><td>127.0.0.1</td>", b"</td><td>9</td><td>127.0.0.1</td>")
+    page = parse_html(raw)
+    assert len(page.workers) == (raw.count(b"<tr><td><b>") if extra_cell else 0)
+    assert _everything(parse_html, raw) == _everything(status_reference.parse_html, raw)

@@ -236,11 +236,13 @@ class WorkerRow:
 
     Only PID, mode and SS are read up front (every row needs them); the other
     cells are turned into text when asked for, which keeps a 4096-row table
-    cheap. A row keeps its raw cells (and the page they point into) alive:
-    drop snapshots after use.
+    cheap. A row of the fast reader keeps only its raw bytes (``_raw``) and
+    splits them into cells on the first such question (see _Layout). A row
+    keeps its raw cells alive: drop snapshots after use.
     """
 
-    __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text")
+    __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text", "_raw")
+    _raw: Any  # a fast-reader row: "<tr>...</tr>" up to the next row, then its cells
 
     def __init__(self, cells: Sequence[Any], cols: Dict[str, int],
                  text: Callable[[Any], str]) -> None:
@@ -372,16 +374,47 @@ def _float_or_none(text: Optional[str]) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    return _NOT_ALNUM.sub(" ", text.lower()).strip()
 
 
-class _Table(NamedTuple):
+class _Table:
     """A table as both HTML readers deliver it: per row, the heading cells as
-    (text, colspan) and the raw data cells; ``text`` turns a raw cell into text."""
+    (text, colspan) and the raw data cells; ``text`` turns a raw cell into text.
 
-    rows: List[Tuple[List[Tuple[str, int]], List[Any]]]
-    text: Callable[[Any], str]
+    The byte-search reader splits a table into rows only when asked (most
+    tables are looked at for their first row only), and may bring the worker
+    rows already read (``workers``)."""
+
+    __slots__ = ("_rows", "_data", "_start", "_end", "_names", "text", "workers")
+
+    def __init__(self, rows: Optional[List[Tuple[List[Tuple[str, int]], List[Any]]]],
+                 text: Callable[[Any], str], data: bytes = b"", start: int = 0,
+                 end: int = 0, names: Optional[List[str]] = None,
+                 workers: Optional[_FastRows] = None) -> None:
+        self._rows = rows
+        self._data, self._start, self._end = data, start, end  # the table's bytes
+        self._names = names
+        self.text = text
+        self.workers = workers
+
+    @property
+    def rows(self) -> List[Tuple[List[Tuple[str, int]], List[Any]]]:
+        if self._rows is None:
+            self._rows = _segment_rows(self._data[self._start:self._end])
+        return self._rows
+
+    def names(self) -> Optional[List[str]]:
+        """The normalised headings of the first row; None when there is no row."""
+        if self._names is None:
+            if self._rows is None:
+                self._names = _first_names(self._data, self._start, self._end)
+            elif self._rows:
+                self._names = [_norm(text) for text, _span in self._rows[0][0]]
+        return self._names
 
 
 # The fast reader: Apache writes its status tables with a fixed, simple markup
@@ -440,7 +473,10 @@ def _raw_text(raw: bytes) -> str:
 def _raw_cell(piece: bytes) -> str:
     """Text of one ``...<td attrs>content`` piece (the row split at ``</td>``)."""
     start = piece.rfind(b"<td")
-    return _raw_text(piece[piece.find(b">", start) + 1:])
+    raw = piece[piece.find(b">", start) + 1:]
+    if b"<" in raw or b"&" in raw:
+        return _raw_text(raw)
+    return raw.decode("latin-1")  # plain text, most cells
 
 
 def _headings(body: bytes) -> List[Tuple[str, int]]:
@@ -491,38 +527,344 @@ def _headings(body: bytes) -> List[Tuple[str, int]]:
 def _fast_tables(data: bytes) -> Optional[List[_Table]]:
     """Tables read by byte searches, or None when a table we read is not in
     Apache's well-formed markup (end tags left out, upper-case tags, ...)."""
-    if b"<TABLE" in data or b"<Table" in data:
-        return None
     tables: List[_Table] = []
     pos = 0
+    unread = [0]  # (from, to) pairs of the parts not proven free of "<T"
+    last = data.rfind(b"</table>") + 8  # no row can be found past it
     while True:
         start = data.find(b"<table", pos)
         if start < 0:
-            return tables
-        end = data.find(b"</table>", start)
+            break
+        table, end = _worker_table(data, start, last)
+        if table is not None:
+            unread.append(table.workers.at)  # type: ignore[union-attr]
+            unread.append(end)
+        else:
+            end = data.find(b"</table>", start)
+            if end < 0:
+                return None
+            table = _fast_table(data, start, end)
+            if table is None:
+                return None
+        pos = end + 8
+        if table is not _SKIPPED:
+            tables.append(table)
+    # Upper-case tags anywhere: not Apache's markup. The rows read by
+    # _fast_rows hold no "<T" (every "<" there starts a tag they expect).
+    unread.append(len(data))
+    for i in range(0, len(unread), 2):
+        if data.find(b"<TABLE", unread[i], unread[i + 1]) >= 0 \
+                or data.find(b"<Table", unread[i], unread[i + 1]) >= 0:
+            return None
+    return tables
+
+
+_SKIPPED = _Table([], _raw_cell)  # a table left out (see _fast_table)
+
+
+def _worker_table(data: bytes, start: int, last: int) -> Tuple[Optional[_Table], int]:
+    """The table from ``<table`` at start if it is a worker table whose rows
+    _fast_rows reads, and where it ends (its ``</table>``); else (None, -1)."""
+    head_end = data.find(b"</tr>", start, last)
+    if head_end < 0 or data.find(b"</table>", start, head_end) >= 0:
+        return None, -1  # (that </tr> is not in this table)
+    at = data.find(b"<tr", start, head_end)
+    if at < 0:
+        return None, -1
+    names = _header(data[at:head_end])[1]
+    if "pid" not in names or "m" not in names or "ss" not in names:
+        return None, -1
+    rows_at = head_end + 5
+    workers = _fast_rows(data, rows_at, last, names)
+    # The rows read hold as many <tr as </tr>, <td as </td> and no <th or
+    # </th>: the table is as balanced as its first row (see _fast_table).
+    if workers is None or not _balanced(data[start:rows_at]):
+        return None, -1
+    end = workers.end
+    return _Table(None, _raw_cell, data, start, end, names, workers), end
+
+
+def _fast_table(data: bytes, start: int, end: int) -> Optional[_Table]:
+    """The table from ``<table`` at start to ``</table>`` at end: None when
+    the page must go to lxml, _SKIPPED for a table left out."""
+    segment = data[start:end]
+    if not _balanced(segment):
+        # Apache's own balancer tables leave out </tr>: harmless unless
+        # this may be a table we read (a PID column, or headings that
+        # cannot even be read this way).
+        if segment.count(b"<th") != segment.count(b"</th>") \
+                or "pid" in {_norm(text) for text, _span in _headings(segment)}:
+            return None
+        return _SKIPPED
+    return _Table(None, _raw_cell, data, start, end)
+
+
+def _balanced(segment: bytes) -> bool:
+    return segment.count(b"<tr") == segment.count(b"</tr>") \
+        and segment.count(b"<td") == segment.count(b"</td>") \
+        and segment.count(b"<th") == segment.count(b"</th>")
+
+
+def _segment_rows(segment: bytes) -> List[Tuple[List[Tuple[str, int]], List[Any]]]:
+    """Per row of a table: its headings and its raw cells (``...<td>text``)."""
+    rows = []
+    for chunk in segment.split(b"</tr>")[:-1]:
+        at = chunk.find(b"<tr")
+        if at < 0:
+            continue
+        body = chunk[at:]
+        heads = _header(body)[0] if b"<th" in body else []
+        rows.append((heads, body.split(b"</td>")[:-1]))
+    return rows
+
+
+def _first_names(data: bytes, pos: int, stop: int) -> Optional[List[str]]:
+    """The normalised headings of the first row of _segment_rows(data[pos:stop]),
+    without splitting the rest; None when there is no row."""
+    while True:
+        end = data.find(b"</tr>", pos, stop)
         if end < 0:
             return None
-        segment = data[start:end]
-        pos = end + 8
-        if segment.count(b"<tr") != segment.count(b"</tr>") \
-                or segment.count(b"<td") != segment.count(b"</td>") \
-                or segment.count(b"<th") != segment.count(b"</th>"):
-            # Apache's own balancer tables leave out </tr>: harmless unless
-            # this may be a table we read (a PID column, or headings that
-            # cannot even be read this way).
-            if segment.count(b"<th") != segment.count(b"</th>") \
-                    or "pid" in {_norm(text) for text, _span in _headings(segment)}:
-                return None
-            continue
-        rows = []
-        for chunk in segment.split(b"</tr>")[:-1]:
-            at = chunk.find(b"<tr")
-            if at < 0:
+        at = data.find(b"<tr", pos, end)
+        if at >= 0:
+            return _header(data[at:end])[1]
+        pos = end + 5
+
+
+_HEADERS: Dict[bytes, Tuple[List[Tuple[str, int]], List[str]]] = {}
+
+
+def _header(body: bytes) -> Tuple[List[Tuple[str, int]], List[str]]:
+    """The headings of one row and their normalised names, kept for the next
+    page: a server writes the same header rows every time."""
+    known = _HEADERS.get(body)
+    if known is None:
+        heads = _headings(body) if b"<th" in body else []
+        known = heads, [_norm(text) for text, _span in heads]
+        if len(body) <= 4096:
+            if len(_HEADERS) >= _CACHED:
+                _HEADERS.clear()
+            _HEADERS[body] = known
+    return known
+
+
+class _FastRows(NamedTuple):
+    """Worker rows read by _fast_rows, with what parse_html checks on them."""
+
+    rows: List[WorkerRow]
+    clean: bool  # no PID or SS left out for being out of range
+    max_ss: int  # the largest SS (0 if none)
+    at: int  # where the rows begin
+    end: int  # where they end: the table's </table>
+
+
+# A worker row in Apache's own markup, as one pattern: "<tr>", the cells
+# "<td attrs>content</td>" (content without "<" but for the <b> around the
+# server number and the mode) and any text up to the next row. Every part
+# stops at the first "<" it does not expect, so a try never passes the next
+# "<" out of place: the scan is linear, and what it accepts has no other tag.
+_PLAIN = rb"[^<]*"
+_BOLD = rb"<b>[^<]*</b>"  # the server number, always bold
+_MODE = rb"(?:<b>[^<]*</b>|)[^<]*"  # bold when the worker is busy
+_ANY = rb"(?:<b>[^<]*</b>)?[^<]*"
+_PATTERNS: Dict[Tuple[Any, ...], Any] = {}
+_CACHED = 64  # header rows, row patterns and layouts kept between pages
+
+
+def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
+                 wanted: Tuple[int, ...], between: bytes) -> Any:
+    """The pattern of a row whose cells open with ``tags`` (a literal, or a
+    pattern of any <td ...>) and hold ``kinds`` of content, capturing the
+    whole row and the contents of the ``wanted`` cells (in column order);
+    ``between`` is what may come between cells."""
+    key = (tags, kinds, wanted, between)
+    pattern = _PATTERNS.get(key)
+    if pattern is None:
+        cells = []
+        for i, (tag, kind) in enumerate(zip(tags, kinds)):
+            cells.append(tag + (b"(%s)" % kind if i in wanted else kind) + b"</td>")
+        # ... or any other "<": every "<" is a match, so the matches are
+        # back to back, and the first "<" that begins no row ends the rows.
+        pattern = re.compile(b"(<tr>" + between.join(cells) + b"</tr>[^<]*)|<")
+        if len(_PATTERNS) >= _CACHED:
+            _PATTERNS.clear()
+        _PATTERNS[key] = pattern
+    return pattern
+
+
+class _Layout:
+    """What the fast reader needs for a worker table of given headings: the
+    columns, the row class, the pattern of its rows learnt from a page."""
+
+    __slots__ = ("cols", "width", "wanted", "pid", "mode", "ss", "row", "pattern")
+
+    def __init__(self, names: List[str]) -> None:
+        cols = self.cols = {h: i for i, h in enumerate(names)}  # (the last of twins)
+        self.width = len(names)  # cells per row, twins counted
+        wanted = self.wanted = tuple(sorted({cols["pid"], cols["m"], cols["ss"]}))
+        # where each one is among the columns of a pattern's findall()
+        self.pid, self.mode, self.ss = (1 + wanted.index(cols[h]) for h in ("pid", "m", "ss"))
+        # Rows of one table share their columns and cell reader: as class
+        # attributes they cost nothing per row.
+        self.row = type("WorkerRow", (WorkerRow,), {
+            "__slots__": (), "_cols": cols, "_text": staticmethod(_raw_cell),
+            "_cells": property(_split_row)})
+        self.pattern: Any = None
+
+    def learn(self, data: bytes, first: int, last: int) -> Any:
+        """The pattern of rows shaped like the first one from ``first`` (the
+        tag opening each cell, a bold server number), if it is Apache's."""
+        stop = data.find(b"</tr>", first, last)
+        if stop < 0 or not data.startswith(b"<tr>", first):
+            return None
+        pieces = data[first + 4:stop].split(b"</td>")
+        if len(pieces) != self.width + 1 or pieces[-1]:
+            return None
+        tags, kinds = [], []
+        for i, piece in enumerate(pieces[:-1]):
+            close = piece.find(b">")
+            if not piece.startswith(b"<td") or close < 0 or b"<" in piece[1:close]:
+                return None  # text between cells (Apache 2.2): the loose pattern
+            tags.append(re.escape(piece[:close + 1]))
+            content = piece[close + 1:]
+            kinds.append(_MODE if i == self.cols["m"] else
+                         _BOLD if content.startswith(b"<b>") and content.endswith(b"</b>")
+                         else _PLAIN)
+        return _row_pattern(tuple(tags), tuple(kinds), self.wanted, b"")
+
+
+def _split_row(row: WorkerRow) -> Any:
+    """The cells of a fast-reader row, split when first asked for as
+    _segment_rows splits a row (kept in place of the row's bytes)."""
+    raw: Any = row._raw
+    if raw.__class__ is bytes:
+        raw = row._raw = raw.split(b"</td>")[:-1]
+    return raw
+
+
+_LAYOUTS: Dict[Tuple[str, ...], _Layout] = {}
+
+
+def _rows_found(data: bytes, first: int, last: int,
+                layout: _Layout) -> Optional[Tuple[List[Any], int]]:
+    """findall()'s columns for the rows from ``first``, and where they end,
+    if the first "<" that begins no row there begins the table's ``</table>``:
+    with the pattern learnt before, else one learnt from this page, else the
+    loose one (any <td ...>, anything bold, text between cells)."""
+    learnt = layout.pattern
+    width = layout.width
+    for attempt in range(3):
+        if attempt == 0:
+            pattern = learnt
+        elif attempt == 1:
+            pattern = layout.learn(data, first, last)
+            if pattern is learnt:
                 continue
-            body = chunk[at:]
-            heads = _headings(body) if b"<th" in body else []
-            rows.append((heads, body.split(b"</td>")[:-1]))
-        tables.append(_Table(rows, _raw_cell))
+        else:
+            pattern = _row_pattern((rb"<td[^<>]*>",) * width, (_ANY,) * width,
+                                   layout.wanted, _PLAIN)
+        if pattern is None:
+            continue
+        columns = list(zip(*pattern.findall(data, first, last)))
+        if columns and b"" in columns[0]:  # (findall's value of a group that took no part)
+            count = columns[0].index(b"")  # the rows before the first other "<"
+            columns = [column[:count] for column in columns]
+            end = first + sum(map(len, columns[0]))
+            if data.startswith(b"</table>", end):
+                if attempt == 1:
+                    layout.pattern = pattern
+                return columns, end
+    return None
+
+
+class _Memo(dict):
+    """Values of raw cells, each converted once and kept for the next pages
+    (the same few modes, PIDs and counts come back every time), at most
+    _MEMO_SIZE of them."""
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, raw: Any) -> Any:
+        value = self.convert(raw)
+        if len(raw) <= 64:
+            if len(self) >= _MEMO_SIZE:
+                self.clear()
+            self[raw] = value
+        return value
+
+
+_MEMO_SIZE = 4096
+
+
+def _cell_pid(raw: bytes) -> Optional[int]:
+    pid = _int_or_none(_raw_text(raw).strip())
+    return pid if pid is not None and 0 < pid < PID_MAX else None
+
+
+def _cell_int(raw: bytes) -> Optional[int]:
+    return _int_or_none(_raw_text(raw).strip())
+
+
+def _cell_str(raw: bytes) -> str:
+    return _raw_text(raw).strip()
+
+
+_PIDS, _SS, _MODES, _CELLS = _Memo(_cell_pid), _Memo(_cell_int), _Memo(_cell_str), \
+    _Memo(lambda piece: _raw_cell(piece).strip())
+
+
+def _clean(column: Sequence[bytes], values: List[Any], limit: int) -> bool:
+    """Whether no value of the column was left out for being out of range
+    (_out_of_range against ``limit``: parse_html warns of those)."""
+    if None not in values:
+        return True
+    missing = {raw for raw, value in zip(column, values) if value is None}
+    return not any(_out_of_range(_raw_text(raw).strip(), limit) for raw in missing)
+
+
+def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional[_FastRows]:
+    """The worker rows from start (after the header row) to the table's end,
+    if every byte there is rows in Apache's markup (else None: the rows are
+    read one by one); ``last`` is where the page's last ``</table>`` ends.
+
+    One pattern finds every row, back to back, up to the ``</table>``: then
+    each row is what _segment_rows would make of it (its cells split at
+    "</td>", as many as headings), and only the PID, mode and SS cells are
+    converted, each distinct value once.
+    """
+    first = data.find(b"<", start, last)
+    if first < 0:
+        return None
+    key = tuple(names)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= _CACHED:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _Layout(names)
+    found = _rows_found(data, first, last, layout)
+    if found is None:
+        return None
+    columns, end = found
+    column = columns[layout.pid]
+    pids = list(map(_PIDS.__getitem__, column))
+    clean = _clean(column, pids, PID_MAX)
+    column = columns[layout.ss]
+    ss = list(map(_SS.__getitem__, column))
+    clean = clean and _clean(column, ss, INT64_MAX)
+    modes = list(map(_MODES.__getitem__, columns[layout.mode]))
+    rows: List[WorkerRow] = []
+    append = rows.append
+    new, cls = object.__new__, layout.row
+    for raw, pid, mode, age in zip(columns[0], pids, modes, ss):
+        row: WorkerRow = new(cls)
+        row.pid = pid
+        row.mode = mode
+        row.ss = age
+        row._raw = raw
+        append(row)
+    return _FastRows(rows, clean, max(filter(None, ss), default=0), start, end)
 
 
 def _cell_text(el: Any) -> str:
@@ -587,12 +929,14 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
         tables = _lxml_tables(data, source)
     workers: Optional[List[WorkerRow]] = None
     event: Optional[List[EventProcess]] = None
+    fast: Optional[_FastRows] = None
     for table in tables:
-        if not table.rows:
+        first = table.names()
+        if first is None:
             continue
-        first = [_norm(text) for text, _span in table.rows[0][0]]
         if workers is None and "pid" in first and "m" in first and "ss" in first:
-            workers = _worker_rows(table, first)
+            fast = table.workers
+            workers = fast.rows if fast is not None else _worker_rows(table, first)
         elif event is None and first[:3] == ["slot", "pid", "stopping"]:
             event = _event_rows(table)
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
@@ -600,13 +944,14 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
         raise FetchError(f"{source} is not an Apache mod_status page; check --url",
                          reason=NOT_STATUS_PAGE)
     warnings = _Warnings(source)
-    bad = sum(1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
-              or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))
+    bad = 0 if fast is not None and fast.clean else sum(
+        1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
+        or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))
     if bad:
         warnings.add(f"{bad} rows of the worker table have a PID or SS out of range; "
                      "those values are left out")
     uptime = html_uptime(data)
-    if workers and uptime is not None:
+    if workers and uptime is not None and (fast is None or fast.max_ss > uptime):
         impossible = forget_impossible_ss(workers, uptime)
         if impossible:
             warnings.add(f"{impossible} rows of the worker table have an SS longer than "
@@ -667,10 +1012,17 @@ def _worker_rows(table: _Table, headings: List[str]) -> List[WorkerRow]:
             if len(cells) == width]
 
 
-def _event_rows(table: _Table) -> List[EventProcess]:
-    # Two heading rows: rowspan=2 cells first, then groups split by colspan.
-    top = table.rows[0][0]
-    sub = [_norm(text) for text, _span in table.rows[1][0]] if len(table.rows) > 1 else []
+_EVENT_NAMES: Dict[Tuple[Any, ...], List[str]] = {}
+
+
+def _event_names(top: List[Tuple[str, int]], sub_heads: List[Tuple[str, int]]) -> List[str]:
+    """The event table's column names: rowspan=2 cells first, then groups
+    split by colspan (the same for every page of a server: kept)."""
+    key = (tuple(top), tuple(sub_heads))
+    known = _EVENT_NAMES.get(key)
+    if known is not None:
+        return known
+    sub = [_norm(text) for text, _span in sub_heads]
     names: List[str] = []
     used = 0  # sub-headings taken so far (an index: slicing the rest each time is quadratic)
     for text, span in top:
@@ -681,9 +1033,21 @@ def _event_rows(table: _Table) -> List[EventProcess]:
             group = label.split()[0] if label else ""
             names.extend(f"{group} {s}" for s in sub[used:used + span])
             used += span
+    if len(_EVENT_NAMES) >= _CACHED:
+        _EVENT_NAMES.clear()
+    _EVENT_NAMES[key] = names
+    return names
+
+
+def _event_rows(table: _Table) -> List[EventProcess]:
+    rows = table.rows
+    names = _event_names(rows[0][0], rows[1][0] if len(rows) > 1 else [])
     out = []
-    for _heads, raw in table.rows[2:]:
-        cells = [table.text(c).strip() for c in raw]
+    for _heads, raw in rows[2:]:
+        if table.text is _raw_cell:
+            cells = list(map(_CELLS.__getitem__, raw))
+        else:
+            cells = [table.text(c).strip() for c in raw]
         if not cells or not cells[0].isascii() or not cells[0].isdigit() \
                 or len(cells[0]) > 9:
             continue  # the "Sum" row
