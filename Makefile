@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh Debian machine (as root):
 #   make demo   - a throwaway Apache on a loopback port, the exporter run against it
 #   make test   - install what the tests need and run the whole suite
+#   make dist   - the wheel and the sdist in dist/ (metadata checked by twine)
+#   make deb    - the Debian package in dist/, built from that sdist (lintian-checked)
 # `make deps` (both need it) installs only the APT_PACKAGES that are missing,
 # never upgrades an installed one, starts no service and leaves none enabled at
 # boot that was not before: see scripts/install-deps.sh.
@@ -12,12 +14,14 @@ PY := $(VENV)/bin/python
 SYSTEM_PYTHON ?= /usr/bin/python3
 APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
   collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse \
-  tmux prometheus prometheus-apache-exporter zabbix-agent
+  tmux prometheus prometheus-apache-exporter zabbix-agent \
+  python3-build python3-setuptools python3-wheel twine debhelper dh-python lintian \
+  python3-certifi python3-dateutil python3-urllib3 python3-typing-extensions
 PYTEST_ARGS ?=
 
 FUZZ_EXAMPLES ?= 20000
 
-.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs clean
+.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs dist deb clean
 
 deps:
 	@sh scripts/install-deps.sh $(APT_PACKAGES)
@@ -64,5 +68,16 @@ bench: venv
 docs: pyenv
 	$(PY) scripts/gen_docs.py
 
+# Built with Debian's python3-build and setuptools (--no-isolation): no
+# download, the same tools on every machine of a release.
+dist:
+	rm -rf dist build
+	$(SYSTEM_PYTHON) -m build --no-isolation --outdir dist .
+	twine check --strict dist/*
+
+# The .deb from the sdist above: scripts/build-deb.sh, packaging/debian/.
+deb: dist
+	sh scripts/build-deb.sh dist
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache build dist
