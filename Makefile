@@ -17,6 +17,9 @@ APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl
   tmux prometheus prometheus-apache-exporter zabbix-agent \
   python3-build python3-setuptools python3-wheel twine debhelper dh-python lintian \
   python3-certifi python3-dateutil python3-urllib3 python3-typing-extensions
+# What `make dist` and `make deb` need (all of them are in APT_PACKAGES too).
+DIST_PACKAGES := python3-build python3-setuptools python3-wheel twine
+DEB_PACKAGES := $(DIST_PACKAGES) python3-pip debhelper dh-python lintian
 PYTEST_ARGS ?=
 
 FUZZ_EXAMPLES ?= 20000
@@ -71,12 +74,15 @@ docs: pyenv
 # Built with Debian's python3-build and setuptools (--no-isolation): no
 # download, the same tools on every machine of a release.
 dist:
+	@sh scripts/install-deps.sh $(DIST_PACKAGES)
 	rm -rf dist build
 	$(SYSTEM_PYTHON) -m build --no-isolation --outdir dist .
 	twine check --strict dist/*
 
 # The .deb from the sdist above: scripts/build-deb.sh, packaging/debian/.
-deb: dist
+deb:
+	@sh scripts/install-deps.sh $(DEB_PACKAGES)
+	$(MAKE) dist
 	sh scripts/build-deb.sh dist
 
 clean:
