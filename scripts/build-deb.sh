@@ -66,7 +66,7 @@ CHANGELOG
 }
 deb="$work/apache-metrics-exporter_${upstream}-${revision}_all.deb"
 if [ "${LINTIAN:-1}" != 0 ]; then
-    lintian --fail-on error --info --display-info "$deb" || {
+    lintian --fail-on error --display-info "$deb" || {
         echo "build-deb: lintian found errors in $(basename "$deb")" >&2
         exit 1
     }
