@@ -233,6 +233,15 @@ def test_deb_contents(debs):
     assert f"Version: {version()}-" in control
     assert "python3-psutil" in control and "influxdb" not in control  # vendored instead
     assert "/usr/share/apache-metrics-exporter/vendor/influxdb_client/__init__.py" in members
+    docs = "/usr/share/doc/apache-metrics-exporter/"
+    assert f"{docs}docs/configuration.md" in members
+    assert not [n for n in members if n.startswith(f"{docs}docs/man")]  # in man1 only
+    assert "/usr/local/" not in tar_text(debs[0], f"{docs}examples/collectd/{PKG}.conf")
+
+
+def tar_text(deb: Path, path: str) -> str:
+    with tarfile.open(fileobj=_fsys(deb)) as tar:
+        return tar.extractfile("." + path).read().decode()
 
 
 def _fsys(deb: Path):
