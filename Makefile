@@ -14,7 +14,8 @@ PY := $(VENV)/bin/python
 SYSTEM_PYTHON ?= /usr/bin/python3
 APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
   collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse \
-  tmux prometheus prometheus-apache-exporter zabbix-agent \
+  python3-yaml python3-bcrypt tmux prometheus prometheus-apache-exporter zabbix-agent \
+  zabbix-server-pgsql zabbix-frontend-php php-pgsql postgresql php-cli php8.2-cgi \
   python3-build python3-setuptools python3-wheel twine debhelper dh-python lintian \
   python3-certifi python3-dateutil python3-urllib3 python3-typing-extensions
 # What `make dist` and `make deb` need (all of them are in APT_PACKAGES too).

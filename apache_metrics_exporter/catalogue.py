@@ -482,6 +482,145 @@ REAPER_METRICS: Tuple[Metric, ...] = (
        prom='apache_reaper_last_run_timestamp_seconds'),
 )
 
+# Saturation, from the kernel rather than the page (docs/insight.md): the
+# accept queues of the proven Apache's listening sockets, read in the same
+# sock_diag query that proves which Apache serves the URL, so they are still
+# there when the status page cannot be fetched; and why it could not be.
+# Left out (never 0) when the sockets cannot be read: a remote URL, an
+# Apache not proven to own the socket, --no-processes.
+SATURATION_METRICS: Tuple[Metric, ...] = (
+    _m("accept_queue_length", GAUGE, "connections", int,
+       "Connections waiting in the accept queue of a listening socket of the proven "
+       "Apache (handshake done, not yet accepted by a worker), by listen address "
+       "(ADDRESS:PORT), at collection time (the kernel's sock_diag; a local Apache "
+       "only).", labels=("listen",), tab_key="accept-queue-length",
+       influx="apache_accept_queue.length", collectd="queue_length-accept_{listen}",
+       prom="apache_accept_queue_length"),
+    _m("accept_queue_limit", GAUGE, "connections", int,
+       "Backlog limit of that accept queue, by listen address: min(ListenBacklog, "
+       "net.core.somaxconn) as the kernel applies it; once the queue is past it, new "
+       "connections are dropped (left out where only /proc/net/tcp can be read).",
+       labels=("listen",), tab_key="accept-queue-limit",
+       influx="apache_accept_queue.limit", collectd="queue_length-accept_limit_{listen}",
+       prom="apache_accept_queue_limit"),
+    _m("accept_queue_length_all", GAUGE, "connections", int,
+       "Connections waiting in the accept queues of all the listening sockets of the "
+       "proven Apache that the URL can reach (the sum of accept_queue_length).",
+       tab_key="accept-queue-length-all",
+       influx="apache_accept_queue.length_all", collectd="queue_length-accept_all",
+       prom="apache_accept_queue_length_all"),
+    _m("accept_queue_limit_all", GAUGE, "connections", int,
+       "Sum of the backlog limits of those accept queues (the sum of accept_queue_limit; "
+       "left out when one of them is unknown).",
+       tab_key="accept-queue-limit-all",
+       influx="apache_accept_queue.limit_all", collectd="queue_length-accept_limit_all",
+       prom="apache_accept_queue_limit_all"),
+    _m("up_reason", GAUGE, "boolean", int,
+       "A state set: 1 for the reason the status page could not be read (ok when it "
+       "was), 0 for every other reason (see status_reason for the words).",
+       labels=("reason",), collectd="gauge-up_reason_{reason}", prom="apache_up_reason",
+       absent=(("influx", "the word itself: status_reason"),
+               ("tab", "the word itself: status_reason"))),
+    _m("status_reason", GAUGE, "text", str,
+       "Why the status page could not be read, one word: ok (it was read), refused, "
+       "saturated (timed out while connections waited in the accept queue: no worker "
+       "took them), timeout (timed out otherwise), http_error, not_status_page, tls, "
+       "resolve, unreachable, bad_response (cut short, too large, not HTTP), error.",
+       tab_key="status-reason", influx="apache_status.reason",
+       absent=(("prometheus", "a state set: up_reason"),
+               ("collectd", "text; a state set: up_reason"))),
+)
+
+
+
+# ---------------------------------------------------------------------------
+# Interval figures (issue 20: rates and request durations). Derived from this
+# collection and the previous reading of the same target (restarts.py keeps
+# it, intervals.py computes them); left out on the first collection, after a
+# hard restart and when no previous reading can be used, never written as 0.
+HISTOGRAM = "histogram"
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DURATION_STATS = ("p50", "p90", "p99", "max")
+_NO_HIST = (("tab", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
+                    "count are written instead"),
+            ("influx", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
+                       "count are written instead"),
+            ("collectd", "Prometheus' cumulative histogram; p50/p90/p99/max and the sampled "
+                         "count are written instead"))
+_NO_STAT = (("prometheus", "histogram_quantile() over apache_request_duration_seconds_bucket "
+                           "gives any quantile"),)
+
+
+def _duration_metrics(prefix: str, labels: Tuple[str, ...], influx: str, collectd: str,
+                      prom: str, who: str) -> Tuple[Metric, ...]:
+    """The request-duration figures of the server (prefix "") or of each vhost."""
+    tag = "_{vhost}" if labels else ""
+    out = [
+        _m(f"{prefix}request_duration_bucket", COUNTER, "requests", int,
+           f"Requests of {who} sampled from the worker table, by duration bucket "
+           "(cumulative since the exporter's previous reading began).", labels=labels + ("le",),
+           prom=f"{prom}_bucket", absent=_NO_HIST),
+        _m(f"{prefix}request_duration_sum", COUNTER, "seconds", float,
+           f"Total duration of the sampled requests of {who}.", labels=labels,
+           prom=f"{prom}_sum", absent=_NO_HIST),
+        _m(f"{prefix}request_duration_count", COUNTER, "requests", int,
+           f"Sampled requests of {who}.", labels=labels,
+           prom=f"{prom}_count", absent=_NO_HIST),
+    ]
+    for stat in DURATION_STATS:
+        what = "Longest" if stat == "max" else f"{stat[1:]}th percentile of the"
+        out.append(_m(
+            f"{prefix}request_duration_{stat}_seconds", GAUGE, "seconds", float,
+            f"{what} request duration{'' if stat == 'max' else 's'} of {who} sampled from "
+            "the worker table in the interval since the previous collection.",
+            labels=labels, tab_key=f"{prefix.replace('_', '-')}request-duration-{stat}",
+            influx=f"{influx}.request_duration_{stat}_seconds",
+            collectd=f"response_time-{collectd}{stat}{tag}", absent=_NO_STAT))
+    out.append(_m(
+        f"{prefix}request_duration_sampled", GAUGE, "requests", int,
+        f"Requests of {who} in the interval whose duration the worker table showed.",
+        labels=labels, tab_key=f"{prefix.replace('_', '-')}request-duration-sampled",
+        influx=f"{influx}.request_duration_sampled",
+        collectd=f"count-{collectd}sampled{tag}",
+        prom=f"apache_{prefix}request_duration_sampled_requests"))
+    return tuple(out)
+
+
+INTERVAL_METRICS: Tuple[Metric, ...] = (
+    _m("interval_seconds", GAUGE, "seconds", float,
+       "Length of the interval since the previous collection the interval figures cover.",
+       tab_key="interval-seconds", influx="apache_interval.interval_seconds",
+       collectd="duration-interval", prom="apache_interval_seconds"),
+    _m("interval_requests_per_second", GAUGE, "requests/second", float,
+       "Requests per second in the interval since the previous collection "
+       "(Total Accesses delta; ExtendedStatus).",
+       tab_key="interval-requests-per-second", influx="apache_interval.requests_per_second",
+       collectd="requests-interval", prom="apache_interval_requests_per_second"),
+    _m("interval_bytes_per_second", GAUGE, "bytes/second", float,
+       "Bytes sent per second in the interval since the previous collection "
+       "(Total kBytes delta, so 1 kB resolution; ExtendedStatus).",
+       tab_key="interval-bytes-per-second", influx="apache_interval.bytes_per_second",
+       collectd="gauge-interval_bytes_per_second", prom="apache_interval_bytes_per_second"),
+    _m("interval_request_duration_seconds", GAUGE, "seconds", float,
+       "Mean request duration in the interval since the previous collection "
+       "(Total Duration delta / Total Accesses delta; 2.4.35+).",
+       tab_key="interval-request-duration", influx="apache_interval.request_duration_seconds",
+       collectd="response_time-interval_mean",
+       prom="apache_interval_request_duration_seconds"),
+    _m("request_duration_sampled_ratio", GAUGE, "ratio", float,
+       "Share of the interval's requests (Total Accesses delta, the exporter's own "
+       "status requests aside) whose duration the worker table showed.",
+       tab_key="request-duration-sampled-ratio",
+       influx="apache_interval.request_duration_sampled_ratio",
+       collectd="percent-request_duration_sampled", collectd_scale=100,
+       prom="apache_request_duration_sampled_ratio"),
+) + _duration_metrics("", (), "apache_interval", "request_duration_",
+                      "apache_request_duration_seconds",
+                      "the server") \
+  + _duration_metrics("vhost_", ("vhost",), "apache_vhost_interval", "vhost_",
+                      "apache_vhost_request_duration_seconds", "a virtual host")
+
+
 # The collection itself.
 HEALTH_METRICS: Tuple[Metric, ...] = (
     _m("up", GAUGE, "boolean", int, "1 when the status page was read, else 0.",
@@ -545,11 +684,61 @@ HEALTH_METRICS: Tuple[Metric, ...] = (
        absent=(("influx", "the --listen endpoint's own"),
                ("collectd", "the --listen endpoint's own")),
        prom='apache_exporter_scrape_duration_seconds'),
+) + (
+    # The --listen endpoint's own process, as every Go exporter reports its own
+    # (client_golang's process collector: same names, same sources in /proc).
+    # Not in a one-shot file: that process is gone when the file is read, and
+    # node_exporter's textfile collector would clash with node_exporter's own.
+    _m("exporter_cpu_seconds", COUNTER, "seconds", float,
+       "User and system CPU time of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_cpu_seconds_total"),
+    _m("exporter_resident_memory_bytes", GAUGE, "bytes", int,
+       "Resident memory of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_resident_memory_bytes"),
+    _m("exporter_virtual_memory_bytes", GAUGE, "bytes", int,
+       "Virtual memory of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_virtual_memory_bytes"),
+    _m("exporter_virtual_memory_max_bytes", GAUGE, "bytes", float,
+       "Limit of the --listen endpoint's virtual memory (RLIMIT_AS; 2^64-1 when unlimited, "
+       "as client_golang reports it).",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_virtual_memory_max_bytes"),
+    _m("exporter_open_fds", GAUGE, "descriptors", int,
+       "Open file descriptors of the --listen endpoint's process.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_open_fds"),
+    _m("exporter_max_fds", GAUGE, "descriptors", int,
+       "Limit of open file descriptors of the --listen endpoint's process (RLIMIT_NOFILE, "
+       "soft).",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_max_fds"),
+    _m("exporter_start_time_seconds", GAUGE, "seconds", float,
+       "Start time of the --listen endpoint's process since the Unix epoch.",
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="process_start_time_seconds"),
+    _m("build_info", GAUGE, "info", int,
+       "Always 1; labels version (this program's) and pythonversion (the interpreter's), "
+       "as apache_exporter_build_info says its own.",
+       labels=("version", "pythonversion"),
+       absent=(("influx", "the --listen endpoint's own"),
+               ("collectd", "the --listen endpoint's own")),
+       prom="apache_metrics_exporter_build_info"),
 )
 
 ALL_METRICS: Tuple[Metric, ...] = (
     SERVER_METRICS + PROXY_METRICS + DERIVED_METRICS + SCOREBOARD_METRICS + WORKER_METRICS
-    + VHOST_METRICS + PROCESS_METRICS + REAPER_METRICS + HEALTH_METRICS
+    + VHOST_METRICS + PROCESS_METRICS + REAPER_METRICS + SATURATION_METRICS + INTERVAL_METRICS
+    + HEALTH_METRICS
 )
 
 BY_NAME: Dict[str, Metric] = {m.name: m for m in ALL_METRICS}
@@ -558,6 +747,9 @@ PROXY_BY_FIELD: Dict[str, Metric] = {m.auto_key: m for m in PROXY_METRICS if m.a
 STATE_BY_CHAR: Dict[str, str] = dict(SCOREBOARD_STATES)
 
 MEMORY_STATS = ("count", "min", "max", "average", "median")
+# status_reason's words (up_reason's states), "ok" first: collect.snapshot.fetch_reason.
+REASONS = ("ok", "refused", "saturated", "timeout", "http_error", "not_status_page", "tls",
+           "resolve", "unreachable", "bad_response", "error")
 MEMORY_METRIC = {
     "count": "memory_count", "min": "memory_min_bytes", "max": "memory_max_bytes",
     "average": "memory_average_bytes", "median": "memory_median_bytes",
@@ -630,15 +822,27 @@ FAMILIES: Tuple[Family, ...] = (
            "Index usage of the TLS session cache (0..1)."),
     Family("apache_tls_cache_usage_ratio", GAUGE, "ratio",
            "Usage of the TLS session cache (0..1)."),
+    # Request durations from the worker table (intervals.py): histograms.
+    Family("apache_request_duration_seconds", HISTOGRAM, "seconds",
+           "Durations of requests sampled from the worker table's per-slot Acc/Req/Dur "
+           "deltas between collections (see docs/insight.md)."),
+    Family("apache_vhost_request_duration_seconds", HISTOGRAM, "seconds",
+           "Durations of requests sampled from the worker table, per virtual host "
+           "(--vhost-limit hosts, the rest as vhost other)."),
 )
 FAMILY: Dict[str, Family] = {f.name: f for f in FAMILIES}
+HISTOGRAM_SUFFIXES = ("bucket", "sum", "count")
 
 
 def prom_family(metric: Metric) -> Family:
     """The Prometheus family of a metric: declared in FAMILIES, else made from
     the metric itself (its kind, unit and help)."""
     name = (metric.prom or "").partition("{")[0]
-    return FAMILY.get(name) or Family(name, metric.kind, metric.unit, metric.help)
+    family = FAMILY.get(name)
+    if family is None:  # a histogram's _bucket, _sum and _count share its family
+        stem, _, suffix = name.rpartition("_")
+        family = FAMILY.get(stem) if suffix in HISTOGRAM_SUFFIXES else None
+    return family or Family(name, metric.kind, metric.unit, metric.help)
 
 
 # ---------------------------------------------------------------------------

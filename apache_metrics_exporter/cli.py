@@ -6,8 +6,9 @@ anything is fetched, exit 2) and hand over: to one batch, a loop, the
 to one reaper run (reaper/run.py).
 
 Exit status: 0 when the output was written (also when Apache is down: that is
-data), 1 when the output could not be written, 2 for usage or configuration
-errors.
+data), 1 when the output could not be written (stdout closed too), 2 for usage
+or configuration errors (--execd with stdin closed too). A closed standard
+stream never causes a traceback (streams.py).
 """
 
 from __future__ import annotations
@@ -26,15 +27,24 @@ from apache_metrics_exporter.errors import (
     UsageError,
 )
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.streams import (
+    guard,
+    isatty,
+    require_stdout,
+    stdin_closed,
+    stdout_attempted,
+    stdout_error,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Callable, Optional, Sequence
 
 
-def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain") -> None:
+def setup_logging(verbose: int, quiet: int, prog: str = PROG, style: str = "plain",
+                  level: Optional[str] = None) -> None:
     """One line per message on stderr, prefixed with the program name."""
-    log.setup(verbose, quiet, prog, style)
+    log.setup(verbose, quiet, prog, style, level)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -46,7 +56,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.writers import FORMAT, Settings, load
 
         args = config.parse(config.build_parser(), argv)
-        setup_logging(args.verbose, args.quiet, PROG, args.log_format)
+        setup_logging(args.verbose, args.quiet, PROG, args.log_format, args.log_level)
+        if args.check:
+            from apache_metrics_exporter import check
+
+            return check.run(args)
         resolve_format(args)
         targets = config.targets(args)
         exe_names = config.exe_names(args)
@@ -64,21 +78,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.execd and args.interval:
             raise UsageError("--execd and --interval exclude each other: Telegraf's "
                              "execd paces the batches itself")
+        if args.execd and stdin_closed():
+            raise UsageError("--execd collects once per line read from stdin, but stdin "
+                             "is closed; run it from Telegraf's inputs.execd with "
+                             "signal = \"STDIN\", or use --interval")
         if args.watch:
             if args.execd or args.interval or args.output != "-":
                 raise UsageError("--watch shows a live view: it takes none of --execd, "
                                  "--interval, --output")
             if len(targets) != 1:
                 raise UsageError("--watch shows one Apache: give one --url")
-            if not (sys.stdout.isatty() and sys.stdin.isatty()):
+            if not (isatty(sys.stdout) and isatty(sys.stdin)):
                 raise UsageError("--watch needs a terminal")
         if args.listen:
             check_endpoint_options(args)
         if args.interval is None and not args.execd and not args.listen:
             args.interval = loops.collectd_interval()
+        if args.output == "-" and not fmt.sinks and not args.listen:
+            require_stdout()  # closed: status 1 before anything is fetched
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except OutputError as exc:
+        log.error("%s", exc)
+        return EXIT_OUTPUT
     if args.listen:
         return loops.run_endpoint(args, targets, exe_names)
     if args.watch:
@@ -109,7 +132,10 @@ def check_endpoint_options(args: argparse.Namespace) -> None:
 
 def resolve_format(args: argparse.Namespace) -> None:
     """--zabbix-discovery, and the default: text on a terminal, else tab (the
-    metrics file apache-manager users' scripts and cron jobs expect)."""
+    metrics file apache-manager users' scripts and cron jobs expect).
+    --web.systemd-socket is the endpoint on systemd's sockets (no --listen)."""
+    if getattr(args, "systemd_socket", False) and not args.listen:
+        args.listen = ["systemd socket"]
     if args.zabbix_discovery:
         if args.format not in (None, "zabbix-discovery"):
             raise UsageError(f"--zabbix-discovery and --format {args.format} exclude each "
@@ -118,39 +144,54 @@ def resolve_format(args: argparse.Namespace) -> None:
     if args.format is None and args.listen:
         args.format = "prometheus"
     if args.format is None:
-        args.format = "text" if args.output == "-" and sys.stdout.isatty() else "tab"
+        args.format = "text" if args.output == "-" and isatty(sys.stdout) else "tab"
 
 
 def console_main() -> None:
-    """The console script: ``main()``, then a fast exit.
+    """The console script: ``main()``, then a fast exit (``console``)."""
+    console(main)
+
+
+def console(run: Callable[[], int]) -> None:
+    """What every console script does around its ``run()``: closed standard
+    streams put on /dev/null first (streams.py), Ctrl-C as one line, then the
+    flush and a fast exit.
 
     Tearing the interpreter down (freeing every module) takes about 15 ms - a
     sixth of a one-shot run, paid at every Telegraf interval. Everything this
     program writes is closed (files) or flushed below (stdout/stderr), and it
     registers no exit handlers, so it leaves with os._exit once flushed.
     """
-    finish(interruptible(main))
+    guard()
+    finish(interruptible(run))
 
 
 def interruptible(run: Callable[[], int]) -> int:
     """``run()``, with Ctrl-C (SIGINT) ending it with one line and status 130,
-    as a shell reports it, never a traceback."""
+    as a shell reports it, never a traceback; argparse's exits (--help, its
+    usage errors) become a status, so that ``finish`` still runs."""
     try:
         return run()
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
 
 
 def finish(status: int) -> None:
-    """Flush stdout and stderr (a failing stdout turns success into status 1)
-    and leave at once with ``status``."""
+    """Flush stdout and stderr and leave at once with ``status``. A failing
+    stdout, or one that was closed when something was printed to it (--help
+    under ``>&-``), turns success into status 1, said in one line."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             if stream is sys.stdout and status == EXIT_OK:
                 status = EXIT_OUTPUT
+    if stdout_attempted() and status == EXIT_OK:
+        log.error("%s", stdout_error())
+        status = EXIT_OUTPUT
     os._exit(status)
 
 
@@ -162,7 +203,8 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.reaper.policy import Thresholds
 
         args = config.parse(config.build_reaper_parser(), argv)
-        setup_logging(1 + args.verbose, args.quiet, REAPER_PROG, args.log_format)
+        setup_logging(args.verbose + (0 if args.log_level else 1), args.quiet, REAPER_PROG,
+                      args.log_format, args.log_level)
         targets = config.targets(args)
         if len(targets) != 1:
             raise UsageError("the reaper acts on one Apache: give one --url")
@@ -195,5 +237,5 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def reaper_console() -> None:
-    """The reaper's console script: reaper_main() with Ctrl-C as one line."""
-    finish(interruptible(reaper_main))
+    """The reaper's console script: ``reaper_main()`` (``console``)."""
+    console(reaper_main)

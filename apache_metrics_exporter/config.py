@@ -10,6 +10,7 @@ UsageError naming the option.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
@@ -19,7 +20,7 @@ from apache_metrics_exporter import __version__
 from apache_metrics_exporter.collect.http import Target, check_url, parse_header, redact, status_url
 from apache_metrics_exporter.collect.processes import DEFAULT_EXE_NAMES, MEMORY_KINDS
 from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
-from apache_metrics_exporter.log import LOG_FORMATS, log
+from apache_metrics_exporter.log import LOG_FORMATS, LOG_LEVELS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
 from apache_metrics_exporter.units import parse_size, parse_timespan
 
@@ -131,6 +132,9 @@ def _first_line_number() -> int:
 def _without_values(message: str) -> str:
     """configargparse's messages about config file content, without the content:
     the line or value it quotes may be a password."""
+    if message.startswith("Unable to open config file: ") and ". Error: " in message:
+        # our own message from _open_config, wrapped by configargparse
+        return message.partition(". Error: ")[2]
     if message.startswith("Unexpected line "):
         # "Unexpected line N in PATH: LINE", N counting from 0 or 1 by version
         number, _, path = message[len("Unexpected line "):].partition(":")[0].partition(" in ")
@@ -156,7 +160,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
         prog=prog, description=description, epilog=epilog,
         default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
         formatter_class=_Formatter, allow_abbrev=False,
-        args_for_setting_config_path=["-c", "--config"],
+        args_for_setting_config_path=["-c", "--config"], config_file_open_func=_open_config,
         config_arg_help_message="config file (key = value lines, keys are option names "
                                 "without '--')",
     )
@@ -165,9 +169,15 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="say more on stderr (twice for debug)")
     p.add_argument("-q", "--quiet", action="count", default=0,
                    help="say less on stderr: errors only (twice: nothing)")
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="plain",
-                   help="stderr lines: 'PROG: LEVEL: message', or Telegraf's 'E! [PROG] "
-                        "message' so Telegraf logs each at its level")
+    p.add_argument("--log-format", "--log.format", dest="log_format", choices=LOG_FORMATS,
+                   default="plain",
+                   help="stderr lines: plain 'PROG: LEVEL: message'; telegraf 'E! [PROG] "
+                        "message' so Telegraf logs each at its level; logfmt or json as "
+                        "apache_exporter writes them ('ts=... level=info msg=...')")
+    p.add_argument("--log-level", "--log.level", dest="log_level", choices=LOG_LEVELS,
+                   metavar="LEVEL",
+                   help="least severe messages shown: debug, info, warn or error "
+                        "(apache_exporter's flag; -v and -q move from there; default: warn)")
     t = p.add_argument_group("target (where the status page is)")
     t.add_argument("--url", "--scrape_uri", dest="url", action="append", metavar="URL",
                    help="mod_status page, e.g. http://127.0.0.1/server-status (or its ?auto "
@@ -197,6 +207,12 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
                    help="key of --client-cert, if not in the same file")
     t.add_argument("--insecure", action="store_true",
                    help="do not verify the server's TLS certificate")
+    t.add_argument("--no-insecure", dest="insecure", action="store_false",
+                   help=argparse.SUPPRESS)  # kingpin's negation of a boolean flag
+    t.add_argument("--custom_headers", "--custom-headers", dest="custom_headers",
+                   action="append", default=[], metavar="NAME=VALUE",
+                   help="extra request header, apache_exporter's form of --header; "
+                        "repeatable")
     g = p.add_argument_group("processes")
     g.add_argument("--pid-file", metavar="PATH",
                    help="Apache's PID file: trusted where the owner of the URL's "
@@ -233,14 +249,13 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     for name in getattr(parser, "_foreign_names", ()):
         if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in cli):
             raise UsageError(f"--{name} is not an option of {parser.prog} (see --help)")
-    _check_config_files(parser, cli)
-    for i, arg in enumerate(cli):
-        value = cli[i + 1] if arg == "--header" and i + 1 < len(cli) else (
-            arg.split("=", 1)[1] if arg.startswith("--header=") else "")
-        if value.partition(":")[0].strip().lower() in SECRET_HEADERS:
-            raise UsageError(f"--header {value.partition(':')[0].strip()}: ... on the command "
-                             "line is visible to every user in ps; put 'header = [...]' in the "
-                             "config file or use APACHE_METRICS_HEADER")
+    for option, sep in (("--header", ":"), ("--custom_headers", "="),
+                        ("--custom-headers", "=")):
+        for value in _option_values(cli, option):
+            if value.partition(sep)[0].strip().lower() in SECRET_HEADERS:
+                raise UsageError(f"{option} {value.partition(sep)[0].strip()}{sep} ... on the "
+                                 "command line is visible to every user in ps; put 'header = "
+                                 "[...]' in the config file or use APACHE_METRICS_HEADER")
     for secret in ("--password", "--influxdb-password", "--listen-password"):
         if any(a == secret or a.startswith(secret + "=") for a in cli):
             key = secret[2:]
@@ -254,11 +269,73 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
                              "visible to every user in ps; put 'url = ...' in the config "
                              f"file or {ENV_PREFIX}URL, or give --user and --password-file")
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv, env_vars=_environment(parser))
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
     _unknown_environment(parser, args)
+    _register_secrets(args)
     return args
+
+
+def _register_secrets(args: argparse.Namespace) -> None:
+    """Tell the scrubber every secret given directly (config file, environment)
+    and every user name, before anything is fetched or logged; secrets read
+    from files are registered by read_secret."""
+    from apache_metrics_exporter import scrub
+
+    for user in ("user", "influxdb_username", "listen_user"):
+        scrub.add_user(getattr(args, user, None))
+    for secret in ("password", "influxdb_password", "influxdb_token", "listen_password"):
+        scrub.add_secret(getattr(args, secret, None))
+    urls = [*(getattr(args, "url", None) or ()), getattr(args, "influxdb_url", None) or ""]
+    for url in urls:
+        if "@" in url:
+            try:
+                _url, name, password = status_url(url)
+            except ValueError:
+                continue  # refused with a message (check_url) that shows no userinfo
+            scrub.add_credentials(name, password)
+    for header in getattr(args, "header", None) or ():
+        name, _, value = header.partition(":")
+        scrub.add_header(name.strip(), value)
+    for header in getattr(args, "custom_headers", None) or ():
+        name, _, value = header.partition("=")
+        scrub.add_header(name.strip(), value)
+
+
+# apache_exporter 1.1's environment variables (kingpin Envar) and the option
+# each sets; the collector's only (they name its endpoint's settings).
+FOREIGN_ENV = (("SCRAPE_URI", "url"), ("METRICS_ENDPOINT", "telemetry_endpoint"),
+               ("HOST_OVERRIDE", "host_override"), ("INSECURE", "insecure"))
+_GO_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), "true"),
+             **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), "false")}
+
+
+def _environment(parser: configargparse.ArgParser) -> Dict[str, str]:
+    """The environment the parser reads: os.environ, plus apache_exporter's
+    variables (SCRAPE_URI, ...) as the APACHE_METRICS_* variable of the same
+    option where that one is not set (ours wins; the command line beats both).
+    An empty one is unset, as for kingpin; INSECURE takes Go's booleans."""
+    env = dict(os.environ)
+    if not getattr(parser, "_foreign_env", False):
+        return env
+    by_dest: Dict[str, str] = {}
+    for action in parser._actions:  # configargparse's name: the first long option's
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            by_dest.setdefault(action.dest,
+                               ENV_PREFIX + long[0][2:].replace("-", "_").upper())
+    for name, dest in FOREIGN_ENV:
+        value, ours = env.get(name, ""), by_dest.get(dest)
+        if not value or ours is None or ours in env:
+            continue
+        if dest == "insecure":
+            if value not in _GO_BOOLS:
+                raise UsageError(f"environment variable {name}: expected true or false "
+                                 "(also 1, 0, t, f)")
+            value = _GO_BOOLS[value]
+        env[ours] = value
+    return env
 
 
 def _option_values(cli: Sequence[str], option: str) -> List[str]:
@@ -280,7 +357,7 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
     known = {a.env_var for a in parser._actions if getattr(a, "env_var", None)}
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
     if unknown and not args.quiet:
-        log.setup(args.verbose, args.quiet, parser.prog, args.log_format)
+        log.setup(args.verbose, args.quiet, parser.prog, args.log_format, args.log_level)
         for name in unknown:
             log.warning("environment variable %s is not an option of %s: ignored (see "
                         "--help; values are not shown)", name, parser.prog)
@@ -289,21 +366,26 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
 SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 
-def _check_config_files(parser: configargparse.ArgParser, cli: Sequence[str]) -> None:
-    """Config files are read only when they can be trusted (``trust.py``: a
-    regular file - a FIFO would block the run for ever - that only this user
-    or root could have written): they say which Apache to watch and whom the
+def _open_config(path: str, mode: str = "r") -> io.StringIO:
+    """configargparse's only way into a config file, however the path was
+    given (``-c F``, ``-cF``, ``-vcF``, ``--config=F``, the default files):
+    read only when it can be trusted (``trust.py``: a regular file - a FIFO
+    would block the run for ever - that only this user or root could have
+    written, bounded). Config files say which Apache to watch and whom the
     reaper may signal."""
-    from apache_metrics_exporter.trust import check_trusted
+    from apache_metrics_exporter.trust import read_trusted
 
-    given = [cli[i + 1] for i, a in enumerate(cli[:-1]) if a in ("-c", "--config")]
-    given += [a.split("=", 1)[1] for a in cli if a.startswith("--config=")]
-    paths = given + [os.path.expanduser(p) for p in CONFIG_FILES]
-    for path in paths:
-        try:
-            check_trusted(path, "config file")
-        except OSError:
-            continue  # unreadable or missing: configargparse's error, if given
+    if mode != "r":
+        raise UsageError("config files are only read here")
+    try:
+        data = read_trusted(path, "config file")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    stream = io.StringIO(data.decode("utf-8", "replace"))
+    stream.name = path  # configargparse names the file in its messages
+    return stream
 
 
 def read_secret(path: str, option: str) -> str:
@@ -317,7 +399,11 @@ def read_secret(path: str, option: str) -> str:
         raise UsageError(f"cannot read {option} {path}: it {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {option} {path}: {exc.strerror}") from None
-    return data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    secret = data.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+    from apache_metrics_exporter.scrub import add_secret
+
+    add_secret(secret)  # never shown, in any form, in text from a peer
+    return secret
 
 
 def targets(args: argparse.Namespace) -> List[Target]:
@@ -340,6 +426,12 @@ def targets(args: argparse.Namespace) -> List[Target]:
     if args.password_file:
         password = read_secret(args.password_file, "--password-file")
     headers = tuple(parse_header(h) for h in args.header)
+    for given in getattr(args, "custom_headers", None) or ():
+        name, sep, value = given.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--custom_headers {name.strip()!r}...: expected NAME=VALUE, "
+                             "e.g. X-Token=abc (values are not shown)")
+        headers += (parse_header(f"{name}: {value}"),)
     if args.host_override:
         headers += (parse_header(f"Host: {args.host_override}"),)
     out = []
@@ -424,6 +516,7 @@ def build_parser() -> configargparse.ArgParser:
                     EPILOG)
     _collector_options(p)
     add_foreign(p, own_options(_reaper_options))
+    p._foreign_env = True
     return p
 
 
@@ -440,6 +533,9 @@ def _collector_options(p: Any) -> None:
                    metavar="TIMESPAN",
                    help="an active worker whose request started this long ago counts "
                         "as hanging (e.g. 90s, 5m); default 5m")
+    c.add_argument("--check", action="store_true",
+                   help="check the set-up instead of collecting: one OK/WARN/FAIL line "
+                        "per check with the fix; exit status 1 when a check FAILs")
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
     c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",
@@ -448,7 +544,8 @@ def _collector_options(p: Any) -> None:
     c.add_argument("--vhost-limit", type=int, default=20, metavar="N",
                    help="report busy workers, requests in flight and the longest request "
                         "for the N virtual hosts with most busy workers, the rest summed "
-                        "as vhost 'other'; 0 turns per-vhost figures off")
+                        "as vhost 'other' (a real host of that name is shown as "
+                        "'other_HASH'); 0 turns per-vhost figures off")
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=sorted(f.name for f in FORMATS), default=None,
                    help="; ".join(f"{f.name}: {f.help}" for f in sorted(FORMATS))
@@ -512,13 +609,27 @@ def _collector_options(p: Any) -> None:
                         "read from stdin; exit 0 at end of input")
     e = p.add_argument_group("Prometheus scrape endpoint (apache_exporter's flag names "
                              "are accepted too)")
-    e.add_argument("--listen", "--telemetry.address", dest="listen", metavar="ADDR:PORT",
+    e.add_argument("--listen", "--telemetry.address", "--web.listen-address", dest="listen",
+                   action="append", metavar="ADDR:PORT",
                    help="answer Prometheus scrapes over HTTP instead of writing output: "
                         "GET /metrics collects every --url at scrape time. ADDR defaults "
                         "to 127.0.0.1 (give 0.0.0.0 or [::] for every interface), PORT to "
-                        "9117")
-    e.add_argument("--telemetry.endpoint", dest="telemetry_endpoint", default="/metrics",
-                   metavar="PATH", help="the path of the metrics page")
+                        "9117. Repeatable: one endpoint on several addresses")
+    e.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                   help="answer on the sockets systemd passes (socket activation: "
+                        "LISTEN_FDS) instead of --listen addresses")
+    e.add_argument("--no-web.systemd-socket", dest="systemd_socket", action="store_false",
+                   help=argparse.SUPPRESS)
+    e.add_argument("--telemetry-endpoint", "--telemetry.endpoint", "--web.telemetry-path",
+                   dest="telemetry_endpoint",
+                   default="/metrics", metavar="PATH", help="the path of the metrics page")
+    e.add_argument("--web-config-file", "--web.config.file", "--web.config",
+                   dest="web_config_file",
+                   metavar="PATH",
+                   help="exporter-toolkit's web configuration (YAML): TLS "
+                        "(tls_server_config), bcrypt basic auth (basic_auth_users), response "
+                        "headers and a rate limit for the endpoint, as apache_exporter reads "
+                        "it (see docs/prometheus.md)")
     e.add_argument("--probe-allow", action="append", metavar="PATTERN",
                    help="GET /probe?target=URL collects URL if it is a configured --url or "
                         "matches one of these shell patterns (e.g. "

@@ -34,14 +34,16 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.webconfig import peer_allowed
 from apache_metrics_exporter.writers import Settings, prometheus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.collect.http import Target
     from apache_metrics_exporter.collect.snapshot import Options
+    from apache_metrics_exporter.webconfig import WebConfig
 
 DEFAULT_PORT = 9117
 MAX_SCRAPES = 8
@@ -98,6 +100,9 @@ class Endpoint:
         self.options = options
         self.settings = Settings.of(args)
         self.failures = 0
+        from apache_metrics_exporter.restarts import Memory
+
+        self.memory = Memory()  # the previous reading of each target, between scrapes
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
         self.allowed = [t.url for t in targets]
@@ -131,8 +136,10 @@ class Endpoint:
         return Target(url, timeout=base.timeout, max_bytes=base.max_bytes,
                       ca_file=base.ca_file, insecure=base.insecure)
 
-    def scrape(self, targets: Sequence[Target]) -> str:
-        """One exposition for these targets (never raises for a bad target)."""
+    def scrape(self, targets: Sequence[Target], own_process: bool = False) -> str:
+        """One exposition for these targets (never raises for a bad target);
+        ``own_process``: with this process's process_* series and build info
+        (/metrics, not /probe: a probe is about its target)."""
         from apache_metrics_exporter.collect.http import Fetcher
         from apache_metrics_exporter.collect.snapshot import Sample, collect_all
         from apache_metrics_exporter.health import state_samples
@@ -149,7 +156,7 @@ class Endpoint:
         from apache_metrics_exporter.loops import report, track_restarts
 
         if list(targets) == self.targets:  # probes never reach the restart state
-            track_restarts(self.args, snaps)
+            track_restarts(self.args, snaps, self.memory)
         for snap in snaps:
             snap.samples.extend(extra)
             report(snap)
@@ -159,6 +166,10 @@ class Endpoint:
             total = self.failures
         own = [Sample(BY_NAME["scrape_failures_total"], total),
                Sample(BY_NAME["scrape_duration_seconds"], round(time.perf_counter() - t0, 6))]
+        if own_process:
+            from apache_metrics_exporter import selfmetrics
+
+            own.extend(selfmetrics.samples())
         return prometheus.render(snaps, self.settings, own)
 
 
@@ -202,6 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
     endpoint: Endpoint
     metrics_path = "/metrics"
     auth: Optional[str] = None  # the expected Authorization header value
+    web: Optional[WebConfig] = None  # --web.config.file
     server: _Server
 
     def setup(self) -> None:
@@ -213,6 +225,11 @@ class _Handler(BaseHTTPRequestHandler):
             handshake = getattr(self.connection, "do_handshake", None)
             if handshake is not None:  # TLS: in this thread, under the request deadline
                 handshake()
+                sans = self.web.allowed_sans if self.web is not None else None
+                if sans is not None and not peer_allowed(self.connection, sans):
+                    log.debug("%s: client certificate has none of client_allowed_sans",
+                              self.address_string())
+                    return
             super().handle()
         except OSError as exc:  # a client that went away, was dropped or spoke no TLS
             log.debug("%s: %s", self.address_string(), _why(exc))
@@ -238,15 +255,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers:
             self.send_header(name, value)
+        for name, value in self.web.headers if self.web is not None else ():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
 
     def _authorised(self) -> bool:
-        if self.auth is None:
+        """--listen-user, or basic_auth_users of --web.config.file (bcrypt);
+        the web configuration's rate limit first, as the toolkit does."""
+        web = self.web
+        if web is not None and web.limiter is not None and not web.limiter.allow():
+            self._send(429, "too many requests\n")
+            return False
+        if self.auth is None and (web is None or not web.users):
             return True
         given = self.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode("latin-1", "replace"), self.auth.encode()):
+        if self.auth is not None:
+            if hmac.compare_digest(given.encode("latin-1", "replace"), self.auth.encode()):
+                return True
+        elif web is not None and web.check_basic(given):
             return True
         self._send(401, "authentication required\n",
                    headers=[("WWW-Authenticate", 'Basic realm="apache-metrics-exporter"')])
@@ -264,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         if parts.path == self.metrics_path:
-            self._scrape(self.endpoint.targets)
+            self._scrape(self.endpoint.targets, own_process=True)
         elif parts.path == "/probe":
             wanted = parse_qs(parts.query).get("target", [])
             if len(wanted) != 1:
@@ -285,12 +313,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def _scrape(self, targets: Sequence[Target]) -> None:
+    def _scrape(self, targets: Sequence[Target], own_process: bool = False) -> None:
         if not self.endpoint.slots.acquire(blocking=False):
             self._send(503, f"more than {MAX_SCRAPES} scrapes at once; try again\n")
             return
         try:
-            body = self.endpoint.scrape(targets)
+            body = self.endpoint.scrape(targets, own_process)
         finally:
             self.endpoint.slots.release()
         self._send(200, body, CONTENT_TYPE)
@@ -463,33 +491,104 @@ def _auth_value(args: argparse.Namespace) -> Optional[str]:
     return f"Basic {token}"
 
 
+class Listeners:
+    """The endpoint's servers: one per --listen address (or systemd socket),
+    sharing one Endpoint, serving and stopping together."""
+
+    def __init__(self, servers: Sequence[_Server]) -> None:
+        self.servers = list(servers)
+
+
 def make_server(args: argparse.Namespace, targets: Sequence[Target],
-                options: Options) -> _Server:
-    """The bound server (UsageError when the address or TLS files are wrong)."""
-    host, port = parse_listen(args.listen)
+                options: Options) -> Listeners:
+    """The bound servers (UsageError when an address, the web configuration
+    or the TLS files are wrong; nothing is left bound then)."""
     path = args.telemetry_endpoint or "/metrics"
     if not path.startswith("/"):
         raise UsageError(f"--telemetry.endpoint {path!r}: a path starting with /")
+    web = None
+    if getattr(args, "web_config_file", None):
+        from apache_metrics_exporter.webconfig import load
+
+        web = load(args.web_config_file)
+        if web.users and (args.listen_user or args.listen_password_file
+                          or args.listen_password):
+            raise UsageError("basic auth is set twice: by --listen-user and by "
+                             "basic_auth_users of --web.config.file; keep one")
+        if web.ssl_context is not None and (args.listen_cert_file or args.listen_key_file):
+            raise UsageError("TLS is set twice: by --listen-cert-file and by "
+                             "tls_server_config of --web.config.file; keep one")
     handler = type("Handler", (_Handler,), {
         "endpoint": Endpoint(args, targets, options),
-        "metrics_path": path, "auth": _auth_value(args)})
-    ctx = _tls_context(args)
+        "metrics_path": path, "auth": _auth_value(args), "web": web})
+    ctx = web.ssl_context if web is not None and web.ssl_context is not None \
+        else _tls_context(args)
     attributes: Dict[str, Any] = {
         "request_deadline": getattr(args, "listen_request_deadline", None) or REQUEST_DEADLINE}
-    if ":" in host:
-        attributes["address_family"] = socket.AF_INET6
-    server_class = type("Server", (_Server,), attributes)
+    servers: List[_Server] = []
     try:
-        server = server_class((host, port), handler)
-    except OSError as exc:
-        raise UsageError(f"--listen {args.listen}: cannot listen on {host}:{port}: "
-                         f"{exc.strerror}") from None
+        if getattr(args, "systemd_socket", False):
+            for sock in _systemd_sockets():
+                cls = type("Server", (_Server,), {**attributes, "address_family": sock.family})
+                server = cls(sock.getsockname()[:2], handler, bind_and_activate=False)
+                server.socket.close()
+                server.socket = sock
+                servers.append(server)
+        else:
+            for given in _addresses(args.listen):
+                host, port = parse_listen(given)
+                cls = type("Server", (_Server,), {
+                    **attributes, "address_family": socket.AF_INET6 if ":" in host
+                    else socket.AF_INET})
+                try:
+                    servers.append(cls((host, port), handler))
+                except OSError as exc:
+                    raise UsageError(f"--listen {given}: cannot listen on {host}:{port}: "
+                                     f"{exc.strerror}") from None
+    except BaseException:
+        for server in servers:
+            server.server_close()
+        raise
     if ctx is not None:
         # No handshake on accept: it happens in the connection's thread
         # (_Handler.handle), under its deadline, never in the accept loop.
-        server.socket = ctx.wrap_socket(server.socket, server_side=True,
-                                        do_handshake_on_connect=False)
-    return server
+        for server in servers:
+            server.socket = ctx.wrap_socket(server.socket, server_side=True,
+                                            do_handshake_on_connect=False)
+    return Listeners(servers)
+
+
+def _addresses(given: Any) -> List[str]:
+    """--listen's addresses: a list (repeatable option), a text (a caller that
+    set one), each given once."""
+    items = [given] if isinstance(given, str) else list(given or ())
+    return list(dict.fromkeys(items)) or [""]
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def _systemd_sockets() -> List[socket.socket]:
+    """The listening sockets systemd passed (LISTEN_PID, LISTEN_FDS), as
+    sd_listen_fds(3) finds them; UsageError when there are none."""
+    import os
+
+    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
+        raise UsageError("--web.systemd-socket: systemd passed no socket (LISTEN_FDS); start "
+                         "it from a .socket unit, or give --listen")
+    out = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise UsageError(f"--web.systemd-socket: descriptor {fd}: {exc.strerror}") from None
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,
+                                                                  socket.AF_INET6):
+            sock.detach()
+            raise UsageError(f"--web.systemd-socket: descriptor {fd} is not a TCP socket")
+        out.append(sock)
+    return out
 
 
 def _tls_context(args: argparse.Namespace) -> Any:
@@ -517,20 +616,33 @@ def _tls_context(args: argparse.Namespace) -> Any:
     return ctx
 
 
-def serve(server: _Server) -> int:
-    """Answer scrapes until SIGTERM or SIGINT; then stop cleanly (exit 0)."""
+def serve(listeners: Listeners) -> int:
+    """Answer scrapes on every server until SIGTERM or SIGINT; then stop them
+    all cleanly (exit 0)."""
+    servers = listeners.servers
+
     def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        for server in servers:
+            threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    host, port = server.server_address[:2]
-    scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
-    shown = f"[{host!s}]" if ":" in str(host) else str(host)
-    log.info("listening on %s://%s:%d%s", scheme, shown, port,
-             getattr(server.RequestHandlerClass, "metrics_path", "/metrics"))
+    threads = []
+    for server in servers:
+        host, port = server.server_address[:2]
+        scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
+        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        log.info("listening on %s://%s:%d%s", scheme, shown, port,
+                 getattr(server.RequestHandlerClass, "metrics_path", "/metrics"))
+        thread = threading.Thread(target=server.serve_forever,
+                                  kwargs={"poll_interval": server.poll_interval}, daemon=True)
+        thread.start()
+        threads.append(thread)
     try:
-        server.serve_forever(poll_interval=server.poll_interval)
+        for thread in threads:
+            while thread.is_alive():  # join with a timeout: signals are handled
+                thread.join(0.5)
     finally:
-        server.server_close()
+        for server in servers:
+            server.server_close()
     return 0

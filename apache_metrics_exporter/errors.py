@@ -16,7 +16,16 @@ class UsageError(ExporterError):
 
 
 class FetchError(ExporterError):
-    """The status page could not be read; the run goes on and reports up=0."""
+    """The status page could not be read; the run goes on and reports up=0.
+
+    ``reason`` is the short word a snapshot reports for it where the raiser
+    knows it (``http_error``, ``not_status_page``, ``tls``, ``bad_response``);
+    otherwise it is told from the exception the error was raised from
+    (collect.snapshot.fetch_reason)."""
+
+    def __init__(self, message: str = "", reason: "str | None" = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class OutputError(ExporterError):

@@ -7,6 +7,13 @@ rest of a one-shot collection's own code (Telegraf runs it every interval).
 from __future__ import annotations
 
 import sys
+import time
+
+from apache_metrics_exporter.scrub import scrub
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Optional
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
@@ -14,7 +21,11 @@ _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
 # Telegraf's execd (and exec with log_stderr) logs a stderr line at the level
 # its prefix names; unprefixed lines are logged as errors.
 _TELEGRAF = {DEBUG: "D!", INFO: "I!", WARNING: "W!", ERROR: "E!", CRITICAL: "E!"}
-LOG_FORMATS = ("plain", "telegraf")
+LOG_FORMATS = ("plain", "telegraf", "logfmt", "json")
+# apache_exporter's --log.level values (promslog / go-kit: "warn").
+LOG_LEVELS = ("debug", "info", "warn", "error")
+_BY_NAME = {"debug": DEBUG, "info": INFO, "warn": WARNING, "error": ERROR}
+_GO_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warn", ERROR: "error", CRITICAL: "error"}
 
 # Control characters (C0, DEL, C1) and Unicode line breaks, shown escaped: a
 # message carries text from peers (reason phrases, headers, page content), and
@@ -35,27 +46,33 @@ class Logger:
     def __init__(self) -> None:
         self.prog = "apache-metrics-exporter"
         self.level = WARNING
-        self.telegraf = False
+        self.style = "plain"
 
-    def setup(self, verbose: int, quiet: int, prog: str, style: str = "plain") -> None:
-        """-v lowers the threshold by one level, -q raises it (-qq: silent)."""
+    def setup(self, verbose: int, quiet: int, prog: str, style: str = "plain",
+              level: Optional[str] = None) -> None:
+        """-v lowers the threshold by one level, -q raises it (-qq: silent),
+        from ``level`` (--log.level) when given, else from warnings."""
         self.prog = prog
-        self.level = max(DEBUG, min(WARNING + 10 * (quiet - verbose), CRITICAL + 10))
-        self.telegraf = style == "telegraf"
+        base = _BY_NAME.get(level or "", WARNING)
+        self.level = max(DEBUG, min(base + 10 * (quiet - verbose), CRITICAL + 10))
+        self.style = style
 
     def log(self, level: int, message: str, *args: object) -> None:
         if level < self.level:
             return
-        text = printable(message % args if args else message)
-        if self.telegraf:
+        # Every line may carry a peer's echo of a credential: scrubbed here too.
+        text = printable(scrub(message % args if args else message))
+        if self.style == "telegraf":
             line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
+        elif self.style in ("logfmt", "json"):
+            line = _structured(self.style, level, text)
         else:
             line = f"{self.prog}: {_NAMES.get(level, 'info')}: {text}\n"
         try:
             sys.stderr.write(line)
             sys.stderr.flush()
-        except (OSError, ValueError):
-            pass  # stderr gone: nothing sensible left to tell
+        except (AttributeError, OSError, ValueError):
+            pass  # stderr closed (None) or gone: nothing sensible left to tell
 
     def debug(self, message: str, *args: object) -> None:
         self.log(DEBUG, message, *args)
@@ -68,6 +85,21 @@ class Logger:
 
     def error(self, message: str, *args: object) -> None:
         self.log(ERROR, message, *args)
+
+
+def _structured(style: str, level: int, text: str) -> str:
+    """One line as apache_exporter 0.12 (go-kit) writes it: ``ts=... level=info
+    msg="..."`` (logfmt), or the same keys as a JSON object (json)."""
+    now = time.time()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    name = _GO_NAMES.get(level, "info")
+    if style == "json":
+        import json
+
+        return json.dumps({"level": name, "msg": text, "ts": ts}) + "\n"
+    if not text or any(c in text for c in ' ="\\'):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"ts={ts} level={name} msg={text}\n"
 
 
 log = Logger()

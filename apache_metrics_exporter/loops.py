@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, OutputError, UsageError
 from apache_metrics_exporter.log import INFO, WARNING, log
+from apache_metrics_exporter.streams import StdoutClosed
 from apache_metrics_exporter.writers import FORMAT, Settings
 
 TYPE_CHECKING = False
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.collect.snapshot import Options, Snapshot
+    from apache_metrics_exporter.restarts import Memory
     from apache_metrics_exporter.writers import Writer
 
 
@@ -66,17 +68,21 @@ def options_from(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Option
                    wsgi_group_names=args.wsgi_group_names)
 
 
-def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot]) -> None:
-    """Restart counts from the collector's state file (restarts.py)."""
-    if args.collector_state:
+def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot],
+                   memory: Optional[Memory] = None) -> None:
+    """Restart counts from the collector's state file and the interval figures
+    (restarts.py): compared with the loop's ``memory`` when it has a newer
+    reading than the file, or when there is no file."""
+    if args.collector_state or memory is not None:
         from apache_metrics_exporter.restarts import DEFAULT_PATH, track
 
-        track(snapshots, args.collector_state, args.collector_state != DEFAULT_PATH)
+        track(snapshots, args.collector_state, args.collector_state != DEFAULT_PATH,
+              memory, args.vhost_limit)
 
 
 def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
           writer: Writer, sink: Optional[Any] = None,
-          stopper: Optional[Stopper] = None) -> None:
+          stopper: Optional[Stopper] = None, memory: Optional[Memory] = None) -> None:
     """Collect every target once and write one batch (raises OutputError).
 
     Targets are collected concurrently, each fetch (both pages) bounded by
@@ -92,7 +98,7 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
         snapshots = collect_all(fetchers, options)
     else:
         snapshots = stopper.blocking(collect_all, fetchers, options)
-    track_restarts(args, snapshots)
+    track_restarts(args, snapshots, memory)
     for snap in snapshots:
         snap.samples.extend(extra)
         report(snap)
@@ -172,11 +178,15 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
 
     The HTTP connections are kept between batches; an Apache that goes away
     yields up=0 batches and the loop goes on; stdout is flushed after each
-    batch. A failing stdout (the agent went away) ends the loop with status 1;
-    a failing output file is reported and tried again next time.
+    batch. A failing stdout (the agent went away, or it was closed at start
+    and --output names it) ends the loop with status 1; a failing output file
+    is reported and tried again next time.
     """
+    from apache_metrics_exporter.restarts import Memory
+
     stopper = Stopper()
     options = options_from(args, exe_names)
+    memory = Memory()  # the previous reading of each target, between batches
     next_tick = time.monotonic()
     with _connections(args, targets, writer) as (fetchers, sink):
         try:
@@ -184,10 +194,10 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
                 if args.execd and not stopper.blocking(sys.stdin.readline):
                     return EXIT_OK  # Telegraf closed stdin: it is stopping us
                 try:
-                    batch(args, fetchers, options, writer, sink, stopper)
+                    batch(args, fetchers, options, writer, sink, stopper, memory)
                 except OutputError as exc:
                     log.error("%s", exc)
-                    if args.output == "-" and sink is None:
+                    if args.output == "-" and sink is None or isinstance(exc, StdoutClosed):
                         return EXIT_OUTPUT
                 if args.interval:
                     next_tick += args.interval

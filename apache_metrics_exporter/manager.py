@@ -472,16 +472,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status = max(status, result)
         try:
             sys.stdout.flush()
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             status = max(status, EXIT_OUTPUT)
     return status
 
 
 def console_main() -> None:
-    """The console script: ``main()``, stdout and stderr flushed, a fast exit."""
-    from apache_metrics_exporter.cli import finish, interruptible
+    """The console script: ``main()`` as every console script runs (closed
+    standard streams, Ctrl-C, flush and fast exit: ``cli.console``)."""
+    from apache_metrics_exporter.cli import console
 
-    finish(interruptible(main))
+    console(main)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import time
 from apache_metrics_exporter.errors import OutputError, UsageError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.paths import MAX_LINKS, distrust, real_directory
+from apache_metrics_exporter.streams import closed, require_stdout
 
 SPECIAL_TIMEOUT = 10.0  # seconds to wait for a FIFO's reader (open and writes)
 
@@ -184,6 +185,7 @@ def _own_fd_dir(st: os.stat_result) -> bool:
 # -- writing in place ---------------------------------------------------------
 
 def _write_stdout(data: bytes) -> None:
+    require_stdout()  # closed at start: an error, not a write to /dev/null
     try:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -204,10 +206,13 @@ def _write_fd(path: str, fd: int, data: bytes) -> None:
     if fd == 1:
         _write_stdout(data)
         return
+    if fd in closed:  # stdin or stderr closed at start: /dev/null stands there
+        raise OutputError(f"cannot write {path}: that descriptor was closed when the "
+                          "command started")
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (AttributeError, OSError, ValueError):
             pass
     try:
         view = memoryview(data)

@@ -26,7 +26,7 @@ from apache_metrics_exporter.errors import OutputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import List, Optional
+    from typing import Callable, List, Optional, Tuple
 
 STATE_DIR = "/var/lib/apache-metrics-exporter"
 REAPER_STATE = STATE_DIR + "/reaper-state.json"
@@ -71,6 +71,66 @@ def distrust(st: os.stat_result, dst: os.stat_result, directory: str) -> str:
     return ""
 
 
+def walk(path: str, visit: Callable[[str, os.stat_result, str, os.stat_result], None],
+         budget: Optional[List[int]] = None,
+         missing_ok: bool = False) -> Tuple[str, Optional[os.stat_result]]:
+    """Follow the absolute ``path`` component by component as the kernel
+    would, trusting nothing: ``visit(directory, its lstat, entry, its lstat)``
+    sees every entry that exists before a symlink among them is followed, and
+    raises to refuse it. The one walk of every path rule here (``distrust`` for
+    output and state directories, ``trust.locate`` for settings files).
+
+    Returns the real path and the last lstat (None when it does not exist:
+    with ``missing_ok`` nothing below a missing directory can be a link, so
+    the rest is kept as written). OSError from lstat or readlink, ELOOP past
+    ``budget`` links (a list, shared with a caller that follows links too).
+    """
+    if budget is None:
+        budget = [MAX_LINKS]
+    real = "/"
+    dst = st = os.lstat("/")
+    missing = False
+    todo = path.split("/")[::-1]
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":  # after the real directory, not lexically
+            real = os.path.dirname(real)
+            try:
+                dst = st = os.lstat(real)
+                missing = False
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+            continue
+        here = os.path.join(real, name)
+        if missing:
+            real = here
+            continue
+        if not stat.S_ISDIR(dst.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), real)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+            real, missing = here, True
+            continue
+        visit(real, dst, here, st)
+        if not stat.S_ISLNK(st.st_mode):
+            real, dst = here, st
+            continue
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise OSError(errno.ELOOP, f"more than {MAX_LINKS} symlinks in a row", here)
+        target = os.readlink(here)
+        if target.startswith("/"):
+            real, dst = "/", os.lstat("/")
+        todo.extend(target.split("/")[::-1])
+    return real, None if missing else st
+
+
 def real_directory(directory: str, label: str, budget: Optional[List[int]] = None,
                    missing_ok: bool = False) -> str:
     """``directory`` (absolute) without symlinks, each link on the way checked
@@ -81,45 +141,19 @@ def real_directory(directory: str, label: str, budget: Optional[List[int]] = Non
     component that cannot be looked at. ``budget``: links left to follow
     (shared with a caller that follows a last link too). ``missing_ok``: what
     does not exist yet is kept as written (a directory to be created)."""
-    if budget is None:
-        budget = [MAX_LINKS]
-    real = "/"
-    todo = directory.split("/")[::-1]
-    while todo:
-        name = todo.pop()
-        if name in ("", "."):
-            continue
-        if name == "..":
-            real = os.path.dirname(real)
-            continue
-        here = os.path.join(real, name)
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise OutputError(f"{label}: {here}: No such file or directory") from None
-            real = here  # nothing below a missing directory can be a link
-            continue
-        except OSError as exc:
-            raise OutputError(f"{label}: {here}: {exc.strerror}") from None
-        if not stat.S_ISLNK(st.st_mode):
-            real = here
-            continue
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise OutputError(f"{label}: more than {MAX_LINKS} symlinks in a row")
-        why = distrust(st, os.stat(real), real)
-        if why:
-            raise OutputError(f"{label}: the directory symlink {here} is not followed "
-                              f"({why}); give the real path")
-        try:
-            target = os.readlink(here)
-        except OSError as exc:
-            raise OutputError(f"{label}: {here}: {exc.strerror}") from None
-        if target.startswith("/"):
-            real = "/"
-        todo.extend(target.split("/")[::-1])
-    return real
+    def visit(real: str, dst: os.stat_result, here: str, st: os.stat_result) -> None:
+        if stat.S_ISLNK(st.st_mode):
+            why = distrust(st, dst, real)
+            if why:
+                raise OutputError(f"{label}: the directory symlink {here} is not followed "
+                                  f"({why}); give the real path")
+
+    try:
+        return walk(directory, visit, budget, missing_ok)[0]
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(f"{label}: more than {MAX_LINKS} symlinks in a row") from None
+        raise OutputError(f"{label}: {exc.filename}: {exc.strerror}") from None
 
 
 def resolve(path: str, what: str, missing_ok: bool = True) -> str:

@@ -22,14 +22,29 @@ The file::
 
     {"version": 2, "targets": {URL: {"graceful": N, "hard": N,
         "reading": {"version": 1, "time": EPOCH, "duration": S, "parent": [PID, START] | null,
-                    "figures": {"uptime": S, "config": N | null, "mpm": N | null}}}}}
+                    "figures": {"uptime": S, "config": N | null, "mpm": N | null,
+                                "accesses": N | null, "kbytes": N | null,
+                                "duration_ms": N | null},
+                    "slots": {SRV: [PID, COUNT, REQ, DUR, ...]},     (optional)
+                    "hist": {"" | VHOST: [BUCKET..., SUM, COUNT]}}}}}  (optional)
 
 ``reading`` is the one previous reading per target that figures derived
 from two collections compare with; a later figure goes into ``figures``, a
 change of meaning into a new reading version (an unknown one is no previous
 reading: the counts stay). Version 1 files are read and rewritten as 2.
 
-The file is small, written atomically under a lock that is never held across
+The interval figures (intervals.py: rates, request durations) come from the
+same comparison: ``slots`` is the worker table's per-slot counts and
+durations (3 integers a row, about 20 bytes: 2,000 rows take some 40 kB),
+``hist`` the cumulative duration histograms Prometheus' buckets count. The
+loops (--interval, --execd, --listen, --watch) also keep the newest reading
+of each target in memory (``Memory``) and compare with it when the file has
+none as new (or there is no file): they still save to the file, so restart
+counts and histograms carry on across a restart of the loop. When the file
+would outgrow MAX_BYTES, the slot tables of the least recently read targets
+go first (their next collection has no durations, said once).
+
+The file is bounded, written atomically under a lock that is never held across
 network I/O (collection is over when it is taken), refused when untrusted
 (a symlink, another user's, group/world-writable; trusted symlinks among its
 directories are followed), and moved aside when its content cannot be used.
@@ -44,6 +59,7 @@ import math
 import os
 import time
 
+from apache_metrics_exporter import intervals
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.errors import OutputError
@@ -57,7 +73,7 @@ if TYPE_CHECKING:  # annotations only
 DEFAULT_PATH = STATE_DIR + "/collector-state.json"
 VERSION = 2
 READING_VERSION = 1
-MAX_BYTES = 256 * 1024
+MAX_BYTES = 4 * 1024 * 1024  # room for a few targets' slot tables of thousands of rows
 MAX_TARGETS = 256  # the targets remembered; the least recently read go first
 KINDS = ("graceful", "hard")
 LOCK_TIMEOUT = 2.0
@@ -106,6 +122,11 @@ def _valid_reading(reading: Any) -> bool:
     if type(figures) is not dict or len(figures) > MAX_FIGURES:
         return False
     if not is_int(figures.get("uptime")):
+        return False
+    if "slots" in reading and reading["slots"] is not None \
+            and not intervals.valid_slots(reading["slots"]):
+        return False
+    if "hist" in reading and not intervals.valid_hist(reading["hist"]):
         return False
     return all(type(k) is str and (v is None or _number(v)) for k, v in figures.items())
 
@@ -210,12 +231,19 @@ def _reading(snap: Any) -> Optional[Dict[str, Any]]:
     if snap.processes.parent_pid is not None and snap.processes.parent_create_time is not None:
         parent = [snap.processes.parent_pid, snap.processes.parent_create_time]
     duration = snap.value("collection_duration_seconds") or 0.0
-    return {"version": READING_VERSION, "time": snap.timestamp,
-            "duration": float(duration) if math.isfinite(duration) else 0.0,
-            "parent": parent,
-            "figures": {"uptime": int(uptime),
-                        "config": values.get("parent_server_config_generation"),
-                        "mpm": values.get("parent_server_mpm_generation")}}
+    reading = {"version": READING_VERSION, "time": snap.timestamp,
+               "duration": float(duration) if math.isfinite(duration) else 0.0,
+               "parent": parent,
+               "figures": {"uptime": int(uptime),
+                           "config": values.get("parent_server_config_generation"),
+                           "mpm": values.get("parent_server_mpm_generation"),
+                           "accesses": values.get("total_accesses"),
+                           "kbytes": values.get("total_kbytes"),
+                           "duration_ms": values.get("total_duration_ms")}}
+    table = intervals.slots(snap.workers)
+    if table is not None:
+        reading["slots"] = table
+    return reading
 
 
 def _start(reading: Dict[str, Any]) -> float:
@@ -268,9 +296,23 @@ def update(state: Dict[str, Any], url: str, reading: Dict[str, Any],
            now: float) -> Dict[str, Any]:
     """Compare ``reading`` with the target's previous one, count a restart,
     keep the newer of the two; the target's entry (its counts)."""
+    return advance(state, url, reading, now)[0]
+
+
+def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: float,
+            remembered: Optional[Dict[str, Any]] = None
+            ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """update(), with the previous reading a loop ``remembered`` (used when it
+    is newer than the stored one); also returns what the interval figures
+    compare with: the previous reading, or None (none, one newer than this
+    one, or a hard restart in between)."""
     targets = state["targets"]
     entry = targets.get(url) or {kind: 0 for kind in KINDS}
     before = _usable(entry, now)
+    if remembered is not None and (before is None or remembered["time"] > before["time"]) \
+            and remembered["time"] <= now + FUTURE_SLACK:
+        before = remembered
+    compared = None
     if before is not None and before["time"] >= reading["time"]:
         # A newer reading is already there (another collector saved after
         # this one collected): it was compared already, this one changes nothing.
@@ -281,47 +323,153 @@ def update(state: Dict[str, Any], url: str, reading: Dict[str, Any],
             if kind:
                 entry[kind] = entry.get(kind, 0) + 1
                 log.info("%s: Apache restarted (%s) since the last collection", url, kind)
+            compared = before if kind != "hard" else None
+            if kind == "hard":
+                reading["hist"] = before.get("hist") or {}
+                _say("info", f"{url}: interval figures left out (Apache restarted since "
+                             "the previous collection)")
         elif entry.get("reading"):
             log.debug("%s: the stored reading is unusable (from the future, or another "
                       "version); starting again from this one", url)
         entry["reading"] = reading
     targets[url] = entry
-    return entry
+    return entry, compared
 
 
-def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False) -> None:
+class Memory:
+    """The newest reading of each target, kept by a long-running mode (loops,
+    --listen, --watch) between its collections; concurrent scrapes compare
+    and replace under its lock."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.readings: Dict[str, Dict[str, Any]] = {}
+
+    def compare(self, url: str, reading: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Without a state file: the remembered reading the interval figures
+        compare with (None: none, newer, or a hard restart), then remember
+        the newer of the two."""
+        before = self.readings.get(url)
+        if before is not None and before["time"] >= reading["time"]:
+            return None
+        self.readings[url] = reading
+        if before is None:
+            return None
+        if classify(before, reading) == "hard":
+            reading["hist"] = before.get("hist") or {}
+            _say("info", f"{url}: interval figures left out (Apache restarted since the "
+                         "previous collection)")
+            return None
+        return before
+
+    def remember(self, url: str, reading: Dict[str, Any]) -> None:
+        before = self.readings.get(url)
+        if before is None or before["time"] < reading["time"]:
+            self.readings[url] = reading
+
+
+def _own_path(url: str) -> str:
+    """The path of the status URL: the exporter's own requests in the worker table."""
+    rest = url.partition("://")[2]
+    path = "/" + rest.partition("/")[2]
+    return path.partition("?")[0].partition("#")[0]
+
+
+def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any],
+            vhost_limit: int) -> None:
+    """The interval figures of one snapshot (left out, said once, without a
+    previous reading to compare with)."""
+    if before is None:
+        _say("info", f"{snap.url}: interval figures (rates, request durations) start at the "
+                     "next collection: there is no previous reading to compare with")
+        return
+    if before.get("slots") is None and snap.workers is not None:
+        _say("info", f"{snap.url}: request durations start at the next collection: the "
+                     "previous reading has no worker table")
+    snap.samples.extend(intervals.derive(before, reading, snap.workers, _own_path(snap.url),
+                                         vhost_limit))
+
+
+def _fit(state: Dict[str, Any], now: float) -> str:
+    """The state as JSON within MAX_BYTES: slot tables of the least recently
+    read targets are dropped first."""
+    text = json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n"
+    if len(text) <= MAX_BYTES:
+        return text
+    for url, entry in sorted(state["targets"].items(), key=_age_key(now)):
+        reading = entry.get("reading")
+        if reading and reading.pop("slots", None) is not None:
+            _say("warning", f"collector state: the worker table of {url} is not kept (the "
+                            f"file would outgrow {MAX_BYTES} bytes); its request durations "
+                            "are left out next time")
+            text = json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n"
+            if len(text) <= MAX_BYTES:
+                break
+    return text
+
+
+def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
+          memory: Optional[Memory] = None, vhost_limit: int = 20) -> None:
     """Compare, count, remember; add ``restarts_total`` samples to the snapshots
-    whose server is known, once the state is saved. Never raises: a state that
-    cannot be read or written leaves the counts out (a warning if the path was
-    given, else a debug line)."""
-    if not path:
+    whose server is known, once the state is saved, and the interval figures
+    (intervals.py) wherever a previous reading allows. Never raises: a state
+    that cannot be read or written leaves the counts out (a warning if the
+    path was given, else a debug line); a loop's memory still gives the
+    interval figures."""
+    if not path and memory is None:
         return
     readings = [(snap, _reading(snap)) for snap in snapshots]
     if not any(r for _, r in readings):
         return
+    if not path:
+        assert memory is not None
+        with memory.lock:
+            for snap, reading in readings:
+                if reading is not None:
+                    _derive(snap, memory.compare(snap.url, reading), reading, vhost_limit)
+        return
+    from contextlib import nullcontext
+
     from apache_metrics_exporter.locks import exclusive
     from apache_metrics_exporter.output import write_private
     from apache_metrics_exporter.paths import check, resolve
 
     counted: List[Tuple[Any, Dict[str, int]]] = []
+    done = set()
     try:
-        real = resolve(path, "collector state")  # trusted directory links followed
-        directory = os.path.dirname(real)
-        if not os.path.isdir(directory) and path == DEFAULT_PATH:
-            os.makedirs(directory, mode=0o755, exist_ok=True)  # a mistyped path: nothing
-        check(real, "collector state")
-        with exclusive(real + ".lock", LOCK_TIMEOUT, "another collector"):
-            state = _load(real)
-            targets = state["targets"]
-            now = time.time()
-            for snap, reading in readings:
-                if reading is not None:
-                    entry = update(state, snap.url, reading, now)
-                    counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
-            for url, _ in sorted(targets.items(), key=_age_key(now))[
-                    :max(0, len(targets) - MAX_TARGETS)]:
-                del targets[url]
-            write_private(real, json.dumps(state, sort_keys=True) + "\n", 0o644)
+        with memory.lock if memory is not None else nullcontext():
+            try:
+                real = resolve(path, "collector state")  # trusted directory links followed
+                directory = os.path.dirname(real)
+                if not os.path.isdir(directory) and path == DEFAULT_PATH:
+                    os.makedirs(directory, mode=0o755, exist_ok=True)  # a mistyped path: nothing
+                check(real, "collector state")
+                with exclusive(real + ".lock", LOCK_TIMEOUT, "another collector"):
+                    state = _load(real)
+                    targets = state["targets"]
+                    now = time.time()
+                    for snap, reading in readings:
+                        if reading is not None:
+                            remembered = memory.readings.get(snap.url) if memory else None
+                            entry, before = advance(state, snap.url, reading, now, remembered)
+                            _derive(snap, before, reading, vhost_limit)
+                            done.add(id(snap))
+                            if memory is not None:
+                                memory.remember(snap.url, entry["reading"])
+                            counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
+                    for url, _ in sorted(targets.items(), key=_age_key(now))[
+                            :max(0, len(targets) - MAX_TARGETS)]:
+                        del targets[url]
+                    write_private(real, _fit(state, now), 0o644)
+            finally:
+                # Without a usable file, a loop still compares with its memory.
+                if memory is not None:
+                    for snap, reading in readings:
+                        if reading is not None and id(snap) not in done:
+                            _derive(snap, memory.compare(snap.url, reading), reading,
+                                    vhost_limit)
     except OutputError as exc:  # says what and the fix
         _say("warning" if explicit else "debug", f"restart counts left out: {exc}")
         return

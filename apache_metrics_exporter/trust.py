@@ -26,12 +26,12 @@ import os
 import stat
 
 from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.paths import MAX_LINKS, walk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Optional, Tuple
 
-MAX_LINKS = 40  # as the kernel's ELOOP limit
 CONFIG_LIMIT = 64 * 1024  # bytes: a settings file, not a data file
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
@@ -87,36 +87,22 @@ def locate(path: str, what: str) -> Tuple[str, os.stat_result]:
     UsageError when untrusted; OSError (FileNotFoundError, PermissionError,
     NotADirectoryError) when it cannot be looked at. Opens nothing.
     """
-    # Not os.path.abspath: its lexical ".." is wrong after a symlinked directory.
-    todo = os.path.join(os.getcwd(), path).split("/")[::-1]
-    real, dst = "/", os.lstat("/")
-    st = dst
-    links = MAX_LINKS
-    while todo:
-        name = todo.pop()
-        if name in ("", "."):
-            continue
-        if name == "..":
-            real = os.path.dirname(real)
-            dst = st = os.lstat(real)
-            continue
-        if not stat.S_ISDIR(dst.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), real)
-        here = os.path.join(real, name)
-        st = os.lstat(here)
+    def visit(real: str, dst: os.stat_result, here: str, st: os.stat_result) -> None:
         why = _entry_problem(dst, real, st, here)
         if why:
             raise UsageError(f"{what} {path}: {why}")
-        if stat.S_ISLNK(st.st_mode):
-            links -= 1
-            if links < 0:
-                raise UsageError(f"{what} {path}: more than {MAX_LINKS} symlinks in a row")
-            target = os.readlink(here)
-            if target.startswith("/"):
-                real, dst = "/", os.lstat("/")
-            todo.extend(target.split("/")[::-1])
-            continue
-        real, dst = here, st
+
+    # Not os.path.abspath: its lexical ".." is wrong after a symlinked directory.
+    try:
+        real, found = walk(os.path.join(os.getcwd(), path), visit)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{what} {path}: more than {MAX_LINKS} symlinks in a row") \
+                from None
+        raise
+    if found is None:  # not with missing_ok off; for the type checker
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), real)
+    st = found
     why = file_problem(st, real)
     if why:
         shown = path if real == os.path.join(os.getcwd(), path) else f"{path} (-> {real})"

@@ -17,7 +17,7 @@ is counted in ``other`` and that is said once on stderr: never dropped.
 
 from __future__ import annotations
 
-from apache_metrics_exporter.catalogue import VHOST_METRICS
+from apache_metrics_exporter.catalogue import INTERVAL_METRICS, VHOST_METRICS
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.units import visible
 
@@ -32,6 +32,10 @@ MAX_NAME = 200  # characters of a collected name (Apache itself shows at most 31
 SUFFIX = 9  # "_" and 8 hex digits
 
 _NAMES = {m.name for m in VHOST_METRICS}
+# Per-vhost request durations (intervals.py): renamed like the others, but a
+# quantile cannot be summed into "other": a host that would share another's
+# name is left out of these (said once, as for the rest).
+_RENAMED_ONLY = {m.name for m in INTERVAL_METRICS if "vhost" in m.labels}
 _LONGEST = "vhost_longest_request_seconds"  # the aggregate takes the maximum, others sum
 _said: Set[str] = set()
 
@@ -77,7 +81,7 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
     names: Dict[str, str] = {OTHER: OTHER}
     owner: Dict[str, str] = {OTHER: OTHER}
     for s in samples:
-        if s.metric.name in _NAMES:
+        if s.metric.name in _NAMES or s.metric.name in _RENAMED_ONLY:
             label = dict(s.labels).get("vhost", "")
             if label not in names:
                 name = name_of(label)
@@ -104,6 +108,13 @@ def renamed(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
                     folded[metric] = s.value
     out = []
     for s in samples:
+        if s.metric.name in _RENAMED_ONLY:
+            labels = dict(s.labels)
+            label = labels.get("vhost", "")
+            if label == OTHER or owner[names[label]] == label:
+                labels["vhost"] = names[label]
+                out.append(s._replace(labels=tuple(labels.items())))
+            continue
         if s.metric.name not in _NAMES:
             out.append(s)
             continue

@@ -1,6 +1,7 @@
 """``--watch``: a top-like live view of one Apache, in the terminal (curses).
 
-Redrawn every interval from a fresh snapshot (the HTTP connection is kept);
+Redrawn every interval from a fresh snapshot (the HTTP connection is kept;
+the rates and request durations compare it with the previous one, in memory);
 ``s`` toggles the sort between memory and request time, ``q`` or Ctrl-C
 leaves, and curses gives the terminal back as it was. Everything is clipped to
 the terminal's size; a resize redraws at once; an Apache that goes away is
@@ -25,7 +26,8 @@ SORTS = ("memory", "request time")
 
 def screen_lines(snap: Any, sort: str, hanging_threshold: float) -> List[str]:
     """What the view shows: the summary's head, then one line per process."""
-    head = [ln for ln in summary(snap, hanging_threshold) if ln][:6]
+    # The head: the up/DOWN line, the accept queue, requests, workers, ...
+    head = [ln for ln in summary(snap, hanging_threshold) if ln][:7]
     rows = process_rows(snap)
     if sort == "memory":
         rows.sort(key=lambda r: (-r[2], r[0]))
@@ -54,8 +56,17 @@ def _loop(stdscr: Any, fetcher: Any, options: Any, interval: float,
         curses.curs_set(0)
     except curses.error:
         pass
+    from apache_metrics_exporter.restarts import Memory, track
+
+    memory = Memory()  # the previous reading: rates and request durations
+
+    def fresh() -> Any:
+        snap = collect(fetcher, options)
+        track([snap], None, memory=memory, vhost_limit=options.vhost_limit)
+        return snap
+
     sort = 0
-    snap = collect(fetcher, options)
+    snap = fresh()
     next_at = time.monotonic() + interval
     while True:
         _draw(stdscr, screen_lines(snap, SORTS[sort], hanging_threshold))
@@ -69,7 +80,7 @@ def _loop(stdscr: Any, fetcher: Any, options: Any, interval: float,
         if key == curses.KEY_RESIZE:
             continue
         if time.monotonic() >= next_at:
-            snap = collect(fetcher, options)
+            snap = fresh()
             next_at = time.monotonic() + interval
 
 

@@ -19,10 +19,12 @@ from apache_metrics_exporter import __version__  # noqa: E402
 from apache_metrics_exporter.catalogue import (  # noqa: E402
     DERIVED_METRICS,
     HEALTH_METRICS,
+    INTERVAL_METRICS,
     MEMORY_METRIC,
     PROCESS_METRICS,
     PROXY_METRICS,
     REAPER_METRICS,
+    SATURATION_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     VHOST_METRICS,
@@ -40,6 +42,9 @@ GROUPS = (
     ("Per virtual host (`--vhost-limit`)", VHOST_METRICS),
     ("Processes, per group (`native` or a mod_wsgi group)", PROCESS_METRICS),
     ("Reaper (its state file)", REAPER_METRICS),
+    ("Saturation: accept queues and the reason for up=0", SATURATION_METRICS),
+    ("Since the previous collection: rates and request durations (docs/insight.md)",
+     INTERVAL_METRICS),
     ("Collection health", HEALTH_METRICS),
 )
 STAT_OF = {v: k for k, v in MEMORY_METRIC.items()}

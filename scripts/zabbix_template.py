@@ -3,12 +3,20 @@
 The template reads apache-manager's metrics file through the UserParameters of
 contrib/zabbix/apache-metrics-exporter.conf: ``apache.metric[KEY]`` for a
 ``KEY<TAB>VALUE`` line, ``apache.labelled[KEY,LABEL]`` for a
-``KEY<TAB>LABEL<TAB>VALUE`` line, ``apache.memory[GROUP,STAT]`` for the memory
-lines, ``apache.discovery`` for the worker groups, ``apache.vhost.discovery``
-for the virtual hosts of the per-vhost lines. Names, units and help come
-from the catalogue, so the template cannot drift from what the file holds
-(tests/test_manager.py checks the committed file against this script and runs
-every key through a real zabbix_agentd). Run after changing the catalogue:
+``KEY<TAB>LABEL<TAB>VALUE`` line, ``apache.member[KEY,BALANCER,MEMBER]`` for a
+balancer member's line, ``apache.memory[GROUP,STAT]`` for the memory lines,
+and low-level discovery of the worker groups, virtual hosts, balancer members
+and the keys only some set-ups have (event MPM, mod_ssl's session cache, the
+InfluxDB push spool). Beside them, like Zabbix's own "Apache by Zabbix agent",
+agent built-ins: the status page itself (for the version), the HTTP port's
+availability and response time, and the Apache processes.
+
+Names, units and help come from the catalogue, so the template cannot drift
+from what the file holds: tests/test_zabbix_template.py checks the committed
+file against this script, that every key the tab writer can write has an item
+or prototype, and runs every key through a real zabbix_agentd;
+tests/test_zabbix_server.py imports it into a real Zabbix 6.0 server. Run
+after changing the catalogue:
 
     .venv/bin/python scripts/zabbix_template.py
 """
@@ -19,44 +27,65 @@ import hashlib
 import os
 import sys
 import uuid
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from apache_metrics_exporter.catalogue import (  # noqa: E402
+    ALL_METRICS,
     BY_NAME,
     MEMORY_STATS,
-    REAPER_METRICS,
+    PROXY_METRICS,
     SCOREBOARD_STATES,
     SERVER_METRICS,
     VHOST_METRICS,
+    Metric,
 )
 from apache_metrics_exporter.reaper.state import KINDS, REASONS  # noqa: E402
 from apache_metrics_exporter.restarts import KINDS as RESTART_KINDS  # noqa: E402
 
 OUTPUT = os.path.join(ROOT, "contrib", "zabbix", "apache-metrics-exporter-template.yaml")
 TEMPLATE = "Apache by apache-metrics-exporter"
+T = TEMPLATE
 GROUP = "Templates/Applications"
 DATA_FILE_MACRO = "{$APACHE.METRICS.FILE}"
+STATUS_URL = ('"{$APACHE.STATUS.SCHEME}://{$APACHE.STATUS.HOST}:{$APACHE.STATUS.PORT}/'
+              '{$APACHE.STATUS.PATH}"')
+PAGE_KEY = f"web.page.get[{STATUS_URL}]"
+PING_KEY = 'net.tcp.service[http,"{$APACHE.STATUS.HOST}","{$APACHE.STATUS.PORT}"]'
+PERF_KEY = 'net.tcp.service.perf[http,"{$APACHE.STATUS.HOST}","{$APACHE.STATUS.PORT}"]'
+PROC = '"{$APACHE.PROCESS_NAME}",,,"{$APACHE.PROCESS.CMDLINE}"'
+PROC_NUM_KEY = f"proc.num[{PROC}]"
+# How often: the metrics file is rewritten every minute by cron.
+DELAY = "1m"
 
-# apache-manager's own keys first (its file's order), then the keys every
-# Apache 2.4 gives this tool's new sections. Keys only some set-ups have (event
-# MPM connections, the TLS session cache, balancer members, the InfluxDB push)
-# are left to users who have them: apache.metric[KEY] reads any of them.
+# apache-manager's keys first (its file's order), the tab file's internal section.
 ORIGINAL_SERVER = [m.name for m in sorted((m for m in SERVER_METRICS if m.tab_key),
-                                           key=lambda m: m.tab_key)]
+                                           key=lambda m: m.tab_key or "")]
 ORIGINAL_INTERNAL = ["foreign_worker_count", "native_worker_count", "status_response",
                      "workers_hanging", "workers_killed_active", "workers_killed_idle"]
-DETAILS = ["active_requests", "cpu_children_system_seconds", "cpu_children_user_seconds",
-           "cpu_system_seconds", "cpu_user_seconds", "duration_per_request_ms",
-           "graceful_workers", "load1", "load15", "load5", "longest_request",
-           "longest_request_seconds", "longest_request_vhost",
-           "parent_server_config_generation", "parent_server_mpm_generation",
-           "scoreboard_slots", "server_uptime_seconds", "total_duration_ms", "utilisation"]
-# The reaper's totals the tab file writes one per line (from the catalogue).
-REAPER = [m.name for m in REAPER_METRICS if not m.labels and not m.tab_key]
-HEALTH = ["up", "collection_duration_seconds"]
+# Keys only some set-ups write, each set behind a discovery rule that finds
+# them in the file (Zabbix's own template does so for the event MPM): no item
+# is "not supported" forever on a host that cannot have it.
+OPTIONAL: List[Tuple[str, str, str, List[str]]] = [
+    ("event", "Apache event MPM", "processes",
+     ["processes", "stopping_processes", "conns_total", "conns_async_writing",
+      "conns_async_keep_alive", "conns_async_closing", "event_processes_not_accepting"]),
+    ("wait-io", "Apache event MPM 2.4.63+", "conns-async-wait-io", ["conns_async_wait_io"]),
+    ("tls", "Apache mod_ssl session cache", "tls-cache-usage-percent",
+     [m.name for m in SERVER_METRICS if m.name.startswith("tls_cache_")]),
+    ("push", "InfluxDB push spool", "push-spooled-points",
+     [m.name for m in ALL_METRICS if m.name.startswith("push_")]),
+]
+OPTIONAL_NAMES = {n for _k, _t, _key, names in OPTIONAL for n in names}
+# The --listen endpoint's own figures: never in a metrics file.
+ENDPOINT_ONLY = {m.name for m in ALL_METRICS
+                 if "the --listen endpoint's own" in dict(m.absent).values()}
+# Label names of per-listening-address figures (the accept queue, when the
+# catalogue has them): discovered with apache.labels.discovery[KEY].
+LISTEN_LABELS = ("listen", "address")
 
 UNITS = {"bytes": "B", "bytes/second": "Bps", "kilobytes": "KB", "seconds": "s",
          "milliseconds": "ms", "requests/second": "rps", "percent": "%"}
@@ -72,8 +101,29 @@ MACROS = [
      "The metrics file the cron job writes (apache-manager -c, or apache-metrics-exporter "
      "--output); the UserParameters read the same path."),
     ("{$APACHE.METRICS.MAXAGE}", "5m", "The metrics file is stale when older than this."),
+    ("{$APACHE.STATUS.SCHEME}", "http", "The status page's scheme (http or https), for the "
+     "version item (agent key web.page.get)."),
+    ("{$APACHE.STATUS.HOST}", "127.0.0.1", "The status page's host, for the version, "
+     "service ping and response time items."),
+    ("{$APACHE.STATUS.PORT}", "80", "The status page's port."),
+    ("{$APACHE.STATUS.PATH}", "server-status?auto", "The status page's path (?auto page)."),
+    ("{$APACHE.STATUS.NODATA}", "30m", "A problem when no status page was read for this "
+     "long (at least 30s: nodata's minimum)."),
+    ("{$APACHE.RESPONSE_TIME.MAX.WARN}", "10", "Seconds the HTTP port may take to answer, "
+     "at least, for {$APACHE.RESPONSE_TIME.PERIOD}."),
+    ("{$APACHE.RESPONSE_TIME.PERIOD}", "5m", "How long the response time must stay high."),
+    ("{$APACHE.UPTIME.MIN}", "10m", "Apache 'has been restarted' while its uptime is below "
+     "this."),
+    ("{$APACHE.WORKERS.UTIL.MAX}", "90", "Percent of the scoreboard's slots busy (busy "
+     "workers / slots) that means saturation."),
+    ("{$APACHE.WORKERS.UTIL.PERIOD}", "5m", "How long utilisation must stay above "
+     "{$APACHE.WORKERS.UTIL.MAX}."),
+    ("{$APACHE.PROCESS_NAME}", "apache2", "The Apache processes' name (Debian: apache2; "
+     "Red Hat: httpd)."),
+    ("{$APACHE.PROCESS.CMDLINE}", "", "A regular expression the processes' command line "
+     "must match (empty: any), to tell several Apaches of one host apart."),
 ]
-PRIORITIES = ("INFO", "WARNING", "AVERAGE", "HIGH")
+PRIORITIES = ("INFO", "WARNING", "AVERAGE", "HIGH", "DISASTER")
 
 
 def uid(*parts: str) -> str:
@@ -86,19 +136,22 @@ def uid(*parts: str) -> str:
 LEGACY = {"status_response": "up", "workers_killed_active": "reaper_last_run_kills",
           "workers_killed_idle": "reaper_last_run_kills"}
 LEGACY_HELP = {
+    "status_response": "0 when the status page was read, 1 when not (apache-manager's "
+                       "convention, like an exit status).",
     "workers_killed_active": "Active workers and mod_wsgi daemons killed by the reaper's "
                              "last run (apache-manager's definition).",
     "workers_killed_idle": "Idle workers killed by the reaper's last run.",
 }
 
 
-def _tab(name: str) -> str:
+def tab_key(name: str) -> str:
+    """The metrics file's key of a catalogue metric (or apache-manager's own key)."""
     if name not in BY_NAME:  # status_response: the tab file's form of "up"
         return name.replace("_", "-")
     return BY_NAME[name].tab_key or name.replace("_", "-")
 
 
-def _value_type(metric: object) -> str:
+def _value_type(metric: Metric) -> str:
     if metric.type is str:
         return "TEXT"
     if metric.type is float:
@@ -106,25 +159,31 @@ def _value_type(metric: object) -> str:
     return "UNSIGNED"
 
 
-def _units(metric: object) -> str:
+def _units(metric: Metric) -> str:
     if metric.name in ("uptime", "server_uptime_seconds"):
         return "uptime"
     if metric.tab_scale == 1024:
         return "B"  # apache-manager wrote kB x 1024
-    if metric.name == "reaper_last_run_timestamp_seconds":
+    if metric.name.endswith("timestamp_seconds"):
         return "unixtime"
     return UNITS.get(metric.unit, "")
 
 
-def _tags(component: str) -> list:
-    return [{"tag": "component", "value": component}]
+def _tags(component: str, **more: str) -> list:
+    return [{"tag": "component", "value": component}] + [
+        {"tag": k, "value": v} for k, v in more.items()]
 
 
-def item(metric_name: str, key: str, name: str, component: str, extra: str = "") -> dict:
+def _label(name: str) -> str:
+    return tab_key(name).replace("-", " ")
+
+
+def item(metric_name: str, key: str, name: str, component: str, extra: str = "",
+         delay: str = DELAY) -> dict:
     """One item on a metrics-file value."""
     m = BY_NAME[LEGACY.get(metric_name, metric_name)]
-    out = {"uuid": uid("item", key), "name": name, "key": key}
-    out["history"] = "7d"
+    out: dict = {"uuid": uid("item", key), "name": name, "key": key, "delay": delay,
+                 "history": "7d"}
     vt = _value_type(m)
     if vt != "UNSIGNED":  # the export's default
         out["value_type"] = vt
@@ -141,44 +200,128 @@ def item(metric_name: str, key: str, name: str, component: str, extra: str = "")
     return out
 
 
-def trigger(expression: str, name: str, priority: str, description: str) -> dict:
+def rate(master: str, key: str, name: str, description: str, component: str,
+         units: str = "", multiplier: str = "") -> dict:
+    """A per-second rate of a counter item: Zabbix's "change per second" of its
+    values (a counter that went down, a restart, gives no value that time)."""
+    out: dict = {"uuid": uid("rate", key), "name": name, "type": "DEPENDENT", "key": key,
+                 "delay": "0", "history": "7d", "value_type": "FLOAT"}
+    if units:
+        out["units"] = units
+    out["description"] = description
+    steps = [{"type": "CHANGE_PER_SECOND", "parameters": [""]}]
+    if multiplier:
+        steps.append({"type": "MULTIPLIER", "parameters": [multiplier]})
+    out["preprocessing"] = steps
+    out["master_item"] = {"key": master}
+    out["tags"] = _tags(component, scope="rate")
+    return out
+
+
+def trigger(expression: str, name: str, priority: str, description: str, recovery: str,
+            scope: str, manual_close: bool = False,
+            depends: Optional[List[Tuple[str, str, str]]] = None) -> dict:
+    """A trigger that resolves by its own recovery expression, never by accident."""
     assert priority in PRIORITIES
-    return {"uuid": uid("trigger", name), "expression": expression, "name": name,
-            "priority": priority, "description": description,
-            "tags": [{"tag": "scope", "value": "availability" if priority == "HIGH"
-                      else "performance"}]}
+    out: dict = {"uuid": uid("trigger", name), "expression": expression,
+                 "recovery_mode": "RECOVERY_EXPRESSION", "recovery_expression": recovery,
+                 "name": name, "priority": priority, "description": description}
+    if manual_close:
+        out["manual_close"] = "YES"
+    if depends:
+        out["dependencies"] = [{"name": n, "expression": e, "recovery_expression": r}
+                               for n, e, r in depends]
+    out["tags"] = [{"tag": "scope", "value": scope}]
+    return out
 
 
-def build() -> dict:
-    """The whole export as plain data."""
-    t = TEMPLATE
+def metric_key(name: str) -> str:
+    return f"apache.metric[{tab_key(name)}]"
+
+
+# Triggers that others depend on (name, expression), as Zabbix's own template.
+# Zabbix finds a dependency by name, expression and recovery expression.
+PROCESS_DOWN = ("Apache: process is not running", f"last(/{T}/{PROC_NUM_KEY})=0",
+                f"last(/{T}/{PROC_NUM_KEY})>0")
+SERVICE_DOWN = ("Apache: service is down", f"last(/{T}/{PING_KEY})=0",
+                f"last(/{T}/{PING_KEY})=1")
+
+
+def plain_items() -> List[dict]:
+    """Items of every unlabelled key the file always has (and apache-manager's)."""
     items = []
+    seen = set()
     for name in ORIGINAL_SERVER + ORIGINAL_INTERNAL:
-        key = _tab(name)
-        label = key.replace("-", " ")
-        it = item(name, f"apache.metric[{key}]", f"Apache: {label}", "apache-manager")
+        key = metric_key(name)
+        seen.add(name)
+        it = item(name, key, f"Apache: {_label(name)}", "apache-manager")
         if name == "status_response":
-            it["description"] = ("0 when the status page was read, 1 when not (apache-manager's "
-                                 "convention, like an exit status).")
             it["valuemap"] = {"name": "apache-manager status-response"}
-            it["triggers"] = [trigger(
-                f"last(/{t}/apache.metric[status-response])<>0",
-                "Apache: the status page cannot be read", "HIGH",
-                "The last collection could not read mod_status; the reason is the "
-                "collector's line on stderr (the cron job's mail or log).")]
+            it["triggers"] = [
+                trigger(f"last(/{T}/{key})<>0", "Apache: the status page cannot be read",
+                        "WARNING",
+                        "The last collection could not read mod_status (Apache down, "
+                        "refusing, too slow, or the page forbidden); the reason is the "
+                        "collector's line on stderr (the cron job's mail or log).",
+                        f"last(/{T}/{key})=0", "availability",
+                        depends=[SERVICE_DOWN, PROCESS_DOWN]),
+                trigger(f"min(/{T}/{key},{{$APACHE.STATUS.NODATA}})>0 or "
+                        f"nodata(/{T}/{key},{{$APACHE.STATUS.NODATA}})=1",
+                        "Apache: no status page read for {$APACHE.STATUS.NODATA}", "AVERAGE",
+                        "Every collection for {$APACHE.STATUS.NODATA} failed to read the "
+                        "status page, or no value came at all (agent or file gone).",
+                        f"last(/{T}/{key})=0", "availability",
+                        depends=[SERVICE_DOWN, PROCESS_DOWN]),
+            ]
         elif name == "workers_hanging":
             it["triggers"] = [trigger(
-                f"last(/{t}/apache.metric[workers-hanging])>{{$APACHE.HANGING.MAX}}",
+                f"last(/{T}/{key})>{{$APACHE.HANGING.MAX}}",
                 "Apache: {ITEM.LASTVALUE1} hanging workers", "WARNING",
                 "Requests running longer than the hanging-worker threshold (apache-manager "
-                "-T, default 5 minutes).")]
+                "-T, --hanging-threshold, default 5 minutes): a stuck backend or client; "
+                "apache-worker-reaper --timeout kills them.",
+                f"last(/{T}/{key})<={{$APACHE.HANGING.MAX}}", "performance")]
+        elif name == "uptime":
+            it["triggers"] = [trigger(
+                f"last(/{T}/{key})<{{$APACHE.UPTIME.MIN}}",
+                "Apache: has been restarted (uptime < {$APACHE.UPTIME.MIN})", "INFO",
+                "Apache's uptime is below {$APACHE.UPTIME.MIN}: it was (re)started, "
+                "gracefully or not (the restarts-* items say which).",
+                f"last(/{T}/{key})>={{$APACHE.UPTIME.MIN}}", "notice", manual_close=True)]
         items.append(it)
-    for name in DETAILS + REAPER + HEALTH:
-        key = _tab(name)
-        component = ("reaper" if name.startswith("reaper") else
-                     "health" if name in HEALTH else "apache")
-        items.append(item(name, f"apache.metric[{key}]", f"Apache: {key.replace('-', ' ')}",
-                          component))
+    rest = [m for m in ALL_METRICS
+            if not m.labels and m.name not in seen and m.name not in OPTIONAL_NAMES
+            and m.name not in ENDPOINT_ONLY and "tab" not in dict(m.absent)]
+    for m in rest:
+        component = ("reaper" if m.name.startswith("reaper") else
+                     "health" if m.name in ("up", "collection_duration_seconds") else "apache")
+        it = item(m.name, metric_key(m.name), f"Apache: {_label(m.name)}", component)
+        if m.name == "utilisation":
+            it["name"] = "Apache: worker utilisation"
+            it["units"] = "%"
+            it["description"] = ("Busy workers / scoreboard slots, in percent (the file's "
+                                 "ratio x 100).")
+            it["preprocessing"] = [{"type": "MULTIPLIER", "parameters": ["100"]}]
+            key = it["key"]
+            it["triggers"] = [trigger(
+                f"min(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})>={{$APACHE.WORKERS.UTIL.MAX}}",
+                "Apache: workers saturated (over {$APACHE.WORKERS.UTIL.MAX}% busy for "
+                "{$APACHE.WORKERS.UTIL.PERIOD})", "AVERAGE",
+                "Nearly every scoreboard slot (MaxRequestWorkers) has been busy for "
+                "{$APACHE.WORKERS.UTIL.PERIOD}: new connections wait in the accept queue "
+                "or are refused. Raise MaxRequestWorkers, or find what holds the workers "
+                "(longest request, hanging workers, per-vhost busy workers).",
+                f"max(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})<{{$APACHE.WORKERS.UTIL.MAX}}",
+                "capacity")]
+        elif m.name == "collection_duration_seconds":
+            it["description"] += (" The status page's response time as the collector saw it "
+                                  "(with the process scan).")
+        items.append(it)
+    return items
+
+
+def labelled_items() -> List[dict]:
+    items = []
     for _char, state in SCOREBOARD_STATES:
         items.append(item("scoreboard", f"apache.labelled[scoreboard,{state}]",
                           f"Apache: scoreboard slots {state.replace('_', ' ')}", "apache"))
@@ -191,32 +334,183 @@ def build() -> dict:
                           f"apache.labelled[reaper-kills-by-reason-total,{reason}]",
                           f"Apache reaper: kills for {reason}", "reaper"))
     for kind in RESTART_KINDS:
-        key = BY_NAME["restarts_total"].tab_key.format(kind=kind)
+        key = (BY_NAME["restarts_total"].tab_key or "").format(kind=kind)
         items.append(item("restarts_total", f"apache.metric[{key}]",
                           f"Apache: {kind} restarts seen", "apache"))
-    items.append({
-        "uuid": uid("item", "vfs.file.time"), "name": "Apache: metrics file modified",
-        "key": f"vfs.file.time[{DATA_FILE_MACRO},modify]", "history": "7d",
-        "units": "unixtime",
-        "description": "When the cron job last wrote the metrics file (a built-in agent key).",
-        "tags": _tags("health"),
-        "triggers": [trigger(
-            f"fuzzytime(/{t}/vfs.file.time[{DATA_FILE_MACRO},modify],"
-            "{$APACHE.METRICS.MAXAGE})=0",
-            "Apache: the metrics file is stale", "WARNING",
-            "The metrics file has not been rewritten for {$APACHE.METRICS.MAXAGE}: the cron "
-            "job (apache-manager -c) stopped or fails; every other item shows old values.")],
-    })
+    return items
+
+
+def builtin_items() -> List[dict]:
+    """Agent built-ins, as in Zabbix's own "Apache by Zabbix agent"."""
+    fresh = trigger(
+        f"fuzzytime(/{T}/vfs.file.time[{DATA_FILE_MACRO},modify],{{$APACHE.METRICS.MAXAGE}})=0",
+        "Apache: the metrics file is stale", "WARNING",
+        "The metrics file has not been rewritten for {$APACHE.METRICS.MAXAGE}: the cron "
+        "job (apache-manager -c) stopped or fails; every other item shows old values.",
+        f"fuzzytime(/{T}/vfs.file.time[{DATA_FILE_MACRO},modify],{{$APACHE.METRICS.MAXAGE}})=1",
+        "availability")
+    return [
+        {"uuid": uid("item", "vfs.file.time"), "name": "Apache: metrics file modified",
+         "key": f"vfs.file.time[{DATA_FILE_MACRO},modify]", "delay": DELAY, "history": "7d",
+         "units": "unixtime",
+         "description": "When the cron job last wrote the metrics file (a built-in agent key).",
+         "tags": _tags("health"), "triggers": [fresh]},
+        {"uuid": uid("item", "web.page.get"), "name": "Apache: get status page",
+         "key": PAGE_KEY, "delay": "5m", "history": "0", "trends": "0", "value_type": "TEXT",
+         "description": "The ?auto status page read by the agent itself (agent key "
+                        "web.page.get), for the Apache version: the metrics file has no "
+                        "text of the page. Not kept (history 0).",
+         "tags": _tags("raw")},
+        {"uuid": uid("item", "apache.version"), "name": "Apache: version", "type": "DEPENDENT",
+         "key": "apache.version", "delay": "0", "history": "7d", "trends": "0",
+         "value_type": "CHAR",
+         "description": "ServerVersion of the status page (Apache/2.4.62 (Debian)); stored "
+                        "when it changes, and once a day.",
+         "preprocessing": [
+             {"type": "REGEX", "parameters": ["ServerVersion: ([^\\r\\n]+)", "\\1"]},
+             {"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["1d"]}],
+         "master_item": {"key": PAGE_KEY},
+         "tags": _tags("application"),
+         "triggers": [trigger(
+             f"last(/{T}/apache.version,#1)<>last(/{T}/apache.version,#2) and "
+             f"length(last(/{T}/apache.version))>0",
+             "Apache: version has changed (now {ITEM.VALUE})", "INFO",
+             "The running Apache reports another version: an upgrade took effect.",
+             f"last(/{T}/apache.version,#1)=last(/{T}/apache.version,#2)", "notice",
+             manual_close=True)]},
+        {"uuid": uid("item", "ping"), "name": "Apache: service ping", "key": PING_KEY,
+         "delay": DELAY, "history": "7d",
+         "description": "1 when the status page's port answers HTTP (agent key "
+                        "net.tcp.service), else 0.",
+         "valuemap": {"name": "Service state"},
+         "preprocessing": [{"type": "DISCARD_UNCHANGED_HEARTBEAT", "parameters": ["10m"]}],
+         "tags": _tags("health"),
+         "triggers": [trigger(SERVICE_DOWN[1], SERVICE_DOWN[0], "AVERAGE",
+                              "The status page's port does not answer HTTP.",
+                              SERVICE_DOWN[2], "availability",
+                              depends=[PROCESS_DOWN])]},
+        {"uuid": uid("item", "perf"), "name": "Apache: service response time", "key": PERF_KEY,
+         "delay": DELAY, "history": "7d", "value_type": "FLOAT", "units": "s",
+         "description": "Seconds the status page's port takes to answer an HTTP request "
+                        "(agent key net.tcp.service.perf; 0 when it does not answer).",
+         "tags": _tags("health"),
+         "triggers": [trigger(
+             f"min(/{T}/{PERF_KEY},{{$APACHE.RESPONSE_TIME.PERIOD}})>"
+             "{$APACHE.RESPONSE_TIME.MAX.WARN}",
+             "Apache: response time is too high (over {$APACHE.RESPONSE_TIME.MAX.WARN}s for "
+             "{$APACHE.RESPONSE_TIME.PERIOD})", "WARNING",
+             "Apache has answered slowly for {$APACHE.RESPONSE_TIME.PERIOD}: saturated "
+             "workers, a full accept queue, or an overloaded host.",
+             f"max(/{T}/{PERF_KEY},{{$APACHE.RESPONSE_TIME.PERIOD}})<="
+             "{$APACHE.RESPONSE_TIME.MAX.WARN}", "performance",
+             depends=[SERVICE_DOWN, PROCESS_DOWN])]},
+        {"uuid": uid("item", "proc.num"), "name": "Apache: number of processes running",
+         "key": PROC_NUM_KEY, "delay": DELAY, "history": "7d",
+         "description": "Processes named {$APACHE.PROCESS_NAME} (command line matching "
+                        "{$APACHE.PROCESS.CMDLINE}) (agent key proc.num).",
+         "tags": _tags("system"),
+         "triggers": [trigger(PROCESS_DOWN[1], PROCESS_DOWN[0], "HIGH",
+                              "No {$APACHE.PROCESS_NAME} process runs.",
+                              PROCESS_DOWN[2], "availability")]},
+        {"uuid": uid("item", "proc.mem.rss"), "name": "Apache: memory usage (rss)",
+         "key": f"proc.mem[{PROC},rss]", "delay": DELAY, "history": "7d", "units": "B",
+         "description": "Resident memory of all the processes, summed (agent key proc.mem); "
+                        "per worker group: the discovered memory items.",
+         "tags": _tags("system")},
+        {"uuid": uid("item", "proc.mem.vsize"), "name": "Apache: memory usage (vsize)",
+         "key": f"proc.mem[{PROC},vsize]", "delay": DELAY, "history": "7d", "units": "B",
+         "description": "Virtual memory of all the processes, summed (agent key proc.mem).",
+         "tags": _tags("system")},
+        {"uuid": uid("item", "proc.cpu.util"), "name": "Apache: CPU utilization",
+         "key": f"proc.cpu.util[{PROC}]", "delay": DELAY, "history": "7d",
+         "value_type": "FLOAT", "units": "%",
+         "description": "CPU use of all the processes, in percent of one CPU (agent key "
+                        "proc.cpu.util).",
+         "tags": _tags("system")},
+    ]
+
+
+def rate_items() -> List[dict]:
+    """Per-second rates beside the since-start counters and averages."""
+    out = [
+        rate(metric_key("total_accesses"), "apache.requests.rate",
+             "Apache: requests per second", "Requests per second over the last interval "
+             "(change of total-accesses); requests-per-second is the average since start.",
+             "apache", units="rps"),
+        rate(metric_key("total_kbytes"), "apache.bytes.rate", "Apache: bytes per second",
+             "Bytes sent per second over the last interval (change of total-traffic); "
+             "bytes-per-second is the average since start.", "apache", units="Bps"),
+        rate(metric_key("total_duration_ms"), "apache.duration.rate",
+             "Apache: request time per second",
+             "Seconds spent serving requests per second over the last interval (change of "
+             "total-duration-ms / 1000): the average number of requests in progress.",
+             "apache", multiplier="0.001"),
+    ]
+    for part in ("user", "system", "children_user", "children_system"):
+        out.append(rate(metric_key(f"cpu_{part}_seconds"), f"apache.cpu.rate[{part}]",
+                        f"Apache: CPU {part.replace('_', ' ')} utilization",
+                        f"{part.replace('_', ' ').capitalize()} CPU time per second over the "
+                        "last interval, in percent of one CPU (cpu-load is the average "
+                        "since start).", "apache", units="%", multiplier="100"))
+    return out
+
+
+def _proto(it: dict, rule: str) -> dict:
+    it = dict(it)
+    it["uuid"] = uid("prototype", rule, it["key"])
+    if "triggers" in it:
+        it["trigger_prototypes"] = [dict(t, uuid=uid("trigger-prototype", t["name"]))
+                                    for t in it.pop("triggers")]
+    return it
+
+
+def singleton_rules() -> List[dict]:
+    rules = []
+    for short, title, probe, names in OPTIONAL:
+        rule_key = f"apache.singleton.discovery[{probe}]"
+        protos = []
+        for name in names:
+            key = f"apache.metric[{tab_key(name)}{{#SINGLETON}}]"
+            it = item(name, key, f"Apache: {_label(name)}", short)
+            if name == "event_processes_not_accepting":
+                it["triggers"] = [trigger(
+                    f"min(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})>0",
+                    "Apache: event MPM processes not accepting connections for "
+                    "{$APACHE.WORKERS.UTIL.PERIOD}", "WARNING",
+                    "Some event MPM child processes have had every thread busy (or "
+                    "too many connections) for {$APACHE.WORKERS.UTIL.PERIOD}: connections "
+                    "go to the others or wait in the accept queue.",
+                    f"max(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})=0", "capacity")]
+            protos.append(_proto(it, rule_key))
+            m = BY_NAME[name]
+            if m.kind == "counter" and name.startswith("tls_cache_"):
+                protos.append(_proto(rate(
+                    key, f"apache.tls.rate[{tab_key(name)}{{#SINGLETON}}]",
+                    f"Apache: {_label(name)} per second",
+                    f"{m.help.rstrip('.')} per second over the last interval.", short,
+                    units="ops"), rule_key))
+        rules.append({
+            "uuid": uid("discovery", rule_key), "name": f"{title} discovery",
+            "key": rule_key, "delay": "1h", "lifetime": "7d",
+            "description": f"Finds {probe} in the "
+                           "metrics file: its items exist only where the set-up writes them "
+                           "({#SINGLETON} is empty, as in Zabbix's own event MPM discovery).",
+            "item_prototypes": protos})
+    return rules
+
+
+def group_rule() -> dict:
+    rule_key = "apache.discovery"
     prototypes = []
     for stat in MEMORY_STATS:
         key = f"apache.memory[{{#NAME}},{stat}]"
-        p = {"uuid": uid("prototype", stat), "name": f"Apache {{#NAME}} workers: memory {stat}",
-             "key": key, "history": "7d"}
+        p: dict = {"uuid": uid("prototype", stat),
+                   "name": f"Apache {{#NAME}} workers: memory {stat}", "key": key,
+                   "delay": DELAY, "history": "7d"}
         if stat in ("average", "median"):
             p["value_type"] = "FLOAT"
-        p["units"] = "" if stat == "count" else "B"
-        if not p["units"]:
-            del p["units"]
+        if stat != "count":
+            p["units"] = "B"
         p["description"] = ("Processes in the group." if stat == "count" else
                             f"The {stat} memory use (RSS) of the group's processes.")
         p["tags"] = [{"tag": "component", "value": "memory"},
@@ -224,7 +518,9 @@ def build() -> dict:
         if stat == "max":
             p["trigger_prototypes"] = [{
                 "uuid": uid("trigger-prototype", "memory"),
-                "expression": f"last(/{t}/{key})>{{$APACHE.MEMORY.MAX:\"{{#NAME}}\"}}",
+                "expression": f"last(/{T}/{key})>{{$APACHE.MEMORY.MAX:\"{{#NAME}}\"}}",
+                "recovery_mode": "RECOVERY_EXPRESSION",
+                "recovery_expression": f"last(/{T}/{key})<={{$APACHE.MEMORY.MAX:\"{{#NAME}}\"}}",
                 "name": "Apache {#NAME} workers: a process uses more than "
                         "{$APACHE.MEMORY.MAX:\"{#NAME}\"} bytes",
                 "priority": "WARNING",
@@ -232,32 +528,106 @@ def build() -> dict:
                                "processes when its thresholds say so.",
                 "tags": [{"tag": "scope", "value": "capacity"}]}]
         prototypes.append(p)
-    discovery = {
-        "uuid": uid("discovery", "apache.discovery"), "name": "Apache worker groups",
-        "key": "apache.discovery", "delay": "1h", "lifetime": "7d",
+    truncated = item("wsgi_group_name_truncated",
+                     "apache.labelled[wsgi-group-name-truncated,{#NAME}]",
+                     "Apache {#NAME} workers: name cut by the process title", "memory",
+                     extra="The file has the line only for such groups: none is 0.")
+    truncated["uuid"] = uid("prototype", "truncated")
+    truncated["preprocessing"] = [{"type": "JAVASCRIPT",
+                                   "parameters": ["return value === '' ? 0 : value;"]}]
+    truncated["tags"].append({"tag": "group", "value": "{#NAME}"})
+    prototypes.append(truncated)
+    return {
+        "uuid": uid("discovery", rule_key), "name": "Apache worker groups",
+        "key": rule_key, "delay": "1h", "lifetime": "7d",
         "description": "native (Apache's own workers) and each mod_wsgi daemon group "
                        "(apache-manager -z).",
         "item_prototypes": prototypes,
     }
-    vhost_prototypes = []
+
+
+def vhost_rule() -> dict:
+    prototypes = []
     for m in VHOST_METRICS:
-        key = f"apache.labelled[{_tab(m.name)},{{#VHOST}}]"
+        key = f"apache.labelled[{tab_key(m.name)},{{#VHOST}}]"
         p = item(m.name, key, f"Apache vhost {{#VHOST}}: "
-                 f"{_tab(m.name)[len('vhost-'):].replace('-', ' ')}", "vhost")
+                 f"{tab_key(m.name)[len('vhost-'):].replace('-', ' ')}", "vhost")
         p["uuid"] = uid("prototype", key)
         p["tags"].append({"tag": "vhost", "value": "{#VHOST}"})
-        vhost_prototypes.append(p)
-    vhosts = {
+        prototypes.append(p)
+    return {
         "uuid": uid("discovery", "apache.vhost.discovery"), "name": "Apache virtual hosts",
         "key": "apache.vhost.discovery", "delay": "10m", "lifetime": "1d",
         "description": "The virtual hosts of the metrics file's per-vhost lines (the busiest "
                        "--vhost-limit ones, the rest as 'other').",
-        "item_prototypes": vhost_prototypes,
+        "item_prototypes": prototypes,
     }
-    kills = (f"last(/{t}/apache.metric[workers-killed-active])"
-             f"+last(/{t}/apache.metric[workers-killed-idle])>{{$APACHE.KILLS.MAX}}")
+
+
+def balancer_rule() -> dict:
+    rule_key = "apache.balancer.discovery"
+    prototypes = []
+    for m in PROXY_METRICS:
+        if "tab" in dict(m.absent):
+            continue
+        key = f'apache.member[{tab_key(m.name)},"{{#BALANCER}}","{{#MEMBER}}"]'
+        short = tab_key(m.name)[len("proxy-worker-"):].replace("-", " ")
+        p = item(m.name, key, f"Apache balancer {{#BALANCER}} member {{#MEMBER}}: {short}",
+                 "balancer")
+        p["uuid"] = uid("prototype", key)
+        p["tags"] += [{"tag": "balancer", "value": "{#BALANCER}"},
+                      {"tag": "member", "value": "{#MEMBER}"}]
+        prototypes.append(p)
+        if m.kind == "counter":
+            kb = m.unit == "kilobytes"
+            r = rate(key, f'apache.member.rate[{tab_key(m.name)},"{{#BALANCER}}","{{#MEMBER}}"]',
+                     f"Apache balancer {{#BALANCER}} member {{#MEMBER}}: {short} per second",
+                     f"{m.help.rstrip('.').replace('Kilobytes', 'Bytes')} per second over "
+                     "the last interval.", "balancer", units="Bps" if kb else "rps",
+                     multiplier="1024" if kb else "")
+            r["uuid"] = uid("prototype", r["key"])
+            prototypes.append(r)
+    return {
+        "uuid": uid("discovery", rule_key), "name": "Apache balancer members",
+        "key": rule_key, "delay": "1h", "lifetime": "7d",
+        "description": "mod_proxy_balancer members of the metrics file (ProxyStatus On): "
+                       "{#BALANCER} and {#MEMBER}. Names with a character the agent refuses "
+                       "in UserParameter arguments are left out.",
+        "item_prototypes": prototypes,
+    }
+
+
+def listen_rule() -> Optional[dict]:
+    """Per listening address figures, once the catalogue has them."""
+    metrics = [m for m in ALL_METRICS if len(m.labels) == 1 and m.labels[0] in LISTEN_LABELS
+               and "tab" not in dict(m.absent)]
+    if not metrics:
+        return None
+    rule_key = f"apache.labels.discovery[{tab_key(metrics[0].name)}]"
+    prototypes = []
+    for m in metrics:
+        key = f'apache.labelled[{tab_key(m.name)},"{{#LABEL}}"]'
+        p = item(m.name, key, f"Apache {{#LABEL}}: {_label(m.name)}", "listen")
+        p["uuid"] = uid("prototype", key)
+        p["tags"].append({"tag": "listen", "value": "{#LABEL}"})
+        prototypes.append(p)
+    return {"uuid": uid("discovery", rule_key), "name": "Apache listening addresses",
+            "key": rule_key, "delay": "1h", "lifetime": "7d",
+            "description": "The listening addresses of the metrics file's per-address lines.",
+            "item_prototypes": prototypes}
+
+
+def build() -> dict:
+    """The whole export as plain data."""
+    items = plain_items() + labelled_items() + rate_items() + builtin_items()
+    rules = [group_rule(), vhost_rule(), balancer_rule()] + singleton_rules()
+    listen = listen_rule()
+    if listen is not None:
+        rules.append(listen)
+    kills = (f"last(/{T}/{metric_key('workers_killed_active')})"
+             f"+last(/{T}/{metric_key('workers_killed_idle')})")
     template = {
-        "uuid": uid("template"), "template": t, "name": t,
+        "uuid": uid("template"), "template": T, "name": T,
         "description": "Apache httpd through apache-manager's metrics file, written by "
                        "apache-manager -c (the apache-metrics-exporter front end) or "
                        "apache-metrics-exporter --format tab. Needs the UserParameters of "
@@ -265,25 +635,37 @@ def build() -> dict:
                        "{$APACHE.METRICS.FILE} fresh. Generated by scripts/zabbix_template.py.",
         "groups": [{"name": GROUP}],
         "items": items,
-        "discovery_rules": [discovery, vhosts],
+        "discovery_rules": rules,
         "tags": [{"tag": "class", "value": "software"}, {"tag": "target", "value": "apache"}],
         "macros": [{"macro": m, "value": v, "description": d} for m, v, d in MACROS],
-        "valuemaps": [{"uuid": uid("valuemap", "status-response"),
-                       "name": "apache-manager status-response",
-                       "mappings": [{"value": "0", "newvalue": "status page read"},
-                                    {"value": "1", "newvalue": "status page not read"}]}],
+        "valuemaps": [
+            {"uuid": uid("valuemap", "status-response"),
+             "name": "apache-manager status-response",
+             "mappings": [{"value": "0", "newvalue": "status page read"},
+                          {"value": "1", "newvalue": "status page not read"}]},
+            {"uuid": uid("valuemap", "service-state"), "name": "Service state",
+             "mappings": [{"value": "0", "newvalue": "Down"}, {"value": "1", "newvalue": "Up"}]},
+        ],
     }
     return {"zabbix_export": {
         "version": "6.0",
         "date": "2026-11-29T00:00:00Z",
         "groups": [{"uuid": uid("group", GROUP), "name": GROUP}],
         "templates": [template],
-        "triggers": [trigger(kills, "Apache: the reaper killed {ITEM.LASTVALUE1} active and "
-                             "{ITEM.LASTVALUE2} idle workers", "INFO",
-                             "The last apache-manager -k (apache-worker-reaper) run killed "
-                             "workers over its thresholds; frequent kills mean a leak or "
-                             "thresholds too low.")],
+        "triggers": [trigger(
+            f"{kills}>{{$APACHE.KILLS.MAX}}",
+            "Apache: the reaper killed {ITEM.LASTVALUE1} active and {ITEM.LASTVALUE2} idle "
+            "workers", "INFO",
+            "The last apache-manager -k (apache-worker-reaper) run killed workers over its "
+            "thresholds; frequent kills mean a leak or thresholds too low.",
+            f"{kills}<={{$APACHE.KILLS.MAX}}", "performance")],
     }}
+
+
+def all_items(export: Dict) -> List[dict]:
+    """Items and item prototypes of an export (for the tests)."""
+    (t,) = export["zabbix_export"]["templates"]
+    return t["items"] + [p for r in t["discovery_rules"] for p in r["item_prototypes"]]
 
 
 def render() -> str:

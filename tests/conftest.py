@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
@@ -38,8 +39,37 @@ for _key in [k for k in os.environ if k.startswith("APACHE_METRICS_")]:
 os.environ.update(SESSION_ENV)
 
 
+# The machine's own state directory: no test may create or change anything
+# there (a test that forgot the session's paths would). Checked at the end.
+MACHINE_STATE = "/var/lib/apache-metrics-exporter"
+
+
+def _machine_state() -> Dict[str, float]:
+    try:
+        names = os.listdir(MACHINE_STATE)
+    except FileNotFoundError:
+        return {}
+    out = {MACHINE_STATE: os.lstat(MACHINE_STATE).st_mtime}
+    for name in names:
+        try:
+            out[name] = os.lstat(os.path.join(MACHINE_STATE, name)).st_mtime
+        except FileNotFoundError:
+            pass
+    return out
+
+
+_MACHINE_STATE_BEFORE = _machine_state()
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(SESSION_FILES, ignore_errors=True)
+    after = _machine_state()
+    if after != _MACHINE_STATE_BEFORE:
+        changed = sorted(k for k in set(after) | set(_MACHINE_STATE_BEFORE)
+                         if after.get(k) != _MACHINE_STATE_BEFORE.get(k))
+        print(f"\nERROR: the test session changed the machine's {MACHINE_STATE}: "
+              f"{', '.join(changed)} (a test ran without the session's state paths)")
+        session.exitstatus = 1
 
 
 def exporter_env(**extra: str) -> Dict[str, str]:
@@ -206,3 +236,64 @@ def runnable_copy():
         script.chmod(0o755)
     yield wrapper
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# No test sends anything beyond loopback, name lookups included: for the whole
+# session, looking up a name that is neither numeric nor a loopback name
+# (localhost) fails the test that did it. Tests about names stub
+# socket.getaddrinfo (monkeypatch); such a stub may still pass numeric hosts on.
+_LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
+_RESOLVERS = ("getaddrinfo", "gethostbyname", "gethostbyname_ex")
+_lookups: List[str] = []
+
+
+class NameLookupInTest(BaseException):
+    """Not an Exception: no ``except OSError`` on the way may swallow it."""
+
+
+def _needs_no_query(host: object, flags: int) -> bool:
+    """Is looking ``host`` up answered without DNS (numeric or loopback name)?"""
+    if host is None or flags & socket.AI_NUMERICHOST:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    name = str(host).strip("[]").split("%")[0].rstrip(".").lower()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, name)
+            return True
+        except OSError:
+            pass
+    return name in _LOOPBACK_NAMES or name.endswith(".localhost")
+
+
+def _guarded(name: str, real: Callable) -> Callable:
+    def lookup(host, *args, **kwargs):
+        flags = kwargs.get("flags", args[4] if name == "getaddrinfo" and len(args) > 4 else 0)
+        if not _needs_no_query(host, flags):
+            _lookups.append(f"socket.{name}({host!r})")
+            raise NameLookupInTest(f"socket.{name}({host!r}) in a test: no DNS query may "
+                                   "leave this machine; stub socket.getaddrinfo")
+        return real(host, *args, **kwargs)
+    return lookup
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_name_lookups() -> Iterator[None]:
+    """The session's resolver functions, refusing names that need DNS."""
+    real = {name: getattr(socket, name) for name in _RESOLVERS}
+    for name, function in real.items():
+        setattr(socket, name, _guarded(name, function))
+    yield
+    for name, function in real.items():
+        setattr(socket, name, function)
+
+
+@pytest.fixture(autouse=True)
+def no_name_lookup_in_this_test(no_name_lookups) -> Iterator[None]:
+    """Fails the test that tried a lookup, also from a thread or where the
+    code under test caught the exception."""
+    del _lookups[:]
+    yield
+    if _lookups:
+        pytest.fail("name lookup in a test (stub socket.getaddrinfo): " + ", ".join(_lookups))

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 from tests.conftest import data, run_exporter
+from tests.harness.pages import serve_pages
 from tests.harness.peers import DripPeer
 
 AUTO = data("2.4.71-event-ext-on.auto.txt")
 HTML = data("2.4.71-event-ext-on.html")
 
 
-@contextmanager
 def page_server():
     """A stand-in serving captured real pages (HTML and ?auto) on loopback."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):  # noqa: N802
-            body = AUTO if "auto" in self.path else HTML
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_pages(AUTO, HTML)
 
 
 def test_ten_targets_two_dripping_end_within_the_timeout():

@@ -75,7 +75,12 @@ def test_families_shared_by_several_metrics_are_declared():
     for name, metrics in users.items():
         if len(metrics) > 1 or any(m.prom_scale != 1 for m in metrics):
             assert name in FAMILY, name
-    assert {f.name for f in FAMILIES} <= set(users)
+    # A histogram family is used through its _bucket, _sum and _count series.
+    used = {prom_family(m).name for m in ALL_METRICS if m.prom is not None}
+    assert {f.name for f in FAMILIES} <= set(users) | used
+    for f in FAMILIES:
+        if f.kind == "histogram":
+            assert {f"{f.name}_{s}" for s in ("bucket", "sum", "count")} <= set(users), f.name
 
 
 def test_type_and_help_lines_come_from_the_catalogue():

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -415,3 +416,35 @@ def test_ctrl_c_is_one_line_and_status_130():
         conn.close()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().endswith("error: interrupted"), err
+
+
+DOWN = "http://127.0.0.1:1/server-status"  # refused: an outage, no Apache needed
+
+
+def _untrusted_config(tmp_path) -> str:
+    """A config file anyone could have written (mode 0666)."""
+    path = tmp_path / "evil.conf"
+    path.write_text(f"url = {DOWN}\n")
+    path.chmod(0o666)
+    return str(path)
+
+
+def test_attached_short_config_option_is_trust_checked(tmp_path):
+    # -cPATH (argparse accepts it) was read without the trust check: the
+    # check is now configargparse's only way to open a config file.
+    evil = _untrusted_config(tmp_path)
+    result = run_exporter(f"-c{evil}", "--format", "tab", timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "writable by others" in result.stderr
+
+
+def test_grouped_short_config_option_fifo_does_not_hang(tmp_path):
+    # -vc FIFO blocked the run for ever.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    try:
+        result = run_exporter("-vc", str(fifo), "--url", DOWN, "--format", "tab",
+                              timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run blocked on a FIFO given as '-vc FIFO'")
+    assert result.returncode == 2 and "FIFO" in result.stderr

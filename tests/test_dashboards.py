@@ -54,7 +54,7 @@ PROMTOOL = os.environ.get("PROMTOOL_BIN") or shutil.which("promtool") or "/usr/b
 # What the panels must cover (issue 13): a panel title containing each.
 TOPICS = ("up", "requests / s", "bytes / s", "busy / idle", "utilisation", "scoreboard",
           "hanging", "longest request", "memory", "per virtual host", "reaper kills",
-          "restarts", "collection duration")
+          "restarts", "collection duration", "accept queue", "down reason")
 
 
 def load(path: Path) -> dict:
@@ -441,6 +441,11 @@ def test_influxdb_dashboard_every_query_returns_data(scenario):
     assert peak("Restarts", "A") >= 1, "the graceful restart is not shown"
     assert peak("Restarts", "B") >= 1, "the full restart is not shown"
     assert {row[1] for row in answers[("Apache up", "A")]} == {1}
+    # The accept queue's limit is the kernel's (Apache's ListenBacklog 511),
+    # and the full restart's collection says why Apache was down.
+    assert peak("Accept queue (connections waiting for a worker)", "B") > 0
+    reasons = answers[("Down reason (why the status page could not be read)", "A")]
+    assert "refused" in {row[1] for row in reasons}, reasons
     reaper_columns = influx.query(substitute(targets_of(dash, "Reaper kills")[0]["query"],
                                              values), db)["results"][0]["series"][0]["columns"]
     trips = reaper_columns.index("circuit_breaker_trips")
@@ -489,6 +494,10 @@ def test_prometheus_dashboard_every_query_returns_data(scenario):
         assert peak("Restarts", "A") >= 1, "the graceful restart is not shown"
         assert peak("Restarts", "B") >= 1, "the full restart is not shown"
         assert peak("Reaper kills", "B") >= 1 and peak("Reaper kills", "C") >= 1
+        assert peak("Accept queue (connections waiting for a worker)", "B") > 0
+        reasons = {series["metric"]["reason"] for series in
+                   answers["Down reason (why the status page could not be read)"]["A"]}
+        assert {"ok", "refused"} <= reasons, reasons
         up = {float(v) for series in answers["Apache up"]["A"] for _t, v in series["values"]}
         assert up == {0.0, 1.0}, "Apache's down time is not shown"
         groups = {series["metric"]["group"]

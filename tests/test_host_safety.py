@@ -24,9 +24,18 @@ import pytest
 from apache_metrics_exporter.collect import procfs
 from apache_metrics_exporter.collect.loopback import loopback_addresses
 from apache_metrics_exporter.collect.processes import find_parent, parent_of_url
-from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
+from tests.conftest import (
+    NameLookupInTest,
+    data,
+    exporter_env,
+    live_children,
+    parse_tab,
+    run_exporter,
+)
+from tests.conftest import _lookups as name_lookups
 from tests.harness.apache import ApacheServer, free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
 APACHE = ("apache2",)
 
@@ -39,11 +48,82 @@ def test_loopback_hosts(host):
     assert loopback_addresses(host)
 
 
+# Names are answered by a stub resolver (no DNS query leaves this machine,
+# tests/conftest.py refuses real lookups): what an attacker's DNS could say.
+NAMES = {
+    "127.attacker.example": ["192.0.2.7"],  # looks local, is remote
+    "127.0.0.1.nip.io": ["127.0.0.1", "192.0.2.8"],  # one loopback answer of two
+    "status.localtest": ["127.0.0.1", "::1"],  # every answer loopback
+}
+LOOKED_UP: list = []
+
+
+def fake_getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    LOOKED_UP.append(host)
+    if host not in NAMES:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM,
+             socket.IPPROTO_TCP, "", (a, port or 0)) for a in NAMES[host]]
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """The stub resolver in place of the system's; the names it was asked."""
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    LOOKED_UP.clear()
+    return LOOKED_UP
+
+
 @pytest.mark.parametrize("host", ["127.attacker.example", "127.0.0.1.nip.io", "192.0.2.1",
                                   "::", "0.0.0.0", "fe80::1%lo", "::ffff:192.0.2.1",
                                   "no-such-host.invalid", ""])
-def test_hosts_that_only_look_local_are_remote(host):
+def test_hosts_that_only_look_local_are_remote(host, resolver):
     assert loopback_addresses(host) is None
+    # A name is decided by what it resolves to, an address by itself.
+    is_name = host in ("127.attacker.example", "127.0.0.1.nip.io", "no-such-host.invalid", "")
+    assert resolver == ([host] if is_name else [])
+
+
+def test_a_name_whose_every_address_is_loopback_is_local(resolver):
+    assert loopback_addresses("status.localtest") == ["127.0.0.1", "::1"]
+    assert resolver == ["status.localtest"]
+
+
+def test_the_session_refuses_real_name_lookups():
+    # tests/conftest.py: a lookup that would need DNS fails the test, so that
+    # a test about names cannot forget its stub.
+    with pytest.raises(NameLookupInTest, match="no DNS query"):
+        socket.getaddrinfo("127.attacker.example", 80)
+    with pytest.raises(NameLookupInTest):
+        socket.gethostbyname("no-such-host.invalid")
+    assert len(name_lookups) == 2
+    name_lookups.clear()  # this test's own, on purpose
+    assert socket.getaddrinfo("127.0.0.1", 80) and socket.getaddrinfo("::1", 80)
+    assert socket.getaddrinfo("localhost", 80)  # /etc/hosts, no DNS
+
+
+@pytest.mark.parametrize("name,local", [("127.attacker.example", False),
+                                        ("127.0.0.1.nip.io", False),
+                                        ("no-such-host.invalid", False),
+                                        ("status.localtest", True)])
+def test_reaper_decides_a_name_by_its_addresses(tmp_path, name, local):
+    # The real command, its resolver stubbed before it is imported
+    # (tests/harness/fakedns.py): no DNS query, no connection beyond loopback.
+    url = f"http://{name}:{free_port()}/server-status"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.harness.fakedns",
+         "apache_metrics_exporter.cli:reaper_console", "--url", url, "--max-time", "5m",
+         "--state-file", str(tmp_path / "state.json")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=exporter_env(FAKE_DNS=json.dumps(NAMES)))
+    assert "Traceback" not in proc.stderr
+    if local:  # on to the proof: nothing listens there, so nothing is signalled
+        assert proc.returncode == 0, proc.stderr
+        assert "signalling nothing" in proc.stderr
+    else:  # refused before anything is fetched
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "only on an Apache reached over loopback" \
+            in proc.stderr
 
 
 # --- a /proc tree built by the test ------------------------------------------

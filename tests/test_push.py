@@ -1122,3 +1122,55 @@ def test_a_clock_outside_nanosecond_timestamps_pushes_nothing(tmp_path):
     with pytest.raises(OutputError, match="fix the clock"):
         sink.send("apache_exporter up=1i\n", [SimpleNamespace(timestamp=-1.0)])
     assert Spool(spool_dir, 1).batches() == []
+
+
+DOWN = "http://127.0.0.1:1/server-status"  # refused: an outage, no Apache needed
+
+
+class _BusyInflux(http.server.BaseHTTPRequestHandler):
+    """An InfluxDB under load: the first write of every burst gets
+    '503 Service Unavailable, Retry-After: 1' (come back later), the rest 204."""
+
+    last = [0.0]
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        first = time.monotonic() - self.last[0] > 0.5
+        self.last[0] = time.monotonic()
+        if first:
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_503_retry_after_never_quarantines_good_data(tmp_path):
+    # A busy server (503, Retry-After) says nothing about the batch: it must
+    # not be counted towards quarantine, however often it meets the busy moment.
+    server = http.server.HTTPServer(("127.0.0.1", 0), _BusyInflux)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    spool = tmp_path / "spool"
+    args = ("--url", DOWN, "--no-processes", "--format", "influxdb",
+            "--influxdb-url", f"http://127.0.0.1:{server.server_port}",
+            "--influxdb-org", "o", "--influxdb-bucket", "b", "--influxdb-token", "t0ken",
+            "--spool-dir", str(spool))
+    try:
+        run_exporter(*args, timeout=60)  # 503: its batch is spooled
+        for _ in range(3):
+            state_path = spool / "state.json"
+            state = json.loads(state_path.read_text())
+            for entry in state.get("failing", {}).values():
+                entry["first"] -= 700  # as if these runs were ten minutes apart
+            state_path.write_text(json.dumps(state))
+            time.sleep(0.6)
+            run_exporter(*args, timeout=60)
+    finally:
+        server.shutdown()
+    quarantined = [p for p in os.listdir(spool / "quarantine") if p.endswith(".lp")]
+    assert quarantined == [], "valid points set aside after 503 Retry-After answers"

@@ -20,8 +20,16 @@ import pytest
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
 from apache_metrics_exporter.collect.status import parse_html
-from apache_metrics_exporter.reaper.policy import Candidate, Thresholds, execute, select
-from tests.conftest import exporter_env, live_children, parse_tab, run_exporter
+from apache_metrics_exporter.reaper.policy import (
+    Candidate,
+    Page,
+    Thresholds,
+    confirm,
+    execute,
+    own_request_line,
+    select,
+)
+from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
 from tests.harness.apache import ApacheServer
 
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
@@ -171,6 +179,91 @@ def test_a_pid_reused_since_the_page_was_read_is_not_blamed_for_its_request():
     assert select(rows, young, Thresholds(max_time=60), fetched_at=now) == []
     old = young._replace(children=[ProcInfo(200, now - 500, NATIVE_GROUP, 10, "")])
     assert [c.pid for c in select(rows, old, Thresholds(max_time=60), fetched_at=now)] == [200]
+
+
+def _page(rows, sent, received=None, error=""):
+    return Page(rows, sent, sent + 0.05 if received is None else received, error)
+
+
+def test_confirm_step_against_a_fresh_page():
+    t0 = 1_000_000.0
+    scan = _scan((200, NATIVE_GROUP, 10), (300, NATIVE_GROUP, 500))
+    chosen = _page(_rows((200, "W", 5, "GET /slow"), (300, "_", 0, "GET /x")), t0)
+    slow, idle = sorted(select(chosen.workers, scan, Thresholds(max_time=2, max_memory_idle=100),
+                               fetched_at=chosen.received, sent_at=chosen.sent),
+                        key=lambda c: c.pid)
+    assert (slow.reason, slow.kind, idle.kind) == ("timeout", "native_active", "native_idle")
+    assert slow.began is not None
+
+    def fresh(*cells, later=9.0, error=""):
+        return _page(_rows(*cells) if not error else None, t0 + later, error=error)
+
+    # Still the same: the same request 9 s later, the idle one still idle.
+    same = fresh((200, "W", 14, "GET /slow"), (300, "_", 9, "GET /x"))
+    assert confirm(slow, same) == "" and confirm(idle, same) == ""
+    # Its request ended during the wait.
+    assert "it is idle now" in confirm(slow, fresh((200, "_", 3, "GET /slow")))
+    # A new request of its own: same line, but it began after the selected one.
+    assert "has ended" in confirm(slow, fresh((200, "W", 2, "GET /slow")))
+    assert "has ended" in confirm(slow, fresh((200, "W", 14, "GET /other")))
+    # The PID is gone from the page (the process exited, another took the slot).
+    assert "no longer lists" in confirm(slow, fresh((201, "W", 14, "GET /slow")))
+    assert "no longer lists" in confirm(idle, fresh((300, ".", 0, "")))
+    # The idle one started serving a request (on any of its threads).
+    busy = fresh((300, "_", 9, "GET /x"), (300, "W", 1, "GET /new"))
+    assert "serving a request now" in confirm(idle, busy)
+    # Without a fresh page nothing native is confirmed; mod_wsgi daemons are not on it.
+    down = fresh(error="http://127.0.0.1/server-status: connection refused")
+    assert "could not be read again" in confirm(slow, down) and "refused" in confirm(idle, down)
+    wsgi = select(None, _scan((400, "example", 300)), Thresholds(max_memory_wsgi=200))[0]
+    assert confirm(wsgi, down) == ""
+    # A memory kill of a busy worker needs it busy, not the same request.
+    big = select(chosen.workers, _scan((200, NATIVE_GROUP, 500)),
+                 Thresholds(max_memory_active=100), fetched_at=t0)[0]
+    assert confirm(big, fresh((200, "W", 1, "GET /next"))) == ""
+    assert "it is idle now" in confirm(big, fresh((200, "_", 1, "GET /next")))
+
+
+def test_the_reapers_own_read_of_the_page_makes_no_worker_busy():
+    # The worker that serves the status page shows itself busy with that very
+    # request; it is idle again once the page is sent.
+    own = own_request_line("http://127.0.0.1:8080/server-status")
+    assert own == "GET /server-status HTTP/1.1"
+    assert own_request_line("http://[::1]/s?x=1") == "GET /s?x=1 HTTP/1.1"
+    assert len(own_request_line("http://127.0.0.1/" + "x" * 100)) == 63
+    rows = _rows((300, "_", 4, "GET /x"), (300, "W", 0, own))
+    scan = _scan((300, NATIVE_GROUP, 500))
+    (c,) = select(rows, scan, Thresholds(max_memory_idle=100), own_request=own)
+    assert c.kind == "native_idle"
+    assert select(rows, scan, Thresholds(max_memory_idle=100)) == []  # busy without it
+    assert confirm(c, _page(rows, 1.0)._replace(own_request=own)) == ""
+    assert "serving a request now" in confirm(c, _page(rows, 1.0))
+    # Someone else's long read of the same page is a request like any other.
+    slow_read = _rows((300, "W", 7, own))
+    assert "serving a request now" in confirm(c, _page(slow_read, 1.0)._replace(
+        own_request=own))
+
+
+def test_request_start_allows_for_whole_seconds_and_fetch_time():
+    # SS is rounded down and Apache's "now" is anywhere within the fetch: the
+    # same request read twice may look up to a second (plus fetch time) apart.
+    rows = _rows((200, "W", 5, "GET /slow"))
+    (c,) = select(rows, _scan((200, NATIVE_GROUP, 1)), Thresholds(max_time=2),
+                  fetched_at=1000.9, sent_at=1000.0)
+    assert c.began == (994.0, 995.9)
+    for ss, sent, ok in ((5, 1000.0, True), (6, 1001.9, True), (4, 999.2, True),
+                         (15, 1010.0, True), (14, 1010.0, True), (13, 1010.5, False),
+                         (17, 1010.0, False)):
+        page = _page(_rows((200, "W", ss, "GET /slow")), sent, sent + 0.1)
+        assert (confirm(c, page) == "") is ok, (ss, sent)
+
+
+def test_starting_slots_with_an_epoch_ss_are_no_timeout_candidates():
+    page = parse_html(data("synth-2.4.71-event-starting.html"))
+    pids = {r.pid for r in page.workers}
+    assert 5511 in pids
+    scan = _scan(*((pid, NATIVE_GROUP, 10) for pid in pids))
+    assert select(page.workers, scan, Thresholds(max_time=60), fetched_at=time.time()) == []
 
 
 def test_wsgi_thresholds_per_group_and_unknown_natives_left_alone():
@@ -326,6 +419,63 @@ def test_sigterm_ignored_means_sigkill_after_grace(family):
     assert 1.0 <= time.monotonic() - started < 8
     assert log.read_text().strip() == f"{child.pid} got {signal.SIGTERM.value}"
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def _pages(*pages):
+    """A fresh_page callable handing out these pages in turn (and counting)."""
+    handed = []
+
+    def fresh_page():
+        handed.append(pages[len(handed)])
+        return handed[-1]
+    return fresh_page, handed
+
+
+def _timeout_candidate(proc: psutil.Process, now: float) -> Candidate:
+    """Selected for "GET /slow", 30 s old on a page read at ``now``."""
+    return Candidate(proc.pid, proc.create_time(), "native_active", "timeout", 10, 5, 30,
+                     "GET /slow", (), NATIVE_GROUP, began=(now - 31, now - 30))
+
+
+def test_no_sigterm_for_a_worker_the_fresh_page_shows_changed(family):
+    parent, child, log = family
+    now = time.time()
+    idle = _candidate(child)  # selected as idle (memory)
+    fresh_page, handed = _pages(_page(_rows((child.pid, "W", 0, "GET /new")), now))
+    outcome = execute([idle], parent.pid, parent.create_time(), (child.name(),), grace=0.5,
+                      fresh_page=fresh_page)
+    assert outcome.killed == [] and len(handed) == 1
+    assert "serving a request now" in outcome.skipped[0][1]
+    assert signals_noted(child, log) == [] and child.is_running()
+    # A request-time candidate whose request has been replaced by a new one.
+    slow = _timeout_candidate(child, now - 20)
+    fresh_page, handed = _pages(_page(_rows((child.pid, "W", 3, "GET /slow")), now))
+    outcome = execute([slow], parent.pid, parent.create_time(), (child.name(),), grace=0.5,
+                      fresh_page=fresh_page)
+    assert outcome.killed == [] and "has ended" in outcome.skipped[0][1]
+    assert signals_noted(child, log) == [] and child.is_running()
+
+
+def test_no_sigkill_when_the_request_ended_during_grace(family):
+    parent, child, log = family  # the child notes SIGTERM and carries on
+    now = time.time()
+    slow = _timeout_candidate(child, now)
+    still = _page(_rows((child.pid, "W", 30, "GET /slow")), now + 0.2)
+    ended = _page(_rows((child.pid, "_", 0, "GET /slow")), now + 1.5)
+    fresh_page, handed = _pages(still, ended)
+    outcome = execute([slow], parent.pid, parent.create_time(), (child.name(),), grace=1.0,
+                      fresh_page=fresh_page)
+    assert len(handed) == 2  # one page per signal round
+    assert outcome.killed == [] and outcome.escalated == []
+    assert "it is idle now" in outcome.skipped[0][1]
+    assert signals_noted(child, log) == [f"{child.pid} got {signal.SIGTERM.value}"]
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    # Still serving the same request after grace: SIGKILL, as before.
+    later = _page(_rows((child.pid, "W", 32, "GET /slow")), now + 2.0)
+    fresh_page, handed = _pages(still, later)
+    outcome = execute([slow], parent.pid, parent.create_time(), (child.name(),), grace=1.0,
+                      fresh_page=fresh_page)
+    assert [c.pid for c in outcome.escalated] == [child.pid] and len(handed) == 2
 
 
 # --- the command against real Apache servers ---------------------------------------------
@@ -523,6 +673,154 @@ def test_corrupt_state_file_is_set_aside_and_counted(server, tmp_path):
     assert tab["reaper-state-resets-total"] == "1"
 
 
+# --- two reapers: the second one waits out the first one's --grace ------------
+
+SPARE_PREFORK = """
+StartServers 4
+MinSpareServers 1
+MaxSpareServers 10
+MaxRequestWorkers 10
+ServerLimit 10
+"""
+
+FIXED_PREFORK = """
+StartServers 4
+MinSpareServers 1
+MaxSpareServers 4
+MaxRequestWorkers 4
+ServerLimit 4
+"""
+
+
+def spied(tmp_path: Path) -> tuple:
+    """(environment, log) for a reaper whose every signal is written to the log."""
+    spy = tmp_path / "spy"
+    spy.mkdir(exist_ok=True)
+    (spy / "sitecustomize.py").write_text(KILL_SPY)
+    kills = tmp_path / "kills.log"
+    return exporter_env(PYTHONPATH=str(spy), AME_TEST_KILL_LOG=str(kills)), kills
+
+
+def wait_for_line(path: Path, line: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and line in path.read_text().splitlines()):
+        assert time.monotonic() < deadline, f"never saw {line!r} in {path}"
+        time.sleep(0.05)
+
+
+def answered(apache: ApacheServer, path: str) -> tuple:
+    """(thread, answers): a request left running; its answer or error is kept."""
+    answers: list = []
+
+    def go():
+        try:
+            answers.append(apache.get(path, timeout=60).decode())
+        except (urllib.error.URLError, OSError, ConnectionError) as exc:
+            answers.append(f"error: {exc}")
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+@pytest.mark.integration
+def test_second_reaper_decides_on_a_fresh_page_after_the_firsts_grace(tmp_path):
+    # The red team's case: reaper A waits out --grace for a worker that ignores
+    # SIGTERM; reaper B, started meanwhile, read its page before waiting for
+    # the lock. B must not kill a worker for a request that ended during the
+    # wait, and A must not SIGKILL its worker once that one's request has ended.
+    apache = ApacheServer("prefork", mpm_conf=SPARE_PREFORK).start()
+    try:
+        state = tmp_path / "s.json"
+        args = [REAPER, "--url", apache.status_url, "--max-time", "2s", "--grace", "15",
+                "--state-file", str(state)]
+        background(apache, "/embedded?ignore_term=1&sleep=13")
+        w1 = wait_for_request(apache, "ignore_term=1", 3)
+        env, kills = spied(tmp_path)
+        a = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+        _, a_lines, a_reader = stderr_lines(a, "\0")
+        wait_for_line(kills, f"kill {w1.pid} {signal.SIGTERM.value}")  # A is in its grace
+        t2, answers = answered(apache, "/embedded?sleep=7")
+        w2 = wait_for_request(apache, "sleep=7", 3)  # past --max-time when B reads the page
+        w2_started = children(apache)[w2.pid]
+        b = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=exporter_env())
+        waiting, b_lines, b_reader = stderr_lines(b, "another reaper is running; waiting")
+        assert waiting.wait(30), b_lines
+        t2.join(30)
+        assert answers and answers[0].startswith("pid="), answers  # W2's request ended...
+        assert a.poll() is None  # ...while A was still in its grace
+        a.wait(60)
+        b.wait(60)
+        a_reader.join(10)
+        b_reader.join(10)
+        a_out, b_out = "".join(a_lines), "".join(b_lines)
+        assert (a.returncode, b.returncode) == (0, 0), (a_out, b_out)
+        # B read the page again after the wait and found nothing to do.
+        assert ": killed native" not in b_out and "skipped" not in b_out, b_out
+        assert children(apache).get(w2.pid) == w2_started
+        assert "page read before waiting for the lock is stale" in b_out
+        # A: W1 ignored SIGTERM, and its request had ended when --grace was over.
+        (line,) = [ln for ln in a_out.splitlines() if "did not SIGKILL" in ln]
+        assert f"native worker {w1.pid} " in line and "it is idle now" in line
+        assert kills.read_text().splitlines() == [
+            "loaded", f"kill {w1.pid} {signal.SIGTERM.value}"]
+        assert w1.pid in children(apache)
+        totals = state_of(state)["totals"]
+        assert totals["kills"]["native_active"] == 0 and totals["skipped_for_safety"] == 1
+        assert totals["runs"] == 2
+    finally:
+        apache.stop()
+
+
+@pytest.mark.integration
+def test_second_reaper_spares_workers_that_became_busy_during_the_wait(tmp_path):
+    # Reaper A waits out --grace for a mod_wsgi daemon that ignores SIGTERM;
+    # reaper B (--max-memory-idle below every worker's size) read its page
+    # while the workers were idle, and they start serving requests while it
+    # waits: none of them may be killed "as idle", no request may be cut.
+    apache = ApacheServer("prefork", mpm_conf=FIXED_PREFORK).start()
+    try:
+        state = tmp_path / "s.json"
+        daemon = int(apache.get("/long?ignore_term=1").decode().split("pid=")[1].split()[0])
+        env, kills = spied(tmp_path)
+        a = subprocess.Popen([REAPER, "--url", apache.status_url, "--max-memory-wsgi",
+                              "reporting-backend=1M", "--grace", "12",
+                              "--state-file", str(state)],
+                             stderr=subprocess.PIPE, text=True, env=env)
+        _, a_lines, a_reader = stderr_lines(a, "\0")
+        wait_for_line(kills, f"kill {daemon} {signal.SIGTERM.value}")  # A is in its grace
+        natives = {pid: ct for pid, ct in children(apache).items()
+                   if not psutil.Process(pid).cmdline()[0].startswith("(wsgi:")}
+        assert len(natives) == 4
+        b = subprocess.Popen([REAPER, "--url", apache.status_url, "--max-memory-idle", "1M",
+                              "--max-kills", "50", "--grace", "5", "--state-file", str(state)],
+                             stderr=subprocess.PIPE, text=True, env=exporter_env())
+        waiting, b_lines, b_reader = stderr_lines(b, "another reaper is running; waiting")
+        assert waiting.wait(30), b_lines  # B has its page: three workers idle on it
+        # Three of the four workers start serving (the fourth answers B's next
+        # read, and is idle: B may kill that one).
+        requests = [answered(apache, f"/embedded?sleep=20&n={n}") for n in range(3)]
+        busy = {wait_for_request(apache, f"n={n}", 0).pid for n in range(3)}
+        assert len(busy) == 3 and busy <= set(natives)
+        assert a.poll() is None  # A is still in its grace
+        a.wait(60)
+        b.wait(60)
+        a_reader.join(10)
+        b_reader.join(10)
+        a_out, b_out = "".join(a_lines), "".join(b_lines)
+        assert (a.returncode, b.returncode) == (0, 0), (a_out, b_out)
+        assert f"mod_wsgi daemon {daemon} " in a_out and "sent SIGKILL" in a_out
+        killed = [ln for ln in b_out.splitlines() if ": killed native worker" in ln]
+        assert not any(f"native worker {pid} " in ln for ln in killed for pid in busy), b_out
+        for thread, answers in requests:  # not one request was cut
+            thread.join(60)
+            assert answers and answers[0].startswith("pid="), answers
+        assert all(children(apache).get(pid) == natives[pid] for pid in busy)
+        assert state_of(state)["totals"]["kills"]["native_idle"] == len(killed) <= 1
+        assert "page read before waiting for the lock is stale" in b_out
+    finally:
+        apache.stop()
+
+
 def test_reaper_usage_errors(tmp_path):
     for args, message in (
         ([], "no threshold given"),
@@ -546,8 +844,8 @@ def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):
     proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--config", str(conf),
                         "--no-processes")
     assert proc.returncode == 0
-    assert [x.split(",")[0] for x in proc.stdout.splitlines()] == ["apache_reaper",
-                                                                    "apache_exporter"]
+    assert [x.split(",")[0] for x in proc.stdout.splitlines()] == [
+        "apache_reaper", "apache_status", "apache_exporter"]  # status: the down reason
     # ...and refuses them on its command line.
     proc = run_exporter("--url", "http://127.0.0.1:9/s", "--dry-run")
     assert proc.returncode == 2 and "--dry-run is not an option" in proc.stderr

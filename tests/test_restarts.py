@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +19,7 @@ from apache_metrics_exporter.collect.snapshot import build
 from apache_metrics_exporter.collect.status import parse_auto
 from apache_metrics_exporter.errors import OutputError
 from tests.conftest import data, exporter_env, parse_tab, prom_series, run_exporter
+from tests.harness.pages import serve_pages
 
 PAGE = data("2.4.71-prefork-ext-on.auto.txt").decode("latin-1")
 URL = "http://127.0.0.1:8080/server-status"
@@ -251,8 +249,9 @@ def test_a_version_1_file_keeps_its_counts(tmp_path):
     assert track(path, snap(uptime=160, config=2, at=T0 + 60)) == {"graceful": 4, "hard": 2}
     state = json.loads(path.read_text())
     assert state["version"] == 2
-    assert set(state["targets"][URL]["reading"]) == {"version", "time", "duration",
-                                                     "parent", "figures"}
+    # (plus the interval figures' optional slot table and histograms)
+    assert set(state["targets"][URL]["reading"]) - {"slots", "hist"} == {
+        "version", "time", "duration", "parent", "figures"}
 
 
 def test_an_unknown_reading_version_keeps_the_counts(tmp_path):
@@ -333,31 +332,9 @@ def test_a_state_that_cannot_be_written_leaves_the_counts_out(tmp_path, monkeypa
     assert "restart counts left out" in err and "No space left" in err
 
 
-@contextmanager
 def page_server():
     """A stand-in serving a captured real ?auto page (ExtendedStatus off) on loopback."""
-    body = data("2.4.71-prefork-ext-off.auto.txt")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serve_pages(data("2.4.71-prefork-ext-off.auto.txt"))
 
 
 # How each format spells a restart count (text shows none; Zabbix reads the

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from apache_metrics_exporter.collect import status
 from apache_metrics_exporter.collect.status import parse_html
 from apache_metrics_exporter.errors import FetchError
-from tests.conftest import DATA, data
+from tests.conftest import DATA, data, parse_tab, prom_series
 
 
 def _pids_in(html: bytes):
@@ -182,3 +182,76 @@ def test_tag_stripping_drops_what_the_old_pattern_dropped(parts):
 def test_colspan_values(value, span):
     assert status._span(value) == span
     assert status._span(value.encode("utf-8")) == span
+
+
+# --- SS that cannot be true: slots starting in Apache's first second -----------
+
+STARTING = "synth-2.4.71-event-starting"  # 5 slots "S" with SS = seconds since 1970
+EPOCH_SS = 1795949074
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("  1 second", 1), ("  2 seconds", 2), ("  ", 0),
+    (" 3 days 1 hour 2 minutes 1 second", 3 * 86400 + 3600 + 120 + 1),
+    (" 1 day 5 seconds", 86405), ("  12 minutes", 720),
+    (" soon", None), (" 1 fortnight", None), (" 1", None), (" -1 second", None),
+    (" \u0661 second", None), (" 99999999999 seconds", None),
+])
+def test_uptime_of_the_html_page(text, seconds):
+    page = f"<dl><dt>Server uptime:{text}</dt></dl>".encode()
+    assert status.html_uptime(page) == seconds
+    assert status.html_uptime(b"<dl><dt>Server load: 0.1</dt></dl>") is None
+
+
+def test_starting_slots_with_an_epoch_ss_are_not_measured():
+    raw = data(f"{STARTING}.html")
+    assert raw.count(str(EPOCH_SS).encode()) == 5  # the page really carries them
+    page = parse_html(raw, source="u")
+    assert page.uptime == 1
+    starting = [r for r in page.workers if r.mode == "S"]
+    assert len(starting) == 5 and all(r.ss is None for r in starting)
+    assert all(r.ss is not None and r.ss <= 1 for r in page.workers if r.mode != "S")
+    assert page.warnings == ()  # starting slots are expected, not a fault of the page
+
+
+def test_an_impossible_ss_in_another_state_is_left_out_with_a_warning():
+    raw = data(f"{STARTING}.html").replace(b"<td>S\n</td>", b"<td><b>W</b>\n</td>", 1)
+    page = parse_html(raw, source="u")
+    assert sum(1 for r in page.workers if r.ss is None) == 5
+    assert page.warnings == ("u: 1 rows of the worker table have an SS longer than the "
+                             "server's uptime (1 s); those values are left out",)
+
+
+def test_starting_slots_reach_no_output_as_a_request_age():
+    from apache_metrics_exporter.collect.http import Target
+    from apache_metrics_exporter.collect.snapshot import Options, collect
+    from apache_metrics_exporter.writers import influx, prometheus, tab
+
+    class Pages:  # the Fetcher's interface, serving the captured pages
+        target = Target("http://127.0.0.1:8080/server-status")
+        host, port, peer = "127.0.0.1", 8080, "127.0.0.1"
+
+        def __init__(self, html: bytes) -> None:
+            self.html = html
+
+        def get(self, url: str) -> bytes:
+            return data(f"{STARTING}.auto.txt") if url.endswith("auto") else self.html
+
+    for html in (data(f"{STARTING}.html"),
+                 # a page without its uptime line: ?auto's uptime is used instead
+                 data(f"{STARTING}.html").replace(b"Server uptime:", b"Server up:")):
+        snap = collect(Pages(html), Options(scan_processes=False))
+        assert snap.up and snap.value("workers_hanging") == 0
+        assert snap.value("longest_request_seconds") == 1
+        assert snap.value("longest_request") == "GET /embedded?sleep=2 HTTP/1.1"
+        values = parse_tab(tab.render([snap]))
+        assert values["workers-hanging"] == "0" and values["longest-request-seconds"] == "1"
+        lines = influx.render([snap]).splitlines()
+        (workers,) = [ln for ln in lines if ln.startswith("apache_workers,")]
+        assert "hanging=0i" in workers and "longest_request_seconds=1i" in workers
+        series = prom_series(prometheus.render([snap]))
+        assert series["apache_hanging_workers"] == 0
+        assert series["apache_longest_request_seconds"] == 1
+        for text in (tab.render([snap]), "\n".join(lines), prometheus.render([snap])):
+            assert str(EPOCH_SS) not in text
+            assert str(EPOCH_SS - 1) not in text  # nor the same a second later

@@ -16,12 +16,14 @@ from apache_metrics_exporter.collect.snapshot import Options, build
 from apache_metrics_exporter.collect.status import parse_auto, parse_html
 from apache_metrics_exporter.writers import collectd, influx, prometheus, tab, text
 from tests.conftest import data, parse_tab, run_exporter
+from tests.harness.pages import serve_pages
 from tests.validators import check_influx, check_prometheus, check_putval, check_tab
 
 
 def page(rows) -> bytes:
     """A real captured page whose worker rows are replaced by (mode, ss, vhost)."""
-    html = data("2.4.71-prefork-ext-on.html").decode("latin-1")
+    html = data("2.4.71-prefork-ext-on.html").decode("latin-1").replace(
+        "Server uptime:  1 second", "Server uptime:  1 hour")  # else an SS > 1 is impossible
     head = html[:html.index("<tr><td><b>0-0")]
     body = "".join(
         f"<tr><td><b>{n}-0</b></td><td>{1000 + n}</td><td>0/1/1</td><td><b>{mode}</b>\n"
@@ -310,37 +312,21 @@ def test_red_team_names_through_a_real_influxdb(influxdb, influx_db):
 
 def red_team_page_server():
     """The red-team page (HTML and ?auto) served on loopback."""
-    import http.server
-
-    auto, html = data("2.4.71-prefork-ext-on.auto.txt"), page(red_team_rows())
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):  # noqa: N802
-            body = auto if "auto" in self.path else html
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_pages(data("2.4.71-prefork-ext-on.auto.txt"), page(red_team_rows()))
 
 
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="collectd's Exec needs root to switch users")
 def test_red_team_names_are_distinct_value_files_in_a_real_collectd(runnable_copy):
+    with red_team_page_server() as url:
+        _collect_red_team_in_collectd(url, str(runnable_copy))
+
+
+def _collect_red_team_in_collectd(url: str, command: str) -> None:
     from tests.harness.servers import Collectd
 
-    server = red_team_page_server()
-    url = f"http://127.0.0.1:{server.server_address[1]}/server-status"
     daemon = Collectd().start("nobody:nogroup", [
-        str(runnable_copy), "--url", url, "--format", "collectd", "--no-processes",
+        command, "--url", url, "--format", "collectd", "--no-processes",
         "--vhost-limit", str(len(RED_TEAM))], interval=1.0)
     try:
         deadline = time.monotonic() + 20
@@ -353,8 +339,6 @@ def test_red_team_names_are_distinct_value_files_in_a_real_collectd(runnable_cop
         log = daemon.log()
     finally:
         daemon.stop()
-        server.shutdown()
-        server.server_close()
     got = collectd_vhosts({f"h/{k}": [row[1]] for k, row in
                            ((k, v[-1]) for k, v in files.items() if v)})
     assert len(files) == 3 * (len(RED_TEAM) + 1), (sorted(files), log[-2000:])

@@ -15,12 +15,19 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 import yaml
 
+from apache_metrics_exporter.catalogue import ALL_METRICS, SCOREBOARD_STATES
+from apache_metrics_exporter.collect.processes import ProcessScan
+from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
+from apache_metrics_exporter.reaper.state import KINDS, REASONS
+from apache_metrics_exporter.restarts import KINDS as RESTART_KINDS
+from apache_metrics_exporter.writers import tab
 from tests.conftest import exporter_env
 from tests.test_manager import manager_env, run_manager
 
@@ -30,7 +37,10 @@ TEMPLATE_FILE = ZABBIX / "apache-metrics-exporter-template.yaml"
 USERPARAMS = ZABBIX / "apache-metrics-exporter.conf"
 AGENTD = shutil.which("zabbix_agentd") or "/usr/sbin/zabbix_agentd"
 UUID4 = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
-BUILTIN_KEYS = ("vfs.file.time",)
+BUILTIN_KEYS = ("vfs.file.time", "web.page.get", "net.tcp.service", "net.tcp.service.perf",
+                "proc.num", "proc.mem", "proc.cpu.util")
+TEMPLATE_NAME = "Apache by apache-metrics-exporter"
+ITEM_REF = re.compile(r"/" + re.escape(TEMPLATE_NAME) + r"/([\w.]+(?:\[[^\]]*\])?)")
 
 
 def generator():
@@ -87,6 +97,11 @@ def test_template_is_the_generators_output():
     assert load() == generator().build()
 
 
+def polled(entries: List[dict]) -> List[dict]:
+    """Items the agent is asked for (not the dependent ones computed from them)."""
+    return [e for e in entries if e.get("type", "ZABBIX_PASSIVE") != "DEPENDENT"]
+
+
 def test_template_is_a_well_formed_zabbix_6_0_export():
     export = load()["zabbix_export"]
     assert export["version"] == "6.0"
@@ -95,6 +110,7 @@ def test_template_is_a_well_formed_zabbix_6_0_export():
     for it in items() + prototypes():
         uuids.append(it["uuid"])
         assert it.get("value_type", "UNSIGNED") in ("UNSIGNED", "FLOAT", "TEXT", "CHAR")
+        assert it["delay"]  # explicit: the server test shortens them
     uuids += [tr["uuid"] for tr in all_triggers()]
     uuids += [r["uuid"] for r in t["discovery_rules"]] + [v["uuid"] for v in t["valuemaps"]]
     assert len(uuids) == len(set(uuids))
@@ -102,19 +118,34 @@ def test_template_is_a_well_formed_zabbix_6_0_export():
     keys = {it["key"] for it in items()} | {p["key"] for p in prototypes()}
     assert len(keys) == len(items()) + len(prototypes())
     defined = set(macros())
+    names = {tr["name"] for tr in all_triggers()}
     for tr in all_triggers():
         assert tr["priority"] in ("INFO", "WARNING", "AVERAGE", "HIGH", "DISASTER")
-        used = re.findall(r"/" + re.escape(t["template"]) + r"/(.+?\])", tr["expression"])
+        # Every trigger recovers by a condition of its own, on the same items.
+        assert tr["recovery_mode"] == "RECOVERY_EXPRESSION", tr["name"]
+        used = ITEM_REF.findall(tr["expression"])
         assert used and set(used) <= keys, tr["expression"]
-        for macro in re.findall(r"\{\$[A-Z0-9_.]+", tr["expression"] + tr["name"]):
-            assert macro + "}" in defined
-    for it in items():
+        assert set(ITEM_REF.findall(tr["recovery_expression"])) <= set(used), tr["name"]
+        assert tr["recovery_expression"] != tr["expression"]
+        for macro in re.findall(r"\{\$[A-Z0-9_.]+", tr["expression"] + tr["name"]
+                                + tr["recovery_expression"] + tr["description"]):
+            assert macro + "}" in defined, macro
+        for dep in tr.get("dependencies", []):
+            assert dep["name"] in names
+    for it in items() + prototypes():
         for macro in re.findall(r"\{\$[A-Z0-9_.]+\}", it["key"]):
             assert macro in defined
+        if it.get("type") == "DEPENDENT":
+            assert it["master_item"]["key"] in keys
     # Every key is a shipped UserParameter or an agent built-in.
     known = set(userparameter_keys()) | set(BUILTIN_KEYS)
-    for key in keys | {r["key"] for r in t["discovery_rules"]}:
+    for key in {it["key"] for it in polled(items() + prototypes())} | set(rules()):
         assert key.split("[", 1)[0] in known, key
+
+
+def trigger_named(start: str) -> dict:
+    (tr,) = [tr for tr in all_triggers() if tr["name"].startswith(start)]
+    return tr
 
 
 def test_template_has_what_the_issue_asks_for():
@@ -126,17 +157,116 @@ def test_template_has_what_the_issue_asks_for():
                      "workers-killed-idle"):
         assert f"apache.metric[{original}]" in keys
     assert {p["key"] for p in prototypes("apache.discovery")} == {
-        f"apache.memory[{{#NAME}},{s}]" for s in ("count", "min", "max", "average", "median")}
+        f"apache.memory[{{#NAME}},{s}]" for s in ("count", "min", "max", "average", "median")
+    } | {"apache.labelled[wsgi-group-name-truncated,{#NAME}]"}
     assert {p["key"] for p in prototypes("apache.vhost.discovery")} == {
         f"apache.labelled[{k},{{#VHOST}}]" for k in (
             "vhost-busy-workers", "vhost-requests-in-flight", "vhost-longest-request-seconds")}
-    expressions = " ".join(tr["expression"] for tr in all_triggers())
-    for needle in ("apache.metric[status-response])<>0", "apache.metric[workers-hanging]",
-                   "apache.memory[{#NAME},max])>{$APACHE.MEMORY.MAX:\"{#NAME}\"}",
-                   "apache.metric[workers-killed-active]", "fuzzytime("):
-        assert needle in expressions
+    members = {p["key"] for p in prototypes("apache.balancer.discovery")}
+    assert 'apache.member[proxy-worker-busy,"{#BALANCER}","{#MEMBER}"]' in members
+    event = {p["key"] for p in prototypes("apache.singleton.discovery[processes]")}
+    for key in ("processes", "stopping-processes", "conns-total",
+                "event-processes-not-accepting"):
+        assert f"apache.metric[{key}{{#SINGLETON}}]" in event
+    tls = {p["key"] for p in prototypes("apache.singleton.discovery[tls-cache-usage-percent]")}
+    assert "apache.metric[tls-cache-retrieve-hit-count{#SINGLETON}]" in tls
+    # Rates by "change per second" beside the since-start figures.
+    by_key = {it["key"]: it for it in items() + prototypes()}
+    for rate_key, master in (("apache.requests.rate", "apache.metric[total-accesses]"),
+                             ("apache.bytes.rate", "apache.metric[total-traffic]")):
+        assert by_key[rate_key]["master_item"]["key"] == master
+        assert by_key[rate_key]["preprocessing"][0]["type"] == "CHANGE_PER_SECOND"
+    assert by_key["apache.version"]["master_item"]["key"].startswith("web.page.get[")
+    # The triggers users rely on, and those no other template has.
+    for start, severity, needle in (
+            ("Apache: the status page cannot be read", "WARNING",
+             "apache.metric[status-response])<>0"),
+            ("Apache: no status page read", "AVERAGE", "nodata("),
+            ("Apache: has been restarted", "INFO", "apache.metric[uptime])<{$APACHE.UPTIME.MIN}"),
+            ("Apache: version has changed", "INFO", "apache.version,#2)"),
+            ("Apache: response time is too high", "WARNING", "net.tcp.service.perf["),
+            ("Apache: service is down", "AVERAGE", "net.tcp.service["),
+            ("Apache: process is not running", "HIGH", "proc.num["),
+            ("Apache: workers saturated", "AVERAGE", "apache.metric[utilisation]"),
+            ("Apache: event MPM processes not accepting", "WARNING",
+             "event-processes-not-accepting"),
+            ("Apache: {ITEM.LASTVALUE1} hanging workers", "WARNING",
+             "apache.metric[workers-hanging]"),
+            ("Apache {#NAME} workers: a process uses more", "WARNING",
+             "{$APACHE.MEMORY.MAX:\"{#NAME}\"}"),
+            ("Apache: the reaper killed", "INFO", "workers-killed-active"),
+            ("Apache: the metrics file is stale", "WARNING", "fuzzytime(")):
+        tr = trigger_named(start)
+        assert tr["priority"] == severity, start
+        assert needle in tr["expression"], start
     assert {"{$APACHE.MEMORY.MAX}", "{$APACHE.HANGING.MAX}", "{$APACHE.KILLS.MAX}"} <= set(
         macros())
+
+
+def covered(text: str) -> List[str]:
+    """The lines of a metrics file no item or item prototype of the template reads."""
+    keys = {it["key"] for it in items()}
+    protos = {p["key"] for p in prototypes()}
+    missing = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        f = line.split("\t")
+        if len(f) == 2:
+            ok = (f"apache.metric[{f[0]}]" in keys
+                  or f"apache.metric[{f[0]}{{#SINGLETON}}]" in protos)
+        elif f[0] == "memory-usage":
+            ok = f"apache.memory[{{#NAME}},{f[2]}]" in protos
+        elif len(f) == 3:
+            pattern = re.compile(r"apache\.labelled\[" + re.escape(f[0]) + r',"?\{#\w+\}"?\]$')
+            ok = (f"apache.labelled[{f[0]},{f[1]}]" in keys
+                  or any(pattern.match(p) for p in protos))
+        else:
+            ok = f'apache.member[{f[0]},"{{#BALANCER}}","{{#MEMBER}}"]' in protos
+        if not ok:
+            missing.append(line)
+    return missing
+
+
+def every_sample() -> List[Sample]:
+    """A sample of every catalogue metric, each label value the file can name."""
+    values = {"state": [s for _c, s in SCOREBOARD_STATES], "reason": list(REASONS),
+              "group": ["native", "example"], "vhost": ["www.example.org:80"],
+              "balancer": ["balancer://app"], "worker": ["http://127.0.0.1:8080"]}
+    out = []
+    for m in ALL_METRICS:
+        value = "GET / HTTP/1.1" if m.type is str else m.type(1)
+        combos: List[Tuple] = [()]
+        for label in m.labels:
+            if label == "kind":
+                choices = list(RESTART_KINDS if m.name == "restarts_total" else KINDS)
+            else:
+                choices = values.get(label, ["127.0.0.1:80"])
+            combos = [c + ((label, v),) for c in combos for v in choices]
+        out.extend(Sample(m, value, c) for c in combos)
+    return out
+
+
+def test_every_key_the_tab_writer_can_write_has_an_item():
+    # A snapshot with every metric of the catalogue, through the tab writer:
+    # whatever line it writes, the template reads (a new catalogue entry
+    # without an item fails here until scripts/zabbix_template.py covers it).
+    snap = Snapshot(url="http://127.0.0.1/server-status", timestamp=1.7e9, up=True,
+                    error=None, warnings=[], auto=None, workers=None, event_processes=None,
+                    processes=ProcessScan(1, 1.0, [], set(), "rss"), samples=every_sample())
+    text = tab.render([snap])
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert len(lines) > 100  # the snapshot really has everything
+    for key in ("proxy-worker-busy", "vhost-busy-workers", "memory-usage", "scoreboard",
+                "tls-cache-usage-percent", "conns-total", "push-spooled-points"):
+        assert any(ln.startswith(key + "\t") for ln in lines), key
+    # The --listen endpoint's own figures (scrapes, its process): in a tab
+    # file only when a test builds one with every metric, as here.
+    endpoint_only = {m.name.replace("_", "-") for m in ALL_METRICS
+                     if "the --listen endpoint's own" in dict(m.absent).values()}
+    assert {"scrape-failures-total", "exporter-cpu-seconds"} <= endpoint_only
+    assert covered(text) == [ln for ln in lines if ln.split("\t")[0] in endpoint_only]
+    assert covered("no-such-key\t1\n") == ["no-such-key\t1"]  # the check can fail
 
 
 # ---------------------------------------------------------------------------
@@ -173,25 +303,17 @@ def _file_keys(text: str) -> Tuple[set, set, set]:
 
 @pytest.mark.integration
 def test_template_covers_every_key_of_the_metrics_file(live_file):
-    plain, labelled, memory = _file_keys(live_file.read_text())
-    keys = {it["key"] for it in items()}
-    # Every key the file has is an item ...
-    assert {f"apache.metric[{k}]" for k in plain} <= keys
-    assert {f"apache.labelled[{k},{lb}]" for k, lb in labelled
-            if k != "wsgi-group-name-truncated" and not k.startswith("vhost-")} <= keys
-    assert {s for _g, s in memory} == {p["key"].split(",")[1].rstrip("]")
-                                       for p in prototypes("apache.discovery")}
-    # Per-vhost lines: a prototype for each of their keys.
-    assert {f"apache.labelled[{k},{{#VHOST}}]" for k, _lb in labelled
-            if k.startswith("vhost-")} == {p["key"] for p in prototypes("apache.vhost.discovery")}
+    text = live_file.read_text()
+    assert covered(text) == []
+    plain, labelled, _memory = _file_keys(text)
     # ... and every item reads a key the file has (none would be unsupported).
-    for key in keys:
-        m = re.match(r"apache\.metric\[(.+)\]$", key)
+    for it in items():
+        m = re.match(r"apache\.metric\[(.+)\]$", it["key"])
         if m:
-            assert m.group(1) in plain, key
-        m = re.match(r"apache\.labelled\[(.+),(.+)\]$", key)
+            assert m.group(1) in plain, it["key"]
+        m = re.match(r"apache\.labelled\[(.+),(.+)\]$", it["key"])
         if m:
-            assert (m.group(1), m.group(2)) in labelled, key
+            assert (m.group(1), m.group(2)) in labelled, it["key"]
 
 
 def agent_conf(tmp_path: Path, data_file: Path, status_url: str) -> Path:
@@ -235,6 +357,13 @@ def check_value(value_type: str, value: str, key: str) -> None:
         assert "\n" not in value and len(value) < 65536, key
 
 
+def discovered(conf: Path, rule: str) -> List[Dict[str, str]]:
+    """What a discovery rule finds, through the agent."""
+    _kind, text = agent_test(conf, rule)
+    found = json.loads(text)
+    return found["data"] if isinstance(found, dict) else found
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not Path(AGENTD).exists(),
                     reason="zabbix-agent not installed (Debian package zabbix-agent)")
@@ -243,35 +372,74 @@ def test_every_template_key_through_a_real_zabbix_agent(live_file, prefork, tmp_
     assert "Zabbix) 6." in version or "(Zabbix) 6" in version, version
     conf = agent_conf(tmp_path, live_file, prefork.status_url)
     values = dict(macros())
-    values["{$APACHE.METRICS.FILE}"] = str(live_file)
-    # The discovery rules first: what they find fills the item prototypes.
-    _kind, text = agent_test(conf, "apache.discovery")
-    groups = [d["{#NAME}"] for d in json.loads(text)["data"]]
-    assert groups[0] == "native" and len(groups) >= 2
-    _kind, text = agent_test(conf, "apache.vhost.discovery")
-    vhosts = [d["{#VHOST}"] for d in json.loads(text)]
-    assert f"127.0.0.1:{prefork.port}" in vhosts
+    values.update({"{$APACHE.METRICS.FILE}": str(live_file),
+                   "{$APACHE.STATUS.PORT}": str(prefork.port),
+                   "{$APACHE.PROCESS.CMDLINE}": str(prefork.root)})
     checked = 0
-    for it in items():
+    for it in polled(items()):
+        if it["key"].startswith("proc.cpu.util["):
+            continue  # needs the running agent's collector: tests/test_zabbix_server.py
         key = expand(it["key"], values)
         _kind, value = agent_test(conf, key)
-        check_value(it.get("value_type", "UNSIGNED"), value, key)
+        if it["key"].startswith("web.page.get["):
+            assert "ServerVersion: Apache/2.4" in value
+        else:
+            check_value(it.get("value_type", "UNSIGNED"), value, key)
         checked += 1
-    for macro, found, rule in (("{#NAME}", groups, "apache.discovery"),
-                               ("{#VHOST}", vhosts, "apache.vhost.discovery")):
-        for name in found:
-            for p in prototypes(rule):
-                key = p["key"].replace(macro, name)
+    assert checked == len(polled(items())) - 1
+    groups = [d["{#NAME}"] for d in discovered(conf, "apache.discovery")]
+    assert groups[0] == "native" and len(groups) >= 2
+    vhosts = [d["{#VHOST}"] for d in discovered(conf, "apache.vhost.discovery")]
+    assert f"127.0.0.1:{prefork.port}" in vhosts
+    for rule in rules():
+        found = discovered(conf, expand(rule, values))
+        if rule == "apache.singleton.discovery[processes]":
+            assert found == []  # prefork: no event MPM figures, no items for them
+        for macro_values in found:
+            for p in polled(prototypes(rule)):
+                key = expand(p["key"], dict(values, **macro_values))
                 _kind, value = agent_test(conf, key)
+                if p.get("preprocessing") and value == "":
+                    continue  # wsgi-group-name-truncated: no line is 0 (JavaScript step)
                 check_value(p.get("value_type", "UNSIGNED"), value, key)
                 checked += 1
-    assert checked == (len(items()) + len(groups) * len(prototypes("apache.discovery"))
-                       + len(vhosts) * len(prototypes("apache.vhost.discovery")))
+    assert checked > len(polled(items())) + 10
     # A key the file does not have gives nothing (Zabbix: not supported).
     assert agent_test(conf, "apache.metric[no-such-key]")[1] == ""
     # status-response really is 0 here, and the trigger's macro defaults are numbers.
     assert agent_test(conf, "apache.metric[status-response]")[1] == "0"
     assert int(values["{$APACHE.MEMORY.MAX}"]) > 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not Path(AGENTD).exists(),
+                    reason="zabbix-agent not installed (Debian package zabbix-agent)")
+def test_balancer_and_event_discovery_through_a_real_zabbix_agent(tmp_path):
+    # An event MPM Apache with a balancer: the members and the event figures are
+    # discovered and every prototype has a value.
+    from tests.harness.apache import ApacheServer
+
+    out = tmp_path / "apache-manager.txt"
+    with ApacheServer("event", proxy=True, wsgi=False) as server:
+        try:
+            server.get("/app/")  # the balancer elects a member (whatever it answers)
+        except urllib.error.HTTPError:
+            pass
+        proc = subprocess.run([sys.executable, "-m", "apache_metrics_exporter", "--url",
+                               server.status_url, "--format", "tab", "--output", str(out)],
+                              capture_output=True, text=True, env=exporter_env(), timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    conf = agent_conf(tmp_path, out, "http://127.0.0.1/server-status")
+    members = discovered(conf, "apache.balancer.discovery")
+    assert {(m["{#BALANCER}"], m["{#MEMBER}"]) for m in members} >= {
+        ("balancer://app", f"http://127.0.0.1:{server.port}")}
+    assert discovered(conf, "apache.singleton.discovery[processes]") == [{"{#SINGLETON}": ""}]
+    for rule, found in (("apache.balancer.discovery", members),
+                        ("apache.singleton.discovery[processes]", [{"{#SINGLETON}": ""}])):
+        for macro_values in found:
+            for p in polled(prototypes(rule)):
+                key = expand(p["key"], macro_values)
+                check_value(p.get("value_type", "UNSIGNED"), agent_test(conf, key)[1], key)
 
 
 def test_userparameters_file_points_at_the_default_metrics_file():

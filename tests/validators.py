@@ -261,11 +261,14 @@ def check_putval(text: str) -> Dict[str, List[str]]:
 # --- the tab file -------------------------------------------------------------
 
 _TAB_KEY = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-TAB_TEXT_KEYS = {"longest-request", "longest-request-vhost"}
+# Text values: the catalogue's str metrics.
+TAB_TEXT_KEYS = {m.tab_key or m.name.replace("_", "-") for m in ALL_METRICS if m.type is str}
 # Fields per line: key, one per label of the metric (memory-usage: group and
 # stat), value.
 _TAB_FIELDS = {m.name.replace("_", "-"): 2 + len(m.labels) for m in ALL_METRICS if m.labels}
 _TAB_FIELDS["memory-usage"] = 4
+_TAB_FIELDS.update({m.tab_key: 2 + len(m.labels) for m in ALL_METRICS
+                    if m.labels and m.tab_key and "{" not in m.tab_key})
 _TAB_NUMBER = re.compile(r"-?[0-9]+|-?[0-9]+\.[0-9]+(e[+-][0-9]+)?|-?[0-9]+e[+-][0-9]+")
 
 
@@ -367,9 +370,11 @@ def check_prometheus(text: str) -> Dict[Tuple[str, tuple], float]:
             continue
         if line.startswith("# TYPE "):
             name, _, kind = line[7:].partition(" ")
-            if kind not in ("counter", "gauge") or name in typed:
+            if kind not in ("counter", "gauge", "histogram") or name in typed:
                 _fail(line, "bad or second TYPE")
-            if name.endswith("_total") != (kind == "counter"):
+            if kind == "histogram" and name.endswith(("_total", "_bucket", "_sum", "_count")):
+                _fail(line, "a histogram's name has a suffix of its own")
+            if name.endswith("_total") != (kind == "counter") and kind != "histogram":
                 _fail(line, "TYPE does not match the name")
             typed[name] = kind
             continue
@@ -388,14 +393,21 @@ def check_prometheus(text: str) -> Dict[Tuple[str, tuple], float]:
             labels = ()
         if not _METRIC_NAME.fullmatch(name):
             _fail(line, "bad metric name")
-        if name not in typed or name not in helped:
+        family = name
+        stem, _, suffix = name.rpartition("_")
+        if typed.get(stem) == "histogram" and suffix in ("bucket", "sum", "count"):
+            family = stem  # a histogram's series
+            if (suffix == "bucket") != any(k == "le" for k, _ in labels):
+                _fail(line, "le on a histogram's buckets only")
+        if family not in typed or family not in helped or typed[family] == "histogram" \
+                and family == name:
             _fail(line, "sample before its HELP and TYPE")
-        if current != name:
-            if name in done:
+        if current != family:
+            if family in done:
                 _fail(line, "family not contiguous")
             if current is not None:
                 done.add(current)
-            current = name
+            current = family
         if not _PROM_VALUE.fullmatch(value) or not math.isfinite(float(value)):
             _fail(line, f"value {value[:40]!r} is not a finite number")
         if "." not in value and "e" not in value and not -INT64 <= int(value) < INT64:

@@ -82,19 +82,23 @@ def _tokens(line: str) -> List[str]:
     return out
 
 
-def _logical_lines(text: str) -> Iterator[List[str]]:
-    """Directive lines: continuations joined, comments and blank lines skipped."""
+def _logical_lines(text: str) -> Iterator[Tuple[int, List[str]]]:
+    """Directive lines with the number of their first physical line:
+    continuations joined, comments and blank lines skipped."""
     held = ""
-    for raw in text.splitlines():
+    first = 0
+    for number, raw in enumerate(text.splitlines(), 1):
         line = held + raw.strip() if held else raw.strip()
+        if not held:
+            first = number
         held = ""
         if line.endswith("\\") and len(line) < MAX_LINE:
             held = line[:-1] + " "
             continue
         if line and not line.startswith("#"):
-            yield _tokens(line[:MAX_LINE])
+            yield first, _tokens(line[:MAX_LINE])
     if held.strip() and not held.lstrip().startswith("#"):
-        yield _tokens(held)
+        yield first, _tokens(held)
 
 
 def _section_argument(tokens: Sequence[str]) -> str:
@@ -131,6 +135,11 @@ class ApacheConfig:
         self.wsgi_groups: List[str] = []  # WSGIDaemonProcess names, in order
         self.files: List[str] = []  # every file read, in order
         self._open: List[str] = []  # the Include chain being read (loops)
+        # For subclasses (check.py): the sections in effect around a
+        # directive, (kind, argument, file, line) from the outermost, and
+        # where the directive is; ``directive`` sees every one not read here.
+        self.sections: List[Tuple[str, str, str, int]] = []
+        self.position: Tuple[str, int] = ("", 0)
 
     # -- reading ----------------------------------------------------------------
     def read(self, path: str) -> None:
@@ -147,14 +156,21 @@ class ApacheConfig:
             return  # Apache would refuse to start; other files may still tell
         self.files.append(path)
         self._open.append(real)
+        depth, where = len(self.sections), self.position
         try:
-            self._evaluate(text)
+            self._evaluate(text, path)
         finally:
             self._open.pop()
+            del self.sections[depth:]  # a file cannot close its includer's sections
+            self.position = where
 
-    def _evaluate(self, text: str) -> None:
+    def directive(self, name: str, args: List[Optional[str]]) -> None:
+        """A directive this class does not read itself (lower-case ``name``,
+        ``${VAR}``-expanded ``args``, None where undefined); for subclasses."""
+
+    def _evaluate(self, text: str, path: str = "") -> None:
         skipping = 0  # depth inside a section whose condition is false
-        for tokens in _logical_lines(text):
+        for number, tokens in _logical_lines(text):
             head = tokens[0].lower()
             if skipping:
                 if head.startswith("</"):
@@ -163,10 +179,15 @@ class ApacheConfig:
                     skipping += 1
                 continue
             if head.startswith("</"):
-                continue  # the end of a true (or a transparent) section
+                if self.sections:  # the end of a true (or a transparent) section
+                    self.sections.pop()
+                continue
             if head.startswith("<"):
-                if not self._condition(head[1:].rstrip(">"), _section_argument(tokens)):
+                kind, arg = head[1:].rstrip(">"), _section_argument(tokens)
+                if not self._condition(kind, arg):
                     skipping = 1
+                else:
+                    self.sections.append((kind, arg, path, number))
                 continue
             args = [self._expand(t) for t in tokens[1:]]
             if head == "listen" and args and None not in args[:2]:
@@ -184,6 +205,9 @@ class ApacheConfig:
                 self.defines[args[0]] = args[1] if len(args) > 1 and args[1] else ""
             elif head == "undefine" and args and args[0]:
                 self.defines.pop(args[0], None)
+            else:
+                self.position = (path, number)
+                self.directive(head, args)
 
     def _condition(self, section: str, arg: str) -> bool:
         """Whether the contents of ``<section arg>`` take effect."""

@@ -23,6 +23,7 @@ from apache_metrics_exporter import __version__
 from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
 from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.scrub import scrub
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -340,14 +341,14 @@ class Fetcher:
                              (t.client_key, "--client-key")):
             why = path and tls_file_problem(path, option)
             if why:  # checked at every load: a loop outlives the file it started with
-                raise FetchError(f"cannot load TLS files: {why}")
+                raise FetchError(f"cannot load TLS files: {why}", reason="tls")
         try:
             ctx = ssl.create_default_context(cafile=t.ca_file)
             if t.client_cert:
                 ctx.load_cert_chain(t.client_cert, t.client_key, password=no_passphrase)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise FetchError(f"cannot load TLS files (--ca-file/--client-cert/--client-key): "
-                             f"{_reason(exc)}") from None
+                             f"{_reason(exc)}", reason="tls") from None
         if t.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -386,13 +387,15 @@ class Fetcher:
 
     def get(self, url: str) -> bytes:
         """The body of a 200 answer for ``url``, or a FetchError saying why not
-        (one line, control characters from the peer escaped)."""
+        (one line, control characters from the peer escaped, and any echo of
+        a credential - a reason phrase or Location that repeats the
+        Authorization header - scrubbed)."""
         if not self._shared_deadline:
             self._clock.deadline = time.monotonic() + self.target.timeout
         try:
             return self._get(url)
         except FetchError as exc:
-            raise FetchError(printable(str(exc))) from None
+            raise FetchError(printable(scrub(str(exc)))) from None
 
     def _get(self, url: str) -> bytes:
         parts = urlsplit(url)
@@ -442,22 +445,25 @@ class Fetcher:
                 body_hint = "; is mod_status enabled with SetHandler server-status at that path?"
             resp.read(65536)
             self.close()  # don't reuse a connection after an error answer
-            raise FetchError(f"{url} answered HTTP {resp.status} {resp.reason}{body_hint}")
+            raise FetchError(f"{url} answered HTTP {resp.status} {resp.reason}{body_hint}",
+                             reason="http_error")
         limit = self.target.max_bytes
         length = resp.getheader("Content-Length")
         if length and length.isdigit() and int(length) > limit:
             self.close()
             raise FetchError(f"{url}: the answer is {length} bytes, more than "
-                             f"--max-response-size ({limit}); raise it if that is expected")
+                             f"--max-response-size ({limit}); raise it if that is expected",
+                             reason="bad_response")
         body = resp.read(limit + 1)
         if len(body) > limit:
             self.close()
             raise FetchError(f"{url}: the answer is larger than --max-response-size "
-                             f"({limit} bytes); raise it if that is expected")
+                             f"({limit} bytes); raise it if that is expected",
+                             reason="bad_response")
         if length and length.isdigit() and len(body) < int(length):
             self.close()
             raise FetchError(f"{url}: the answer was cut short (got {len(body)} of "
-                             f"{length} bytes)")
+                             f"{length} bytes)", reason="bad_response")
         if not resp.isclosed():
             # Anything left over (there should be none) would corrupt the
             # next answer on this connection.

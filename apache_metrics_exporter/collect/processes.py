@@ -14,7 +14,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
@@ -119,28 +119,59 @@ def _top_apache(pid: int, exe_names: Sequence[str]) -> Optional[int]:
         return None
 
 
+class Listener(NamedTuple):
+    """One listening socket of the proven Apache, as the kernel saw it while
+    proving it: its accept queue (connections that completed the handshake
+    and wait for Apache to accept them) and that queue's backlog limit."""
+
+    address: str  # "127.0.0.1:8080", "[::1]:8080"
+    queue: int
+    limit: Optional[int]  # None when only /proc/net/tcp could be read
+
+
 class Parent(NamedTuple):
     """The proven Apache parent of a URL, or None and one line saying why not."""
 
     pid: Optional[int]
     reason: str  # how it was proven, or why there is none
+    # The listening sockets the proof found the parent's tree holding (empty
+    # when proven by --pid-file alone or not at all): read in the same kernel
+    # query as the proof, so they are figures of this Apache and no other.
+    listeners: Tuple[Listener, ...] = ()
 
 
-def _listeners(addresses: Sequence[str], port: int) -> Set[int]:
-    """Inodes of the sockets a connection to ``addresses``:``port`` can reach:
+def _listeners(addresses: Sequence[str], port: int) -> Dict[int, Listener]:
+    """The sockets a connection to ``addresses``:``port`` can reach, by inode:
     those bound to one of the addresses if any (the kernel prefers them), else
     those bound to the wildcard address."""
-    exact: Set[int] = set()
-    wildcard: Set[int] = set()
+    exact: Dict[int, Listener] = {}
+    wildcard: Dict[int, Listener] = {}
     v4 = {a[7:] if a.startswith("::ffff:") else a for a in addresses if "." in a}
     wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
     any_v4 = bool(v4)
-    for addr, inode in procfs.listening_sockets(port):
+    for addr, inode, queue, limit in procfs.listeners(port):
+        where = Listener(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}", queue, limit)
         if addr in wanted:
-            exact.add(inode)
+            exact[inode] = where
         elif addr == "0.0.0.0" and any_v4 or addr == "::":
-            wildcard.add(inode)
+            wildcard[inode] = where
     return exact or wildcard
+
+
+def _by_address(found: Dict[int, Listener]) -> Tuple[Listener, ...]:
+    """One Listener per address:port, sorted: sockets that share one
+    (SO_REUSEPORT, ListenCoresBucketsRatio) have their queues and limits
+    added, since the kernel spreads the address's connections over them."""
+    merged: Dict[str, Listener] = {}
+    for item in found.values():
+        seen = merged.get(item.address)
+        if seen is None:
+            merged[item.address] = item
+        else:
+            limit = None if seen.limit is None or item.limit is None \
+                else seen.limit + item.limit
+            merged[item.address] = Listener(item.address, seen.queue + item.queue, limit)
+    return tuple(merged[a] for a in sorted(merged))
 
 
 def _holds(pid: int, inodes: set) -> bool:
@@ -182,7 +213,8 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if pid_file and named_top is None:
         return Parent(None, f"--pid-file {pid_file} names no running "
                             f"{'/'.join(exe_names)} process")
-    inodes = _listeners(addresses, port) if addresses else set()
+    found = _listeners(addresses, port) if addresses else {}
+    inodes = set(found)
     if not inodes:
         if addresses:
             return Parent(None, f"nothing listens on {where}")
@@ -252,7 +284,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
                             f"listening on {where} is PID {top}")
     _proven[key] = top
-    return Parent(top, f"listening on {where}")
+    return Parent(top, f"listening on {where}", _by_address(found))
 
 
 def parent_of_url(host: str, port: int, exe_names: Sequence[str],
@@ -329,17 +361,32 @@ _groups_of: Dict[tuple, List[str]] = {}  # (parent pid, start time) -> its group
 
 
 def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
-    """The ``WSGIDaemonProcess`` names in the running Apache's configuration:
-    the parent's ``-d``/``-f``/``-D`` arguments, else its build's defaults,
-    with ``Include``s followed (discovery.ApacheConfig); read once per parent."""
+    """The ``WSGIDaemonProcess`` names in the running Apache's configuration
+    (``running_config``); read once per parent."""
     try:
-        st = procfs.stat(parent_pid)
-        key = (parent_pid, st.start_ticks)
-        if key in _groups_of:
-            return _groups_of[key]
-        argv = procfs.cmdline(parent_pid)
+        key = (parent_pid, procfs.stat(parent_pid).start_ticks)
     except (procfs.NoProcess, procfs.Denied):
         return []
+    if key in _groups_of:
+        return _groups_of[key]
+    config = running_config(parent_pid)
+    if config is None:
+        return []
+    _groups_of[key] = config.wsgi_groups
+    return config.wsgi_groups
+
+
+def running_config(parent_pid: int,
+                   make: Optional[Callable[[str], Any]] = None) -> Optional[Any]:
+    """The configuration the Apache parent ``parent_pid`` runs, read as it
+    reads it (discovery.ApacheConfig, or ``make(server_root)``): its ``-d``/``-f``/
+    ``-D`` arguments, else its build's defaults, with ``Include``s followed;
+    None when the process cannot be read."""
+    try:
+        st = procfs.stat(parent_pid)
+        argv = procfs.cmdline(parent_pid)
+    except (procfs.NoProcess, procfs.Denied):
+        return None
     root, conf = DEFAULT_CONFIGS.get(st.name, DEFAULT_CONFIGS["apache2"])
     defines = {}
     args = iter(argv[1:])
@@ -355,11 +402,10 @@ def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
             defines[value] = ""
     from apache_metrics_exporter.collect.discovery import ApacheConfig
 
-    config = ApacheConfig(root)
+    config = (make or ApacheConfig)(root)
     config.defines.update(defines)
     config.read(conf if conf.startswith("/") else f"{root}/{conf}")
-    _groups_of[key] = config.wsgi_groups
-    return config.wsgi_groups
+    return config
 
 
 def resolve_groups(parent_pid: int, exe_names: Sequence[str],

@@ -148,11 +148,15 @@ def _address(text: str) -> Optional[bytes]:
     return raw
 
 
-def _netlink_listeners() -> Optional[List[tuple]]:
+def _netlink_rows() -> Optional[List[tuple]]:
     """The LISTEN sockets from the kernel's sock_diag netlink interface, which
     filters by state itself: /proc/net/tcp lists every connection of the host
-    (2.5 ms and more per read on a busy one) to find a few listeners. None
-    when it cannot be used (then /proc/net/tcp is read)."""
+    (2.5 ms and more per read on a busy one) to find a few listeners. Each is
+    ``(address bytes, port, inode, queue, limit)``: for a LISTEN socket the
+    kernel's idiag_rqueue is the accept queue's length (connections that
+    completed the handshake and wait for accept()) and idiag_wqueue its
+    backlog limit, as ``ss -ltn`` shows them (Recv-Q, Send-Q). None when it
+    cannot be used (then /proc/net/tcp is read)."""
     import socket
     import struct
 
@@ -182,14 +186,17 @@ def _netlink_listeners() -> Optional[List[tuple]]:
                         break
                     if kind == 2:  # NLMSG_ERROR
                         return None
+                    # inet_diag_msg: family, state, timer, retrans, sockid (48
+                    # bytes: ports, addresses, interface, cookie), expires,
+                    # rqueue, wqueue, uid, inode
                     body = offset + 16
                     fam = data[body]
                     port = struct.unpack_from(">H", data, body + 4)[0]
                     raw = data[body + 8:body + 8 + (4 if fam == socket.AF_INET else 16)]
-                    inode = struct.unpack_from("=I", data, body + 68)[0]
+                    queue, limit, _uid, inode = struct.unpack_from("=IIII", data, body + 56)
                     if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
                         raw = raw[12:]
-                    out.append((bytes(raw), port, inode))
+                    out.append((bytes(raw), port, inode, queue, limit))
                     offset += (length + 3) & ~3
     except (OSError, struct.error, IndexError):
         return None
@@ -198,13 +205,22 @@ def _netlink_listeners() -> Optional[List[tuple]]:
     return out
 
 
-def tcp_listeners(root: Optional[str] = None) -> Optional[List[tuple]]:
-    """``(address bytes, port, inode)`` of every TCP socket in LISTEN state,
-    IPv4 and IPv6, as this process's network namespace sees them; None when
-    neither table can be read (then nothing can be told)."""
+def _netlink_listeners() -> Optional[List[tuple]]:
+    """``(address bytes, port, inode)`` of the LISTEN sockets, from sock_diag."""
+    rows = _netlink_rows()
+    return None if rows is None else [row[:3] for row in rows]
+
+
+def listener_rows(root: Optional[str] = None) -> Optional[List[tuple]]:
+    """``(address bytes, port, inode, queue, limit)`` of every TCP socket in
+    LISTEN state, IPv4 and IPv6, as this process's network namespace sees
+    them; None when neither table can be read (then nothing can be told).
+    ``queue`` is the accept queue's length; ``limit`` its backlog limit, None
+    when read from /proc/net/tcp (its rx_queue is the queue's length for a
+    listener, but the table has no column for the limit)."""
     base = root or PROC
     if base == "/proc":
-        found = _netlink_listeners()
+        found = _netlink_rows()
         if found is not None:
             return found
     out = []
@@ -224,19 +240,35 @@ def tcp_listeners(root: Optional[str] = None) -> Optional[List[tuple]]:
             raw = _address(addr)
             try:
                 port, inode = int(hex_port, 16), int(fields[9])
+                queue: Optional[int] = int(fields[4].partition(":")[2], 16)
             except ValueError:
                 continue
             if raw is not None:
-                out.append((raw, port, inode))
+                out.append((raw, port, inode, queue, None))
     return out if readable else None
+
+
+def tcp_listeners(root: Optional[str] = None) -> Optional[List[tuple]]:
+    """``(address bytes, port, inode)`` of every TCP socket in LISTEN state,
+    IPv4 and IPv6, as this process's network namespace sees them; None when
+    neither table can be read (then nothing can be told)."""
+    rows = listener_rows(root)
+    return None if rows is None else [row[:3] for row in rows]
+
+
+def listeners(port: int) -> List[tuple]:
+    """``(address text, inode, queue, limit)`` of the LISTEN sockets on ``port``
+    (limit None when the kernel's sock_diag could not be asked)."""
+    import socket
+
+    return [(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw),
+             inode, queue, limit)
+            for raw, p, inode, queue, limit in listener_rows() or () if p == port]
 
 
 def listening_sockets(port: int) -> List[tuple]:
     """``(address text, inode)`` of the LISTEN sockets on ``port``."""
-    import socket
-
-    return [(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw),
-             inode) for raw, p, inode in tcp_listeners() or () if p == port]
+    return [(addr, inode) for addr, inode, _queue, _limit in listeners(port)]
 
 
 def socket_inodes(pid: int) -> set:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
-from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, fits
+from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, REASONS, fits
 from apache_metrics_exporter.collect.http import Fetcher, redact
 from apache_metrics_exporter.collect.processes import (
     EMPTY_SCAN,
+    Listener,
     ProcessScan,
     memory_stats,
     parent_of_url,
@@ -23,6 +24,7 @@ from apache_metrics_exporter.collect.status import (
     EventProcess,
     WorkerRow,
     count_scoreboard,
+    forget_impossible_ss,
     parse_auto,
     parse_html,
 )
@@ -91,13 +93,20 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
     auto: Optional[AutoPage] = None
     workers: Optional[List[WorkerRow]] = None
     event: Optional[List[EventProcess]] = None
+    reason = "ok"
     try:
         auto = parse_auto(fetcher.get(fetcher.target.auto_url).decode("latin-1"),
                           source=fetcher.target.auto_url)
         if auto.extended:
+            auto_at = time.monotonic()
             html = parse_html(fetcher.get(url), source=url)
             workers, event = html.workers, html.event_processes
             warnings.extend(html.warnings)
+            uptime = auto.values.get("server_uptime_seconds", auto.values.get("uptime"))
+            if html.uptime is None and workers and uptime is not None:
+                # The HTML page did not say its uptime: ?auto's, plus the
+                # time since it was read, still tells an SS that cannot be.
+                forget_impossible_ss(workers, uptime + time.monotonic() - auto_at + 1)
             if workers is None:
                 warnings.append(f"{url} has no worker table; hanging workers and "
                                 "worker counts are not reported")
@@ -106,8 +115,10 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
                             "table; add 'ExtendedStatus On' to Apache's configuration")
     except FetchError as exc:
         error = str(exc)
+        reason = fetch_reason(exc)
         auto = workers = event = None
     processes = EMPTY_SCAN
+    listeners: Tuple[Listener, ...] = ()
     if options.scan_processes:
         # Only the Apache proven to serve the URL (the owner of its listening
         # socket) is scanned; the page's PIDs are mere hints where to look.
@@ -119,8 +130,60 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         else:
             processes = scan(parent.pid, options.exe_names, options.memory,
                              options.wsgi_group_names == "config")
+        listeners = parent.listeners
+    if reason == "timeout" and any(s.queue > 0 for s in listeners):
+        # Read after the deadline: connections (ours among them, unless the
+        # SYN was dropped because the queue was full) still wait to be
+        # accepted, so no worker was free to take them: saturated.
+        reason = "saturated"
+        error = f"{error}; {_queued(listeners)} waiting in the accept queue: saturated"
     return build(url, started, auto, workers, event, processes, options, error, warnings,
-                 duration=time.perf_counter() - t0)
+                 duration=time.perf_counter() - t0, listeners=listeners, reason=reason)
+
+
+def _queued(listeners: Sequence[Listener]) -> str:
+    """'3 connections (limit 4)' for the message of a saturated target."""
+    waiting = sum(s.queue for s in listeners)
+    limits = [s.limit for s in listeners]
+    limit = f" (limit {sum(x or 0 for x in limits)})" if None not in limits else ""
+    return f"{waiting} connection{'s' if waiting != 1 else ''}{limit}"
+
+
+def fetch_reason(exc: BaseException) -> str:
+    """The status_reason word of a failed fetch (catalogue.REASONS): the one
+    its raiser gave (FetchError.reason), else told from the exception it was
+    raised from (``raise FetchError(...) from None`` still keeps that as its
+    __context__). "saturated" needs the accept queue: collect() decides it."""
+    import http.client
+    import socket
+    import ssl
+
+    chain: List[BaseException] = []
+    seen: Optional[BaseException] = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for item in chain:
+        given = getattr(item, "reason", None)
+        if isinstance(item, FetchError) and given in REASONS:
+            return str(given)
+    for item in chain:
+        if isinstance(item, FetchError):
+            continue
+        if isinstance(item, ConnectionRefusedError):
+            return "refused"
+        if isinstance(item, (socket.timeout, TimeoutError)):
+            return "timeout"
+        if isinstance(item, ssl.SSLError):
+            return "tls"
+        if isinstance(item, socket.gaierror):
+            return "resolve"
+        if isinstance(item, (http.client.HTTPException, ConnectionResetError,
+                             BrokenPipeError)):
+            return "bad_response"
+        if isinstance(item, OSError):
+            return "unreachable"
+    return "error"
 
 
 JOIN_MARGIN = 1.0  # seconds past --timeout before a target is given up as late
@@ -160,7 +223,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
             target = fetcher.target
             snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,
                          error=f"no complete answer from {redact(target.url)} within "
-                               f"{target.timeout:g} s (--timeout)")
+                               f"{target.timeout:g} s (--timeout)", reason="timeout")
             fetchers[i] = Fetcher(target)
         out.append(snap)
     return out
@@ -169,13 +232,20 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
 def build(url: str, started: float, auto: Optional[AutoPage],
           workers: Optional[List[WorkerRow]], event: Optional[List[EventProcess]],
           processes: ProcessScan, options: Options = Options(), error: Optional[str] = None,
-          warnings: Optional[List[str]] = None, duration: float = 0.0) -> Snapshot:
+          warnings: Optional[List[str]] = None, duration: float = 0.0,
+          listeners: Sequence[Listener] = (), reason: Optional[str] = None) -> Snapshot:
     """A snapshot from parsed pages and a process scan (no I/O).
+
+    ``listeners`` are the proven Apache's listening sockets (their accept
+    queues: reported whether the page was read or not); ``reason`` the
+    status_reason word of a failed fetch ("ok" when the page was read).
 
     Every sample is checked against what the outputs can carry (catalogue.fits):
     one that does not fit is left out with one warning, so that no writer ever
     gets a value it would have to refuse or bend."""
     samples = _samples(auto, workers, event, processes, options)
+    samples.extend(saturation_samples(listeners, "ok" if auto is not None
+                                      else reason if reason in REASONS else "error"))
     samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
     samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
     warnings = list(auto.warnings if auto is not None else ()) + list(warnings or ()) \
@@ -242,6 +312,29 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
                 add(Sample(BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label))
         for group in sorted(processes.truncated):
             add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
+    return out
+
+
+def saturation_samples(listeners: Sequence[Listener], reason: str) -> List[Sample]:
+    """The accept queue of each listening socket and their sums (none at all
+    when no socket was read: left out, never 0), and the reason as a word
+    and as a state set."""
+    out = []
+    length, limit = BY_NAME["accept_queue_length"], BY_NAME["accept_queue_limit"]
+    for item in listeners:
+        label = (("listen", item.address),)
+        out.append(Sample(length, item.queue, label))
+        if item.limit is not None:
+            out.append(Sample(limit, item.limit, label))
+    if listeners:
+        out.append(Sample(BY_NAME["accept_queue_length_all"], sum(s.queue for s in listeners)))
+        if all(s.limit is not None for s in listeners):
+            out.append(Sample(BY_NAME["accept_queue_limit_all"],
+                              sum(s.limit or 0 for s in listeners)))
+    out.append(Sample(BY_NAME["status_reason"], reason))
+    state = BY_NAME["up_reason"]
+    out.extend(Sample(state, 1 if word == reason else 0, (("reason", word),))
+               for word in REASONS)
     return out
 
 

@@ -45,6 +45,7 @@ PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger "PID" is not a process
 _FLOAT_CHARS = frozenset("0123456789+-.eE")
 NOT_A_NUMBER = "is not a plain number"
 OUT_OF_RANGE = "is out of the range the outputs can carry"
+NOT_STATUS_PAGE = "not_status_page"  # the FetchError reason of a page that is not mod_status's
 
 
 class AutoPage(NamedTuple):
@@ -181,9 +182,10 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     if scoreboard is None:
         if values:
             raise FetchError(f"{source} is incomplete: it has no Scoreboard line "
-                             "(truncated answer, or a proxy cut it short)")
+                             "(truncated answer, or a proxy cut it short)",
+                             reason="bad_response")
         raise FetchError(f"{source} is not an Apache mod_status page "
-                         "(no 'Scoreboard:' line); check --url")
+                         "(no 'Scoreboard:' line); check --url", reason=NOT_STATUS_PAGE)
     proxy: List[Tuple[Metric, Dict[str, str], float, str]] = []
     seen = set()
     for (b, w), fields in sorted(members.items(), key=lambda i: (int(i[0][0]), int(i[0][1]))):
@@ -255,6 +257,21 @@ class WorkerRow:
         i = self._cols.get(heading)
         return "" if i is None else self._text(self._cells[i]).strip()
 
+    def plain(self, heading: str) -> str:
+        """cell(), faster for a cell of plain ASCII text (the numbers the
+        interval figures read from every row); anything else goes to cell()."""
+        i = self._cols.get(heading)
+        if i is None:
+            return ""
+        raw = self._cells[i]
+        if type(raw) is bytes:
+            text = raw[raw.rfind(b">") + 1:].strip()
+            if not text and raw.endswith(b"</b>"):  # Srv: <td><b>0-0</b>
+                text = raw[raw.rfind(b"<b>") + 3:-4].strip()
+            if text and text.isascii() and b"&" not in text and b"<" not in text:
+                return text.decode("ascii")
+        return self.cell(heading)
+
     @property
     def srv(self) -> str:
         return self.cell("srv")
@@ -315,6 +332,7 @@ class HtmlPage(NamedTuple):
     workers: Optional[List[WorkerRow]]
     event_processes: Optional[List[EventProcess]]
     warnings: Sequence[str] = ()  # values left out, one line each
+    uptime: Optional[int] = None  # "Server uptime:" of the page itself, seconds
 
 
 def _int_or_none(text: Optional[str]) -> Optional[int]:
@@ -538,9 +556,10 @@ def _lxml_tables(data: bytes, source: str) -> List[_Table]:
     try:
         root = etree.fromstring(data, parser)
     except (etree.LxmlError, ValueError) as exc:
-        raise FetchError(f"{source} is not readable HTML: {visible(str(exc))}") from None
+        raise FetchError(f"{source} is not readable HTML: {visible(str(exc))}",
+                         reason=NOT_STATUS_PAGE) from None
     if root is None:
-        raise FetchError(f"{source} is empty")
+        raise FetchError(f"{source} is empty", reason=NOT_STATUS_PAGE)
     tables = []
     for table in root.iter("table"):
         rows = []
@@ -574,14 +593,66 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
             event = _event_rows(table)
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
             and b"Server Version" not in data:
-        raise FetchError(f"{source} is not an Apache mod_status page; check --url")
+        raise FetchError(f"{source} is not an Apache mod_status page; check --url",
+                         reason=NOT_STATUS_PAGE)
     warnings = _Warnings(source)
     bad = sum(1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
               or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))
     if bad:
         warnings.add(f"{bad} rows of the worker table have a PID or SS out of range; "
                      "those values are left out")
-    return HtmlPage(workers, event, warnings.done())
+    uptime = html_uptime(data)
+    if workers and uptime is not None:
+        impossible = forget_impossible_ss(workers, uptime)
+        if impossible:
+            warnings.add(f"{impossible} rows of the worker table have an SS longer than "
+                         f"the server's uptime ({uptime} s); those values are left out")
+    return HtmlPage(workers, event, warnings.done(), uptime)
+
+
+_UPTIME = b"Server uptime:"
+_UPTIME_UNITS = {"day": 86400, "days": 86400, "hour": 3600, "hours": 3600,
+                 "minute": 60, "minutes": 60, "second": 1, "seconds": 1}
+
+
+def html_uptime(data: bytes) -> Optional[int]:
+    """Seconds of ``Server uptime:`` on the HTML page (mod_status's show_time:
+    `` 1 day 2 hours 3 minutes 4 seconds``, parts that are 0 left out, so the
+    first second is an empty text), None when the line is missing or is not
+    in that form. The same ``now`` as the page's SS column, so the two compare
+    exactly."""
+    at = data.find(_UPTIME)
+    if at < 0:
+        return None
+    end = data.find(b"<", at, at + 200)
+    if end < 0:
+        return None
+    try:
+        words = data[at + len(_UPTIME):end].decode("ascii").split()
+    except UnicodeDecodeError:
+        return None
+    if len(words) % 2 or len(words) > 8:
+        return None
+    total = 0
+    for number, unit in zip(words[::2], words[1::2]):
+        if not number.isdigit() or len(number) > 9 or unit not in _UPTIME_UNITS:
+            return None
+        total += int(number) * _UPTIME_UNITS[unit]
+    return total
+
+
+def forget_impossible_ss(workers: Sequence[WorkerRow], uptime: float) -> int:
+    """Make "not measured" every SS longer than the server's uptime: no
+    request can be older than the server. A slot that is starting (``S``) in
+    Apache's first second has never been used, and its SS counts from 1970;
+    that is expected and not counted. Returns how many other rows had one."""
+    odd = 0
+    for row in workers:
+        if row.ss is not None and row.ss > uptime:
+            row.ss = None
+            if row.mode not in ("S", "."):
+                odd += 1
+    return odd
 
 
 def _worker_rows(table: _Table, headings: List[str]) -> List[WorkerRow]:

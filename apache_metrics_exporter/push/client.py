@@ -15,13 +15,14 @@ A run replays the spool oldest first, for at most ``replay_time`` seconds
 (REPLAY_TIME, or half of --interval), then writes its own batch. What a failure
 does depends on its kind (``_kind``):
 
-- TRANSIENT (no answer, timeout, 408, 429): the server is struggling; the
-  replay stops, the batch is spooled;
+- TRANSIENT (no answer, timeout, 408, 429, 502, 503, 504, or any answer
+  with Retry-After): the server is struggling or busy; the replay stops, the
+  batch is spooled, nothing is counted against it;
 - AUTH (401, 403, 404): nothing will succeed until a person acts; the replay
   stops, the batch is spooled, the run fails;
 - REJECTED (400, 413, 422): this batch will never be taken; it is set aside in
   quarantine/ at once;
-- FAILING (5xx, any other 4xx): maybe this batch, maybe the server; the replay
+- FAILING (500, other 5xx and 4xx): maybe this batch, maybe the server; the replay
   skips it and goes on (until FAILING_IN_A_ROW such failures in a row). A
   spooled batch that failed while a later write of the same run succeeded
   gets a try counted in state.json; at QUARANTINE_TRIES such tries, the first
@@ -100,8 +101,11 @@ class InfluxPush:
             self._client = self._write_api = None
 
     def _scrub(self, text: str) -> str:
-        token = self.settings.token
-        return text.replace(token, "***") if token else text
+        """``text`` without the token, password or basic-auth header in any
+        form (a server or proxy may echo them), nor URL user information."""
+        from apache_metrics_exporter.scrub import scrub
+
+        return scrub(text)
 
     def write(self, body: str) -> None:
         """One write, bounded by a wall-clock deadline (--influxdb-timeout): the
@@ -148,7 +152,8 @@ class InfluxPush:
                 text += "; check the token (--influxdb-token-file) or user/password"
             elif status == 404:
                 text += "; check --influxdb-org and --influxdb-bucket"
-            raise PushFailed(_kind(status), text) from None
+            headers = getattr(exc, "headers", None) or {}
+            raise PushFailed(_kind(status, "Retry-After" in headers), text) from None
         except (Urllib3Error, OSError) as exc:
             reason = _reason(exc)
             raise PushFailed(TRANSIENT, self._scrub(
@@ -189,7 +194,7 @@ class InfluxPush:
         def quarantine(batch: Batch, failure: PushFailed) -> Optional[str]:
             """Set ``batch`` aside; where, or None (said) if it stays in the spool."""
             try:
-                where = spool.quarantine(batch, str(failure))
+                where = spool.quarantine(batch, self._scrub(str(failure)))
             except (OSError, OutputError) as exc:
                 reason = getattr(exc, "strerror", None) or exc
                 log.error("cannot set %s aside: the quarantine cannot be used (%s)",
@@ -317,18 +322,24 @@ class InfluxPush:
                      entry["tries"], QUARANTINE_TRIES, QUARANTINE_AFTER // 60)
 
 
-def _kind(status: int) -> str:
+def _kind(status: int, retry_after: bool = False) -> str:
     """What an HTTP error status means for the batch and the run."""
     if status in (401, 403, 404):
         return AUTH  # credentials, org or bucket: a person must act
     if status in (400, 413, 422):
         return REJECTED  # this data will never be taken
-    if status in (408, 429):
-        return TRANSIENT  # the server asks us to come back later
-    return FAILING  # 5xx, other 4xx: this batch or the server - the next write tells
+    if status in (408, 429, 502, 503, 504) or retry_after:
+        # the server (or a proxy before it) asks us to come back later: says
+        # nothing about this batch, which must not be counted towards quarantine
+        return TRANSIENT
+    return FAILING  # 500, other 5xx and 4xx: this batch or the server - the next write tells
 
 
 def _server_message(body: Any) -> str:
+    """The server's message, scrubbed before it is cut short (a secret cut in
+    half would no longer be recognised)."""
+    from apache_metrics_exporter.scrub import scrub
+
     if not body:
         return ""
     if isinstance(body, bytes):
@@ -339,14 +350,16 @@ def _server_message(body: Any) -> str:
 
         data = json.loads(text)
         if isinstance(data, dict):
-            return str(data.get("message") or data.get("error") or text)
+            return scrub(str(data.get("message") or data.get("error") or text))
     except ValueError:
         pass
-    return " ".join(text.split())[:300]
+    return " ".join(scrub(text).split())[:300]
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "reason", "") or exc)
+    from apache_metrics_exporter.scrub import scrub
+
+    text = scrub(str(getattr(exc, "reason", "") or exc))
     for known in ("Connection refused", "timed out", "Connection reset",
                   "Name or service not known", "certificate verify failed"):
         if known.lower() in text.lower():

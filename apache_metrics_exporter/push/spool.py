@@ -59,7 +59,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Dict, Iterator, List, Optional
+    from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 STATE_VERSION = 1
 STATE_MAX_BYTES = 64 * 1024  # a real state.json is about 100 bytes
@@ -143,6 +143,24 @@ def _warn_once(text: str) -> None:
         log.warning("%s", text)
 
 
+def _named_batches(entries: Iterable[os.DirEntry], directory: str,
+                   everything: bool = False) -> List[Batch]:
+    """The entries of ``directory`` named like a batch, oldest first: regular
+    files only, or with ``everything`` whatever else is so named too."""
+    out = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        points = _parse_name(entry.name)
+        if points is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if everything or stat.S_ISREG(st.st_mode):
+            out.append(Batch(os.path.join(directory, entry.name), points, st.st_size))
+    return out
+
+
 class Spool:
     """A spool directory (created on first use, mode 0700)."""
 
@@ -186,23 +204,11 @@ class Spool:
     def batches(self, everything: bool = False) -> List[Batch]:
         """Spooled batches, oldest first: regular files only, or with
         ``everything`` also whatever else is named like one (to set aside)."""
-        out = []
         try:
             with os.scandir(self.dir) as entries:
-                found = sorted((e.name, e) for e in entries)
+                return _named_batches(entries, self.dir, everything)
         except FileNotFoundError:
             return []
-        for name, entry in found:
-            points = _parse_name(name)
-            if points is None:
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if everything or stat.S_ISREG(st.st_mode):
-                out.append(Batch(entry.path, points, st.st_size))
-        return out
 
     def add(self, body: str, timestamp_ns: int) -> Batch:
         """Keep a batch for later; the name sorts it among the others by time."""
@@ -242,27 +248,14 @@ class Spool:
     def quarantined(self) -> List[Batch]:
         """The batches in quarantine/, oldest first (regular files named like
         a batch); OSError when it cannot be listed."""
-        out = []
         # O_NOFOLLOW: a quarantine that is a symlink is not listed (the push
         # sets it aside under the lock: check_quarantine).
         fd = os.open(self.quarantine_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             with os.scandir(fd) as entries:
-                found = sorted((e.name, e) for e in entries)
-            for name, entry in found:
-                points = _parse_name(name)
-                if points is None:
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    out.append(Batch(os.path.join(self.quarantine_dir, name), points,
-                                     st.st_size))
+                return _named_batches(entries, self.quarantine_dir)
         finally:
             os.close(fd)
-        return out
 
     def enforce_quarantine_bound(self) -> int:
         """Remove the oldest quarantined batches (with their .error) until the

@@ -9,11 +9,14 @@ selects the process (the log names the other requests it was serving).
 Native children without any row in the table are left alone: their state is
 unknown (and mod_cgid's daemon looks just like them).
 
-``execute`` re-verifies each process immediately before each signal - same
-PID and start time, still a child of the same Apache parent, same executable,
-never the parent, never PID 1 - sends SIGTERM to all selected processes at
-once, waits up to ``grace`` seconds for all of them together, and SIGKILLs the
-survivors (after verifying them again).
+``execute`` checks each native worker against a status page fetched just
+before each signal round (``confirm``: still listed, still busy or idle as
+when selected, and for a request-time kill still serving the very request it
+was selected for), then re-verifies each process immediately before its
+signal - same PID and start time, still a child of the same Apache parent,
+same executable, never the parent, never PID 1 - sends SIGTERM to all selected
+processes at once, waits up to ``grace`` seconds for all of them together, and
+SIGKILLs the survivors (after confirming and verifying them again).
 """
 
 from __future__ import annotations
@@ -32,10 +35,41 @@ from apache_metrics_exporter.units import format_bytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 
 PID_SLACK = 2.0  # seconds of clock granularity between a page's SS and a start time
+
+
+class Page(NamedTuple):
+    """One reading of the worker table and when it was taken: Apache's "now"
+    for its SS column lies between ``sent`` and ``received``."""
+
+    workers: Optional[List[WorkerRow]]
+    sent: float      # time.time() before the request
+    received: float  # time.time() once the answer was read
+    error: str = ""  # why there is no worker table ('' when there is one)
+    own_request: str = ""  # the request line of this very read, as the table shows it
+
+
+def own_request_line(url: str) -> str:
+    """The request line a read of ``url`` shows in the worker table (the
+    Fetcher's GET, cut to the 63 characters mod_status keeps)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return f"GET {path} HTTP/1.1"[:63]
+
+
+def _serving(rows: Sequence[WorkerRow], own_request: str) -> List[WorkerRow]:
+    """The rows serving a request. The row that served the reaper's own read
+    of the page (that request line, in state W, begun within the second) is
+    not one: its worker was idle but for the reaper's read, and is idle
+    again once the page has been sent."""
+    return [r for r in rows if r.is_active
+            and not (own_request and r.mode == "W" and r.request == own_request
+                     and r.ss is not None and r.ss <= 1)]
 
 
 class Thresholds(NamedTuple):
@@ -68,6 +102,9 @@ class Candidate(NamedTuple):
     request: str          # the request line concerned ('' if none)
     others: Tuple[str, ...]  # other requests the process was serving
     group: str
+    # For a request-time kill: when the request began, as an interval
+    # (earliest, latest) of epoch seconds (the page's SS is whole seconds).
+    began: Optional[Tuple[float, float]] = None
 
     @property
     def excess(self) -> float:
@@ -97,12 +134,16 @@ class Candidate(NamedTuple):
 
 
 def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
-           thresholds: Thresholds, fetched_at: Optional[float] = None) -> List[Candidate]:
+           thresholds: Thresholds, fetched_at: Optional[float] = None,
+           sent_at: Optional[float] = None, own_request: str = "") -> List[Candidate]:
     """Processes over a threshold, the worst (largest excess) first.
 
     ``fetched_at`` (when the page was read): a request the page says began
     before the process that now has its PID was started belonged to an
-    earlier process (the PID was reused between fetch and scan): not this one."""
+    earlier process (the PID was reused between fetch and scan): not this one.
+    With ``sent_at`` too (when the page was asked for), a request-time
+    candidate carries when its request began, for ``confirm``. The row of
+    the reaper's own read (``own_request``) makes no worker busy."""
     rows: Dict[int, List[WorkerRow]] = {}
     for row in workers or ():
         if row.pid and row.mode != ".":
@@ -120,7 +161,7 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         mine = rows.get(child.pid)
         if not mine:
             continue  # not in the worker table: state unknown, leave it alone
-        active = [r for r in mine if r.is_active]
+        active = _serving(mine, own_request)
         kind = "native_active" if active else "native_idle"
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
@@ -129,9 +170,13 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         if late:
             oldest = max(late, key=lambda r: r.ss or 0)
             others = tuple(r.request or f"(state {r.mode})" for r in active if r is not oldest)
+            began = None
+            if fetched_at is not None and oldest.ss is not None:
+                began = _began(oldest.ss, fetched_at if sent_at is None else sent_at,
+                               fetched_at)
             out.append(Candidate(child.pid, child.create_time, kind, "timeout", child.memory,
                                  thresholds.max_time, oldest.ss or 0, oldest.request, others,
-                                 child.group))
+                                 child.group, began))
             continue
         limit = thresholds.max_memory_active if active else thresholds.max_memory_idle
         if limit and child.memory > limit:
@@ -141,6 +186,50 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
                                  limit, child.memory, request, others, child.group))
     out.sort(key=lambda c: (-c.excess, c.pid))
     return out
+
+
+def _began(ss: int, sent: float, received: float) -> Tuple[float, float]:
+    """When a request SS seconds old began: Apache's "now" lies in [sent,
+    received] and SS is that now minus the start, rounded down."""
+    return (sent - ss - 1.0, received - ss)
+
+
+CLOCK_SLACK = 0.1  # seconds of jitter allowed between two readings of the clock
+
+
+def confirm(candidate: Candidate, page: Page) -> str:
+    """'' when a fresh page still shows the worker in the state it was
+    selected for, else why not (one clause for the log line).
+
+    Same PID listed; busy if selected as active, idle if selected as idle;
+    and for a request-time kill, a busy row serving the same request line
+    that began when the selected one did (within the SS's whole second and
+    the pages' fetch times): a request that ended and a new one that started
+    are not the same. mod_wsgi daemons are not on the page: nothing to
+    confirm there (their process is still re-verified)."""
+    if candidate.kind == "wsgi":
+        return ""
+    if page.workers is None:
+        return ("the status page could not be read again to confirm its state"
+                + (f" ({page.error})" if page.error else ""))
+    mine = [r for r in page.workers if r.pid == candidate.pid and r.mode != "."]
+    if not mine:
+        return "the status page no longer lists its PID"
+    active = _serving(mine, page.own_request)
+    if candidate.kind == "native_idle":
+        return "it is serving a request now (it was selected as idle)" if active else ""
+    if not active:
+        return "it is idle now (the request it was selected for has ended)"
+    if candidate.reason != "timeout" or candidate.began is None:
+        return ""
+    lo, hi = candidate.began
+    for row in active:
+        if row.ss is None or row.request != candidate.request:
+            continue
+        new_lo, new_hi = _began(row.ss, page.sent, page.received)
+        if new_lo <= hi + CLOCK_SLACK and lo <= new_hi + CLOCK_SLACK:
+            return ""
+    return "the request it was selected for has ended (it serves another one now)"
 
 
 def strangers(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan) -> List[int]:
@@ -205,11 +294,23 @@ class Outcome(NamedTuple):
 
 
 def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time: float,
-            exe_names: Sequence[str], grace: float, memory_kind: str = "rss") -> Outcome:
-    """SIGTERM every verified candidate at once, SIGKILL those left after ``grace``."""
+            exe_names: Sequence[str], grace: float, memory_kind: str = "rss",
+            fresh_page: Optional[Callable[[], Page]] = None) -> Outcome:
+    """SIGTERM every verified candidate at once, SIGKILL those left after ``grace``.
+
+    ``fresh_page`` reads the status page again: once before the SIGTERMs and
+    once before the SIGKILLs (only when a native worker is concerned), and
+    each native worker is confirmed against it (``confirm``); without it only
+    the processes are verified."""
     termed: List[Tuple[Candidate, psutil.Process]] = []
     skipped: List[Tuple[Candidate, str]] = []
+    page = _page_for(candidates, fresh_page)
     for c in candidates:
+        why = confirm(c, page) if page is not None else ""
+        if why:
+            skipped.append((c, why))
+            log.info("skipped %s: %s", c.describe(memory_kind), why)
+            continue
         proc, why = verify(c, parent_pid, parent_create_time, exe_names)
         if proc is None:
             skipped.append((c, why))
@@ -228,10 +329,16 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
             continue
         termed.append((c, proc))
     alive_pids = _wait_gone([p for _, p in termed], grace)
+    page = _page_for([c for c, _ in termed if c.pid in alive_pids], fresh_page)
     killed: List[Candidate] = []
     escalated: List[Candidate] = []
     for c, _proc in termed:
         if c.pid in alive_pids:
+            why = confirm(c, page) if page is not None else ""
+            if why:  # it ignored SIGTERM, but is no longer what it was selected for
+                skipped.append((c, why))
+                log.info("did not SIGKILL %s after SIGTERM: %s", c.describe(memory_kind), why)
+                continue
             again, why = verify(c, parent_pid, parent_create_time, exe_names)
             if again is None:  # exited meanwhile, or changed: either way not ours
                 if why != "it has already exited":
@@ -251,6 +358,14 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
     if escalated:
         _wait_gone([p for c, p in termed if c in escalated], 5.0)
     return Outcome(killed, escalated, skipped)
+
+
+def _page_for(candidates: Sequence[Candidate],
+              fresh_page: Optional[Callable[[], Page]]) -> Optional[Page]:
+    """One fresh page for a signal round, if any native worker is in it."""
+    if fresh_page is None or all(c.kind == "wsgi" for c in candidates):
+        return None
+    return fresh_page()
 
 
 def _gone(proc: psutil.Process) -> bool:

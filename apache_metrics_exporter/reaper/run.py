@@ -4,6 +4,13 @@ The page is fetched first, without any lock; then, under the state file's
 lock, the Apache tree serving --url is proven, scanned, the policy selects,
 the verified signals are sent (reaper/policy.py) and the run's counts are added to
 the totals. A tree that cannot be proven means no signal at all.
+
+A page read before a wait for the lock is stale by the time of the decision
+(another reaper may have spent its whole --grace meanwhile): after a wait the
+page is read again, under the lock, and decided on. Before each round of
+signals a fresh page confirms every native worker is still what it was
+selected for. These reads happen under the lock, each bounded by --timeout:
+a reaper waiting for the lock waits for them too, never longer.
 """
 
 from __future__ import annotations
@@ -18,20 +25,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Tuple
 
-    from apache_metrics_exporter.collect.http import Target
-    from apache_metrics_exporter.reaper.policy import Thresholds
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.reaper.policy import Page, Thresholds
 
 
 def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
                thresholds: Thresholds) -> int:
     """One reaper run: the page is fetched first, then everything that acts
     (scan, selection, signals, counters) happens under the state file's lock.
-    No lock is held across network I/O, so a hung Apache cannot block the
-    next runs."""
+    The first read holds no lock; the reads under it (after a wait, and one
+    per round of signals when a native worker is to be signalled: at most
+    three) are each bounded by --timeout, so a hung Apache can make the next
+    run wait a little longer, never block it."""
     from apache_metrics_exporter.collect.http import Fetcher
     from apache_metrics_exporter.collect.processes import parent_of_url, scan
-    from apache_metrics_exporter.collect.status import parse_html
-    from apache_metrics_exporter.errors import FetchError
     from apache_metrics_exporter.reaper.policy import execute, select, strangers
     from apache_metrics_exporter.reaper.state import RunCounts, StateFile
 
@@ -39,18 +46,18 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     state_file.check()  # an untrusted state file is refused before any work
     started = time.time()
     fetcher = Fetcher(target)
-    workers = None
-    try:
-        workers = parse_html(fetcher.get(target.url), source=target.url).workers
-        if workers is None:
-            log.warning("%s has no worker table (ExtendedStatus Off?): native workers "
-                        "are left alone this run", target.url)
-    except FetchError as exc:
-        log.error("%s; native workers are left alone this run", exc)
-    finally:
-        fetcher.close()
-    fetched_at = time.time()  # the page's SS counts back from about now
+    page = read_page(fetcher)
     with state_file.locked(args.lock_timeout) as state:
+        if state_file.waited:
+            # The page predates the wait: another reaper may have acted and
+            # requests may have ended or begun since. Decide on a fresh one.
+            log.info("reading %s again: the page read before waiting for the lock is stale",
+                     target.url)
+            page = read_page(fetcher)
+        if page.error:  # a missing worker table is a setting, not a failure
+            (log.warning if page.error.endswith(NO_TABLE) else log.error)(
+                "%s; native workers are left alone this run", page.error)
+        workers, fetched_at = page.workers, page.received
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid],
                                fetcher.peer if workers is not None else None)
@@ -75,7 +82,8 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                         ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10
                                                               else ""))
         parent_pid = parent.pid
-        selected = select(workers, processes, thresholds, fetched_at=fetched_at)
+        selected = select(workers, processes, thresholds, fetched_at=fetched_at,
+                          sent_at=page.sent, own_request=page.own_request)
         result = "ok"
         if len(selected) > args.max_kills:
             result = "circuit-breaker"
@@ -95,7 +103,8 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             result = "dry-run" if result == "ok" else result
         elif selected:
             outcome = execute(selected, parent_pid, processes.parent_create_time or 0.0,
-                              exe_names, args.grace, processes.memory_kind)
+                              exe_names, args.grace, processes.memory_kind,
+                              fresh_page=lambda: read_page(fetcher))
             for c in outcome.killed:
                 totals["kills"][c.kind] += 1
                 totals["reasons"][c.reason] += 1
@@ -120,3 +129,26 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         else:
             log.info("no process over a threshold (%d checked)", run.checked)
     return EXIT_OK
+
+
+NO_TABLE = "has no worker table (ExtendedStatus Off?)"
+
+
+def read_page(fetcher: Fetcher) -> Page:
+    """The worker table now, with the times around its fetch (a Page whose
+    ``error`` says why there is none). The connection is closed after each
+    read: none is kept open across a wait."""
+    from apache_metrics_exporter.collect.status import parse_html
+    from apache_metrics_exporter.errors import FetchError
+    from apache_metrics_exporter.reaper.policy import Page, own_request_line
+
+    url = fetcher.target.url
+    sent = time.time()
+    try:
+        workers = parse_html(fetcher.get(url), source=url).workers
+        error = "" if workers is not None else f"{url} {NO_TABLE}"
+    except FetchError as exc:
+        workers, error = None, str(exc)
+    finally:
+        fetcher.close()
+    return Page(workers, sent, time.time(), error, own_request_line(url))

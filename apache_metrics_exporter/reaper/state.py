@@ -203,6 +203,7 @@ class StateFile:
         self.path = path  # as given: what messages name
         self.real = path  # in the real directory (locked() resolves it)
         self.lock_path = path + ".lock"
+        self.waited = False  # whether locked() had to wait for another holder
 
     def check(self) -> None:
         """OutputError (one line with the fix) if the file or its lock exists
@@ -227,8 +228,7 @@ class StateFile:
                     os.makedirs(directory, mode=0o755, exist_ok=True)
                 stack.enter_context(exclusive(
                     self.lock_path, timeout, "another reaper", "not acting (is one stuck?)",
-                    on_wait=lambda: log.info("another reaper is running; waiting for it "
-                                             "(up to %g s)", timeout)))
+                    on_wait=lambda: self._waiting(timeout)))
             except OSError as exc:
                 raise OutputError(f"cannot use --state-file {self.path}: {exc.strerror}; "
                                   "give a path this user can write") from None
@@ -238,6 +238,10 @@ class StateFile:
             if state != before:
                 write_private(self.real, json.dumps(state, indent=1, sort_keys=True) + "\n",
                               mode)
+
+    def _waiting(self, timeout: float) -> None:
+        self.waited = True
+        log.info("another reaper is running; waiting for it (up to %g s)", timeout)
 
     def _load(self) -> tuple:
         """(state, permission bits to write it with)."""

@@ -35,6 +35,12 @@ def push_settings(settings: Settings) -> PushSettings:
     if not s.influxdb_bucket:
         raise UsageError("--format influxdb needs --influxdb-bucket (InfluxDB 1.8: "
                          "DATABASE/RETENTION, e.g. telegraf/autogen)")
+    if s.influxdb_ca_file:
+        from apache_metrics_exporter.collect.http import tls_file_problem
+
+        why = tls_file_problem(s.influxdb_ca_file, "--influxdb-ca-file")
+        if why:  # a FIFO would block the push for ever in ssl's own open
+            raise UsageError(why)
     token = s.influxdb_token
     if s.influxdb_token_file:
         token = read_secret(s.influxdb_token_file, "--influxdb-token-file")

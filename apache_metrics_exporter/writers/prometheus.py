@@ -8,6 +8,11 @@ apache_exporter's names where it has the same figure, ``apache_*`` with base
 units for the rest; ``--prometheus-naming base-units`` renames the families
 whose apache_exporter names break Prometheus' base-unit rule.
 
+Request durations (intervals.py) are histograms: ``_bucket`` (with ``le``),
+``_sum`` and ``_count`` under one ``# TYPE ... histogram``, counting since the
+exporter's previous reading of the target began (a counter reset for rate()
+when there was none).
+
 Valid by construction: values are integers within int64 or the shortest
 repr() of a finite float (``1e+20``, never a 309-digit number), label values
 are printable (a newline as ``\\n``, other control characters as ``\\xHH``
@@ -26,7 +31,13 @@ from __future__ import annotations
 
 import math
 
-from apache_metrics_exporter.catalogue import INT64_MAX, PROMETHEUS_SCOREBOARD, fits, prom_family
+from apache_metrics_exporter.catalogue import (
+    HISTOGRAM,
+    INT64_MAX,
+    PROMETHEUS_SCOREBOARD,
+    fits,
+    prom_family,
+)
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import renamed, suffixed
 from apache_metrics_exporter.writers import MAX_TEXT, Settings
@@ -86,6 +97,18 @@ def _value(number: float) -> Optional[str]:
     return repr(value)
 
 
+def _bound(text: str) -> bool:
+    """A histogram bucket's ``le``: a finite number or ``+Inf``."""
+    if text == "+Inf":
+        return True
+    if not text or not set(text) <= set("0123456789.eE+-"):
+        return False  # (float() would take "1_0" and " 1", Go's ParseFloat not)
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
     """HELP: the description, then the unit of the name actually emitted."""
     return f"{help.rstrip('.')}. Unit: {unit}."
@@ -117,6 +140,9 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             if base_units and fam.base:
                 family, unit, factor = fam.base
                 scale *= factor
+            if fam.kind == HISTOGRAM and not all(_bound(v) for k, v in sample.labels
+                                                    if k == "le"):
+                continue  # a bucket bound must be a number (+Inf included)
             for key, value in sample.labels:
                 if metric.name == "scoreboard":
                     value = PROMETHEUS_SCOREBOARD.get(value, value)
@@ -128,8 +154,10 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             if number is None or series in seen:
                 continue
             seen.add(series)
-            families.setdefault(family, []).append(f"{series} {number}")
-            heads.setdefault(family, (fam.kind, help_text(fam.help, unit)))
+            # A histogram's _bucket, _sum and _count lines go under its one TYPE.
+            head = fam.name if fam.kind == HISTOGRAM else family
+            families.setdefault(head, []).append(f"{series} {number}")
+            heads.setdefault(head, (fam.kind, help_text(fam.help, unit)))
     out = []
     for family, lines in families.items():
         kind, help = heads[family]  # noqa: A001

@@ -26,11 +26,13 @@ from __future__ import annotations
 from apache_metrics_exporter.catalogue import (
     HEALTH_METRICS,
     INT64_MAX,
+    INTERVAL_METRICS,
     MEMORY_METRIC,
     MEMORY_STATS,
     NATIVE_GROUP,
     PROXY_METRICS,
     REAPER_METRICS,
+    SATURATION_METRICS,
     SCOREBOARD_METRICS,
     SERVER_METRICS,
     VHOST_METRICS,
@@ -219,7 +221,32 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
     if restarts:
         out += ["", f"# Apache restarts seen between collections {_TAG}."]
         out.extend(restarts)
+    # Interval figures (intervals.py): only when a previous reading allowed them.
+    interval = [f"{m.tab_key}\t{_format(plain[m.name])}" for m in INTERVAL_METRICS
+                if m.tab_key and not m.labels and m.name in plain]
+    if interval:
+        out += ["", f"# Since the previous collection: rates and request durations {_TAG}."]
+        out.extend(interval)
+    per_vhost = [line for m in INTERVAL_METRICS if m.tab_key and m.labels
+                 for line in rows(m.tab_key, labelled.get(m.name, ()), "vhost")]
+    if per_vhost:
+        out += ["", f"# Request durations per virtual host: vhost, value {_TAG}."]
+        out.extend(per_vhost)
     out += ["", f"# Collection health {_TAG}."]
     out.extend(f"{_key(m.name)}\t{_format(plain[m.name])}" for m in HEALTH_METRICS
                if m.name in plain)
+    # Saturation (docs/insight.md): per listening socket, then the sums and
+    # the reason; a socket that could not be read has no line at all.
+    saturation = []
+    for m in SATURATION_METRICS:
+        if "tab" in dict(m.absent) or not m.tab_key:
+            continue
+        if m.labels:
+            saturation.extend(rows(m.tab_key, labelled.get(m.name, ()), *m.labels))
+        elif m.name in plain:
+            saturation.append(f"{m.tab_key}\t{_text(plain[m.name])}")
+    if saturation:
+        out += ["", f"# Accept queue per listening address, and why the status page "
+                    f"could not be read {_TAG}."]
+        out.extend(saturation)
     return "\n".join(out) + "\n"

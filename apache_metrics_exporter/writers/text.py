@@ -1,7 +1,9 @@
 """A human summary: what apache-manager printed when run by hand, and more.
 
-Server state, scoreboard, workers per group with memory in human units,
-hanging workers, the slowest requests being served, and the reaper's totals.
+Server state (and why the page could not be read), the accept queue of
+Apache's listening sockets, scoreboard, workers per group with memory in
+human units, hanging workers, the slowest requests being served, and the
+reaper's totals.
 Columns are aligned and no line is wider than the terminal. Text from the page
 or a process title never reaches the terminal raw: control characters (ESC,
 CR, ...) are shown escaped (units.visible).
@@ -15,6 +17,7 @@ import time
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.collect.processes import memory_stats
+from apache_metrics_exporter.scrub import scrub
 from apache_metrics_exporter.units import format_bytes, format_duration, visible
 from apache_metrics_exporter.writers import Settings
 
@@ -85,17 +88,22 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
     out.append(head)
     stamp = _when(snap.timestamp, "%Y-%m-%d %H:%M:%S")
     if not snap.up:
-        out.append(f"DOWN at {stamp}: {snap.error}")
+        out.append(f"DOWN at {stamp} ({value('status_reason') or 'error'}): {snap.error}")
+        out.extend(accept_queue(samples))
     else:
         uptime = value("uptime") or value("server_uptime_seconds")
         out.append(f"up {format_duration(uptime) if uptime is not None else '?'} "
                    f"(status read {stamp})")
+        out.extend(accept_queue(samples))
         accesses, kbytes = value("total_accesses"), value("total_kbytes")
         if accesses is not None:
             out.append(f"requests: {accesses:,} since restart, "
                        f"{value('requests_per_second') or 0:g}/s on average; "
                        f"sent {format_bytes((kbytes or 0) * 1024)}; "
                        f"CPU load {value('cpu_load') or 0:g}%")
+        now = interval_line(value)
+        if now:
+            out.append(now)
         busy, idle = value("busy_workers"), value("idle_workers")
         slots = value("scoreboard_slots")
         util = value("utilisation")
@@ -110,8 +118,8 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                   if s.metric.name == "scoreboard"}
         out.append("scoreboard: " + ", ".join(
             f"{name} {counts[name]}" for _c, name in SCOREBOARD_STATES if counts.get(name)))
-    for warning in snap.warnings:
-        out.append(f"note: {warning}")
+    for warning in snap.warnings:  # page text: may echo a credential, as on stderr
+        out.append(f"note: {scrub(warning)}")
     groups = snap.processes.groups()
     if snap.processes.parent_pid is not None:
         out.append("")
@@ -150,6 +158,53 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
                    f"{value('reaper_would_kill_total') or 0} would-kill in dry runs; "
                    f"last run {when}")
     return [visible(line) for line in out]
+
+
+def accept_queue(samples: Sequence[Any]) -> List[str]:
+    """'accept queue: 3 waiting, limit 511 (127.0.0.1:80 3/511)': nothing when
+    the listening sockets could not be read (docs/insight.md)."""
+    total = next((s.value for s in samples if s.metric.name == "accept_queue_length_all"),
+                 None)
+    if total is None:
+        return []
+    limit = next((s.value for s in samples if s.metric.name == "accept_queue_limit_all"),
+                 None)
+    limits = {s.labels: s.value for s in samples if s.metric.name == "accept_queue_limit"}
+    each = [f"{dict(s.labels).get('listen', '?')} {s.value}"
+            + (f"/{limits[s.labels]}" if s.labels in limits else "")
+            for s in samples if s.metric.name == "accept_queue_length"]
+    full = " - FULL, new connections are dropped" if limit and total >= limit else ""
+    return [f"accept queue: {total} waiting"
+            + (f", limit {limit}" if limit is not None else "")
+            + f" ({', '.join(each)}){full}"]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def interval_line(value: Any) -> str:
+    """Rates and request durations since the previous collection ('' when
+    there was none to compare with: first collection, restart)."""
+    rate = value("interval_requests_per_second")
+    if rate is None:
+        return ""
+    text = f"now: {rate:.3g} requests/s"
+    sent = value("interval_bytes_per_second")
+    if sent is not None:
+        text += f", {format_bytes(sent)}/s"
+    mean = value("interval_request_duration_seconds")
+    if mean is not None:
+        text += f", mean {_ms(mean)}"
+    p50 = value("request_duration_p50_seconds")
+    if p50 is not None:
+        text += (f"; p50 {_ms(p50)} p90 {_ms(value('request_duration_p90_seconds'))} "
+                 f"p99 {_ms(value('request_duration_p99_seconds'))} "
+                 f"max {_ms(value('request_duration_max_seconds'))}")
+        share = value("request_duration_sampled_ratio")
+        if share is not None:
+            text += f" ({share * 100:.0f}% sampled)"
+    return f"{text} over {value('interval_seconds') or 0:.0f} s"
 
 
 def clip_width(settings: Optional[Settings] = None) -> Optional[int]:

@@ -1,0 +1,372 @@
+"""Figures of the interval between two collections: rates and request durations.
+
+Everything here compares the previous reading of a target (kept by
+restarts.py: in memory in the loops, in the collector state file for one-shot
+runs) with this collection's; restarts.track calls ``derive`` at its one
+comparison place, after it has ruled out a hard restart. Pure functions: no
+I/O, no clock.
+
+Rates: the ``Total Accesses``, ``Total kBytes`` and ``Total Duration`` deltas
+over the time between the two collections' start times. A delta that goes
+down (a counter reset the restart check did not see) leaves the rate out.
+
+Request durations: the worker table shows, per slot, how many requests the
+slot has served (``Acc`` a/b/c: this connection / this child / this slot, the
+third never reset while the server lives), how long its most recent request
+took (``Req``, ms) and, on 2.4.35+, the sum of its durations (``Dur``, ms).
+Between two collections, a slot whose count grew by n served n requests:
+
+- n = 1: that request's duration exactly (the ``Dur`` delta, or ``Req`` on
+  a slot between requests);
+- n > 1 with ``Dur``: its last request (``Req``) exactly and the n - 1 others
+  each at their mean, (``Dur`` delta - ``Req``) / (n - 1); a slot busy with a
+  new request (its ``Req`` is not the last one's): n at the mean;
+- n > 1 without ``Dur`` (2.2, 2.4.6-2.4.34): only the last one, and only on a
+  slot between requests.
+
+So the histogram's count and sum are exact wherever ``Dur`` is printed, and a
+slot serving many short requests beside one long one shows them all near
+their mean: percentiles are pulled towards the mean when slots serve several
+requests per interval (docs/insight.md gives the bounds).
+
+Slots are found by the ``Srv`` process slot and PID; a process slot whose PID
+changed (a new worker process) is skipped for that interval. Within one
+process, rows are in thread order, and a thread is on the page once it has
+served a request: the rows with a count pair up by position when their number
+did not change; otherwise the process is skipped for the interval (it began
+using more threads; only threaded MPMs). The exporter's own status requests
+(the --url path) are taken out of both the sample and the total.
+"""
+
+from __future__ import annotations
+
+import math
+
+from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
+from apache_metrics_exporter.collect.snapshot import Sample
+from apache_metrics_exporter.vhosts import OTHER, collected
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+# Modes of a slot between requests: its Req is its last request's.
+_BETWEEN = frozenset("_KCI.")
+# le labels of the buckets, +Inf last (as Prometheus writes them).
+LE = tuple(repr(b) for b in DURATION_BUCKETS) + ("+Inf",)
+HIST_LEN = len(LE) + 2  # bucket counts (not cumulative), sum of seconds, count
+MAX_SLOT_INTS = 3 * 32768  # per target: ServerLimit x ThreadsPerChild rows, and more
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
+def _acc(text: str) -> Optional[int]:
+    """The slot's count from ``Acc`` (``conn/child/slot``), None if unreadable."""
+    parts = text.split("/")
+    if len(parts) != 3 or not parts[2].isascii() or not parts[2].isdigit() \
+            or len(parts[2]) > 18:
+        return None
+    return int(parts[2])
+
+
+def _int(text: str) -> int:
+    """A Req/Dur cell as an int, -1 when absent or not a plain number."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
+
+
+def _srv(text: str) -> Optional[str]:
+    """The process slot of ``Srv`` (``slot-generation``)."""
+    slot = text.partition("-")[0]
+    return slot if slot.isascii() and slot.isdigit() and len(slot) <= 9 else None
+
+
+_cache: Dict[int, Tuple[Any, Any]] = {}
+
+
+def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]]:
+    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row),
+    ...])}; a process slot whose rows name two PIDs (a page changing as it was
+    written) is left out. Each cell is read once per table (slots and observe
+    share the result: reading cells is most of the cost)."""
+    cached = _cache.get(id(workers))
+    if cached is not None and cached[0] is workers:
+        return cached[1]
+    out: Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]] = {}
+    bad = set()
+    for row in workers:
+        if row.pid is None:
+            continue
+        plain = row.plain
+        count = _acc(plain("acc"))
+        if not count:
+            continue
+        srv = _srv(plain("srv"))
+        if srv is None:
+            continue
+        pid, rows = out.setdefault(srv, (row.pid, []))
+        if pid != row.pid:
+            bad.add(srv)
+        rows.append((count, _int(plain("req")), _int(plain("dur")), row))
+    for srv in bad:
+        del out[srv]
+    if len(_cache) > 8:
+        _cache.clear()
+    _cache[id(workers)] = (workers, out)  # the list is kept: its id stays its own
+    return out
+
+
+def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
+    """What the next collection compares with: {srv: [pid, count, req, dur, ...]}
+    (req, dur -1 when absent); None without a worker table or beyond the bound."""
+    if workers is None:
+        return None
+    out: Dict[str, List[int]] = {}
+    used = 0
+    for srv, (pid, rows) in _groups(workers).items():
+        used += 3 * len(rows) + 1
+        if used > MAX_SLOT_INTS:
+            return None  # a partial table would make the rest look new next time
+        flat = [pid]
+        for count, req, dur, _row in rows:
+            flat += (count, req, dur)
+        out[srv] = flat
+    return out
+
+
+def _request_path(request: str) -> str:
+    parts = request.split(" ")
+    return parts[1].partition("?")[0] if len(parts) >= 2 else ""
+
+
+def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, Any]]) -> Optional[float]:
+    """How many times ``Dur`` counts a request, as the slots that served one
+    request between the collections show it (their Dur delta against Req):
+    Apache 2.4.71 adds each request's duration twice (to Dur and to Total
+    Duration), so 0.5; 1.0 where it counts once; None when no slot tells."""
+    ratios = sorted((row_dur - max(dur0, 0)) / req
+                    for count0, dur0, count, req, row_dur, row in pairs
+                    if count - count0 == 1 and row.mode in _BETWEEN and req >= 5
+                    and row_dur >= 0 and (dur0 >= 0 or count0 == 0))
+    if not ratios:
+        return None
+    middle = ratios[len(ratios) // 2]
+    if 1.6 <= middle <= 2.4:
+        return 0.5
+    if 0.8 <= middle <= 1.25:
+        return 1.0
+    return None
+
+
+def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str = "",
+            scale: Optional[float] = None
+            ) -> Tuple[List[Tuple[float, int, str]], int, Optional[float]]:
+    """The requests the worker table shows since ``before``: a list of
+    (milliseconds, how many requests, vhost), how many of the interval's
+    requests were the exporter's own status requests (left out), and the
+    Dur scale (dur_scale; ``scale``, the one found before, when no slot tells;
+    None, taken as 1, until one has)."""
+    obs: List[Tuple[float, int, str]] = []
+    own = 0
+    matched: List[Tuple[int, int, int, int, int, Any]] = []
+    for srv, (pid, rows) in _groups(workers).items():
+        old = before.get(srv)
+        if old is None:
+            # Not on the previous page: none of its threads had served a request.
+            pairs = [(0, -1, count, req, dur, row) for count, req, dur, row in rows]
+        else:
+            if old[0] != pid or (len(old) - 1) // 3 != len(rows):
+                continue  # a new process in the slot, or more threads used: skipped
+            pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, req, dur, row)
+                     for i, (count, req, dur, row) in enumerate(rows)]
+        matched.extend(pairs)
+    found = dur_scale(matched)
+    scale = found if found is not None else scale
+    factor = 1.0 if scale is None else scale
+    for count0, dur0, count, req, dur, row in matched:
+        n = count - count0
+        if n <= 0:
+            continue
+        between = row.mode in _BETWEEN
+        vhost = row.vhost
+        if n <= 2 and own_path and _request_path(row.request) == own_path:
+            own += n  # our own ?auto and HTML requests (keep-alive: one worker)
+            continue
+        if dur >= 0 and (dur0 >= 0 or count0 == 0):
+            total = (dur - max(dur0, 0)) * factor
+            if total < 0:
+                continue
+            if n == 1:
+                obs.append((float(req) if between and req >= 0 else total, 1, vhost))
+            elif between and 0 <= req <= total:
+                obs.append((float(req), 1, vhost))
+                obs.append(((total - req) / (n - 1), n - 1, vhost))
+            else:
+                obs.append((total / n, n, vhost))
+        elif between and req >= 0:
+            obs.append((float(req), 1, vhost))
+    return obs, own, scale
+
+
+def _bucket(seconds: float) -> int:
+    for i, bound in enumerate(DURATION_BUCKETS):
+        if seconds <= bound:
+            return i
+    return len(DURATION_BUCKETS)
+
+
+def quantile(values: Sequence[Tuple[float, int]], q: float) -> float:
+    """Nearest-rank quantile of weighted values (sorted by value)."""
+    total = sum(w for _, w in values)
+    rank = max(1, math.ceil(q * total - 1e-9))
+    seen = 0
+    for value, weight in values:
+        seen += weight
+        if seen >= rank:
+            return value
+    return values[-1][0]
+
+
+def _stats(values: List[Tuple[float, int]]) -> Dict[str, float]:
+    values.sort()
+    out = {stat: round(quantile(values, QUANTILES[stat]) / 1000, 6)
+           for stat in DURATION_STATS if stat in QUANTILES}
+    out["max"] = round(values[-1][0] / 1000, 6)
+    return out
+
+
+def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> List[float]:
+    hist = list(hist) if hist and len(hist) == HIST_LEN else [0] * HIST_LEN
+    for ms, weight in values:
+        hist[_bucket(ms / 1000)] += weight
+        hist[-2] = round(hist[-2] + ms * weight / 1000, 6)
+        hist[-1] += weight
+    return hist
+
+
+def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
+    """Requests/s, bytes/s and mean duration over the interval (each left out
+    when either reading lacks it or it went down)."""
+    span = float(now["time"]) - float(before["time"])
+    if not span > 0:
+        return []
+    old, new = before["figures"], now["figures"]
+    out = [Sample(BY_NAME["interval_seconds"], round(span, 6))]
+
+    def delta(key: str) -> Optional[float]:
+        a, b = old.get(key), new.get(key)
+        return b - a if a is not None and b is not None and b >= a else None
+
+    accesses, kbytes, duration = delta("accesses"), delta("kbytes"), delta("duration_ms")
+    if accesses is not None:
+        out.append(Sample(BY_NAME["interval_requests_per_second"], round(accesses / span, 6)))
+    if kbytes is not None:
+        out.append(Sample(BY_NAME["interval_bytes_per_second"],
+                          round(kbytes * 1024 / span, 6)))
+    if duration is not None and accesses:
+        out.append(Sample(BY_NAME["interval_request_duration_seconds"],
+                          round(duration / accesses / 1000, 6)))
+    return out
+
+
+def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequence[Any]],
+           own_path: str, vhost_limit: int) -> List[Sample]:
+    """The interval's samples; sets ``now["hist"]``, the cumulative histograms
+    (carried over from ``before``) that Prometheus' buckets count."""
+    out = rates(before, now)
+    hist_before = before.get("hist") or {}
+    now["hist"] = dict(hist_before)
+    old_slots = before.get("slots")
+    if old_slots is None or workers is None:
+        return out
+    obs, own, scale = observe(old_slots, workers, own_path,
+                              before["figures"].get("dur_scale"))
+    now["figures"]["dur_scale"] = scale
+    if scale is not None and scale != 1.0:
+        for sample in out:
+            if sample.metric.name == "interval_request_duration_seconds":
+                out[out.index(sample)] = sample._replace(value=round(sample.value * scale, 6))
+    per: Dict[str, List[Tuple[float, int]]] = {}
+    everything: List[Tuple[float, int]] = []
+    for ms, weight, vhost in obs:
+        everything.append((ms, weight))
+        per.setdefault(collected(vhost), []).append((ms, weight))
+    sampled = sum(w for _, w in everything)
+    accesses = now["figures"].get("accesses")
+    previous = before["figures"].get("accesses")
+    if accesses is not None and previous is not None and accesses - previous - own > 0:
+        out.append(Sample(BY_NAME["request_duration_sampled_ratio"],
+                          round(min(1.0, sampled / (accesses - previous - own)), 6)))
+    out.append(Sample(BY_NAME["request_duration_sampled"], sampled))
+    hist = now["hist"]
+    hist[""] = _add(hist_before.get(""), everything)
+    out.extend(_hist_samples("request_duration", hist[""], ()))
+    if everything:
+        for stat, value in _stats(everything).items():
+            out.append(Sample(BY_NAME[f"request_duration_{stat}_seconds"], value))
+    if vhost_limit <= 0:
+        return out
+    ranked = sorted(per.items(), key=lambda item: (-sum(w for _, w in item[1]), item[0]))
+    shown = dict(ranked[:vhost_limit])
+    rest = [v for _, values in ranked[vhost_limit:] for v in values]
+    if rest:
+        shown[OTHER] = shown.get(OTHER, []) + rest
+    # The hosts shown now, then those shown before while there is room: their
+    # counters carry on (a host that comes back after being forgotten restarts
+    # from 0, which Prometheus' rate() takes as a counter reset).
+    kept = {"": hist[""]}
+    names = sorted(shown) + sorted(k for k in hist_before if k and k not in shown)
+    for name in names:
+        if name not in shown and len(kept) > vhost_limit + 1:
+            break
+        values = shown.get(name, [])
+        kept[name] = _add(hist_before.get(name), values)
+        label = (("vhost", name),)
+        out.extend(_hist_samples("vhost_request_duration", kept[name], label))
+        out.append(Sample(BY_NAME["vhost_request_duration_sampled"],
+                          sum(w for _, w in values), label))
+        if values:
+            for stat, value in _stats(values).items():
+                out.append(Sample(BY_NAME[f"vhost_request_duration_{stat}_seconds"],
+                                  value, label))
+    now["hist"] = kept
+    return out
+
+
+def _hist_samples(prefix: str, hist: List[float], label: Tuple[Tuple[str, str], ...]
+                  ) -> List[Sample]:
+    """Prometheus' cumulative buckets, sum and count of a stored histogram."""
+    out = []
+    running = 0
+    bucket = BY_NAME[f"{prefix}_bucket"]
+    for le, count in zip(LE, hist):
+        running += int(count)
+        out.append(Sample(bucket, running, label + (("le", le),)))
+    out.append(Sample(BY_NAME[f"{prefix}_sum"], float(hist[-2]), label))
+    out.append(Sample(BY_NAME[f"{prefix}_count"], int(hist[-1]), label))
+    return out
+
+
+def valid_slots(value: Any) -> bool:
+    """A stored slot table: {srv digits: [pid, (count, req, dur)...]} of ints, bounded."""
+    if type(value) is not dict:
+        return False
+    used = 0
+    for key, flat in value.items():
+        if type(key) is not str or type(flat) is not list or len(flat) % 3 != 1:
+            return False
+        used += len(flat)
+        if used > MAX_SLOT_INTS + len(value) or not all(type(x) is int for x in flat):
+            return False
+    return True
+
+
+def valid_hist(value: Any, limit: int = 1000) -> bool:
+    """Stored histograms: {vhost: [bucket counts..., sum, count]}, bounded."""
+    if type(value) is not dict or len(value) > limit:
+        return False
+    for key, hist in value.items():
+        if type(key) is not str or type(hist) is not list or len(hist) != HIST_LEN:
+            return False
+        if not all(type(x) in (int, float) and math.isfinite(x) and 0 <= x < 2.0 ** 62
+                   for x in hist):
+            return False
+    return True

@@ -1,0 +1,536 @@
+"""``--check``: the set-up walked through on private Apaches, one outcome each.
+
+Every test runs the command as a user would and reads its lines; the
+exposure check runs in network namespaces this test creates (a veth pair with
+link-local and ULA addresses), never against the host's own addresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from apache_metrics_exporter import check
+from tests.conftest import run_exporter
+from tests.harness.apache import ApacheServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+integration = pytest.mark.integration
+
+
+def lines(stdout: str) -> dict:
+    """{topic: (level, text)} of a --check output (the first line per topic:
+    the config file given by -c comes before the machine's own)."""
+    out: dict = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^(OK|WARN|FAIL)\s+([^:]+): (.*)$", line)
+        if m:
+            out.setdefault(m.group(2), (m.group(1), m.group(3)))
+    return out
+
+
+def run_check(*args: str, **kwargs) -> tuple:
+    proc = run_exporter("--check", *args, **kwargs)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, lines(proc.stdout), proc
+
+
+# --- a sound set-up and the usual failures -------------------------------------------------
+
+@integration
+def test_a_sound_setup_is_all_ok(prefork):
+    status, found, proc = run_check("--url", prefork.status_url)
+    assert status == 0, proc.stdout
+    assert "\nFAIL" not in proc.stdout and proc.stdout.rstrip().endswith(" 0 FAIL")
+    assert found["status page"][0] == "OK" and "Apache/2.4" in found["status page"][1]
+    assert found["HTML page"][0] == "OK"
+    assert found["ExtendedStatus"][0] == "OK"
+    assert found["worker table"][0] == "OK"
+    assert found["Apache process"] == ("OK", found["Apache process"][1])
+    assert f"PID {prefork.proc.pid} " in found["Apache process"][1]
+    assert found["access rules"][0] == "OK"
+    assert f"{prefork.root}/httpd.conf:" in found["access rules"][1]
+    assert "Require ip 127.0.0.1" in found["access rules"][1]
+    assert found["exposure"] == ("OK", "Apache listens on loopback addresses only: other "
+                                       "hosts cannot reach the status page")
+    assert found["access log"][0] == "OK" and "no CustomLog" in found["access log"][1]
+
+
+@integration
+def test_auto_url_and_plain_url_both_work(prefork):
+    # apache_exporter needs ?auto and Telegraf too; here either form works,
+    # and the check says so.
+    for url in (prefork.status_url, prefork.status_url + "?auto"):
+        status, found, proc = run_check("--url", url)
+        assert status == 0, proc.stdout
+        assert found["URL"][1].startswith(f"{prefork.status_url} ")
+        assert "works with or without ?auto" in found["URL"][1]
+
+
+@integration
+def test_403_names_the_location_and_its_require_line(prefork):
+    status, found, proc = run_check("--url", prefork.base_url + "/denied-status")
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and "HTTP 403" in text
+    conf = f"{prefork.root}/httpd.conf"
+    line = next(n for n, t in enumerate(Path(conf).read_text().splitlines(), 1)
+                if t.strip() == "<Location /denied-status>")
+    assert f"<Location /denied-status> at {conf}:{line} allows only: Require all denied" \
+        in text
+    assert "add 'Require local' there" in text
+
+
+@integration
+def test_redirect_to_a_trailing_slash_gives_the_url_to_use():
+    with ApacheServer("prefork", wsgi=False, redirect=True) as apache:
+        status, found, proc = run_check("--url", apache.base_url + "/moved-status")
+        assert status == 1
+        level, text = found["status page"]
+        assert level == "FAIL" and "HTTP 301" in text
+        assert f"give --url {apache.base_url}/moved-status/ (with the trailing slash" in text
+        status, found, proc = run_check("--url", apache.base_url + "/moved-status/")
+        assert status == 0, proc.stdout
+        assert found["status page"][0] == "OK"
+
+
+@integration
+def test_an_html_page_instead_of_the_status_page(prefork):
+    status, found, proc = run_check("--url", prefork.base_url + "/index.html")
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL"
+    assert "answers with an HTML page that is not mod_status's (title 'hello')" in text
+    assert f"/server-status at {prefork.root}/httpd.conf:" in text
+
+
+@integration
+def test_404_says_where_apache_serves_the_page(prefork):
+    status, found, proc = run_check("--url", prefork.base_url + "/no-such-status")
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and "HTTP 404" in text
+    assert f"give --url {prefork.base_url}/server-status" in text
+
+
+@integration
+def test_connection_refused():
+    port = free_port()
+    status, found, proc = run_check("--url", f"http://127.0.0.1:{port}/server-status")
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and f"connection to 127.0.0.1:{port} refused: Apache is not " \
+        "running, or it does not listen there" in text
+    assert found["Apache process"][0] == "WARN"
+    assert f"nothing listens on 127.0.0.1:{port}" in found["Apache process"][1]
+
+
+@integration
+def test_extended_status_off_says_what_is_lost():
+    with ApacheServer("prefork", wsgi=False, extended_status=False) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+    assert status == 0, proc.stdout  # a warning: the basic figures still come
+    level, text = found["ExtendedStatus"]
+    assert level == "WARN"
+    assert "lost are Total Accesses/kBytes/Duration" in text and "--max-time" in text
+    assert "fix: 'ExtendedStatus On'" in text
+    assert re.search(r"\(ExtendedStatus Off at .*/httpd\.conf:\d+\)", text)
+    assert "worker table" not in found
+
+
+@integration
+def test_require_all_granted_is_flagged():
+    with ApacheServer("prefork", wsgi=False, status_require="Require all granted") as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+    assert status == 0, proc.stdout  # only on loopback here: a warning
+    level, text = found["access rules"]
+    assert level == "WARN" and "lets every host read the page (Require all granted" in text
+    assert found["exposure"][0] == "OK"
+
+
+@integration
+@pytest.mark.parametrize("kept_out", [False, True])
+def test_access_log(kept_out):
+    mode = "excluded" if kept_out else "all"
+    with ApacheServer("prefork", wsgi=False, access_log=mode) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+        log = (apache.root / "logs" / "access.log").read_text()
+        root = apache.root
+    assert status == 0, proc.stdout
+    level, text = found["access log"]
+    if kept_out:
+        assert level == "OK", text
+        assert "env=!dontlog at" in text and "(checked: this check's request is not there)" \
+            in text
+        assert "ame-check=" not in log
+    else:
+        assert level == "WARN", text
+        assert f"{root}/logs/access.log" in text
+        assert "this check's request was found there" in text
+        assert 'SetEnvIf Request_URI "^/server\\-status" dontlog' in text
+        assert "env=!dontlog" in text
+        assert "ame-check=" in log
+
+
+@integration
+def test_discovered_url(prefork, tmp_path):
+    ports = tmp_path / "ports.conf"
+    ports.write_text(f"Listen 127.0.0.1:{prefork.port}\n")
+    status, found, proc = run_check("--ports-config", str(ports))
+    assert status == 0, proc.stdout
+    assert found["URL"][1].startswith(f"{prefork.status_url} (found in the Listen "
+                                      f"directives of {ports})")
+
+
+def test_no_url_to_be_found_is_a_failure(tmp_path):
+    status, found, proc = run_check("--ports-config", str(tmp_path / "none.conf"))
+    assert status == 1
+    assert found["URL"][0] == "FAIL" and "does not exist" in found["URL"][1]
+
+
+def test_check_takes_no_long_running_mode():
+    proc = run_exporter("--check", "--url", "http://127.0.0.1:9/server-status", "--interval",
+                        "10")
+    assert proc.returncode == 2
+    assert "--check diagnoses the set-up once; it takes no --interval" in proc.stderr
+
+
+# --- files ----------------------------------------------------------------------------------
+
+@integration
+def test_state_and_config_files(prefork, tmp_path):
+    state = tmp_path / "reaper-state.json"
+    state.write_text("{}")
+    state.chmod(0o666)
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("user = monitor\npassword = s3cret\n")
+    conf.chmod(0o644)
+    status, found, proc = run_check("--url", prefork.status_url, "--state-file", str(state),
+                                    "-c", str(conf))
+    assert status == 1
+    assert found["reaper state"] == (
+        "FAIL", f"reaper state {state} is writable by group or others (mode 0666); run: "
+                f"chmod go-w {state}")
+    assert found["config file"][0] == "WARN"
+    assert f"{conf} holds password and is readable by others (mode 0644); run: chmod 600" \
+        in found["config file"][1]
+    assert "s3cret" not in proc.stdout + proc.stderr
+    state.chmod(0o600)
+    conf.chmod(0o600)
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    status, found, proc = run_check("--url", prefork.status_url, "--state-file", str(state),
+                                    "-c", str(conf), "--format", "influxdb", "--spool-dir",
+                                    str(spool))
+    assert status == 0, proc.stdout
+    assert found["reaper state"][0] == "OK" and "mode 0600, trusted" in found["reaper state"][1]
+    assert found["config file"][0] == "OK"
+    assert found["spool directory"][0] == "OK"
+    spool.chmod(0o777)
+    status, found, proc = run_check("--url", prefork.status_url, "--format", "influxdb",
+                                    "--spool-dir", str(spool))
+    assert status == 1
+    assert found["spool directory"] == (
+        "FAIL", f"spool directory {spool} is writable by group or others (mode 0777); run: "
+                f"chmod go-w {spool}")
+
+
+# --- an unprivileged user --------------------------------------------------------------------
+
+@integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_unprivileged_user_learns_what_needs_root(prefork, runnable_copy):
+    files = Path(tempfile.mkdtemp(prefix="ame-check-"))  # pytest's tmp is root's only
+    files.chmod(0o777)
+    try:
+        _unprivileged(prefork, runnable_copy, files)
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+
+
+def _unprivileged(prefork, runnable_copy, files: Path) -> None:
+    common = ["--check", "--url", prefork.status_url, "--state-file",
+              str(files / "state.json"), "--collector-state", str(files / "cs.json")]
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(runnable_copy), *common], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    found = lines(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    level, text = found["Apache process"]
+    assert level == "WARN" and "reading other users' /proc/PID/fd needs root" in text
+    assert found["reaper"][0] == "WARN"
+    assert "apache-worker-reaper must run as root" in found["reaper"][1]
+    assert found["access rules"][0] == "WARN"  # the configuration is not proven
+    assert found["this user"][0] == "WARN" and "run as root" in found["this user"][1]
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(runnable_copy), *common, "--pid-file", str(prefork.pid_file)],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    found = lines(proc.stdout)
+    assert found["Apache process"][0] == "OK"
+    assert "named by --pid-file" in found["Apache process"][1]
+    assert found["this user"][0] == "WARN" and "--memory pss/uss fall back to RSS" \
+        in found["this user"][1]
+    assert "www-data" in found["reaper"][1]
+
+
+# --- exposure, in network namespaces of the test's own --------------------------------------
+
+NS_A, NS_B = f"ame-chk-{os.getpid()}-a", f"ame-chk-{os.getpid()}-b"
+ADDR_A, ADDR_B = "169.254.77.1", "169.254.77.2"  # link-local: never routed
+ULA_A, ULA_B = "fd00:a3e:77::1", "fd00:a3e:77::2"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def namespaces():
+    """Two network namespaces joined by a veth pair created inside them (the
+    host's own interfaces and addresses are never touched); deleted after."""
+    try:
+        _ip("netns", "add", NS_A)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"network namespaces are not available here ({exc})")
+    try:
+        _ip("netns", "add", NS_B)
+        pid = os.getpid() % 100000
+        va, vb = f"amc{pid}a", f"amc{pid}b"
+        _ip("link", "add", va, "netns", NS_A, "type", "veth", "peer", "name", vb,
+            "netns", NS_B)
+        for ns, dev, v4, v6 in ((NS_A, va, ADDR_A, ULA_A), (NS_B, vb, ADDR_B, ULA_B)):
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
+            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+        yield
+    finally:
+        for ns in (NS_A, NS_B):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+# Runs inside NS_A: a private Apache on every address of that namespace,
+# --check against it, and what a client in NS_B (another host) really gets.
+IN_NAMESPACE = r"""
+import json, subprocess, sys
+from tests.harness.apache import ApacheServer
+require, other_ns, address = sys.argv[1:]
+with ApacheServer("prefork", wsgi=False, listen_all=True, status_require=require) as a:
+    check = subprocess.run([sys.executable, "-m", "apache_metrics_exporter", "--check",
+                            "--url", a.status_url], capture_output=True, text=True,
+                           timeout=120)
+    remote = subprocess.run(["ip", "netns", "exec", other_ns, "curl", "-s", "-o",
+                             "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                             f"http://{address}:{a.port}/server-status?auto"],
+                            capture_output=True, text=True, timeout=30)
+    print(json.dumps({"status": check.returncode, "stdout": check.stdout,
+                      "stderr": check.stderr, "remote": remote.stdout, "port": a.port}))
+"""
+
+
+def exposure(require: str) -> dict:
+    proc = subprocess.run(["ip", "netns", "exec", NS_A, sys.executable, "-c", IN_NAMESPACE,
+                           require, NS_B, ADDR_A], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert "Traceback" not in result["stderr"], result["stderr"]
+    result["found"] = lines(result["stdout"])
+    return result
+
+
+@integration
+def test_exposure_require_all_granted_fails(namespaces):
+    result = exposure("Require all granted")
+    assert result["remote"] == "200"  # another host really reads it
+    level, text = result["found"]["exposure"]
+    assert level == "FAIL" and result["status"] == 1
+    port = result["port"]
+    assert f"answers on {ADDR_A}:{port}, [{ULA_A}]:{port}, and <Location /server-status>" \
+        in text
+    assert "lets every host read it (Require all granted" in text
+    assert "put 'Require local' there" in text
+
+
+@integration
+def test_exposure_require_local_answers_only_this_host(namespaces):
+    result = exposure("Require local")
+    assert result["remote"] == "403"
+    level, text = result["found"]["exposure"]
+    assert level == "OK" and result["status"] == 0, result["stdout"]
+    assert f"answers on {ADDR_A}:{result['port']}" in text
+    assert "to this host itself" in text and "refuses other hosts (Require local" in text
+
+
+@integration
+def test_exposure_loopback_only_rule_refuses_other_addresses(namespaces):
+    result = exposure("Require ip 127.0.0.1 ::1")
+    assert result["remote"] == "403"
+    level, text = result["found"]["exposure"]
+    assert level == "OK" and result["status"] == 0, result["stdout"]
+    port = result["port"]
+    assert text == (f"the status page does not answer on this host's other addresses "
+                    f"({ADDR_A}:{port} HTTP 403, [{ULA_A}]:{port} HTTP 403)")
+
+
+@integration
+def test_exposure_to_a_subnet_is_a_warning(namespaces):
+    result = exposure("Require ip 127.0.0.1 ::1 169.254.77.0/24")
+    assert result["remote"] == "200"
+    level, text = result["found"]["exposure"]
+    assert level == "WARN" and result["status"] == 0, result["stdout"]
+    assert "lets other hosts read it (Require ip 127.0.0.1 ::1 169.254.77.0/24" in text
+
+
+# --- the configuration reader, on written configurations --------------------------------------
+
+def status_config(tmp_path: Path, text: str) -> check.StatusConfig:
+    (tmp_path / "apache2.conf").write_text(text)
+    conf = check.StatusConfig(str(tmp_path), {"APACHE_LOG_DIR": "/var/log/apache2"})
+    conf.read(str(tmp_path / "apache2.conf"))
+    return conf
+
+
+DEBIAN_STATUS = """
+LoadModule status_module /usr/lib/apache2/modules/mod_status.so
+<IfModule mod_status.c>
+    <Location /server-status>
+        SetHandler server-status
+        Require local
+        #Require ip 192.0.2.0/24
+    </Location>
+    ExtendedStatus On
+</IfModule>
+SetEnvIf Request_URI "^/server-status" dontlog
+CustomLog ${APACHE_LOG_DIR}/access.log combined env=!dontlog
+<VirtualHost *:80>
+    CustomLog ${APACHE_LOG_DIR}/other.log combined
+</VirtualHost>
+"""
+
+
+def test_config_reader_finds_location_rules_and_logs(tmp_path):
+    conf = status_config(tmp_path, DEBIAN_STATUS)
+    section = conf.status_section("/server-status")
+    assert section is not None and section.where == f"{tmp_path}/apache2.conf:4"
+    assert section.verdict() == ("local", f"Require local at {tmp_path}/apache2.conf:6")
+    assert conf.status_paths() == [("/server-status", f"{tmp_path}/apache2.conf:4")]
+    assert [(log.target, log.condition, log.vhost) for log in conf.logs] == [
+        ("/var/log/apache2/access.log", "env=!dontlog", ""),
+        ("/var/log/apache2/other.log", "", "*:80")]
+    assert check._env_set(conf, "/server-status", "127.0.0.1")["dontlog"][0] is True
+    assert "dontlog" not in check._env_set(conf, "/index.html", "127.0.0.1")
+
+
+def test_config_reader_sections_end_with_their_file(tmp_path):
+    # An unclosed section in an included file does not swallow the includer's rest.
+    (tmp_path / "broken.conf").write_text("<VirtualHost *:8080>\n<Location /x>\n")
+    conf = status_config(tmp_path, "Include broken.conf\n<Location /server-status>\n"
+                                   "SetHandler server-status\nRequire all granted\n"
+                                   "</Location>\nCustomLog logs/access.log combined\n")
+    assert conf.status_section("/server-status").verdict()[0] == "open"
+    assert [(log.target, log.vhost) for log in conf.logs] == [("logs/access.log", "")]
+    assert conf.path_of("logs/access.log") == f"{tmp_path}/logs/access.log"
+
+
+@pytest.mark.parametrize("rules,verdict", [
+    ("Require local", "local"),
+    ("Require ip 127.0.0.1 ::1", "local"),
+    ("Require ip 127", "local"),
+    ("Require ip 127.0.0.1 192.0.2.0/24", "wide"),
+    ("Require host example.org", "wide"),
+    ("Require all granted", "open"),
+    ("Require all denied", "denied"),
+    ("Require valid-user", "login"),
+    ("Require env monitoring", "unknown"),
+    ("Require local\nRequire all granted", "open"),  # RequireAny: the widest
+    ("<RequireAll>\nRequire all granted\nRequire local\n</RequireAll>", "local"),
+    ("<RequireAll>\nRequire ip 192.0.2.0/24\nRequire not ip 192.0.2.1\n</RequireAll>",
+     "wide"),
+    ("Order deny,allow\nDeny from all\nAllow from 127.0.0.1", "local"),
+    ("Allow from all", "open"),
+])
+def test_require_verdicts(tmp_path, rules, verdict):
+    conf = status_config(tmp_path, f"<Location /server-status>\nSetHandler server-status\n"
+                                   f"{rules}\n</Location>\n")
+    assert conf.status_section("/server-status").verdict()[0] == verdict
+
+
+def test_location_matching():
+    section = check.Section("location", "/server-status", "f:1", "")
+    assert section.matches("/server-status") and section.matches("/server-status/")
+    assert not section.matches("/server")
+    regex = check.Section("locationmatch", "^/(status|server-status)$", "f:1", "")
+    assert regex.matches("/status") and not regex.matches("/statusx")
+
+
+# --- the consumer's configuration ----------------------------------------------------------
+
+def consumer(tmp_path: Path, fmt: str, monkeypatch) -> list:
+    monkeypatch.setattr(check, "ETC", str(tmp_path))
+    out = io.StringIO()
+    check.check_consumer(check.Report(out), argparse.Namespace(format=fmt))
+    return out.getvalue().splitlines()
+
+
+def test_consumer_not_installed(tmp_path, monkeypatch):
+    assert consumer(tmp_path, "collectd", monkeypatch) == [
+        f"WARN consumer: collectd is not installed here (no {tmp_path}/collectd); install "
+        "it, then copy contrib/collectd/apache-metrics-exporter.conf to "
+        f"{tmp_path}/collectd/collectd.conf.d/"]
+    assert consumer(tmp_path, "tab", monkeypatch) == []  # a file for scripts as well
+
+
+def test_consumer_file_in_place(tmp_path, monkeypatch):
+    shipped = (ROOT / "contrib" / "collectd" / "apache-metrics-exporter.conf").read_text()
+    (tmp_path / "collectd" / "collectd.conf.d").mkdir(parents=True)
+    (tmp_path / "collectd" / "collectd.conf.d" / "apache-metrics-exporter.conf").write_text(
+        shipped)
+    (out,) = consumer(tmp_path, "collectd", monkeypatch)
+    assert out.startswith("OK   consumer: ") and "collectd reads that directory" in out
+
+
+def test_consumer_file_where_it_is_not_read(tmp_path, monkeypatch):
+    shipped = (ROOT / "contrib" / "telegraf" / "apache-metrics-exporter.conf").read_text()
+    (tmp_path / "telegraf" / "telegraf.d").mkdir(parents=True)
+    (tmp_path / "telegraf" / "apache-metrics-exporter.conf").write_text(shipped)
+    (out,) = consumer(tmp_path, "influx", monkeypatch)
+    assert out == (f"FAIL consumer: {tmp_path}/telegraf/apache-metrics-exporter.conf names "
+                   "apache-metrics-exporter, but Telegraf does not read it there: move it to "
+                   f"{tmp_path}/telegraf/telegraf.d/apache-metrics-exporter.conf")
+
+
+def test_consumer_without_the_file(tmp_path, monkeypatch):
+    (tmp_path / "zabbix" / "zabbix_agentd.conf.d").mkdir(parents=True)
+    (out,) = consumer(tmp_path, "tab", monkeypatch)
+    assert out == (f"WARN consumer: no Zabbix agent configuration under {tmp_path}/zabbix "
+                   "runs apache-metrics-exporter: copy "
+                   "contrib/zabbix/apache-metrics-exporter.conf to "
+                   f"{tmp_path}/zabbix/zabbix_agentd.conf.d/")
+
+
+def test_debian_stock_configuration(tmp_path):
+    # Debian 12's own /etc/apache2 (a copy): status.conf's Require local, and
+    # access logs with no condition, so collections are logged.
+    from tests.test_discovery import debian_tree
+
+    etc = debian_tree(tmp_path)
+    conf = check.StatusConfig(str(etc), {"APACHE_LOG_DIR": "/var/log/apache2"})
+    conf.read(str(etc / "apache2.conf"))
+    section = conf.status_section("/server-status")
+    assert section.where == f"{etc}/mods-enabled/status.conf:5"
+    assert section.verdict() == ("local", f"Require local at {etc}/mods-enabled/status.conf:7")
+    assert [(log.target, log.condition) for log in conf.logs] == [
+        ("/var/log/apache2/other_vhosts_access.log", ""), ("/var/log/apache2/access.log", "")]
+    assert not conf.extended_off
