@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh Debian machine (as root):
 #   make demo   - a throwaway Apache on a loopback port, the exporter run against it
 #   make test   - install what the tests need and run the whole suite
+#   make dist   - the wheel and the sdist in dist/ (metadata checked by twine)
+#   make deb    - the Debian package in dist/, built from that sdist (lintian-checked)
 # `make deps` (both need it) installs only the APT_PACKAGES that are missing,
 # never upgrades an installed one, starts no service and leaves none enabled at
 # boot that was not before: see scripts/install-deps.sh.
@@ -13,12 +15,17 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
   collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse \
   python3-yaml python3-bcrypt tmux prometheus prometheus-apache-exporter zabbix-agent \
-  zabbix-server-pgsql zabbix-frontend-php php-pgsql postgresql php-cli php8.2-cgi
+  zabbix-server-pgsql zabbix-frontend-php php-pgsql postgresql php-cli php8.2-cgi \
+  python3-build python3-setuptools python3-wheel twine debhelper dh-python lintian \
+  python3-certifi python3-dateutil python3-urllib3 python3-typing-extensions
+# What `make dist` and `make deb` need (all of them are in APT_PACKAGES too).
+DIST_PACKAGES := python3-build python3-setuptools python3-wheel twine
+DEB_PACKAGES := $(DIST_PACKAGES) python3-pip debhelper dh-python lintian
 PYTEST_ARGS ?=
 
 FUZZ_EXAMPLES ?= 20000
 
-.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs clean
+.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs dist deb clean
 
 deps:
 	@sh scripts/install-deps.sh $(APT_PACKAGES)
@@ -65,5 +72,19 @@ bench: venv
 docs: pyenv
 	$(PY) scripts/gen_docs.py
 
+# Built with Debian's python3-build and setuptools (--no-isolation): no
+# download, the same tools on every machine of a release.
+dist:
+	@sh scripts/install-deps.sh $(DIST_PACKAGES)
+	rm -rf dist build
+	$(SYSTEM_PYTHON) -m build --no-isolation --outdir dist .
+	twine check --strict dist/*
+
+# The .deb from the sdist above: scripts/build-deb.sh, packaging/debian/.
+deb:
+	@sh scripts/install-deps.sh $(DEB_PACKAGES)
+	$(MAKE) dist
+	sh scripts/build-deb.sh dist
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache build dist

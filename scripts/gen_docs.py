@@ -123,6 +123,7 @@ def _roff(text: str) -> str:
 SUMMARY = {
     "apache-metrics-exporter": "Apache httpd mod_status and process metrics for monitoring",
     "apache-worker-reaper": "kill Apache workers over memory or request-time thresholds",
+    "apache-manager": "the apache-manager 2.2 compatible front end of apache-metrics-exporter",
 }
 
 
@@ -165,6 +166,27 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
     return "\n".join(out) + "\n"
 
 
+def manager_man_page() -> str:
+    """apache-manager(1): its --help text as it is (a getopt command line has
+    no parser to walk), so the page never says other than the command."""
+    from apache_metrics_exporter.manager import HELP
+
+    name = "apache-manager"
+    body = HELP.split("\n", 1)[1].strip("\n")  # the "Usage:" line is the synopsis
+    return "\n".join([
+        f'.TH {name.upper()} 1 "" "{name} {__version__}" "User Commands"',
+        ".SH NAME", f"{_roff(name)} \\- {_roff(SUMMARY[name])}",
+        ".SH SYNOPSIS", f".B {_roff(name)}", "[\\fIOPTIONS\\fR]",
+        ".SH DESCRIPTION", ".nf", _roff(body), ".fi",
+        ".SH FILES", "/etc/apache-manager.ini, ~/.apache-manager.ini, "
+        "~/.config/apache-manager.ini, apache-manager.d/*.ini beside them; "
+        "/etc/apache-metrics-exporter.conf for the other settings",
+        ".SH SEE ALSO",
+        ", ".join(f"{n}(1)" for n in SUMMARY if n != name)
+        + "; docs/migration.md in the project's source for every old line and its new one.",
+    ]) + "\n"
+
+
 def outputs() -> dict:
     """{path: content} of every generated file."""
     from apache_metrics_exporter.config import build_parser, build_reaper_parser
@@ -175,6 +197,7 @@ def outputs() -> dict:
             man_page(build_parser(), "apache-metrics-exporter"),
         ROOT / "docs" / "man" / "apache-worker-reaper.1":
             man_page(build_reaper_parser(), "apache-worker-reaper"),
+        ROOT / "docs" / "man" / "apache-manager.1": manager_man_page(),
     }
 
 

@@ -84,8 +84,10 @@ def unit_command(defaults: Path) -> tuple:
     becomes the variable's words, ``${NAME}`` one word."""
     text = UNIT.read_text()
     env = dict(re.findall(r'^Environment="?(\w+)=(.*?)"?$', text, re.M))
-    (env_file,) = re.findall(r"^EnvironmentFile=-?(.*)$", text, re.M)
-    assert env_file == str(DEBIAN_DEFAULTS)
+    # Debian's file, then ours (the .deb installs it all commented out: it
+    # changes nothing until the operator sets something there).
+    env_files = re.findall(r"^EnvironmentFile=-?(.*)$", text, re.M)
+    assert env_files == [str(DEBIAN_DEFAULTS), "/etc/default/apache-metrics-exporter-endpoint"]
     env.update(environment_file(defaults))
     (line,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
     words = []

@@ -311,18 +311,25 @@ def test_cron_lines_name_the_programs_in_full():
     assert "/var/lib/prometheus/node-exporter/" in README.read_text()  # Debian's directory
 
 
-def test_install_steps_link_every_program_the_configs_use():
+def test_install_steps_give_every_program_the_configs_use():
+    # One command per way, each installing what `make deb` / `make dist` build
+    # (tests/test_packaging.py checks the file names and what they install).
     readme = README.read_text()
     install = readme.split("## Install", 1)[1].split("\n## ", 1)[0]
     assert "python3-venv" in install
-    steps = code_blocks(install, ("sh",))[0].replace("\\\n", " ")
-    linked = set()
-    for ln in (line for line in steps.splitlines() if line.startswith("ln -s")):
-        assert ln.split()[-1] == "/usr/local/bin/"
-        linked |= {os.path.basename(w) for w in ln.split()[2:-1]}
+    steps = code_blocks(install, ("sh",))[0]
+    commands = [ln for ln in steps.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(commands) == 3
+    deb, pipx, pip = commands
+    assert deb == "apt-get install ./dist/apache-metrics-exporter_*_all.deb"
+    assert "PIPX_BIN_DIR=/usr/local/bin " in pipx
+    assert pipx.endswith("pipx install ./dist/apache_metrics_exporter-*.whl")
+    assert pip.endswith("/bin/pip install ./dist/apache_metrics_exporter-*.whl")
+    # pipx links every console script into /usr/local/bin, where the configs
+    # and documented lines call them.
     scripts = re.search(r"console_scripts =\n((?:[ \t]+\S.*\n)+)",
                         (CONTRIB.parent / "setup.cfg").read_text()).group(1)
-    assert linked == {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
+    linked = {line.split("=")[0].strip() for line in scripts.strip().splitlines()}
     used = set()
     texts = [text for _, text in documented_texts()]
     texts += [p.read_text() for p in CONTRIB.rglob("*") if p.is_file()]
