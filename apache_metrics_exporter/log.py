@@ -10,6 +10,10 @@ import sys
 
 from apache_metrics_exporter.scrub import scrub
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from typing import Dict, Optional, Pattern
+
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
           CRITICAL: "critical"}
@@ -38,10 +42,28 @@ class Logger:
         self.prog = "apache-metrics-exporter"
         self.level = WARNING
         self.telegraf = False
+        self.front_end = ""  # a front end's name, kept whoever calls setup()
+        self.options: Dict[str, str] = {}
+        self._options_re: Optional[Pattern[str]] = None
+
+    def speak_as(self, prog: str, options: Dict[str, str]) -> None:
+        """Say every later message as ``prog``, with each option name in
+        ``options`` (``--output``) replaced by its value (``-f``): a front end
+        (apache-manager) runs the other commands in-process, and its user
+        typed neither their names nor their options."""
+        import re
+
+        self.front_end = prog  # "": back to each command's own name
+        self.prog = prog or self.prog
+        self.options = dict(options)
+        names = sorted(self.options, key=len, reverse=True)
+        alternatives = "|".join(re.escape(n) for n in names)
+        self._options_re = (re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+                            if names else None)
 
     def setup(self, verbose: int, quiet: int, prog: str, style: str = "plain") -> None:
         """-v lowers the threshold by one level, -q raises it (-qq: silent)."""
-        self.prog = prog
+        self.prog = self.front_end or prog
         self.level = max(DEBUG, min(WARNING + 10 * (quiet - verbose), CRITICAL + 10))
         self.telegraf = style == "telegraf"
 
@@ -50,6 +72,8 @@ class Logger:
             return
         # Every line may carry a peer's echo of a credential: scrubbed here too.
         text = printable(scrub(message % args if args else message))
+        if self._options_re is not None:
+            text = self._options_re.sub(lambda m: self.options[m.group(0)], text)
         if self.telegraf:
             line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
         else:
