@@ -15,11 +15,15 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Dict, Optional, Pattern
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
-_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
-          CRITICAL: "critical"}
+# Shown at the default level like a warning, but not one: what a long-running
+# mode says once when it starts (where --listen listens); -q hides it.
+NOTICE = 35
+_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", NOTICE: "notice",
+          ERROR: "error", CRITICAL: "critical"}
 # Telegraf's execd (and exec with log_stderr) logs a stderr line at the level
 # its prefix names; unprefixed lines are logged as errors.
-_TELEGRAF = {DEBUG: "D!", INFO: "I!", WARNING: "W!", ERROR: "E!", CRITICAL: "E!"}
+_TELEGRAF = {DEBUG: "D!", INFO: "I!", WARNING: "W!", NOTICE: "I!", ERROR: "E!",
+             CRITICAL: "E!"}
 LOG_FORMATS = ("plain", "telegraf")
 
 # Control characters (C0, DEL, C1) and Unicode line breaks, shown escaped: a
@@ -45,6 +49,7 @@ class Logger:
         self.front_end = ""  # a front end's name, kept whoever calls setup()
         self.options: Dict[str, str] = {}
         self._options_re: Optional[Pattern[str]] = None
+        self._warned: set = set()
 
     def speak_as(self, prog: str, options: Dict[str, str]) -> None:
         """Say every later message as ``prog``, with each option name in
@@ -54,6 +59,7 @@ class Logger:
         import re
 
         self.front_end = prog  # "": back to each command's own name
+        self._warned = set()
         self.prog = prog or self.prog
         self.options = dict(options)
         names = sorted(self.options, key=len, reverse=True)
@@ -74,6 +80,12 @@ class Logger:
         text = printable(scrub(message % args if args else message))
         if self._options_re is not None:
             text = self._options_re.sub(lambda m: self.options[m.group(0)], text)
+        if level == WARNING and self.front_end:
+            # A front end runs (and first checks) several commands, each of
+            # which reads the same config: each warning once.
+            if text in self._warned:
+                return
+            self._warned.add(text)
         if self.telegraf:
             line = f"{_TELEGRAF.get(level, 'I!')} [{self.prog}] {text}\n"
         else:
@@ -92,6 +104,9 @@ class Logger:
 
     def warning(self, message: str, *args: object) -> None:
         self.log(WARNING, message, *args)
+
+    def notice(self, message: str, *args: object) -> None:
+        self.log(NOTICE, message, *args)
 
     def error(self, message: str, *args: object) -> None:
         self.log(ERROR, message, *args)

@@ -55,8 +55,10 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                      target.url)
             page = read_page(fetcher)
         if page.error:  # a missing worker table is a setting, not a failure
+            # The consequence first: the reason may end in a question
+            # ("is Apache running and listening there?").
             (log.warning if page.error.endswith(NO_TABLE) else log.error)(
-                "%s; native workers are left alone this run", page.error)
+                "native workers are left alone this run: %s", page.error)
         workers, fetched_at = page.workers, page.received
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid],
