@@ -448,3 +448,52 @@ def test_grouped_short_config_option_fifo_does_not_hang(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the run blocked on a FIFO given as '-vc FIFO'")
     assert result.returncode == 2 and "FIFO" in result.stderr
+
+
+# --- the rough edges a newcomer hit (issue 21) ---------------------------------------
+
+def test_a_bad_config_value_names_the_file_and_key(tmp_path):
+    # argparse says "argument --timeout", which nobody typed: the file and key
+    # (or the variable) that set the value are what to fix.
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("url = http://127.0.0.1:9/server-status\ntimeout = soon\n")
+    conf.chmod(0o600)
+    proc = run_exporter("-c", str(conf))
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: config file {conf}, key timeout: "
+                           "not a timespan: 'soon' (examples: 30s, 5m, 1h) (see --help)\n")
+    conf.write_text("memory = lots\ninsecure = maybe\n")
+    proc = run_exporter("-c", str(conf), "--url", "http://127.0.0.1:9/server-status")
+    assert f"config file {conf}, key " in proc.stderr and "argument" not in proc.stderr
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status",
+                        env=exporter_env(APACHE_METRICS_TIMEOUT="-1"))
+    assert proc.stderr.startswith("apache-metrics-exporter: error: environment variable "
+                                  "APACHE_METRICS_TIMEOUT: not a timespan: '-1'")
+    # Typed on the command line (over the file's value): argparse's words fit.
+    conf.write_text("timeout = soon\n")
+    proc = run_exporter("-c", str(conf), "--timeout", "0", "--url", "http://127.0.0.1:9/s")
+    assert "error: argument --timeout: must be more than 0 seconds" in proc.stderr
+
+
+def _ipv6_loopback_port() -> int:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+
+def test_ipv6_addresses_are_bracketed_in_errors(tmp_path):
+    port = _ipv6_loopback_port()
+    url = f"http://[::1]:{port}/server-status"
+    proc = run_exporter("--url", url, "--format", "tab", "-f", str(tmp_path / "m.txt"))
+    assert f"connection to [::1]:{port} refused: is Apache running" in proc.stderr
+    # The reaper puts what it does before the reason, which ends in a question.
+    from tests.test_reaper import reap
+
+    proc = reap("--url", url, "--max-time", "1h", "--dry-run", "--state-file",
+                str(tmp_path / "s.json"))
+    assert (f"error: native workers are left alone this run: connection to [::1]:{port} "
+            "refused: is Apache running and listening there?\n") in proc.stderr
+    assert "?;" not in proc.stderr
