@@ -95,9 +95,14 @@ Options:
 
 Extensions (not in apache-manager 2.2):
 
-  --url=URL                  the status page (default: the first Listen line
-                             of /etc/apache2/ports.conf, as before)
-  --ports-config=PATH        where to find that Listen line
+  --url=URL                  the status page (default: found from Apache's
+                             configuration, read as Apache reads it - its
+                             includes and <IfModule> sections followed; of
+                             its Listen addresses one where something
+                             listens, plain http first)
+  --ports-config=PATH        where that search starts (default
+                             /etc/apache2/ports.conf, else
+                             /etc/httpd/conf/httpd.conf)
   --state-file=PATH          the reaper's counters (default
                              /var/lib/apache-metrics-exporter/reaper-state.json)
   --version                  show the version and exit
@@ -430,8 +435,8 @@ def _first_url(ports_config: Optional[str]) -> str:
 
 def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
     """Validate every run before any of them starts, as the new commands see
-    it (their config file and environment included): the first Listen line
-    as the URL when none is configured, as apache-manager did; no loop
+    it (their config file and environment included): the URL found from
+    Apache's Listen directives when none is configured (discover_urls); no loop
     settings; the reaper skipped when it has no threshold at all."""
     from apache_metrics_exporter import config
 

@@ -560,8 +560,13 @@ def test_collect_writes_the_original_file(prefork, tmp_path):
 
 @pytest.mark.integration
 def test_ports_conf_gives_the_url_as_before(prefork, tmp_path):
+    # As --help and docs/migration.md say: not simply the first Listen line,
+    # but one where something listens, plain http first.
+    assert "one where something\n                             listens" in \
+        run_manager("--help").stdout
     ports = tmp_path / "ports.conf"
-    ports.write_text(f"# comment\nListen 127.0.0.1:{prefork.port}\n\n<IfModule ssl_module>\n"
+    ports.write_text(f"# comment\nListen 127.0.0.1:{free_port()}\n"
+                     f"Listen 127.0.0.1:{prefork.port}\n\n<IfModule ssl_module>\n"
                      f"\tListen 127.0.0.1:{free_port()} https\n</IfModule>\n")
     out = tmp_path / "m.txt"
     proc = run_manager("-c", "-f", str(out), "--ports-config", str(ports), "--state-file",
