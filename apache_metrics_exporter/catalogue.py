@@ -477,7 +477,7 @@ REAPER_METRICS: Tuple[Metric, ...] = (
        influx="apache_reaper.runs", collectd="derive-reaper_runs",
        prom='apache_reaper_runs_total'),
     _m("reaper_last_run_timestamp_seconds", GAUGE, "seconds", int,
-       "When the reaper last ran (epoch); dry runs leave it, as they leave runs.",
+       "When the reaper last ran (epoch).",
        influx="apache_reaper.last_run", collectd="gauge-reaper_last_run",
        prom='apache_reaper_last_run_timestamp_seconds'),
 )
