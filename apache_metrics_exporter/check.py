@@ -234,7 +234,7 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
         report.add(OK, topic, f"{url} answers with mod_status's page"
                    + (f" ({what})" if what else ""))
         return
-    status, where = page.status, f"{fetcher.host}:{fetcher.port}"
+    status, where = page.status, _hostport(fetcher.host, fetcher.port)
     section = conf.status_section(path) if conf is not None else None
     if status in (301, 302, 303, 307, 308):
         from urllib.parse import urljoin

@@ -77,7 +77,49 @@ class _Parser(configargparse.ArgParser):
     well be ``pasword``."""
 
     def error(self, message: str):  # noqa: ANN201 - argparse's signature
-        raise UsageError(f"{_without_values(message)} (see --help)")
+        raise UsageError(f"{self._named_by_source(_without_values(message))} (see --help)")
+
+    def _named_by_source(self, message: str) -> str:
+        """argparse names the option (``argument --timeout: ...``) even when the
+        value came from a config file or the environment, where the user wrote
+        a key or a variable: name what they wrote, and where."""
+        import re
+
+        match = re.match(r"argument (\S+): ", message)
+        key = re.match(r"config key '([^']*)': ", message)
+        if key:  # ours (_without_values): a config key, file unknown
+            found = self._config_key(lambda name, _action: name == key.group(1))
+            return (f"config file {found[0]}, key {found[1]}: {message[key.end():]}"
+                    if found else message)
+        if not match:
+            return message
+        action = next((a for a in self._actions if a.option_strings
+                       and "/".join(a.option_strings) == match.group(1)), None)
+        if action is None:
+            return message
+        rest = message[match.end():]
+        sources = self.get_source_to_settings_dict()
+        typed = sources.get("command_line", {}).get("", (None, []))[1]
+        for arg in typed or ():
+            for flag in action.option_strings:
+                if arg == flag or arg.startswith(flag + "=") or (
+                        len(flag) == 2 and arg.startswith(flag)):
+                    return message  # the user typed the option: argparse's words fit
+        for var, (act, _value) in sources.get("environment_variables", {}).items():
+            if act is action:
+                return f"environment variable {var}: {rest}"
+        found = self._config_key(lambda _name, act: act is action)
+        return f"config file {found[0]}, key {found[1]}: {rest}" if found else message
+
+    def _config_key(self, wanted: Callable[[str, Any], bool]) -> Optional[Tuple[str, str]]:
+        """(path, key) of the first config file setting ``wanted`` accepts."""
+        for source, settings in self.get_source_to_settings_dict().items():
+            kind, _, path = source.partition("|")
+            if kind == "config_file":
+                for name, (action, _value) in settings.items():
+                    if wanted(name, action):
+                        return path, name
+        return None
 
     def parse_args(self, args=None, namespace=None, **kwargs):  # noqa: ANN001,ANN201
         """configargparse's parse_args, with unknown options named without values."""

@@ -629,11 +629,19 @@ def serve(listeners: Listeners) -> int:
     signal.signal(signal.SIGINT, stop)
     threads = []
     for server in servers:
+        # One line at the default level (-q hides it): where, and for what.
         host, port = server.server_address[:2]
         scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
         shown = f"[{host!s}]" if ":" in str(host) else str(host)
-        log.info("listening on %s://%s:%d%s", scheme, shown, port,
-                 getattr(server.RequestHandlerClass, "metrics_path", "/metrics"))
+        handler = server.RequestHandlerClass
+        endpoint = getattr(handler, "endpoint", None)
+        urls = [t.url for t in getattr(endpoint, "targets", ())]  # no userinfo; log scrubs
+        patterns = getattr(endpoint, "patterns", ())
+        log.notice("listening on %s://%s:%d%s for %s%s", scheme, shown, port,
+                   getattr(handler, "metrics_path", "/metrics"),
+                   ", ".join(urls) or "no configured target",
+                   f"; /probe?target= for URLs matching {', '.join(patterns)}" if patterns
+                   else "")
         thread = threading.Thread(target=server.serve_forever,
                                   kwargs={"poll_interval": server.poll_interval}, daemon=True)
         thread.start()

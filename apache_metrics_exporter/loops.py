@@ -46,10 +46,14 @@ def collectd_interval() -> Optional[float]:
 _said: set = set()  # warnings already given (long-running modes repeat none)
 
 
-def report(snap: Snapshot) -> None:
+def report(snap: Snapshot, shown: bool = False) -> None:
     """The snapshot's problems on stderr: why the page could not be read, as one
     line, then warnings, once each. While the page is down the warnings (about
-    configuration, not about the outage) wait for -v, so the outage stands alone."""
+    configuration, not about the outage) wait for -v, so the outage stands alone.
+    ``shown``: the output itself shows them on the terminal stderr goes to
+    (the text summary), so they are not said twice."""
+    if shown:
+        return
     if snap.error:
         log.error("%s", snap.error)
     for warning in snap.warnings:
@@ -100,9 +104,11 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], options: Options,
     else:
         snapshots = stopper.blocking(collect_all, fetchers, options)
     track_restarts(args, snapshots, memory)
+    tells = getattr(writer, "tells_problems", None)  # the text summary's
+    shown = bool(tells and tells(Settings.of(args)))
     for snap in snapshots:
         snap.samples.extend(extra)
-        report(snap)
+        report(snap, shown)
     text = writer.render(snapshots, Settings.of(args))
     if sink is not None:
         sink.send(text, snapshots)

@@ -95,9 +95,14 @@ Options:
 
 Extensions (not in apache-manager 2.2):
 
-  --url=URL                  the status page (default: the first Listen line
-                             of /etc/apache2/ports.conf, as before)
-  --ports-config=PATH        where to find that Listen line
+  --url=URL                  the status page (default: found from Apache's
+                             configuration, read as Apache reads it - its
+                             includes and <IfModule> sections followed; of
+                             its Listen addresses one where something
+                             listens, plain http first)
+  --ports-config=PATH        where that search starts (default
+                             /etc/apache2/ports.conf, else
+                             /etc/httpd/conf/httpd.conf)
   --state-file=PATH          the reaper's counters (default
                              /var/lib/apache-metrics-exporter/reaper-state.json)
   --version                  show the version and exit
@@ -257,6 +262,26 @@ class Settings:
         self.state_file: Optional[str] = None
         self.help = False
         self.version = False
+        self.typed: Dict[str, str] = {}  # attribute or action -> the option as typed
+
+    def option_names(self) -> Dict[str, str]:
+        """The new commands' option names -> the apache-manager option the user
+        typed for the same setting (else its long name): the collector and
+        the reaper speak of ``--output`` where the user gave ``-f``."""
+        typed = self.typed
+        active = typed.get("max_memory_active", "--max-memory-active")
+        return {
+            "--output": typed.get("data_file", "--data-file"),
+            "--watch": typed.get("watch", "--watch"),
+            "--zabbix-discovery": typed.get("discovery", "--zabbix-discovery"),
+            "--max-memory-active": active,
+            "--max-memory-wsgi": active,  # the original held daemons to -a
+            "--max-memory-idle": typed.get("max_memory_idle", "--max-memory-idle"),
+            "--max-time": typed.get("max_time", "--max-time"),
+            "--hanging-threshold": typed.get("hanging_threshold",
+                                             "--hanging-worker-threshold"),
+            "--dry-run": typed.get("dry_run", "--dry-run"),
+        }
 
 
 # option -> (attribute, parser, what the value should look like)
@@ -297,6 +322,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
     given = set()
     for option, value in pairs:
         if option in _ACTIONS:
+            s.typed[_ACTIONS[option]] = option
             if _ACTIONS[option] not in s.actions:
                 s.actions.append(_ACTIONS[option])
         elif option in _VALUE_OPTIONS:
@@ -306,10 +332,13 @@ def parse_args(argv: Sequence[str]) -> Settings:
             except ValueError as exc:
                 raise UsageError(f"{option} expects {what}: {exc}") from None
             given.add(attr)
+            s.typed[attr] = option
         elif option in ("-f", "--data-file"):
             s.data_file = value
+            s.typed["data_file"] = option
         elif option in ("-n", "--dry-run", "--simulate"):
             s.dry_run = True
+            s.typed["dry_run"] = option
         elif option in ("-v", "--verbose"):
             s.verbose += 1
         elif option in ("-q", "--quiet"):
@@ -406,8 +435,8 @@ def _first_url(ports_config: Optional[str]) -> str:
 
 def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
     """Validate every run before any of them starts, as the new commands see
-    it (their config file and environment included): the first Listen line
-    as the URL when none is configured, as apache-manager did; no loop
+    it (their config file and environment included): the URL found from
+    Apache's Listen directives when none is configured (discover_urls); no loop
     settings; the reaper skipped when it has no threshold at all."""
     from apache_metrics_exporter import config
 
@@ -443,12 +472,20 @@ def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``apache-manager`` with the original's options; return the exit status."""
+    log.speak_as(PROG, {})  # the collector's and the reaper's messages too
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        log.speak_as("", {})
+
+
+def _main(argv: List[str]) -> int:
     from apache_metrics_exporter import __version__
 
     log.setup(1, 0, PROG)
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         s = parse_args(argv)
+        log.speak_as(PROG, s.option_names())
         if s.help:
             sys.stdout.write(HELP)
             return EXIT_OK

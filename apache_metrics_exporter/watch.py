@@ -15,7 +15,7 @@ import time
 
 from apache_metrics_exporter.collect.snapshot import collect
 from apache_metrics_exporter.units import format_bytes, visible
-from apache_metrics_exporter.writers.text import process_rows, slow_clients, summary, table
+from apache_metrics_exporter.writers.text import clip, process_rows, slow_clients, summary, table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -34,8 +34,11 @@ def screen_lines(snap: Any, sort: str, hanging_threshold: float) -> List[str]:
     else:
         rows.sort(key=lambda r: (-(r[5] if r[5] is not None else -1), -r[2], r[0]))
     kind = snap.processes.memory_kind.upper()
+    # BUSY: busy threads of the process's own threads (ThreadsPerChild; 1 on
+    # prefork); the count alone where the pages do not tell how many it has.
     body = table(("PID", "GROUP", kind, "BUSY", "SECS", "REQUEST"),
-                 [(pid, group, format_bytes(mem), f"{busy}/{threads}" if threads else "-",
+                 [(pid, group, format_bytes(mem),
+                   f"{busy}/{threads}" if threads else str(busy) if busy else "-",
                    "" if ss is None else ss, f"{vhost} {request}".strip())
                   for pid, group, mem, busy, threads, ss, request, vhost in rows],
                  right=(0, 2, 4))
@@ -93,7 +96,8 @@ def _draw(stdscr: Any, lines: List[str]) -> None:
     for y, line in enumerate(lines[:height]):
         try:
             # The last cell of the screen cannot be written without an error.
-            stdscr.addnstr(y, 0, line, width - 1 if y == height - 1 else width,
+            room = width - 1 if y == height - 1 else width
+            stdscr.addnstr(y, 0, clip(line, room), room,
                            curses.A_BOLD if y == 0 or line.startswith("PID ") else 0)
         except curses.error:
             pass

@@ -129,12 +129,13 @@ def test_config_file_with_unknown_key(tmp_path, listener):
     assert hits == []
 
 
-def test_config_file_with_bad_value_names_the_option(tmp_path, listener):
+def test_config_file_with_bad_value_names_the_file_and_key(tmp_path, listener):
     url, hits = listener
     conf = tmp_path / "exporter.conf"
     conf.write_text("timeout = never\n")
     proc = run_exporter("--url", url, "--config", str(conf))
-    assert proc.returncode == 2 and "--timeout" in one_error_line(proc)
+    assert proc.returncode == 2
+    assert f"config file {conf}, key timeout: not a timespan" in one_error_line(proc)
     assert hits == []
 
 
@@ -142,7 +143,7 @@ def test_environment_sets_options_and_command_line_wins(listener):
     url, hits = listener
     env = exporter_env(APACHE_METRICS_URL=f"[{url}]", APACHE_METRICS_TIMEOUT="never")
     proc = run_exporter(env=env)
-    assert proc.returncode == 2 and "--timeout" in proc.stderr
+    assert proc.returncode == 2 and "environment variable APACHE_METRICS_TIMEOUT: " in proc.stderr
     assert hits == []
     proc = run_exporter("--timeout", "1", "--no-processes", env=env)
     assert proc.returncode == 0
@@ -221,7 +222,7 @@ def test_mistyped_config_key_is_named_without_its_value(tmp_path, listener):
 
 @pytest.mark.parametrize("content,message", [
     ("# monitoring\n=S3cret-line\n", "config file {conf}, line 2: expected 'key = value'"),
-    ("insecure = S3cret\n", "config key 'insecure': expected true, false"),
+    ("insecure = S3cret\n", "config file {conf}, key insecure: expected true, false"),
     ("password = [S3cret, S3cret2]\n", "config key 'password' takes one value, not a list"),
 ])
 def test_config_content_is_located_not_quoted(tmp_path, listener, content, message):
@@ -448,3 +449,52 @@ def test_grouped_short_config_option_fifo_does_not_hang(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the run blocked on a FIFO given as '-vc FIFO'")
     assert result.returncode == 2 and "FIFO" in result.stderr
+
+
+# --- the rough edges a newcomer hit (issue 21) ---------------------------------------
+
+def test_a_bad_config_value_names_the_file_and_key(tmp_path):
+    # argparse says "argument --timeout", which nobody typed: the file and key
+    # (or the variable) that set the value are what to fix.
+    conf = tmp_path / "exporter.conf"
+    conf.write_text("url = http://127.0.0.1:9/server-status\ntimeout = soon\n")
+    conf.chmod(0o600)
+    proc = run_exporter("-c", str(conf))
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: config file {conf}, key timeout: "
+                           "not a timespan: 'soon' (examples: 30s, 5m, 1h) (see --help)\n")
+    conf.write_text("memory = lots\ninsecure = maybe\n")
+    proc = run_exporter("-c", str(conf), "--url", "http://127.0.0.1:9/server-status")
+    assert f"config file {conf}, key " in proc.stderr and "argument" not in proc.stderr
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status",
+                        env=exporter_env(APACHE_METRICS_TIMEOUT="-1"))
+    assert proc.stderr.startswith("apache-metrics-exporter: error: environment variable "
+                                  "APACHE_METRICS_TIMEOUT: not a timespan: '-1'")
+    # Typed on the command line (over the file's value): argparse's words fit.
+    conf.write_text("timeout = soon\n")
+    proc = run_exporter("-c", str(conf), "--timeout", "0", "--url", "http://127.0.0.1:9/s")
+    assert "error: argument --timeout: must be more than 0 seconds" in proc.stderr
+
+
+def _ipv6_loopback_port() -> int:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+
+def test_ipv6_addresses_are_bracketed_in_errors(tmp_path):
+    port = _ipv6_loopback_port()
+    url = f"http://[::1]:{port}/server-status"
+    proc = run_exporter("--url", url, "--format", "tab", "-f", str(tmp_path / "m.txt"))
+    assert f"connection to [::1]:{port} refused: is Apache running" in proc.stderr
+    # The reaper puts what it does before the reason, which ends in a question.
+    from tests.test_reaper import reap
+
+    proc = reap("--url", url, "--max-time", "1h", "--dry-run", "--state-file",
+                str(tmp_path / "s.json"))
+    assert (f"error: native workers are left alone this run: connection to [::1]:{port} "
+            "refused: is Apache running and listening there?\n") in proc.stderr
+    assert "?;" not in proc.stderr

@@ -543,3 +543,37 @@ def test_a_loop_rechecks_the_tls_files_at_every_load(fifo):
         with open(fifo, "w"):
             pass
     assert outcome and "is not a regular file" in outcome[0], outcome
+
+
+def _start_line(*args: str, env=None) -> tuple:
+    """The exporter's stderr up to its first line (or its end), then its whole
+    stderr once stopped."""
+    port = free_port()
+    proc = subprocess.Popen([EXPORTER, "--listen", f"127.0.0.1:{port}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env or exporter_env())
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # ready when the port accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+    return port, err
+
+
+def test_it_says_where_it_listens_and_for_what():
+    # One line at the default level: the address, the scheme, the targets
+    # (credentials never shown) and what /probe accepts; -q hides it.
+    env = exporter_env(APACHE_METRICS_URL="http://mon:s3cret@127.0.0.1:9/server-status")
+    port, err = _start_line("--probe-allow", "http://127.0.0.1:*/server-status", env=env)
+    assert err == (f"apache-metrics-exporter: notice: listening on http://127.0.0.1:{port}"
+                   "/metrics for http://127.0.0.1:9/server-status; /probe?target= for URLs "
+                   "matching http://127.0.0.1:*/server-status\n")
+    _port, err = _start_line("-q", env=env)
+    assert err == ""

@@ -390,3 +390,128 @@ def test_demo_redirected_has_no_escape_sequences(tmp_path):
     assert "\033" not in text_out
     assert "==> tab format" in text_out and "# Global Apache server metrics." in text_out
     assert text_out.count("[exit status 0]") >= 8
+
+
+# --- the rough edges a newcomer hit (issue 21) ---------------------------------------
+
+def _page_snapshot(mpm: str, extra_pids=()):
+    """A snapshot of the captured 2.4.71 pages of one MPM (4 x 5 threads on
+    worker/event: tests/data/README.md), its children the table's PIDs."""
+    from types import SimpleNamespace
+
+    from apache_metrics_exporter.collect.status import parse_auto, parse_html
+
+    data = ROOT / "tests" / "data"
+    auto = parse_auto((data / f"2.4.71-{mpm}-ext-on.auto.txt").read_text())
+    html = parse_html((data / f"2.4.71-{mpm}-ext-on.html").read_bytes())
+    pids = sorted({r.pid for r in html.workers if r.pid}) + list(extra_pids)
+    children = [SimpleNamespace(pid=p, group="native", memory=1 << 20) for p in pids]
+    children.append(SimpleNamespace(pid=4242, group=WSGI_GROUP, memory=1 << 20))
+    return SimpleNamespace(auto=auto, workers=html.workers,
+                           event_processes=html.event_processes,
+                           processes=SimpleNamespace(children=children))
+
+
+@pytest.mark.parametrize("mpm, threads", [("prefork", 1), ("worker", 5), ("event", 5)])
+def test_watch_busy_is_out_of_the_process_threads(mpm, threads):
+    # The worker table lists only slots that have served a request: on the
+    # captured event page PID 5510 has 4 rows of its 5 threads, and a child
+    # that served nothing has none. The denominator is ThreadsPerChild.
+    snap = _page_snapshot(mpm)
+    rows = {r[0]: r for r in text.process_rows(snap)}
+    native = [r for r in rows.values() if r[1] == "native"]
+    assert native and all(r[4] == threads for r in native)
+    assert rows[4242][4] is None  # a mod_wsgi daemon has no worker threads
+
+
+def test_watch_busy_on_a_debian_sized_worker_scoreboard():
+    # ThreadsPerChild 25, ThreadLimit 64, ServerLimit 16: two live children
+    # of 25 threads in runs of 64 slots; only the 25 are the child's.
+    from types import SimpleNamespace
+
+    board = ("W" + "_" * 24 + "." * 39) * 2 + "." * 64 * 14
+    snap = SimpleNamespace(
+        auto=SimpleNamespace(info={"ServerMPM": "worker"}, scoreboard=board),
+        workers=[], event_processes=None,
+        processes=SimpleNamespace(children=[SimpleNamespace(pid=p, group="native", memory=1)
+                                            for p in (11, 12)]))
+    assert text.threads_per_process(snap) == {11: 25, 12: 25}
+    # A third child the scoreboard does not show: no guess.
+    snap.processes.children.append(SimpleNamespace(pid=13, group="native", memory=1))
+    assert text.threads_per_process(snap) == {}
+
+
+def test_a_cut_line_is_marked(monkeypatch):
+    assert text.clip("abcdef", 6) == "abcdef"
+    assert text.clip("abcdef", 4) == "abc…"
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    full = [ln.rstrip() for ln in text.summary(example_snapshot())]
+    shown = text.render([example_snapshot()]).splitlines()
+    assert all(len(line) <= 60 for line in shown)
+    for whole, line in zip(full, shown):
+        assert line == whole if len(whole) <= 60 else line.endswith("…")
+
+
+def on_terminal(argv, env, columns: int = 80, user=None, timeout: float = 60) -> str:
+    """What ``argv`` shows on a terminal (a pty that is stdin, stdout and
+    stderr), CRLF as LF; as ``user`` (a pwd entry) when given."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = dict(env, COLUMNS=str(columns), LINES="40")
+
+    def drop() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            preexec_fn=drop if user is not None else None, cwd="/")
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        proc.wait(timeout=timeout)
+    return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_apache_down_is_said_once_on_a_terminal(tmp_path):
+    from tests.harness.apache import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/server-status"
+    argv = [sys.executable, "-m", "apache_metrics_exporter", "--url", url,
+            "--state-file", str(tmp_path / "none.json")]
+    shown = on_terminal(argv, exporter_env(), columns=100)
+    assert shown.count(f"connection to 127.0.0.1:{port} refused") == 1, shown
+    down = next(ln for ln in shown.splitlines() if ln.startswith("DOWN"))
+    assert len(down) == 100 and down.endswith("…")  # 116 characters whole
+    assert "error:" not in shown
+    # stderr elsewhere (a log, a pipe): it keeps its line.
+    proc = run_exporter("--format", "text", "--url", url)
+    assert proc.stderr.count("refused: is Apache running") == 1
+
+
+@pytest.mark.integration
+def test_an_unprivileged_user_is_warned_once(prefork, tmp_path):
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as another user")
+    nobody = pwd.getpwnam("nobody")
+    argv = [sys.executable, "-m", "apache_metrics_exporter.manager", "--url",
+            prefork.status_url, "--state-file", "/nonexistent/reaper-state.json"]
+    env = exporter_env(APACHE_MANAGER_INI="", APACHE_METRICS_COLLECTOR_STATE="")
+    shown = on_terminal(argv, env, columns=400, user=nobody)
+    assert shown.count("cannot see which process listens") == 1, shown
+    assert "warning:" not in shown

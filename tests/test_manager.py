@@ -502,6 +502,35 @@ def test_a_malformed_ini_file_is_one_clear_line(ini_home, content, message):
     assert "\x1b" not in line and "'" + "max-memory-idle 1M" not in line
 
 
+def test_it_speaks_with_its_own_name_and_options(tmp_path):
+    # The collector and the reaper run inside apache-manager: their messages
+    # carry apache-manager's name and the option its user typed.
+    url = f"http://127.0.0.1:{free_port()}/server-status"
+    state = str(tmp_path / "s.json")
+    missing = tmp_path / "no" / "m.txt"
+    for flag in ("-f", "--data-file"):
+        proc = run_manager("-c", flag, str(missing), "--url", url, "--state-file", state)
+        assert proc.returncode == 2
+        assert proc.stderr == (f"apache-manager: error: {flag} {missing}: directory "
+                               f"{missing.parent} does not exist\n")
+    for flag in ("-w", "--watch"):
+        proc = run_manager(flag, "--url", url, "--state-file", state)
+        assert proc.stderr == f"apache-manager: error: {flag} needs a terminal\n"
+    proc = run_manager("-k", "-n", "-a", "1M", "--url", url, "--state-file", state)
+    lines = stderr_lines(proc)
+    assert lines and all(ln.startswith("apache-manager: ") for ln in lines), lines
+    assert any("native workers are left alone this run: connection to" in ln for ln in lines)
+
+
+def test_a_front_end_says_each_warning_once(tmp_path):
+    # -c runs the collector's options through two parsers (the check before
+    # any run, then the run): a warning about them is said once.
+    env = manager_env(APACHE_METRICS_NO_SUCH_SETTING="1")
+    proc = run_manager("-c", "-f", "-", "--url", f"http://127.0.0.1:{free_port()}/s",
+                       "--state-file", str(tmp_path / "s.json"), env=env)
+    assert proc.stderr.count("APACHE_METRICS_NO_SUCH_SETTING") == 1, proc.stderr
+
+
 # ---------------------------------------------------------------------------
 # The front end on a private Apache
 
@@ -531,8 +560,13 @@ def test_collect_writes_the_original_file(prefork, tmp_path):
 
 @pytest.mark.integration
 def test_ports_conf_gives_the_url_as_before(prefork, tmp_path):
+    # As --help and docs/migration.md say: not simply the first Listen line,
+    # but one where something listens, plain http first.
+    assert "one where something\n                             listens" in \
+        run_manager("--help").stdout
     ports = tmp_path / "ports.conf"
-    ports.write_text(f"# comment\nListen 127.0.0.1:{prefork.port}\n\n<IfModule ssl_module>\n"
+    ports.write_text(f"# comment\nListen 127.0.0.1:{free_port()}\n"
+                     f"Listen 127.0.0.1:{prefork.port}\n\n<IfModule ssl_module>\n"
                      f"\tListen 127.0.0.1:{free_port()} https\n</IfModule>\n")
     out = tmp_path / "m.txt"
     proc = run_manager("-c", "-f", str(out), "--ports-config", str(ports), "--state-file",
@@ -578,7 +612,8 @@ def test_collect_and_kill_in_one_run(own_apache, tmp_path):
     proc = run_manager("-k", "-n", "--url", own_apache.status_url, "--state-file", str(state),
                        env=manager_env(**{manager.INI_ENV: str(ini)}))
     assert proc.returncode == 0, proc.stderr
-    assert f"would kill mod_wsgi daemon {pid} " in proc.stderr and psutil.pid_exists(pid)
+    assert f"apache-manager: info: would kill mod_wsgi daemon {pid} " in proc.stderr
+    assert psutil.pid_exists(pid) and "apache-worker-reaper" not in proc.stderr
     proc = run_manager("-c", "-k", "-f", str(out), "--url", own_apache.status_url,
                        "--state-file", str(state),
                        env=manager_env(**{manager.INI_ENV: str(ini)}))

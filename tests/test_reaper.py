@@ -593,7 +593,9 @@ def test_dry_run_signals_nothing_and_counts_would_kill(server, tmp_path):
     totals = state_of(state)["totals"]
     assert totals["would_kill"] == len(would)
     assert totals["kills"] == {"native_active": 0, "native_idle": 0, "wsgi": 0}
-    assert state_of(state)["last_run"]["result"] == "dry-run"
+    # Kept apart: a dry run moves neither the last-run time nor its kills.
+    assert state_of(state)["last_dry_run"]["result"] == "dry-run"
+    assert state_of(state)["last_run"] is None
 
 
 @pytest.mark.integration

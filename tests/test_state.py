@@ -77,6 +77,8 @@ CORRUPT = {
     "time-infinite": dumps(valid(last_run__time=1e400)).replace(b"Infinity", b"1e400"),
     "time-nan": dumps(valid(last_run__time=float("nan"))),
     "result-with-newline": dumps(valid(last_run__result="ok\nbusy-workers\t999")),
+    "dry-run-string": dumps(valid(last_dry_run="x")),
+    "dry-run-time-string": dumps(valid(last_dry_run={"time": "x"})),
     "runs-negative": dumps(valid(totals__runs=-1)),
     "runs-beyond-int64": dumps(valid(totals__runs=2**64)),
     "runs-string": dumps(valid(totals__runs="7")),
@@ -251,6 +253,27 @@ def test_reaper_samples_of_a_good_file(tmp_path):
     assert values[("reaper_kills_total", (("kind", "wsgi"),))] == 2
     assert values[("reaper_last_run_timestamp_seconds", ())] == 1_700_000_100
     assert all(type(v) is int for v in values.values())
+
+
+def test_a_dry_run_moves_no_reported_figure_but_would_kill(tmp_path):
+    # DESIGN: dry runs change no counter but would-kill. The last run's time
+    # and kills (workers-killed-* in the tab file) stay those of the last run
+    # that could act, so they agree with reaper_runs_total (docs/tab.md).
+    path = tmp_path / "s.json"
+    s = valid()
+    state.record_run(s, state.RunCounts(time=1_700_000_900, dry_run=True, checked=3,
+                                        would_kill=2, result="dry-run"))
+    s["totals"]["would_kill"] += 2
+    path.write_bytes(dumps(s))
+    values = {(m.metric.name, m.labels): m.value for m in reaper_samples(str(path))}
+    assert values[("reaper_last_run_timestamp_seconds", ())] == 1_700_000_100
+    assert values[("reaper_runs_total", ())] == 7
+    assert values[("reaper_last_run_kills", (("kind", "wsgi"),))] == 1
+    assert values[("reaper_would_kill_total", ())] == 2
+    assert json.loads(path.read_text())["last_dry_run"]["would_kill"] == 2
+    # A real run is the last run.
+    state.record_run(s, state.RunCounts(time=1_700_001_000, checked=3))
+    assert s["last_run"]["time"] == 1_700_001_000
 
 
 def test_no_state_file_means_nothing_was_killed(tmp_path):
@@ -607,7 +630,7 @@ def test_real_reaper_dry_run_saves_its_counters_through_a_symlinked_directory(
                     "--state-file", str(where / "reaper-state.json"))
         assert proc.returncode == 0, proc.stderr
     saved = json.loads((real / "reaper-state.json").read_text())
-    assert saved["last_run"]["result"] == "dry-run"
+    assert saved["last_dry_run"]["result"] == "dry-run" and saved["last_run"] is None
     assert saved["totals"]["would_kill"] >= 2  # both runs counted (idle workers > 1M)
 
 

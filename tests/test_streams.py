@@ -344,7 +344,7 @@ def test_reaper_dry_run_on_a_live_apache(prefork, tmp_path, closed):
     proc = run(REAPER, closed, "--url", prefork.status_url, "--max-time", "1h", "--dry-run",
                "--state-file", str(state))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(state.read_text())["last_run"]["dry_run"] is True
+    assert json.loads(state.read_text())["last_dry_run"]["dry_run"] is True
 
 
 # --- apache-manager ---------------------------------------------------------------------

@@ -279,14 +279,16 @@ def test_every_key_the_tab_writer_can_write_has_an_item():
 
 @pytest.fixture
 def live_file(prefork, tmp_path) -> Path:
-    """A metrics file just written by apache-manager -c, after a reaper dry run
-    (so the reaper's sections are there, as on a host that runs -k) and an
-    earlier collection with traffic since (so the interval sections are
-    there, as on a host whose cron runs it every minute)."""
+    """A metrics file just written by apache-manager -c, after a reaper run
+    (so the reaper's sections are there, as on a host that runs -k: a real
+    one, as a dry run leaves the last run's figures alone, with a threshold no
+    worker reaches, so nothing is signalled) and an earlier collection with
+    traffic since (so the interval sections are there, as on a host whose cron
+    runs it every minute)."""
     out, state = tmp_path / "apache-manager.txt", tmp_path / "state.json"
     env = manager_env(APACHE_METRICS_COLLECTOR_STATE=str(tmp_path / "collector.json"))
     common = ("--url", prefork.status_url, "--state-file", str(state))
-    proc = run_manager("-k", "-n", "-a", "1G", *common, env=env)
+    proc = run_manager("-k", "-a", "1G", *common, env=env)
     assert proc.returncode == 0, proc.stderr
     proc = run_manager("-c", "-f", str(out), *common, env=env)
     assert proc.returncode == 0, proc.stderr

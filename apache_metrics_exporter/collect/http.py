@@ -473,7 +473,8 @@ class Fetcher:
         return body
 
     def _explain(self, url: str, exc: BaseException) -> str:
-        where = f"{self.host}:{self.port}"
+        # An IPv6 address in brackets, as in a URL: "::1:9" reads as one address.
+        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         if isinstance(exc, ConnectionRefusedError):
             return f"connection to {where} refused: is Apache running and listening there?"
         if isinstance(exc, _TIMEOUTS):

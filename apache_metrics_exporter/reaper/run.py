@@ -40,7 +40,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     from apache_metrics_exporter.collect.http import Fetcher
     from apache_metrics_exporter.collect.processes import parent_of_url, scan
     from apache_metrics_exporter.reaper.policy import execute, select, strangers
-    from apache_metrics_exporter.reaper.state import RunCounts, StateFile
+    from apache_metrics_exporter.reaper.state import RunCounts, StateFile, record_run
 
     state_file = StateFile(args.state_file)
     state_file.check()  # an untrusted state file is refused before any work
@@ -55,8 +55,10 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                      target.url)
             page = read_page(fetcher)
         if page.error:  # a missing worker table is a setting, not a failure
+            # The consequence first: the reason may end in a question
+            # ("is Apache running and listening there?").
             (log.warning if page.error.endswith(NO_TABLE) else log.error)(
-                "%s; native workers are left alone this run", page.error)
+                "native workers are left alone this run: %s", page.error)
         workers, fetched_at = page.workers, page.received
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid],
@@ -68,8 +70,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             if not args.dry_run:  # a dry run changes no counter but would_kill
                 totals["runs"] += 1
                 totals["unproven_runs"] += 1
-            state["last_run"] = RunCounts(int(started), bool(args.dry_run),
-                                          result="skipped").to_json()
+            record_run(state, RunCounts(int(started), bool(args.dry_run), result="skipped"))
             return EXIT_OK
         processes = scan(parent.pid, exe_names, args.memory,
                          args.wsgi_group_names == "config")
@@ -117,7 +118,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         run = RunCounts(int(started), bool(args.dry_run), len(processes.children),
                         kills["native_active"], kills["native_idle"], kills["wsgi"],
                         would_kill, escalations, skipped, result)
-        state["last_run"] = run.to_json()
+        record_run(state, run)
         killed = sum(kills.values())
         if args.dry_run:
             log.info("dry run: would kill %d of %d processes checked", would_kill, run.checked)

@@ -61,6 +61,7 @@ COUNTERS = ("sigkill_escalations", "skipped_for_safety", "would_kill", "state_re
 # Totals added after version 1 was released: a file without them is still
 # valid, they start at zero.
 LATER_COUNTERS = ("unproven_runs",)
+LAST_DRY_RUN = "last_dry_run"  # a dry run's counts: never reported (record_run)
 # last_run: the keys the collector reports, and the others' types.
 _RUN_INTS = ("time", "checked", "killed_native_active", "killed_native_idle", "killed_wsgi",
              "would_kill", "escalations", "skipped",
@@ -149,17 +150,37 @@ def problem(state: Any) -> str:
             return f"has a bad totals.{key}"
     if not all(c in totals for c in COUNTERS):
         return "lacks a total"
-    run = state.get("last_run")
+    for name in ("last_run", LAST_DRY_RUN):
+        why = _run_problem(name, state.get(name))
+        if why:
+            return why
+    return ""
+
+
+def _run_problem(name: str, run: Any) -> str:
     if run is None:
         return ""
     if type(run) is not dict:
-        return "has a bad last_run"
+        return f"has a bad {name}"
     for key, value in run.items():
         if key in _RUN_INTS and not is_int(value):
-            return f"has a bad last_run.{key}"
+            return f"has a bad {name}.{key}"
         if type(key) is not str or not _scalar(value):
-            return "has a bad last_run"
+            return f"has a bad {name}"
     return ""
+
+
+def record_run(state: Dict[str, Any], run: RunCounts) -> None:
+    """Keep ``run`` as the state's last run - unless it is a dry run.
+
+    Dry runs change nothing the collector reports but would-kill (DESIGN):
+    not the counters, and not ``last_run`` either, whose time and kills are
+    reported as reaper_last_run_timestamp_seconds / reaper_last_run_kills
+    (the tab file's workers-killed-*). A dry run that replaced it would move
+    the timestamp while reaper_runs_total stands still, and zero the last
+    real run's kills. Its counts are kept apart, as ``last_dry_run``, for
+    whoever reads the file."""
+    state[LAST_DRY_RUN if run.dry_run else "last_run"] = run.to_json()
 
 
 def _parse(data: bytes) -> Dict[str, Any]:

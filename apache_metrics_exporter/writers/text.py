@@ -23,7 +23,7 @@ from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, List, Optional, Sequence
+    from typing import Any, Dict, List, Optional, Sequence
 
     from apache_metrics_exporter.collect.snapshot import Snapshot
 
@@ -49,21 +49,66 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequen
 
 
 def process_rows(snap: Any) -> List[Any]:
-    """Per Apache child: pid, group, memory, busy threads, oldest request (ss,
-    request, vhost) - what the summary's and the watch view's tables show."""
+    """Per Apache child: pid, group, memory, busy threads, its threads (None
+    when unknown), oldest request (ss, request, vhost) - what the watch view's
+    table shows."""
     rows_by_pid: dict = {}
     for row in snap.workers or ():
         if row.pid and row.mode != ".":
             rows_by_pid.setdefault(row.pid, []).append(row)
+    threads = threads_per_process(snap)
     out = []
     for child in snap.processes.children:
         rows = rows_by_pid.get(child.pid, [])
         active = [r for r in rows if r.is_active]
         oldest = max(active, key=lambda r: r.ss or 0, default=None)
-        out.append((child.pid, child.group, child.memory, len(active), len(rows),
+        count = threads.get(child.pid) if child.group == NATIVE_GROUP else None
+        out.append((child.pid, child.group, child.memory, len(active), count,
                     oldest.ss if oldest else None, oldest.request if oldest else "",
                     oldest.vhost if oldest else ""))
     return out
+
+
+def threads_per_process(snap: Any) -> Dict[int, int]:
+    """Worker threads of each native Apache child, where the pages tell.
+
+    Not the worker table's rows: mod_status leaves out every slot that has
+    never served a request, so a fresh child of 25 threads shows 1 or 20 rows.
+    prefork: one per process. event: the per-process table's busy + graceful
+    + idle threads. worker: the scoreboard, cut into one run of ThreadLimit
+    slots per process (ThreadLimit is not on the page: every run length that
+    divides the scoreboard and gives as many live runs as there are children
+    is tried, and used only when they all agree)."""
+    auto = snap.auto
+    mpm = (auto.info.get("ServerMPM") or "").lower() if auto else ""
+    pids = [c.pid for c in snap.processes.children if c.group == NATIVE_GROUP]
+    if mpm == "prefork":
+        return dict.fromkeys(pids, 1)
+    if snap.event_processes:
+        out = {}
+        for proc in snap.event_processes:
+            counts = [_count(proc.cells.get(f"threads {kind}"))
+                      for kind in ("busy", "graceful", "idle")]
+            if proc.pid is not None and None not in counts:
+                out[proc.pid] = sum(c for c in counts if c is not None)
+        return out
+    board = auto.scoreboard if auto else ""
+    if mpm != "worker" or not board or not pids:
+        return {}
+    found: set = set()
+    for width in range(1, len(board) + 1):
+        if len(board) % width:
+            continue
+        live = [n for n in (width - board.count(".", i, i + width)
+                            for i in range(0, len(board), width)) if n]
+        if len(live) == len(pids):
+            found.add(live[0] if len(set(live)) == 1 else None)
+    per_child = found.pop() if len(found) == 1 else None
+    return {} if per_child is None else dict.fromkeys(pids, per_child)
+
+
+def _count(text: Optional[str]) -> Optional[int]:
+    return int(text) if text and text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 def _when(stamp: Any, fmt: str) -> str:
@@ -255,4 +300,30 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -
         lines.extend(summary(snap, threshold))
     if width is None:
         return "".join(visible(line).rstrip() + "\n" for line in lines)
-    return "".join(visible(line)[:width].rstrip() + "\n" for line in lines)
+    return "".join(clip(visible(line).rstrip(), width) + "\n" for line in lines)
+
+
+def clip(line: str, width: int) -> str:
+    """``line`` within ``width`` columns; a cut line ends in '…', so that a
+    reason or a URL cut short never reads as the whole of it."""
+    if len(line) <= width:
+        return line
+    return line[:max(0, width - 1)].rstrip() + "…"
+
+
+def tells_problems(settings: Optional[Settings] = None) -> bool:
+    """True when the summary goes to the very terminal stderr shows: it
+    carries the reason Apache is down and the notes itself, so the collector
+    does not say them a second time on stderr. Piped, redirected or with
+    stderr elsewhere (a log), stderr keeps every line."""
+    if clip_width(settings) is None:
+        return False
+    import os
+
+    try:
+        if not sys.stderr.isatty():
+            return False
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (out.st_rdev, out.st_ino) == (err.st_rdev, err.st_ino)
