@@ -88,6 +88,14 @@ MAX_FIGURES = 64
 _said: set = set()
 
 
+def _loudness(explicit: bool, memory: object) -> str:
+    """How loud a collector state that cannot be used is: a warning when it
+    was asked for, or when a one-shot run (no memory: Telegraf's exec as its
+    own user) loses every interval figure with it; a loop still compares with
+    its memory and only the restart counts go (debug)."""
+    return "warning" if explicit or memory is None else "debug"
+
+
 def _say(level: str, message: str) -> None:
     if message not in _said:
         _said.add(message)
@@ -415,9 +423,8 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
     """Compare, count, remember; add ``restarts_total`` samples to the snapshots
     whose server is known, once the state is saved, and the interval figures
     (intervals.py) wherever a previous reading allows. Never raises: a state
-    that cannot be read or written leaves the counts out (a warning if the
-    path was given, else a debug line); a loop's memory still gives the
-    interval figures."""
+    that cannot be read or written leaves the counts out (``_loudness``); a
+    loop's memory still gives the interval figures."""
     if not path and memory is None:
         return
     readings = [(snap, _reading(snap)) for snap in snapshots]
@@ -470,14 +477,16 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
                         if reading is not None and id(snap) not in done:
                             _derive(snap, memory.compare(snap.url, reading), reading,
                                     vhost_limit)
-    except OutputError as exc:  # says what and the fix
-        _say("warning" if explicit else "debug", f"restart counts left out: {exc}")
-        return
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        _say("warning" if explicit else "debug",
-             f"restart counts left out: cannot use the collector state {path} "
-             f"({reason}); give --collector-state a path this user can write")
+    except (OutputError, OSError) as exc:
+        also = "" if memory is not None else \
+            " (so are rates and request durations: a one-shot run keeps no other reading)"
+        if isinstance(exc, OutputError):  # says what, and mostly the fix
+            what = str(exc)
+        else:
+            what = f"cannot use the collector state {path} ({exc.strerror or exc})"
+        if ";" not in what:
+            what += "; give --collector-state a path this user can write"
+        _say(_loudness(explicit, memory), f"restart counts left out{also}: {what}")
         return
     # Only counts that were kept are reported: a state that could not be
     # saved would count the same restart again next time.

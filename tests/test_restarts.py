@@ -332,6 +332,24 @@ def test_a_state_that_cannot_be_written_leaves_the_counts_out(tmp_path, monkeypa
     assert "restart counts left out" in err and "No space left" in err
 
 
+def test_a_one_shot_run_says_when_its_default_state_cannot_be_used(tmp_path, capsys):
+    # Telegraf's exec as its own user: the default state (root's directory)
+    # cannot be written, and a one-shot run then never has a previous reading:
+    # rates and durations are lost for good, so it is a warning, not debug.
+    # A loop still compares with its memory: there it stays a debug line.
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    path = str(blocked / "collector-state.json")  # its directory is a file
+    restarts._said.clear()
+    restarts.track([snap()], path, explicit=False)
+    err = capsys.readouterr().err
+    assert "warning: restart counts left out (so are rates and request durations" in err
+    assert "give --collector-state a path this user can write" in err
+    restarts._said.clear()
+    restarts.track([snap()], path, explicit=False, memory=restarts.Memory())
+    assert capsys.readouterr().err == ""
+
+
 def page_server():
     """A stand-in serving a captured real ?auto page (ExtendedStatus off) on loopback."""
     return serve_pages(data("2.4.71-prefork-ext-off.auto.txt"))
