@@ -207,10 +207,14 @@ def item(metric_name: str, key: str, name: str, component: str, extra: str = "",
         text = text.replace("Kilobytes", "Bytes") + " (apache-manager: kB x 1024)"
     out["description"] = (text + (" " + extra if extra else "")).strip()
     out["tags"] = _tags(component)
-    if m in INTERVAL_METRICS or m in CLIENT_METRICS:
-        # Only when the interval had what they measure (sampled requests, a
-        # duration counter): no line is no value this time, not "unsupported".
-        out["description"] += " Not written when the interval had nothing to measure."
+    sometimes = ("Not written when the interval had nothing to measure (the worker table, "
+                 "sampled requests, a duration counter)." if m in INTERVAL_METRICS
+                 or m in CLIENT_METRICS else
+                 "Not written until the reaper's first real run (a dry run moves only "
+                 "would-kill)." if m.name == "reaper_last_run_timestamp_seconds" else "")
+    if sometimes:
+        # No line is no value this time, not "unsupported".
+        out["description"] += " " + sometimes
         # (a regular expression step: Zabbix 6.0's JavaScript has no "on fail")
         out["preprocessing"] = [{
             "type": "REGEX", "parameters": ["^(.+)$", "\\1"],

@@ -227,7 +227,8 @@ def test_upstream_1_1_flags_and_environment_in_the_defaults_file(prefork, tmp_pa
         status, err = ep.stop()
     assert status == 0, err
     assert re.search(r"^ts=\S+Z level=info msg=\"listening on http://127\.0\.0\.1:"
-                     f"{second}/m\"$", err, re.M), err
+                     f"{second}/m for http://127\\.0\\.0\\.1:\\d+/server-status\"$", err,
+                     re.M), err
     assert re.search(r"^ts=\S+ level=debug msg=", err, re.M), err  # --log.level=debug
 
 
