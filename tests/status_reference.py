@@ -1,15 +1,28 @@
 """The worker-table parser as it was before issue 23 (byte searches per row),
-kept unchanged as the reference the fast parser is checked against
+kept as the reference the fast parser is checked against
 (tests/test_status_html.py: identical results on every captured page and on
-mutated ones). Not used by the package.
+mutated ones). Not used by the package. What issue 23 did not change (numbers,
+headings, cell text, the uptime line, warnings) is imported from the package
+rather than copied: the comparison is of the table and row reading itself.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
-from apache_metrics_exporter.catalogue import INT64_MAX
+from apache_metrics_exporter.collect.status import (
+    EventProcess,
+    _bare_tag,
+    _cell_text,
+    _float_or_none,
+    _headings,
+    _int_or_none,
+    _out_of_range,
+    _raw_text,
+    _span,
+    _Warnings,
+    html_uptime,
+)
 from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import visible
@@ -19,36 +32,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 IDLE_MODES = frozenset("_I.")
-MAX_WARNINGS = 10
 PID_MAX = 1 << 22
-_FLOAT_CHARS = frozenset("0123456789+-.eE")
 NOT_STATUS_PAGE = "not_status_page"
-
-
-class _Warnings(list):
-    """A page's warnings: one line per value left out, at most MAX_WARNINGS
-    lines and then one that counts the rest."""
-
-    def __init__(self, source: str) -> None:
-        super().__init__()
-        self.source = visible(source)
-        self.more = 0
-
-    def add(self, text: str) -> None:
-        if len(self) < MAX_WARNINGS:
-            self.append(f"{self.source}: {text}")
-        else:
-            self.more += 1
-
-    def value(self, key: str, why: str) -> None:
-        self.add(f"{key} {why}; left out")
-
-    def done(self) -> Tuple[str, ...]:
-        if self.more:
-            self.append(f"{self.source}: {self.more} more values left out or "
-                        "duplicates ignored")
-        return tuple(self)
-
 
 
 # HTML page
@@ -124,16 +109,6 @@ class WorkerRow:
                 f"request={self.request!r})")
 
 
-class EventProcess(NamedTuple):
-    """One row of the event MPM's per-process table."""
-
-    slot: int
-    pid: Optional[int]
-    stopping: str
-    accepting: Optional[bool]
-    cells: Dict[str, str]
-
-
 class HtmlPage(NamedTuple):
     """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
 
@@ -141,39 +116,6 @@ class HtmlPage(NamedTuple):
     event_processes: Optional[List[EventProcess]]
     warnings: Sequence[str] = ()  # values left out, one line each
     uptime: Optional[int] = None  # "Server uptime:" of the page itself, seconds
-
-
-def _int_or_none(text: Optional[str]) -> Optional[int]:
-    """An int64 written in ASCII digits (``-`` allowed), else None."""
-    if text and text.isdigit() and text.isascii() and len(text) < 19:
-        return int(text)  # the usual case, first
-    if not text or not text.isascii():
-        return None
-    digits = text[1:] if text[0] == "-" else text
-    if not digits.isdigit() or len(digits) > 19:  # (int() refuses 4300+ digits)
-        return None
-    value = int(text)
-    return value if -INT64_MAX <= value <= INT64_MAX else None
-
-
-def _out_of_range(text: str, limit: int = INT64_MAX) -> bool:
-    """ASCII digits of a number beyond the limit (_int_or_none's None for its size)."""
-    digits = text[1:] if text[:1] == "-" else text
-    if not text.isascii() or not digits.isdigit():
-        return False
-    value = _int_or_none(text)
-    return value is None or abs(value) >= limit
-
-
-def _float_or_none(text: Optional[str]) -> Optional[float]:
-    """A finite number in ASCII (``0.01``, ``-1``), else None."""
-    if not text or not text.isascii() or not _FLOAT_CHARS.issuperset(text):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _norm(text: str) -> str:
@@ -193,103 +135,12 @@ class _Table(NamedTuple):
 # split faster than any parser can build a tree. Every search moves forward
 # (str.find/split, or a pattern that cannot backtrack), so a page of any shape
 # is read in time linear in its size.
-_TH = re.compile(rb"<th\b([^>]*)>(.*?)</th\s*>", re.S)  # only where it cannot backtrack
-_TH_END = re.compile(rb"\s*>")  # what may follow "</th"
-_COLSPAN = re.compile(rb"colspan\s*=\s*[\"']?(\d+)", re.I)  # each try stops at a non-space
-_LONG_CHARREF = re.compile(r"&#[0-9]{12,};?")  # html.unescape's int() refuses 4300+ digits
-_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
-
-def _span(digits: Any) -> int:
-    """A colspan from the digits that start its value, as browsers read it
-    (none: 1; at most 1000)."""
-    if isinstance(digits, bytes):
-        digits = digits.decode("latin-1")
-    end = 0
-    while end < len(digits) and end < 40 and "0" <= digits[end] <= "9":
-        end += 1
-    if not end:
-        return 1
-    number = digits[:end].lstrip("0")
-    return min(int(number[:5] or "0"), 1000) if end < 40 else 1000
-
-
-def _strip_tags(raw: bytes) -> bytes:
-    """Markup dropped: from each ``<`` to the next ``>`` (a ``<`` with no ``>``
-    after it stays, as text). One split, so linear for any input."""
-    parts = raw.split(b">")
-    out = []
-    for part in parts[:-1]:
-        i = part.find(b"<")
-        out.append(part + b">" if i < 0 else part[:i])
-    out.append(parts[-1])
-    return b"".join(out)
-
-
-def _raw_text(raw: bytes) -> str:
-    """Text of raw cell content: tags dropped, entities decoded (ISO-8859-1, as
-    mod_status declares its pages)."""
-    if b"<" in raw:
-        raw = _strip_tags(raw)
-    text = raw.decode("latin-1")
-    if "&" in text:
-        import html  # only for the rare cell with an entity
-
-        if "&#" in text:
-            text = _LONG_CHARREF.sub("\ufffd", text)
-        text = html.unescape(text)
-    return text
 
 
 def _raw_cell(piece: bytes) -> str:
     """Text of one ``...<td attrs>content`` piece (the row split at ``</td>``)."""
     start = piece.rfind(b"<td")
     return _raw_text(piece[piece.find(b">", start) + 1:])
-
-
-def _headings(body: bytes) -> List[Tuple[str, int]]:
-    r"""(text, colspan) of each ``<th attrs>text</th>`` of a row, in order.
-
-    What the pattern ``<th\b([^>]*)>(.*?)</th\s*>`` finds, but by forward
-    searches: that pattern takes quadratic time on unclosed ``<th>`` (each
-    one scans to the end of the page), these stop at the first one that
-    cannot close.
-    """
-    last, last_open = body.rfind(b"</th"), body.rfind(b"<th")
-    if last_open < 0:
-        return []
-    if 0 <= body.find(b">", last_open) < last and _TH_END.match(body, last + 4):
-        # Every <th ...> ends before a complete </th>: each try of the pattern
-        # succeeds at the nearest one and consumes what it scanned, so the
-        # pattern stays linear (Apache's pages; a little faster than below).
-        return [(_raw_text(text), _span(m.group(1)) if (m := _COLSPAN.search(attrs)) else 1)
-                for attrs, text in _TH.findall(body)]
-    out: List[Tuple[str, int]] = []
-    pos = 0
-    size = len(body)
-    while True:
-        start = body.find(b"<th", pos)
-        if start < 0:
-            return out
-        attrs_at = start + 3
-        if attrs_at < size and body[attrs_at] in _WORD:  # <thead>, <th2>: not a heading
-            pos = attrs_at
-            continue
-        close = body.find(b">", attrs_at)
-        if close < 0:
-            return out  # no later <th can be complete either
-        search = close + 1
-        while True:
-            end = body.find(b"</th", search)
-            if end < 0:
-                return out
-            rest = _TH_END.match(body, end + 4)
-            if rest:
-                break
-            search = end + 4
-        m = _COLSPAN.search(body, attrs_at, close)
-        out.append((_raw_text(body[close + 1:end]), _span(m.group(1)) if m else 1))
-        pos = rest.end()
 
 
 def _fast_tables(data: bytes) -> Optional[List[_Table]]:
@@ -329,25 +180,9 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
         tables.append(_Table(rows, _raw_cell))
 
 
-def _cell_text(el: Any) -> str:
-    # Most cells are plain text; some wrap it in <b>. Callers strip.
-    if len(el):
-        return "".join(el.itertext())
-    return el.text or ""
-
-
 # A start or end tag with attributes: the name, then a run without "<" or ">"
 # (linear: the name can only give back characters the next part refuses).
 _ANY_TAG = re.compile(rb"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>A-Za-z0-9][^<>]*)>?")
-
-
-def _bare_tag(m: Any) -> bytes:
-    attrs = m.group(3)
-    if attrs and m.group(2).lower() in (b"th", b"td"):
-        span = _COLSPAN.search(attrs)
-        if span:
-            return b'<%s%s colspan="%d">' % (m.group(1), m.group(2), _span(span.group(1)))
-    return b"<%s%s>" % (m.group(1), m.group(2))
 
 
 def _lxml_tables(data: bytes, source: str) -> List[_Table]:
@@ -416,37 +251,6 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
             warnings.add(f"{impossible} rows of the worker table have an SS longer than "
                          f"the server's uptime ({uptime} s); those values are left out")
     return HtmlPage(workers, event, warnings.done(), uptime)
-
-
-_UPTIME = b"Server uptime:"
-_UPTIME_UNITS = {"day": 86400, "days": 86400, "hour": 3600, "hours": 3600,
-                 "minute": 60, "minutes": 60, "second": 1, "seconds": 1}
-
-
-def html_uptime(data: bytes) -> Optional[int]:
-    """Seconds of ``Server uptime:`` on the HTML page (mod_status's show_time:
-    `` 1 day 2 hours 3 minutes 4 seconds``, parts that are 0 left out, so the
-    first second is an empty text), None when the line is missing or is not
-    in that form. The same ``now`` as the page's SS column, so the two compare
-    exactly."""
-    at = data.find(_UPTIME)
-    if at < 0:
-        return None
-    end = data.find(b"<", at, at + 200)
-    if end < 0:
-        return None
-    try:
-        words = data[at + len(_UPTIME):end].decode("ascii").split()
-    except UnicodeDecodeError:
-        return None
-    if len(words) % 2 or len(words) > 8:
-        return None
-    total = 0
-    for number, unit in zip(words[::2], words[1::2]):
-        if not number.isdigit() or len(number) > 9 or unit not in _UPTIME_UNITS:
-            return None
-        total += int(number) * _UPTIME_UNITS[unit]
-    return total
 
 
 def forget_impossible_ss(workers: Sequence[WorkerRow], uptime: float) -> int:
