@@ -33,7 +33,7 @@ from apache_metrics_exporter.collect.discovery import ApacheConfig
 from apache_metrics_exporter.collect.http import USER_AGENT, Fetcher, Target, host_port
 from apache_metrics_exporter.errors import FetchError, OutputError, UsageError
 from apache_metrics_exporter.records import NamedTuple
-from apache_metrics_exporter.units import visible
+from apache_metrics_exporter.units import hostport, visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -234,7 +234,7 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
         report.add(OK, topic, f"{url} answers with mod_status's page"
                    + (f" ({what})" if what else ""))
         return
-    status, where = page.status, _hostport(fetcher.host, fetcher.port)
+    status, where = page.status, hostport(fetcher.host, fetcher.port)
     section = conf.status_section(path) if conf is not None else None
     if status in (301, 302, 303, 307, 308):
         from urllib.parse import urljoin
@@ -793,7 +793,7 @@ def probe(target: Target, address: str, port: int, path: str) -> str:
     url_port = host_port(target.url)[1]
     scheme = target.url.split(":", 1)[0] if port == url_port else (
         "https" if port == 443 else "http")
-    host = f"[{address}]" if ":" in address else address
+    host = hostport(address)
     query = target.url.split("?", 1)[1] if "?" in target.url else ""
     url = f"{scheme}://{host}:{port}{path}" + (f"?{query}" if query else "")
     headers = tuple(h for h in target.headers if h[0].lower() == "host")
@@ -809,10 +809,6 @@ def probe(target: Target, address: str, port: int, path: str) -> str:
     if page.status:
         return f"HTTP {page.status}"
     return "no answer"
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def report_exposure(report: Report, target: Target, fetcher: _Fetcher,
@@ -833,10 +829,10 @@ def report_exposure(report: Report, target: Target, fetcher: _Fetcher,
         return
     skipped = len(points) - MAX_PROBES
     results = [(a, p, probe(target, a, p, path)) for a, p in points[:MAX_PROBES]]
-    open_at = [_hostport(a, p) for a, p, r in results if r == "answers"]
+    open_at = [hostport(a, p) for a, p, r in results if r == "answers"]
     more = f" ({skipped} more addresses not asked)" if skipped > 0 else ""
     if not open_at:
-        shown = ", ".join(f"{_hostport(a, p)} {r}" for a, p, r in results[:6])
+        shown = ", ".join(f"{hostport(a, p)} {r}" for a, p, r in results[:6])
         report.add(OK, topic, f"the status page does not answer on this host's other "
                    f"addresses ({shown}){more}")
         return

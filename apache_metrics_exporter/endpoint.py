@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.errors import UsageError
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
 from apache_metrics_exporter.writers import Settings, prometheus
 
@@ -632,7 +633,7 @@ def serve(listeners: Listeners) -> int:
         # One line at the default level (-q hides it): where, and for what.
         host, port = server.server_address[:2]
         scheme = "https" if server.socket.__class__.__name__ == "SSLSocket" else "http"
-        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        shown = hostport(str(host))
         handler = server.RequestHandlerClass
         endpoint = getattr(handler, "endpoint", None)
         urls = [t.url for t in getattr(endpoint, "targets", ())]  # no userinfo; log scrubs

@@ -6,7 +6,7 @@ import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import List
+    from typing import List, Optional
 
 # apache-manager read both with humanfriendly: every unit its parse_timespan
 # knows (a "year" is its 52 weeks), plus "hr"; sizes in binary multiples, as
@@ -130,3 +130,10 @@ def visible(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def hostport(host: str, port: Optional[int] = None) -> str:
+    """HOST or HOST:PORT as a URL writes it: an IPv6 address in brackets
+    ("::1:9" would read as one address)."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"

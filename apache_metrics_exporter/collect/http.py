@@ -24,6 +24,7 @@ from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.scrub import scrub
+from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -473,8 +474,7 @@ class Fetcher:
         return body
 
     def _explain(self, url: str, exc: BaseException) -> str:
-        # An IPv6 address in brackets, as in a URL: "::1:9" reads as one address.
-        where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        where = hostport(self.host, self.port)
         if isinstance(exc, ConnectionRefusedError):
             return f"connection to {where} refused: is Apache running and listening there?"
         if isinstance(exc, _TIMEOUTS):

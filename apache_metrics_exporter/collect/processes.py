@@ -11,6 +11,7 @@ from __future__ import annotations
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.collect import procfs
 from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -150,7 +151,7 @@ def _listeners(addresses: Sequence[str], port: int) -> Dict[int, Listener]:
     wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
     any_v4 = bool(v4)
     for addr, inode, queue, limit in procfs.listeners(port):
-        where = Listener(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}", queue, limit)
+        where = Listener(hostport(addr, port), queue, limit)
         if addr in wanted:
             exact[inode] = where
         elif addr == "0.0.0.0" and any_v4 or addr == "::":
@@ -350,7 +351,7 @@ def _other_owner(inodes: set, exe_names: Sequence[str]) -> str:
 
 
 def _join(items: Iterable[str]) -> str:
-    return ", ".join(f"[{a}]" if ":" in a else a for a in items)
+    return ", ".join(hostport(a) for a in items)
 
 
 # Where Apache reads its configuration when its command line does not say:
