@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
+from apache_metrics_exporter.collect.http import request_line
 from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
 from apache_metrics_exporter.collect.status import parse_html
 from apache_metrics_exporter.reaper.policy import (
@@ -26,7 +27,6 @@ from apache_metrics_exporter.reaper.policy import (
     Thresholds,
     confirm,
     execute,
-    own_request_line,
     select,
 )
 from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
@@ -227,10 +227,10 @@ def test_confirm_step_against_a_fresh_page():
 def test_the_reapers_own_read_of_the_page_makes_no_worker_busy():
     # The worker that serves the status page shows itself busy with that very
     # request; it is idle again once the page is sent.
-    own = own_request_line("http://127.0.0.1:8080/server-status")
+    own = request_line("http://127.0.0.1:8080/server-status")
     assert own == "GET /server-status HTTP/1.1"
-    assert own_request_line("http://[::1]/s?x=1") == "GET /s?x=1 HTTP/1.1"
-    assert len(own_request_line("http://127.0.0.1/" + "x" * 100)) == 63
+    assert request_line("http://[::1]/s?x=1") == "GET /s?x=1 HTTP/1.1"
+    assert len(request_line("http://127.0.0.1/" + "x" * 100)) == 63
     rows = _rows((300, "_", 4, "GET /x"), (300, "W", 0, own))
     scan = _scan((300, NATIVE_GROUP, 500))
     (c,) = select(rows, scan, Thresholds(max_memory_idle=100), own_request=own)

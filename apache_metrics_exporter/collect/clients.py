@@ -15,6 +15,7 @@ vhosts.collected) and sums the rest as ``other``.
 from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.collect.http import REQUEST_FIELD, Target, request_line
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from apache_metrics_exporter.collect.status import WorkerRow
 
 READING = "R"
-REQUEST_FIELD = 63  # characters of a request line the scoreboard keeps (64 with NUL)
 
 
 class ClientFigures(NamedTuple):
@@ -41,16 +41,7 @@ def own_requests(url: str) -> List[str]:
     """The request lines Apache shows for the collector's own fetches of the
     status page at ``url`` (http.Fetcher: ``GET PATH?QUERY HTTP/1.1``, the
     HTML page and the ?auto page)."""
-    from urllib.parse import urlsplit
-
-    from apache_metrics_exporter.collect.http import Target
-
-    out = []
-    for page in (url, Target(url).auto_url):
-        parts = urlsplit(page)
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        out.append(f"GET {target} HTTP/1.1"[:REQUEST_FIELD])
-    return out
+    return [request_line(page) for page in (url, Target(url).auto_url)]
 
 
 def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:

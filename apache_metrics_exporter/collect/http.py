@@ -95,6 +95,18 @@ def redact(url: str) -> str:
     return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
 
 
+REQUEST_FIELD = 63  # characters of a request line the scoreboard keeps (64 with NUL)
+
+
+def request_line(url: str) -> str:
+    """The request line a Fetcher's read of ``url`` shows in the worker table
+    (``GET PATH?QUERY HTTP/1.1``, cut to what mod_status keeps): how the
+    reaper and the client figures recognise the exporter's own reads."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return f"GET {path} HTTP/1.1"[:REQUEST_FIELD]
+
+
 def host_port(url: str) -> tuple:
     """``(host, port)`` of a URL, the port defaulting by scheme (80, https 443)."""
     parts = urlsplit(url)

@@ -52,16 +52,6 @@ class Page(NamedTuple):
     own_request: str = ""  # the request line of this very read, as the table shows it
 
 
-def own_request_line(url: str) -> str:
-    """The request line a read of ``url`` shows in the worker table (the
-    Fetcher's GET, cut to the 63 characters mod_status keeps)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return f"GET {path} HTTP/1.1"[:63]
-
-
 def _serving(rows: Sequence[WorkerRow], own_request: str) -> List[WorkerRow]:
     """The rows serving a request. The row that served the reaper's own read
     of the page (that request line, in state W, begun within the second) is

@@ -139,9 +139,10 @@ def read_page(fetcher: Fetcher) -> Page:
     """The worker table now, with the times around its fetch (a Page whose
     ``error`` says why there is none). The connection is closed after each
     read: none is kept open across a wait."""
+    from apache_metrics_exporter.collect.http import request_line
     from apache_metrics_exporter.collect.status import parse_html
     from apache_metrics_exporter.errors import FetchError
-    from apache_metrics_exporter.reaper.policy import Page, own_request_line
+    from apache_metrics_exporter.reaper.policy import Page
 
     url = fetcher.target.url
     sent = time.time()
@@ -152,4 +153,4 @@ def read_page(fetcher: Fetcher) -> Page:
         workers, error = None, str(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error, own_request_line(url))
+    return Page(workers, sent, time.time(), error, request_line(url))
