@@ -811,8 +811,8 @@ def columns(workers: Sequence[WorkerRow], headings: Sequence[str]) -> List[List[
         table: Any = getattr(first, "_cells", None)  # (None: not a fast-reader row)
         if isinstance(table, _Cells) and first._raw == 0 and len(workers) == table.count \
                 and last._raw == table.count - 1 and getattr(last, "_cells", None) is table:
-            cols = first._cols
-            return [table.column(cols[h]) if h in cols else [""] * len(workers)
+            cols, cells = first._cols, table
+            return [cells.column(cols[h]) if h in cols else [""] * len(workers)
                     for h in headings]
     return [[row.cell(h) for row in workers] for h in headings]
 
