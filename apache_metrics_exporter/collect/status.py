@@ -810,9 +810,9 @@ def columns(workers: Sequence[WorkerRow], headings: Sequence[str]) -> List[List[
         first, last = workers[0], workers[-1]
         table: Any = getattr(first, "_cells", None)  # (None: not a fast-reader row)
         if isinstance(table, _Cells) and first._raw == 0 and len(workers) == table.count \
-                and last._raw == table.count - 1 and getattr(last, "_cells", None) is table:
-            cols, cells = first._cols, table
-            return [cells.column(cols[h]) if h in cols else [""] * len(workers)
+                and last._cells is table and last._raw == table.count - 1:
+            cols = first._cols
+            return [table.column(cols[h]) if h in cols else [""] * len(workers)
                     for h in headings]
     return [[row.cell(h) for row in workers] for h in headings]
 
