@@ -80,6 +80,22 @@ def _srv(text: str) -> Optional[str]:
     return slot if slot.isascii() and slot.isdigit() and len(slot) <= 9 else None
 
 
+class _Memo(dict):
+    """Cell text -> value, each distinct text converted once (Req, Dur and
+    Srv repeat a lot); cleared beyond 65536 texts to stay bounded."""
+
+    def __init__(self, convert: Any) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, text: str) -> Any:
+        if len(self) >= 65536:
+            self.clear()
+        value = self[text] = self.convert(text)
+        return value
+
+
+_INTS, _SRVS = _Memo(_int), _Memo(_srv)
 _cache: Dict[int, Tuple[Any, Any]] = {}
 
 
@@ -94,20 +110,19 @@ def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int,
     out: Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]] = {}
     bad = set()
     srvs, accs, reqs, durs = columns(workers, ("srv", "acc", "req", "dur"))
-    for i, (row, acc, srv_text) in enumerate(zip(workers, accs, srvs)):
+    req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
+    dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
+    for i, (row, acc, srv) in enumerate(zip(workers, accs, map(_SRVS.__getitem__, srvs))):
         pid = row.pid
-        if pid is None:
+        if pid is None or srv is None:
             continue
         count = _acc(acc)
         if not count:
             continue
-        srv = _srv(srv_text)
-        if srv is None:
-            continue
         first, rows = out.setdefault(srv, (pid, []))
         if first != pid:
             bad.add(srv)
-        rows.append((count, _int(reqs[i]), _int(durs[i]), i))
+        rows.append((count, req_ms[i], dur_ms[i], i))
     for srv in bad:
         del out[srv]
     if len(_cache) > 8:
