@@ -44,6 +44,7 @@ import math
 
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
 from apache_metrics_exporter.collect.snapshot import Sample
+from apache_metrics_exporter.collect.status import columns
 from apache_metrics_exporter.vhosts import OTHER, collected
 
 TYPE_CHECKING = False
@@ -79,33 +80,49 @@ def _srv(text: str) -> Optional[str]:
     return slot if slot.isascii() and slot.isdigit() and len(slot) <= 9 else None
 
 
+class _Memo(dict):
+    """Cell text -> value, each distinct text converted once (Req, Dur and
+    Srv repeat a lot); cleared beyond 65536 texts to stay bounded."""
+
+    def __init__(self, convert: Any) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, text: str) -> Any:
+        if len(self) >= 65536:
+            self.clear()
+        value = self[text] = self.convert(text)
+        return value
+
+
+_INTS, _SRVS = _Memo(_int), _Memo(_srv)
 _cache: Dict[int, Tuple[Any, Any]] = {}
 
 
-def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]]:
-    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row),
-    ...])}; a process slot whose rows name two PIDs (a page changing as it was
-    written) is left out. Each cell is read once per table (slots and observe
-    share the result: reading cells is most of the cost)."""
+def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]]:
+    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row
+    index), ...])}; a process slot whose rows name two PIDs (a page changing
+    as it was written) is left out. The four columns are read in bulk from
+    the table (status.columns), once per table: slots and observe share it."""
     cached = _cache.get(id(workers))
     if cached is not None and cached[0] is workers:
         return cached[1]
-    out: Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]] = {}
+    out: Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]] = {}
     bad = set()
-    for row in workers:
-        if row.pid is None:
+    srvs, accs, reqs, durs = columns(workers, ("srv", "acc", "req", "dur"))
+    req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
+    dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
+    for i, (row, acc, srv) in enumerate(zip(workers, accs, map(_SRVS.__getitem__, srvs))):
+        pid = row.pid
+        if pid is None or srv is None:
             continue
-        plain = row.plain
-        count = _acc(plain("acc"))
+        count = _acc(acc)
         if not count:
             continue
-        srv = _srv(plain("srv"))
-        if srv is None:
-            continue
-        pid, rows = out.setdefault(srv, (row.pid, []))
-        if pid != row.pid:
+        first, rows = out.setdefault(srv, (pid, []))
+        if first != pid:
             bad.add(srv)
-        rows.append((count, _int(plain("req")), _int(plain("dur")), row))
+        rows.append((count, req_ms[i], dur_ms[i], i))
     for srv in bad:
         del out[srv]
     if len(_cache) > 8:
@@ -126,7 +143,7 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
         if used > MAX_SLOT_INTS:
             return None  # a partial table would make the rest look new next time
         flat = [pid]
-        for count, req, dur, _row in rows:
+        for count, req, dur, _i in rows:
             flat += (count, req, dur)
         out[srv] = flat
     return out
@@ -137,14 +154,15 @@ def _request_path(request: str) -> str:
     return parts[1].partition("?")[0] if len(parts) >= 2 else ""
 
 
-def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, Any]]) -> Optional[float]:
+def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
+              modes: Sequence[str]) -> Optional[float]:
     """How many times ``Dur`` counts a request, as the slots that served one
     request between the collections show it (their Dur delta against Req):
     Apache 2.4.71 adds each request's duration twice (to Dur and to Total
     Duration), so 0.5; 1.0 where it counts once; None when no slot tells."""
     ratios = sorted((row_dur - max(dur0, 0)) / req
-                    for count0, dur0, count, req, row_dur, row in pairs
-                    if count - count0 == 1 and row.mode in _BETWEEN and req >= 5
+                    for (count0, dur0, count, req, row_dur, _i), mode in zip(pairs, modes)
+                    if count - count0 == 1 and mode in _BETWEEN and req >= 5
                     and row_dur >= 0 and (dur0 >= 0 or count0 == 0))
     if not ratios:
         return None
@@ -166,28 +184,32 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
     None, taken as 1, until one has)."""
     obs: List[Tuple[float, int, str]] = []
     own = 0
-    matched: List[Tuple[int, int, int, int, int, Any]] = []
+    matched: List[Tuple[int, int, int, int, int, int]] = []
     for srv, (pid, rows) in _groups(workers).items():
         old = before.get(srv)
         if old is None:
             # Not on the previous page: none of its threads had served a request.
-            pairs = [(0, -1, count, req, dur, row) for count, req, dur, row in rows]
+            pairs = [(0, -1, count, req, dur, i) for count, req, dur, i in rows]
         else:
             if old[0] != pid or (len(old) - 1) // 3 != len(rows):
                 continue  # a new process in the slot, or more threads used: skipped
-            pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, req, dur, row)
-                     for i, (count, req, dur, row) in enumerate(rows)]
+            pairs = [(old[1 + 3 * k], old[3 + 3 * k], count, req, dur, i)
+                     for k, (count, req, dur, i) in enumerate(rows)]
         matched.extend(pairs)
-    found = dur_scale(matched)
+    modes = [workers[i].mode for *_, i in matched]
+    found = dur_scale(matched, modes)
     scale = found if found is not None else scale
     factor = 1.0 if scale is None else scale
-    for count0, dur0, count, req, dur, row in matched:
+    vhosts, requests = columns(workers, ("vhost", "request"))
+    for (count0, dur0, count, req, dur, i), mode in zip(matched, modes):
         n = count - count0
         if n <= 0:
             continue
-        between = row.mode in _BETWEEN
-        vhost = row.vhost
-        if n <= 2 and own_path and _request_path(row.request) == own_path:
+        between = mode in _BETWEEN
+        vhost = vhosts[i]
+        request = requests[i]
+        if n <= 2 and own_path and _request_path("" if request == "NULL" else request) \
+                == own_path:
             own += n  # our own ?auto and HTML requests (keep-alive: one worker)
             continue
         if dur >= 0 and (dur0 >= 0 or count0 == 0):
