@@ -7,7 +7,9 @@ comparison place, after it has ruled out a hard restart. Pure functions: no
 I/O, no clock.
 
 Rates: the ``Total Accesses``, ``Total kBytes`` and ``Total Duration`` deltas
-over the time between the two collections' start times. A delta that goes
+over the time between the two collections' start times, measured on
+CLOCK_BOOTTIME when both readings carry it from the same boot (clocks.py: a
+wall-clock step is no interval), else on the wall clock. A delta that goes
 down (a counter reset the restart check did not see) leaves the rate out.
 
 Request durations: the worker table shows, per slot, how many requests the
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import math
 
+from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.vhosts import OTHER, collected
@@ -245,7 +248,7 @@ def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> Li
 def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
     """Requests/s, bytes/s and mean duration over the interval (each left out
     when either reading lacks it or it went down)."""
-    span = float(now["time"]) - float(before["time"])
+    span = clocks.elapsed(before, now)  # monotonic within one boot: a stepped clock
     if not span > 0:
         return []
     old, new = before["figures"], now["figures"]
