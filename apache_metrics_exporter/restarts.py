@@ -444,13 +444,6 @@ class Memory:
             self.readings[url] = reading
 
 
-def _own_path(url: str) -> str:
-    """The path of the status URL: the exporter's own requests in the worker table."""
-    rest = url.partition("://")[2]
-    path = "/" + rest.partition("/")[2]
-    return path.partition("?")[0].partition("#")[0]
-
-
 def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any],
             vhost_limit: int) -> None:
     """The interval figures of one snapshot (left out, said once, without a
@@ -462,7 +455,9 @@ def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any]
     if before.get("slots") is None and snap.workers is not None:
         _say("info", f"{snap.url}: request durations start at the next collection: the "
                      "previous reading has no worker table")
-    snap.samples.extend(intervals.derive(before, reading, snap.workers, _own_path(snap.url),
+    from apache_metrics_exporter.collect.clients import own_requests
+
+    snap.samples.extend(intervals.derive(before, reading, snap.workers, own_requests(snap.url),
                                          vhost_limit))
 
 
