@@ -7,7 +7,9 @@ comparison place, after it has ruled out a hard restart. Pure functions: no
 I/O, no clock.
 
 Rates: the ``Total Accesses``, ``Total kBytes`` and ``Total Duration`` deltas
-over the time between the two collections' start times. A delta that goes
+over the time between the two collections' start times, measured on
+CLOCK_BOOTTIME when both readings carry it from the same boot (clocks.py: a
+wall-clock step is no interval), else on the wall clock. A delta that goes
 down (a counter reset the restart check did not see) leaves the rate out.
 
 Request durations: the worker table shows, per slot, how many requests the
@@ -35,14 +37,17 @@ process, rows are in thread order, and a thread is on the page once it has
 served a request: the rows with a count pair up by position when their number
 did not change; otherwise the process is skipped for the interval (it began
 using more threads; only threaded MPMs). The exporter's own status requests
-(the --url path) are taken out of both the sample and the total.
+(their exact request lines, as collect/clients.py knows them: not any request
+for the same path) are taken out of both the sample and the total.
 """
 
 from __future__ import annotations
 
 import math
 
+from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
+from apache_metrics_exporter.collect.http import REQUEST_FIELD
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.collect.status import columns
 from apache_metrics_exporter.vhosts import OTHER, collected
@@ -149,11 +154,6 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
     return out
 
 
-def _request_path(request: str) -> str:
-    parts = request.split(" ")
-    return parts[1].partition("?")[0] if len(parts) >= 2 else ""
-
-
 def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
               modes: Sequence[str]) -> Optional[float]:
     """How many times ``Dur`` counts a request, as the slots that served one
@@ -174,16 +174,18 @@ def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
     return None
 
 
-def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str = "",
+def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[str] = (),
             scale: Optional[float] = None
             ) -> Tuple[List[Tuple[float, int, str]], int, Optional[float]]:
     """The requests the worker table shows since ``before``: a list of
     (milliseconds, how many requests, vhost), how many of the interval's
-    requests were the exporter's own status requests (left out), and the
+    requests were the exporter's own status requests (left out: a slot that
+    served at most 2 requests, the last one's line one of ``own``, the
+    request lines of its ?auto and HTML reads, clients.own_requests), and the
     Dur scale (dur_scale; ``scale``, the one found before, when no slot tells;
     None, taken as 1, until one has)."""
     obs: List[Tuple[float, int, str]] = []
-    own = 0
+    ours = 0
     matched: List[Tuple[int, int, int, int, int, int]] = []
     for srv, (pid, rows) in _groups(workers).items():
         old = before.get(srv)
@@ -207,10 +209,8 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
             continue
         between = mode in _BETWEEN
         vhost = vhosts[i]
-        request = requests[i]
-        if n <= 2 and own_path and _request_path("" if request == "NULL" else request) \
-                == own_path:
-            own += n  # our own ?auto and HTML requests (keep-alive: one worker)
+        if n <= 2 and requests[i][:REQUEST_FIELD] in own:
+            ours += n  # our own ?auto and HTML requests (keep-alive: one worker)
             continue
         if dur >= 0 and (dur0 >= 0 or count0 == 0):
             total = (dur - max(dur0, 0)) * factor
@@ -225,7 +225,7 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
                 obs.append((total / n, n, vhost))
         elif between and req >= 0:
             obs.append((float(req), 1, vhost))
-    return obs, own, scale
+    return obs, ours, scale
 
 
 def _bucket(seconds: float) -> int:
@@ -267,7 +267,7 @@ def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> Li
 def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
     """Requests/s, bytes/s and mean duration over the interval (each left out
     when either reading lacks it or it went down)."""
-    span = float(now["time"]) - float(before["time"])
+    span = clocks.elapsed(before, now)  # monotonic within one boot: a stepped clock
     if not span > 0:
         return []
     old, new = before["figures"], now["figures"]
@@ -290,7 +290,7 @@ def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
 
 
 def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequence[Any]],
-           own_path: str, vhost_limit: int) -> List[Sample]:
+           own: Sequence[str], vhost_limit: int) -> List[Sample]:
     """The interval's samples; sets ``now["hist"]``, the cumulative histograms
     (carried over from ``before``) that Prometheus' buckets count."""
     out = rates(before, now)
@@ -299,7 +299,7 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     old_slots = before.get("slots")
     if old_slots is None or workers is None:
         return out
-    obs, own, scale = observe(old_slots, workers, own_path,
+    obs, ours, scale = observe(old_slots, workers, own,
                               before["figures"].get("dur_scale"))
     now["figures"]["dur_scale"] = scale
     if scale is not None and scale != 1.0:
@@ -314,9 +314,9 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     sampled = sum(w for _, w in everything)
     accesses = now["figures"].get("accesses")
     previous = before["figures"].get("accesses")
-    if accesses is not None and previous is not None and accesses - previous - own > 0:
+    if accesses is not None and previous is not None and accesses - previous - ours > 0:
         out.append(Sample(BY_NAME["request_duration_sampled_ratio"],
-                          round(min(1.0, sampled / (accesses - previous - own)), 6)))
+                          round(min(1.0, sampled / (accesses - previous - ours)), 6)))
     out.append(Sample(BY_NAME["request_duration_sampled"], sampled))
     hist = now["hist"]
     hist[""] = _add(hist_before.get(""), everything)

@@ -41,6 +41,10 @@ class ProcessScan(NamedTuple):
     truncated: Set[str]  # mod_wsgi groups whose names the title cut
     memory_kind: str
     warnings: Tuple[str, ...] = ()
+    # The parent's start in clock ticks after boot: unlike parent_create_time
+    # (ticks + /proc/stat's btime, which moves when the wall clock steps), it
+    # never changes while the process lives (restarts.py compares it).
+    parent_start_ticks: Optional[int] = None
 
     def groups(self) -> Dict[str, List[int]]:
         """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
@@ -478,4 +482,5 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         f"names of at most {max(room - 7, 0)} characters are reported whole, and longer "
         "ones when Apache's configuration names only one group that starts so"
         for name in sorted(truncated))
-    return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings)
+    return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings,
+                       parent.start_ticks)

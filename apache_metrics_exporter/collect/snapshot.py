@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, REASONS, fits
 from apache_metrics_exporter.collect.clients import client_samples
 from apache_metrics_exporter.collect.http import Fetcher, redact
@@ -36,7 +37,7 @@ from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, List, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.catalogue import Metric
 
@@ -75,6 +76,9 @@ class Snapshot(NamedTuple):
     event_processes: Optional[List[EventProcess]]
     processes: ProcessScan
     samples: List[Sample]
+    # The monotonic reference at the start of collection (clocks.mark):
+    # how restarts.py times the interval when the wall clock steps.
+    boot: Optional[Dict[str, Any]] = None
 
     def value(self, name: str, **labels: str) -> Optional[float]:
         """The value of a metric (with these labels), None if not measured."""
@@ -87,7 +91,7 @@ class Snapshot(NamedTuple):
 
 def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
     """Fetch, parse, scan and derive; never raises for a broken server."""
-    started = time.time()
+    started, boot = clocks.wall(), clocks.mark()
     t0 = time.perf_counter()
     url = fetcher.target.url
     error: Optional[str] = None
@@ -140,7 +144,8 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         reason = "saturated"
         error = f"{error}; {_queued(listeners)} waiting in the accept queue: saturated"
     return build(url, started, auto, workers, event, processes, options, error, warnings,
-                 duration=time.perf_counter() - t0, listeners=listeners, reason=reason)
+                 duration=time.perf_counter() - t0, listeners=listeners, reason=reason,
+                 boot=boot)
 
 
 def _queued(listeners: Sequence[Listener]) -> str:
@@ -210,7 +215,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
     def run(i: int) -> None:
         results[i] = one(fetchers[i])
 
-    started = time.time()
+    started, boot = clocks.wall(), clocks.mark()
     threads = [threading.Thread(target=run, args=(i,), name=f"collect-{i}", daemon=True)
                for i in range(len(fetchers))]
     for thread in threads:
@@ -225,7 +230,8 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
             target = fetcher.target
             snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,
                          error=f"no complete answer from {redact(target.url)} within "
-                               f"{target.timeout:g} s (--timeout)", reason="timeout")
+                               f"{target.timeout:g} s (--timeout)", reason="timeout",
+                         boot=boot)
             fetchers[i] = Fetcher(target)
         out.append(snap)
     return out
@@ -235,7 +241,8 @@ def build(url: str, started: float, auto: Optional[AutoPage],
           workers: Optional[List[WorkerRow]], event: Optional[List[EventProcess]],
           processes: ProcessScan, options: Options = Options(), error: Optional[str] = None,
           warnings: Optional[List[str]] = None, duration: float = 0.0,
-          listeners: Sequence[Listener] = (), reason: Optional[str] = None) -> Snapshot:
+          listeners: Sequence[Listener] = (), reason: Optional[str] = None,
+          boot: Optional[Dict[str, Any]] = None) -> Snapshot:
     """A snapshot from parsed pages and a process scan (no I/O).
 
     ``listeners`` are the proven Apache's listening sockets (their accept
@@ -264,7 +271,7 @@ def build(url: str, started: float, auto: Optional[AutoPage],
                                 "outputs can carry; left out")
         samples = kept
     return Snapshot(url, started, auto is not None, error, warnings, auto,
-                    workers, event, processes, samples)
+                    workers, event, processes, samples, boot)
 
 
 def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
