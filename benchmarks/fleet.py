@@ -159,14 +159,15 @@ def run(root: Path, script: str, env: dict, targets: Targets, private: bool,
                 port, b"\napache_up 1", env=env)
             prometheus = Prometheus(scrape_config(servers.urls, f"127.0.0.1:{port}"),
                                     Path(tmp))
-            # Every target answered up once (a full round), then the window.
+            # Every target scraped once (a full round), then the window; how
+            # many answered apache_up 1 is counted at its end.
             deadline = time.monotonic() + 3 * INTERVAL + 30
-            up = 0.0
-            while up < count and time.monotonic() < deadline:
+            seen = 0.0
+            while seen < count and time.monotonic() < deadline:
                 time.sleep(1)
-                up = prometheus.query('count(apache_up{job="fleet"} == 1)')
-            if up < count:
-                raise Failed(f"only {up:.0f} of {count} targets up after "
+                seen = prometheus.query('count(up{job="fleet"})')
+            if seen < count:
+                raise Failed(f"only {seen:.0f} of {count} targets scraped after "
                              f"{3 * INTERVAL + 30} s: {exporter.why()}")
             cpu0, t0 = proc_cpu(exporter.pid), time.time()
             time.sleep(WINDOW)
@@ -174,7 +175,9 @@ def run(root: Path, script: str, env: dict, targets: Targets, private: bool,
             time.sleep(1)  # the last scrapes' samples are in
             window = f"{int((t1 - t0) * 1000)}ms"  # PromQL durations are whole units
             probes = prometheus.query(
-                f'sum(count_over_time(apache_up{{job="fleet"}}[{window}]))', at=t1)
+                f'sum(count_over_time(up{{job="fleet"}}[{window}]))', at=t1)
+            good = prometheus.query(
+                f'sum(sum_over_time(apache_up{{job="fleet"}}[{window}]))', at=t1)
             down = count - prometheus.query('count(apache_up{job="fleet"} == 1)', at=t1)
             took = prometheus.query(
                 f'avg(avg_over_time(scrape_duration_seconds{{job="fleet"}}[{window}]))',
@@ -192,6 +195,9 @@ def run(root: Path, script: str, env: dict, targets: Targets, private: bool,
     print(f"   {probes:.0f} probes in {t1 - t0:.1f} s ({probes / (t1 - t0):.0f}/s), "
           f"{(cpu1 - cpu0) * 1000:.0f} ms CPU: {per_probe:.2f} ms per probe, "
           f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f}% of one CPU; scrape duration "
-          f"{took * 1000:.1f} ms on average; {down:.0f} targets down at the end")
+          f"{took * 1000:.1f} ms on average; {good:.0f} probes read their target, "
+          f"{down:.0f} targets down at the end")
     targets.check(text, per_probe, PER_PROBE_MS, False,
-                  f"{kind} targets, {probes:.0f} probes, {down:.0f} down")
+                  f"{kind} targets, {probes:.0f} probes, {good:.0f} with apache_up 1")
+    targets.check(f"/probe fleet of {count}: probes that read their target (%)",
+                  good / probes * 100 if probes else 0.0, 99.0, True)
