@@ -105,14 +105,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error("%s", exc)
         return EXIT_OUTPUT
     if args.listen:
-        return loops.run_endpoint(args, targets, exe_names)
+        from apache_metrics_exporter.endpoint import run_endpoint
+
+        return run_endpoint(args, targets, exe_names)
     if args.watch:
         from apache_metrics_exporter import watch
         from apache_metrics_exporter.collect.http import Fetcher
+        from apache_metrics_exporter.cycle import options_from
 
         fetcher = Fetcher(targets[0])
         try:
-            return watch.run(fetcher, loops.options_from(args, exe_names), args.watch,
+            return watch.run(fetcher, options_from(args, exe_names), args.watch,
                              args.hanging_threshold)
         finally:
             fetcher.close()

@@ -32,7 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from apache_metrics_exporter.catalogue import BY_NAME
-from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.cycle import Cycle, options_from, report
+from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
@@ -101,9 +102,7 @@ class Endpoint:
         self.options = options
         self.settings = Settings.of(args)
         self.failures = 0
-        from apache_metrics_exporter.restarts import Memory
-
-        self.memory = Memory()  # the previous reading of each target, between scrapes
+        self.cycle = Cycle(args, options)  # what is kept between scrapes
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
         self.allowed = [t.url for t in targets]
@@ -142,24 +141,17 @@ class Endpoint:
         ``own_process``: with this process's process_* series and build info
         (/metrics, not /probe: a probe is about its target)."""
         from apache_metrics_exporter.collect.http import Fetcher
-        from apache_metrics_exporter.collect.snapshot import Sample, collect_all
-        from apache_metrics_exporter.health import state_samples
+        from apache_metrics_exporter.collect.snapshot import Sample
 
         t0 = time.perf_counter()
         fetchers = [Fetcher(t) for t in targets]
         try:
-            snaps = collect_all(fetchers, self.options)
+            # probes never reach the restart state
+            snaps = self.cycle.collect(fetchers, remember=list(targets) == self.targets)
         finally:
             for fetcher in fetchers:
                 fetcher.close()
-        extra = state_samples(self.args.spool_dir, self.args.spool_max_bytes,
-                              self.args.state_file)
-        from apache_metrics_exporter.loops import report, track_restarts
-
-        if list(targets) == self.targets:  # probes never reach the restart state
-            track_restarts(self.args, snaps, self.memory)
         for snap in snaps:
-            snap.samples.extend(extra)
             report(snap)
         failed = sum(1 for s in snaps if not s.up)
         with self._lock:
@@ -655,3 +647,14 @@ def serve(listeners: Listeners) -> int:
         for server in servers:
             server.server_close()
     return 0
+
+
+def run_endpoint(args: argparse.Namespace, targets: List[Target],
+                 exe_names: Tuple[str, ...]) -> int:
+    """--listen: serve scrapes until SIGTERM/SIGINT."""
+    try:
+        server = make_server(args, targets, options_from(args, exe_names))
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    return serve(server)

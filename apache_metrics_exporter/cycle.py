@@ -1,0 +1,105 @@
+"""One collection cycle, and what a run keeps from one cycle to the next.
+
+Every mode collects the same way: the targets at once (collect_all), the
+figures others keep between runs added (health.py: the reaper's counters,
+the push spool), the restart counts and interval figures derived from the
+previous reading (restarts.py), each snapshot's problems said once (report).
+The loops (loops.py: one shot, --interval, --execd) and the --listen
+endpoint (endpoint.py) all run a ``Cycle``; neither imports the other.
+
+A ``Cycle`` is the one home of the state a long-running run keeps between
+its cycles: the previous reading of each target (restarts.Memory).
+"""
+
+from __future__ import annotations
+
+from apache_metrics_exporter.log import INFO, WARNING, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    import argparse
+    from typing import Any, Callable, List, Optional, Tuple
+
+    from apache_metrics_exporter.collect.http import Fetcher
+    from apache_metrics_exporter.collect.snapshot import Options, Snapshot
+    from apache_metrics_exporter.restarts import Memory
+
+
+_said: set = set()  # warnings already given (long-running modes repeat none)
+
+
+def report(snap: Snapshot, shown: bool = False) -> None:
+    """The snapshot's problems on stderr: why the page could not be read, as one
+    line, then warnings, once each. While the page is down the warnings (about
+    configuration, not about the outage) wait for -v, so the outage stands alone.
+    ``shown``: the output itself shows them on the terminal stderr goes to
+    (the text summary), so they are not said twice."""
+    if shown:
+        return
+    if snap.error:
+        log.error("%s", snap.error)
+    for warning in snap.warnings:
+        if warning not in _said:
+            if snap.up:
+                _said.add(warning)
+            log.log(WARNING if snap.up else INFO, "%s", warning)
+
+
+def options_from(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
+    from apache_metrics_exporter.collect.snapshot import Options
+
+    return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
+                   pid_file=args.pid_file, memory=args.memory,
+                   scan_processes=not args.no_processes, vhost_limit=args.vhost_limit,
+                   wsgi_group_names=args.wsgi_group_names,
+                   client_limit=args.client_limit)
+
+
+def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot],
+                   memory: Optional[Memory] = None) -> None:
+    """Restart counts from the collector's state file and the interval figures
+    (restarts.py): compared with the loop's ``memory`` when it has a newer
+    reading than the file, or when there is no file."""
+    if args.collector_state or memory is not None:
+        from apache_metrics_exporter.restarts import DEFAULT_PATH, track
+
+        track(snapshots, args.collector_state, args.collector_state != DEFAULT_PATH,
+              memory, args.vhost_limit)
+
+
+class Cycle:
+    """The collection of one cycle, and the state kept between cycles.
+
+    ``keep``: a long-running run (--interval, --execd, --listen) keeps the
+    previous reading of each target in memory; a one-shot run has only the
+    collector's state file."""
+
+    def __init__(self, args: argparse.Namespace, options: Options, keep: bool = True) -> None:
+        self.args = args
+        self.options = options
+        self.memory: Optional[Memory] = None
+        if keep:
+            from apache_metrics_exporter.restarts import Memory
+
+            self.memory = Memory()
+
+    def collect(self, fetchers: List[Fetcher], remember: bool = True,
+                blocking: Optional[Callable[..., Any]] = None) -> List[Snapshot]:
+        """Every target once, with the figures kept by others added and the
+        restart state advanced (``remember``: False for a /probe, which never
+        reaches it). ``blocking``: runs the collection (a loop's Stopper, so
+        a stop signal can cut it short)."""
+        from apache_metrics_exporter.collect.snapshot import collect_all
+        from apache_metrics_exporter.health import state_samples
+
+        args = self.args
+        extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
+        if blocking is None:
+            snapshots = collect_all(fetchers, self.options)
+        else:
+            snapshots = blocking(collect_all, fetchers, self.options)
+        if remember:
+            track_restarts(args, snapshots, self.memory)
+        for snap in snapshots:
+            snap.samples.extend(extra)
+        return snapshots
