@@ -17,12 +17,12 @@ from apache_metrics_exporter.log import INFO, WARNING, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    import argparse
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, List, Optional
 
     from apache_metrics_exporter.collect.http import Fetcher
-    from apache_metrics_exporter.collect.snapshot import Options, Snapshot
+    from apache_metrics_exporter.collect.snapshot import Snapshot
     from apache_metrics_exporter.restarts import Memory
+    from apache_metrics_exporter.runconfig import RunConfig
 
 
 _said: set = set()  # warnings already given (long-running modes repeat none)
@@ -45,26 +45,16 @@ def report(snap: Snapshot, shown: bool = False) -> None:
             log.log(WARNING if snap.up else INFO, "%s", warning)
 
 
-def options_from(args: argparse.Namespace, exe_names: Tuple[str, ...]) -> Options:
-    from apache_metrics_exporter.collect.snapshot import Options
-
-    return Options(hanging_threshold=args.hanging_threshold, exe_names=exe_names,
-                   pid_file=args.pid_file, memory=args.memory,
-                   scan_processes=not args.no_processes, vhost_limit=args.vhost_limit,
-                   wsgi_group_names=args.wsgi_group_names,
-                   client_limit=args.client_limit)
-
-
-def track_restarts(args: argparse.Namespace, snapshots: List[Snapshot],
+def track_restarts(config: RunConfig, snapshots: List[Snapshot],
                    memory: Optional[Memory] = None) -> None:
     """Restart counts from the collector's state file and the interval figures
     (restarts.py): compared with the loop's ``memory`` when it has a newer
     reading than the file, or when there is no file."""
-    if args.collector_state or memory is not None:
+    if config.collector_state or memory is not None:
         from apache_metrics_exporter.restarts import DEFAULT_PATH, track
 
-        track(snapshots, args.collector_state, args.collector_state != DEFAULT_PATH,
-              memory, args.vhost_limit)
+        track(snapshots, config.collector_state, config.collector_state != DEFAULT_PATH,
+              memory, config.options.vhost_limit)
 
 
 class Cycle:
@@ -74,9 +64,9 @@ class Cycle:
     previous reading of each target in memory; a one-shot run has only the
     collector's state file."""
 
-    def __init__(self, args: argparse.Namespace, options: Options, keep: bool = True) -> None:
-        self.args = args
-        self.options = options
+    def __init__(self, config: RunConfig, keep: bool = True) -> None:
+        self.config = config
+        self.options = config.options
         self.memory: Optional[Memory] = None
         if keep:
             from apache_metrics_exporter.restarts import Memory
@@ -92,14 +82,14 @@ class Cycle:
         from apache_metrics_exporter.collect.snapshot import collect_all
         from apache_metrics_exporter.health import state_samples
 
-        args = self.args
-        extra = state_samples(args.spool_dir, args.spool_max_bytes, args.state_file)
+        config = self.config
+        extra = state_samples(config.spool_dir, config.spool_max_bytes, config.state_file)
         if blocking is None:
             snapshots = collect_all(fetchers, self.options)
         else:
             snapshots = blocking(collect_all, fetchers, self.options)
         if remember:
-            track_restarts(args, snapshots, self.memory)
+            track_restarts(config, snapshots, self.memory)
         for snap in snapshots:
             snap.samples.extend(extra)
         return snapshots

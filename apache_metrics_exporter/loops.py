@@ -11,24 +11,24 @@ endpoint (endpoint.py) runs the same Cycle per scrape.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 from contextlib import contextmanager
 
-from apache_metrics_exporter.cycle import Cycle, options_from, report
+from apache_metrics_exporter.cycle import Cycle, report
 from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, OutputError, UsageError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.streams import StdoutClosed
-from apache_metrics_exporter.writers import FORMAT, Settings
+from apache_metrics_exporter.writers import FORMAT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Iterator, List, Optional, Tuple
+    from typing import Any, Iterator, List, Optional
 
     from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.runconfig import RunConfig
     from apache_metrics_exporter.writers import Writer
 
 
@@ -44,8 +44,7 @@ def collectd_interval() -> Optional[float]:
     return value if value > 0 else None
 
 
-def batch(args: argparse.Namespace, fetchers: List[Fetcher], cycle: Cycle,
-          writer: Writer, sink: Optional[Any] = None,
+def batch(cycle: Cycle, fetchers: List[Fetcher], writer: Writer, sink: Optional[Any] = None,
           stopper: Optional[Stopper] = None) -> None:
     """Collect every target once and write one batch (raises OutputError).
 
@@ -55,27 +54,28 @@ def batch(args: argparse.Namespace, fetchers: List[Fetcher], cycle: Cycle,
     """
     from apache_metrics_exporter.output import write_atomic
 
+    settings = cycle.config.settings
     snapshots = cycle.collect(fetchers, blocking=None if stopper is None else stopper.blocking)
     tells = getattr(writer, "tells_problems", None)  # the text summary's
-    shown = bool(tells and tells(Settings.of(args)))
+    shown = bool(tells and tells(settings))
     for snap in snapshots:
         report(snap, shown)
-    text = writer.render(snapshots, Settings.of(args))
+    text = writer.render(snapshots, settings)
     if sink is not None:
         sink.send(text, snapshots)
     else:
-        write_atomic(args.output, text)
+        write_atomic(cycle.config.output, text)
 
 
 @contextmanager
-def _connections(args: argparse.Namespace, targets: List[Target],
+def _connections(config: RunConfig, targets: List[Target],
                  writer: Writer) -> Iterator[tuple]:
     """A fetcher per target and the writer's sink (if it has one), closed at
     the end whatever happens; a loop keeps them across batches."""
     from apache_metrics_exporter.collect.http import Fetcher
 
     fetchers = [Fetcher(t) for t in targets]
-    sink = writer.sink(Settings.of(args)) if FORMAT[args.format].sinks else None
+    sink = writer.sink(config.settings) if FORMAT[config.format].sinks else None
     try:
         yield fetchers, sink
     finally:
@@ -85,13 +85,11 @@ def _connections(args: argparse.Namespace, targets: List[Target],
             sink.close()
 
 
-def run_once(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: Writer) -> int:
+def run_once(config: RunConfig, targets: List[Target], writer: Writer) -> int:
     """One batch, then exit."""
-    with _connections(args, targets, writer) as (fetchers, sink):
+    with _connections(config, targets, writer) as (fetchers, sink):
         try:
-            batch(args, fetchers, Cycle(args, options_from(args, exe_names), keep=False),
-                  writer, sink)
+            batch(Cycle(config, keep=False), fetchers, writer, sink)
         except OutputError as exc:
             log.error("%s", exc)
             return EXIT_OUTPUT
@@ -131,8 +129,7 @@ class Stopper:
             self._blocking = False
 
 
-def run_loop(args: argparse.Namespace, targets: List[Target],
-             exe_names: Tuple[str, ...], writer: Writer) -> int:
+def run_loop(config: RunConfig, targets: List[Target], writer: Writer) -> int:
     """--interval and --execd: a batch per tick or per stdin line, until stopped.
 
     The HTTP connections are kept between batches; an Apache that goes away
@@ -142,24 +139,24 @@ def run_loop(args: argparse.Namespace, targets: List[Target],
     is reported and tried again next time.
     """
     stopper = Stopper()
-    cycle = Cycle(args, options_from(args, exe_names))  # kept between batches
+    cycle = Cycle(config)  # kept between batches
     next_tick = time.monotonic()
-    with _connections(args, targets, writer) as (fetchers, sink):
+    with _connections(config, targets, writer) as (fetchers, sink):
         try:
             while not stopper.stopping:
-                if args.execd and not stopper.blocking(sys.stdin.readline):
+                if config.execd and not stopper.blocking(sys.stdin.readline):
                     return EXIT_OK  # Telegraf closed stdin: it is stopping us
                 try:
-                    batch(args, fetchers, cycle, writer, sink, stopper)
+                    batch(cycle, fetchers, writer, sink, stopper)
                 except OutputError as exc:
                     log.error("%s", exc)
-                    if args.output == "-" and sink is None or isinstance(exc, StdoutClosed):
+                    if config.output == "-" and sink is None or isinstance(exc, StdoutClosed):
                         return EXIT_OUTPUT
-                if args.interval:
-                    next_tick += args.interval
+                if config.interval:
+                    next_tick += config.interval
                     now = time.monotonic()
                     if next_tick < now:  # a slow batch: skip the ticks it overran
-                        next_tick = now + args.interval - (now - next_tick) % args.interval
+                        next_tick = now + config.interval - (now - next_tick) % config.interval
                     stopper.blocking(time.sleep, next_tick - now)
         except _Stop:
             pass
