@@ -8,7 +8,10 @@ The loops (loops.py: one shot, --interval, --execd) and the --listen
 endpoint (endpoint.py) all run a ``Cycle``; neither imports the other.
 
 A ``Cycle`` is the one home of the state a long-running run keeps between
-its cycles: the previous reading of each target (restarts.Memory).
+its cycles: the previous reading of each target (restarts.Memory) and what
+is known of each target's process tree (collect/processes.Reuse: the tree
+proof, kept while the listening sockets and the parent are unchanged, and
+the children's titles), so a cycle reads only what can change.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Callable, List, Optional
 
     from apache_metrics_exporter.collect.http import Fetcher
+    from apache_metrics_exporter.collect.processes import Reuse
     from apache_metrics_exporter.collect.snapshot import Snapshot
     from apache_metrics_exporter.restarts import Memory
     from apache_metrics_exporter.runconfig import RunConfig
@@ -61,17 +65,21 @@ class Cycle:
     """The collection of one cycle, and the state kept between cycles.
 
     ``keep``: a long-running run (--interval, --execd, --listen) keeps the
-    previous reading of each target in memory; a one-shot run has only the
-    collector's state file."""
+    previous reading of each target and its process tree in memory; a
+    one-shot run has only the collector's state file, and proves the tree
+    once."""
 
     def __init__(self, config: RunConfig, keep: bool = True) -> None:
         self.config = config
         self.options = config.options
         self.memory: Optional[Memory] = None
+        self.reuse: Optional[Reuse] = None
         if keep:
+            from apache_metrics_exporter.collect.processes import Reuse
             from apache_metrics_exporter.restarts import Memory
 
             self.memory = Memory()
+            self.reuse = Reuse()
 
     def collect(self, fetchers: List[Fetcher], remember: bool = True,
                 blocking: Optional[Callable[..., Any]] = None) -> List[Snapshot]:
@@ -85,9 +93,9 @@ class Cycle:
         config = self.config
         extra = state_samples(config.spool_dir, config.spool_max_bytes, config.state_file)
         if blocking is None:
-            snapshots = collect_all(fetchers, self.options)
+            snapshots = collect_all(fetchers, self.options, self.reuse)
         else:
-            snapshots = blocking(collect_all, fetchers, self.options)
+            snapshots = blocking(collect_all, fetchers, self.options, self.reuse)
         if remember:
             track_restarts(config, snapshots, self.memory)
         for snap in snapshots:

@@ -16,6 +16,7 @@ from apache_metrics_exporter.collect.processes import (
     EMPTY_SCAN,
     Listener,
     ProcessScan,
+    Reuse,
     memory_stats,
     parent_of_url,
     scan,
@@ -85,8 +86,10 @@ class Snapshot(NamedTuple):
         return None
 
 
-def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
-    """Fetch, parse, scan and derive; never raises for a broken server."""
+def collect(fetcher: Fetcher, options: Options = Options(),
+            reuse: Optional[Reuse] = None) -> Snapshot:
+    """Fetch, parse, scan and derive; never raises for a broken server.
+    ``reuse``: what a long-running run keeps of the process tree (Reuse)."""
     started = time.time()
     t0 = time.perf_counter()
     url = fetcher.target.url
@@ -126,12 +129,12 @@ def collect(fetcher: Fetcher, options: Options = Options()) -> Snapshot:
         # socket) is scanned; the page's PIDs are mere hints where to look.
         parent = parent_of_url(fetcher.host, fetcher.port, options.exe_names,
                                options.pid_file, [w.pid for w in workers or () if w.pid],
-                               fetcher.peer if auto is not None else None)
+                               fetcher.peer if auto is not None else None, reuse=reuse)
         if parent.pid is None:
             warnings.append(f"no process figures for {url}: {parent.reason}")
         else:
             processes = scan(parent.pid, options.exe_names, options.memory,
-                             options.wsgi_group_names == "config")
+                             options.wsgi_group_names == "config", reuse)
         listeners = parent.listeners
     if reason == "timeout" and any(s.queue > 0 for s in listeners):
         # Read after the deadline: connections (ours among them, unless the
@@ -191,7 +194,8 @@ def fetch_reason(exc: BaseException) -> str:
 JOIN_MARGIN = 1.0  # seconds past --timeout before a target is given up as late
 
 
-def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[Snapshot]:
+def collect_all(fetchers: List[Fetcher], options: Options = Options(),
+                reuse: Optional[Reuse] = None) -> List[Snapshot]:
     """Every target at once, each bounded by one --timeout for its whole fetch;
     the batch ends within the longest --timeout plus a small margin whatever
     the targets do. A target still running then is reported down, and its
@@ -199,7 +203,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
     until it gives up), so a loop's next batch starts clean."""
     def one(fetcher: Fetcher) -> Snapshot:
         with fetcher.deadline():
-            return collect(fetcher, options)
+            return collect(fetcher, options, reuse)
 
     if len(fetchers) == 1:
         return [one(fetchers[0])]
