@@ -98,27 +98,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.interval = loops.collectd_interval()
         if args.output == "-" and not fmt.sinks and not args.listen:
             require_stdout()  # closed: status 1 before anything is fetched
+        from apache_metrics_exporter.runconfig import run_config
+
+        run = run_config(args, exe_names)  # below here: no argparse Namespace
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except OutputError as exc:
         log.error("%s", exc)
         return EXIT_OUTPUT
-    if args.listen:
-        return loops.run_endpoint(args, targets, exe_names)
+    if run.listen:
+        from apache_metrics_exporter.endpoint import run_endpoint
+
+        return run_endpoint(run, targets)
     if args.watch:
         from apache_metrics_exporter import watch
         from apache_metrics_exporter.collect.http import Fetcher
 
         fetcher = Fetcher(targets[0])
         try:
-            return watch.run(fetcher, loops.options_from(args, exe_names), args.watch,
-                             args.hanging_threshold)
+            return watch.run(fetcher, run.options, args.watch, args.hanging_threshold)
         finally:
             fetcher.close()
-    if args.execd or args.interval:
-        return loops.run_loop(args, targets, exe_names, writer)
-    return loops.run_once(args, targets, exe_names, writer)
+    if run.execd or run.interval:
+        return loops.run_loop(run, targets, writer)
+    return loops.run_once(run, targets, writer)
 
 
 def check_endpoint_options(args: argparse.Namespace) -> None:
@@ -231,8 +235,9 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         from apache_metrics_exporter.reaper.run import run_reaper
+        from apache_metrics_exporter.runconfig import reaper_config
 
-        return run_reaper(args, targets[0], exe_names, thresholds)
+        return run_reaper(reaper_config(args, exe_names), targets[0], thresholds)
     except OutputError as exc:
         log.error("%s", exc)
         return EXIT_OUTPUT

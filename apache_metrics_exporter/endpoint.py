@@ -21,7 +21,6 @@ up its connection slot to a newcomer when all are taken.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hmac
 import signal
@@ -32,18 +31,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from apache_metrics_exporter.catalogue import BY_NAME
-from apache_metrics_exporter.errors import UsageError
+from apache_metrics_exporter.cycle import Cycle, report
+from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
-from apache_metrics_exporter.writers import Settings, prometheus
+from apache_metrics_exporter.writers import prometheus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
     from apache_metrics_exporter.collect.http import Target
-    from apache_metrics_exporter.collect.snapshot import Options
+    from apache_metrics_exporter.runconfig import RunConfig
     from apache_metrics_exporter.webconfig import WebConfig
 
 DEFAULT_PORT = 9117
@@ -94,20 +94,15 @@ def allowed(url: str, pattern: str) -> bool:
 class Endpoint:
     """What a scrape does: collect targets concurrently, render, count failures."""
 
-    def __init__(self, args: argparse.Namespace, targets: Sequence[Target],
-                 options: Options) -> None:
-        self.args = args
+    def __init__(self, config: RunConfig, targets: Sequence[Target]) -> None:
         self.targets = list(targets)
-        self.options = options
-        self.settings = Settings.of(args)
+        self.settings = config.settings
         self.failures = 0
-        from apache_metrics_exporter.restarts import Memory
-
-        self.memory = Memory()  # the previous reading of each target, between scrapes
+        self.cycle = Cycle(config)  # what is kept between scrapes
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
         self.allowed = [t.url for t in targets]
-        self.patterns = list(getattr(args, "probe_allow", None) or ())
+        self.patterns = list(config.probe_allow)
 
     def probe_target(self, url: str) -> Optional[Target]:
         """The configured target for ``url``, a new one if a --probe-allow
@@ -142,24 +137,17 @@ class Endpoint:
         ``own_process``: with this process's process_* series and build info
         (/metrics, not /probe: a probe is about its target)."""
         from apache_metrics_exporter.collect.http import Fetcher
-        from apache_metrics_exporter.collect.snapshot import Sample, collect_all
-        from apache_metrics_exporter.health import state_samples
+        from apache_metrics_exporter.collect.snapshot import Sample
 
         t0 = time.perf_counter()
         fetchers = [Fetcher(t) for t in targets]
         try:
-            snaps = collect_all(fetchers, self.options)
+            # probes never reach the restart state
+            snaps = self.cycle.collect(fetchers, remember=list(targets) == self.targets)
         finally:
             for fetcher in fetchers:
                 fetcher.close()
-        extra = state_samples(self.args.spool_dir, self.args.spool_max_bytes,
-                              self.args.state_file)
-        from apache_metrics_exporter.loops import report, track_restarts
-
-        if list(targets) == self.targets:  # probes never reach the restart state
-            track_restarts(self.args, snaps, self.memory)
         for snap in snaps:
-            snap.samples.extend(extra)
             report(snap)
         failed = sum(1 for s in snaps if not s.up)
         with self._lock:
@@ -472,23 +460,23 @@ class _Server(ThreadingHTTPServer):
         log.debug("%s: connection failed", client_address[0])
 
 
-def _auth_value(args: argparse.Namespace) -> Optional[str]:
-    if not args.listen_user:
-        if args.listen_password_file or args.listen_password:
+def _auth_value(config: RunConfig) -> Optional[str]:
+    if not config.listen_user:
+        if config.listen_password_file or config.listen_password:
             raise UsageError("a --listen password was given but no --listen-user")
         return None
     from apache_metrics_exporter.config import read_secret
 
-    password = args.listen_password
-    if args.listen_password_file:
-        password = read_secret(args.listen_password_file, "--listen-password-file")
+    password = config.listen_password
+    if config.listen_password_file:
+        password = read_secret(config.listen_password_file, "--listen-password-file")
     if not password:
         raise UsageError("--listen-user needs a password: --listen-password-file, "
                          "'listen-password = ...' in the config file, or "
                          "APACHE_METRICS_LISTEN_PASSWORD")
     import base64
 
-    token = base64.b64encode(f"{args.listen_user}:{password}".encode()).decode("ascii")
+    token = base64.b64encode(f"{config.listen_user}:{password}".encode()).decode("ascii")
     return f"Basic {token}"
 
 
@@ -500,35 +488,34 @@ class Listeners:
         self.servers = list(servers)
 
 
-def make_server(args: argparse.Namespace, targets: Sequence[Target],
-                options: Options) -> Listeners:
+def make_server(config: RunConfig, targets: Sequence[Target]) -> Listeners:
     """The bound servers (UsageError when an address, the web configuration
     or the TLS files are wrong; nothing is left bound then)."""
-    path = args.telemetry_endpoint or "/metrics"
+    path = config.telemetry_endpoint or "/metrics"
     if not path.startswith("/"):
         raise UsageError(f"--telemetry.endpoint {path!r}: a path starting with /")
     web = None
-    if getattr(args, "web_config_file", None):
+    if config.web_config_file:
         from apache_metrics_exporter.webconfig import load
 
-        web = load(args.web_config_file)
-        if web.users and (args.listen_user or args.listen_password_file
-                          or args.listen_password):
+        web = load(config.web_config_file)
+        if web.users and (config.listen_user or config.listen_password_file
+                          or config.listen_password):
             raise UsageError("basic auth is set twice: by --listen-user and by "
                              "basic_auth_users of --web.config.file; keep one")
-        if web.ssl_context is not None and (args.listen_cert_file or args.listen_key_file):
+        if web.ssl_context is not None and (config.listen_cert_file or config.listen_key_file):
             raise UsageError("TLS is set twice: by --listen-cert-file and by "
                              "tls_server_config of --web.config.file; keep one")
     handler = type("Handler", (_Handler,), {
-        "endpoint": Endpoint(args, targets, options),
-        "metrics_path": path, "auth": _auth_value(args), "web": web})
+        "endpoint": Endpoint(config, targets),
+        "metrics_path": path, "auth": _auth_value(config), "web": web})
     ctx = web.ssl_context if web is not None and web.ssl_context is not None \
-        else _tls_context(args)
+        else _tls_context(config)
     attributes: Dict[str, Any] = {
-        "request_deadline": getattr(args, "listen_request_deadline", None) or REQUEST_DEADLINE}
+        "request_deadline": config.listen_request_deadline or REQUEST_DEADLINE}
     servers: List[_Server] = []
     try:
-        if getattr(args, "systemd_socket", False):
+        if config.systemd_socket:
             for sock in _systemd_sockets():
                 cls = type("Server", (_Server,), {**attributes, "address_family": sock.family})
                 server = cls(sock.getsockname()[:2], handler, bind_and_activate=False)
@@ -536,7 +523,7 @@ def make_server(args: argparse.Namespace, targets: Sequence[Target],
                 server.socket = sock
                 servers.append(server)
         else:
-            for given in _addresses(args.listen):
+            for given in _addresses(config.listen):
                 host, port = parse_listen(given)
                 cls = type("Server", (_Server,), {
                     **attributes, "address_family": socket.AF_INET6 if ":" in host
@@ -592,24 +579,24 @@ def _systemd_sockets() -> List[socket.socket]:
     return out
 
 
-def _tls_context(args: argparse.Namespace) -> Any:
+def _tls_context(config: RunConfig) -> Any:
     """The server's TLS context, None without --listen-cert-file."""
-    if not args.listen_cert_file:
-        if args.listen_key_file:
+    if not config.listen_cert_file:
+        if config.listen_key_file:
             raise UsageError("--listen-key-file needs --listen-cert-file")
         return None
     import ssl
 
     from apache_metrics_exporter.collect.http import no_passphrase, tls_file_problem
 
-    for given, option in ((args.listen_cert_file, "--listen-cert-file"),
-                          (args.listen_key_file, "--listen-key-file")):
+    for given, option in ((config.listen_cert_file, "--listen-cert-file"),
+                          (config.listen_key_file, "--listen-key-file")):
         why = given and tls_file_problem(given, option)
         if why:  # a FIFO would block ssl's own open for ever
             raise UsageError(why)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(args.listen_cert_file, args.listen_key_file,
+        ctx.load_cert_chain(config.listen_cert_file, config.listen_key_file,
                             password=no_passphrase)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise UsageError(f"cannot load --listen-cert-file/--listen-key-file: "
@@ -655,3 +642,13 @@ def serve(listeners: Listeners) -> int:
         for server in servers:
             server.server_close()
     return 0
+
+
+def run_endpoint(config: RunConfig, targets: List[Target]) -> int:
+    """--listen: serve scrapes until SIGTERM/SIGINT."""
+    try:
+        server = make_server(config, targets)
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    return serve(server)

@@ -203,9 +203,98 @@ def _holds(pid: int, inodes: set) -> bool:
 _proven: Dict[tuple, int] = {}  # (addresses, port) -> the parent proven last time
 
 
+class Proof(NamedTuple):
+    """A tree proof as a long-running run keeps it: which listening sockets
+    it covered, and the parent it proved (PID and start time)."""
+
+    inodes: frozenset
+    pid: int
+    start_ticks: int
+
+
+class Tree(NamedTuple):
+    """What does not change in a proven parent's tree while that parent lives:
+    the room of its title, and the title of each child (by PID and start
+    time: a PID used again is another process)."""
+
+    room: int
+    titles: Dict[Tuple[int, int], str]
+
+
+class Reuse:
+    """What a long-running run (cycle.Cycle) keeps of the process tree between
+    its cycles, so that a cycle reads only what can change.
+
+    A tree proof is kept while the listening sockets of the URL's address
+    (read every cycle anyway, for the accept queue) are the same sockets -
+    the same inodes - and the proven parent is alive with the same start
+    time: a restart makes new sockets and a new parent, another server on
+    the port has other sockets, so any of those is proven afresh in the very
+    cycle it is seen. A graceful restart keeps both: it is the children that
+    change, and those are listed anew every cycle. The reaper keeps none of
+    this: it proves and re-verifies right before every signal.
+
+    Bounded: at most LIMIT proofs and trees (a --listen probing many targets);
+    a tree keeps the titles of its current children only. ``proved`` and
+    ``reused`` count the proofs made and kept (for tests and -vv)."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        import threading
+
+        self.proofs: Dict[tuple, Proof] = {}
+        self.trees: Dict[Tuple[int, int], Tree] = {}
+        self.proved = 0
+        self.reused = 0
+        self._lock = threading.Lock()  # --listen's scrapes run at once
+
+    def kept(self, key: tuple, inodes: set, exe_names: Sequence[str]) -> Optional[int]:
+        """The parent proven for ``key`` if that proof still holds: the same
+        sockets, the parent alive with the same start time; else None."""
+        proof = self.proofs.get(key)
+        if proof is None or proof.inodes != inodes:
+            return None
+        try:
+            st = procfs.stat(proof.pid)
+        except (procfs.NoProcess, procfs.Denied):
+            return None
+        if st.start_ticks != proof.start_ticks or st.name not in exe_names:
+            return None
+        with self._lock:
+            self.reused += 1
+        return proof.pid
+
+    def keep(self, key: tuple, inodes: set, pid: int) -> None:
+        """Remember a proof just made (not kept if the parent is gone already)."""
+        try:
+            start = procfs.stat(pid).start_ticks
+        except (procfs.NoProcess, procfs.Denied):
+            return
+        with self._lock:
+            self.proved += 1
+            self.proofs.pop(key, None)
+            while len(self.proofs) >= self.LIMIT:
+                del self.proofs[next(iter(self.proofs))]
+            self.proofs[key] = Proof(frozenset(inodes), pid, start)
+
+    def tree(self, parent: Tuple[int, int], room: Optional[int] = None,
+             titles: Optional[Dict[Tuple[int, int], str]] = None) -> Optional[Tree]:
+        """The kept tree of ``parent`` (PID, start ticks); with ``room`` and
+        ``titles``, replace it."""
+        if room is None or titles is None:
+            return self.trees.get(parent)
+        with self._lock:
+            self.trees.pop(parent, None)
+            while len(self.trees) >= self.LIMIT:
+                del self.trees[next(iter(self.trees))]
+            self.trees[parent] = Tree(room, titles)
+        return None
+
+
 def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
                 pid_file: Optional[str] = None, hints: Iterable[int] = (),
-                host: Optional[Host] = None) -> Parent:
+                host: Optional[Host] = None, reuse: Optional[Reuse] = None) -> Parent:
     """The Apache parent that serves ``addresses``:``port``: the topmost Apache
     ancestor of the process holding the listening socket. Proven, never guessed.
 
@@ -216,6 +305,9 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     when it contradicts what can be seen. ``host``: the batch's shared
     reading of the socket table and its owners (collect/host.py); a new one
     when not given.
+
+    ``reuse``: a long-running run's kept proofs (Reuse): the proof made in
+    an earlier cycle stands while its sockets and parent are unchanged.
     """
     if host is None:
         from apache_metrics_exporter.collect.host import Host
@@ -235,8 +327,12 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         if named_top:
             return Parent(named_top, f"named by --pid-file {pid_file}")
         return Parent(None, "the URL is not on a loopback address")
-    candidates: List[int] = []
     key = (tuple(addresses), port)
+    if reuse is not None:
+        kept = reuse.kept(key, inodes, exe_names)
+        if kept is not None and (not named_top or named_top == kept):
+            return Parent(kept, f"listening on {where}", _by_address(found))
+    candidates: List[int] = []
     for pid in [_proven.get(key, 0), named_top or 0]:
         if pid and pid not in candidates:
             candidates.append(pid)
@@ -298,12 +394,15 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
                             f"listening on {where} is PID {top}")
     _proven[key] = top
+    if reuse is not None:
+        reuse.keep(key, inodes, top)
     return Parent(top, f"listening on {where}", _by_address(found))
 
 
 def parent_of_url(host: str, port: int, exe_names: Sequence[str],
                   pid_file: Optional[str] = None, hints: Iterable[int] = (),
-                  peer: Optional[str] = None, shared: Optional[Host] = None) -> Parent:
+                  peer: Optional[str] = None, shared: Optional[Host] = None,
+                  reuse: Optional[Reuse] = None) -> Parent:
     """The proven Apache parent serving ``host``:``port`` (see find_parent); a
     host that is not a loopback address has none, unless --pid-file names it
     (and then no socket is read: a remote target costs no /proc work beyond
@@ -316,7 +415,8 @@ def parent_of_url(host: str, port: int, exe_names: Sequence[str],
     if addresses is None and not pid_file:
         return Parent(None, f"{host} is not a loopback address of this host (run the "
                             "exporter on Apache's host, or give --pid-file)")
-    return find_parent(addresses or (), port, exe_names, pid_file, hints, shared)
+    return find_parent(addresses or (), port, exe_names, pid_file, hints, host=shared,
+                       reuse=reuse)
 
 
 def _apache_owners(inodes: set, exe_names: Sequence[str], host: Host) -> tuple:
@@ -410,44 +510,61 @@ def _memory(pid: int, kind: str) -> int:
 
 
 def scan(parent_pid: Optional[int], exe_names: Sequence[str],
-         memory_kind: str = "rss", resolve_names: bool = True) -> ProcessScan:
-    """Children of the parent with the same executable, grouped and measured."""
+         memory_kind: str = "rss", resolve_names: bool = True,
+         reuse: Optional[Reuse] = None) -> ProcessScan:
+    """Children of the parent with the same executable, grouped and measured.
+
+    ``reuse``: a long-running run's kept tree (Reuse): the titles of the
+    children it has seen before (same PID and start time) and the parent's
+    title room are not read again; the children are listed, and each one's
+    identity, state and memory read, every time."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     try:
         parent = procfs.stat(parent_pid)
         parent_ctime = procfs.create_time(parent)
-        parent_argv = procfs.cmdline(parent_pid)
-        room = len(parent_argv[0]) if parent_argv else 0
+        identity = (parent_pid, parent.start_ticks)
+        kept = reuse.tree(identity) if reuse is not None else None
+        if kept is not None:
+            room, known = kept.room, kept.titles
+        else:
+            parent_argv = procfs.cmdline(parent_pid)
+            room, known = (len(parent_argv[0]) if parent_argv else 0), {}
         kids = procfs.children(parent_pid)
     except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
+    titles: Dict[Tuple[int, int], str] = {}
     for pid in kids:
         try:
             st = procfs.stat(pid)
             if st.name not in exe_names or st.ppid != parent_pid or st.state in "ZX":
                 continue  # not Apache's, or exited (a zombie has no memory left)
-            cmd = procfs.cmdline(pid)
+            title = known.get((pid, st.start_ticks))
+            if title is None:
+                cmd = procfs.cmdline(pid)
+                title = cmd[0] if cmd else ""
             mem = _memory(pid, memory_kind)
         except procfs.NoProcess:
             continue  # gone between listing and reading: not an error
         except procfs.Denied:
             if memory_kind == "rss":
                 continue
-            fallback = scan(parent_pid, exe_names, "rss", resolve_names)
+            fallback = scan(parent_pid, exe_names, "rss", resolve_names, reuse)
             return fallback._replace(warnings=fallback.warnings + (
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
                 "reporting RSS instead",))
-        title = cmd[0] if cmd else ""
+        titles[(pid, st.start_ticks)] = title
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
         if info is not None and info[1]:
             truncated.add(group)
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
                                  title.rstrip(" \x00")))
+    if reuse is not None:
+        reuse.tree(identity, room, titles)
     if truncated and resolve_names:
         resolved = resolve_groups(parent_pid, exe_names, truncated)
         if resolved:

@@ -18,6 +18,7 @@ from apache_metrics_exporter.collect.processes import (
     EMPTY_SCAN,
     Listener,
     ProcessScan,
+    Reuse,
     memory_stats,
     parent_of_url,
     scan,
@@ -105,9 +106,10 @@ class Pages(NamedTuple):
 
 
 def collect(fetcher: Fetcher, options: Options = Options(),
-            host: Optional[Host] = None) -> Snapshot:
-    """Fetch, parse, scan and derive; never raises for a broken server."""
-    return prove(fetcher, fetch(fetcher), options, host or Host())
+            host: Optional[Host] = None, reuse: Optional[Reuse] = None) -> Snapshot:
+    """Fetch, parse, scan and derive; never raises for a broken server.
+    ``reuse``: what a long-running run keeps of the process tree (Reuse)."""
+    return prove(fetcher, fetch(fetcher), options, host or Host(), reuse)
 
 
 def fetch(fetcher: Fetcher) -> Pages:
@@ -148,7 +150,8 @@ def fetch(fetcher: Fetcher) -> Pages:
                  warnings, boot)
 
 
-def prove(fetcher: Fetcher, pages: Pages, options: Options, host: Host) -> Snapshot:
+def prove(fetcher: Fetcher, pages: Pages, options: Options, host: Host,
+          reuse: Optional[Reuse] = None) -> Snapshot:
     """The second half of a collection, after the fetch has ended: the Apache
     serving the URL proven (with ``host``, the batch's one reading of the
     socket table and its owners), its processes scanned, the snapshot built.
@@ -164,12 +167,13 @@ def prove(fetcher: Fetcher, pages: Pages, options: Options, host: Host) -> Snaps
         # socket) is scanned; the page's PIDs are mere hints where to look.
         parent = parent_of_url(fetcher.host, fetcher.port, options.exe_names,
                                options.pid_file, [w.pid for w in workers or () if w.pid],
-                               fetcher.peer if auto is not None else None, host)
+                               fetcher.peer if auto is not None else None, host,
+                               reuse=reuse)
         if parent.pid is None:
             warnings.append(f"no process figures for {url}: {parent.reason}")
         else:
             processes = scan(parent.pid, options.exe_names, options.memory,
-                             options.wsgi_group_names == "config")
+                             options.wsgi_group_names == "config", reuse)
         listeners = parent.listeners
     if reason == "timeout" and any(s.queue > 0 for s in listeners):
         # Read after the deadline: connections (ours among them, unless the
@@ -230,7 +234,8 @@ def fetch_reason(exc: BaseException) -> str:
 JOIN_MARGIN = 1.0  # seconds past --timeout before a target is given up as late
 
 
-def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[Snapshot]:
+def collect_all(fetchers: List[Fetcher], options: Options = Options(),
+                reuse: Optional[Reuse] = None) -> List[Snapshot]:
     """Every target at once, each bounded by one --timeout for its whole fetch;
     the batch ends within the longest --timeout plus a small margin whatever
     the targets do. A target still running then is reported down, and its
@@ -248,7 +253,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
             return fetch(fetcher)
 
     if len(fetchers) == 1:
-        return [prove(fetchers[0], one(fetchers[0]), options, host)]
+        return [prove(fetchers[0], one(fetchers[0]), options, host, reuse)]
     import threading
 
     results: List[Optional[Pages]] = [None] * len(fetchers)
@@ -268,7 +273,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options()) -> List[S
     for i, fetcher in enumerate(fetchers):
         pages = results[i]
         if pages is not None:
-            snap = prove(fetcher, pages, options, host)
+            snap = prove(fetcher, pages, options, host, reuse)
         else:
             target = fetcher.target
             snap = build(target.url, started, None, None, None, EMPTY_SCAN, options,

@@ -15,7 +15,6 @@ a reaper waiting for the lock waits for them too, never longer.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from apache_metrics_exporter.errors import EXIT_OK
@@ -23,14 +22,12 @@ from apache_metrics_exporter.log import log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Tuple
-
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.reaper.policy import Page, Thresholds
+    from apache_metrics_exporter.runconfig import ReaperConfig
 
 
-def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, ...],
-               thresholds: Thresholds) -> int:
+def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> int:
     """One reaper run: the page is fetched first, then everything that acts
     (scan, selection, signals, counters) happens under the state file's lock.
     The first read holds no lock; the reads under it (after a wait, and one
@@ -42,12 +39,13 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
     from apache_metrics_exporter.reaper.policy import execute, select, strangers
     from apache_metrics_exporter.reaper.state import RunCounts, StateFile, record_run
 
-    state_file = StateFile(args.state_file)
+    exe_names = config.exe_names
+    state_file = StateFile(config.state_file)
     state_file.check()  # an untrusted state file is refused before any work
     started = time.time()
     fetcher = Fetcher(target)
     page = read_page(fetcher)
-    with state_file.locked(args.lock_timeout) as state:
+    with state_file.locked(config.lock_timeout) as state:
         if state_file.waited:
             # The page predates the wait: another reaper may have acted and
             # requests may have ended or begun since. Decide on a fresh one.
@@ -60,20 +58,20 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             (log.warning if page.error.endswith(NO_TABLE) else log.error)(
                 "native workers are left alone this run: %s", page.error)
         workers, fetched_at = page.workers, page.received
-        parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
+        parent = parent_of_url(fetcher.host, fetcher.port, exe_names, config.pid_file,
                                [w.pid for w in workers or () if w.pid],
                                fetcher.peer if workers is not None else None)
         totals = state["totals"]
         if parent.pid is None:
             log.error("cannot prove which Apache serves %s: %s; signalling nothing",
                       target.url, parent.reason)
-            if not args.dry_run:  # a dry run changes no counter but would_kill
+            if not config.dry_run:  # a dry run changes no counter but would_kill
                 totals["runs"] += 1
                 totals["unproven_runs"] += 1
-            record_run(state, RunCounts(int(started), bool(args.dry_run), result="skipped"))
+            record_run(state, RunCounts(int(started), bool(config.dry_run), result="skipped"))
             return EXIT_OK
-        processes = scan(parent.pid, exe_names, args.memory,
-                         args.wsgi_group_names == "config")
+        processes = scan(parent.pid, exe_names, config.memory,
+                         config.wsgi_group_names == "config")
         for warning in processes.warnings:
             log.warning("%s", warning)
         outside = strangers(workers, processes)
@@ -86,17 +84,17 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
         selected = select(workers, processes, thresholds, fetched_at=fetched_at,
                           sent_at=page.sent, own_requests=page.own_requests)
         result = "ok"
-        if len(selected) > args.max_kills:
+        if len(selected) > config.max_kills:
             result = "circuit-breaker"
-            if not args.dry_run:  # a dry run changes no counter but would_kill
+            if not config.dry_run:  # a dry run changes no counter but would_kill
                 totals["circuit_breaker_trips"] += 1
             log.error("circuit breaker: %d processes are over a threshold, more than "
                       "--max-kills %d; acting on the worst %d only - check the thresholds",
-                      len(selected), args.max_kills, args.max_kills)
-            selected = selected[:args.max_kills]
+                      len(selected), config.max_kills, config.max_kills)
+            selected = selected[:config.max_kills]
         kills = {"native_active": 0, "native_idle": 0, "wsgi": 0}
         would_kill = escalations = skipped = 0
-        if args.dry_run:
+        if config.dry_run:
             for c in selected:
                 log.info("would kill %s", c.describe(processes.memory_kind))
             would_kill = len(selected)
@@ -104,7 +102,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             result = "dry-run" if result == "ok" else result
         elif selected:
             outcome = execute(selected, parent_pid, processes.parent_create_time or 0.0,
-                              exe_names, args.grace, processes.memory_kind,
+                              exe_names, config.grace, processes.memory_kind,
                               fresh_page=lambda: read_page(fetcher))
             for c in outcome.killed:
                 totals["kills"][c.kind] += 1
@@ -113,14 +111,14 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             escalations, skipped = len(outcome.escalated), len(outcome.skipped)
             totals["sigkill_escalations"] += escalations
             totals["skipped_for_safety"] += skipped
-        if not args.dry_run:
+        if not config.dry_run:
             totals["runs"] += 1
-        run = RunCounts(int(started), bool(args.dry_run), len(processes.children),
+        run = RunCounts(int(started), bool(config.dry_run), len(processes.children),
                         kills["native_active"], kills["native_idle"], kills["wsgi"],
                         would_kill, escalations, skipped, result)
         record_run(state, run)
         killed = sum(kills.values())
-        if args.dry_run:
+        if config.dry_run:
             log.info("dry run: would kill %d of %d processes checked", would_kill, run.checked)
         elif killed or skipped:
             log.info("killed %d of %d processes checked (%d active, %d idle, %d mod_wsgi); "
