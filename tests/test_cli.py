@@ -490,11 +490,12 @@ def test_ipv6_addresses_are_bracketed_in_errors(tmp_path):
     url = f"http://[::1]:{port}/server-status"
     proc = run_exporter("--url", url, "--format", "tab", "-f", str(tmp_path / "m.txt"))
     assert f"connection to [::1]:{port} refused: is Apache running" in proc.stderr
-    # The reaper puts what it does before the reason, which ends in a question.
+    # The reaper says it in one line, what it does before what to do.
     from tests.test_reaper import reap
 
     proc = reap("--url", url, "--max-time", "1h", "--dry-run", "--state-file",
                 str(tmp_path / "s.json"))
-    assert (f"error: native workers are left alone this run: connection to [::1]:{port} "
-            "refused: is Apache running and listening there?\n") in proc.stderr
+    assert (f"error: nothing listens on [::1]:{port} (connection refused): signalling "
+            "nothing this run; start Apache, or point --url at the address and port it "
+            "listens on\n") in proc.stderr
     assert "?;" not in proc.stderr

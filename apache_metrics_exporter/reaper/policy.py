@@ -50,6 +50,7 @@ class Page(NamedTuple):
     received: float  # time.time() once the answer was read
     error: str = ""  # why there is no worker table ('' when there is one)
     own_request: str = ""  # the request line of this very read, as the table shows it
+    refused: bool = False  # the connection was refused: nothing listens at the URL
 
 
 def _serving(rows: Sequence[WorkerRow], own_request: str) -> List[WorkerRow]:

@@ -20,6 +20,7 @@ import time
 
 from apache_metrics_exporter.errors import EXIT_OK
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -54,19 +55,27 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
             log.info("reading %s again: the page read before waiting for the lock is stale",
                      target.url)
             page = read_page(fetcher)
-        if page.error:  # a missing worker table is a setting, not a failure
-            # The consequence first: the reason may end in a question
-            # ("is Apache running and listening there?").
-            (log.warning if page.error.endswith(NO_TABLE) else log.error)(
-                "native workers are left alone this run: %s", page.error)
         workers, fetched_at = page.workers, page.received
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, args.pid_file,
                                [w.pid for w in workers or () if w.pid],
                                fetcher.peer if workers is not None else None)
         totals = state["totals"]
+        # A refused connection to a loopback URL and no listener to prove are
+        # one cause (Apache is not listening there): said once, with the fix.
+        not_listening = page.refused and parent.pid is None and fetcher.is_local()
+        if not_listening:
+            log.error("nothing listens on %s (connection refused): signalling nothing "
+                      "this run; start Apache, or point --url at the address and port "
+                      "it listens on", hostport(fetcher.host, fetcher.port))
+        elif page.error:  # a missing worker table is a setting, not a failure
+            # The consequence first: the reason may end in a question
+            # ("is Apache running and listening there?").
+            (log.warning if page.error.endswith(NO_TABLE) else log.error)(
+                "native workers are left alone this run: %s", page.error)
         if parent.pid is None:
-            log.error("cannot prove which Apache serves %s: %s; signalling nothing",
-                      target.url, parent.reason)
+            if not not_listening:
+                log.error("cannot prove which Apache serves %s: %s; signalling nothing",
+                          target.url, parent.reason)
             if not args.dry_run:  # a dry run changes no counter but would_kill
                 totals["runs"] += 1
                 totals["unproven_runs"] += 1
@@ -146,11 +155,26 @@ def read_page(fetcher: Fetcher) -> Page:
 
     url = fetcher.target.url
     sent = time.time()
+    refused = False
     try:
         workers = parse_html(fetcher.get(url), source=url).workers
         error = "" if workers is not None else f"{url} {NO_TABLE}"
     except FetchError as exc:
         workers, error = None, str(exc)
+        refused = _refused(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error, request_line(url))
+    return Page(workers, sent, time.time(), error, request_line(url), refused)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed read was a refused connection (nothing listening):
+    FetchError keeps the socket's error in its chain."""
+    seen: "BaseException | None" = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
