@@ -24,7 +24,7 @@ from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Tuple
+    from typing import Optional, Tuple
 
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.reaper.policy import Page, Thresholds
@@ -170,7 +170,7 @@ def read_page(fetcher: Fetcher) -> Page:
 def _refused(exc: BaseException) -> bool:
     """Whether a failed read was a refused connection (nothing listening):
     FetchError keeps the socket's error in its chain."""
-    seen: "BaseException | None" = exc
+    seen: Optional[BaseException] = exc
     for _ in range(8):
         if seen is None:
             return False
