@@ -315,6 +315,30 @@ def test_url_credentials_are_redacted_in_error_lines(tmp_path):
         server.close()
 
 
+@pytest.mark.parametrize("given", ["mon:S3cret@127.0.0.1/server-status",
+                                   "mon:S3/cret@127.0.0.1/server-status"])
+def test_a_url_without_scheme_never_echoes_its_password(tmp_path, given):
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"url = {given}\n")
+    proc = run_exporter("--config", str(conf))
+    assert proc.returncode == 2
+    assert "S3" not in proc.stderr and "mon" not in proc.stderr
+    assert "'***@127.0.0.1/server-status'" in proc.stderr
+    assert "did you mean" not in proc.stderr  # a guess would carry the password
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("127.0.0.1:8080/server-status", "http://127.0.0.1:8080/server-status"),
+    ("localhost", "http://localhost/server-status"),
+    ("[::1]:8080/status", "http://[::1]:8080/status")])
+def test_a_url_without_scheme_gets_the_url_it_meant(given, meant):
+    proc = run_exporter("--url", given)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: --url {given!r}: expected "
+                           f"http://HOST[:PORT]/server-status or https://...; did you mean "
+                           f"--url {meant}?\n")
+
+
 def test_url_user_with_a_password_from_elsewhere(tmp_path):
     server = AuthServer()
     try:

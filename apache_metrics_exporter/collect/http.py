@@ -88,9 +88,13 @@ def status_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
 def redact(url: str) -> str:
     """``url`` with any ``user:password@`` shown as ``***@`` (for messages)."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        # No scheme (a mistyped --url, "user:pw@host/..."): there is no telling
+        # where a password would end, so everything up to the last @ goes.
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     netloc = rest[:end]
-    if not sep or "@" not in netloc:
+    if "@" not in netloc:
         return url
     return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
 
@@ -123,8 +127,20 @@ def check_url(url: str) -> str:
         raise UsageError(f"--url {shown!r}: not a valid URL (the port must be a number "
                          "between 0 and 65535, an IPv6 address in [brackets])") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = ""
+        if "://" not in url and "@" not in url and url[:1] not in ("", "/"):
+            # "127.0.0.1:8080/server-status": the scheme forgotten.
+            guess = "http://" + url
+            try:
+                parts = urlsplit(guess)
+                ok = bool(parts.hostname) and parts.port is not None or \
+                    ":" not in parts.netloc
+            except ValueError:
+                ok = False
+            if ok:
+                hint = f"; did you mean --url {guess}{'' if parts.path else '/server-status'}?"
         raise UsageError(f"--url {shown!r}: expected http://HOST[:PORT]/server-status "
-                         "or https://...")
+                         f"or https://...{hint}")
     return url
 
 

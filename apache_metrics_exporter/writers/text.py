@@ -226,7 +226,7 @@ def accept_queue(samples: Sequence[Any]) -> List[str]:
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+    return f"{format_figure(seconds * 1000)} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def interval_line(value: Any) -> str:
@@ -250,7 +250,7 @@ def interval_line(value: Any) -> str:
         share = value("request_duration_sampled_ratio")
         if share is not None:
             text += f" ({share * 100:.0f}% sampled)"
-    return f"{text} over {value('interval_seconds') or 0:.0f} s"
+    return f"{text} over {format_figure(value('interval_seconds') or 0)} s"
 
 
 def slow_clients(samples: Sequence[Any]) -> List[str]:
