@@ -71,8 +71,13 @@ def test_version_and_help():
     (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
     (["--output", "/nonexistent/dir/metrics.txt"], "--output"),
     (["--bogus-option"], "unrecognized option --bogus-option"),
-    (["--pasword=hunter2"], "unrecognized option --pasword (values are not shown"),
-    (["--pasword", "hunter2"], "unrecognized option --pasword; 1 unexpected argument"),
+    (["--bogus-option", "stray"], "unrecognized option --bogus-option (values are not "),
+    (["--bogus-option=x", "stray"], "--bogus-option; 1 unexpected argument (values are not"),
+    (["--pasword=hunter2"], "unrecognized option --pasword (did you mean --password?) "
+                            "(values are not shown"),
+    # The word after an unknown option is its value, not an unexpected argument.
+    (["--pasword", "hunter2"], "unrecognized option --pasword (did you mean --password?) "
+                               "(values are not shown"),
     (["--url", "http://mon:hunter2@127.0.0.1/x"], "'http://***@127.0.0.1/x': a password on "
                                                   "the command line"),
     (["--url=http://mon:hunter2@127.0.0.1/x"], "a password on the command line"),
@@ -215,7 +220,7 @@ def test_mistyped_config_key_is_named_without_its_value(tmp_path, listener):
     proc = run_exporter("--url", url, "--config", str(conf))
     assert proc.returncode == 2
     line = one_error_line(proc)
-    assert f"unknown key 'pasword' in config file {conf}" in line
+    assert f"unknown key 'pasword' in config file {conf} (did you mean 'password'?)" in line
     assert "S3cret" not in proc.stderr + proc.stdout
     assert hits == []
 
