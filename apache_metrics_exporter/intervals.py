@@ -7,7 +7,9 @@ comparison place, after it has ruled out a hard restart. Pure functions: no
 I/O, no clock.
 
 Rates: the ``Total Accesses``, ``Total kBytes`` and ``Total Duration`` deltas
-over the time between the two collections' start times. A delta that goes
+over the time between the two collections' start times, measured on
+CLOCK_BOOTTIME when both readings carry it from the same boot (clocks.py: a
+wall-clock step is no interval), else on the wall clock. A delta that goes
 down (a counter reset the restart check did not see) leaves the rate out.
 
 Request durations: the worker table shows, per slot, how many requests the
@@ -35,15 +37,19 @@ process, rows are in thread order, and a thread is on the page once it has
 served a request: the rows with a count pair up by position when their number
 did not change; otherwise the process is skipped for the interval (it began
 using more threads; only threaded MPMs). The exporter's own status requests
-(the --url path) are taken out of both the sample and the total.
+(their exact request lines, as collect/clients.py knows them: not any request
+for the same path) are taken out of both the sample and the total.
 """
 
 from __future__ import annotations
 
 import math
 
+from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
+from apache_metrics_exporter.collect.http import REQUEST_FIELD
 from apache_metrics_exporter.collect.snapshot import Sample
+from apache_metrics_exporter.collect.status import columns
 from apache_metrics_exporter.vhosts import OTHER, collected
 
 TYPE_CHECKING = False
@@ -79,33 +85,49 @@ def _srv(text: str) -> Optional[str]:
     return slot if slot.isascii() and slot.isdigit() and len(slot) <= 9 else None
 
 
+class _Memo(dict):
+    """Cell text -> value, each distinct text converted once (Req, Dur and
+    Srv repeat a lot); cleared beyond 65536 texts to stay bounded."""
+
+    def __init__(self, convert: Any) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, text: str) -> Any:
+        if len(self) >= 65536:
+            self.clear()
+        value = self[text] = self.convert(text)
+        return value
+
+
+_INTS, _SRVS = _Memo(_int), _Memo(_srv)
 _cache: Dict[int, Tuple[Any, Any]] = {}
 
 
-def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]]:
-    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row),
-    ...])}; a process slot whose rows name two PIDs (a page changing as it was
-    written) is left out. Each cell is read once per table (slots and observe
-    share the result: reading cells is most of the cost)."""
+def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]]:
+    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row
+    index), ...])}; a process slot whose rows name two PIDs (a page changing
+    as it was written) is left out. The four columns are read in bulk from
+    the table (status.columns), once per table: slots and observe share it."""
     cached = _cache.get(id(workers))
     if cached is not None and cached[0] is workers:
         return cached[1]
-    out: Dict[str, Tuple[int, List[Tuple[int, int, int, Any]]]] = {}
+    out: Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]] = {}
     bad = set()
-    for row in workers:
-        if row.pid is None:
+    srvs, accs, reqs, durs = columns(workers, ("srv", "acc", "req", "dur"))
+    req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
+    dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
+    for i, (row, acc, srv) in enumerate(zip(workers, accs, map(_SRVS.__getitem__, srvs))):
+        pid = row.pid
+        if pid is None or srv is None:
             continue
-        plain = row.plain
-        count = _acc(plain("acc"))
+        count = _acc(acc)
         if not count:
             continue
-        srv = _srv(plain("srv"))
-        if srv is None:
-            continue
-        pid, rows = out.setdefault(srv, (row.pid, []))
-        if pid != row.pid:
+        first, rows = out.setdefault(srv, (pid, []))
+        if first != pid:
             bad.add(srv)
-        rows.append((count, _int(plain("req")), _int(plain("dur")), row))
+        rows.append((count, req_ms[i], dur_ms[i], i))
     for srv in bad:
         del out[srv]
     if len(_cache) > 8:
@@ -126,25 +148,21 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
         if used > MAX_SLOT_INTS:
             return None  # a partial table would make the rest look new next time
         flat = [pid]
-        for count, req, dur, _row in rows:
+        for count, req, dur, _i in rows:
             flat += (count, req, dur)
         out[srv] = flat
     return out
 
 
-def _request_path(request: str) -> str:
-    parts = request.split(" ")
-    return parts[1].partition("?")[0] if len(parts) >= 2 else ""
-
-
-def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, Any]]) -> Optional[float]:
+def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
+              modes: Sequence[str]) -> Optional[float]:
     """How many times ``Dur`` counts a request, as the slots that served one
     request between the collections show it (their Dur delta against Req):
     Apache 2.4.71 adds each request's duration twice (to Dur and to Total
     Duration), so 0.5; 1.0 where it counts once; None when no slot tells."""
     ratios = sorted((row_dur - max(dur0, 0)) / req
-                    for count0, dur0, count, req, row_dur, row in pairs
-                    if count - count0 == 1 and row.mode in _BETWEEN and req >= 5
+                    for (count0, dur0, count, req, row_dur, _i), mode in zip(pairs, modes)
+                    if count - count0 == 1 and mode in _BETWEEN and req >= 5
                     and row_dur >= 0 and (dur0 >= 0 or count0 == 0))
     if not ratios:
         return None
@@ -156,39 +174,43 @@ def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, Any]]) -> Optional[
     return None
 
 
-def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str = "",
+def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[str] = (),
             scale: Optional[float] = None
             ) -> Tuple[List[Tuple[float, int, str]], int, Optional[float]]:
     """The requests the worker table shows since ``before``: a list of
     (milliseconds, how many requests, vhost), how many of the interval's
-    requests were the exporter's own status requests (left out), and the
+    requests were the exporter's own status requests (left out: a slot that
+    served at most 2 requests, the last one's line one of ``own``, the
+    request lines of its ?auto and HTML reads, clients.own_requests), and the
     Dur scale (dur_scale; ``scale``, the one found before, when no slot tells;
     None, taken as 1, until one has)."""
     obs: List[Tuple[float, int, str]] = []
-    own = 0
-    matched: List[Tuple[int, int, int, int, int, Any]] = []
+    ours = 0
+    matched: List[Tuple[int, int, int, int, int, int]] = []
     for srv, (pid, rows) in _groups(workers).items():
         old = before.get(srv)
         if old is None:
             # Not on the previous page: none of its threads had served a request.
-            pairs = [(0, -1, count, req, dur, row) for count, req, dur, row in rows]
+            pairs = [(0, -1, count, req, dur, i) for count, req, dur, i in rows]
         else:
             if old[0] != pid or (len(old) - 1) // 3 != len(rows):
                 continue  # a new process in the slot, or more threads used: skipped
-            pairs = [(old[1 + 3 * i], old[3 + 3 * i], count, req, dur, row)
-                     for i, (count, req, dur, row) in enumerate(rows)]
+            pairs = [(old[1 + 3 * k], old[3 + 3 * k], count, req, dur, i)
+                     for k, (count, req, dur, i) in enumerate(rows)]
         matched.extend(pairs)
-    found = dur_scale(matched)
+    modes = [workers[i].mode for *_, i in matched]
+    found = dur_scale(matched, modes)
     scale = found if found is not None else scale
     factor = 1.0 if scale is None else scale
-    for count0, dur0, count, req, dur, row in matched:
+    vhosts, requests = columns(workers, ("vhost", "request"))
+    for (count0, dur0, count, req, dur, i), mode in zip(matched, modes):
         n = count - count0
         if n <= 0:
             continue
-        between = row.mode in _BETWEEN
-        vhost = row.vhost
-        if n <= 2 and own_path and _request_path(row.request) == own_path:
-            own += n  # our own ?auto and HTML requests (keep-alive: one worker)
+        between = mode in _BETWEEN
+        vhost = vhosts[i]
+        if n <= 2 and requests[i][:REQUEST_FIELD] in own:
+            ours += n  # our own ?auto and HTML requests (keep-alive: one worker)
             continue
         if dur >= 0 and (dur0 >= 0 or count0 == 0):
             total = (dur - max(dur0, 0)) * factor
@@ -203,7 +225,7 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own_path: str 
                 obs.append((total / n, n, vhost))
         elif between and req >= 0:
             obs.append((float(req), 1, vhost))
-    return obs, own, scale
+    return obs, ours, scale
 
 
 def _bucket(seconds: float) -> int:
@@ -245,7 +267,7 @@ def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> Li
 def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
     """Requests/s, bytes/s and mean duration over the interval (each left out
     when either reading lacks it or it went down)."""
-    span = float(now["time"]) - float(before["time"])
+    span = clocks.elapsed(before, now)  # monotonic within one boot: a stepped clock
     if not span > 0:
         return []
     old, new = before["figures"], now["figures"]
@@ -268,7 +290,7 @@ def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
 
 
 def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequence[Any]],
-           own_path: str, vhost_limit: int) -> List[Sample]:
+           own: Sequence[str], vhost_limit: int) -> List[Sample]:
     """The interval's samples; sets ``now["hist"]``, the cumulative histograms
     (carried over from ``before``) that Prometheus' buckets count."""
     out = rates(before, now)
@@ -277,7 +299,7 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     old_slots = before.get("slots")
     if old_slots is None or workers is None:
         return out
-    obs, own, scale = observe(old_slots, workers, own_path,
+    obs, ours, scale = observe(old_slots, workers, own,
                               before["figures"].get("dur_scale"))
     now["figures"]["dur_scale"] = scale
     if scale is not None and scale != 1.0:
@@ -292,9 +314,9 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     sampled = sum(w for _, w in everything)
     accesses = now["figures"].get("accesses")
     previous = before["figures"].get("accesses")
-    if accesses is not None and previous is not None and accesses - previous - own > 0:
+    if accesses is not None and previous is not None and accesses - previous - ours > 0:
         out.append(Sample(BY_NAME["request_duration_sampled_ratio"],
-                          round(min(1.0, sampled / (accesses - previous - own)), 6)))
+                          round(min(1.0, sampled / (accesses - previous - ours)), 6)))
     out.append(Sample(BY_NAME["request_duration_sampled"], sampled))
     hist = now["hist"]
     hist[""] = _add(hist_before.get(""), everything)

@@ -26,12 +26,28 @@ The file::
                                 "accesses": N | null, "kbytes": N | null,
                                 "duration_ms": N | null},
                     "slots": {SRV: [PID, COUNT, REQ, DUR, ...]},     (optional)
-                    "hist": {"" | VHOST: [BUCKET..., SUM, COUNT]}}}}}  (optional)
+                    "hist": {"" | VHOST: [BUCKET..., SUM, COUNT]},   (optional)
+                    "boot": {"id": BOOT_ID, "time": S,              (optional)
+                             "parent": TICKS | null}}}}}
 
 ``reading`` is the one previous reading per target that figures derived
 from two collections compare with; a later figure goes into ``figures``, a
 change of meaning into a new reading version (an unknown one is no previous
 reading: the counts stay). Version 1 files are read and rewritten as 2.
+
+Wall-clock steps (NTP, a VM resumed) are not changes of the server: ``boot``
+is the monotonic reference (clocks.py: the kernel's boot id, CLOCK_BOOTTIME
+at the start of the collection, the parent's start in clock ticks after
+boot). Between two readings of one boot, the interval, which reading is the
+newer, and whether a stored one is from the future are told by it; the
+parent process is the same one when its PID and start ticks are (its epoch
+start time moves with the clock). Without a parent, a hard restart is a start
+time (collection time - uptime) later both on the wall clock and on the
+monotonic one: Apache's uptime follows the wall clock of Apache's host, which
+is ours for a local URL (our step is in its uptime too: the wall clock says
+no restart) and not for a remote one (the monotonic clock says none). Across
+a reboot, or when either reading has no ``boot`` (an older file, no
+CLOCK_BOOTTIME, an unreadable boot id), the wall clock decides as it did.
 
 The interval figures (intervals.py: rates, request durations) come from the
 same comparison: ``slots`` is the worker table's per-slot counts and
@@ -57,9 +73,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 
-from apache_metrics_exporter import intervals
+from apache_metrics_exporter import clocks, intervals
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.errors import OutputError
@@ -136,7 +151,20 @@ def _valid_reading(reading: Any) -> bool:
         return False
     if "hist" in reading and not intervals.valid_hist(reading["hist"]):
         return False
+    if "boot" in reading and not _valid_boot(reading["boot"]):
+        return False
     return all(type(k) is str and (v is None or _number(v)) for k, v in figures.items())
+
+
+def _valid_boot(boot: Any) -> bool:
+    """The monotonic reference's shape; a value that is the right type but
+    impossible (negative, ahead of now) is not used (clocks.same_boot,
+    clocks.from_the_future), not a corrupt file."""
+    if type(boot) is not dict or not clocks.valid_boot_id(boot.get("id")) \
+            or not _number(boot.get("time")):
+        return False
+    parent = boot.get("parent")
+    return parent is None or is_int(parent)
 
 
 def _valid(state: Any) -> bool:
@@ -251,6 +279,10 @@ def _reading(snap: Any) -> Optional[Dict[str, Any]]:
     table = intervals.slots(snap.workers)
     if table is not None:
         reading["slots"] = table
+    boot = getattr(snap, "boot", None)
+    if boot is not None:
+        ticks = snap.processes.parent_start_ticks if parent is not None else None
+        reading["boot"] = {"id": boot["id"], "time": boot["time"], "parent": ticks}
     return reading
 
 
@@ -259,19 +291,42 @@ def _start(reading: Dict[str, Any]) -> float:
     return float(reading["time"]) - reading["figures"]["uptime"]
 
 
+def _same_parent(before: Dict[str, Any], now: Dict[str, Any]) -> bool:
+    """Both readings name one parent process: same PID and start ticks after
+    boot within one boot; else same PID and epoch start time."""
+    if before["parent"][0] != now["parent"][0]:
+        return False
+    if clocks.same_boot(before, now):
+        ticks = before["boot"].get("parent"), now["boot"].get("parent")
+        if None not in ticks:
+            return ticks[0] == ticks[1]
+    return float(before["parent"][1]) == float(now["parent"][1])
+
+
+def _start_moved(before: Dict[str, Any], now: Dict[str, Any]) -> float:
+    """How much later the server's start time is in ``now`` (collection time
+    minus uptime): on the wall clock, and within one boot also on the
+    monotonic clock, the smaller of the two (module docstring: a wall-clock
+    step moves one of them only, a restart both)."""
+    moved = _start(now) - _start(before)
+    if clocks.same_boot(before, now):
+        moved = min(moved, clocks.elapsed(before, now)
+                    - (now["figures"]["uptime"] - before["figures"]["uptime"]))
+    return moved
+
+
 def classify(before: Dict[str, Any], now: Dict[str, Any]) -> Optional[str]:
     """'hard', 'graceful' or None between two readings of one server.
 
-    The parent process (PID and start time) decides when both readings know
-    it; otherwise the server's start time: the page was read some time within
+    The parent process (PID and start) decides when both readings know it;
+    otherwise the server's start time: the page was read some time within
     the previous collection (its duration), and uptimes are whole seconds, so
     a start time later by more than TOLERANCE + that duration is a new server.
     """
     if before.get("parent") and now.get("parent"):
-        if [before["parent"][0], float(before["parent"][1])] != \
-                [now["parent"][0], float(now["parent"][1])]:
+        if not _same_parent(before, now):
             return "hard"
-    elif _start(now) - _start(before) > TOLERANCE + float(before.get("duration") or 0.0):
+    elif _start_moved(before, now) > TOLERANCE + float(before.get("duration") or 0.0):
         return "hard"
     old, new = before["figures"], now["figures"]
     for key in ("config", "mpm"):
@@ -280,18 +335,29 @@ def classify(before: Dict[str, Any], now: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _usable(entry: Dict[str, Any], now: float) -> Optional[Dict[str, Any]]:
+def _usable(entry: Dict[str, Any], now: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The entry's previous reading, or None: none, another reading version,
-    or stamped in the future (a clock that was wrong: it proves nothing)."""
+    or stamped in the future (a clock that was wrong: it proves nothing;
+    within one boot the monotonic clock tells, clocks.from_the_future)."""
     reading = entry.get("reading")
     if not reading or reading.get("version") != READING_VERSION:
         return None
-    if reading["time"] > now + FUTURE_SLACK:
+    if clocks.from_the_future(reading, now, FUTURE_SLACK):
         return None
     return reading
 
 
-def _age_key(now: float) -> Any:
+def now_mark() -> Dict[str, Any]:
+    """Now, as a reading is stamped: {"time": wall clock, "boot": reference}."""
+    return {"time": clocks.wall(), "boot": clocks.mark()}
+
+
+def newer(before: Dict[str, Any], reading: Dict[str, Any]) -> bool:
+    """``reading`` was collected after ``before`` (clocks.elapsed)."""
+    return clocks.elapsed(before, reading) > 0
+
+
+def _age_key(now: Dict[str, Any]) -> Any:
     """Eviction order: the least recently read first; no reading, or a reading
     from the future (a wrong clock), counts as the oldest of all."""
     def key(item: Tuple[str, Dict[str, Any]]) -> float:
@@ -301,13 +367,13 @@ def _age_key(now: float) -> Any:
 
 
 def update(state: Dict[str, Any], url: str, reading: Dict[str, Any],
-           now: float) -> Dict[str, Any]:
+           now: Dict[str, Any]) -> Dict[str, Any]:
     """Compare ``reading`` with the target's previous one, count a restart,
     keep the newer of the two; the target's entry (its counts)."""
     return advance(state, url, reading, now)[0]
 
 
-def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: float,
+def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: Dict[str, Any],
             remembered: Optional[Dict[str, Any]] = None
             ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """update(), with the previous reading a loop ``remembered`` (used when it
@@ -317,11 +383,11 @@ def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: float
     targets = state["targets"]
     entry = targets.get(url) or {kind: 0 for kind in KINDS}
     before = _usable(entry, now)
-    if remembered is not None and (before is None or remembered["time"] > before["time"]) \
-            and remembered["time"] <= now + FUTURE_SLACK:
+    if remembered is not None and (before is None or newer(before, remembered)) \
+            and not clocks.from_the_future(remembered, now, FUTURE_SLACK):
         before = remembered
     compared = None
-    if before is not None and before["time"] >= reading["time"]:
+    if before is not None and not newer(before, reading):
         # A newer reading is already there (another collector saved after
         # this one collected): it was compared already, this one changes nothing.
         log.debug("%s: a newer reading is stored; this one is not kept", url)
@@ -360,7 +426,7 @@ class Memory:
         compare with (None: none, newer, or a hard restart), then remember
         the newer of the two."""
         before = self.readings.get(url)
-        if before is not None and before["time"] >= reading["time"]:
+        if before is not None and not newer(before, reading):
             return None
         self.readings[url] = reading
         if before is None:
@@ -374,15 +440,8 @@ class Memory:
 
     def remember(self, url: str, reading: Dict[str, Any]) -> None:
         before = self.readings.get(url)
-        if before is None or before["time"] < reading["time"]:
+        if before is None or newer(before, reading):
             self.readings[url] = reading
-
-
-def _own_path(url: str) -> str:
-    """The path of the status URL: the exporter's own requests in the worker table."""
-    rest = url.partition("://")[2]
-    path = "/" + rest.partition("/")[2]
-    return path.partition("?")[0].partition("#")[0]
 
 
 def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any],
@@ -396,11 +455,13 @@ def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any]
     if before.get("slots") is None and snap.workers is not None:
         _say("info", f"{snap.url}: request durations start at the next collection: the "
                      "previous reading has no worker table")
-    snap.samples.extend(intervals.derive(before, reading, snap.workers, _own_path(snap.url),
+    from apache_metrics_exporter.collect.clients import own_requests
+
+    snap.samples.extend(intervals.derive(before, reading, snap.workers, own_requests(snap.url),
                                          vhost_limit))
 
 
-def _fit(state: Dict[str, Any], now: float) -> str:
+def _fit(state: Dict[str, Any], now: Dict[str, Any]) -> str:
     """The state as JSON within MAX_BYTES: slot tables of the least recently
     read targets are dropped first."""
     text = json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n"
@@ -456,7 +517,7 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
                 with exclusive(real + ".lock", LOCK_TIMEOUT, "another collector"):
                     state = _load(real)
                     targets = state["targets"]
-                    now = time.time()
+                    now = now_mark()
                     for snap, reading in readings:
                         if reading is not None:
                             remembered = memory.readings.get(snap.url) if memory else None

@@ -2,7 +2,7 @@
 
 One separate process (so its CPU is never counted as the exporter's, and the
 benchmark's own process stays idle) listens on ``pages`` free ports of
-127.0.0.1 that answer like mod_status with captured real pages (the ``?auto``
+127.0.0.1 (or ``host``) that answer like mod_status with captured real pages (the ``?auto``
 page for a query containing ``auto``, the HTML page otherwise; keep-alive as
 Apache does), and on ``silent`` ports that accept connections and never
 answer a byte. It prints the ports as one JSON line and runs until its stdin
@@ -27,7 +27,7 @@ import asyncio, json, socket, struct, sys
 
 AUTO = open(sys.argv[1], "rb").read()
 HTML = open(sys.argv[2], "rb").read()
-PAGES, SILENT = int(sys.argv[3]), int(sys.argv[4])
+PAGES, SILENT, HOST = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 
 
 def answer(body):
@@ -81,7 +81,7 @@ async def main():
     servers = []
     for handler, count in ((serve, PAGES), (silent, SILENT)):
         for _ in range(count):
-            servers.append(await asyncio.start_server(handler, "127.0.0.1", 0, backlog=64))
+            servers.append(await asyncio.start_server(handler, HOST, 0, backlog=64))
     ports = [s.sockets[0].getsockname()[1] for s in servers]
     print(json.dumps({"pages": ports[:PAGES], "silent": ports[PAGES:]}), flush=True)
     loop = asyncio.get_running_loop()
@@ -99,8 +99,9 @@ class PageServers:
     """``pages`` page servers and ``silent`` silent targets in one child process."""
 
     def __init__(self, auto: Path, html: Path, pages: int, silent: int,
-                 python: str = sys.executable) -> None:
-        self.argv = [python, "-c", SERVER, str(auto), str(html), str(pages), str(silent)]
+                 python: str = sys.executable, host: str = "127.0.0.1") -> None:
+        self.argv = [python, "-c", SERVER, str(auto), str(html), str(pages), str(silent), host]
+        self.host = host
         self.proc: subprocess.Popen = None  # type: ignore[assignment]
         self.urls: List[str] = []
         self.silent_urls: List[str] = []
@@ -114,7 +115,7 @@ class PageServers:
         except (ValueError, OSError):
             self.__exit__()
             raise RuntimeError("the page server did not start") from None
-        url = "http://127.0.0.1:{}/server-status"
+        url = f"http://{self.host}:{{}}/server-status"
         self.urls = [url.format(p) for p in ports["pages"]]
         self.silent_urls = [url.format(p) for p in ports["silent"]]
         return self

@@ -21,8 +21,12 @@ from PyPI - and measures:
 5. per-cycle CPU of --listen and --execd side by side with Debian's
    prometheus-apache-exporter per scrape, on the small server and on one with
    more than 2,000 busy worker rows (and half as many: cost per row);
-6. batches of 1, 10 and 100 targets (the live Apache plus page servers on
-   loopback), with 0 and 2 silent targets: wall time, CPU, CPU per target.
+6. batches of 1, 10, 100 and 1,000 targets (the live Apache plus page
+   servers on loopback), with 0 and 2 silent targets: wall time, CPU, CPU
+   per added target;
+7. a /probe fleet: one --listen process probed for 1,000 targets (page
+   servers in the benchmark's namespace) by Debian's Prometheus, with the
+   multi-target relabelling of blackbox/apache_exporter: CPU per probe.
 
 Each target is printed with PASS or FAIL and its measured value; a target
 that could not be measured because a peer (apache-manager, apache_exporter)
@@ -50,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import batch  # noqa: E402
+import fleet  # noqa: E402
 import scrape  # noqa: E402
 from measure import (  # noqa: E402
     Command,
@@ -72,7 +77,7 @@ from tests.test_manager import WRAPPER as ORIGINAL_WRAPPER  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CACHE = Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "ame-bench-venvs"))
-SECTIONS = (1, 2, 3, 4, 5, 6)
+SECTIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def venv(name: str, *packages: str) -> Path:
@@ -359,6 +364,11 @@ def batches(ctx, opts: argparse.Namespace, targets: Targets) -> None:
               max(3, opts.batch_runs // 2), targets)
 
 
+def probe_fleet(ctx, opts: argparse.Namespace, targets: Targets) -> None:
+    fleet.run(ROOT, ctx.script, ctx.env, targets, opts.in_private_network,
+              opts.fleet_targets)
+
+
 def _print_cycles(label: str, got: dict) -> None:
     """One line per exporter of a scrape.per_cycle result."""
     theirs = got.get("apache_exporter")
@@ -518,6 +528,8 @@ def main() -> int:
                     help="slow requests in flight on the big server")
     ap.add_argument("--extra-sockets", type=int, default=10000,
                     help="TCP sockets added to show their cost per cycle (section 5)")
+    ap.add_argument("--fleet-targets", type=int, default=fleet.TARGETS,
+                    help="targets of the /probe fleet (section 7)")
     ap.add_argument("--quick", action="store_true",
                     help="a fast, rough run (while developing): few runs, rounds and cycles")
     ap.add_argument("--only", default="", help="comma-separated sections, e.g. 5,6")
@@ -553,7 +565,7 @@ def main() -> int:
     # many TIME_WAIT sockets in /proc/net/tcp for a minute, which every
     # collection of ours reads (section 5 says how many there were).
     sections = {1: one_shot, 2: parsing, 3: long_running, 4: import_cost, 5: per_scrape,
-                6: batches}
+                6: batches, 7: probe_fleet}
     try:
         with tempfile.TemporaryDirectory() as tmp, DaemonApacheServer("event") as apache:
             ctx.tmp, ctx.apache = Path(tmp), apache

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from apache_metrics_exporter import intervals, restarts
+from apache_metrics_exporter.collect.clients import own_requests
 from apache_metrics_exporter.collect.processes import EMPTY_SCAN
 from apache_metrics_exporter.collect.snapshot import build
 from apache_metrics_exporter.collect.status import parse_auto, parse_html
@@ -110,7 +111,7 @@ def durations(before_rows, after_rows, dur=True):
     """The observations between two pages, as (ms, weight, vhost)."""
     old = intervals.slots(parse_html(page(before_rows, dur)).workers)
     obs, own, _scale = intervals.observe(old, parse_html(page(after_rows, dur)).workers,
-                                         "/server-status")
+                                         own_requests(URL))
     return sorted(obs), own
 
 
@@ -146,8 +147,22 @@ def test_a_new_process_in_a_slot_or_more_threads_are_skipped():
 
 
 def test_the_exporters_own_status_requests_are_left_out():
-    obs, own = durations([ROW], [(0, 11, 7, "_", 1, 52, "a", "GET /server-status?auto H")])
+    obs, own = durations([ROW], [(0, 11, 7, "_", 1, 52, "a",
+                                  "GET /server-status?auto HTTP/1.1")])
     assert (obs, own) == ([], 2)
+    obs, own = durations([ROW], [(0, 11, 6, "_", 1, 51, "a", "GET /server-status HTTP/1.1")])
+    assert (obs, own) == ([], 1)
+
+
+@pytest.mark.parametrize("line", [
+    "GET /server-status?refresh=5 HTTP/1.1",  # someone's browser
+    "GET /server-status?ame=0a1b2c3d4e5f6071 HTTP/1.1",  # a reaper's read (its nonce)
+    "HEAD /server-status HTTP/1.1", "GET /server-status HTTP/1.0"])
+def test_other_reads_of_the_status_page_are_requests_like_any_other(line):
+    """Only the collector's own request lines are its own, not every request
+    for the same path (which the path-only match took out of the figures)."""
+    obs, own = durations([ROW], [(0, 11, 6, "_", 3, 53, "a", line)])
+    assert (obs, own) == ([(3.0, 1, "a")], 0)
 
 
 def test_quantiles_are_nearest_rank_over_weights():

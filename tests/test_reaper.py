@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
-from apache_metrics_exporter.collect.http import request_line
+from apache_metrics_exporter.collect.http import own_lines, request_line, tagged
 from apache_metrics_exporter.collect.processes import ProcessScan, ProcInfo
 from apache_metrics_exporter.collect.status import parse_html
 from apache_metrics_exporter.reaper.policy import (
@@ -226,22 +227,50 @@ def test_confirm_step_against_a_fresh_page():
 
 def test_the_reapers_own_read_of_the_page_makes_no_worker_busy():
     # The worker that serves the status page shows itself busy with that very
-    # request; it is idle again once the page is sent.
-    own = request_line("http://127.0.0.1:8080/server-status")
-    assert own == "GET /server-status HTTP/1.1"
-    assert request_line("http://[::1]/s?x=1") == "GET /s?x=1 HTTP/1.1"
-    assert len(request_line("http://127.0.0.1/" + "x" * 100)) == 63
-    rows = _rows((300, "_", 4, "GET /x"), (300, "W", 0, own))
+    # request; it is idle again once the page is sent. The read carries a
+    # nonce: its row is told from anyone else's read of the same page.
+    url = "http://127.0.0.1:8080/server-status"
+    assert tagged(url, "0a1b2c3d4e5f6071") == \
+        "http://127.0.0.1:8080/server-status?ame=0a1b2c3d4e5f6071"
+    own = own_lines(url, "0a1b2c3d4e5f6071")
+    assert own == ("GET /server-status?ame=0a1b2c3d4e5f6071 HTTP/1.1",)
+    rows = _rows((300, "_", 4, "GET /x"), (300, "W", 0, own[0]))
     scan = _scan((300, NATIVE_GROUP, 500))
-    (c,) = select(rows, scan, Thresholds(max_memory_idle=100), own_request=own)
+    (c,) = select(rows, scan, Thresholds(max_memory_idle=100), own_requests=own)
     assert c.kind == "native_idle"
     assert select(rows, scan, Thresholds(max_memory_idle=100)) == []  # busy without it
-    assert confirm(c, _page(rows, 1.0)._replace(own_request=own)) == ""
+    assert confirm(c, _page(rows, 1.0)._replace(own_requests=own)) == ""
     assert "serving a request now" in confirm(c, _page(rows, 1.0))
-    # Someone else's long read of the same page is a request like any other.
-    slow_read = _rows((300, "W", 7, own))
-    assert "serving a request now" in confirm(c, _page(slow_read, 1.0)._replace(
-        own_request=own))
+    # Someone else's read of the same page - the same second, or a long one -
+    # is a request like any other (before the nonce, it looked like ours).
+    for ss in (0, 7):
+        other = _rows((300, "_", 4, "GET /x"), (300, "W", ss, request_line(url)))
+        assert select(other, scan, Thresholds(max_memory_idle=100), own_requests=own) == []
+        assert "serving a request now" in confirm(c, _page(other, 1.0)._replace(
+            own_requests=own))
+    # Another reaper's read (another nonce) too.
+    theirs = _rows((300, "W", 0, own_lines(url, "ffffffffffffffff")[0]))
+    assert "serving a request now" in confirm(c, _page(theirs, 1.0)._replace(
+        own_requests=own))
+
+
+def test_the_nonce_goes_first_and_is_matched_only_where_the_cut_keeps_it():
+    nonce = "0a1b2c3d4e5f6071"
+    # The user's query comes after it; ``auto`` never appears.
+    assert tagged("http://[::1]/s?x=1#frag", nonce) == f"http://[::1]/s?ame={nonce}&x=1"
+    head = own_lines("http://[::1]/s?x=1&token=" + "t" * 80, nonce)
+    # The default cut (first 63 characters) keeps the nonce; the tail cut
+    # (SeeRequestTail On) does not, and is no match.
+    assert head == (("GET /s?ame=" + nonce + "&x=1&token=" + "t" * 80)[:63],)
+    assert all(len(line) == 63 for line in head)
+    # A path so long that the nonce is cut off at the head: only the tail
+    # form (which shows it) matches, and never the head (anyone's read).
+    long = "http://127.0.0.1/" + "p" * 60
+    assert own_lines(long, nonce) == (f"GET /{'p' * 60}?ame={nonce} HTTP/1.1"[-63:],)
+    # Both cut off (a long path and a long query): nothing is ours.
+    assert own_lines(long + "?q=" + "q" * 60, nonce) == ()
+    assert request_line("http://[::1]/s?x=1") == "GET /s?x=1 HTTP/1.1"
+    assert len(request_line("http://127.0.0.1/" + "x" * 100)) == 63
 
 
 def test_request_start_allows_for_whole_seconds_and_fetch_time():
@@ -902,3 +931,118 @@ def test_a_process_named_like_apache_but_running_another_file_is_not_signalled(t
         for p in (same, other):
             p.kill()
             p.wait()
+
+
+# --- the reaper's own read, on a real Apache ------------------------------------------
+
+NONCE = "0a1b2c3d4e5f6071"
+
+
+@pytest.mark.integration
+def test_mod_status_ignores_the_nonce_argument(prefork):
+    """mod_status finds its options (auto, refresh, notable) by substring in
+    the query: ``ame=HEX`` is none of them, on either page, and the worker
+    table shows the tagged read's request line exactly as own_lines says."""
+    url = prefork.status_url
+    html = urllib.request.urlopen(tagged(url, NONCE), timeout=10)
+    assert html.headers.get_content_type() == "text/html"
+    assert "Refresh" not in html.headers
+    workers = parse_html(html.read(), source=url).workers
+    (mine,) = [w for w in workers if w.request in own_lines(url, NONCE)]
+    assert mine.mode == "W"
+    for auto in (tagged(url + "?auto", NONCE), tagged(url, NONCE) + "&auto"):
+        with urllib.request.urlopen(auto, timeout=10) as r:
+            assert r.headers.get_content_type() == "text/plain", auto
+            assert b"Total Accesses: " in r.read()
+
+
+SLOW_STATUS = """
+LoadModule ratelimit_module {modules}/mod_ratelimit.so
+LoadModule env_module {modules}/mod_env.so
+# The status page sent at 2 KiB/s: a read of it keeps its worker in W for
+# seconds, so reads of it overlap for sure.
+<Location /slow-status>
+  SetHandler server-status
+  SetOutputFilter RATE_LIMIT
+  SetEnv rate-limit 2
+  Require ip 127.0.0.1
+</Location>
+"""
+
+
+def held_read(port: int, target: str) -> socket.socket:
+    """A read of ``target`` whose answer has begun (its worker is in W,
+    sending the rate-limited page): the caller closes it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                 .encode())
+    assert sock.recv(1).startswith(b"H")  # the status line: the handler is running
+    return sock
+
+
+@pytest.mark.integration
+def test_concurrent_reads_of_the_same_url_only_the_reapers_own_row_is_excluded(tmp_path):
+    """While someone else's read of the reaper's URL and another reaper's
+    read of it (another nonce) are being served, the reaper reads the page
+    (run.read_page, the real code): its own row is excluded, theirs are
+    requests; and the other reaper, given the same page, excludes only its
+    own. Before the nonce, all three rows had one request line, and every
+    one of them begun within the second was taken for the reaper's own."""
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.collect.processes import parent_of_url, scan
+    from apache_metrics_exporter.reaper.run import read_page
+    from tests.harness.apache import MODULES
+
+    with ApacheServer("prefork", wsgi=False,
+                      extra_conf=SLOW_STATUS.format(modules=MODULES)) as apache:
+        url = f"{apache.base_url}/slow-status"
+        other_nonce = "ffffffffffffffff"
+        plain = held_read(apache.port, "/slow-status")
+        theirs = held_read(apache.port, f"/slow-status?ame={other_nonce}")
+        try:
+            fetcher = Fetcher(Target(url, timeout=60))
+            page = read_page(fetcher)
+        finally:
+            plain.close()
+            theirs.close()
+        assert page.error == "" and page.workers
+        busy = [w for w in page.workers if w.mode == "W"]
+        by_line = {w.request: w for w in busy}
+        assert len(busy) == 3, busy  # the three reads at once, each in a worker of its own
+        assert request_line(url) in by_line  # the plain read
+        (own,) = page.own_requests
+        assert own in by_line and own_lines(url, other_nonce)[0] in by_line
+        assert by_line[request_line(url)].ss <= 1  # "the same second"
+        pids = {line: w.pid for line, w in by_line.items()}
+        parent = parent_of_url("127.0.0.1", apache.port, ("apache2",), None,
+                               [w.pid for w in page.workers if w.pid])
+        processes = scan(parent.pid, ("apache2",))
+        chosen = select(page.workers, processes, Thresholds(max_memory_idle=1),
+                        fetched_at=page.received, sent_at=page.sent,
+                        own_requests=page.own_requests)
+        idle = {c.pid for c in chosen if c.kind == "native_idle"}
+        # The reaper's own worker is idle but for its read; the two others serve.
+        assert pids[own] in idle
+        assert pids[request_line(url)] not in idle
+        assert pids[own_lines(url, other_nonce)[0]] not in idle
+        # The other reaper, on the same page, excludes its own row only.
+        other = select(page.workers, processes, Thresholds(max_memory_idle=1),
+                       own_requests=own_lines(url, other_nonce))
+        other_idle = {c.pid for c in other if c.kind == "native_idle"}
+        assert pids[own_lines(url, other_nonce)[0]] in other_idle
+        assert pids[own] not in other_idle and pids[request_line(url)] not in other_idle
+
+
+@pytest.mark.integration
+def test_the_nonce_is_in_no_message(prefork):
+    """The reaper's errors name the URL it was given, never the tagged one."""
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.reaper.run import read_page
+    from tests.harness.apache import free_port
+
+    for url, named in ((f"{prefork.base_url}/no-such-status?x=1", True),
+                       (f"http://127.0.0.1:{free_port()}/server-status", False)):
+        page = read_page(Fetcher(Target(url, timeout=5)))
+        assert page.workers is None and page.error
+        assert "ame=" not in page.error, page.error
+        assert (url in page.error) == named, page.error

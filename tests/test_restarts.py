@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from apache_metrics_exporter import cli, output, restarts
+from apache_metrics_exporter import cli, clocks, output, restarts
 from apache_metrics_exporter.collect.processes import EMPTY_SCAN
 from apache_metrics_exporter.collect.snapshot import build
 from apache_metrics_exporter.collect.status import parse_auto
@@ -27,14 +27,21 @@ T0 = 1_764_460_800.0  # collection times of the synthetic readings
 
 
 def snap(uptime: int = 100, config: int = 1, mpm: int = 0, parent=None, url: str = URL,
-         at: float = T0):
-    """A snapshot collected at ``at`` of a server up for ``uptime`` seconds."""
+         at: float = T0, boot=None, accesses: int = 13, ticks=None):
+    """A snapshot collected at ``at`` of a server up for ``uptime`` seconds;
+    ``boot``: CLOCK_BOOTTIME then (boot id BOOT), ``ticks``: the parent's start
+    ticks after boot."""
     text = (PAGE.replace("ServerUptimeSeconds: 1", f"ServerUptimeSeconds: {uptime}")
             .replace("ParentServerConfigGeneration: 1", f"ParentServerConfigGeneration: {config}")
-            .replace("ParentServerMPMGeneration: 0", f"ParentServerMPMGeneration: {mpm}"))
+            .replace("ParentServerMPMGeneration: 0", f"ParentServerMPMGeneration: {mpm}")
+            .replace("Total Accesses: 13", f"Total Accesses: {accesses}"))
     scan = EMPTY_SCAN if parent is None else EMPTY_SCAN._replace(
-        parent_pid=parent[0], parent_create_time=parent[1])
-    return build(url, at, parse_auto(text), None, None, scan)
+        parent_pid=parent[0], parent_create_time=parent[1], parent_start_ticks=ticks)
+    mark = None if boot is None else {"id": BOOT, "time": boot}
+    return build(url, at, parse_auto(text), None, None, scan, boot=mark)
+
+
+BOOT = "0f6b5a2c-3e1d-4c8b-9a7f-2d4e6b8c0a1e"
 
 
 def counts(s) -> dict:
@@ -159,7 +166,8 @@ import sys
 from tests.test_restarts import snap, counts
 from apache_metrics_exporter import restarts
 path, at, uptime = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-s = snap(uptime=uptime, at=at)
+boot = float(sys.argv[4]) if len(sys.argv) > 4 else None
+s = snap(uptime=uptime, at=at, boot=boot)
 print("collected", flush=True)
 sys.stdin.readline()
 restarts.track([s], path, explicit=True)
@@ -170,8 +178,10 @@ print(counts(s)["hard"], flush=True)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def collector(path, at: float, uptime: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", COLLECTOR, str(path), repr(at), str(uptime)],
+def collector(path, at: float, uptime: int, boot: float = None) -> subprocess.Popen:
+    extra = [] if boot is None else [repr(boot)]
+    proc = subprocess.Popen([sys.executable, "-c", COLLECTOR, str(path), repr(at), str(uptime),
+                             *extra],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=exporter_env(PYTHONPATH=ROOT), cwd=ROOT)
     assert proc.stdout.readline() == "collected\n"
@@ -193,6 +203,20 @@ def test_two_collector_processes_saving_out_of_order_count_one_restart(tmp_path)
     assert save(old) == 1
     assert save(collector(path, T0 + 30, 15)) == 1
     assert json.loads(path.read_text())["targets"][URL]["reading"]["time"] == T0 + 30
+
+
+def test_two_collector_processes_across_a_clock_step_back_count_one_restart(tmp_path):
+    """As above, with the wall clock stepped back an hour between the two
+    reads: the monotonic clock orders them (on the wall clock the restarted
+    server's reading would be the older one, and the old one compared with it)."""
+    path = tmp_path / "state.json"
+    assert save(collector(path, T0, 86400, 1000.0)) == 0
+    old = collector(path, T0 + 10, 86410, 1010.0)
+    new = collector(path, T0 + 20 - 3600, 5, 1020.0)
+    assert save(new) == 1
+    assert save(old) == 1
+    assert save(collector(path, T0 + 30 - 3600, 15, 1030.0)) == 1
+    assert json.loads(path.read_text())["targets"][URL]["reading"]["boot"]["time"] == 1030.0
 
 
 # --- clocks in the future ---------------------------------------------------------------
@@ -237,6 +261,188 @@ def test_a_reading_a_little_ahead_is_still_the_newer_one(tmp_path):
         "graceful": 0, "hard": 0, "reading": reading(now + 5, 100)}}}))
     assert track(path, snap(uptime=5, at=now - 1)) == {"graceful": 0, "hard": 0}
     assert json.loads(path.read_text())["targets"][URL]["reading"]["time"] == now + 5
+
+
+# --- wall-clock steps: the monotonic reference -------------------------------------------
+
+def interval(s) -> tuple:
+    return s.value("interval_seconds"), s.value("interval_requests_per_second")
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_wall_clock_step_is_no_restart_and_no_interval(tmp_path, step):
+    """The wall clock jumps by ``step`` between two collections 60 s apart
+    (CLOCK_BOOTTIME 1000 -> 1060): without process information, the server
+    that went on serving (uptime +60, 600 more requests) did not restart,
+    and the interval is 60 s, not 60 + step (nor left out)."""
+    path = tmp_path / "state.json"
+    assert track(path, snap(uptime=100, at=T0, boot=1000.0, accesses=1000)) == \
+        {"graceful": 0, "hard": 0}
+    after = snap(uptime=160, at=T0 + 60 + step, boot=1060.0, accesses=1600)
+    assert track(path, after) == {"graceful": 0, "hard": 0}
+    assert interval(after) == (60.0, 10.0)
+    # And the clock that stepped carries on: the next interval is plain again.
+    third = snap(uptime=190, at=T0 + 90 + step, boot=1090.0, accesses=1900)
+    assert track(path, third) == {"graceful": 0, "hard": 0}
+    assert interval(third) == (30.0, 10.0)
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_a_local_apache_whose_uptime_stepped_with_the_clock_did_not_restart(tmp_path, step):
+    """Apache's uptime follows its host's wall clock: on this host, the step
+    is in the uptime too. Neither clock may then see a restart."""
+    path = tmp_path / "state.json"
+    track(path, snap(uptime=86400, at=T0, boot=1000.0))
+    after = snap(uptime=86460 + int(step), at=T0 + 60 + step, boot=1060.0)
+    assert track(path, after) == {"graceful": 0, "hard": 0}
+    assert interval(after)[0] == 60.0
+
+
+@pytest.mark.parametrize("step", [0.0, 3600.0, -3600.0])
+def test_a_real_restart_is_still_counted_when_the_clock_steps(tmp_path, step):
+    path = tmp_path / "state.json"
+    track(path, snap(uptime=86400, at=T0, boot=1000.0))
+    after = snap(uptime=5, at=T0 + 60 + step, boot=1060.0)
+    assert track(path, after) == {"graceful": 0, "hard": 1}
+    assert interval(after) == (None, None)  # left out across a hard restart
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+def test_the_parent_is_the_same_process_when_the_clock_and_btime_step(tmp_path, step):
+    """The parent's epoch start time is start ticks + /proc/stat's btime,
+    which moves with the wall clock: the same parent must not look new; its
+    start ticks after boot decide. Another start (same PID reused) is new."""
+    path = tmp_path / "state.json"
+    track(path, snap(uptime=100, at=T0, boot=1000.0, parent=[4242, T0 - 100.25],
+                     ticks=90025))
+    same = snap(uptime=160, at=T0 + 60 + step, boot=1060.0,
+                parent=[4242, T0 - 100.25 + step], ticks=90025)
+    assert track(path, same) == {"graceful": 0, "hard": 0}
+    assert interval(same)[0] == 60.0
+    other = snap(uptime=190, at=T0 + 90 + step, boot=1090.0,
+                 parent=[4242, T0 - 100.25 + step], ticks=108900)
+    assert track(path, other) == {"graceful": 0, "hard": 1}
+
+
+def test_another_boot_or_no_reference_falls_back_to_the_wall_clock(tmp_path):
+    path = tmp_path / "state.json"
+    track(path, snap(uptime=100, at=T0, boot=1000.0, accesses=1000))
+    # Rebooted (another boot id, CLOCK_BOOTTIME from 0 again): the wall clock.
+    rebooted = snap(uptime=40, at=T0 + 60, accesses=1600)._replace(
+        boot={"id": BOOT.replace("0f", "1f"), "time": 45.0})
+    assert track(path, rebooted) == {"graceful": 0, "hard": 1}
+    # A reading without the reference (an older version, no CLOCK_BOOTTIME)
+    # after one with it: the wall clock, as before.
+    plain = snap(uptime=100, at=T0 + 120, accesses=2200)
+    assert track(path, plain) == {"graceful": 0, "hard": 1}
+    assert interval(plain) == (60.0, 10.0)
+    stored = json.loads(path.read_text())["targets"][URL]["reading"]
+    assert "boot" not in stored
+
+
+def test_a_reading_stamped_ahead_by_a_wrong_clock_is_used_within_the_boot(tmp_path,
+                                                                         monkeypatch):
+    """Stored while the wall clock was a day ahead, read after it was set
+    right: the same boot's monotonic clock says it is the previous reading,
+    not one from the future."""
+    monkeypatch.setattr(clocks, "boot_id", lambda: BOOT)
+    monkeypatch.setattr(clocks, "boottime", lambda: 1061.0)
+    path = tmp_path / "state.json"
+    now = time.time()
+    track(path, snap(uptime=100, at=now + 86400, boot=1000.0, accesses=1000))
+    later = snap(uptime=160, at=now, boot=1060.0, accesses=1600)
+    assert track(path, later) == {"graceful": 0, "hard": 0}
+    assert interval(later) == (60.0, 10.0)
+
+
+def test_two_collectors_order_their_readings_by_the_monotonic_clock(tmp_path):
+    """A reads at CLOCK_BOOTTIME 1010, the clock steps back an hour, B reads
+    the restarted server at 1020 and saves first: B's is the newer reading
+    although its wall time is earlier; A's changes nothing."""
+    path = tmp_path / "state.json"
+    track(path, snap(uptime=86400, at=T0, boot=1000.0))
+    a = snap(uptime=86410, at=T0 + 10, boot=1010.0)
+    b = snap(uptime=5, at=T0 + 20 - 3600, boot=1020.0)
+    assert track(path, b) == {"graceful": 0, "hard": 1}
+    assert track(path, a) == {"graceful": 0, "hard": 1}
+    stored = json.loads(path.read_text())["targets"][URL]["reading"]
+    assert stored["boot"]["time"] == 1020.0
+    assert track(path, snap(uptime=15, at=T0 + 30 - 3600, boot=1030.0)) == \
+        {"graceful": 0, "hard": 1}
+
+
+def test_memory_orders_and_times_by_the_monotonic_clock():
+    memory = restarts.Memory()
+    first = snap(uptime=100, at=T0, boot=1000.0, accesses=1000)
+    restarts.track([first], None, memory=memory)
+    later = snap(uptime=160, at=T0 - 3540, boot=1060.0, accesses=1600)
+    restarts.track([later], None, memory=memory)
+    assert interval(later) == (60.0, 10.0)
+
+
+# --- attacks on the reference in the file -------------------------------------------------
+
+@pytest.fixture
+def this_boot(monkeypatch):
+    """Now is CLOCK_BOOTTIME 1061 of boot BOOT."""
+    monkeypatch.setattr(clocks, "boot_id", lambda: BOOT)
+    monkeypatch.setattr(clocks, "boottime", lambda: 1061.0)
+
+
+def stored_with(path, boot, uptime: int = 100, at: float = T0) -> None:
+    entry = {"graceful": 3, "hard": 2, "reading": dict(reading(at, uptime), boot=boot)}
+    path.write_text(json.dumps({"version": 2, "targets": {URL: entry}}))
+
+
+@pytest.mark.parametrize("value", [1e18, 2.0 ** 62, 1062.5])
+def test_a_stored_monotonic_time_ahead_of_this_boots_is_no_base(tmp_path, this_boot, value):
+    """CLOCK_BOOTTIME never goes back within a boot: a stored reading ahead of
+    now is made up (or corrupt). It neither blocks this reading as "newer"
+    nor counts a restart; it is replaced, the counts kept."""
+    path = tmp_path / "state.json"
+    stored_with(path, {"id": BOOT, "time": value}, uptime=5)
+    now = snap(uptime=160, at=T0 + 60, boot=1060.0)
+    assert track(path, now) == {"graceful": 3, "hard": 2}
+    assert interval(now) == (None, None)
+    assert json.loads(path.read_text())["targets"][URL]["reading"]["boot"]["time"] == 1060.0
+
+
+@pytest.mark.parametrize("boot", [
+    {"id": BOOT, "time": -1e6}, {"id": BOOT, "time": 0.0, "parent": None}])
+def test_a_negative_or_ancient_stored_monotonic_time_counts_no_restart(tmp_path, this_boot,
+                                                                         boot):
+    """Negative: not a time, the wall clock decides; 0 (a reading at boot,
+    the server up 100 s then): the start times agree on the wall clock."""
+    path = tmp_path / "state.json"
+    stored_with(path, boot, uptime=100, at=T0)
+    now = snap(uptime=160, at=T0 + 60, boot=1060.0)
+    assert track(path, now) == {"graceful": 3, "hard": 2}
+
+
+@pytest.mark.parametrize("boot", [
+    {"id": BOOT, "time": 1e300}, {"id": BOOT, "time": "1000"}, {"id": "x" * 100, "time": 1.0},
+    {"id": "", "time": 1.0}, {"time": 1.0}, {"id": BOOT, "time": 1.0, "parent": 1.5},
+    {"id": BOOT, "time": 1.0, "parent": 1 << 70}, [BOOT, 1.0], "boot"])
+def test_a_malformed_reference_is_a_corrupt_file(tmp_path, this_boot, boot):
+    path = tmp_path / "state.json"
+    stored_with(path, boot)
+    assert track(path, snap(uptime=160, at=T0 + 60, boot=1060.0)) == {"graceful": 0, "hard": 0}
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+
+
+def test_a_version_2_file_without_the_reference_still_loads(tmp_path, this_boot):
+    """Files written before the reference existed: the wall clock decides the
+    first comparison, and the reference is stored from then on."""
+    path = tmp_path / "state.json"
+    stored_with(path, None, uptime=100, at=T0)
+    state = json.loads(path.read_text())
+    del state["targets"][URL]["reading"]["boot"]
+    path.write_text(json.dumps(state))
+    now = snap(uptime=160, at=T0 + 60, boot=1060.0, accesses=613)
+    assert track(path, now) == {"graceful": 3, "hard": 2}
+    assert interval(now)[0] == 60.0
+    assert json.loads(path.read_text())["targets"][URL]["reading"]["boot"] == {
+        "id": BOOT, "time": 1060.0, "parent": None}
 
 
 # --- the file --------------------------------------------------------------------------
@@ -492,3 +698,54 @@ def test_live_hard_restart_with_a_larger_uptime_and_no_processes(own_apache, tmp
     assert (tab["restarts-graceful"], tab["restarts-hard"]) == ("0", "1")
     third = parse_tab(run_exporter(*args).stdout)
     assert (third["restarts-graceful"], third["restarts-hard"]) == ("0", "1")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("processes", [False, True], ids=["no-processes", "processes"])
+def test_live_clock_steps_count_no_restart_and_a_real_restart_is_counted(
+        own_apache, tmp_path, monkeypatch, capfd, processes):
+    """The real one-shot path (cli.main) against a real Apache, its wall
+    clock stepped an hour forward, then an hour back, between collections:
+    no restart, and the interval is the real time between them. With process
+    information, the kernel's btime (in the parent's epoch start time) steps
+    with it. Then a real stop and start is counted."""
+    from apache_metrics_exporter.collect import procfs
+
+    offset = [0.0]
+    monkeypatch.setattr(clocks, "wall", lambda: time.time() + offset[0])
+    real_btime = procfs.boot_time()
+    args = ["--url", own_apache.status_url, "--format", "tab",
+            "--collector-state", str(tmp_path / "collector.json"),
+            "--state-file", str(tmp_path / "r.json"), "--spool-dir", str(tmp_path / "spool")]
+    if not processes:
+        args.append("--no-processes")
+
+    def run(step: float) -> dict:
+        offset[0] = step
+        monkeypatch.setattr(procfs, "_boot_time", real_btime + step)
+        started = time.monotonic()
+        assert cli.main(args) == 0
+        tab = parse_tab(capfd.readouterr().out)
+        return dict(tab, started=started)
+
+    wait_for_uptime(own_apache.status_url, 4)  # a restart then moves the start time on
+    first = run(0.0)
+    assert (first["restarts-graceful"], first["restarts-hard"]) == ("0", "0")
+    stored = json.loads((tmp_path / "collector.json").read_text())["targets"]
+    boot = stored[own_apache.status_url]["reading"]["boot"]
+    assert boot["id"] == clocks.boot_id()
+    assert (boot["parent"] is not None) == processes  # the parent proven, or not asked for
+    previous = first
+    for step in (3600.0, -3600.0):
+        time.sleep(1.5)
+        now = run(step)
+        assert (now["restarts-graceful"], now["restarts-hard"]) == ("0", "0"), step
+        real = now["started"] - previous["started"]
+        assert abs(float(now["interval-seconds"]) - real) < 0.5, (step, now, real)
+        assert float(now["interval-requests-per-second"]) > 0  # our own reads at least
+        previous = now
+    own_apache.restart_stopped()
+    own_apache.start_again()
+    last = run(0.0)
+    assert (last["restarts-graceful"], last["restarts-hard"]) == ("0", "1")
+    assert "interval-seconds" not in last

@@ -111,6 +111,38 @@ def request_line(url: str) -> str:
     return f"GET {path} HTTP/1.1"[:REQUEST_FIELD]
 
 
+# The reaper's reads carry ``ame=NONCE`` so that the worker table's row of
+# its own read is told from anyone else's read of the same page. mod_status
+# looks for its options by substring anywhere in the query (``auto``,
+# ``refresh``, ``notable``: strstr on r->args): this name and hex values
+# contain none of them, so the page is the one asked for without it.
+NONCE_ARG = "ame"
+
+
+def tagged(url: str, nonce: str) -> str:
+    """``url`` with ``ame=NONCE`` first in its query: before the user's own
+    arguments, where the worker table's 63-character cut keeps it longest."""
+    parts = urlsplit(url)
+    query = "&".join([f"{NONCE_ARG}={nonce}"] + [p for p in parts.query.split("&") if p])
+    return parts._replace(query=query, fragment="").geturl()
+
+
+def own_lines(url: str, nonce: str) -> Tuple[str, ...]:
+    """How the worker table can show a read of ``tagged(url, nonce)``: its
+    request line cut to the first 63 characters (Apache's default) or the
+    last (``SeeRequestTail On``), each only while it still shows the whole
+    nonce - a line without it could be anyone's read of the same URL. Empty
+    when the nonce fits in neither (a URL of some 40 characters or more)."""
+    parts = urlsplit(tagged(url, nonce))
+    line = f"GET {parts.path or '/'}?{parts.query} HTTP/1.1"
+    marker = f"{NONCE_ARG}={nonce}"
+    out: List[str] = []
+    for cut in (line[:REQUEST_FIELD], line[-REQUEST_FIELD:]):
+        if marker in cut and cut not in out:
+            out.append(cut)
+    return tuple(out)
+
+
 def host_port(url: str) -> tuple:
     """``(host, port)`` of a URL, the port defaulting by scheme (80, https 443)."""
     parts = urlsplit(url)

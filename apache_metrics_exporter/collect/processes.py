@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+    from apache_metrics_exporter.collect.host import Host
+
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
 MEMORY_KINDS = ("rss", "pss", "uss")
@@ -41,6 +43,10 @@ class ProcessScan(NamedTuple):
     truncated: Set[str]  # mod_wsgi groups whose names the title cut
     memory_kind: str
     warnings: Tuple[str, ...] = ()
+    # The parent's start in clock ticks after boot: unlike parent_create_time
+    # (ticks + /proc/stat's btime, which moves when the wall clock steps), it
+    # never changes while the process lives (restarts.py compares it).
+    parent_start_ticks: Optional[int] = None
 
     def groups(self) -> Dict[str, List[int]]:
         """Memory values per group, ``native`` first, then mod_wsgi groups by name."""
@@ -141,7 +147,7 @@ class Parent(NamedTuple):
     listeners: Tuple[Listener, ...] = ()
 
 
-def _listeners(addresses: Sequence[str], port: int) -> Dict[int, Listener]:
+def _listeners(addresses: Sequence[str], port: int, host: Host) -> Dict[int, Listener]:
     """The sockets a connection to ``addresses``:``port`` can reach, by inode:
     those bound to one of the addresses if any (the kernel prefers them), else
     those bound to the wildcard address."""
@@ -150,7 +156,7 @@ def _listeners(addresses: Sequence[str], port: int) -> Dict[int, Listener]:
     v4 = {a[7:] if a.startswith("::ffff:") else a for a in addresses if "." in a}
     wanted = set(addresses) | v4 | {"::ffff:" + a for a in v4}
     any_v4 = bool(v4)
-    for addr, inode, queue, limit in procfs.listeners(port):
+    for addr, inode, queue, limit in host.listeners(port):
         where = Listener(hostport(addr, port), queue, limit)
         if addr in wanted:
             exact[inode] = where
@@ -198,7 +204,8 @@ _proven: Dict[tuple, int] = {}  # (addresses, port) -> the parent proven last ti
 
 
 def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
-                pid_file: Optional[str] = None, hints: Iterable[int] = ()) -> Parent:
+                pid_file: Optional[str] = None, hints: Iterable[int] = (),
+                host: Optional[Host] = None) -> Parent:
     """The Apache parent that serves ``addresses``:``port``: the topmost Apache
     ancestor of the process holding the listening socket. Proven, never guessed.
 
@@ -206,15 +213,21 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     say where to look first: a candidate counts once it is seen to hold the
     socket. ``pid_file`` is the operator's word, taken when the socket's owner
     cannot be seen (no right to read other users' /proc/PID/fd) and refused
-    when it contradicts what can be seen.
+    when it contradicts what can be seen. ``host``: the batch's shared
+    reading of the socket table and its owners (collect/host.py); a new one
+    when not given.
     """
+    if host is None:
+        from apache_metrics_exporter.collect.host import Host
+
+        host = Host()
     where = f"{_join(addresses)}:{port}"
     named = _read_pid_file(pid_file) if pid_file else None
     named_top = _top_apache(named, exe_names) if named else None
     if pid_file and named_top is None:
         return Parent(None, f"--pid-file {pid_file} names no running "
                             f"{'/'.join(exe_names)} process")
-    found = _listeners(addresses, port) if addresses else {}
+    found = _listeners(addresses, port, host) if addresses else {}
     inodes = set(found)
     if not inodes:
         if addresses:
@@ -249,10 +262,10 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     proven_early = bool(tops)
     other = ""
     if not tops:
-        tops, denied_all = _apache_owners(inodes, exe_names)
+        tops, denied_all = _apache_owners(inodes, exe_names, host)
         denied = denied or denied_all
         if not tops:
-            other = _other_owner(inodes, exe_names)
+            other = host.other_owner(inodes, exe_names)
             if other:
                 return Parent(None, f"the process listening on {where} is {other}, "
                                     f"not {'/'.join(exe_names)}")
@@ -278,7 +291,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         except (procfs.NoProcess, procfs.Denied):
             whole = False
         if not whole:
-            other = _other_owner(inodes, exe_names) or "a process this user cannot see"
+            other = host.other_owner(inodes, exe_names) or "a process this user cannot see"
             return Parent(None, f"{other} listens on {where} beside Apache (PID {top}); "
                                 "it may be the one answering, so no process is trusted")
     if named_top and named_top != top:
@@ -290,64 +303,32 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
 
 def parent_of_url(host: str, port: int, exe_names: Sequence[str],
                   pid_file: Optional[str] = None, hints: Iterable[int] = (),
-                  peer: Optional[str] = None) -> Parent:
+                  peer: Optional[str] = None, shared: Optional[Host] = None) -> Parent:
     """The proven Apache parent serving ``host``:``port`` (see find_parent); a
-    host that is not a loopback address has none, unless --pid-file names it.
-    ``peer``, the address that answered the fetch, is what is proven when
-    known: the name is not resolved a second time."""
+    host that is not a loopback address has none, unless --pid-file names it
+    (and then no socket is read: a remote target costs no /proc work beyond
+    the PID file's process). ``peer``, the address that answered the fetch,
+    is what is proven when known: the name is not resolved a second time.
+    ``shared``: the batch's Host (collect/host.py)."""
     from apache_metrics_exporter.collect.loopback import loopback_addresses
 
     addresses = loopback_addresses(peer if peer else host)
     if addresses is None and not pid_file:
         return Parent(None, f"{host} is not a loopback address of this host (run the "
                             "exporter on Apache's host, or give --pid-file)")
-    return find_parent(addresses or (), port, exe_names, pid_file, hints)
+    return find_parent(addresses or (), port, exe_names, pid_file, hints, shared)
 
 
-OWNER_WALK_SECONDS = 0.5  # naming a non-Apache listener: a bounded walk
-
-
-def _apache_owners(inodes: set, exe_names: Sequence[str]) -> tuple:
+def _apache_owners(inodes: set, exe_names: Sequence[str], host: Host) -> tuple:
     """(Apache parents whose processes hold one of the sockets, whether some
-    could not be read): only processes named like Apache have their fds read,
-    so another user's process with many fds cannot slow every run down."""
+    could not be read), from the batch's one walk (Host.apache_holders)."""
+    pids, denied = host.apache_holders(inodes, exe_names)
     tops: Set[int] = set()
-    denied = False
-    for pid in procfs.pids():
-        try:
-            if procfs.stat(pid).name not in exe_names:
-                continue
-            held = procfs.socket_inodes(pid) & inodes
-        except procfs.NoProcess:
-            continue
-        except procfs.Denied:
-            denied = True
-            continue
-        if held:
-            top = _top_apache(pid, exe_names)
-            if top is not None:
-                tops.add(top)
+    for pid in pids:
+        top = _top_apache(pid, exe_names)
+        if top is not None:
+            tops.add(top)
     return tops, denied
-
-
-def _other_owner(inodes: set, exe_names: Sequence[str]) -> str:
-    """'NAME (PID N)' of a process that is not Apache and holds one of the
-    sockets, '' if none is found within OWNER_WALK_SECONDS (for the message)."""
-    import time
-
-    deadline = time.monotonic() + OWNER_WALK_SECONDS
-    for pid in procfs.pids():
-        if time.monotonic() > deadline:
-            break
-        try:
-            if not procfs.socket_inodes(pid) & inodes:
-                continue
-            name = procfs.stat(pid).name
-        except (procfs.NoProcess, procfs.Denied):
-            continue
-        if name not in exe_names:
-            return f"{name!r} (PID {pid})"
-    return ""
 
 
 def _join(items: Iterable[str]) -> str:
@@ -474,7 +455,8 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
             truncated = truncated - set(resolved)
     warnings = (cut_names_warning(sorted(truncated), room, resolve_names),) if truncated \
         else ()
-    return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings)
+    return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings,
+                       parent.start_ticks)
 
 
 def cut_names_warning(names: Sequence[str], room: int, resolved: bool) -> str:

@@ -236,13 +236,15 @@ class WorkerRow:
 
     Only PID, mode and SS are read up front (every row needs them); the other
     cells are turned into text when asked for, which keeps a 4096-row table
-    cheap. A row of the fast reader keeps only its raw bytes (``_raw``) and
-    splits them into cells on the first such question (see _Layout). A row
-    keeps its raw cells alive: drop snapshots after use.
+    cheap. A row of the fast reader is its table's cells (``_cells``, a
+    _Cells shared by the rows) and its place among them (``_raw``): a column
+    is turned into text for every row on the first such question. A row
+    keeps its table alive: drop snapshots after use.
     """
 
     __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text", "_raw")
-    _raw: Any  # a fast-reader row: "<tr>...</tr>" up to the next row, then its cells
+    _cells: Any  # a fast-reader row: its table's _Cells
+    _raw: Any  # a fast-reader row: its index in the table
 
     def __init__(self, cells: Sequence[Any], cols: Dict[str, int],
                  text: Callable[[Any], str]) -> None:
@@ -663,10 +665,12 @@ class _FastRows(NamedTuple):
 # server number and the mode) and any text up to the next row. Every part
 # stops at the first "<" it does not expect, so a try never passes the next
 # "<" out of place: the scan is linear, and what it accepts has no other tag.
-_PLAIN = rb"[^<]*"
-_BOLD = rb"<b>[^<]*</b>"  # the server number, always bold
-_MODE = rb"(?:<b>[^<]*</b>|)[^<]*"  # bold when the worker is busy
-_ANY = rb"(?:<b>[^<]*</b>)?[^<]*"
+# (Possessive: what follows each run starts with "<", so giving back can
+# never help; not keeping the places to give back to is a third faster.)
+_PLAIN = rb"[^<]*+"
+_BOLD = rb"<b>[^<]*+</b>"  # the server number, always bold
+_MODE = rb"(?:<b>[^<]*+</b>|)[^<]*+"  # bold when the worker is busy
+_ANY = rb"(?:<b>[^<]*+</b>)?[^<]*+"
 _PATTERNS: Dict[Tuple[Any, ...], Any] = {}
 _CACHED = 64  # header rows, row patterns and layouts kept between pages
 
@@ -685,7 +689,7 @@ def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
             cells.append(tag + (b"(%s)" % kind if i in wanted else kind) + b"</td>")
         # ... or any other "<": every "<" is a match, so the matches are
         # back to back, and the first "<" that begins no row ends the rows.
-        pattern = re.compile(b"(<tr>" + between.join(cells) + b"</tr>[^<]*)|<")
+        pattern = re.compile(b"(<tr>" + between.join(cells) + b"</tr>[^<]*+)|<")
         if len(_PATTERNS) >= _CACHED:
             _PATTERNS.clear()
         _PATTERNS[key] = pattern
@@ -694,9 +698,11 @@ def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
 
 class _Layout:
     """What the fast reader needs for a worker table of given headings: the
-    columns, the row class, the pattern of its rows learnt from a page."""
+    columns, the row class, the pattern of its rows learnt from a page and
+    what that pattern proves of each column (``plain``, see _Cells)."""
 
-    __slots__ = ("cols", "width", "wanted", "pid", "mode", "ss", "row", "pattern")
+    __slots__ = ("cols", "width", "wanted", "pid", "mode", "ss", "row", "pattern",
+                 "plain", "_learnt")
 
     def __init__(self, names: List[str]) -> None:
         cols = self.cols = {h: i for i, h in enumerate(names)}  # (the last of twins)
@@ -705,11 +711,13 @@ class _Layout:
         # where each one is among the columns of a pattern's findall()
         self.pid, self.mode, self.ss = (1 + wanted.index(cols[h]) for h in ("pid", "m", "ss"))
         # Rows of one table share their columns and cell reader: as class
-        # attributes they cost nothing per row.
+        # attributes they cost nothing per row. A row is its table's cells
+        # (``_cells``, a _Cells) and its place among them (``_raw``).
         self.row = type("WorkerRow", (WorkerRow,), {
-            "__slots__": (), "_cols": cols, "_text": staticmethod(_raw_cell),
-            "_cells": property(_split_row)})
+            "__slots__": (), "_cols": cols, "cell": _table_cell, "plain": _table_cell})
         self.pattern: Any = None
+        self.plain: Optional[Tuple[Optional[bytes], ...]] = None
+        self._learnt: Optional[Tuple[Optional[bytes], ...]] = None
 
     def learn(self, data: bytes, first: int, last: int) -> Any:
         """The pattern of rows shaped like the first one from ``first`` (the
@@ -725,32 +733,100 @@ class _Layout:
             close = piece.find(b">")
             if not piece.startswith(b"<td") or close < 0 or b"<" in piece[1:close]:
                 return None  # text between cells (Apache 2.2): the loose pattern
-            tags.append(re.escape(piece[:close + 1]))
+            tags.append(piece[:close + 1])
             content = piece[close + 1:]
             kinds.append(_MODE if i == self.cols["m"] else
                          _BOLD if content.startswith(b"<b>") and content.endswith(b"</b>")
                          else _PLAIN)
-        return _row_pattern(tuple(tags), tuple(kinds), self.wanted, b"")
+        # What each cell of a row this pattern finds is: its tag and plain
+        # text, or (b"") bold text; None: read cell by cell.
+        self._learnt = tuple(tag if kind is _PLAIN and i else b"" if kind is _BOLD else None
+                             for i, (tag, kind) in enumerate(zip(tags, kinds)))
+        return _row_pattern(tuple(map(re.escape, tags)), tuple(kinds), self.wanted, b"")
 
 
-def _split_row(row: WorkerRow) -> Any:
-    """The cells of a fast-reader row, split when first asked for as
-    _segment_rows splits a row (kept in place of the row's bytes)."""
-    raw: Any = row._raw
-    if raw.__class__ is bytes:
-        raw = row._raw = raw.split(b"</td>")[:-1]
-    return raw
+_SEP = b"\x00"  # between the cells of a column joined (never in a table read so)
+
+
+class _Cells:
+    """The raw cells of a worker table's rows (``...<td attrs>content`` pieces,
+    row after row, ``width`` per row: the rows' bytes split at "</td>" when
+    first asked for), a column turned into text for every row at once: the
+    collector reads the same few columns of every row (and the interval
+    figures four of them), the rest are never read."""
+
+    __slots__ = ("_region", "_flat", "width", "count", "tags", "_columns")
+
+    def __init__(self, region: bytes, width: int, count: int,
+                 tags: Optional[Tuple[Optional[bytes], ...]] = None) -> None:
+        self._region = region
+        self._flat: Optional[List[bytes]] = None
+        self.width, self.count = width, count
+        self.tags = tags  # per column, what the row pattern proved (_Layout.learn)
+        self._columns: Dict[int, List[str]] = {}
+
+    def column(self, i: int) -> List[str]:
+        """The stripped text of column ``i`` of every row (as _raw_cell reads it)."""
+        texts = self._columns.get(i)
+        if texts is not None:
+            return texts
+        flat = self._flat
+        if flat is None:
+            flat = self._flat = self._region.split(b"</td>")
+        pieces = flat[i:self.count * self.width:self.width]
+        tag = self.tags[i] if self.tags and _SEP not in self._region else None
+        if tag is None:
+            texts = list(map(_CELLS.__getitem__, pieces))
+        else:
+            # Each piece is the tag and text without "<" (b"": text in the
+            # one "<b>...</b>" that ends the piece): one decode and one split
+            # for the whole column; a cell with an entity on its own.
+            joined = _SEP.join(pieces)
+            if tag:
+                texts = joined.decode("latin-1").split("\x00" + tag.decode("latin-1"))
+                texts[0] = texts[0][len(tag):]
+            else:
+                texts = joined[:-4].decode("latin-1").replace("</b>\x00", "<b>") \
+                    .split("<b>")[1::2]
+            texts = list(map(str.strip, texts))
+            if b"&" in joined:
+                texts = [_raw_cell(piece).strip() if "&" in text else text
+                         for piece, text in zip(pieces, texts)]
+        self._columns[i] = texts
+        return texts
+
+
+def _table_cell(row: WorkerRow, heading: str) -> str:
+    """WorkerRow.cell of a fast-reader row: its cell of the table's column."""
+    i = row._cols.get(heading)
+    return "" if i is None else row._cells.column(i)[row._raw]
+
+
+def columns(workers: Sequence[WorkerRow], headings: Sequence[str]) -> List[List[str]]:
+    """The text of these columns for every row, in row order: read in bulk
+    from the table when ``workers`` is a fast-reader table as parse_html
+    gave it, else row by row ('' where a column is absent)."""
+    if workers:
+        first, last = workers[0], workers[-1]
+        table: Any = getattr(first, "_cells", None)  # (None: not a fast-reader row)
+        if isinstance(table, _Cells) and first._raw == 0 and len(workers) == table.count \
+                and last._cells is table and last._raw == table.count - 1:
+            cols = first._cols
+            return [table.column(cols[h]) if h in cols else [""] * len(workers)
+                    for h in headings]
+    return [[row.cell(h) for row in workers] for h in headings]
 
 
 _LAYOUTS: Dict[Tuple[str, ...], _Layout] = {}
 
 
 def _rows_found(data: bytes, first: int, last: int,
-                layout: _Layout) -> Optional[Tuple[List[Any], int]]:
+                layout: _Layout) -> Optional[Tuple[List[Any], int, Any]]:
     """findall()'s columns for the rows from ``first``, and where they end,
     if the first "<" that begins no row there begins the table's ``</table>``:
     with the pattern learnt before, else one learnt from this page, else the
-    loose one (any <td ...>, anything bold, text between cells)."""
+    loose one (any <td ...>, anything bold, text between cells); and what
+    the pattern proved of each column (_Layout.plain, None when loose)."""
     learnt = layout.pattern
     width = layout.width
     for attempt in range(3):
@@ -772,8 +848,8 @@ def _rows_found(data: bytes, first: int, last: int,
             end = first + sum(map(len, columns[0]))
             if data.startswith(b"</table>", end):
                 if attempt == 1:
-                    layout.pattern = pattern
-                return columns, end
+                    layout.pattern, layout.plain = pattern, layout._learnt
+                return columns, end, layout.plain if attempt < 2 else None
     return None
 
 
@@ -798,9 +874,12 @@ class _Memo(dict):
 _MEMO_SIZE = 4096
 
 
-def _cell_pid(raw: bytes) -> Optional[int]:
-    pid = _int_or_none(_raw_text(raw).strip())
+def _pid_or_none(pid: Optional[int]) -> Optional[int]:
     return pid if pid is not None and 0 < pid < PID_MAX else None
+
+
+def _cell_pid(raw: bytes) -> Optional[int]:
+    return _pid_or_none(_int_or_none(_raw_text(raw).strip()))
 
 
 def _cell_int(raw: bytes) -> Optional[int]:
@@ -831,8 +910,8 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
 
     One pattern finds every row, back to back, up to the ``</table>``: then
     each row is what _segment_rows would make of it (its cells split at
-    "</td>", as many as headings), and only the PID, mode and SS cells are
-    converted, each distinct value once.
+    "</td>", as many as headings: see _Cells), and only the PID, mode and SS
+    cells are converted, each distinct value once.
     """
     first = data.find(b"<", start, last)
     if first < 0:
@@ -846,7 +925,7 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     found = _rows_found(data, first, last, layout)
     if found is None:
         return None
-    columns, end = found
+    columns, end, plain = found
     column = columns[layout.pid]
     pids = list(map(_PIDS.__getitem__, column))
     clean = _clean(column, pids, PID_MAX)
@@ -854,15 +933,17 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     ss = list(map(_SS.__getitem__, column))
     clean = clean and _clean(column, ss, INT64_MAX)
     modes = list(map(_MODES.__getitem__, columns[layout.mode]))
+    cells = _Cells(data[first:end], layout.width, len(pids), plain)
     rows: List[WorkerRow] = []
     append = rows.append
     new, cls = object.__new__, layout.row
-    for raw, pid, mode, age in zip(columns[0], pids, modes, ss):
+    for i, pid, mode, age in zip(range(len(pids)), pids, modes, ss):
         row: WorkerRow = new(cls)
         row.pid = pid
         row.mode = mode
         row.ss = age
-        row._raw = raw
+        row._cells = cells
+        row._raw = i
         append(row)
     return _FastRows(rows, clean, max(filter(None, ss), default=0), start, end)
 

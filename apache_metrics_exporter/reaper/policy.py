@@ -49,18 +49,20 @@ class Page(NamedTuple):
     sent: float      # time.time() before the request
     received: float  # time.time() once the answer was read
     error: str = ""  # why there is no worker table ('' when there is one)
-    own_request: str = ""  # the request line of this very read, as the table shows it
+    # The request line of this very read, tagged with its nonce, in the forms
+    # the table can show it (http.own_lines; empty: it cannot be told apart).
+    own_requests: Tuple[str, ...] = ()
     refused: bool = False  # the connection was refused: nothing listens at the URL
 
 
-def _serving(rows: Sequence[WorkerRow], own_request: str) -> List[WorkerRow]:
+def _serving(rows: Sequence[WorkerRow], own_requests: Sequence[str]) -> List[WorkerRow]:
     """The rows serving a request. The row that served the reaper's own read
-    of the page (that request line, in state W, begun within the second) is
-    not one: its worker was idle but for the reaper's read, and is idle
-    again once the page has been sent."""
+    of the page (state W, that read's request line with its nonce: no other
+    request has it) is not one: its worker was idle but for the reaper's
+    read, and is idle again once the page has been sent. Anyone else's read
+    of the same page, at the same second or not, is a request like any other."""
     return [r for r in rows if r.is_active
-            and not (own_request and r.mode == "W" and r.request == own_request
-                     and r.ss is not None and r.ss <= 1)]
+            and not (r.mode == "W" and r.request in own_requests)]
 
 
 class Thresholds(NamedTuple):
@@ -126,7 +128,8 @@ class Candidate(NamedTuple):
 
 def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
            thresholds: Thresholds, fetched_at: Optional[float] = None,
-           sent_at: Optional[float] = None, own_request: str = "") -> List[Candidate]:
+           sent_at: Optional[float] = None, own_requests: Sequence[str] = ()
+           ) -> List[Candidate]:
     """Processes over a threshold, the worst (largest excess) first.
 
     ``fetched_at`` (when the page was read): a request the page says began
@@ -134,7 +137,7 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
     earlier process (the PID was reused between fetch and scan): not this one.
     With ``sent_at`` too (when the page was asked for), a request-time
     candidate carries when its request began, for ``confirm``. The row of
-    the reaper's own read (``own_request``) makes no worker busy."""
+    the reaper's own read (``own_requests``) makes no worker busy."""
     rows: Dict[int, List[WorkerRow]] = {}
     for row in workers or ():
         if row.pid and row.mode != ".":
@@ -152,7 +155,7 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         mine = rows.get(child.pid)
         if not mine:
             continue  # not in the worker table: state unknown, leave it alone
-        active = _serving(mine, own_request)
+        active = _serving(mine, own_requests)
         kind = "native_active" if active else "native_idle"
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
@@ -206,7 +209,7 @@ def confirm(candidate: Candidate, page: Page) -> str:
     mine = [r for r in page.workers if r.pid == candidate.pid and r.mode != "."]
     if not mine:
         return "the status page no longer lists its PID"
-    active = _serving(mine, page.own_request)
+    active = _serving(mine, page.own_requests)
     if candidate.kind == "native_idle":
         return "it is serving a request now (it was selected as idle)" if active else ""
     if not active:

@@ -93,7 +93,7 @@ def run_reaper(args: argparse.Namespace, target: Target, exe_names: Tuple[str, .
                                                               else ""))
         parent_pid = parent.pid
         selected = select(workers, processes, thresholds, fetched_at=fetched_at,
-                          sent_at=page.sent, own_request=page.own_request)
+                          sent_at=page.sent, own_requests=page.own_requests)
         result = "ok"
         if len(selected) > args.max_kills:
             result = "circuit-breaker"
@@ -147,24 +147,36 @@ NO_TABLE = "has no worker table (ExtendedStatus Off?)"
 def read_page(fetcher: Fetcher) -> Page:
     """The worker table now, with the times around its fetch (a Page whose
     ``error`` says why there is none). The connection is closed after each
-    read: none is kept open across a wait."""
-    from apache_metrics_exporter.collect.http import request_line
+    read: none is kept open across a wait.
+
+    Each read asks for the page with a nonce of its own in the query
+    (http.tagged), so that the row serving it is told from any other read of
+    the same page. The nonce is in no message: errors name the plain URL."""
+    import os
+
+    from apache_metrics_exporter.collect.http import own_lines, tagged
     from apache_metrics_exporter.collect.status import parse_html
     from apache_metrics_exporter.errors import FetchError
     from apache_metrics_exporter.reaper.policy import Page
 
     url = fetcher.target.url
+    nonce = os.urandom(8).hex()
+    asked = tagged(url, nonce)
+    mine = own_lines(url, nonce)
+    if not mine:
+        _say_once(f"{url} is too long for the worker table to show the reaper's own read "
+                  "of it whole: that read's row counts as a request")
     sent = time.time()
     refused = False
     try:
-        workers = parse_html(fetcher.get(url), source=url).workers
+        workers = parse_html(fetcher.get(asked), source=url).workers
         error = "" if workers is not None else f"{url} {NO_TABLE}"
     except FetchError as exc:
-        workers, error = None, str(exc)
+        workers, error = None, str(exc).replace(asked, url)
         refused = _refused(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error, request_line(url), refused)
+    return Page(workers, sent, time.time(), error, mine, refused)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -178,3 +190,12 @@ def _refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+_said: set = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.info("%s", message)

@@ -7,13 +7,21 @@ from __future__ import annotations
 import http.server
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 
 @contextmanager
 def serve_pages(auto: bytes, html: Optional[bytes] = None) -> Iterator[str]:
     """The status URL of a server answering ``auto`` / ``html`` (``auto`` for
     both when ``html`` is None: an ExtendedStatus Off server's HTML is not read)."""
+    with serve_many_pages(auto, html, 1) as urls:
+        yield urls[0]
+
+
+@contextmanager
+def serve_many_pages(auto: bytes, html: Optional[bytes], count: int) -> Iterator[List[str]]:
+    """``count`` such servers, each on a port of its own; stopped together
+    (each takes up to half a second to notice: fifty in a row took 25 s)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -27,12 +35,20 @@ def serve_pages(auto: bytes, html: Optional[bytes] = None) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    servers: List[http.server.ThreadingHTTPServer] = []
+    threads: List[threading.Thread] = []
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
+        for _ in range(count):
+            servers.append(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+            threads.append(threading.Thread(target=servers[-1].serve_forever, daemon=True))
+            threads[-1].start()
+        yield [f"http://127.0.0.1:{s.server_address[1]}/server-status" for s in servers]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        stops = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
+        for stop in stops:
+            stop.start()
+        for stop, thread in zip(stops, threads):
+            stop.join(5)
+            thread.join(5)
+        for server in servers:
+            server.server_close()
