@@ -279,7 +279,7 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
         report.add(FAIL, topic, _not_status(url, page.body, path, conf))
     elif page.error and "refused" in page.error and not page.status:
         report.add(FAIL, topic, f"connection to {where} refused: Apache is not running, "
-                   f"or it does not listen there{_listen_hint(args, fetcher.target.url)}")
+                   f"or it does not listen there; {_refused_fix(args, fetcher.target)}")
     else:
         report.add(FAIL, topic, page.error or f"{url}: no answer")
 
@@ -304,17 +304,51 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     return f"{url} answers 200, but not with mod_status's page: check --url"
 
 
-def _listen_hint(args: argparse.Namespace, url: str) -> str:
-    """Where Apache's configuration says it listens, when that is elsewhere."""
+def _refused_fix(args: argparse.Namespace, target: Target) -> str:
+    """What to do about a refused connection. A URL is suggested only when it
+    was asked and answered with mod_status's page: one from the Listen
+    directives of --ports-config when that option is given (the machine's
+    own configuration is not read for a URL the operator gave)."""
+    where = hostport(*host_port(target.url))
+    plain = (f"check that Apache runs (systemctl status apache2) and that its "
+             f"configuration has a Listen directive for {where}")
+    if not args.ports_config:
+        return plain
+    from urllib.parse import urlsplit
+
     from apache_metrics_exporter.collect.discovery import discover_urls
 
     try:
         found = discover_urls(args.ports_config)
     except UsageError:
-        return " (systemctl status apache2)"
-    if found and host_port(found[0]) != host_port(url):
-        return f"; Apache's configuration listens for {found[0]}: give --url {found[0]}"
-    return " (systemctl status apache2)"
+        return plain
+    path = _path(target.url)
+    asked = []
+    for listen in found:
+        if host_port(listen) == host_port(target.url):
+            continue  # the URL itself (discovered there, or the same address)
+        base = urlsplit(listen)
+        for candidate in dict.fromkeys((base._replace(path=path).geturl(), listen)):
+            if _answers(target, candidate):
+                return (f"a Listen directive of {args.ports_config} gives {candidate}, "
+                        f"which answers with mod_status's page: give --url {candidate}")
+            asked.append(candidate)
+    if asked:
+        plain += f" ({', '.join(asked)}, from {args.ports_config}, did not answer with a " \
+            "status page either)"
+    return plain
+
+
+def _answers(target: Target, url: str) -> bool:
+    """Whether ``url`` answers with mod_status's ?auto page, asked with the
+    target's TLS settings but none of its credentials, within PROBE_TIMEOUT."""
+    fetcher = _Fetcher(Target(url=url, timeout=min(target.timeout, PROBE_TIMEOUT),
+                              max_bytes=target.max_bytes, ca_file=target.ca_file,
+                              insecure=target.insecure))
+    try:
+        return fetch_auto(fetcher).auto is not None
+    finally:
+        fetcher.close()
 
 
 def report_pages(report: Report, auto: AutoPage, html_body: Optional[bytes],

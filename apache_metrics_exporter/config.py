@@ -138,21 +138,42 @@ class _Parser(configargparse.ArgParser):
                     if action is None:
                         in_files.setdefault(f"--{key}", (key, path))
         parts, strays, seen = [], 0, set()
+        option_before = False  # "--formt x": x is the unknown option's value
         for arg in unknown:
             name = arg.partition("=")[0]
+            after_option, option_before = option_before, \
+                name.startswith("-") and len(name) > 1 and "=" not in arg
+            if after_option and not arg.startswith("-"):
+                continue
             if name in seen:
                 continue
             seen.add(name)
             if name in in_files:
                 key, path = in_files[name]
-                parts.append(f"unknown key '{key}' in config file {path}")
+                near = self._nearest(name)
+                parts.append(f"unknown key '{key}' in config file {path}"
+                             + (f" (did you mean '{near[2:]}'?)" if near else ""))
             elif name.startswith("-") and len(name) > 1:
-                parts.append(f"unrecognized option {name}")
+                near = self._nearest(name)
+                parts.append(f"unrecognized option {name}"
+                             + (f" (did you mean {near}?)" if near else ""))
             else:
                 strays += 1
         if strays:
             parts.append(f"{strays} unexpected argument{'s' if strays > 1 else ''}")
         return "; ".join(parts)
+
+
+    def _nearest(self, name: str) -> str:
+        """The long option of this command closest to a misspelled ``name``
+        ('' if none is close): a misspelled key is otherwise just "unknown"."""
+        import difflib
+
+        if not name.startswith("--"):
+            return ""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        return near[0] if near else ""
 
 
 def _first_line_number() -> int:

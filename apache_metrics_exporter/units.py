@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 TYPE_CHECKING = False
@@ -97,6 +98,24 @@ def format_bytes(n: float) -> str:
         if abs(n) < 1024 or unit == "GiB":
             break
     return f"{n:.1f} {unit}"
+
+
+def format_figure(x: float, digits: int = 3, max_decimals: int = 4) -> str:
+    """A measured figure for people (the summary, --watch): ``digits``
+    significant digits, never more than ``max_decimals`` after the point
+    (below that it reads 0), never an exponent, whole numbers kept whole
+    (1234, not 1.23e+03). Machine formats keep full precision."""
+    if not isinstance(x, (int, float)) or not -FLOAT_MAX <= x <= FLOAT_MAX:
+        return "?"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1e15:  # not a measurement; shown, not spelled out
+        return f"{x:.{digits}g}"
+    decimals = min(max(digits - 1 - math.floor(math.log10(abs(x))), 0), max_decimals)
+    text = f"{x:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def format_duration(seconds: float) -> str:

@@ -133,6 +133,35 @@ def test_connection_refused():
         "running, or it does not listen there" in text
     assert found["Apache process"][0] == "WARN"
     assert f"nothing listens on 127.0.0.1:{port}" in found["Apache process"][1]
+    # A URL the operator gave is not compared with the machine's own
+    # configuration (not read without --ports-config): what to check, plainly.
+    assert text.endswith(f"check that Apache runs (systemctl status apache2) and that its "
+                         f"configuration has a Listen directive for 127.0.0.1:{port}")
+    assert "give --url" not in text
+
+
+@integration
+def test_connection_refused_suggests_only_a_url_that_answers(prefork, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/server-status"
+    ports = tmp_path / "ports.conf"
+    # A Listen directive whose address answers with the status page: suggested.
+    ports.write_text(f"Listen 127.0.0.1:{prefork.port}\n")
+    status, found, proc = run_check("--url", url, "--ports-config", str(ports))
+    level, text = found["status page"]
+    assert status == 1 and level == "FAIL"
+    assert text.endswith(f"a Listen directive of {ports} gives {prefork.status_url}, which "
+                         f"answers with mod_status's page: give --url {prefork.status_url}")
+    # One where nothing answers: never suggested, what to check instead.
+    dead = free_port()
+    ports.write_text(f"Listen 127.0.0.1:{dead}\n")
+    status, found, proc = run_check("--url", url, "--ports-config", str(ports))
+    level, text = found["status page"]
+    assert status == 1 and level == "FAIL"
+    assert "give --url" not in text
+    assert "check that Apache runs (systemctl status apache2)" in text
+    assert f"(http://127.0.0.1:{dead}/server-status, from {ports}, did not answer with " \
+        "a status page either)" in text
 
 
 @integration

@@ -71,8 +71,13 @@ def test_version_and_help():
     (["--client-key", "/etc/hostname"], "--client-key needs --client-cert"),
     (["--output", "/nonexistent/dir/metrics.txt"], "--output"),
     (["--bogus-option"], "unrecognized option --bogus-option"),
-    (["--pasword=hunter2"], "unrecognized option --pasword (values are not shown"),
-    (["--pasword", "hunter2"], "unrecognized option --pasword; 1 unexpected argument"),
+    (["--bogus-option", "stray"], "unrecognized option --bogus-option (values are not "),
+    (["--bogus-option=x", "stray"], "--bogus-option; 1 unexpected argument (values are not"),
+    (["--pasword=hunter2"], "unrecognized option --pasword (did you mean --password?) "
+                            "(values are not shown"),
+    # The word after an unknown option is its value, not an unexpected argument.
+    (["--pasword", "hunter2"], "unrecognized option --pasword (did you mean --password?) "
+                               "(values are not shown"),
     (["--url", "http://mon:hunter2@127.0.0.1/x"], "'http://***@127.0.0.1/x': a password on "
                                                   "the command line"),
     (["--url=http://mon:hunter2@127.0.0.1/x"], "a password on the command line"),
@@ -215,7 +220,7 @@ def test_mistyped_config_key_is_named_without_its_value(tmp_path, listener):
     proc = run_exporter("--url", url, "--config", str(conf))
     assert proc.returncode == 2
     line = one_error_line(proc)
-    assert f"unknown key 'pasword' in config file {conf}" in line
+    assert f"unknown key 'pasword' in config file {conf} (did you mean 'password'?)" in line
     assert "S3cret" not in proc.stderr + proc.stdout
     assert hits == []
 
@@ -313,6 +318,30 @@ def test_url_credentials_are_redacted_in_error_lines(tmp_path):
         assert "S3cret" not in proc.stdout + proc.stderr and "mon" not in proc.stderr
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("given", ["mon:S3cret@127.0.0.1/server-status",
+                                   "mon:S3/cret@127.0.0.1/server-status"])
+def test_a_url_without_scheme_never_echoes_its_password(tmp_path, given):
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"url = {given}\n")
+    proc = run_exporter("--config", str(conf))
+    assert proc.returncode == 2
+    assert "S3" not in proc.stderr and "mon" not in proc.stderr
+    assert "'***@127.0.0.1/server-status'" in proc.stderr
+    assert "did you mean" not in proc.stderr  # a guess would carry the password
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("127.0.0.1:8080/server-status", "http://127.0.0.1:8080/server-status"),
+    ("localhost", "http://localhost/server-status"),
+    ("[::1]:8080/status", "http://[::1]:8080/status")])
+def test_a_url_without_scheme_gets_the_url_it_meant(given, meant):
+    proc = run_exporter("--url", given)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: --url {given!r}: expected "
+                           f"http://HOST[:PORT]/server-status or https://...; did you mean "
+                           f"--url {meant}?\n")
 
 
 def test_url_user_with_a_password_from_elsewhere(tmp_path):
@@ -490,11 +519,12 @@ def test_ipv6_addresses_are_bracketed_in_errors(tmp_path):
     url = f"http://[::1]:{port}/server-status"
     proc = run_exporter("--url", url, "--format", "tab", "-f", str(tmp_path / "m.txt"))
     assert f"connection to [::1]:{port} refused: is Apache running" in proc.stderr
-    # The reaper puts what it does before the reason, which ends in a question.
+    # The reaper says it in one line, what it does before what to do.
     from tests.test_reaper import reap
 
     proc = reap("--url", url, "--max-time", "1h", "--dry-run", "--state-file",
                 str(tmp_path / "s.json"))
-    assert (f"error: native workers are left alone this run: connection to [::1]:{port} "
-            "refused: is Apache running and listening there?\n") in proc.stderr
+    assert (f"error: nothing listens on [::1]:{port} (connection refused): signalling "
+            "nothing this run; start Apache, or point --url at the address and port it "
+            "listens on\n") in proc.stderr
     assert "?;" not in proc.stderr

@@ -40,6 +40,64 @@ def test_telegraf_exec_config():
     assert old and shlex.split(old[0].split('["', 1)[1].rsplit('"]', 1)[0]) == command
 
 
+TELEGRAF_STATE_DIR = "/var/lib/telegraf"  # InfluxData's package: root:telegraf 0770
+
+
+def test_telegraf_exec_config_keeps_its_collector_state_where_telegraf_may_write():
+    # exec runs the command as user telegraf, who cannot write the default
+    # collector state (/var/lib/apache-metrics-exporter): without its own,
+    # no rates, durations or restarts, ever.
+    (plugin,) = telegraf("apache-metrics-exporter.conf")["inputs"]["exec"]
+    (command,) = plugin["commands"]
+    path = command[command.index("--collector-state") + 1]
+    assert os.path.dirname(path) == TELEGRAF_STATE_DIR and path.endswith(".json")
+    doc = (CONTRIB.parent / "docs" / "influx-telegraf.md").read_text()
+    assert f"--collector-state {path}" in doc
+    assert "install -d -o root -g telegraf -m 0770 /var/lib/telegraf" in doc
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_telegraf_exec_command_as_an_unprivileged_user_gets_interval_figures(
+        prefork, runnable_copy):
+    # The contrib command as Telegraf runs it: as its own user (nobody here),
+    # its state directory made as the telegraf package makes it (root, the
+    # user's group, 0770). The second run compares itself with the first.
+    import tempfile
+
+    (plugin,) = telegraf("apache-metrics-exporter.conf")["inputs"]["exec"]
+    root = Path(tempfile.mkdtemp(prefix="ame-telegraf-"))
+    try:
+        root.chmod(0o755)
+        state_dir = root / "telegraf"
+        state_dir.mkdir()
+        os.chown(state_dir, 0, 65534)  # group nogroup, nobody's
+        state_dir.chmod(0o770)
+        command = [a.replace("http://127.0.0.1/server-status", prefork.status_url)
+                   .replace("/run/apache2/apache2.pid", str(prefork.pid_file))
+                   .replace(TELEGRAF_STATE_DIR, str(state_dir))
+                   for a in plugin["commands"][0]]
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                str(runnable_copy), *command[1:]]
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/",
+               "APACHE_METRICS_STATE_FILE": str(root / "no-reaper-state.json")}
+        runs = []
+        for _ in range(2):
+            runs.append(subprocess.run(argv, capture_output=True, text=True, env=env,
+                                       timeout=60))
+            time.sleep(1.1)  # Apache's counters move by whole seconds
+        for proc in runs:
+            assert proc.returncode == 0, proc.stderr
+            assert "collector state" not in proc.stderr and "--collector-state" not in \
+                proc.stderr, proc.stderr
+        measurements = {ln.split(",", 1)[0].split(" ", 1)[0]
+                        for ln in runs[1].stdout.splitlines()}
+        assert "apache_interval" in measurements, runs[1].stdout
+        assert any(p.stat().st_uid == 65534 for p in state_dir.iterdir())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_telegraf_execd_config():
     conf = telegraf("apache-metrics-exporter-execd.conf")
     (plugin,) = conf["inputs"]["execd"]

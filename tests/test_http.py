@@ -374,10 +374,44 @@ def test_tls_verification(tls_apache):
 
 @pytest.mark.integration
 def test_https_against_plain_http_port(prefork):
+    # OpenSSL says only "wrong version number": the port is asked in plain
+    # HTTP, and the message says what it is and which URL to use.
     url = prefork.status_url.replace("http://", "https://")
     proc = run_exporter("--url", url, "--no-processes")
     assert proc.returncode == 0
-    assert "TLS handshake with 127.0.0.1" in proc.stderr
+    assert proc.stderr == (f"apache-metrics-exporter: error: the server at 127.0.0.1:"
+                           f"{prefork.port} answered in plain HTTP, not TLS: use "
+                           f"{prefork.status_url}\n")
+    proc = run_exporter("--check", "--url", url, "--no-processes")
+    assert f"FAIL status page: the server at 127.0.0.1:{prefork.port} answered in plain " \
+        f"HTTP, not TLS: use {prefork.status_url}\n" in proc.stdout
+
+
+@pytest.mark.integration
+def test_http_against_a_tls_port(tls_apache):
+    # mod_ssl answers plain HTTP with a 400 that says so.
+    url = tls_apache.tls_status_url.replace("https://", "http://")
+    proc = run_exporter("--url", url, "--no-processes")
+    assert proc.returncode == 0
+    assert proc.stderr == (f"apache-metrics-exporter: error: the server at 127.0.0.1:"
+                           f"{tls_apache.tls_port} speaks TLS, not plain HTTP (it answered "
+                           f"HTTP 400 saying so): use {tls_apache.tls_status_url}\n")
+    proc = run_exporter("--check", "--url", url, "--no-processes")
+    assert f"FAIL status page: the server at 127.0.0.1:{tls_apache.tls_port} speaks TLS, " \
+        "not plain HTTP" in proc.stdout
+
+
+@pytest.mark.parametrize("answer", [
+    b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+    # What a TLS port says to a plain request: not a plain HTTP server.
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nReason: You're speaking "
+    b"plain HTTP to an SSL-enabled server port.<br />\n"])
+def test_https_against_something_that_is_not_http_is_not_called_plain_http(raw, answer):
+    server = raw(answer)
+    url = server.url.replace("http://", "https://")
+    with pytest.raises(FetchError, match="TLS handshake with 127.0.0.1:") as caught:
+        Fetcher(Target(url)).get(url)
+    assert "plain HTTP" not in str(caught.value)
 
 
 def test_is_local_sends_nothing_and_knows_this_host():

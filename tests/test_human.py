@@ -48,6 +48,25 @@ def test_summary_groups_aligned_and_clipped(monkeypatch):
     assert "slowest requests being served:" in out
 
 
+def test_summary_rounds_its_figures_and_the_machine_formats_do_not():
+    # Apache gives 0.0384615 requests/s and 0.102564 % CPU: a person reads
+    # three significant digits; the tab file keeps what Apache said.
+    snap = example_snapshot()
+    line = next(ln for ln in text.summary(snap) if ln.startswith("requests:"))
+    assert line == ("requests: 3 since restart, 0.0385/s on average; sent 6.0 KiB; "
+                    "CPU load 0.103%")
+    from apache_metrics_exporter.writers import tab
+
+    table = tab.render([snap])
+    assert "requests-per-second\t0.0384615\n" in table and "cpu-load\t0.102564\n" in table
+    # Since the previous collection: a sub-second interval and sub-millisecond
+    # requests are not "0 ms over 0 s".
+    figures = {"interval_requests_per_second": 13.1234, "interval_bytes_per_second": 46797,
+               "interval_request_duration_seconds": 0.000434783, "interval_seconds": 0.7612}
+    assert text.interval_line(figures.get) == \
+        "now: 13.1 requests/s, 45.7 KiB/s, mean 0.435 ms over 0.761 s"
+
+
 def test_summary_not_cut_when_piped_or_written_to_a_file(monkeypatch, tmp_path):
     monkeypatch.setenv("COLUMNS", "60")
     full = text.summary(example_snapshot())

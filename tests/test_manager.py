@@ -519,7 +519,8 @@ def test_it_speaks_with_its_own_name_and_options(tmp_path):
     proc = run_manager("-k", "-n", "-a", "1M", "--url", url, "--state-file", state)
     lines = stderr_lines(proc)
     assert lines and all(ln.startswith("apache-manager: ") for ln in lines), lines
-    assert any("native workers are left alone this run: connection to" in ln for ln in lines)
+    assert any("nothing listens on 127.0.0.1:" in ln and "(connection refused)" in ln
+               for ln in lines), lines
 
 
 def test_a_front_end_says_each_warning_once(tmp_path):
@@ -587,6 +588,44 @@ def test_apache_down_is_written_not_lost(tmp_path):
     assert proc.returncode == 0
     assert parse_tab(out.read_text())["status-response"] == "1"
     assert len(stderr_lines(proc)) == 1 and "error" in proc.stderr
+
+
+# Three more daemon groups whose names the 17-character title cuts: two
+# that the configuration completes, one it cannot (it shares its cut with
+# the harness's own reporting-backend).
+CUT_GROUPS = "".join(
+    f"WSGIDaemonProcess {name} display-name=%{{GROUP}} processes=1 threads=1\n"
+    for name in ("reporting-frontend", "scheduler-workers", "reporting-backend-2"))
+
+
+@pytest.mark.integration
+def test_cut_group_names_are_one_true_warning(tmp_path):
+    from tests.harness.apache import ApacheServer
+
+    with ApacheServer("prefork", extra_conf=CUT_GROUPS) as apache:
+        state = str(tmp_path / "s.json")
+        # apache-manager names groups as the title shows them: the
+        # configuration is not asked, and the warning does not say it is.
+        proc = run_manager("-k", "-n", "-a", "1G", "--url", apache.status_url,
+                           "--state-file", state)
+        assert proc.returncode == 0, proc.stderr
+        cut = [ln for ln in stderr_lines(proc) if "cut short" in ln]
+        assert cut == ["apache-manager: warning: mod_wsgi daemon group names 'reporting-b', "
+                       "'reporting-f', 'scheduler-w' are cut short by the process title "
+                       "(17 characters of room) and reported so; names of at most 10 "
+                       "characters fit whole"], proc.stderr
+        # The reaper completes what the configuration can tell, and says why
+        # it could not for the rest.
+        from tests.test_reaper import reap
+
+        proc = reap("--url", apache.status_url, "--max-memory-idle", "1G", "--dry-run",
+                    "--state-file", state)
+        cut = [ln for ln in stderr_lines(proc) if "cut short" in ln]
+        assert cut == ["apache-worker-reaper: warning: mod_wsgi daemon group name "
+                       "'reporting-b' is cut short by the process title (17 characters of "
+                       "room) and reported so: Apache's configuration could not tell the "
+                       "whole name (unreadable, or several WSGIDaemonProcess names start "
+                       "so); names of at most 10 characters fit whole"], proc.stderr
 
 
 @pytest.mark.integration

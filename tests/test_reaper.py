@@ -31,7 +31,7 @@ from apache_metrics_exporter.reaper.policy import (
     select,
 )
 from tests.conftest import data, exporter_env, live_children, parse_tab, run_exporter
-from tests.harness.apache import ApacheServer
+from tests.harness.apache import ApacheServer, free_port
 
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
 
@@ -866,6 +866,24 @@ def test_reaper_usage_errors(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_apache_stopped_is_one_line_with_the_fix(tmp_path, dry_run):
+    # Connection refused on a loopback URL and no listener to prove are one
+    # cause: one error line saying what happened and what to do, not a failed
+    # read followed by a failed proof.
+    port = free_port()
+    state = tmp_path / "s.json"
+    proc = reap("--url", f"http://127.0.0.1:{port}/server-status", "--max-time", "5m",
+                "--state-file", str(state), *(["--dry-run"] if dry_run else []))
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert proc.stderr == (
+        f"apache-worker-reaper: error: nothing listens on 127.0.0.1:{port} (connection "
+        "refused): signalling nothing this run; start Apache, or point --url at the "
+        "address and port it listens on\n")
+    if not dry_run:  # a dry run moves only "would kill"
+        assert state_of(state)["last_run"]["result"] == "skipped"
 
 
 def test_shared_config_file_keys_of_the_other_command_are_ignored(tmp_path):

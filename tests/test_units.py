@@ -1,6 +1,6 @@
 import pytest
 
-from apache_metrics_exporter.units import format_bytes, parse_size, parse_timespan
+from apache_metrics_exporter.units import format_bytes, format_figure, parse_size, parse_timespan
 
 
 @pytest.mark.parametrize("text,seconds", [
@@ -84,3 +84,12 @@ def test_messages_quote_at_most_forty_characters():
         with pytest.raises(ValueError) as info:
             parse("9" * 400 + "x")
         assert len(str(info.value)) < 120 and "..." in str(info.value)
+
+
+@pytest.mark.parametrize("value, shown", [
+    (0.0689655, "0.069"), (0.0746988, "0.0747"), (12.345, "12.3"), (0.904, "0.904"),
+    (1234.4, "1234"), (999.6, "1000"), (100.0, "100"), (5, "5"), (0, "0"),
+    (0.00001, "0"), (-0.00001, "0"), (-2.5678, "-2.57"), (float("nan"), "?"),
+    (float("inf"), "?"), (2e20, "2e+20")])
+def test_format_figure_rounds_to_significant_digits_without_exponents(value, shown):
+    assert format_figure(value) == shown

@@ -88,9 +88,13 @@ def status_url(url: str) -> Tuple[str, Optional[str], Optional[str]]:
 def redact(url: str) -> str:
     """``url`` with any ``user:password@`` shown as ``***@`` (for messages)."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        # No scheme (a mistyped --url, "user:pw@host/..."): there is no telling
+        # where a password would end, so everything up to the last @ goes.
+        return "***@" + url.rpartition("@")[2] if "@" in url else url
     end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     netloc = rest[:end]
-    if not sep or "@" not in netloc:
+    if "@" not in netloc:
         return url
     return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"
 
@@ -155,8 +159,20 @@ def check_url(url: str) -> str:
         raise UsageError(f"--url {shown!r}: not a valid URL (the port must be a number "
                          "between 0 and 65535, an IPv6 address in [brackets])") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = ""
+        if "://" not in url and "@" not in url and url[:1] not in ("", "/"):
+            # "127.0.0.1:8080/server-status": the scheme forgotten.
+            guess = "http://" + url
+            try:
+                parts = urlsplit(guess)
+                ok = bool(parts.hostname) and parts.port is not None or \
+                    ":" not in parts.netloc
+            except ValueError:
+                ok = False
+            if ok:
+                hint = f"; did you mean --url {guess}{'' if parts.path else '/server-status'}?"
         raise UsageError(f"--url {shown!r}: expected http://HOST[:PORT]/server-status "
-                         "or https://...")
+                         f"or https://...{hint}")
     return url
 
 
@@ -488,7 +504,15 @@ class Fetcher:
                              "(Require ip ...)")
             elif resp.status == 404:
                 body_hint = "; is mod_status enabled with SetHandler server-status at that path?"
-            resp.read(65536)
+            body = resp.read(65536)
+            if resp.status == 400 and not self._https and any(
+                    text in body for text in PLAIN_TO_TLS):
+                self.close()
+                where = hostport(self.host, self.port)
+                raise FetchError(f"the server at {where} speaks TLS, not plain HTTP (it "
+                                 f"answered HTTP 400 saying so): use "
+                                 f"{_with_scheme(self.target.url, 'https')}",
+                                 reason="http_error")
             self.close()  # don't reuse a connection after an error answer
             raise FetchError(f"{url} answered HTTP {resp.status} {resp.reason}{body_hint}",
                              reason="http_error")
@@ -517,6 +541,33 @@ class Fetcher:
             self.close()
         return body
 
+    def _speaks_plain_http(self) -> bool:
+        """After a failed TLS handshake: whether the port answers a plain HTTP
+        request with an HTTP answer that is not a TLS port's "use https"
+        (OpenSSL only says "wrong version number", as for any other
+        protocol). One request for the URL's path, no credentials, at most
+        8 KiB read, within what is left of --timeout."""
+        try:
+            sock = _open(self.host, self.port, self._clock)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            host = hostport(self.host) if self.port == 80 else hostport(self.host, self.port)
+            path = urlsplit(self.target.url).path or "/"
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}"
+                         f"\r\nConnection: close\r\n\r\n".encode("ascii", "replace"))
+            answer = b""
+            while len(answer) < 8192:
+                chunk = sock.recv(8192 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.startswith(b"HTTP/") and not any(t in answer for t in PLAIN_TO_TLS)
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            sock.close()
+
     def _explain(self, url: str, exc: BaseException) -> str:
         where = hostport(self.host, self.port)
         if isinstance(exc, ConnectionRefusedError):
@@ -531,6 +582,12 @@ class Fetcher:
             return (f"TLS certificate of {where} not trusted ({exc.verify_message}); "
                     "give --ca-file, or --insecure to skip verification")
         if isinstance(exc, ssl.SSLError):
+            # An alert (a client certificate wanted, a protocol refused) comes
+            # from a TLS peer; only a record OpenSSL could not read is asked.
+            spoke_tls = "ALERT" in str(exc.reason) or "CERTIFICATE" in str(exc.reason)
+            if not spoke_tls and self._speaks_plain_http():
+                return (f"the server at {where} answered in plain HTTP, not TLS: use "
+                        f"{_with_scheme(self.target.url, 'http')}")
             hint = ""
             if "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc):
                 hint = "; the server wants a client certificate (--client-cert/--client-key)"
@@ -544,6 +601,17 @@ class Fetcher:
         if isinstance(exc, OSError):
             return f"cannot reach {where}: {_reason(exc)}"
         return f"{url}: {type(exc).__name__}: {exc}"
+
+
+# What a TLS port answers to a plain HTTP request (HTTP 400): Apache's
+# mod_ssl and nginx.
+PLAIN_TO_TLS = (b"speaking plain HTTP to an SSL-enabled server port",
+                b"The plain HTTP request was sent to HTTPS port")
+
+
+def _with_scheme(url: str, scheme: str) -> str:
+    """``url`` with another scheme (the user's URL, to copy into --url)."""
+    return scheme + url[url.index(":"):]
 
 
 def _reason(exc: BaseException) -> str:

@@ -570,11 +570,23 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         if resolved:
             children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]
             truncated = truncated - set(resolved)
-    warnings = tuple(
-        f"mod_wsgi daemon group name {name!r} is cut short by the process title "
-        f"({room} characters of room), the real name may be longer; WSGIDaemonProcess "
-        f"names of at most {max(room - 7, 0)} characters are reported whole, and longer "
-        "ones when Apache's configuration names only one group that starts so"
-        for name in sorted(truncated))
+    warnings = (cut_names_warning(sorted(truncated), room, resolve_names),) if truncated \
+        else ()
     return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings,
                        parent.start_ticks)
+
+
+def cut_names_warning(names: Sequence[str], room: int, resolved: bool) -> str:
+    """One warning for every group name the process title cut short, saying
+    only what this run does with them: with --wsgi-group-names config the
+    configuration was asked and could not tell (unreadable, or several groups
+    start so); with title (apache-manager) it was not asked."""
+    several = len(names) > 1
+    listed = ", ".join(repr(n) for n in names)
+    text = (f"mod_wsgi daemon group name{'s' if several else ''} {listed} "
+            f"{'are' if several else 'is'} cut short by the process title ({room} "
+            f"characters of room) and reported so")
+    if resolved:
+        text += (": Apache's configuration could not tell the whole name (unreadable, "
+                 "or several WSGIDaemonProcess names start so)")
+    return text + (f"; names of at most {max(room - 7, 0)} characters fit whole")

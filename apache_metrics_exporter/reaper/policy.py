@@ -52,6 +52,7 @@ class Page(NamedTuple):
     # The request line of this very read, tagged with its nonce, in the forms
     # the table can show it (http.own_lines; empty: it cannot be told apart).
     own_requests: Tuple[str, ...] = ()
+    refused: bool = False  # the connection was refused: nothing listens at the URL
 
 
 def _serving(rows: Sequence[WorkerRow], own_requests: Sequence[str]) -> List[WorkerRow]:

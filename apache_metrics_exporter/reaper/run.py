@@ -19,9 +19,12 @@ import time
 
 from apache_metrics_exporter.errors import EXIT_OK
 from apache_metrics_exporter.log import log
+from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
+    from typing import Optional
+
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.reaper.policy import Page, Thresholds
     from apache_metrics_exporter.runconfig import ReaperConfig
@@ -52,19 +55,27 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
             log.info("reading %s again: the page read before waiting for the lock is stale",
                      target.url)
             page = read_page(fetcher)
-        if page.error:  # a missing worker table is a setting, not a failure
-            # The consequence first: the reason may end in a question
-            # ("is Apache running and listening there?").
-            (log.warning if page.error.endswith(NO_TABLE) else log.error)(
-                "native workers are left alone this run: %s", page.error)
         workers, fetched_at = page.workers, page.received
         parent = parent_of_url(fetcher.host, fetcher.port, exe_names, config.pid_file,
                                [w.pid for w in workers or () if w.pid],
                                fetcher.peer if workers is not None else None)
         totals = state["totals"]
+        # A refused connection to a loopback URL and no listener to prove are
+        # one cause (Apache is not listening there): said once, with the fix.
+        not_listening = page.refused and parent.pid is None and fetcher.is_local()
+        if not_listening:
+            log.error("nothing listens on %s (connection refused): signalling nothing "
+                      "this run; start Apache, or point --url at the address and port "
+                      "it listens on", hostport(fetcher.host, fetcher.port))
+        elif page.error:  # a missing worker table is a setting, not a failure
+            # The consequence first: the reason may end in a question
+            # ("is Apache running and listening there?").
+            (log.warning if page.error.endswith(NO_TABLE) else log.error)(
+                "native workers are left alone this run: %s", page.error)
         if parent.pid is None:
-            log.error("cannot prove which Apache serves %s: %s; signalling nothing",
-                      target.url, parent.reason)
+            if not not_listening:
+                log.error("cannot prove which Apache serves %s: %s; signalling nothing",
+                          target.url, parent.reason)
             if not config.dry_run:  # a dry run changes no counter but would_kill
                 totals["runs"] += 1
                 totals["unproven_runs"] += 1
@@ -156,14 +167,29 @@ def read_page(fetcher: Fetcher) -> Page:
         _say_once(f"{url} is too long for the worker table to show the reaper's own read "
                   "of it whole: that read's row counts as a request")
     sent = time.time()
+    refused = False
     try:
         workers = parse_html(fetcher.get(asked), source=url).workers
         error = "" if workers is not None else f"{url} {NO_TABLE}"
     except FetchError as exc:
         workers, error = None, str(exc).replace(asked, url)
+        refused = _refused(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error, mine)
+    return Page(workers, sent, time.time(), error, mine, refused)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed read was a refused connection (nothing listening):
+    FetchError keeps the socket's error in its chain."""
+    seen: Optional[BaseException] = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 _said: set = set()

@@ -18,7 +18,7 @@ import time
 from apache_metrics_exporter.catalogue import NATIVE_GROUP, SCOREBOARD_STATES, fits
 from apache_metrics_exporter.collect.processes import memory_stats
 from apache_metrics_exporter.scrub import scrub
-from apache_metrics_exporter.units import format_bytes, format_duration, visible
+from apache_metrics_exporter.units import format_bytes, format_duration, format_figure, visible
 from apache_metrics_exporter.writers import Settings
 
 TYPE_CHECKING = False
@@ -143,9 +143,9 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
         accesses, kbytes = value("total_accesses"), value("total_kbytes")
         if accesses is not None:
             out.append(f"requests: {accesses:,} since restart, "
-                       f"{value('requests_per_second') or 0:g}/s on average; "
-                       f"sent {format_bytes((kbytes or 0) * 1024)}; "
-                       f"CPU load {value('cpu_load') or 0:g}%")
+                       f"{format_figure(value('requests_per_second') or 0)}/s on "
+                       f"average; sent {format_bytes((kbytes or 0) * 1024)}; "
+                       f"CPU load {format_figure(value('cpu_load') or 0)}%")
         now = interval_line(value)
         if now:
             out.append(now)
@@ -226,7 +226,7 @@ def accept_queue(samples: Sequence[Any]) -> List[str]:
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+    return f"{format_figure(seconds * 1000)} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def interval_line(value: Any) -> str:
@@ -235,7 +235,7 @@ def interval_line(value: Any) -> str:
     rate = value("interval_requests_per_second")
     if rate is None:
         return ""
-    text = f"now: {rate:.3g} requests/s"
+    text = f"now: {format_figure(rate)} requests/s"
     sent = value("interval_bytes_per_second")
     if sent is not None:
         text += f", {format_bytes(sent)}/s"
@@ -250,7 +250,7 @@ def interval_line(value: Any) -> str:
         share = value("request_duration_sampled_ratio")
         if share is not None:
             text += f" ({share * 100:.0f}% sampled)"
-    return f"{text} over {value('interval_seconds') or 0:.0f} s"
+    return f"{text} over {format_figure(value('interval_seconds') or 0)} s"
 
 
 def slow_clients(samples: Sequence[Any]) -> List[str]:
