@@ -559,8 +559,9 @@ def _insight_triggers(name: str, key: str) -> Tuple[List[dict], List[dict]]:
             "{$APACHE.LATENCY.PERIOD})", "WARNING",
             "The 99th percentile of the request durations sampled from the worker table "
             "has stayed above {$APACHE.LATENCY.P99.MAX}s for {$APACHE.LATENCY.PERIOD}. At "
-            "high traffic the sample reads upper percentiles low (docs/insight.md), so the "
-            "real p99 is, if anything, higher. The per-vhost p99 items say which site.",
+            "high traffic the sample pulls percentiles towards each worker's mean, and an "
+            "interval's p99 is close to its largest duration (docs/insight.md has the "
+            "measured bias). The per-vhost p99 items say which site.",
             f"max(/{T}/{key},{{$APACHE.LATENCY.PERIOD}})<={{$APACHE.LATENCY.P99.MAX}}",
             "performance")], []
     if name == "reading_workers":
