@@ -128,6 +128,34 @@ MACROS = [
      "workers / slots) that means saturation."),
     ("{$APACHE.WORKERS.UTIL.PERIOD}", "5m", "How long utilisation must stay above "
      "{$APACHE.WORKERS.UTIL.MAX}."),
+    # The insight figures (docs/insight.md): accept queue, the reason for a
+    # failed read, sampled latency, slow clients.
+    ("{$APACHE.ACCEPT_QUEUE.MAX}", "0", "Connections waiting in the accept queues of Apache's "
+     "listening sockets tolerated at every check for {$APACHE.ACCEPT_QUEUE.PERIOD} (above "
+     "it, every worker was busy each time)."),
+    ("{$APACHE.ACCEPT_QUEUE.PERIOD}", "5m", "How long the accept queue must stay above "
+     "{$APACHE.ACCEPT_QUEUE.MAX}."),
+    ("{$APACHE.ACCEPT_QUEUE.FULL}", "80", "Percent of the backlog limit at which the accept "
+     "queue counts as full (at 100 the kernel drops new connections)."),
+    ("{$APACHE.ACCEPT_QUEUE.FULL.PERIOD}", "1m", "How long the accept queue must stay at "
+     "{$APACHE.ACCEPT_QUEUE.FULL}% of its limit."),
+    ("{$APACHE.STATUS.REASON.OVERLOAD}", "^saturated$", "A regular expression on status-reason: "
+     "the reasons for a failed read that mean overload (add |timeout for a remote Apache, "
+     "whose accept queue cannot be read)."),
+    ("{$APACHE.LATENCY.P99.MAX}", "2", "Seconds the 99th percentile of the sampled request "
+     "durations may reach."),
+    ("{$APACHE.LATENCY.PERIOD}", "15m", "How long the p99 must stay above "
+     "{$APACHE.LATENCY.P99.MAX}."),
+    ("{$APACHE.SLOW_CLIENTS.MIN}", "5", "Workers reading a request (state R) that mean slow "
+     "clients, when the oldest reads for more than {$APACHE.SLOW_CLIENTS.AGE}s."),
+    ("{$APACHE.SLOW_CLIENTS.AGE}", "20", "Seconds the oldest worker reading a request may "
+     "have been at it."),
+    ("{$APACHE.SLOW_CLIENTS.PERIOD}", "5m", "How long the slow-client condition must hold."),
+    ("{$APACHE.TOP_CLIENT.SHARE.MAX}", "0.5", "Share (0..1) of the busy workers one client "
+     "address may hold (behind a reverse proxy it holds all: raise to 1)."),
+    ("{$APACHE.TOP_CLIENT.BUSY.MIN}", "10", "Busy workers below which the top client's share "
+     "is not a problem."),
+    ("{$APACHE.TOP_CLIENT.PERIOD}", "10m", "How long the top-client condition must hold."),
     ("{$APACHE.PROCESS_NAME}", "apache2", "The Apache processes' name (Debian: apache2; "
      "Red Hat: httpd)."),
     ("{$APACHE.PROCESS.CMDLINE}", "", "A regular expression the processes' command line "
@@ -338,6 +366,31 @@ def plain_items() -> List[dict]:
                 "(longest request, hanging workers, per-vhost busy workers).",
                 f"max(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})<{{$APACHE.WORKERS.UTIL.MAX}}",
                 "capacity")]
+        elif m.name == "accept_queue_length_all":
+            key = it["key"]
+            it["triggers"] = [trigger(
+                f"min(/{T}/{key},{{$APACHE.ACCEPT_QUEUE.PERIOD}})>{{$APACHE.ACCEPT_QUEUE.MAX}}",
+                "Apache: connections wait for a worker (accept queue over "
+                "{$APACHE.ACCEPT_QUEUE.MAX} for {$APACHE.ACCEPT_QUEUE.PERIOD})", "WARNING",
+                "Every check for {$APACHE.ACCEPT_QUEUE.PERIOD} found connections in the accept "
+                "queue of Apache's listening sockets: they completed the TCP handshake but no "
+                "worker took them, so every worker was busy each time; clients see slow "
+                "answers. Look at the busy workers and the longest requests before raising "
+                "MaxRequestWorkers (docs/insight.md). Local Apache only.",
+                f"max(/{T}/{key},{{$APACHE.ACCEPT_QUEUE.PERIOD}})<={{$APACHE.ACCEPT_QUEUE.MAX}}",
+                "capacity")]
+        elif m.name == "status_reason":
+            key = it["key"]
+            it["triggers"] = [trigger(
+                f'count(/{T}/{key},#2,"regexp","{{$APACHE.STATUS.REASON.OVERLOAD}}")=2',
+                "Apache: overloaded, the status page was not read ({ITEM.LASTVALUE1})", "HIGH",
+                "The last two collections could not read the status page for a reason that "
+                "{$APACHE.STATUS.REASON.OVERLOAD} calls overload: saturated = the request timed "
+                "out while connections waited in the accept queue, so Apache is up but every "
+                "worker is busy, not crashed. Find what holds the workers (slow back ends, "
+                "long requests, slow clients) before raising MaxRequestWorkers.",
+                f'count(/{T}/{key},#1,"regexp","{{$APACHE.STATUS.REASON.OVERLOAD}}")=0',
+                "capacity")]
         elif m.name == "collection_duration_seconds":
             it["description"] += (" The status page's response time as the collector saw it "
                                   "(with the process scan).")
@@ -489,11 +542,69 @@ def _proto(it: dict, rule: str) -> dict:
     return it
 
 
+def _insight_triggers(name: str, key: str) -> Tuple[List[dict], List[dict]]:
+    """Triggers on the interval and client figures (docs/insight.md), which
+    exist only behind their discovery: those on the item alone (nested in it)
+    and those on several items (the discovery rule's own, as Zabbix exports
+    them)."""
+    singleton = "{#SINGLETON}"
+
+    def other(metric: str) -> str:
+        return f"/{T}/apache.metric[{tab_key(metric)}{singleton}]"
+
+    if name == "request_duration_p99_seconds":
+        return [trigger(
+            f"min(/{T}/{key},{{$APACHE.LATENCY.PERIOD}})>{{$APACHE.LATENCY.P99.MAX}}",
+            "Apache: slow requests (p99 over {$APACHE.LATENCY.P99.MAX}s for "
+            "{$APACHE.LATENCY.PERIOD})", "WARNING",
+            "The 99th percentile of the request durations sampled from the worker table "
+            "has stayed above {$APACHE.LATENCY.P99.MAX}s for {$APACHE.LATENCY.PERIOD}. At "
+            "high traffic the sample pulls percentiles towards each worker's mean, and an "
+            "interval's p99 is close to its largest duration (docs/insight.md has the "
+            "measured bias). The per-vhost p99 items say which site.",
+            f"max(/{T}/{key},{{$APACHE.LATENCY.PERIOD}})<={{$APACHE.LATENCY.P99.MAX}}",
+            "performance")], []
+    if name == "reading_workers":
+        oldest = other("reading_oldest_seconds")
+        return [], [trigger(
+            f"min(/{T}/{key},{{$APACHE.SLOW_CLIENTS.PERIOD}})>={{$APACHE.SLOW_CLIENTS.MIN}} and "
+            f"min({oldest},{{$APACHE.SLOW_CLIENTS.PERIOD}})>{{$APACHE.SLOW_CLIENTS.AGE}}",
+            "Apache: {ITEM.LASTVALUE1} workers held by slow clients (reading a request for "
+            "{$APACHE.SLOW_CLIENTS.PERIOD})", "WARNING",
+            "For {$APACHE.SLOW_CLIENTS.PERIOD} at least {$APACHE.SLOW_CLIENTS.MIN} workers "
+            "have been reading a request (state R), the oldest for more than "
+            "{$APACHE.SLOW_CLIENTS.AGE}s: clients that send their request slowly (slowloris) "
+            "hold workers real requests need. Look at the R rows of /server-status (or run "
+            "the exporter with --client-limit 5); bound the time a request may take to "
+            "arrive with mod_reqtimeout.",
+            f"max(/{T}/{key},{{$APACHE.SLOW_CLIENTS.PERIOD}})<{{$APACHE.SLOW_CLIENTS.MIN}} or "
+            f"max({oldest},{{$APACHE.SLOW_CLIENTS.PERIOD}})<={{$APACHE.SLOW_CLIENTS.AGE}}",
+            "performance")]
+    if name == "top_client_share":
+        busy = f"/{T}/{metric_key('busy_workers')}"
+        return [], [trigger(
+            f"min(/{T}/{key},{{$APACHE.TOP_CLIENT.PERIOD}})>{{$APACHE.TOP_CLIENT.SHARE.MAX}} and "
+            f"min({busy},{{$APACHE.TOP_CLIENT.PERIOD}})>={{$APACHE.TOP_CLIENT.BUSY.MIN}}",
+            "Apache: one client holds most busy workers (over {$APACHE.TOP_CLIENT.SHARE.MAX} "
+            "for {$APACHE.TOP_CLIENT.PERIOD})", "WARNING",
+            "For {$APACHE.TOP_CLIENT.PERIOD} a single client address has held more than "
+            "{$APACHE.TOP_CLIENT.SHARE.MAX} of the busy workers, with at least "
+            "{$APACHE.TOP_CLIENT.BUSY.MIN} busy: a flood or a misbehaving crawler - or a "
+            "reverse proxy in front of Apache, where every connection comes from the proxy "
+            "(set {$APACHE.TOP_CLIENT.SHARE.MAX} to 1 there). Find the address in "
+            "/server-status or with the exporter's --client-limit.",
+            f"max(/{T}/{key},{{$APACHE.TOP_CLIENT.PERIOD}})<={{$APACHE.TOP_CLIENT.SHARE.MAX}} or "
+            f"max({busy},{{$APACHE.TOP_CLIENT.PERIOD}})<{{$APACHE.TOP_CLIENT.BUSY.MIN}}",
+            "performance")]
+    return [], []
+
+
 def singleton_rules() -> List[dict]:
     rules = []
     for short, title, probe, names in OPTIONAL:
         rule_key = f"apache.singleton.discovery[{probe}]"
         protos = []
+        rule_triggers: List[dict] = []
         for name in names:
             key = f"apache.metric[{tab_key(name)}{{#SINGLETON}}]"
             it = item(name, key, f"Apache: {_label(name)}", short)
@@ -506,6 +617,10 @@ def singleton_rules() -> List[dict]:
                     "too many connections) for {$APACHE.WORKERS.UTIL.PERIOD}: connections "
                     "go to the others or wait in the accept queue.",
                     f"max(/{T}/{key},{{$APACHE.WORKERS.UTIL.PERIOD}})=0", "capacity")]
+            alone, several = _insight_triggers(name, key)
+            if alone:
+                it["triggers"] = alone
+            rule_triggers += [dict(t, uuid=uid("trigger-prototype", t["name"])) for t in several]
             protos.append(_proto(it, rule_key))
             m = BY_NAME[name]
             if m.kind == "counter" and name.startswith("tls_cache_"):
@@ -521,6 +636,8 @@ def singleton_rules() -> List[dict]:
                            "metrics file: its items exist only where the set-up writes them "
                            "({#SINGLETON} is empty, as in Zabbix's own event MPM discovery).",
             "item_prototypes": protos})
+        if rule_triggers:
+            rules[-1]["trigger_prototypes"] = rule_triggers
     return rules
 
 
@@ -645,6 +762,24 @@ def labels_rule(names: Tuple[str, ...], title: str, tag: str,
             "item_prototypes": prototypes}
 
 
+def queue_full_trigger() -> dict:
+    """The accept queue near its backlog limit: two items, so a template-level trigger."""
+    length = f"/{T}/{metric_key('accept_queue_length_all')}"
+    limit = f"/{T}/{metric_key('accept_queue_limit_all')}"
+    full = "{$APACHE.ACCEPT_QUEUE.FULL}"
+    period = "{$APACHE.ACCEPT_QUEUE.FULL.PERIOD}"
+    return trigger(
+        f"min({length},{period})>=last({limit})*{full}/100 and last({limit})>0",
+        "Apache: accept queue full (at {$APACHE.ACCEPT_QUEUE.FULL}% of its limit for "
+        "{$APACHE.ACCEPT_QUEUE.FULL.PERIOD})", "HIGH",
+        "The accept queues of Apache's listening sockets have held at least "
+        "{$APACHE.ACCEPT_QUEUE.FULL}% of their backlog limit (min(ListenBacklog, "
+        "net.core.somaxconn)) for {$APACHE.ACCEPT_QUEUE.FULL.PERIOD}: at the limit the "
+        "kernel drops new connections and clients retry after 1, 3, 7 seconds or give up. "
+        "Every worker is busy; find what holds them.",
+        f"max({length},{period})<last({limit})*{full}/100", "capacity")
+
+
 def build() -> dict:
     """The whole export as plain data."""
     items = plain_items() + labelled_items() + rate_items() + builtin_items()
@@ -683,7 +818,7 @@ def build() -> dict:
         "date": "2026-11-29T00:00:00Z",
         "groups": [{"uuid": uid("group", GROUP), "name": GROUP}],
         "templates": [template],
-        "triggers": [trigger(
+        "triggers": [queue_full_trigger(), trigger(
             f"{kills}>{{$APACHE.KILLS.MAX}}",
             "Apache: the reaper killed {ITEM.LASTVALUE1} active and {ITEM.LASTVALUE2} idle "
             "workers", "INFO",

@@ -80,6 +80,8 @@ def all_triggers() -> List[dict]:
         out += it.get("triggers", [])
     for p in prototypes():
         out += p.get("trigger_prototypes", [])
+    for r in rules().values():  # those on several item prototypes
+        out += r.get("trigger_prototypes", [])
     return out
 
 
@@ -199,12 +201,28 @@ def test_template_has_what_the_issue_asks_for():
             ("Apache {#NAME} workers: a process uses more", "WARNING",
              "{$APACHE.MEMORY.MAX:\"{#NAME}\"}"),
             ("Apache: the reaper killed", "INFO", "workers-killed-active"),
-            ("Apache: the metrics file is stale", "WARNING", "fuzzytime(")):
+            ("Apache: the metrics file is stale", "WARNING", "fuzzytime("),
+            # issue 20's insight figures (docs/insight.md)
+            ("Apache: connections wait for a worker", "WARNING",
+             "apache.metric[accept-queue-length-all],{$APACHE.ACCEPT_QUEUE.PERIOD})>"),
+            ("Apache: accept queue full", "HIGH",
+             "apache.metric[accept-queue-limit-all])*{$APACHE.ACCEPT_QUEUE.FULL}/100"),
+            ("Apache: overloaded, the status page was not read", "HIGH",
+             'apache.metric[status-reason],#2,"regexp","{$APACHE.STATUS.REASON.OVERLOAD}")=2'),
+            ("Apache: slow requests", "WARNING",
+             "apache.metric[request-duration-p99{#SINGLETON}],{$APACHE.LATENCY.PERIOD})>"),
+            ("Apache: {ITEM.LASTVALUE1} workers held by slow clients", "WARNING",
+             "apache.metric[reading-oldest-seconds{#SINGLETON}],{$APACHE.SLOW_CLIENTS.PERIOD})>"),
+            ("Apache: one client holds most busy workers", "WARNING",
+             "apache.metric[top-client-share{#SINGLETON}],{$APACHE.TOP_CLIENT.PERIOD})>")):
         tr = trigger_named(start)
         assert tr["priority"] == severity, start
         assert needle in tr["expression"], start
     assert {"{$APACHE.MEMORY.MAX}", "{$APACHE.HANGING.MAX}", "{$APACHE.KILLS.MAX}"} <= set(
         macros())
+    # The overload reasons: a regular expression matching "saturated" only, by default.
+    assert re.fullmatch(macros()["{$APACHE.STATUS.REASON.OVERLOAD}"], "saturated")
+    assert not re.search(macros()["{$APACHE.STATUS.REASON.OVERLOAD}"], "timeout")
 
 
 def covered(text: str) -> List[str]:
