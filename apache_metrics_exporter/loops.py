@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -160,6 +159,8 @@ class Stopper:
     def __init__(self) -> None:
         self.stopping = False
         self._blocking = False
+        import signal  # the loops only: a one-shot run installs no handler
+
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
