@@ -514,6 +514,7 @@ NOT_ON_THE_ONE_SHOT_PATH = {
     "urllib.request": "http.client directly",
     "threading": "several targets or a host name to resolve",
     "subprocess": "nothing on this path",
+    "encodings.idna": "a URL naming a host (an address is looked up as bytes)",
 }
 
 
