@@ -68,6 +68,7 @@ from measure import (  # noqa: E402
 from tests import conftest  # noqa: E402
 from tests.conftest import exporter_env, parse_tab  # noqa: E402
 from tests.harness.daemon import DaemonApacheServer  # noqa: E402
+from tests.test_cli import NOT_ON_THE_ONE_SHOT_PATH  # noqa: E402
 from tests.test_manager import WRAPPER as ORIGINAL_WRAPPER  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -349,9 +350,15 @@ def import_cost(ctx, opts: argparse.Namespace, targets: Targets) -> None:
                  if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()]
         total = sum(int(ln.split("|")[1]) for ln in lines)  # self times
         has_influx = any("influxdb_client" in ln for ln in lines)
+        names = {ln.split("|")[2].strip() for ln in lines}
+        cut = sorted(m for m in NOT_ON_THE_ONE_SHOT_PATH
+                     if m in names or any(n.startswith(m + ".") for n in names))
         print(f"   --format {fmt:9} {len(lines):4} modules, {total / 1000:6.1f} ms "
-              f"(sum of self times), influxdb_client imported: {has_influx}")
+              f"(sum of self times), influxdb_client imported: {has_influx}, "
+              f"modules cut from this path imported: {', '.join(cut) or 'none'}")
         targets.flag(f"--format {fmt} does not import influxdb_client", not has_influx)
+        targets.flag(f"--format {fmt} imports none of the modules cut from the one-shot path",
+                     not cut, ", ".join(cut))
 
 
 def batches(ctx, opts: argparse.Namespace, targets: Targets) -> None:
