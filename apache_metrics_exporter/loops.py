@@ -12,7 +12,6 @@ endpoint (endpoint.py) runs the same Cycle per scrape.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -110,6 +109,8 @@ class Stopper:
     def __init__(self) -> None:
         self.stopping = False
         self._blocking = False
+        import signal  # the loops only: a one-shot run installs no handler
+
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 

@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -73,6 +74,7 @@ from measure import (  # noqa: E402
 from tests import conftest  # noqa: E402
 from tests.conftest import exporter_env, parse_tab  # noqa: E402
 from tests.harness.daemon import DaemonApacheServer  # noqa: E402
+from tests.test_cli import NOT_ON_THE_ONE_SHOT_PATH  # noqa: E402
 from tests.test_manager import WRAPPER as ORIGINAL_WRAPPER  # noqa: E402
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -194,8 +196,23 @@ def one_shot(ctx, opts: argparse.Namespace, targets: Targets) -> None:
     bare = tmp / "bare.py"
     bare.write_text(f"import urllib.request\nurllib.request.urlopen({url + '?auto'!r}).read()\n"
                     f"urllib.request.urlopen({url!r}).read()\n")
+    # What the exporter's libraries cost before its own code runs: both pages
+    # on one connection with http.client, leaving with os._exit as it does,
+    # then with configargparse and json imported too ("The one-shot path" in
+    # benchmarks/README.md: the floor of this design).
+    parts = urllib.parse.urlsplit(url)
+    libs = (f"import http.client\nc = http.client.HTTPConnection({parts.hostname!r}, "
+            f"{parts.port})\nc.request('GET', {parts.path + '?auto'!r})\n"
+            f"c.getresponse().read()\nc.request('GET', {parts.path!r})\n"
+            f"c.getresponse().read()\nimport os\nos._exit(0)\n")
+    (tmp / "libs.py").write_text(libs)
+    (tmp / "libs-options.py").write_text("import configargparse, json\n" + libs)
     commands = {
         "bare urllib fetch (floor)": Command([str(ctx.ours), str(bare)], opts.runs),
+        "  http.client, one connection": Command([str(ctx.ours), str(tmp / "libs.py")],
+                                                 opts.runs),
+        "  + configargparse, json": Command([str(ctx.ours), str(tmp / "libs-options.py")],
+                                            opts.runs),
         "ours --format tab": Command([ctx.script, "--url", url], opts.runs, ctx.env),
         "ours --format influx": Command([ctx.script, "--url", url, "--format", "influx"],
                                         opts.runs, ctx.env),
@@ -354,9 +371,15 @@ def import_cost(ctx, opts: argparse.Namespace, targets: Targets) -> None:
                  if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()]
         total = sum(int(ln.split("|")[1]) for ln in lines)  # self times
         has_influx = any("influxdb_client" in ln for ln in lines)
+        names = {ln.split("|")[2].strip() for ln in lines}
+        cut = sorted(m for m in NOT_ON_THE_ONE_SHOT_PATH
+                     if m in names or any(n.startswith(m + ".") for n in names))
         print(f"   --format {fmt:9} {len(lines):4} modules, {total / 1000:6.1f} ms "
-              f"(sum of self times), influxdb_client imported: {has_influx}")
+              f"(sum of self times), influxdb_client imported: {has_influx}, "
+              f"modules cut from this path imported: {', '.join(cut) or 'none'}")
         targets.flag(f"--format {fmt} does not import influxdb_client", not has_influx)
+        targets.flag(f"--format {fmt} imports none of the modules cut from the one-shot path",
+                     not cut, ", ".join(cut))
 
 
 def batches(ctx, opts: argparse.Namespace, targets: Targets) -> None:

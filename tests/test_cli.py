@@ -528,3 +528,80 @@ def test_ipv6_addresses_are_bracketed_in_errors(tmp_path):
             "nothing this run; start Apache, or point --url at the address and port it "
             "listens on\n") in proc.stderr
     assert "?;" not in proc.stderr
+
+
+# What a one-shot run (Telegraf's inputs.exec, cron) must not import: each was
+# cut from that path because it cost time there (docs/performance.md), and
+# comes back silently with one import at the top of a module.
+NOT_ON_THE_ONE_SHOT_PATH = {
+    "influxdb_client": "the InfluxDB push only (--format influxdb)",
+    "psutil": "the reaper only; the collector reads /proc itself",
+    "lxml": "the fallback for markup that is not Apache's own",
+    "logging": "log.py's ten-line logger instead",
+    "typing": "annotations only (TYPE_CHECKING)",
+    "signal": "the loops' stop handlers only",
+    "html": "cells with an entity other than the event MPM's &nbsp;",
+    "urllib.request": "http.client directly",
+    "threading": "several targets or a host name to resolve",
+    "subprocess": "nothing on this path",
+    "encodings.idna": "a URL naming a host (an address is looked up as bytes)",
+}
+
+
+@pytest.mark.parametrize("fmt", ["tab", "influx", "collectd"])
+def test_the_one_shot_path_imports_nothing_it_does_not_need(fmt):
+    # A real event MPM page (its process table has the &nbsp; cell), both
+    # pages parsed and written, the process proof and the state files run.
+    import sys
+
+    from tests.conftest import parse_tab
+    from tests.harness.pages import serve_pages
+
+    data = os.path.join(os.path.dirname(__file__), "data", "2.4.71-event-ext-on")
+    with open(data + ".auto.txt", "rb") as auto, open(data + ".html", "rb") as html:
+        pages = auto.read(), html.read()
+    with serve_pages(*pages) as url:
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "apache_metrics_exporter",
+             "--url", url, "--format", fmt],
+            capture_output=True, text=True, env=exporter_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if fmt == "tab":
+        tab = parse_tab(proc.stdout)
+        assert tab["status-response"] == "0" and "busy-workers" in tab, proc.stdout
+    else:
+        assert proc.stdout.strip(), proc.stderr[-2000:]
+    imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and line.split("|")[1].strip().isdigit()}
+    assert "apache_metrics_exporter.collect.status" in imported  # importtime did report
+    found = {name: why for name, why in NOT_ON_THE_ONE_SHOT_PATH.items()
+             if name in imported or any(m.startswith(name + ".") for m in imported)}
+    assert not found, f"imported on the one-shot path: {found}"
+
+
+def test_the_parser_works_out_where_its_arguments_end_once_per_command_line(monkeypatch):
+    # configargparse 1.10 asks this once per option (about 80 times a parse),
+    # each answer a walk over every option: 4 ms of a one-shot run. The
+    # parser remembers it; the answers stay those of configargparse.
+    import configargparse
+
+    from apache_metrics_exporter import config
+
+    if not hasattr(configargparse.ArgParser, "_find_end_of_this_parsers_args"):
+        pytest.skip("this configargparse does not ask (before 1.10)")
+    calls = []
+    real = configargparse.ArgParser._find_end_of_this_parsers_args
+
+    def counted(self, args):
+        calls.append(list(args))
+        return real(self, args)
+
+    monkeypatch.setattr(configargparse.ArgParser, "_find_end_of_this_parsers_args", counted)
+    argv = ["--url", "http://127.0.0.1:9/server-status", "--format", "tab", "-v",
+            "--timeout", "3", "--header", "Host: a"]
+    args = config.parse(config.build_parser(), argv)
+    assert args.timeout == 3.0 and args.format == "tab" and args.verbose == 1
+    assert 1 <= len(calls) <= 3, len(calls)
+    parser = config.build_parser()
+    assert parser._find_end_of_this_parsers_args(argv + ["--", "x"]) == real(
+        parser, argv + ["--", "x"]) == len(argv)

@@ -90,18 +90,6 @@ def test_push_options_are_checked_before_fetching(tmp_path):
         assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("fmt", ["tab", "influx", "collectd"])
-def test_influxdb_client_not_imported_for_other_formats(fmt, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "apache_metrics_exporter",
-         "--url", "http://127.0.0.1:9/server-status", "--format", fmt, "--no-processes",
-         "--spool-dir", str(tmp_path)],
-        capture_output=True, text=True, env=exporter_env())
-    assert proc.returncode == 0
-    assert "apache_metrics_exporter.cli" in proc.stderr  # importtime did report
-    assert "influxdb_client" not in proc.stderr
-
-
 # --- a real /api/v2/write server ---------------------------------------------------
 
 @pytest.mark.integration

@@ -336,3 +336,16 @@ def test_twin_headings_count_as_cells(extra_cell):
     page = parse_html(raw)
     assert len(page.workers) == (raw.count(b"<tr><td><b>") if extra_cell else 0)
     assert _everything(parse_html, raw) == _everything(status_reference.parse_html, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["&nbsp;", "&nbsp", "&amp;", "&amp;nbsp;", "&", "nbsp;", ";",
+                                 "&lt;", "&bogus;", "a", " ", "\xa0"]), max_size=8))
+def test_the_nbsp_shortcut_decodes_as_html_unescape(pieces):
+    # _raw_text decodes &nbsp; itself (so that a one-shot run need not import
+    # html's entity table for the event MPM's process table); every text must
+    # still come out as html.unescape makes it.
+    import html
+
+    text = "".join(pieces)
+    assert status._raw_text(text.encode("latin-1")) == html.unescape(text)
