@@ -33,6 +33,7 @@ from apache_metrics_exporter.collect.discovery import ApacheConfig
 from apache_metrics_exporter.collect.http import USER_AGENT, Fetcher, Target, host_port
 from apache_metrics_exporter.errors import FetchError, OutputError, UsageError
 from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.scrub import scrub
 from apache_metrics_exporter.units import hostport, visible
 
 TYPE_CHECKING = False
@@ -65,8 +66,10 @@ class Report:
         self.counts = {OK: 0, WARN: 0, FAIL: 0}
 
     def add(self, level: str, topic: str, text: str) -> None:
+        # Lines quote peers (a redirect's Location, a page's title, an error):
+        # one that echoes the Authorization header must not print it.
         self.counts[level] += 1
-        self.out.write(f"{level:<4} {topic}: {visible(text)}\n")
+        self.out.write(f"{level:<4} {topic}: {visible(scrub(text))}\n")
         self.out.flush()
 
     @property

@@ -8,6 +8,9 @@ link-local and ULA addresses), never against the host's own addresses.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import http.server
 import io
 import json
 import os
@@ -16,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -102,6 +107,61 @@ def test_redirect_to_a_trailing_slash_gives_the_url_to_use():
         status, found, proc = run_check("--url", apache.base_url + "/moved-status/")
         assert status == 0, proc.stdout
         assert found["status page"][0] == "OK"
+
+
+@contextlib.contextmanager
+def echoing_server(mode: str):
+    """A stand-in that echoes the request's Authorization header back: in a
+    redirect's Location (``redirect``) or in an HTML page's title (``title``),
+    as a broken proxy or login page may."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            auth = self.headers.get("Authorization", "")
+            if mode == "redirect":
+                body = b""
+                self.send_response(302)
+                self.send_header("Location", "/login?was=" + urllib.parse.quote(auth))
+            else:
+                body = f"<html><head><title>hello {auth}</title></head></html>".encode()
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("mode", ["redirect", "title"])
+def test_a_peer_echoing_the_credentials_never_gets_them_printed(tmp_path, mode):
+    # Red-team: the check's lines quote the peer (a redirect's Location, a
+    # page's title); a peer that echoes the Authorization header had the
+    # base64 of user:password printed on stdout.
+    password = tmp_path / "password"
+    password.write_text("longsecretpassword\n")
+    password.chmod(0o600)
+    encoded = base64.b64encode(b"monitor:longsecretpassword").decode()
+    with echoing_server(mode) as url:
+        status, found, proc = run_check("--url", url, "--user", "monitor",
+                                        "--password-file", str(password))
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and ("HTTP 302" in text if mode == "redirect" else "title" in text)
+    out = proc.stdout + proc.stderr
+    for form in (encoded, urllib.parse.quote(encoded, safe=""), "longsecretpassword"):
+        assert form not in out, out
 
 
 @integration
