@@ -39,7 +39,7 @@ from apache_metrics_exporter.units import hostport, visible
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     import argparse
-    from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+    from typing import Any, BinaryIO, Dict, List, Optional, Sequence, TextIO, Tuple
 
     from apache_metrics_exporter.collect.processes import Parent
     from apache_metrics_exporter.collect.status import AutoPage
@@ -979,7 +979,7 @@ def _marked(fetcher: _Fetcher, conf: StatusConfig, logs: List[LogLine]) -> Dict[
             if out.get(target):
                 continue
             try:
-                with open(real, "rb") as fh:
+                with _open_regular(real) as fh:
                     fh.seek(size)
                     out[target] = marker.encode() in fh.read(LOG_TAIL)
             except OSError:
@@ -990,6 +990,23 @@ def _marked(fetcher: _Fetcher, conf: StatusConfig, logs: List[LogLine]) -> Dict[
     if conf.buffered:  # BufferedLogs On: a line may come much later
         return {t: True for t, v in out.items() if v}
     return out
+
+
+def _open_regular(path: str, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file when opened (OSError
+    otherwise): a file checked a moment before may since have been swapped
+    for a FIFO, whose open would block for ever, or a device."""
+    import stat as stat_
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        if not stat_.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -1150,7 +1167,7 @@ def _mentions(home: str) -> List[str]:
             try:
                 if not stat_.S_ISREG(os.lstat(path).st_mode):
                     continue
-                with open(path, "rb") as fh:
+                with _open_regular(path, follow=False) as fh:
                     text = fh.read(1 << 16)
             except OSError:
                 continue

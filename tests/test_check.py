@@ -594,3 +594,35 @@ def test_debian_stock_configuration(tmp_path):
     assert [(log.target, log.condition) for log in conf.logs] == [
         ("/var/log/apache2/other_vhosts_access.log", ""), ("/var/log/apache2/access.log", "")]
     assert not conf.extended_off
+
+
+def test_a_log_file_swapped_for_a_fifo_during_the_check_does_not_hang_it(tmp_path):
+    # Red-team: the access-log check stats each log file, sends its marker
+    # request, then opens the file. A user who owns the log directory (a site
+    # logging into its own tree) swaps the file for a FIFO in between: the
+    # open blocked for ever (root's --check hung, no deadline covers it).
+    log = tmp_path / "site" / "access.log"
+    log.parent.mkdir()
+    log.write_text("old line\n")
+    conf = status_config(tmp_path, f"CustomLog {log} combined\n")
+
+    class SwappingFetcher:
+        target = argparse.Namespace(auto_url="http://127.0.0.1:9/server-status?auto")
+        _conn = None
+
+        def fetch(self, url: str) -> tuple:
+            log.unlink()
+            os.mkfifo(log)
+            return None, "refused", 0, ""
+
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        check._marked(SwappingFetcher(), conf, conf.logs)), daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    thread.join(5)
+    hung = thread.is_alive()
+    if hung:  # let the blocked open go: a writer on the FIFO
+        os.close(os.open(log, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    assert not hung, "the check blocked opening a FIFO"
+    assert result.get(str(log)) is not True  # no marker found in a FIFO
