@@ -33,12 +33,13 @@ from apache_metrics_exporter.collect.discovery import ApacheConfig
 from apache_metrics_exporter.collect.http import USER_AGENT, Fetcher, Target, host_port
 from apache_metrics_exporter.errors import FetchError, OutputError, UsageError
 from apache_metrics_exporter.records import NamedTuple
+from apache_metrics_exporter.scrub import scrub
 from apache_metrics_exporter.units import hostport, visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     import argparse
-    from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+    from typing import Any, BinaryIO, Dict, List, Optional, Sequence, TextIO, Tuple
 
     from apache_metrics_exporter.collect.processes import Parent
     from apache_metrics_exporter.collect.status import AutoPage
@@ -65,8 +66,10 @@ class Report:
         self.counts = {OK: 0, WARN: 0, FAIL: 0}
 
     def add(self, level: str, topic: str, text: str) -> None:
+        # Lines quote peers (a redirect's Location, a page's title, an error):
+        # one that echoes the Authorization header must not print it.
         self.counts[level] += 1
-        self.out.write(f"{level:<4} {topic}: {visible(text)}\n")
+        self.out.write(f"{level:<4} {topic}: {visible(scrub(text))}\n")
         self.out.flush()
 
     @property
@@ -1010,7 +1013,7 @@ def _marked(fetcher: _Fetcher, conf: StatusConfig, logs: List[LogLine]) -> Dict[
             if out.get(target):
                 continue
             try:
-                with open(real, "rb") as fh:
+                with _open_regular(real) as fh:
                     fh.seek(size)
                     out[target] = marker.encode() in fh.read(LOG_TAIL)
             except OSError:
@@ -1021,6 +1024,23 @@ def _marked(fetcher: _Fetcher, conf: StatusConfig, logs: List[LogLine]) -> Dict[
     if conf.buffered:  # BufferedLogs On: a line may come much later
         return {t: True for t, v in out.items() if v}
     return out
+
+
+def _open_regular(path: str, follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file when opened (OSError
+    otherwise): a file checked a moment before may since have been swapped
+    for a FIFO, whose open would block for ever, or a device."""
+    import stat as stat_
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        if not stat_.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -1181,7 +1201,7 @@ def _mentions(home: str) -> List[str]:
             try:
                 if not stat_.S_ISREG(os.lstat(path).st_mode):
                     continue
-                with open(path, "rb") as fh:
+                with _open_regular(path, follow=False) as fh:
                     text = fh.read(1 << 16)
             except OSError:
                 continue

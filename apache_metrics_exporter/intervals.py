@@ -63,6 +63,7 @@ LE = tuple(repr(b) for b in DURATION_BUCKETS) + ("+Inf",)
 HIST_LEN = len(LE) + 2  # bucket counts (not cumulative), sum of seconds, count
 MAX_SLOT_INTS = 3 * 32768  # per target: ServerLimit x ThreadsPerChild rows, and more
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+_INT64_MAX = (1 << 63) - 1
 
 
 def _acc(text: str) -> Optional[int]:
@@ -376,7 +377,10 @@ def valid_slots(value: Any) -> bool:
         if type(key) is not str or type(flat) is not list or len(flat) % 3 != 1:
             return False
         used += len(flat)
-        if used > MAX_SLOT_INTS + len(value) or not all(type(x) is int for x in flat):
+        # What a page can give: PIDs and counts of 0..int64, Req/Dur too or
+        # -1 for an absent cell (a stored -10**18 would be 10**18 requests).
+        if used > MAX_SLOT_INTS + len(value) or not all(
+                type(x) is int and -1 <= x <= _INT64_MAX for x in flat):
             return False
     return True
 

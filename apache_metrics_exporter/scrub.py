@@ -58,7 +58,11 @@ _fixed: List[Pattern[str]] = []  # compiled at first use: a run that logs nothin
 # every letter of a long word it would be a quadratic scan.
 _USERINFO = r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"
 _USERINFO_ENCODED = r"(?i)(%3A%2F%2F)(?:(?!%2F|%3F|%23)[^\s/?#&@])*(%40|@)"
-_BASIC = r"(?i)(\bBasic\s+)([A-Za-z0-9+/_-]{4,}(?:=|%3D){0,2})"
+# The space after Basic may come percent-encoded (%20) or as a form's '+'
+# when a peer puts the whole header value into a URL; so may the base64's
+# own + / = (%2B %2F %3D).
+_BASIC = (r"(?i)(\bBasic(?:\s|%20|\+)+)((?:[A-Za-z0-9_-]|\+|/|%2B|%2F){4,}"
+          r"(?:=|%3D){0,2})")
 
 
 def add_secret(value: Optional[str]) -> None:
@@ -155,6 +159,7 @@ def _b64decode(text: str) -> str:
     import binascii
 
     text = re.sub("(?i)%3D", "=", text).rstrip("=")
+    text = re.sub("(?i)%2B", "+", re.sub("(?i)%2F", "/", text))
     text = text.replace("-", "+").replace("_", "/")
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
@@ -224,5 +229,9 @@ def _base64(text: str) -> List[Tuple[str, str]]:
     raw = base64.b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
     variants = {raw, raw.replace("+", "-").replace("/", "_"),
                 raw.replace("+", "%2B").replace("/", "%2F")}
-    return [(v.casefold(), rf"(?<![A-Za-z0-9+/]){_literal(v)}(?:=|%3[dD])*(?![A-Za-z0-9+/])")
+    # Standing on its own: after a non-base64 character, or after a
+    # percent-escape or the '+' of "Basic+" (a whole header value put into a
+    # URL: Basic%20<base64>, Basic+<base64>).
+    before = r"(?:(?<![A-Za-z0-9+/])|(?<=%[0-9A-Fa-f]{2})|(?<=[Bb][Aa][Ss][Ii][Cc]\+))"
+    return [(v.casefold(), rf"{before}{_literal(v)}(?:=|%3[dD])*(?![A-Za-z0-9+/])")
             for v in sorted(variants)]

@@ -8,6 +8,9 @@ link-local and ULA addresses), never against the host's own addresses.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import http.server
 import io
 import json
 import os
@@ -16,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -102,6 +107,61 @@ def test_redirect_to_a_trailing_slash_gives_the_url_to_use():
         status, found, proc = run_check("--url", apache.base_url + "/moved-status/")
         assert status == 0, proc.stdout
         assert found["status page"][0] == "OK"
+
+
+@contextlib.contextmanager
+def echoing_server(mode: str):
+    """A stand-in that echoes the request's Authorization header back: in a
+    redirect's Location (``redirect``) or in an HTML page's title (``title``),
+    as a broken proxy or login page may."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            auth = self.headers.get("Authorization", "")
+            if mode == "redirect":
+                body = b""
+                self.send_response(302)
+                self.send_header("Location", "/login?was=" + urllib.parse.quote(auth))
+            else:
+                body = f"<html><head><title>hello {auth}</title></head></html>".encode()
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("mode", ["redirect", "title"])
+def test_a_peer_echoing_the_credentials_never_gets_them_printed(tmp_path, mode):
+    # Red-team: the check's lines quote the peer (a redirect's Location, a
+    # page's title); a peer that echoes the Authorization header had the
+    # base64 of user:password printed on stdout.
+    password = tmp_path / "password"
+    password.write_text("longsecretpassword\n")
+    password.chmod(0o600)
+    encoded = base64.b64encode(b"monitor:longsecretpassword").decode()
+    with echoing_server(mode) as url:
+        status, found, proc = run_check("--url", url, "--user", "monitor",
+                                        "--password-file", str(password))
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and ("HTTP 302" in text if mode == "redirect" else "title" in text)
+    out = proc.stdout + proc.stderr
+    for form in (encoded, urllib.parse.quote(encoded, safe=""), "longsecretpassword"):
+        assert form not in out, out
 
 
 @integration
@@ -563,3 +623,35 @@ def test_debian_stock_configuration(tmp_path):
     assert [(log.target, log.condition) for log in conf.logs] == [
         ("/var/log/apache2/other_vhosts_access.log", ""), ("/var/log/apache2/access.log", "")]
     assert not conf.extended_off
+
+
+def test_a_log_file_swapped_for_a_fifo_during_the_check_does_not_hang_it(tmp_path):
+    # Red-team: the access-log check stats each log file, sends its marker
+    # request, then opens the file. A user who owns the log directory (a site
+    # logging into its own tree) swaps the file for a FIFO in between: the
+    # open blocked for ever (root's --check hung, no deadline covers it).
+    log = tmp_path / "site" / "access.log"
+    log.parent.mkdir()
+    log.write_text("old line\n")
+    conf = status_config(tmp_path, f"CustomLog {log} combined\n")
+
+    class SwappingFetcher:
+        target = argparse.Namespace(auto_url="http://127.0.0.1:9/server-status?auto")
+        _conn = None
+
+        def fetch(self, url: str) -> tuple:
+            log.unlink()
+            os.mkfifo(log)
+            return None, "refused", 0, ""
+
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        check._marked(SwappingFetcher(), conf, conf.logs)), daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    thread.join(5)
+    hung = thread.is_alive()
+    if hung:  # let the blocked open go: a writer on the FIFO
+        os.close(os.open(log, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    assert not hung, "the check blocked opening a FIFO"
+    assert result.get(str(log)) is not True  # no marker found in a FIFO

@@ -276,3 +276,21 @@ def test_a_stored_slot_table_of_the_wrong_shape_is_no_state(tmp_path):
     restarts.track([later], str(path))
     assert values(later, "interval_seconds") is None  # moved aside: starts again
     assert list(tmp_path.glob("state.json.corrupt-*"))
+
+
+@pytest.mark.parametrize("index,value", [(1, -(10 ** 18)), (1, 2 ** 63), (0, -5), (3, -(10 ** 30))])
+def test_a_stored_slot_table_with_numbers_no_page_gives_is_no_state(tmp_path, index, value):
+    # Red-team: a slot table's ints were checked for type only; a stored
+    # count of -10**18 made the next run report 10**18 sampled requests (and
+    # a histogram that the run after found corrupt). A page gives counts,
+    # PIDs and Req/Dur of 0..int64, -1 for an absent cell.
+    path = tmp_path / "state.json"
+    restarts.track([snap(T0, 100, [ROW])], str(path))
+    state = json.loads(path.read_text())
+    state["targets"][URL]["reading"]["slots"]["0"][index] = value
+    path.write_text(json.dumps(state))
+    later = snap(T0 + 10, 110, [ROW[:2] + (ROW[2] + 1,) + ROW[3:]])
+    restarts.track([later], str(path))
+    assert values(later, "request_duration_sampled") is None
+    assert values(later, "interval_seconds") is None  # moved aside: starts again
+    assert list(tmp_path.glob("state.json.corrupt-*"))

@@ -237,6 +237,23 @@ def test_an_unknown_basic_credential_is_replaced_a_realm_is_not(clean_scrubber):
     assert scrub.scrub('Basic realm="x", Basic dGVzdA==') == 'Basic realm="x", Basic dGVzdA=='
 
 
+def test_a_basic_header_echoed_percent_encoded_is_replaced(clean_scrubber):
+    # Red-team: a peer that puts the whole header value in a URL (a login
+    # redirect's query: Basic%20<base64>, or Basic+<base64>) had the base64
+    # of user:password shown: the character before it (the 0 of %20, a +)
+    # looked like more base64, so the standalone form did not match.
+    scrub.add_credentials("monitor", "longsecretpassword")
+    header = f"Basic {b64('monitor:longsecretpassword')}"
+    for echoed in (quote(header, safe=""), quote_plus(header), lower_hex(quote(header, safe=""))):
+        out = scrub.scrub(f"/login?was={echoed}&x=1")
+        assert b64("monitor:longsecretpassword").rstrip("=") not in out, out
+        assert out.startswith("/login?was=Basic") and out.endswith("&x=1"), out
+    scrub.reset()  # not registered: the generic Basic credential form
+    other = f"Basic {b64('someone:else-entirely')}"
+    for echoed in (quote(other, safe=""), quote_plus(other)):
+        assert b64("someone:else-entirely").rstrip("=") not in scrub.scrub(f"?was={echoed}")
+
+
 def test_a_one_letter_password_is_replaced_only_in_its_composed_forms(clean_scrubber):
     """The rule for short secrets (docs/configuration.md): replacing every 'x'
     would garble the message and spell the password out."""
