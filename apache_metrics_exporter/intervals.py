@@ -155,6 +155,27 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
     return out
 
 
+# The MPMs that serve a request synchronously (ap_process_request): there both
+# ap_process_request_after_handler and ap_process_request itself stop the
+# request's clock (http_request.c, every 2.4 since 2.4.35, the first to keep
+# Dur), so the scoreboard adds each duration twice; event serves it
+# asynchronously and adds it once.
+SYNCHRONOUS_MPMS = frozenset(("prefork", "worker", "winnt"))
+
+
+def mpm_scale(mpm: str) -> Optional[float]:
+    """The Dur factor the MPM (?auto's ServerMPM) implies, for the intervals
+    where no slot tells (dur_scale): 0.5 for the synchronous MPMs, 1.0 for
+    event, None when unknown. What the slots show, when they show it, wins:
+    an Apache that fixed the double count is measured, not assumed."""
+    name = mpm.strip().lower()
+    if name in SYNCHRONOUS_MPMS:
+        return 0.5
+    if name == "event":
+        return 1.0
+    return None
+
+
 def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
               modes: Sequence[str]) -> Optional[float]:
     """How many times ``Dur`` counts a request, as the slots that served one
@@ -291,22 +312,25 @@ def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
 
 
 def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequence[Any]],
-           own: Sequence[str], vhost_limit: int) -> List[Sample]:
+           own: Sequence[str], vhost_limit: int, mpm: str = "") -> List[Sample]:
     """The interval's samples; sets ``now["hist"]``, the cumulative histograms
-    (carried over from ``before``) that Prometheus' buckets count."""
+    (carried over from ``before``) that Prometheus' buckets count. ``mpm``
+    (ServerMPM) gives the Dur factor until a slot measures it (mpm_scale)."""
     out = rates(before, now)
     hist_before = before.get("hist") or {}
     now["hist"] = dict(hist_before)
     old_slots = before.get("slots")
-    if old_slots is None or workers is None:
-        return out
-    obs, ours, scale = observe(old_slots, workers, own,
-                              before["figures"].get("dur_scale"))
-    now["figures"]["dur_scale"] = scale
+    known = before["figures"].get("dur_scale")
+    scale = known if known is not None else mpm_scale(mpm)
+    if old_slots is not None and workers is not None:
+        obs, ours, scale = observe(old_slots, workers, own, scale)
+        now["figures"]["dur_scale"] = scale
     if scale is not None and scale != 1.0:
         for sample in out:
             if sample.metric.name == "interval_request_duration_seconds":
                 out[out.index(sample)] = sample._replace(value=round(sample.value * scale, 6))
+    if old_slots is None or workers is None:
+        return out
     per: Dict[str, List[Tuple[float, int]]] = {}
     everything: List[Tuple[float, int]] = []
     for ms, weight, vhost in obs:

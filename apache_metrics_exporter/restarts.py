@@ -457,8 +457,9 @@ def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any]
                      "previous reading has no worker table")
     from apache_metrics_exporter.collect.clients import own_requests
 
+    mpm = snap.auto.info.get("ServerMPM", "") if snap.auto is not None else ""
     snap.samples.extend(intervals.derive(before, reading, snap.workers, own_requests(snap.url),
-                                         vhost_limit))
+                                         vhost_limit, mpm))
 
 
 def _fit(state: Dict[str, Any], now: Dict[str, Any]) -> str:

@@ -484,12 +484,11 @@ def test_influxdb_dashboard_every_query_returns_data(scenario):
     for row in answers[(latency, "A")]:
         p50, p90, p99, top = row[1:]
         assert 0 <= p50 <= p90 <= p99 <= top, row
-    # The hanging request (6 s) shows: exactly, or at twice its duration while
-    # the exporter has not seen how this Apache counts Dur (2.4.71 prefork
-    # counts it twice; learnt only from a worker that served one request of
-    # 5 ms or more between two collections, which the scenario's 1-s scrapes
-    # and fast requests never leave: docs/insight.md).
-    assert 5.5 <= peak(latency, column=columns.index("max")) <= 12.5
+    # The hanging request (6 s) shows as 6 s: prefork counts Dur twice, and
+    # the exporter halves it from ServerMPM although the scenario's 1-s scrapes
+    # and fast requests never leave a worker that served one request alone
+    # (the measured factor): docs/insight.md.
+    assert 5.5 <= peak(latency, column=columns.index("max")) <= 7.5
     assert 0 < peak("Sampled share of requests") <= 1
     assert peak("Workers reading the request (slow clients)") == SLOW_CONNECTIONS
     assert peak("Oldest worker reading a request") >= 1

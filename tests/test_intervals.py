@@ -37,18 +37,19 @@ def page(rows, dur=True):
     return "".join(out).encode()
 
 
-def auto(accesses, kbytes=100, duration=0, uptime=1000, config=1):
+def auto(accesses, kbytes=100, duration=0, uptime=1000, config=1, mpm="event"):
     return parse_auto(
-        f"127.0.0.1\nServerVersion: Apache/2.4.71 (Debian)\nServerMPM: prefork\n"
+        f"127.0.0.1\nServerVersion: Apache/2.4.71 (Debian)\nServerMPM: {mpm}\n"
         f"ParentServerConfigGeneration: {config}\nParentServerMPMGeneration: 0\n"
         f"ServerUptimeSeconds: {uptime}\nTotal Accesses: {accesses}\n"
         f"Total kBytes: {kbytes}\nTotal Duration: {duration}\nUptime: {uptime}\n"
         "BusyWorkers: 1\nIdleWorkers: 4\nScoreboard: _W___\n")
 
 
-def snap(at, accesses, rows, kbytes=100, duration=0, uptime=None, dur=True, config=1):
+def snap(at, accesses, rows, kbytes=100, duration=0, uptime=None, dur=True, config=1,
+         mpm="event"):
     uptime = int(1000 + at - T0) if uptime is None else uptime
-    return build(URL, at, auto(accesses, kbytes, duration, uptime, config),
+    return build(URL, at, auto(accesses, kbytes, duration, uptime, config, mpm),
                  parse_html(page(rows, dur)).workers, None, EMPTY_SCAN)
 
 
@@ -105,6 +106,43 @@ def test_an_older_reading_than_the_remembered_one_gets_nothing():
 
 
 ROW = (0, 11, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")
+
+
+@pytest.mark.parametrize("mpm, factor", [("prefork", 0.5), ("worker", 0.5), ("WinNT", 0.5),
+                                         ("event", 1.0), ("", 1.0), ("someday", 1.0)])
+def test_the_mpm_gives_the_dur_factor_until_a_slot_measures_it(mpm, factor):
+    # Every slot served two requests: none tells the factor (dur_scale needs
+    # one request alone), so the synchronous MPMs' double count (http_request.c
+    # stops the clock twice) comes from ServerMPM; unknown MPMs are taken as 1.
+    memory = restarts.Memory()
+    first = [(0, 11, 5, "_", 10, 50, "a", "GET /x HTTP/1.1"),
+             (1, 12, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")]
+    later = [(0, 11, 7, "_", 100, 50 + 400, "a", "GET /x HTTP/1.1"),
+             (1, 12, 7, "_", 100, 50 + 400, "a", "GET /x HTTP/1.1")]
+    restarts.track([snap(T0, 100, first, duration=1000, mpm=mpm)], None, memory=memory)
+    second = snap(T0 + 10, 104, later, duration=1000 + 1600, mpm=mpm)
+    restarts.track([second], None, memory=memory)
+    assert values(second, "request_duration_sampled") == 4
+    # Dur delta 400 per slot: the last request's Req 100 and the other at
+    # (400 * factor - 100).
+    assert values(second, "request_duration_max_seconds") == \
+        pytest.approx(max(0.1, (400 * factor - 100) / 1000))
+    assert values(second, "request_duration_sum") == pytest.approx(2 * 400 * factor / 1000)
+    assert values(second, "interval_request_duration_seconds") == \
+        pytest.approx(1600 / 4 / 1000 * factor)
+
+
+def test_what_the_slots_measure_wins_over_the_mpm():
+    # A prefork Apache that counts Dur once (a fixed release): a lone request
+    # shows Dur delta = Req, so the factor is measured as 1, not assumed 0.5.
+    memory = restarts.Memory()
+    rows = [(0, 11, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")]
+    restarts.track([snap(T0, 100, rows, duration=1000, mpm="prefork")], None, memory=memory)
+    one = snap(T0 + 10, 101, [(0, 11, 6, "_", 300, 350, "a", "GET /x HTTP/1.1")],
+               duration=1300, mpm="prefork")
+    restarts.track([one], None, memory=memory)
+    assert values(one, "request_duration_max_seconds") == 0.3
+    assert values(one, "interval_request_duration_seconds") == pytest.approx(0.3)
 
 
 def durations(before_rows, after_rows, dur=True):
