@@ -19,6 +19,7 @@ DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 # Shown at the default level like a warning, but not one: what a long-running
 # mode says once when it starts (where --listen listens); -q hides it.
 NOTICE = 35
+ONCE_LIMIT = 4096  # distinct messages Logger.once() remembers
 _NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", NOTICE: "notice",
           ERROR: "error", CRITICAL: "critical"}
 # Telegraf's execd (and exec with log_stderr) logs a stderr line at the level
@@ -56,6 +57,25 @@ class Logger:
         self.options: Dict[str, str] = {}
         self._options_re: Optional[Pattern[str]] = None
         self._warned: set = set()
+        self._once: set = set()
+
+    def once(self, level: int, message: str) -> bool:
+        """``message`` said at ``level`` the first time only, in this process
+        (loops and --listen repeat their batches; a condition that lasts is
+        said when it starts). Whether it was said now. Bounded: past
+        ONCE_LIMIT distinct messages (a --listen probing ever new targets)
+        the oldest are forgotten, so one may be said again."""
+        if message in self._once:
+            return False
+        if len(self._once) >= ONCE_LIMIT:
+            self._once.clear()
+        self._once.add(message)
+        self.log(level, "%s", message)
+        return True
+
+    def forget(self) -> None:
+        """Forget what once() said (tests, and a front end's next command)."""
+        self._once.clear()
 
     def speak_as(self, prog: str, options: Dict[str, str]) -> None:
         """Say every later message as ``prog``, with each option name in

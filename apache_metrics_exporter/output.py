@@ -41,14 +41,11 @@ import sys
 import time
 
 from apache_metrics_exporter.errors import OutputError, UsageError
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import WARNING, log
 from apache_metrics_exporter.paths import MAX_LINKS, distrust, real_directory
 from apache_metrics_exporter.streams import closed, require_stdout
 
 SPECIAL_TIMEOUT = 10.0  # seconds to wait for a FIFO's reader (open and writes)
-
-_warned: set = set()  # unfollowed symlinks already reported (loops say it once)
-
 
 def check_output_path(path: str) -> None:
     """Fail early (usage error) when the output directory does not exist."""
@@ -120,10 +117,8 @@ def _resolve(path: str) -> tuple:
                 return ("special", p, True)
             why = distrust(st, dst, directory)
             if why:
-                if p not in _warned:
-                    _warned.add(p)
-                    log.warning("--output %s: not following the symlink %s (%s); "
-                                "replacing it with a regular file", path, p, why)
+                log.once(WARNING, f"--output {path}: not following the symlink {p} "
+                                  f"({why}); replacing it with a regular file")
                 return ("file", p, None)
             try:
                 target = os.readlink(p)
@@ -139,11 +134,9 @@ def _resolve(path: str) -> tuple:
             # The kernel's protected_regular/protected_fifos rule: in a sticky
             # world-writable directory (/tmp) a file or FIFO another user put
             # there is not written into, nor does the new file become theirs.
-            if p not in _warned:
-                _warned.add(p)
-                log.warning("--output %s: %s belongs to uid %d in the sticky "
-                            "world-writable directory %s; replacing it with a file of "
-                            "this user's", path, p, st.st_uid, directory)
+            log.once(WARNING, f"--output {path}: {p} belongs to uid {st.st_uid} in the "
+                              f"sticky world-writable directory {directory}; replacing it "
+                              "with a file of this user's")
             return ("file", p, None)
         if stat.S_ISREG(mode):
             return ("file", p, st)

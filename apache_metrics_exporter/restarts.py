@@ -78,7 +78,7 @@ from apache_metrics_exporter import clocks, intervals
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.errors import OutputError
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import DEBUG, INFO, WARNING, log
 from apache_metrics_exporter.paths import STATE_DIR, Corrupt, is_int, move_aside, read_bounded
 
 TYPE_CHECKING = False
@@ -100,21 +100,12 @@ TOLERANCE = 2.0
 FUTURE_SLACK = 60.0
 MAX_FIGURES = 64
 
-_said: set = set()
-
-
-def _loudness(explicit: bool, memory: object) -> str:
+def _loudness(explicit: bool, memory: object) -> int:
     """How loud a collector state that cannot be used is: a warning when it
     was asked for, or when a one-shot run (no memory: Telegraf's exec as its
     own user) loses every interval figure with it; a loop still compares with
     its memory and only the restart counts go (debug)."""
-    return "warning" if explicit or memory is None else "debug"
-
-
-def _say(level: str, message: str) -> None:
-    if message not in _said:
-        _said.add(message)
-        getattr(log, level)("%s", message)
+    return WARNING if explicit or memory is None else DEBUG
 
 
 def _fresh() -> Dict[str, Any]:
@@ -400,7 +391,7 @@ def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: Dict[
             compared = before if kind != "hard" else None
             if kind == "hard":
                 reading["hist"] = before.get("hist") or {}
-                _say("info", f"{url}: interval figures left out (Apache restarted since "
+                log.once(INFO, f"{url}: interval figures left out (Apache restarted since "
                              "the previous collection)")
         elif entry.get("reading"):
             log.debug("%s: the stored reading is unusable (from the future, or another "
@@ -433,7 +424,7 @@ class Memory:
             return None
         if classify(before, reading) == "hard":
             reading["hist"] = before.get("hist") or {}
-            _say("info", f"{url}: interval figures left out (Apache restarted since the "
+            log.once(INFO, f"{url}: interval figures left out (Apache restarted since the "
                          "previous collection)")
             return None
         return before
@@ -449,11 +440,11 @@ def _derive(snap: Any, before: Optional[Dict[str, Any]], reading: Dict[str, Any]
     """The interval figures of one snapshot (left out, said once, without a
     previous reading to compare with)."""
     if before is None:
-        _say("info", f"{snap.url}: interval figures (rates, request durations) start at the "
+        log.once(INFO, f"{snap.url}: interval figures (rates, request durations) start at the "
                      "next collection: there is no previous reading to compare with")
         return
     if before.get("slots") is None and snap.workers is not None:
-        _say("info", f"{snap.url}: request durations start at the next collection: the "
+        log.once(INFO, f"{snap.url}: request durations start at the next collection: the "
                      "previous reading has no worker table")
     from apache_metrics_exporter.collect.clients import own_requests
 
@@ -471,7 +462,7 @@ def _fit(state: Dict[str, Any], now: Dict[str, Any]) -> str:
     for url, entry in sorted(state["targets"].items(), key=_age_key(now)):
         reading = entry.get("reading")
         if reading and reading.pop("slots", None) is not None:
-            _say("warning", f"collector state: the worker table of {url} is not kept (the "
+            log.once(WARNING, f"collector state: the worker table of {url} is not kept (the "
                             f"file would outgrow {MAX_BYTES} bytes); its request durations "
                             "are left out next time")
             text = json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n"
@@ -548,7 +539,7 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
             what = f"cannot use the collector state {path} ({exc.strerror or exc})"
         if ";" not in what:
             what += "; give --collector-state a path this user can write"
-        _say(_loudness(explicit, memory), f"restart counts left out{also}: {what}")
+        log.once(_loudness(explicit, memory), f"restart counts left out{also}: {what}")
         return
     # Only counts that were kept are reported: a state that could not be
     # saved would count the same restart again next time.

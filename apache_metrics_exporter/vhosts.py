@@ -21,12 +21,12 @@ of the same kind and go through the same rules (``written``).
 from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import CLIENT_METRICS, INTERVAL_METRICS, VHOST_METRICS
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import WARNING, log
 from apache_metrics_exporter.units import visible
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Callable, Dict, List, Sequence, Set
+    from typing import Any, Callable, Dict, List, Sequence
 
 OTHER = "other"  # the aggregate bucket of --vhost-limit
 EMPTY = "-"  # active rows that name no virtual host
@@ -45,7 +45,6 @@ _KINDS = {"vhost": ("virtual hosts", _NAMES,
           "client": ("clients", {m.name for m in CLIENT_METRICS if "client" in m.labels},
                      set())}
 _LONGEST = "vhost_longest_request_seconds"  # the aggregate takes the maximum, others sum
-_said: Set[str] = set()
 
 
 def digest(name: str) -> str:
@@ -77,9 +76,7 @@ def shown(name: str) -> str:
 
 def say_once(message: str) -> None:
     """A warning on stderr, once per process (loops repeat batches)."""
-    if message not in _said:
-        _said.add(message)
-        log.warning("%s", message)
+    log.once(WARNING, message)
 
 
 def written(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:

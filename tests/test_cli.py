@@ -388,6 +388,26 @@ def test_every_log_line_is_one_line_without_control_characters(capsys, style, pr
                    "\\x9b\\u2028end\\tz\n")
 
 
+def test_once_says_a_message_once_and_stays_bounded(capsys, monkeypatch):
+    from apache_metrics_exporter import log as log_module
+    from apache_metrics_exporter.log import INFO, WARNING, Logger
+
+    logger = Logger()
+    logger.setup(1, 0, "prog")  # -v: info shown
+    assert logger.once(WARNING, "the state file is gone") is True
+    assert logger.once(WARNING, "the state file is gone") is False
+    assert logger.once(INFO, "another thing") is True
+    assert capsys.readouterr().err == ("prog: warning: the state file is gone\n"
+                                       "prog: info: another thing\n")
+    # A --listen probing ever new targets cannot grow it without bound.
+    monkeypatch.setattr(log_module, "ONCE_LIMIT", 10)
+    for i in range(25):
+        logger.once(INFO, f"target {i}")
+    assert len(logger._once) <= 10
+    logger.forget()
+    assert logger.once(WARNING, "the state file is gone") is True
+
+
 def test_fifos_where_files_are_expected_never_hang_a_run(tmp_path):
     # A FIFO planted as the PID file, a password file or a config file would
     # block an open() for ever (and the reaper while holding its lock).

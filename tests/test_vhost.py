@@ -14,6 +14,7 @@ from apache_metrics_exporter import vhosts as vhost_names
 from apache_metrics_exporter.collect.processes import EMPTY_SCAN
 from apache_metrics_exporter.collect.snapshot import Options, build
 from apache_metrics_exporter.collect.status import parse_auto, parse_html
+from apache_metrics_exporter.log import log
 from apache_metrics_exporter.writers import collectd, influx, prometheus, tab, text
 from tests.conftest import data, parse_tab, run_exporter
 from tests.harness.pages import serve_pages
@@ -265,7 +266,7 @@ def test_names_that_still_meet_are_counted_in_other_and_said_once(monkeypatch, c
     # A digest collision, made certain: "a example:80" and 'a"example:80' both
     # become a_example_80_00000000 in collectd, and so do the two long names.
     monkeypatch.setattr(vhost_names, "digest", lambda name: "00000000")
-    monkeypatch.setattr(vhost_names, "_said", set())
+    monkeypatch.setattr(log, "_once", set())
     snap = red_team_snapshot()
     capsys.readouterr()
     got = WRITERS["collectd"](snap)
@@ -281,7 +282,7 @@ def test_names_that_still_meet_are_counted_in_other_and_said_once(monkeypatch, c
 
 
 def test_a_crafted_name_meeting_another_in_the_snapshot_is_counted_in_other(capsys):
-    vhost_names._said.clear()
+    log.forget()
     crafted = "other_" + vhost_names.digest("other")
     snap = snapshot([("W", 7, "other")] * 2 + [("W", 3, crafted)])
     assert vhosts(snap) == {

@@ -44,7 +44,7 @@ from contextlib import ExitStack, contextmanager
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import WARNING, log
 from apache_metrics_exporter.output import write_private
 from apache_metrics_exporter.paths import (
     Corrupt,
@@ -134,13 +134,8 @@ def state_problem(state: object) -> str:
     return ""
 
 
-_warned: set = set()  # collector warnings already given (loops say each once)
-
-
 def _warn_once(text: str) -> None:
-    if text not in _warned:
-        _warned.add(text)
-        log.warning("%s", text)
+    log.once(WARNING, text)  # loops say each once
 
 
 def _named_batches(entries: Iterable[os.DirEntry], directory: str,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from apache_metrics_exporter.errors import EXIT_OK
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import INFO, log
 from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
@@ -164,7 +164,7 @@ def read_page(fetcher: Fetcher) -> Page:
     asked = tagged(url, nonce)
     mine = own_lines(url, nonce)
     if not mine:
-        _say_once(f"{url} is too long for the worker table to show the reaper's own read "
+        log.once(INFO, f"{url} is too long for the worker table to show the reaper's own read "
                   "of it whole: that read's row counts as a request")
     sent = time.time()
     refused = False
@@ -191,11 +191,3 @@ def _refused(exc: BaseException) -> bool:
         seen = seen.__cause__ or seen.__context__
     return False
 
-
-_said: set = set()
-
-
-def _say_once(message: str) -> None:
-    if message not in _said:
-        _said.add(message)
-        log.info("%s", message)

@@ -33,7 +33,7 @@ from contextlib import ExitStack, contextmanager
 
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.locks import exclusive
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import WARNING, log
 from apache_metrics_exporter.output import write_private
 from apache_metrics_exporter.paths import (
     REAPER_STATE,
@@ -194,9 +194,6 @@ def _parse(data: bytes) -> Dict[str, Any]:
     return state
 
 
-_warned: set = set()  # (path, reason) already said: loops say it once
-
-
 def read(path: str) -> Optional[Dict[str, Any]]:
     """The state for reporting; None when there is none, or when it is
     untrusted or corrupt (one warning; the file is left where it is)."""
@@ -211,9 +208,7 @@ def read(path: str) -> Optional[Dict[str, Any]]:
                "next run sets it aside")
     except OSError as exc:
         why = f"cannot read reaper state {path} ({exc.strerror}); reaper figures left out"
-    if why not in _warned:
-        _warned.add(why)
-        log.warning("%s", why)
+    log.once(WARNING, why)  # loops say it once
     return None
 
 
