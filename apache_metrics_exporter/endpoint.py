@@ -531,7 +531,7 @@ def make_server(config: RunConfig, targets: Sequence[Target]) -> Listeners:
                 try:
                     servers.append(cls((host, port), handler))
                 except OSError as exc:
-                    raise UsageError(f"--listen {given}: cannot listen on {host}:{port}: "
+                    raise UsageError(f"--listen {given}: cannot listen on {hostport(host, port)}: "
                                      f"{exc.strerror}") from None
     except BaseException:
         for server in servers:

@@ -247,15 +247,20 @@ def test_sigterm_stops_it_cleanly_at_once():
     assert "Traceback" not in err
 
 
-def test_the_port_is_taken():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize("family,host,shown", [
+    (socket.AF_INET, "127.0.0.1", "127.0.0.1:{port}"),
+    (socket.AF_INET6, "::1", "[::1]:{port}")])  # an IPv6 address in brackets
+def test_the_port_is_taken(family, host, shown):
+    with socket.socket(family) as taken:
+        taken.bind((host, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([EXPORTER, "--listen", f"127.0.0.1:{port}", "--url",
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        proc = subprocess.run([EXPORTER, "--listen", listen, "--url",
                                "http://127.0.0.1:9/server-status"],
                               capture_output=True, text=True, timeout=30, env=exporter_env())
-    assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on {shown.format(port=port)}: " in proc.stderr, proc.stderr
 
 
 
