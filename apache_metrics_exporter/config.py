@@ -22,7 +22,7 @@ from apache_metrics_exporter.collect.processes import DEFAULT_EXE_NAMES, MEMORY_
 from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
 from apache_metrics_exporter.log import LOG_FORMATS, LOG_LEVELS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
-from apache_metrics_exporter.units import parse_size, parse_timespan
+from apache_metrics_exporter.units import parse_memory_threshold, parse_size, parse_timespan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -48,9 +48,9 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _size(text: str) -> int:
+def _size(text: str, parse: Callable[[str], int] = parse_size) -> int:
     try:
-        value = parse_size(text)
+        value = parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= 0:
@@ -728,11 +728,16 @@ def _collector_options(p: Any) -> None:
     e.add_argument("--listen-request-deadline", type=_positive_seconds, help=argparse.SUPPRESS)
 
 
+def _memory_threshold(text: str) -> int:
+    """A reaper memory limit: a size, a bare number below 1 MiB refused."""
+    return _size(text, parse_memory_threshold)
+
+
 def _wsgi_threshold(text: str) -> tuple:
     group, sep, size = text.rpartition("=")
     if sep and not group:
         raise argparse.ArgumentTypeError(f"expected SIZE or GROUP=SIZE, got {text!r}")
-    return (group or None, _size(size))
+    return (group or None, _memory_threshold(size))
 
 
 def build_reaper_parser() -> configargparse.ArgParser:
@@ -749,9 +754,11 @@ def build_reaper_parser() -> configargparse.ArgParser:
 def _reaper_options(p: Any) -> None:
     """The reaper's own options (``p``: a parser, or a _Recorder)."""
     t = p.add_argument_group("thresholds (at least one; 0 or absent = off)")
-    t.add_argument("-a", "--max-memory-active", type=_size, default=0, metavar="SIZE",
+    t.add_argument("-a", "--max-memory-active", type=_memory_threshold, default=0,
+                   metavar="SIZE",
                    help="memory limit for native workers serving a request (50M, 2G)")
-    t.add_argument("-i", "--max-memory-idle", type=_size, default=0, metavar="SIZE",
+    t.add_argument("-i", "--max-memory-idle", type=_memory_threshold, default=0,
+                   metavar="SIZE",
                    help="memory limit for idle native workers")
     t.add_argument("-t", "--max-time", "--worker-timeout", dest="max_time", type=_timespan,
                    default=0, metavar="TIMESPAN",

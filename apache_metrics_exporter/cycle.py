@@ -53,7 +53,12 @@ def track_restarts(config: RunConfig, snapshots: List[Snapshot],
                    memory: Optional[Memory] = None) -> None:
     """Restart counts from the collector's state file and the interval figures
     (restarts.py): compared with the loop's ``memory`` when it has a newer
-    reading than the file, or when there is no file."""
+    reading than the file, or when there is no file. A discovery
+    (zabbix-discovery) writes no figure: it neither counts a restart nor
+    becomes the reading the next collection's interval starts from (with
+    apache-manager -c -z, that was a few milliseconds before)."""
+    if config.format == "zabbix-discovery":
+        return
     if config.collector_state or memory is not None:
         from apache_metrics_exporter.restarts import DEFAULT_PATH, track
 

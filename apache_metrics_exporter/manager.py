@@ -124,10 +124,11 @@ Exit status: 0 done (also when Apache is down: status-response 1 is written),
 def parse_size(text: str) -> int:
     """Bytes, as apache-manager read sizes (humanfriendly, binary multiples): a
     bare number is bytes; ``50K``, ``42M``, ``2G``, ``42 MB``, ``16 MiB``,
-    ``2 gigabytes``, ``1.5G``; below 8 EiB."""
-    from apache_metrics_exporter.units import parse_size as parse
+    ``2 gigabytes``, ``1.5G``; below 8 EiB. A bare number below 1 MiB (a
+    forgotten unit: every worker is over it) is refused."""
+    from apache_metrics_exporter.units import parse_memory_threshold
 
-    return parse(text)
+    return parse_memory_threshold(text)
 
 
 def parse_timespan(text: str) -> float:
@@ -394,10 +395,11 @@ def plan(s: Settings) -> List[Tuple[str, List[str]]]:
         argv = list(common)
         if s.max_memory_active:
             # The original held mod_wsgi daemons to the active limit too.
-            argv += ["--max-memory-active", str(s.max_memory_active),
-                     "--max-memory-wsgi", str(s.max_memory_active)]
+            # In bytes with their unit: the user's own unit was checked here.
+            argv += ["--max-memory-active", f"{s.max_memory_active}B",
+                     "--max-memory-wsgi", f"{s.max_memory_active}B"]
         if s.max_memory_idle:
-            argv += ["--max-memory-idle", str(s.max_memory_idle)]
+            argv += ["--max-memory-idle", f"{s.max_memory_idle}B"]
         if s.max_time:
             argv += ["--max-time", _seconds(s.max_time)]
         if s.dry_run:

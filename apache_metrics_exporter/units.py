@@ -87,6 +87,24 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
+SMALLEST_BARE_THRESHOLD = 1024 * 1024  # bytes
+
+
+def parse_memory_threshold(text: str) -> int:
+    """A reaper memory limit (parse_size). A number without a unit is bytes,
+    as in apache-manager; below 1 MiB that is a forgotten unit, not a limit -
+    every Apache worker uses more, so every worker would be killed: refused,
+    with the unit to add. A unit given (``512K``) is taken as written."""
+    value = parse_size(text)
+    m = _NUMBER_UNIT.fullmatch(str(text))
+    if m and not m.group(2) and 0 < value < SMALLEST_BARE_THRESHOLD:
+        number = m.group(1)
+        raise ValueError(f"{_cut(text)} without a unit is {value} bytes, less than any "
+                         f"Apache worker uses: every worker would be over it; give a "
+                         f"unit ({number}M, {number}G; or {number}B if bytes are meant)")
+    return value
+
+
 def format_bytes(n: float) -> str:
     """``512.0 MiB``-style rendering for log lines and the summary."""
     if not isinstance(n, (int, float)) or not -FLOAT_MAX <= n <= FLOAT_MAX:

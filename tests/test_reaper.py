@@ -1046,3 +1046,17 @@ def test_the_nonce_is_in_no_message(prefork):
         assert page.workers is None and page.error
         assert "ame=" not in page.error, page.error
         assert (url in page.error) == named, page.error
+
+
+@pytest.mark.parametrize("option", ["--max-memory-idle", "--max-memory-active",
+                                    "--max-memory-wsgi"])
+def test_a_memory_limit_without_its_unit_is_refused_before_anything_runs(option, tmp_path):
+    # "--max-memory-idle 10" is 10 bytes: every worker is over it, so every
+    # one would be selected. Refused (exit 2, one line) before any read.
+    state = tmp_path / "state.json"
+    proc = reap("--url", "http://127.0.0.1:9/server-status", option, "10",
+                "--state-file", str(state))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "'10' without a unit is 10 bytes" in line and "10M" in line, line
+    assert not state.exists()

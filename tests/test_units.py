@@ -1,6 +1,12 @@
 import pytest
 
-from apache_metrics_exporter.units import format_bytes, format_figure, parse_size, parse_timespan
+from apache_metrics_exporter.units import (
+    format_bytes,
+    format_figure,
+    parse_memory_threshold,
+    parse_size,
+    parse_timespan,
+)
 
 
 @pytest.mark.parametrize("text,seconds", [
@@ -30,6 +36,20 @@ def test_sizes_are_binary(text, size):
 def test_bad_sizes(text):
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+
+
+@pytest.mark.parametrize("text, size", [("1048576", 1048576), ("2G", 2 * 1024 ** 3),
+                                        ("1K", 1024), ("512B", 512), ("10 bytes", 10)])
+def test_memory_thresholds_with_a_unit_or_of_a_worker_size_are_taken(text, size):
+    assert parse_memory_threshold(text) == size
+
+
+@pytest.mark.parametrize("text", ["10", "1048575", " 100 ", "1.5"])
+def test_a_bare_memory_threshold_below_1_mib_is_a_forgotten_unit(text):
+    # Every Apache worker uses more than 1 MiB: "--max-memory-idle 10" would
+    # select every idle worker. The message says which unit to add.
+    with pytest.raises(ValueError, match=r"without a unit is \d+ bytes.*give a unit \("):
+        parse_memory_threshold(text)
 
 
 def test_format_bytes():
