@@ -42,11 +42,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-    from apache_metrics_exporter.collect.http import Target
+    from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.runconfig import RunConfig
     from apache_metrics_exporter.webconfig import WebConfig
 
 DEFAULT_PORT = 9117
+KEEP = 2  # idle connections kept per configured target (endpoint.Endpoint._idle)
 MAX_SCRAPES = 8
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -103,6 +104,29 @@ class Endpoint:
         self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
         self.allowed = [t.url for t in targets]
         self.patterns = list(config.probe_allow)
+        # Connections to the configured targets kept between scrapes (at most
+        # KEEP idle per target), as the loops keep theirs: a scrape costs no
+        # new connection to Apache. Probed targets get a new one each time.
+        self._idle: Dict[int, List[Fetcher]] = {}
+
+    def _take(self, target: Target) -> Fetcher:
+        from apache_metrics_exporter.collect.http import Fetcher
+
+        with self._lock:
+            idle = self._idle.get(id(target))
+            if idle and any(t is target for t in self.targets):
+                return idle.pop()
+        return Fetcher(target)
+
+    def _give(self, target: Target, fetcher: Fetcher) -> None:
+        """Keep a configured target's connection for the next scrape."""
+        if any(t is target for t in self.targets):
+            with self._lock:
+                idle = self._idle.setdefault(id(target), [])
+                if len(idle) < KEEP:
+                    idle.append(fetcher)
+                    return
+        fetcher.close()
 
     def probe_target(self, url: str) -> Optional[Target]:
         """The configured target for ``url``, a new one if a --probe-allow
@@ -136,17 +160,22 @@ class Endpoint:
         """One exposition for these targets (never raises for a bad target);
         ``own_process``: with this process's process_* series and build info
         (/metrics, not /probe: a probe is about its target)."""
-        from apache_metrics_exporter.collect.http import Fetcher
         from apache_metrics_exporter.collect.snapshot import Sample
 
         t0 = time.perf_counter()
-        fetchers = [Fetcher(t) for t in targets]
+        fetchers = [self._take(t) for t in targets]
+        done = False
         try:
             # probes never reach the restart state
             snaps = self.cycle.collect(fetchers, remember=list(targets) == self.targets)
+            done = True
         finally:
-            for fetcher in fetchers:
-                fetcher.close()
+            # collect_all replaces a fetcher that timed out: these are the ones left
+            for target, fetcher in zip(targets, fetchers):
+                if done:
+                    self._give(target, fetcher)
+                else:
+                    fetcher.close()
         for snap in snaps:
             report(snap)
         failed = sum(1 for s in snaps if not s.up)

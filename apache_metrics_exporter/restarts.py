@@ -56,7 +56,10 @@ durations (3 integers a row, about 20 bytes: 2,000 rows take some 40 kB),
 loops (--interval, --execd, --listen, --watch) also keep the newest reading
 of each target in memory (``Memory``) and compare with it when the file has
 none as new (or there is no file): they still save to the file, so restart
-counts and histograms carry on across a restart of the loop. When the file
+counts and histograms carry on across a restart of the loop - at once when
+a restart is counted or another collector changed the file, else at least
+every SAVE_EVERY seconds (a cycle that needs neither reads nor writes it:
+a quarter of a small server's cycle was that save). When the file
 would outgrow MAX_BYTES, the slot tables of the least recently read targets
 go first (their next collection has no durations, said once).
 
@@ -73,6 +76,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 from apache_metrics_exporter import clocks, intervals
 from apache_metrics_exporter.catalogue import BY_NAME
@@ -99,6 +103,11 @@ TOLERANCE = 2.0
 # A reading time later than now by more than this comes from a wrong clock.
 FUTURE_SLACK = 60.0
 MAX_FIGURES = 64
+# A loop saves the file at least this often (seconds of its monotonic clock),
+# and at once whenever a restart is counted or the file was changed by someone
+# else (Memory.held): between saves nothing of it is lost but the time its
+# stored reading is from, which later comparisons take into account anyway.
+SAVE_EVERY = 60.0
 
 def _loudness(explicit: bool, memory: object) -> int:
     """How loud a collector state that cannot be used is: a warning when it
@@ -364,6 +373,17 @@ def update(state: Dict[str, Any], url: str, reading: Dict[str, Any],
     return advance(state, url, reading, now)[0]
 
 
+def _previous(entry: Dict[str, Any], now: Dict[str, Any],
+              remembered: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """What a new reading of the target is compared with: the stored one, or
+    the one a loop ``remembered`` when it is newer (and not from the future)."""
+    before = _usable(entry, now)
+    if remembered is not None and (before is None or newer(before, remembered)) \
+            and not clocks.from_the_future(remembered, now, FUTURE_SLACK):
+        before = remembered
+    return before
+
+
 def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: Dict[str, Any],
             remembered: Optional[Dict[str, Any]] = None
             ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
@@ -373,10 +393,7 @@ def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: Dict[
     one, or a hard restart in between)."""
     targets = state["targets"]
     entry = targets.get(url) or {kind: 0 for kind in KINDS}
-    before = _usable(entry, now)
-    if remembered is not None and (before is None or newer(before, remembered)) \
-            and not clocks.from_the_future(remembered, now, FUTURE_SLACK):
-        before = remembered
+    before = _previous(entry, now, remembered)
     compared = None
     if before is not None and not newer(before, reading):
         # A newer reading is already there (another collector saved after
@@ -411,6 +428,10 @@ class Memory:
 
         self.lock = threading.Lock()
         self.readings: Dict[str, Dict[str, Any]] = {}
+        # The collector state as this loop last saved it: (the file's real
+        # path, its identity and size after the save, the state, when saved);
+        # see _held.
+        self.held: Optional[Tuple[str, Tuple[int, ...], Dict[str, Any], float]] = None
 
     def compare(self, url: str, reading: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Without a state file: the remembered reading the interval figures
@@ -471,6 +492,53 @@ def _fit(state: Dict[str, Any], now: Dict[str, Any]) -> str:
     return text
 
 
+def _identity(path: str) -> Tuple[int, ...]:
+    """What changes when anyone replaces or rewrites the file (OSError if gone)."""
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memory,
+          vhost_limit: int) -> Optional[List[Tuple[Any, Dict[str, int]]]]:
+    """A loop's cycle without reading or writing the collector state, when
+    that changes nothing anyone can see: the file is still the one this loop
+    saved (same inode, times and size), saved less than SAVE_EVERY ago, every
+    target is in it, and no restart is counted (the counts reported are the
+    ones saved). The readings are compared and remembered as track() does;
+    the file gets them at the next save. None: not possible, save as usual
+    (nothing has been changed). Called under memory.lock."""
+    if memory.held is None:
+        return None
+    real, identity, state, saved = memory.held
+    if time.monotonic() - saved >= SAVE_EVERY:
+        return None
+    try:
+        if _identity(real) != identity:
+            return None
+    except OSError:
+        return None
+    targets = state["targets"]
+    now = now_mark()
+    for snap, reading in readings:
+        if reading is None:
+            continue
+        entry = targets.get(snap.url)
+        if entry is None:
+            return None
+        before = _previous(entry, now, memory.readings.get(snap.url))
+        if before is None or not newer(before, reading) or classify(before, reading):
+            return None  # first sight, an older reading, a restart: the full path
+    counted = []
+    for snap, reading in readings:
+        if reading is not None:
+            entry, before = advance(state, snap.url, reading, now,
+                                    memory.readings.get(snap.url))
+            _derive(snap, before, reading, vhost_limit)
+            memory.remember(snap.url, entry["reading"])
+            counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
+    return counted
+
+
 def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
           memory: Optional[Memory] = None, vhost_limit: int = 20) -> None:
     """Compare, count, remember; add ``restarts_total`` samples to the snapshots
@@ -500,6 +568,13 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
     done = set()
     try:
         with memory.lock if memory is not None else nullcontext():
+            if memory is not None:
+                quick = _held(readings, memory, vhost_limit)
+                if quick is not None:
+                    for snap, values in quick:
+                        _report(snap, values)
+                    return
+                memory.held = None
             try:
                 real = resolve(path, "collector state")  # trusted directory links followed
                 directory = os.path.dirname(real)
@@ -523,6 +598,8 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
                             :max(0, len(targets) - MAX_TARGETS)]:
                         del targets[url]
                     write_private(real, _fit(state, now), 0o644)
+                    if memory is not None:  # still under the lock: no one wrote since
+                        memory.held = (real, _identity(real), state, time.monotonic())
             finally:
                 # Without a usable file, a loop still compares with its memory.
                 if memory is not None:
@@ -544,6 +621,11 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
     # Only counts that were kept are reported: a state that could not be
     # saved would count the same restart again next time.
     for snap, values in counted:
-        for kind in KINDS:
-            snap.samples.append(Sample(BY_NAME["restarts_total"], values[kind],
-                                       (("kind", kind),)))
+        _report(snap, values)
+
+
+def _report(snap: Any, values: Dict[str, int]) -> None:
+    """The restart counts of a snapshot, as saved."""
+    for kind in KINDS:
+        snap.samples.append(Sample(BY_NAME["restarts_total"], values[kind],
+                                   (("kind", kind),)))

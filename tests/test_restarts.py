@@ -749,3 +749,80 @@ def test_live_clock_steps_count_no_restart_and_a_real_restart_is_counted(
     last = run(0.0)
     assert (last["restarts-graceful"], last["restarts-hard"]) == ("0", "1")
     assert "interval-seconds" not in last
+
+
+# --- a loop between saves (restarts.Memory.held) ------------------------------------
+
+@pytest.fixture
+def saves(monkeypatch):
+    """The collector state saves made (paths written by output.write_private)."""
+    made = []
+    real = output.write_private
+
+    def counting(path, text, mode=0o600):
+        made.append(path)
+        real(path, text, mode)
+    monkeypatch.setattr(output, "write_private", counting)
+    return made
+
+
+def loop_track(path, memory, s) -> dict:
+    restarts.track([s], str(path), memory=memory)
+    return counts(s)
+
+
+def test_a_loop_saves_once_while_nothing_changes_and_at_once_on_a_restart(tmp_path, saves):
+    """A loop neither reads nor writes the state while the file is the one it
+    saved and no restart is counted; the counts and interval figures are the
+    same as with a save per cycle; a restart is saved before it is reported."""
+    path = tmp_path / "state.json"
+    memory = restarts.Memory()
+    assert loop_track(path, memory, snap(uptime=100, at=T0, accesses=100)) == \
+        {"graceful": 0, "hard": 0}
+    assert len(saves) == 1
+    stored = path.read_text()
+    for i in (1, 2, 3):
+        s = snap(uptime=100 + 10 * i, at=T0 + 10 * i, accesses=100 + 50 * i)
+        assert loop_track(path, memory, s) == {"graceful": 0, "hard": 0}
+        assert interval(s) == (10.0, 5.0)  # compared with the cycle before
+    assert len(saves) == 1 and path.read_text() == stored
+    # A graceful restart: saved before it is reported, with the newest reading.
+    assert loop_track(path, memory, snap(uptime=140, config=2, at=T0 + 40)) == \
+        {"graceful": 1, "hard": 0}
+    assert len(saves) == 2
+    entry = json.loads(path.read_text())["targets"][URL]
+    assert entry["graceful"] == 1 and entry["reading"]["time"] == T0 + 40
+    # A hard one too.
+    assert loop_track(path, memory, snap(uptime=3, config=2, at=T0 + 50)) == \
+        {"graceful": 1, "hard": 1}
+    assert len(saves) == 3
+
+
+def test_a_loop_reads_the_file_again_when_another_collector_wrote_it(tmp_path, saves):
+    path = tmp_path / "state.json"
+    memory = restarts.Memory()
+    loop_track(path, memory, snap(uptime=100, at=T0))
+    # A one-shot run (cron) sees a graceful restart and saves it.
+    assert track(path, snap(uptime=110, config=2, at=T0 + 10)) == {"graceful": 1, "hard": 0}
+    assert len(saves) == 2
+    # The loop's next cycle counts from the file, not from what it held.
+    assert loop_track(path, memory, snap(uptime=120, config=2, at=T0 + 20)) == \
+        {"graceful": 1, "hard": 0}
+    assert len(saves) == 3
+    # A file removed is saved again.
+    path.unlink()
+    assert loop_track(path, memory, snap(uptime=130, config=2, at=T0 + 30)) == \
+        {"graceful": 0, "hard": 0}
+    assert len(saves) == 4 and path.exists()
+
+
+def test_a_loop_saves_at_least_every_save_every_seconds(tmp_path, saves, monkeypatch):
+    path = tmp_path / "state.json"
+    memory = restarts.Memory()
+    loop_track(path, memory, snap(uptime=100, at=T0))
+    loop_track(path, memory, snap(uptime=110, at=T0 + 10))
+    assert len(saves) == 1
+    monkeypatch.setattr(restarts, "SAVE_EVERY", 0.0)
+    loop_track(path, memory, snap(uptime=120, at=T0 + 20))
+    assert len(saves) == 2
+    assert json.loads(path.read_text())["targets"][URL]["reading"]["time"] == T0 + 20

@@ -130,44 +130,80 @@ def _split_host_port(netloc: str) -> Tuple[Optional[str], str]:
     return host, port
 
 
+# A metric's line protocol shape, worked out once per metric (not per
+# sample of every cycle): (measurement, field template, field key escaped
+# when the template has no placeholder else None, the field type).
+_SHAPES: Dict[str, Tuple[str, str, Optional[str], type]] = {}
+# escape_key of short names seen before (label names and values, field
+# keys): they repeat every cycle. Bounded: cleared when full.
+_ESCAPED: Dict[str, str] = {}
+_MEMO_MAX = 4096
+_MEMO_TEXT = 256
+
+
+def _shape(metric: Metric) -> Tuple[str, str, Optional[str], type]:
+    shape = _SHAPES.get(metric.name)
+    if shape is None:
+        measurement, _, template = (metric.influx or "").partition(".")
+        kind = float if measurement == TELEGRAF_MEASUREMENT else metric.type
+        plain = escape_key(template) if "{" not in template and "}" not in template else None
+        shape = _SHAPES[metric.name] = (measurement, template, plain, kind)
+    return shape
+
+
+def _escaped(text: str) -> str:
+    """escape_key, remembered for short texts."""
+    got = _ESCAPED.get(text)
+    if got is None:
+        got = escape_key(text)
+        if len(text) <= _MEMO_TEXT:
+            if len(_ESCAPED) >= _MEMO_MAX:
+                _ESCAPED.clear()
+            _ESCAPED[text] = got
+    return got
+
+
 def lines(snapshot: Any) -> List[str]:
     """The line protocol lines of one snapshot."""
     base = target_tags(snapshot.url)
-    # (measurement, extra tags) -> {field: rendered value}, in first-seen order
+    # (measurement, extra tags) -> {escaped field: rendered value}, in first-seen order
     points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
 
     def put(measurement: str, extra: Tuple[Tuple[str, str], ...], field: str,
             text: Optional[str]) -> None:
         if text is not None:  # the first value of a field wins
-            points.setdefault((measurement, extra), {}).setdefault(escape_key(field), text)
+            points.setdefault((measurement, extra), {}).setdefault(field, text)
 
     for sample in written(snapshot.samples, vhost_name, "influx"):
         metric: Metric = sample.metric
         if not metric.influx or not fits(metric, sample.value):
             continue
+        measurement, template, plain, kind = _shape(metric)
+        if not sample.labels and plain is not None:
+            put(measurement, (), plain, _field(sample.value, kind))
+            continue
         labels = dict(sample.labels)
-        template_measurement, _, template_field = metric.influx.partition(".")
         try:
-            field = template_field.format(**labels)
+            field = template.format(**labels)
         except (KeyError, IndexError):
             continue  # a sample without the labels its name needs
         used = {n for n in labels if "{" + n + "}" in metric.influx}
-        extra = tuple(sorted((escape_key(k), escape_key(v)) for k, v in labels.items()
+        extra = tuple(sorted((_escaped(k), _escaped(v)) for k, v in labels.items()
                              if k not in used))
-        kind = float if template_measurement == TELEGRAF_MEASUREMENT else metric.type
-        put(template_measurement, extra, field, _field(sample.value, kind))
+        put(measurement, extra, _escaped(field), _field(sample.value, kind))
     if snapshot.auto is not None:
         for key, value in snapshot.auto.telegraf_extra.items():
-            put(TELEGRAF_MEASUREMENT, (), key, _field(value, float))
+            put(TELEGRAF_MEASUREMENT, (), _escaped(key), _field(value, float))
     when = snapshot.timestamp
     stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
     out = []
     # Telegraf's measurement first, the exporter's own health last.
     order = sorted(points, key=lambda k: (k[0] != TELEGRAF_MEASUREMENT,
                                           k[0] == "apache_exporter", k[0], k[1]))
+    base_tags = {escape_key(k): escape_key(v) for k, v in base.items()}
     for measurement, extra in order:
         fields = points[(measurement, extra)]
-        tags = {escape_key(k): escape_key(v) for k, v in base.items()}
+        tags = dict(base_tags)
         tags.update(extra)
         tag_text = "".join(f",{k}={v}" for k, v in sorted(tags.items()) if v)
         field_text = ",".join(f"{k}={v}" for k, v in fields.items())
