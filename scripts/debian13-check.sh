@@ -21,6 +21,10 @@
 #   been started by this script: their root directory is the chroot) are
 #   sent SIGTERM, then SIGKILL. Nothing outside the chroot is started,
 #   stopped or changed, except CHECK_DIR.
+# - The host's locally added certificate authorities
+#   (/usr/local/share/ca-certificates) are added to the chroot's, and pip,
+#   Python and requests are pointed at Debian's bundle (pip's own would not
+#   know them).
 # - Logs and the summary go to CHECK_DIR/logs/ (deb.log, demo.log,
 #   test.log, summary.txt); the summary is printed at the end.
 #
@@ -146,7 +150,10 @@ if [ "${AME_DEBIAN13_INNER:-}" = 1 ]; then
     in_root() {
         chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            DEBIAN_FRONTEND=noninteractive PYTEST_ARGS="${PYTEST_ARGS:-}" "$@"
+            DEBIAN_FRONTEND=noninteractive PYTEST_ARGS="${PYTEST_ARGS:-}" \
+            SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+            PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+            REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt "$@"
     }
 
     result() { printf '%-6s %s\n' "$1" "$2" >> "$LOGS/summary.txt"; }
@@ -253,6 +260,14 @@ rm -f "$ROOT/etc/apt/sources.list"
     fi
 } > "$ROOT/etc/apt/sources.list.d/debian.sources"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# Certificate authorities this host added locally (a TLS-inspecting proxy's,
+# say) are trusted in the chroot too, or pip and apt over https fail there.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    chroot "$ROOT" update-ca-certificates > "$LOGS/ca-certificates.log" 2>&1 \
+        || die "update-ca-certificates in the chroot failed ($LOGS/ca-certificates.log)"
+fi
 chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get update -q > "$LOGS/apt-update.log" 2>&1 \
     || { tail -n 5 "$LOGS/apt-update.log" >&2; die "apt-get update in the chroot failed"; }
 
