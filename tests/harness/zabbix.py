@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 
-
 def _newest(pattern: str, default: str) -> Path:
     """The highest-versioned match of a release-versioned path (PostgreSQL 15 on
     Debian 12, 17 on 13; PHP's extension API directory), or the default."""
