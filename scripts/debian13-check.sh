@@ -226,6 +226,11 @@ if [ "${AME_DEBIAN13_INNER:-}" = 1 ]; then
     : > "$LOGS/summary.txt"
     printf 'Debian %s in a chroot on Debian %s; clone of %s\n' \
         "$(cat "$ROOT/etc/debian_version")" "$(cat /etc/debian_version)" "$REV" >> "$LOGS/summary.txt"
+    # A package an interrupted run left installed would make the .deb test skip.
+    if in_root dpkg -s apache-metrics-exporter >/dev/null 2>&1; then
+        say "purging the apache-metrics-exporter an earlier run left in the chroot"
+        in_root apt-get purge -y -q apache-metrics-exporter > "$LOGS/purge-leftover.log" 2>&1 || true
+    fi
     status=0
     for step in $STEPS; do
         say "step $step (log: $LOGS/$step.log)"
