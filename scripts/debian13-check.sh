@@ -39,7 +39,11 @@ ROOT=$CHECK_DIR/root
 LOGS=$CHECK_DIR/logs
 STEPS=${STEPS:-deb demo test}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-CLONE=/root/apache-metrics-exporter   # inside the chroot
+# Inside the chroot; not under /root (0700): tests run the venv's python as
+# nobody and www-data, as on a host whose checkout others can read.
+CLONE=/srv/apache-metrics-exporter
+
+BASE_PACKAGES="make git ca-certificates debian-archive-keyring iproute2 systemd"
 
 say() { printf 'debian13-check: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -248,7 +252,7 @@ mkdir -p "$CHECK_DIR" "$LOGS"
 if [ "${FRESH:-0}" = 1 ] || [ ! -f "$CHECK_DIR/.debootstrap-done" ]; then
     rm -rf --one-file-system "$ROOT" "$CHECK_DIR/.debootstrap-done"
     say "debootstrap $SUITE into $ROOT (log: $LOGS/debootstrap.log)"
-    debootstrap --variant=minbase --include=make,git,ca-certificates,debian-archive-keyring \
+    debootstrap --variant=minbase --include="$(echo $BASE_PACKAGES | tr ' ' ,)" \
         "$SUITE" "$ROOT" "$MIRROR" > "$LOGS/debootstrap.log" 2>&1 \
         || { tail -n 5 "$LOGS/debootstrap.log" >&2; die "debootstrap failed"; }
     touch "$CHECK_DIR/.debootstrap-done"
@@ -275,6 +279,12 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
 fi
 chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get update -q > "$LOGS/apt-update.log" 2>&1 \
     || { tail -n 5 "$LOGS/apt-update.log" >&2; die "apt-get update in the chroot failed"; }
+
+# What every Debian 13 host has but a minbase chroot lacks (the tests skip
+# without them: ip and ss, systemctl and systemd-analyze), also in a reused root.
+chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends $BASE_PACKAGES > "$LOGS/base-packages.log" 2>&1 \
+    || { tail -n 5 "$LOGS/base-packages.log" >&2; die "installing $BASE_PACKAGES in the chroot failed"; }
 
 # A clean clone of the committed HEAD (never the working tree's edits).
 REV=$(git -C "$SRC" rev-parse HEAD)
