@@ -13,7 +13,8 @@
 #   /etc/apt/sources.list*; MIRROR= and SECURITY_MIRROR= to choose) and reused
 #   by later runs (FRESH=1 makes it again). The clone is made anew every run
 #   (uncommitted changes are not in it: commit first).
-# - Everything runs in a mount namespace of its own (unshare): /proc, /sys,
+# - Everything runs in a mount namespace of its own (unshare): the root
+#   itself (bound onto itself), /proc, /sys,
 #   /dev, /dev/pts and a /dev/shm are mounted into the chroot there and
 #   unmounted on exit, also on failure or Ctrl-C, together with whatever a
 #   test mounted below the chroot; the host's mount table never sees them.
@@ -145,6 +146,10 @@ if [ "${AME_DEBIAN13_INNER:-}" = 1 ]; then
     trap 'exit 130' INT TERM
     # Nothing mounted here may propagate back to the host.
     mount --make-rprivate /
+    # The chroot's / a mount point of its own, as a real root is: `ip -n` and
+    # `ip netns exec` (tests/test_check.py) make it a slave mount and fail
+    # ("Invalid argument") where it is a plain directory.
+    mount --bind "$ROOT" "$ROOT"
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"
     mount --bind /dev "$ROOT/dev"
