@@ -15,12 +15,23 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 APT_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
   collectd-core influxdb victoria-metrics python3-psutil python3-lxml python3-configargparse \
   python3-yaml python3-bcrypt tmux prometheus prometheus-apache-exporter zabbix-agent \
-  zabbix-server-pgsql zabbix-frontend-php php-pgsql postgresql php-cli php8.2-cgi \
+  zabbix-server-pgsql zabbix-frontend-php php-pgsql postgresql php-cli \
   python3-build python3-setuptools python3-wheel twine debhelper dh-python lintian \
+  build-essential \
   python3-certifi python3-dateutil python3-urllib3 python3-typing-extensions
+# The one name that carries a release's version: PHP's CGI binary (so that
+# apt does not pull in mod_php for zabbix-frontend-php, which would reconfigure
+# the system's Apache). Debian 12 has PHP 8.2, Debian 13 PHP 8.4; another
+# release gets 13's name (tests/harness/zabbix.py keeps the same map).
+DEBIAN_MAJOR := $(shell sed -n 's/^\([0-9][0-9]*\).*/\1/p' /etc/debian_version 2>/dev/null)
+RELEASE_PACKAGES_12 := php8.2-cgi
+RELEASE_PACKAGES_13 := php8.4-cgi
+APT_PACKAGES += $(or $(RELEASE_PACKAGES_$(DEBIAN_MAJOR)),$(RELEASE_PACKAGES_13))
 # What `make dist` and `make deb` need (all of them are in APT_PACKAGES too).
 DIST_PACKAGES := python3-build python3-setuptools python3-wheel twine
-DEB_PACKAGES := $(DIST_PACKAGES) python3-pip debhelper dh-python lintian
+# build-essential: dpkg-checkbuilddeps requires it of every build (Debian 13's
+# dpkg stops without it; a Debian 12 host usually has it already).
+DEB_PACKAGES := $(DIST_PACKAGES) python3-pip debhelper dh-python lintian build-essential
 PYTEST_ARGS ?=
 
 FUZZ_EXAMPLES ?= 20000

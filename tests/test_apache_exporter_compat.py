@@ -26,6 +26,7 @@ from apache_metrics_exporter import config
 from apache_metrics_exporter.errors import UsageError
 from tests.conftest import exporter_env, prom_series
 from tests.harness.apache import free_port
+from tests.harness.apache_exporter import flags
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib" / "systemd" / "apache-metrics-exporter-endpoint.service"
@@ -301,10 +302,13 @@ basic_auth_users:
   prom: '{bcrypt_hash("pw")}'
 """)
     results = {}
+    # Each by the flag names Debian's exporter of this release takes (ours takes both).
+    named = flags(DEBIAN_EXPORTER)
     for name, argv in (("theirs", [DEBIAN_EXPORTER]), ("ours", [EXPORTER])):
         port = free_port()
-        ep = Endpoint([*argv, f"--telemetry.address=127.0.0.1:{port}",
-                       f"--scrape_uri={prefork.status_url}?auto", f"--web.config={web}"],
+        ep = Endpoint([*argv, f"{named['listen']}=127.0.0.1:{port}",
+                       f"--scrape_uri={prefork.status_url}?auto",
+                       f"{named['web_config']}={web}"],
                       {}, [port])
         try:
             ctx = ssl.create_default_context(cafile=str(cert))

@@ -423,6 +423,10 @@ def test_docs_list_what_make_deps_installs():
     makefile = (CONTRIB.parent / "Makefile").read_text()
     packages = re.search(r"^APT_PACKAGES :=((?:.*\\\n)*.*)$", makefile, re.M).group(1)
     packages = packages.replace("\\\n", " ").split()
+    # ... and the names that carry a release's version (RELEASE_PACKAGES_12 := ...).
+    for release in ("12", "13"):
+        line = re.search(rf"^RELEASE_PACKAGES_{release} :=(.*)$", makefile, re.M)
+        packages += line.group(1).split()
     # The README's first screen promises what the two commands do to the
     # machine and points to the full list, in CONTRIBUTING.md.
     readme_intro = README.read_text().split("## What it is", 1)[0]

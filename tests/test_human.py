@@ -534,3 +534,14 @@ def test_an_unprivileged_user_is_warned_once(prefork, tmp_path):
     shown = on_terminal(argv, env, columns=400, user=nobody)
     assert shown.count("cannot see which process listens") == 1, shown
     assert "warning:" not in shown
+
+
+def test_interval_line_leaves_out_quantiles_that_were_not_measured():
+    # Found by the fuzz suite on Debian 13: p50 without p90/p99/max raised TypeError.
+    from apache_metrics_exporter.writers.text import interval_line
+    figures = {"interval_requests_per_second": 2.0, "request_duration_p50_seconds": 0.012}
+    line = interval_line(figures.get)
+    assert line.startswith("now: 2 requests/s; p50 12 ms") and "p90" not in line
+    figures.update(request_duration_p90_seconds=0.5, request_duration_p99_seconds=12.0,
+                   request_duration_max_seconds=20.0)
+    assert "; p50 12 ms p90 500 ms p99 12.0 s max 20.0 s" in interval_line(figures.get)

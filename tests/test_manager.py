@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List
 
@@ -745,6 +746,23 @@ sys.exit(main())
 '''
 
 
+def _restore_pipes(venv: Path) -> None:
+    """Python 3.13 (Debian 13) removed the ``pipes`` module; the original's
+    dependency executor 23.2 imports it and calls only ``pipes.quote``, which
+    was ``shlex.quote`` all along. Where it is gone, the original's own
+    virtualenv gets a one-line ``pipes`` with that function (a warning says
+    so), so the comparison runs on both releases; nothing else changes."""
+    python = str(venv / "bin" / "python")
+    if subprocess.run([python, "-c", "import pipes"], capture_output=True,
+                      timeout=60).returncode == 0:
+        return
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    (Path(site) / "pipes.py").write_text("from shlex import quote  # removed in Python 3.13\n")
+    warnings.warn("Python 3.13 has no pipes module: the original apache-manager runs with "
+                  "pipes.quote = shlex.quote in its own virtualenv", stacklevel=1)
+
+
 @pytest.fixture(scope="session")
 def original_manager():
     """apache-manager 2.2 from PyPI in its own virtualenv (once per session)."""
@@ -764,6 +782,7 @@ def original_manager():
             tail = " ".join(pip.stderr.split()[-30:])
             pytest.skip(f"PyPI unreachable or apache-manager {ORIGINAL_VERSION} not "
                         f"installable: {tail}")
+        _restore_pipes(venv)
         wrapper = root / "apache-manager-original.py"
         wrapper.write_text(WRAPPER)
         yield [str(venv / "bin" / "python"), str(wrapper)]

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import prom_series, run_exporter
 from tests.harness.apache import ApacheServer, free_port
+from tests.harness.apache_exporter import flags
 from tests.harness.servers import Collectd
 
 APACHE_EXPORTER = shutil.which("prometheus-apache-exporter")
@@ -46,7 +47,7 @@ def proxy_apache():
 def test_every_apache_exporter_series_is_ours_too(proxy_apache, naming):
     port = free_port()
     peer = subprocess.Popen(
-        [APACHE_EXPORTER, f"--telemetry.address=127.0.0.1:{port}",
+        [APACHE_EXPORTER, f"{flags(APACHE_EXPORTER)['listen']}=127.0.0.1:{port}",
          f"--scrape_uri={proxy_apache.status_url}?auto"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

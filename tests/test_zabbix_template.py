@@ -401,7 +401,8 @@ def discovered(conf: Path, rule: str) -> List[Dict[str, str]]:
                     reason="zabbix-agent not installed (Debian package zabbix-agent)")
 def test_every_template_key_through_a_real_zabbix_agent(live_file, prefork, tmp_path):
     version = subprocess.run([AGENTD, "-V"], capture_output=True, text=True).stdout
-    assert "Zabbix) 6." in version or "(Zabbix) 6" in version, version
+    # Debian 12's agent is 6.0, Debian 13's 7.0: the template's keys work on both.
+    assert re.search(r"\(Zabbix\) [67]\.", version), version
     conf = agent_conf(tmp_path, live_file, prefork.status_url)
     values = dict(macros())
     values.update({"{$APACHE.METRICS.FILE}": str(live_file),

@@ -244,9 +244,12 @@ def interval_line(value: Any) -> str:
         text += f", mean {_ms(mean)}"
     p50 = value("request_duration_p50_seconds")
     if p50 is not None:
-        text += (f"; p50 {_ms(p50)} p90 {_ms(value('request_duration_p90_seconds'))} "
-                 f"p99 {_ms(value('request_duration_p99_seconds'))} "
-                 f"max {_ms(value('request_duration_max_seconds'))}")
+        # Each figure only when measured (a snapshot may hold p50 alone).
+        text += "; " + " ".join(
+            f"{label} {_ms(figure)}" for label, figure in (
+                ("p50", p50), ("p90", value("request_duration_p90_seconds")),
+                ("p99", value("request_duration_p99_seconds")),
+                ("max", value("request_duration_max_seconds"))) if figure is not None)
         share = value("request_duration_sampled_ratio")
         if share is not None:
             text += f" ({share * 100:.0f}% sampled)"

@@ -1,7 +1,8 @@
-"""A private Zabbix 6.0 server, its PHP frontend's API and a Zabbix agent, on loopback.
+"""A private Zabbix server (6.0 on Debian 12, 7.0 on 13), its PHP frontend's API
+and a Zabbix agent, on loopback.
 
 Everything comes from Debian's packages (zabbix-server-pgsql,
-zabbix-frontend-php, php-cli, php8.2-cgi, php-pgsql, postgresql,
+zabbix-frontend-php, php-cli, php8.2-cgi or php8.4-cgi, php-pgsql, postgresql,
 zabbix-agent) and lives in one temporary directory:
 
 - a PostgreSQL cluster (``initdb`` as user postgres, trust authentication,
@@ -38,7 +39,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _newest(pattern: str, default: str) -> Path:
+    """The highest-versioned match of a release-versioned path (PostgreSQL 15 on
+    Debian 12, 17 on 13; PHP's extension API directory), or the default."""
+    found = sorted(Path("/").glob(pattern.lstrip("/")),
+                   key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parts])
+    return found[-1] if found else Path(default)
+
+
+def _debian_major() -> str:
+    try:
+        return Path("/etc/debian_version").read_text().split(".", 1)[0].strip()
+    except OSError:
+        return ""
+
+
+PG_BIN = _newest("/usr/lib/postgresql/*/bin", "/usr/lib/postgresql/15/bin")
 SERVER_BIN = "/usr/sbin/zabbix_server"
 AGENT_BIN = "/usr/sbin/zabbix_agentd"
 PHP_BIN = "/usr/bin/php"
@@ -50,12 +67,14 @@ REQUIRED = {
     "zabbix-server-pgsql": SERVER_BIN,
     "zabbix-frontend-php": str(FRONTEND / "api_jsonrpc.php"),
     "php-cli": PHP_BIN,
-    "php-pgsql": "/usr/lib/php/20220829/pgsql.so",
+    "php-pgsql": str(_newest("/usr/lib/php/*/pgsql.so", "/usr/lib/php/20220829/pgsql.so")),
     "postgresql": str(PG_BIN / "initdb"),
     "zabbix-agent": AGENT_BIN,
 }
+# PHP's CGI by its versioned name (the Makefile's RELEASE_PACKAGES_NN).
+PHP_CGI = "php8.2-cgi" if _debian_major() == "12" else "php8.4-cgi"
 PACKAGES = ("zabbix-server-pgsql", "zabbix-frontend-php", "php-pgsql", "postgresql",
-            "php-cli", "php8.2-cgi", "zabbix-agent")
+            "php-cli", PHP_CGI, "zabbix-agent")
 
 
 def missing() -> List[str]:
