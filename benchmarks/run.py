@@ -80,6 +80,11 @@ from tests.test_manager import WRAPPER as ORIGINAL_WRAPPER  # noqa: E402
 SYSTEM_PYTHON = "/usr/bin/python3"
 CACHE = Path(os.environ.get("BENCH_CACHE", Path(tempfile.gettempdir()) / "ame-bench-venvs"))
 SECTIONS = (1, 2, 3, 4, 5, 6, 7)
+# Issue 23's targets (benchmarks/README.md says what each is measured on).
+ONE_SHOT_WALL = 1.10  # one-shot wall time / the bare fetch of both pages
+PARSE_US_PER_ROW = 1.0  # worker-table parse, µs per row at 64, 1,024 and 4,096 rows
+LISTEN_RATIO = 1.2  # small server: --listen CPU per scrape / apache_exporter's
+BIG_RATIO = 3.0  # big server (2,000+ busy rows): --execd per cycle / apache_exporter's
 
 
 def venv(name: str, *packages: str) -> Path:
@@ -255,11 +260,12 @@ def one_shot(ctx, opts: argparse.Namespace, targets: Targets) -> None:
     for fmt in ("tab", "influx"):
         row = rows[f"ours --format {fmt}"]
         if row.failed or floor.failed:
-            for what, limit in (("wall time", 1.3), ("peak RSS", 1.25)):
+            for what, limit in (("wall time", ONE_SHOT_WALL), ("peak RSS", 1.25)):
                 targets.check(f"one-shot {fmt}: {what} / bare fetch", float("inf"), limit,
                               False, (row if row.failed else floor).note(1))
             continue
-        targets.check(f"one-shot {fmt}: wall time / bare fetch", row.wall / floor.wall, 1.3,
+        targets.check(f"one-shot {fmt}: wall time / bare fetch", row.wall / floor.wall,
+                      ONE_SHOT_WALL,
                       False)
         targets.check(f"one-shot {fmt}: peak RSS / bare fetch", row.rss / floor.rss, 1.25,
                       False)
@@ -317,6 +323,9 @@ def parsing(ctx, opts: argparse.Namespace, targets: Targets) -> None:
                     targets.check(text, orig_s / ours_s, limit, True)
     targets.check("parse cost per row, 4096 vs 64 rows (roughly constant)",
                   per_row[4096] / per_row[64], 2.0, False)
+    for n in (64, 1024, 4096):
+        targets.check(f"parse cost per row at {n} rows (µs)", per_row[n], PARSE_US_PER_ROW,
+                      False)
 
 
 def execd_cycles(python: Path, url: str, cycles: int, env: dict) -> tuple:
@@ -446,6 +455,16 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
                       f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms; of ours, {table_ms:.2f} ms "
                       f"is one read of the TCP socket table")
 
+    text = "small server: ours --listen CPU per scrape / apache_exporter's"
+    ours = got.get("ours --listen")
+    if isinstance(theirs, Failed):
+        targets.not_measured(text, LISTEN_RATIO, f"apache_exporter failed: {theirs}")
+    elif not isinstance(ours, tuple):
+        targets.check(text, float("inf"), LISTEN_RATIO, False, f"failed: {ours}")
+    else:
+        targets.check(text, ours[0] / theirs[0], LISTEN_RATIO, False,
+                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms")
+
     # The big server: thousands of requests in flight, at three fill levels.
     # The exporters start after each fill: a kept-alive connection parked in
     # an Apache process whose threads all fill up with slow requests would
@@ -470,6 +489,16 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
         big.stop()
     busy = levels[-1][0]
     targets.check("big server: busy worker rows reached (at least 2,000)", busy, 2000, True)
+    text = "big server, full: ours --execd CPU per cycle / apache_exporter's per scrape"
+    full = levels[-1][2]
+    theirs, ours = full.get("apache_exporter"), full.get("ours --execd")
+    if not isinstance(theirs, tuple):
+        targets.not_measured(text, BIG_RATIO, f"apache_exporter failed: {theirs}")
+    elif not isinstance(ours, tuple):
+        targets.check(text, float("inf"), BIG_RATIO, False, f"failed: {ours}")
+    else:
+        targets.check(text, ours[0] / theirs[0], BIG_RATIO, False,
+                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms")
     # CPU per row added to the idle server, at the full level against the
     # half one: 1 when linear, the rows' ratio (about 1.6) when quadratic.
     # Both differences are taken from the idle level, so a noisy middle
