@@ -1080,3 +1080,11 @@ def test_the_reapers_own_row_is_found_when_the_url_has_characters_mod_status_esc
     assert page.own_requests, "the URL is short: its nonce fits in the cut"
     mine = [w for w in page.workers if w.request in page.own_requests]
     assert len(mine) == 1, [w.request for w in page.workers if w.mode == "W"]
+
+
+def test_the_collectors_own_read_line_is_escaped_as_mod_status_shows_it():
+    # The client figures leave out the exporter's own reads by this line;
+    # mod_status prints '"' and '\' escaped (ap_escape_logitem), after the cut.
+    assert request_line('http://127.0.0.1/s?a="b\\') == 'GET /s?a=\\"b\\\\ HTTP/1.1'
+    long = "http://127.0.0.1/" + '"' * 70
+    assert request_line(long) == "GET /" + '\\"' * 58
