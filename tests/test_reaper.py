@@ -1060,3 +1060,31 @@ def test_a_memory_limit_without_its_unit_is_refused_before_anything_runs(option,
     (line,) = proc.stderr.strip().splitlines()
     assert "'10' without a unit is 10 bytes" in line and "10M" in line, line
     assert not state.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("query", ['q="x"', "q=a\\b"])
+def test_the_reapers_own_row_is_found_when_the_url_has_characters_mod_status_escapes(
+        prefork, query):
+    """mod_status shows a request line through ap_escape_logitem: ``"`` and
+    ``\\`` come out as ``\\"`` and ``\\\\``. A status URL with one in its query
+    (as given, http.client sends it unchanged) must still have its own read's
+    row recognised, else that worker counts as serving a request and can be
+    selected for the reaper's own read."""
+    from apache_metrics_exporter.collect.http import Fetcher, Target
+    from apache_metrics_exporter.reaper.run import read_page
+
+    url = f"{prefork.status_url}?{query}"
+    page = read_page(Fetcher(Target(url, timeout=5)))
+    assert page.workers is not None, page.error
+    assert page.own_requests, "the URL is short: its nonce fits in the cut"
+    mine = [w for w in page.workers if w.request in page.own_requests]
+    assert len(mine) == 1, [w.request for w in page.workers if w.mode == "W"]
+
+
+def test_the_collectors_own_read_line_is_escaped_as_mod_status_shows_it():
+    # The client figures leave out the exporter's own reads by this line;
+    # mod_status prints '"' and '\' escaped (ap_escape_logitem), after the cut.
+    assert request_line('http://127.0.0.1/s?a="b\\') == 'GET /s?a=\\"b\\\\ HTTP/1.1'
+    long = "http://127.0.0.1/" + '"' * 70
+    assert request_line(long) == "GET /" + '\\"' * 58

@@ -102,13 +102,21 @@ def redact(url: str) -> str:
 REQUEST_FIELD = 63  # characters of a request line the scoreboard keeps (64 with NUL)
 
 
+def shown_request(cut: str) -> str:
+    """A request line as the worker table shows it: the scoreboard keeps the
+    raw (cut) line and mod_status prints it through ap_escape_logitem, which
+    writes ``"`` and ``\\`` as ``\\"`` and ``\\\\`` (the other characters it
+    escapes, control and non-ASCII bytes, http.client never sends)."""
+    return cut.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def request_line(url: str) -> str:
     """The request line a Fetcher's read of ``url`` shows in the worker table
     (``GET PATH?QUERY HTTP/1.1``, cut to what mod_status keeps): how the
     reaper and the client figures recognise the exporter's own reads."""
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return f"GET {path} HTTP/1.1"[:REQUEST_FIELD]
+    return shown_request(f"GET {path} HTTP/1.1"[:REQUEST_FIELD])
 
 
 # The reaper's reads carry ``ame=NONCE`` so that the worker table's row of
@@ -138,8 +146,8 @@ def own_lines(url: str, nonce: str) -> Tuple[str, ...]:
     marker = f"{NONCE_ARG}={nonce}"
     out: List[str] = []
     for cut in (line[:REQUEST_FIELD], line[-REQUEST_FIELD:]):
-        if marker in cut and cut not in out:
-            out.append(cut)
+        if marker in cut and shown_request(cut) not in out:
+            out.append(shown_request(cut))
     return tuple(out)
 
 
