@@ -125,6 +125,10 @@ SUMMARY = {
     "apache-worker-reaper": "kill Apache workers over memory or request-time thresholds",
     "apache-manager": "the apache-manager 2.2 compatible front end of apache-metrics-exporter",
 }
+# Where a reader of the man page finds the docs/ pages: the .deb installs them
+# (packaging/debian/rules), pip and pipx do not.
+DOCS_WHERE = ("/usr/share/doc/apache-metrics-exporter/docs/ with the Debian package, "
+              "else the project's source")
 
 
 def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> str:
@@ -161,8 +165,8 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
             "~/.config/apache-metrics-exporter.conf (key = value, keys are option names)",
             ".SH SEE ALSO",
             ", ".join(f"{n}(1)" for n in SUMMARY if n != name)
-            + "; docs/metrics.md in the project's source for every metric and its name "
-            "in each format."]
+            + "; docs/metrics.md for every metric and its name in each format: "
+            + DOCS_WHERE + "."]
     return "\n".join(out) + "\n"
 
 
@@ -183,7 +187,7 @@ def manager_man_page() -> str:
         "/etc/apache-metrics-exporter.conf for the other settings",
         ".SH SEE ALSO",
         ", ".join(f"{n}(1)" for n in SUMMARY if n != name)
-        + "; docs/migration.md in the project's source for every old line and its new one.",
+        + "; docs/migration.md for every old line and its new one: " + DOCS_WHERE + ".",
     ]) + "\n"
 
 

@@ -131,3 +131,14 @@ def test_metric_names_in_the_pages_are_in_the_reference():
         if key not in reference and key != "status-response":
             unknown.append(f"tab.md: {key}")
     assert not unknown, unknown
+
+
+def test_man_pages_say_where_the_debian_package_puts_the_docs():
+    # The man pages send readers to docs/metrics.md and docs/migration.md; a
+    # .deb user has no checkout, so the pages name where packaging/debian/rules
+    # copies docs/ (a newcomer found "in the project's source" only).
+    rules = (ROOT / "packaging" / "debian" / "rules").read_text()
+    assert "cp -r docs $(DEST)/usr/share/doc/$(PKG)/docs" in rules
+    for page in ("apache-metrics-exporter.1", "apache-worker-reaper.1", "apache-manager.1"):
+        see_also = (ROOT / "docs" / "man" / page).read_text().split(".SH SEE ALSO", 1)[1]
+        assert "/usr/share/doc/apache-metrics-exporter/docs/" in see_also, page
