@@ -131,6 +131,26 @@ DOCS_WHERE = ("/usr/share/doc/apache-metrics-exporter/docs/ with the Debian pack
               "else the project's source")
 
 
+def _epilog_sections(epilog: str) -> list:
+    """[(man section title, text)] of a --help epilog: its "exit status:" and
+    "environment:" paragraphs get their own sections, the rest goes to NOTES."""
+    titles = {"exit status": "EXIT STATUS", "environment": "ENVIRONMENT"}
+    blocks: list = []
+    for line in epilog.splitlines():
+        label, sep, rest = line.partition(":")
+        if sep and not line.startswith(" ") and label in titles:
+            blocks.append([titles[label], [rest.strip()]])
+        elif line.startswith(" ") and blocks and blocks[-1][0] != "NOTES":
+            blocks[-1][1].append(line.strip())
+        elif line.strip():
+            if not blocks or blocks[-1][0] != "NOTES":
+                blocks.append(["NOTES", []])
+            blocks[-1][1].append(line)
+    order = ["EXIT STATUS", "ENVIRONMENT", "NOTES"]
+    return [(title, "\n".join(text)) for title, text in
+            sorted(blocks, key=lambda b: order.index(b[0]))]
+
+
 def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> str:
     """A man page from an argument parser: every option with its help text."""
     out = [f'.TH {name.upper()} {section} "" "{name} {__version__}" "User Commands"',
@@ -159,11 +179,28 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
                 flags += f" \\fI{_roff(shown)}\\fR"
             # The --help text, defaults and environment variable included.
             out += [".TP", flags, _roff(formatter._expand_help(action))]
-    if parser.epilog:
-        out += [".SH NOTES", ".nf", _roff(parser.epilog), ".fi"]
-    out += [".SH FILES", "/etc/apache-metrics-exporter.conf, "
-            "~/.config/apache-metrics-exporter.conf (key = value, keys are option names)",
-            ".SH SEE ALSO",
+    sections = _epilog_sections(parser.epilog or "")
+    for title, text in sections:
+        if title != "NOTES":
+            out += [f".SH {title}", ".nf", _roff(text), ".fi"]
+    from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
+    from apache_metrics_exporter.paths import SPOOL_DIR
+    from apache_metrics_exporter.restarts import DEFAULT_PATH as COLLECTOR_STATE
+
+    out += [".SH FILES", ".TP", "/etc/apache-metrics-exporter.conf, "
+            "~/.config/apache-metrics-exporter.conf",
+            "the settings (key = value, keys are option names)",
+            ".TP", _roff(STATE_PATH),
+            "the reaper's counters and last runs (--state-file), which the collector reports",
+            ".TP", _roff(COLLECTOR_STATE),
+            "the collector's previous reading, for restart counts and interval figures "
+            "(--collector-state)",
+            ".TP", _roff(SPOOL_DIR + "/"),
+            "InfluxDB push batches waiting for the server (--spool-dir)"]
+    for title, text in sections:
+        if title == "NOTES":  # prose: filled to the reader's width
+            out += [f".SH {title}", _roff(text)]
+    out += [".SH SEE ALSO",
             ", ".join(f"{n}(1)" for n in SUMMARY if n != name)
             + "; docs/metrics.md for every metric and its name in each format: "
             + DOCS_WHERE + "."]
@@ -181,7 +218,9 @@ def manager_man_page() -> str:
         f'.TH {name.upper()} 1 "" "{name} {__version__}" "User Commands"',
         ".SH NAME", f"{_roff(name)} \\- {_roff(SUMMARY[name])}",
         ".SH SYNOPSIS", f".B {_roff(name)}", "[\\fIOPTIONS\\fR]",
-        ".SH DESCRIPTION", ".nf", _roff(body), ".fi",
+        # The --help text as it is, at the left margin: indented like the
+        # rest of a man page, its 79-column lines would not fit 80 columns.
+        ".SH DESCRIPTION", ".nf", ".in 0", _roff(body), ".in", ".fi",
         ".SH FILES", "/etc/apache-manager.ini, ~/.apache-manager.ini, "
         "~/.config/apache-manager.ini, apache-manager.d/*.ini beside them; "
         "/etc/apache-metrics-exporter.conf for the other settings",

@@ -1,9 +1,13 @@
 """Generated documentation matches its sources (make docs)."""
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,3 +146,22 @@ def test_man_pages_say_where_the_debian_package_puts_the_docs():
     for page in ("apache-metrics-exporter.1", "apache-worker-reaper.1", "apache-manager.1"):
         see_also = (ROOT / "docs" / "man" / page).read_text().split(".SH SEE ALSO", 1)[1]
         assert "/usr/share/doc/apache-metrics-exporter/docs/" in see_also, page
+
+
+@pytest.mark.parametrize("page", ["apache-metrics-exporter.1", "apache-worker-reaper.1",
+                                  "apache-manager.1"])
+def test_man_pages_fit_80_columns_and_have_the_usual_sections(page):
+    if not shutil.which("man"):
+        pytest.skip("man is not installed (Debian package man-db)")
+    path = ROOT / "docs" / "man" / page
+    shown = subprocess.run(["man", "-l", str(path)], capture_output=True, text=True,
+                           env={**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": "",
+                                "PAGER": "cat"}, timeout=60).stdout
+    wide = [line for line in shown.splitlines() if len(line) > 80]
+    assert not wide, wide[:3]
+    headings = [line for line in shown.splitlines() if line and not line[0].isspace()]
+    assert "FILES" in headings and "SEE ALSO" in headings, headings
+    if page != "apache-manager.1":  # its exit status is in its --help text
+        assert "EXIT STATUS" in headings, headings
+        assert "/var/lib/apache-metrics-exporter/reaper-state.json" in shown
+        assert "/var/lib/apache-metrics-exporter/collector-state.json" in shown
