@@ -58,8 +58,34 @@ def _size(text: str, parse: Callable[[str], int] = parse_size) -> int:
     return value
 
 
+_WIDTH: List[int] = []  # the terminal's columns, found once (see _Formatter)
+
+
+def _terminal_width() -> int:
+    """What shutil.get_terminal_size() would say, without importing shutil
+    (with bz2 and lzma behind it): argparse makes a formatter for every
+    option it adds, and a one-shot run never prints its help."""
+    if not _WIDTH:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _WIDTH.append(columns or 80)
+    return _WIDTH[0]
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Shows a default only where there is a meaningful one."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_width() - 2 if width is None else width)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -11,7 +11,6 @@ CR, ...) are shown escaped (units.visible).
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -290,6 +289,8 @@ def clip_width(settings: Optional[Settings] = None) -> Optional[int]:
             return None
     except (AttributeError, ValueError):  # no stdout, or a closed one
         return None
+    import shutil  # only for a terminal: with bz2 and lzma behind it
+
     return shutil.get_terminal_size((100, 24)).columns
 
 
