@@ -275,9 +275,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         for name, value in self.web.headers if self.web is not None else ():
             self.send_header(name, value)
+        self._body = b"" if self.command == "HEAD" else data
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        if self._body:  # HTTP/0.9: no head, so flush_headers did not run
+            self.wfile.write(self._body)
+            self._body = b""
+
+    _body = b""  # the answer's body, written with its head (_send)
+
+    def flush_headers(self) -> None:
+        # The head and the body in one write: one system call and one segment,
+        # not a head the client must wait on (delayed ACK) before the body.
+        body, self._body = self._body, b""
+        head = b"".join(getattr(self, "_headers_buffer", ()))
+        self._headers_buffer: List[bytes] = []
+        if head or body:
+            self.wfile.write(head + body)
 
     def _authorised(self) -> bool:
         """--listen-user, or basic_auth_users of --web.config.file (bcrypt);

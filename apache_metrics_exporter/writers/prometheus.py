@@ -47,6 +47,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Dict, List, Optional, Sequence, Tuple
 
+    from apache_metrics_exporter.catalogue import Metric
     from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
 
 
@@ -114,6 +115,46 @@ def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
     return f"{help.rstrip('.')}. Unit: {unit}."
 
 
+class _Series:
+    """What a metric's lines take from the catalogue alone, worked out once per
+    metric and naming: the family written, the escaped constant labels, the
+    scale, the TYPE/HELP head (a scrape renders the same metrics every time)."""
+
+    __slots__ = ("family", "labels", "scale", "head", "kind", "help", "histogram", "scoreboard")
+
+    def __init__(self, metric: Metric, base_units: bool) -> None:
+        family, labels = _split(metric.prom or "")
+        fam = prom_family(metric)
+        scale, unit = metric.prom_scale, fam.unit
+        if base_units and fam.base:
+            family, unit, factor = fam.base
+            scale *= factor
+        self.family = family
+        self.labels = [f'{k}="{_label_value(v)}"' for k, v in labels]
+        self.scale = scale
+        self.histogram = fam.kind == HISTOGRAM
+        # A histogram's _bucket, _sum and _count lines go under its one TYPE.
+        self.head = fam.name if self.histogram else family
+        self.kind = fam.kind
+        self.help = help_text(fam.help, unit).translate(_HELP_ESCAPES)
+        self.scoreboard = metric.name == "scoreboard"
+
+
+# By metric name and naming; a metric not the one cached under its name (a
+# test's own) replaces it, so this holds at most two entries per name.
+_SERIES: Dict[Tuple[str, bool], Tuple[Metric, _Series]] = {}
+
+
+def _series(metric: Metric, base_units: bool) -> _Series:
+    key = (metric.name, base_units)
+    got = _SERIES.get(key)
+    if got is not None and (got[0] is metric or got[0] == metric):
+        return got[1]
+    how = _Series(metric, base_units)
+    _SERIES[key] = (metric, how)
+    return how
+
+
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
            extra: Sequence[Sample] = ()) -> str:
     """One text-format exposition for every target; ``extra`` samples belong to
@@ -121,12 +162,13 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     base_units = Settings.of(settings).prometheus_naming == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
-    heads: Dict[str, Tuple[str, str]] = {}
+    heads: Dict[str, _Series] = {}
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
-    groups: List[Tuple[Sequence[Sample], List[Tuple[str, str]]]] = [
+    groups: List[Tuple[Sequence[Sample], List[str]]] = [
         (written(s.samples, vhost_name, "prometheus"),
-         sorted(target_tags(s.url).items(), reverse=True) if many else [])
+         [f'{k}="{_label_value(v)}"' for k, v in sorted(target_tags(s.url).items(),
+                                                         reverse=True)] if many else [])
         for s in snapshots]
     groups.append((extra, []))
     for samples, target in groups:
@@ -134,34 +176,36 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             metric = sample.metric
             if metric.prom is None or not fits(metric, sample.value):
                 continue
-            family, labels = _split(metric.prom)
-            fam = prom_family(metric)
-            scale, unit = metric.prom_scale, fam.unit
-            if base_units and fam.base:
-                family, unit, factor = fam.base
-                scale *= factor
-            if fam.kind == HISTOGRAM and not all(_bound(v) for k, v in sample.labels
-                                                    if k == "le"):
-                continue  # a bucket bound must be a number (+Inf included)
-            for key, value in sample.labels:
-                if metric.name == "scoreboard":
-                    value = PROMETHEUS_SCOREBOARD.get(value, value)
-                labels.append((key, value))
-            labels += target
-            number = _value(sample.value * scale)
-            text = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels)
-            series = f"{family}{{{text}}}" if text else family
+            how = _series(metric, base_units)
+            if sample.labels:
+                if how.histogram and not all(_bound(v) for k, v in sample.labels
+                                             if k == "le"):
+                    continue  # a bucket bound must be a number (+Inf included)
+                board = how.scoreboard
+                parts = how.labels + [
+                    f'{k}="{_label_value(PROMETHEUS_SCOREBOARD.get(v, v) if board else v)}"'
+                    for k, v in sample.labels]
+                if target:
+                    parts += target
+                series = f"{how.family}{{{','.join(parts)}}}"
+            elif how.labels or target:
+                series = f"{how.family}{{{','.join(how.labels + target)}}}"
+            else:
+                series = how.family
+            number = _value(sample.value * how.scale)
             if number is None or series in seen:
                 continue
             seen.add(series)
-            # A histogram's _bucket, _sum and _count lines go under its one TYPE.
-            head = fam.name if fam.kind == HISTOGRAM else family
-            families.setdefault(head, []).append(f"{series} {number}")
-            heads.setdefault(head, (fam.kind, help_text(fam.help, unit)))
+            head = how.head
+            lines = families.get(head)
+            if lines is None:
+                lines = families[head] = []
+                heads[head] = how
+            lines.append(f"{series} {number}")
     out = []
     for family, lines in families.items():
-        kind, help = heads[family]  # noqa: A001
-        out.append(f"# HELP {family} {help.translate(_HELP_ESCAPES)}")
-        out.append(f"# TYPE {family} {kind}")
+        how = heads[family]
+        out.append(f"# HELP {family} {how.help}")
+        out.append(f"# TYPE {family} {how.kind}")
         out.extend(lines)
     return "\n".join(out) + "\n" if out else ""
