@@ -214,8 +214,10 @@ class Proof(NamedTuple):
 
 class Tree(NamedTuple):
     """What does not change in a proven parent's tree while that parent lives:
-    the room of its title, and the title of each child (by PID and start
-    time: a PID used again is another process)."""
+    the room of its title, and the mod_wsgi title of each daemon child (by
+    PID and start time: a PID used again is another process). Other titles
+    are not kept: a freshly forked daemon shows the parent's title until
+    mod_wsgi writes its own."""
 
     room: int
     titles: Dict[Tuple[int, int], str]
@@ -514,9 +516,9 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
          reuse: Optional[Reuse] = None) -> ProcessScan:
     """Children of the parent with the same executable, grouped and measured.
 
-    ``reuse``: a long-running run's kept tree (Reuse): the titles of the
-    children it has seen before (same PID and start time) and the parent's
-    title room are not read again; the children are listed, and each one's
+    ``reuse``: a long-running run's kept tree (Reuse): the mod_wsgi titles
+    of the children it has seen before (same PID and start time) and the
+    parent's title room are not read again; the children are listed, and each one's
     identity, state and memory read, every time."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
@@ -556,7 +558,11 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
                 "reporting RSS instead",))
-        titles[(pid, st.start_ticks)] = title
+        if title.startswith(WSGI_PREFIX):
+            # Only mod_wsgi's title is final: a child still showing the
+            # parent's title may be a daemon that has not written its own
+            # yet (or one that execs), so it is read again next cycle.
+            titles[(pid, st.start_ticks)] = title
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
         if info is not None and info[1]:

@@ -1,0 +1,93 @@
+"""Red-team (redteam3): what a long-running run keeps between cycles
+(collect/processes.Reuse) must not outlive what it describes.
+
+These start small fake "Apache" trees: Python started through a symlink named
+``apache2`` (so its process name is apache2), whose child later execs another
+program through a second symlink named apache2 - same PID, same start time,
+same name, another process title. Loopback only, every process stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PARENT = r"""
+import os, sys, time
+trigger, sleeper = sys.argv[1], sys.argv[2]
+pid = os.fork()
+if pid == 0:
+    # A child as Apache forks it: the parent's title until it is replaced
+    # (mod_wsgi writes "(wsgi:NAME)" over it; here: an exec, same PID and
+    # start time, through a symlink named apache2 so the name stays).
+    while not os.path.exists(trigger):
+        time.sleep(0.01)
+    os.execv(sleeper, ["(wsgi:late)", "60"])
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _wait(what: str, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fake_tree(tmp_path: Path):
+    """(parent Popen, child PID, trigger path) of a fake apache2 parent with one child."""
+    (tmp_path / "py").mkdir()
+    (tmp_path / "sl").mkdir()
+    os.symlink(sys.executable, tmp_path / "py" / "apache2")
+    os.symlink("/bin/sleep", tmp_path / "sl" / "apache2")
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    trigger = tmp_path / "go"
+    proc = subprocess.Popen([str(tmp_path / "py" / "apache2"), str(script), str(trigger),
+                             str(tmp_path / "sl" / "apache2")],
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        yield proc, child, trigger
+    finally:
+        for pid in (child, proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(5)
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def test_a_child_that_takes_a_mod_wsgi_title_later_is_seen_so_by_the_next_cycle(fake_tree):
+    """A mod_wsgi daemon carries the parent's title for a moment after its
+    fork; a cycle that scans it then must not keep "native" for its whole
+    life (hours): the next cycle sees it in its group. Here the child execs
+    (same PID and start time, same process name) as case (d) of the brief."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.processes import Reuse, scan
+
+    proc, child, trigger = fake_tree
+    reuse = Reuse()
+    first = scan(proc.pid, ("apache2",), reuse=reuse)
+    assert [(c.pid, c.group) for c in first.children] == [(child, "native")]
+    ticks = procfs.stat(child).start_ticks
+    trigger.touch()
+    _wait("the child's exec", lambda: procfs.cmdline(child)[:1] == ["(wsgi:late)"])
+    assert procfs.stat(child).start_ticks == ticks and procfs.stat(child).name == "apache2"
+    second = scan(proc.pid, ("apache2",), reuse=reuse)
+    assert [(c.pid, c.group) for c in second.children] == [(child, "late")]
+    fresh = scan(proc.pid, ("apache2",))
+    assert [(c.pid, c.group) for c in fresh.children] == [(child, "late")]
