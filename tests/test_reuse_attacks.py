@@ -91,3 +91,78 @@ def test_a_child_that_takes_a_mod_wsgi_title_later_is_seen_so_by_the_next_cycle(
     assert [(c.pid, c.group) for c in second.children] == [(child, "late")]
     fresh = scan(proc.pid, ("apache2",))
     assert [(c.pid, c.group) for c in fresh.children] == [(child, "late")]
+
+
+HOLDER = r"""
+import os, socket, sys, time
+chan = socket.socket(fileno=int(sys.argv[1]))
+if sys.argv[2] == "listen":
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    print(s.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    socket.send_fds(chan, [b"x"], [s.fileno()])
+    s.close()
+    print("given", flush=True)
+else:
+    _msg, fds, _flags, _addr = socket.recv_fds(chan, 1, 1)
+    print("taken", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def handed_over(tmp_path: Path):
+    """A fake apache2 that listens on a loopback port and, when told, hands
+    its listening socket to a process outside its tree ('python3') and
+    closes its own: the same socket (same inode), another holder."""
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    import socket
+
+    a, b = socket.socketpair()
+    procs = []
+    try:
+        apache = subprocess.Popen([str(tmp_path / "apache2"), str(script), str(a.fileno()),
+                                   "listen"], pass_fds=[a.fileno()], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        procs.append(apache)
+        port = int(apache.stdout.readline())
+        other = subprocess.Popen([sys.executable, str(script), str(b.fileno()), "take"],
+                                 pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
+        procs.append(other)
+        a.close()
+        b.close()
+
+        def hand_over() -> None:
+            apache.stdin.write("go\n")
+            apache.stdin.flush()
+            assert apache.stdout.readline().strip() == "given"
+            assert other.stdout.readline().strip() == "taken"
+
+        yield apache, port, hand_over
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
+
+
+def test_a_kept_proof_ends_when_the_parent_no_longer_holds_the_socket(handed_over):
+    """Same socket inodes and a live parent with the same start time are not
+    enough: the socket may now be held by a process outside the tree, which
+    answers the URL. A fresh proof names that process; a kept one must not
+    go on naming the old parent."""
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent
+
+    apache, port, hand_over = handed_over
+    reuse = Reuse()
+    first = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert first.pid == apache.pid, first.reason
+    hand_over()
+    fresh = find_parent(["127.0.0.1"], port, ("apache2",), host=Host())
+    assert fresh.pid is None and "python" in fresh.reason, fresh.reason
+    again = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert again.pid is None, again.reason

@@ -253,7 +253,8 @@ class Reuse:
 
     def kept(self, key: tuple, inodes: set, exe_names: Sequence[str]) -> Optional[int]:
         """The parent proven for ``key`` if that proof still holds: the same
-        sockets, the parent alive with the same start time; else None."""
+        sockets, still held by its tree, the parent alive with the same start
+        time; else None."""
         proof = self.proofs.get(key)
         if proof is None or proof.inodes != inodes:
             return None
@@ -262,6 +263,14 @@ class Reuse:
         except (procfs.NoProcess, procfs.Denied):
             return None
         if st.start_ticks != proof.start_ticks or st.name not in exe_names:
+            return None
+        # The same sockets may have passed to a process outside the tree
+        # (SCM_RIGHTS, a hand-over between servers): that one answers now.
+        # One walk of the parent's descriptors, as the fresh proof does.
+        try:
+            if not _holds(proof.pid, set(inodes)):
+                return None
+        except (procfs.NoProcess, procfs.Denied):
             return None
         with self._lock:
             self.reused += 1
