@@ -166,3 +166,84 @@ def test_a_kept_proof_ends_when_the_parent_no_longer_holds_the_socket(handed_ove
     assert fresh.pid is None and "python" in fresh.reason, fresh.reason
     again = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
     assert again.pid is None, again.reason
+
+
+SPAWNER = r"""
+import os, signal, sys, time
+sleeper = sys.argv[1]
+kids = []
+print("ready", flush=True)
+for line in sys.stdin:
+    word, _, title = line.strip().partition(" ")
+    if word == "spawn":
+        pid = os.fork()
+        if pid == 0:
+            os.execv(sleeper, [title, "60"])
+        kids.append(pid)
+        print(pid, flush=True)
+    elif word == "stop":
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        kids = []
+        print("stopped", flush=True)
+"""
+
+
+def test_a_graceful_restart_that_adds_a_mod_wsgi_group_is_not_resolved_with_the_old_config(
+        tmp_path: Path):
+    """Cut-short daemon names are resolved against the running configuration,
+    read once per parent. A graceful restart keeps the parent (PID and start
+    time) but may bring new WSGIDaemonProcess lines (and always new daemons):
+    a name the new configuration makes ambiguous must not be resolved with
+    the old one ('reporting-a' was only 'reporting-alpha'; now 'reporting-alpine'
+    starts so too)."""
+    from apache_metrics_exporter.collect.processes import scan
+
+    root = tmp_path / "root"
+    root.mkdir()
+    conf = root / "apache2.conf"
+    conf.write_text("WSGIDaemonProcess reporting-alpha processes=1\n")
+    (tmp_path / "py").mkdir()
+    (tmp_path / "sl").mkdir()
+    os.symlink(sys.executable, tmp_path / "py" / "apache2")
+    os.symlink("/bin/sleep", tmp_path / "sl" / "apache2")
+    script = tmp_path / "spawner.py"
+    script.write_text(SPAWNER)
+    # argv[0] "/usr/sbin/apache2" (17 characters of room, as on Debian): the
+    # titles of both groups are cut to "(wsgi:reporting-a".
+    parent = subprocess.Popen(["/usr/sbin/apache2", str(script), str(tmp_path / "sl" / "apache2"),
+                               "-d", str(root), "-f", str(conf)],
+                              executable=str(tmp_path / "py" / "apache2"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    title = "(wsgi:reporting-a"
+
+    def say(line: str) -> str:
+        parent.stdin.write(line + "\n")
+        parent.stdin.flush()
+        return parent.stdout.readline().strip()
+
+    def execed(pid: int) -> bool:
+        from apache_metrics_exporter.collect import procfs
+
+        return procfs.cmdline(pid)[:1] == [title]
+
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        first = int(say(f"spawn {title}"))
+        _wait("the daemon's exec", lambda: execed(first))
+        before = scan(parent.pid, ("apache2",))
+        assert [c.group for c in before.children] == ["reporting-alpha"]
+        # The graceful restart: a new group in the configuration, every daemon anew.
+        conf.write_text("WSGIDaemonProcess reporting-alpha processes=1\n"
+                        "WSGIDaemonProcess reporting-alpine processes=1\n")
+        assert say("stop") == "stopped"
+        kids = [int(say(f"spawn {title}")) for _ in range(2)]
+        _wait("the daemons' exec", lambda: all(execed(k) for k in kids))
+        after = scan(parent.pid, ("apache2",))
+        assert sorted(c.pid for c in after.children) == sorted(kids)
+        assert {c.group for c in after.children} == {"reporting-a"}, after.children
+        assert after.truncated == {"reporting-a"}
+    finally:
+        parent.kill()
+        parent.wait(5)

@@ -450,22 +450,32 @@ def _join(items: Iterable[str]) -> str:
 # (ServerRoot, config file) compiled into Debian's apache2 and RHEL's httpd.
 DEFAULT_CONFIGS = {"apache2": ("/etc/apache2", "apache2.conf"),
                    "httpd": ("/etc/httpd", "conf/httpd.conf")}
-_groups_of: Dict[tuple, List[str]] = {}  # (parent pid, start time) -> its groups
+# parent pid -> ((its start time, its daemons), its groups): one per parent, bounded
+_groups_of: Dict[int, Tuple[tuple, List[str]]] = {}
+GROUPS_LIMIT = 64
 
 
-def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
+def configured_groups(parent_pid: int, exe_names: Sequence[str],
+                      daemons: frozenset = frozenset()) -> List[str]:
     """The ``WSGIDaemonProcess`` names in the running Apache's configuration
-    (``running_config``); read once per parent."""
+    (``running_config``); read once per parent and set of mod_wsgi daemons
+    (``daemons``, their (PID, start time)): a graceful restart keeps the
+    parent but may change the configuration, and it always starts the
+    daemons anew, so the configuration is read again then."""
     try:
-        key = (parent_pid, procfs.stat(parent_pid).start_ticks)
+        key = (procfs.stat(parent_pid).start_ticks, daemons)
     except (procfs.NoProcess, procfs.Denied):
         return []
-    if key in _groups_of:
-        return _groups_of[key]
+    seen = _groups_of.get(parent_pid)
+    if seen is not None and seen[0] == key:
+        return seen[1]
     config = running_config(parent_pid)
     if config is None:
         return []
-    _groups_of[key] = config.wsgi_groups
+    _groups_of.pop(parent_pid, None)
+    while len(_groups_of) >= GROUPS_LIMIT:
+        del _groups_of[next(iter(_groups_of))]
+    _groups_of[parent_pid] = (key, config.wsgi_groups)
     return config.wsgi_groups
 
 
@@ -502,9 +512,11 @@ def running_config(parent_pid: int,
 
 
 def resolve_groups(parent_pid: int, exe_names: Sequence[str],
-                   truncated: Iterable[str]) -> Dict[str, str]:
-    """Cut-short group names mapped to the one configured group each can be."""
-    groups = configured_groups(parent_pid, exe_names)
+                   truncated: Iterable[str], daemons: frozenset = frozenset()
+                   ) -> Dict[str, str]:
+    """Cut-short group names mapped to the one configured group each can be
+    (``daemons``: see configured_groups)."""
+    groups = configured_groups(parent_pid, exe_names, daemons)
     out = {}
     for name in truncated:
         matches = {g for g in groups if g.startswith(name)}
@@ -547,6 +559,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
     titles: Dict[Tuple[int, int], str] = {}
+    daemons: Set[Tuple[int, int]] = set()
     for pid in kids:
         try:
             st = procfs.stat(pid)
@@ -574,6 +587,8 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
             titles[(pid, st.start_ticks)] = title
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
+        if info is not None:
+            daemons.add((pid, st.start_ticks))
         if info is not None and info[1]:
             truncated.add(group)
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
@@ -581,7 +596,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     if reuse is not None:
         reuse.tree(identity, room, titles)
     if truncated and resolve_names:
-        resolved = resolve_groups(parent_pid, exe_names, truncated)
+        resolved = resolve_groups(parent_pid, exe_names, truncated, frozenset(daemons))
         if resolved:
             children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]
             truncated = truncated - set(resolved)
