@@ -247,3 +247,25 @@ def test_a_graceful_restart_that_adds_a_mod_wsgi_group_is_not_resolved_with_the_
     finally:
         parent.kill()
         parent.wait(5)
+
+
+def test_the_reaper_proves_afresh_and_keeps_nothing_between_runs():
+    """The reaper signals only what it has just proven and re-verified: no
+    module of it may take a kept proof or tree (Reuse, reuse=) or the loops'
+    Cycle that holds one."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "apache_metrics_exporter" / "reaper"
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword):
+                assert node.arg != "reuse", f"{path.name}:{node.value.lineno} passes reuse="
+            elif isinstance(node, ast.Name):
+                assert node.id not in ("Reuse", "Cycle"), f"{path.name}:{node.lineno}"
+            elif isinstance(node, ast.Attribute):
+                assert node.attr not in ("Reuse", "reuse", "Cycle"), f"{path.name}:{node.lineno}"
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = {a.name for a in node.names}
+                assert not names & {"Reuse", "Cycle"}, f"{path.name}:{node.lineno}"
+                assert node.module != "apache_metrics_exporter.cycle", path.name
