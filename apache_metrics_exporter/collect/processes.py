@@ -232,9 +232,10 @@ class Reuse:
     the same inodes, still held by the parent's tree - and the proven parent
     is alive with the same start time: a restart makes new sockets and a
     new parent, another server on the port has other sockets, so any of
-    those is proven afresh in the very cycle it is seen. A graceful restart keeps both: it is the children that
-    change, and those are listed anew every cycle. The reaper keeps none of
-    this: it proves and re-verifies right before every signal.
+    those is proven afresh in the very cycle it is seen. A graceful restart
+    keeps both: it is the children that change, and those are listed anew
+    every cycle. The reaper keeps none of this: it proves and re-verifies
+    right before every signal.
 
     Bounded: at most LIMIT proofs and trees (a --listen probing many targets);
     a tree keeps the titles of its current children only. ``proved`` and
