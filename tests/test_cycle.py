@@ -238,6 +238,8 @@ def test_a_kept_proof_needs_the_same_sockets_and_the_same_parent(monkeypatch):
     started = {"ticks": 100}
     monkeypatch.setattr(procfs, "stat", lambda pid: procfs.Stat(
         pid, "apache2", "S", 1, started["ticks"]))
+    monkeypatch.setattr(procfs, "children", lambda pid: [])
+    monkeypatch.setattr(procfs, "socket_inodes", lambda pid: {11, 12, 13})
     reuse = Reuse()
     key = (("127.0.0.1",), 8080)
     reuse.keep(key, {11, 12}, 500)

@@ -214,8 +214,10 @@ class Proof(NamedTuple):
 
 class Tree(NamedTuple):
     """What does not change in a proven parent's tree while that parent lives:
-    the room of its title, and the title of each child (by PID and start
-    time: a PID used again is another process)."""
+    the room of its title, and the mod_wsgi title of each daemon child (by
+    PID and start time: a PID used again is another process). Other titles
+    are not kept: a freshly forked daemon shows the parent's title until
+    mod_wsgi writes its own."""
 
     room: int
     titles: Dict[Tuple[int, int], str]
@@ -227,12 +229,13 @@ class Reuse:
 
     A tree proof is kept while the listening sockets of the URL's address
     (read every cycle anyway, for the accept queue) are the same sockets -
-    the same inodes - and the proven parent is alive with the same start
-    time: a restart makes new sockets and a new parent, another server on
-    the port has other sockets, so any of those is proven afresh in the very
-    cycle it is seen. A graceful restart keeps both: it is the children that
-    change, and those are listed anew every cycle. The reaper keeps none of
-    this: it proves and re-verifies right before every signal.
+    the same inodes, still held by the parent's tree - and the proven parent
+    is alive with the same start time: a restart makes new sockets and a
+    new parent, another server on the port has other sockets, so any of
+    those is proven afresh in the very cycle it is seen. A graceful restart
+    keeps both: it is the children that change, and those are listed anew
+    every cycle. The reaper keeps none of this: it proves and re-verifies
+    right before every signal.
 
     Bounded: at most LIMIT proofs and trees (a --listen probing many targets);
     a tree keeps the titles of its current children only. ``proved`` and
@@ -251,7 +254,8 @@ class Reuse:
 
     def kept(self, key: tuple, inodes: set, exe_names: Sequence[str]) -> Optional[int]:
         """The parent proven for ``key`` if that proof still holds: the same
-        sockets, the parent alive with the same start time; else None."""
+        sockets, still held by its tree, the parent alive with the same start
+        time; else None."""
         proof = self.proofs.get(key)
         if proof is None or proof.inodes != inodes:
             return None
@@ -260,6 +264,14 @@ class Reuse:
         except (procfs.NoProcess, procfs.Denied):
             return None
         if st.start_ticks != proof.start_ticks or st.name not in exe_names:
+            return None
+        # The same sockets may have passed to a process outside the tree
+        # (SCM_RIGHTS, a hand-over between servers): that one answers now.
+        # One walk of the parent's descriptors, as the fresh proof does.
+        try:
+            if not _holds(proof.pid, set(inodes)):
+                return None
+        except (procfs.NoProcess, procfs.Denied):
             return None
         with self._lock:
             self.reused += 1
@@ -439,22 +451,32 @@ def _join(items: Iterable[str]) -> str:
 # (ServerRoot, config file) compiled into Debian's apache2 and RHEL's httpd.
 DEFAULT_CONFIGS = {"apache2": ("/etc/apache2", "apache2.conf"),
                    "httpd": ("/etc/httpd", "conf/httpd.conf")}
-_groups_of: Dict[tuple, List[str]] = {}  # (parent pid, start time) -> its groups
+# parent pid -> ((its start time, its daemons), its groups): one per parent, bounded
+_groups_of: Dict[int, Tuple[tuple, List[str]]] = {}
+GROUPS_LIMIT = 64
 
 
-def configured_groups(parent_pid: int, exe_names: Sequence[str]) -> List[str]:
+def configured_groups(parent_pid: int, exe_names: Sequence[str],
+                      daemons: frozenset = frozenset()) -> List[str]:
     """The ``WSGIDaemonProcess`` names in the running Apache's configuration
-    (``running_config``); read once per parent."""
+    (``running_config``); read once per parent and set of mod_wsgi daemons
+    (``daemons``, their (PID, start time)): a graceful restart keeps the
+    parent but may change the configuration, and it always starts the
+    daemons anew, so the configuration is read again then."""
     try:
-        key = (parent_pid, procfs.stat(parent_pid).start_ticks)
+        key = (procfs.stat(parent_pid).start_ticks, daemons)
     except (procfs.NoProcess, procfs.Denied):
         return []
-    if key in _groups_of:
-        return _groups_of[key]
+    seen = _groups_of.get(parent_pid)
+    if seen is not None and seen[0] == key:
+        return seen[1]
     config = running_config(parent_pid)
     if config is None:
         return []
-    _groups_of[key] = config.wsgi_groups
+    _groups_of.pop(parent_pid, None)
+    while len(_groups_of) >= GROUPS_LIMIT:
+        del _groups_of[next(iter(_groups_of))]
+    _groups_of[parent_pid] = (key, config.wsgi_groups)
     return config.wsgi_groups
 
 
@@ -491,9 +513,11 @@ def running_config(parent_pid: int,
 
 
 def resolve_groups(parent_pid: int, exe_names: Sequence[str],
-                   truncated: Iterable[str]) -> Dict[str, str]:
-    """Cut-short group names mapped to the one configured group each can be."""
-    groups = configured_groups(parent_pid, exe_names)
+                   truncated: Iterable[str], daemons: frozenset = frozenset()
+                   ) -> Dict[str, str]:
+    """Cut-short group names mapped to the one configured group each can be
+    (``daemons``: see configured_groups)."""
+    groups = configured_groups(parent_pid, exe_names, daemons)
     out = {}
     for name in truncated:
         matches = {g for g in groups if g.startswith(name)}
@@ -514,9 +538,9 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
          reuse: Optional[Reuse] = None) -> ProcessScan:
     """Children of the parent with the same executable, grouped and measured.
 
-    ``reuse``: a long-running run's kept tree (Reuse): the titles of the
-    children it has seen before (same PID and start time) and the parent's
-    title room are not read again; the children are listed, and each one's
+    ``reuse``: a long-running run's kept tree (Reuse): the mod_wsgi titles
+    of the children it has seen before (same PID and start time) and the
+    parent's title room are not read again; the children are listed, and each one's
     identity, state and memory read, every time."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
@@ -536,6 +560,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
     titles: Dict[Tuple[int, int], str] = {}
+    daemons: Set[Tuple[int, int]] = set()
     for pid in kids:
         try:
             st = procfs.stat(pid)
@@ -556,9 +581,15 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
                 "reporting RSS instead",))
-        titles[(pid, st.start_ticks)] = title
+        if title.startswith(WSGI_PREFIX):
+            # Only mod_wsgi's title is final: a child still showing the
+            # parent's title may be a daemon that has not written its own
+            # yet (or one that execs), so it is read again next cycle.
+            titles[(pid, st.start_ticks)] = title
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
+        if info is not None:
+            daemons.add((pid, st.start_ticks))
         if info is not None and info[1]:
             truncated.add(group)
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
@@ -566,7 +597,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     if reuse is not None:
         reuse.tree(identity, room, titles)
     if truncated and resolve_names:
-        resolved = resolve_groups(parent_pid, exe_names, truncated)
+        resolved = resolve_groups(parent_pid, exe_names, truncated, frozenset(daemons))
         if resolved:
             children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]
             truncated = truncated - set(resolved)

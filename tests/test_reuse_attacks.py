@@ -1,0 +1,271 @@
+"""Red-team (redteam3): what a long-running run keeps between cycles
+(collect/processes.Reuse) must not outlive what it describes.
+
+These start small fake "Apache" trees: Python started through a symlink named
+``apache2`` (so its process name is apache2), whose child later execs another
+program through a second symlink named apache2 - same PID, same start time,
+same name, another process title. Loopback only, every process stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PARENT = r"""
+import os, sys, time
+trigger, sleeper = sys.argv[1], sys.argv[2]
+pid = os.fork()
+if pid == 0:
+    # A child as Apache forks it: the parent's title until it is replaced
+    # (mod_wsgi writes "(wsgi:NAME)" over it; here: an exec, same PID and
+    # start time, through a symlink named apache2 so the name stays).
+    while not os.path.exists(trigger):
+        time.sleep(0.01)
+    os.execv(sleeper, ["(wsgi:late)", "60"])
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _wait(what: str, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def fake_tree(tmp_path: Path):
+    """(parent Popen, child PID, trigger path) of a fake apache2 parent with one child."""
+    (tmp_path / "py").mkdir()
+    (tmp_path / "sl").mkdir()
+    os.symlink(sys.executable, tmp_path / "py" / "apache2")
+    os.symlink("/bin/sleep", tmp_path / "sl" / "apache2")
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    trigger = tmp_path / "go"
+    proc = subprocess.Popen([str(tmp_path / "py" / "apache2"), str(script), str(trigger),
+                             str(tmp_path / "sl" / "apache2")],
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        yield proc, child, trigger
+    finally:
+        for pid in (child, proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(5)
+        try:
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def test_a_child_that_takes_a_mod_wsgi_title_later_is_seen_so_by_the_next_cycle(fake_tree):
+    """A mod_wsgi daemon carries the parent's title for a moment after its
+    fork; a cycle that scans it then must not keep "native" for its whole
+    life (hours): the next cycle sees it in its group. Here the child execs
+    (same PID and start time, same process name) as case (d) of the brief."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.processes import Reuse, scan
+
+    proc, child, trigger = fake_tree
+    reuse = Reuse()
+    first = scan(proc.pid, ("apache2",), reuse=reuse)
+    assert [(c.pid, c.group) for c in first.children] == [(child, "native")]
+    ticks = procfs.stat(child).start_ticks
+    trigger.touch()
+    _wait("the child's exec", lambda: procfs.cmdline(child)[:1] == ["(wsgi:late)"])
+    assert procfs.stat(child).start_ticks == ticks and procfs.stat(child).name == "apache2"
+    second = scan(proc.pid, ("apache2",), reuse=reuse)
+    assert [(c.pid, c.group) for c in second.children] == [(child, "late")]
+    fresh = scan(proc.pid, ("apache2",))
+    assert [(c.pid, c.group) for c in fresh.children] == [(child, "late")]
+
+
+HOLDER = r"""
+import os, socket, sys, time
+chan = socket.socket(fileno=int(sys.argv[1]))
+if sys.argv[2] == "listen":
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    print(s.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    socket.send_fds(chan, [b"x"], [s.fileno()])
+    s.close()
+    print("given", flush=True)
+else:
+    _msg, fds, _flags, _addr = socket.recv_fds(chan, 1, 1)
+    print("taken", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def handed_over(tmp_path: Path):
+    """A fake apache2 that listens on a loopback port and, when told, hands
+    its listening socket to a process outside its tree ('python3') and
+    closes its own: the same socket (same inode), another holder."""
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    import socket
+
+    a, b = socket.socketpair()
+    procs = []
+    try:
+        apache = subprocess.Popen([str(tmp_path / "apache2"), str(script), str(a.fileno()),
+                                   "listen"], pass_fds=[a.fileno()], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        procs.append(apache)
+        port = int(apache.stdout.readline())
+        other = subprocess.Popen([sys.executable, str(script), str(b.fileno()), "take"],
+                                 pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
+        procs.append(other)
+        a.close()
+        b.close()
+
+        def hand_over() -> None:
+            apache.stdin.write("go\n")
+            apache.stdin.flush()
+            assert apache.stdout.readline().strip() == "given"
+            assert other.stdout.readline().strip() == "taken"
+
+        yield apache, port, hand_over
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
+
+
+def test_a_kept_proof_ends_when_the_parent_no_longer_holds_the_socket(handed_over):
+    """Same socket inodes and a live parent with the same start time are not
+    enough: the socket may now be held by a process outside the tree, which
+    answers the URL. A fresh proof names that process; a kept one must not
+    go on naming the old parent."""
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent
+
+    apache, port, hand_over = handed_over
+    reuse = Reuse()
+    first = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert first.pid == apache.pid, first.reason
+    hand_over()
+    fresh = find_parent(["127.0.0.1"], port, ("apache2",), host=Host())
+    assert fresh.pid is None and "python" in fresh.reason, fresh.reason
+    again = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert again.pid is None, again.reason
+
+
+SPAWNER = r"""
+import os, signal, sys, time
+sleeper = sys.argv[1]
+kids = []
+print("ready", flush=True)
+for line in sys.stdin:
+    word, _, title = line.strip().partition(" ")
+    if word == "spawn":
+        pid = os.fork()
+        if pid == 0:
+            os.execv(sleeper, [title, "60"])
+        kids.append(pid)
+        print(pid, flush=True)
+    elif word == "stop":
+        for pid in kids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        kids = []
+        print("stopped", flush=True)
+"""
+
+
+def test_a_graceful_restart_that_adds_a_mod_wsgi_group_is_not_resolved_with_the_old_config(
+        tmp_path: Path):
+    """Cut-short daemon names are resolved against the running configuration,
+    read once per parent. A graceful restart keeps the parent (PID and start
+    time) but may bring new WSGIDaemonProcess lines (and always new daemons):
+    a name the new configuration makes ambiguous must not be resolved with
+    the old one ('reporting-a' was only 'reporting-alpha'; now 'reporting-alpine'
+    starts so too)."""
+    from apache_metrics_exporter.collect.processes import scan
+
+    root = tmp_path / "root"
+    root.mkdir()
+    conf = root / "apache2.conf"
+    conf.write_text("WSGIDaemonProcess reporting-alpha processes=1\n")
+    (tmp_path / "py").mkdir()
+    (tmp_path / "sl").mkdir()
+    os.symlink(sys.executable, tmp_path / "py" / "apache2")
+    os.symlink("/bin/sleep", tmp_path / "sl" / "apache2")
+    script = tmp_path / "spawner.py"
+    script.write_text(SPAWNER)
+    # argv[0] "/usr/sbin/apache2" (17 characters of room, as on Debian): the
+    # titles of both groups are cut to "(wsgi:reporting-a".
+    parent = subprocess.Popen(["/usr/sbin/apache2", str(script), str(tmp_path / "sl" / "apache2"),
+                               "-d", str(root), "-f", str(conf)],
+                              executable=str(tmp_path / "py" / "apache2"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    title = "(wsgi:reporting-a"
+
+    def say(line: str) -> str:
+        parent.stdin.write(line + "\n")
+        parent.stdin.flush()
+        return parent.stdout.readline().strip()
+
+    def execed(pid: int) -> bool:
+        from apache_metrics_exporter.collect import procfs
+
+        return procfs.cmdline(pid)[:1] == [title]
+
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        first = int(say(f"spawn {title}"))
+        _wait("the daemon's exec", lambda: execed(first))
+        before = scan(parent.pid, ("apache2",))
+        assert [c.group for c in before.children] == ["reporting-alpha"]
+        # The graceful restart: a new group in the configuration, every daemon anew.
+        conf.write_text("WSGIDaemonProcess reporting-alpha processes=1\n"
+                        "WSGIDaemonProcess reporting-alpine processes=1\n")
+        assert say("stop") == "stopped"
+        kids = [int(say(f"spawn {title}")) for _ in range(2)]
+        _wait("the daemons' exec", lambda: all(execed(k) for k in kids))
+        after = scan(parent.pid, ("apache2",))
+        assert sorted(c.pid for c in after.children) == sorted(kids)
+        assert {c.group for c in after.children} == {"reporting-a"}, after.children
+        assert after.truncated == {"reporting-a"}
+    finally:
+        parent.kill()
+        parent.wait(5)
+
+
+def test_the_reaper_proves_afresh_and_keeps_nothing_between_runs():
+    """The reaper signals only what it has just proven and re-verified: no
+    module of it may take a kept proof or tree (Reuse, reuse=) or the loops'
+    Cycle that holds one."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "apache_metrics_exporter" / "reaper"
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.keyword):
+                assert node.arg != "reuse", f"{path.name}:{node.value.lineno} passes reuse="
+            elif isinstance(node, ast.Name):
+                assert node.id not in ("Reuse", "Cycle"), f"{path.name}:{node.lineno}"
+            elif isinstance(node, ast.Attribute):
+                assert node.attr not in ("Reuse", "reuse", "Cycle"), f"{path.name}:{node.lineno}"
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = {a.name for a in node.names}
+                assert not names & {"Reuse", "Cycle"}, f"{path.name}:{node.lineno}"
+                assert node.module != "apache_metrics_exporter.cycle", path.name
