@@ -355,7 +355,7 @@ def _answers(target: Target, url: str) -> bool:
 
 
 def report_pages(report: Report, auto: AutoPage, html_body: Optional[bytes],
-                 html_error: Optional[str], html_status: int, workers: Optional[list],
+                 html_error: Optional[str], html_status: int, workers: Optional[Sequence[Any]],
                  url: str, conf: Optional[StatusConfig]) -> None:
     """The HTML page, ExtendedStatus and the worker table."""
     if html_body is not None:

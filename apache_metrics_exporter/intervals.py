@@ -49,7 +49,7 @@ from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
 from apache_metrics_exporter.collect.http import REQUEST_FIELD
 from apache_metrics_exporter.collect.snapshot import Sample
-from apache_metrics_exporter.collect.status import columns
+from apache_metrics_exporter.collect.status import columns, key_columns
 from apache_metrics_exporter.vhosts import OTHER, collected
 
 TYPE_CHECKING = False
@@ -118,8 +118,8 @@ def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int,
     srvs, accs, reqs, durs = columns(workers, ("srv", "acc", "req", "dur"))
     req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
     dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
-    for i, (row, acc, srv) in enumerate(zip(workers, accs, map(_SRVS.__getitem__, srvs))):
-        pid = row.pid
+    pids = key_columns(workers)[0]  # (no row is made of a fast reader's table)
+    for i, (pid, acc, srv) in enumerate(zip(pids, accs, map(_SRVS.__getitem__, srvs))):
         if pid is None or srv is None:
             continue
         count = _acc(acc)
@@ -220,7 +220,8 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
             pairs = [(old[1 + 3 * k], old[3 + 3 * k], count, req, dur, i)
                      for k, (count, req, dur, i) in enumerate(rows)]
         matched.extend(pairs)
-    modes = [workers[i].mode for *_, i in matched]
+    table_modes = key_columns(workers)[1]
+    modes = [table_modes[i] for *_, i in matched]
     found = dur_scale(matched, modes)
     scale = found if found is not None else scale
     factor = 1.0 if scale is None else scale

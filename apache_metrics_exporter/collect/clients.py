@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.http import REQUEST_FIELD, Target, request_line
+from apache_metrics_exporter.collect.status import IDLE_MODES, columns, has_column, key_columns
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
 
@@ -45,7 +46,7 @@ def own_requests(url: str) -> List[str]:
 
 
 def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:
-    """Count once over the table (linear). A row in state W whose request is
+    """Count once over the table's columns (linear). A row in state W whose request is
     one of the collector's own fetches of ``url`` (the first of each) is not a
     client holding a worker: it is left out, so an idle server reads no busy
     client, not one client holding every busy worker. Busy rows without an
@@ -55,23 +56,30 @@ def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:
     oldest: Optional[int] = 0
     unmeasured = False
     per: Dict[str, int] = {}
-    has_client = bool(workers) and workers[0].has("client")
-    for row in workers:
-        if not row.is_active:
+    _pids, modes, ages = key_columns(workers)  # columns: no row is made
+    has_client = has_column(workers, "client")
+    clients = columns(workers, ("client",))[0] if has_client else None
+    requests: Optional[List[str]] = None
+    for i, mode in enumerate(modes):
+        if mode in IDLE_MODES:
             continue
-        if row.mode == "W" and mine:
-            request = row.request[:REQUEST_FIELD]
+        if mode == "W" and mine:
+            if requests is None:
+                requests = columns(workers, ("request",))[0]
+            request = requests[i]
+            request = ("" if request == "NULL" else request)[:REQUEST_FIELD]  # (row.request)
             if request in mine:
                 mine.remove(request)
                 continue
-        if row.mode == READING:
+        if mode == READING:
             reading += 1
-            if row.ss is None:
+            age = ages[i]
+            if age is None:
                 unmeasured = True
-            elif oldest is not None and row.ss > oldest:
-                oldest = row.ss
-        if has_client:
-            address = row.client
+            elif oldest is not None and age > oldest:
+                oldest = age
+        if clients is not None:
+            address = clients[i]
             if address:
                 per[address] = per.get(address, 0) + 1
     if unmeasured and oldest == 0:

@@ -24,11 +24,14 @@ from apache_metrics_exporter.collect.processes import (
     scan,
 )
 from apache_metrics_exporter.collect.status import (
+    IDLE_MODES,
     AutoPage,
     EventProcess,
     WorkerRow,
+    columns,
     count_scoreboard,
     forget_impossible_ss,
+    key_columns,
     parse_auto,
     parse_html,
 )
@@ -74,7 +77,7 @@ class Snapshot(NamedTuple):
     error: Optional[str]  # why the page could not be read
     warnings: List[str]  # degraded but up (ExtendedStatus off, ...)
     auto: Optional[AutoPage]
-    workers: Optional[List[WorkerRow]]
+    workers: Optional[Sequence[WorkerRow]]
     event_processes: Optional[List[EventProcess]]
     processes: ProcessScan
     samples: List[Sample]
@@ -97,7 +100,7 @@ class Pages(NamedTuple):
     started: float  # epoch seconds
     took: float  # seconds the fetch and parse took
     auto: Optional[AutoPage]
-    workers: Optional[List[WorkerRow]]
+    workers: Optional[Sequence[WorkerRow]]
     event: Optional[List[EventProcess]]
     error: Optional[str]
     reason: str
@@ -120,7 +123,7 @@ def fetch(fetcher: Fetcher) -> Pages:
     error: Optional[str] = None
     warnings: List[str] = []
     auto: Optional[AutoPage] = None
-    workers: Optional[List[WorkerRow]] = None
+    workers: Optional[Sequence[WorkerRow]] = None
     event: Optional[List[EventProcess]] = None
     reason = "ok"
     try:
@@ -165,8 +168,9 @@ def prove(fetcher: Fetcher, pages: Pages, options: Options, host: Host,
     if options.scan_processes:
         # Only the Apache proven to serve the URL (the owner of its listening
         # socket) is scanned; the page's PIDs are mere hints where to look.
+        pids = list(filter(None, key_columns(workers)[0])) if workers else []
         parent = parent_of_url(fetcher.host, fetcher.port, options.exe_names,
-                               options.pid_file, [w.pid for w in workers or () if w.pid],
+                               options.pid_file, pids,
                                fetcher.peer if auto is not None else None, host,
                                reuse=reuse)
         if parent.pid is None:
@@ -286,7 +290,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options(),
 
 
 def build(url: str, started: float, auto: Optional[AutoPage],
-          workers: Optional[List[WorkerRow]], event: Optional[List[EventProcess]],
+          workers: Optional[Sequence[WorkerRow]], event: Optional[List[EventProcess]],
           processes: ProcessScan, options: Options = Options(), error: Optional[str] = None,
           warnings: Optional[List[str]] = None, duration: float = 0.0,
           listeners: Sequence[Listener] = (), reason: Optional[str] = None,
@@ -343,23 +347,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
         if busy is not None and slots:
             add(Sample(BY_NAME["utilisation"], round(busy / slots, 6)))
     if workers is not None:
-        live = [w for w in workers if w.mode != "."]
-        active = [w for w in live if w.is_active]
-        add(Sample(BY_NAME["workers_hanging"], sum(
-            1 for w in active if w.ss is not None and w.ss >= options.hanging_threshold)))
-        add(Sample(BY_NAME["native_worker_count"], len(live)))
-        add(Sample(BY_NAME["active_requests"], len(active)))
-        oldest = max((w for w in active if w.ss is not None), key=lambda w: w.ss or 0,
-                     default=None)
-        add(Sample(BY_NAME["longest_request_seconds"], oldest.ss if oldest else 0))
-        add(Sample(BY_NAME["longest_request"], oldest.request if oldest else ""))
-        add(Sample(BY_NAME["longest_request_vhost"], oldest.vhost if oldest else ""))
-        if options.vhost_limit > 0:
-            out.extend(vhost_samples(active, options.vhost_limit))
-        if processes.parent_pid is not None:
-            table_pids = {w.pid for w in live}
-            add(Sample(BY_NAME["foreign_worker_count"], sum(
-                1 for c in processes.children if c.pid not in table_pids)))
+        out.extend(_worker_samples(workers, processes, options))
     if event is not None:
         add(Sample(BY_NAME["event_processes_not_accepting"],
                    sum(1 for p in event if p.accepting is False)))
@@ -397,19 +385,70 @@ def saturation_samples(listeners: Sequence[Listener], reason: str) -> List[Sampl
     return out
 
 
+def _worker_samples(workers: Sequence[WorkerRow], processes: ProcessScan,
+                    options: Options) -> List[Sample]:
+    """The figures of the worker table, read from its columns (the PIDs,
+    modes and SS, and the virtual hosts of the busy rows): no row is made
+    but the one of the longest request."""
+    pids, modes, ages = key_columns(workers)
+    out: List[Sample] = []
+    add = out.append
+    # Busy: not idle (apache-manager: not "_", "I" or "."); live: not ".".
+    active = [i for i, mode in enumerate(modes) if mode not in IDLE_MODES]
+    threshold = options.hanging_threshold
+    hanging = 0
+    oldest = -1  # the first busy row with the largest SS
+    longest: Optional[int] = None
+    for i in active:
+        age = ages[i]
+        if age is not None:
+            if age >= threshold:
+                hanging += 1
+            if longest is None or age > longest:
+                oldest, longest = i, age
+    live = len(modes) - modes.count(".")
+    add(Sample(BY_NAME["workers_hanging"], hanging))
+    add(Sample(BY_NAME["native_worker_count"], live))
+    add(Sample(BY_NAME["active_requests"], len(active)))
+    row = workers[oldest] if oldest >= 0 else None
+    add(Sample(BY_NAME["longest_request_seconds"], longest if row is not None else 0))
+    add(Sample(BY_NAME["longest_request"], row.request if row is not None else ""))
+    add(Sample(BY_NAME["longest_request_vhost"], row.vhost if row is not None else ""))
+    if options.vhost_limit > 0:
+        vhosts = columns(workers, ("vhost",))[0]
+        out.extend(_vhost_samples([vhosts[i] for i in active], [modes[i] for i in active],
+                                  [ages[i] for i in active], options.vhost_limit))
+    if processes.parent_pid is not None:
+        table_pids = {pid for pid, mode in zip(pids, modes) if mode != "."}
+        add(Sample(BY_NAME["foreign_worker_count"], sum(
+            1 for c in processes.children if c.pid not in table_pids)))
+    return out
+
+
 def vhost_samples(active: Sequence[WorkerRow], limit: int) -> List[Sample]:
     """Busy workers, requests in flight and the longest request per virtual
-    host: the ``limit`` hosts with most busy workers by name, the rest summed
-    as ``other`` (bounded cardinality, whatever the page says). Each host keeps
-    a label of its own (vhosts.collected: a host named ``other`` is not the
-    aggregate); two that would still share one are counted in ``other``."""
+    host of these busy rows (see _vhost_samples)."""
+    return _vhost_samples([r.vhost for r in active], [r.mode for r in active],
+                          [r.ss for r in active], limit)
+
+
+def _vhost_samples(vhosts: Sequence[str], modes: Sequence[str],
+                   ages: Sequence[Optional[int]], limit: int) -> List[Sample]:
+    """Busy workers, requests in flight and the longest request per virtual
+    host, from the columns of the busy rows: the ``limit`` hosts with most
+    busy workers by name, the rest summed as ``other`` (bounded cardinality,
+    whatever the page says). Each host keeps a label of its own
+    (vhosts.collected: a host named ``other`` is not the aggregate); two
+    that would still share one are counted in ``other``."""
     per: dict = {}
-    for row in active:
-        stats = per.setdefault(row.vhost, [0, 0, 0])
+    for vhost, mode, age in zip(vhosts, modes, ages):
+        stats = per.get(vhost)
+        if stats is None:
+            stats = per[vhost] = [0, 0, 0]
         stats[0] += 1
-        if row.mode == "W":
+        if mode == "W":
             stats[1] += 1
-            stats[2] = max(stats[2], row.ss or 0)
+            stats[2] = max(stats[2], age or 0)
     ranked = sorted(per.items(), key=lambda item: (-item[1][0], item[0]))
     rest = [s for _, s in ranked[limit:]]
     named: dict = {}

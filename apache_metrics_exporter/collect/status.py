@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from _collections_abc import Sequence as _Sequence  # collections.abc's, loaded by re: 0 ms
 
 from apache_metrics_exporter.catalogue import (
     BY_AUTO_KEY,
@@ -236,14 +237,16 @@ class WorkerRow:
 
     Only PID, mode and SS are read up front (every row needs them); the other
     cells are turned into text when asked for, which keeps a 4096-row table
-    cheap. A row of the fast reader is its table's cells (``_cells``, a
-    _Cells shared by the rows) and its place among them (``_raw``): a column
-    is turned into text for every row on the first such question. A row
-    keeps its table alive: drop snapshots after use.
+    cheap. A row of the fast reader is made only when a WorkerTable is
+    indexed or iterated: its table (``_cells``) and its place in it
+    (``_raw``); its PID, mode and SS are the table's columns (setting one
+    sets the column), and a column is turned into text for every row on the
+    first such question. A row keeps its table alive: drop snapshots after
+    use.
     """
 
     __slots__ = ("pid", "mode", "ss", "_cells", "_cols", "_text", "_raw")
-    _cells: Any  # a fast-reader row: its table's _Cells
+    _cells: Any  # a fast-reader row: its WorkerTable
     _raw: Any  # a fast-reader row: its index in the table
 
     def __init__(self, cells: Sequence[Any], cols: Dict[str, int],
@@ -335,9 +338,10 @@ class EventProcess(NamedTuple):
 
 
 class HtmlPage(NamedTuple):
-    """The tables of the HTML page; ``workers`` is None without ExtendedStatus."""
+    """The tables of the HTML page; ``workers`` is None without ExtendedStatus
+    (a WorkerTable from the fast reader, else a list of rows)."""
 
-    workers: Optional[List[WorkerRow]]
+    workers: Optional[Sequence[WorkerRow]]
     event_processes: Optional[List[EventProcess]]
     warnings: Sequence[str] = ()  # values left out, one line each
     uptime: Optional[int] = None  # "Server uptime:" of the page itself, seconds
@@ -658,7 +662,7 @@ def _header(body: bytes) -> Tuple[List[Tuple[str, int]], List[str]]:
 class _FastRows(NamedTuple):
     """Worker rows read by _fast_rows, with what parse_html checks on them."""
 
-    rows: List[WorkerRow]
+    rows: WorkerTable
     clean: bool  # no PID or SS left out for being out of range
     max_ss: int  # the largest SS (0 if none)
     at: int  # where the rows begin
@@ -719,7 +723,8 @@ class _Layout:
         # attributes they cost nothing per row. A row is its table's cells
         # (``_cells``, a _Cells) and its place among them (``_raw``).
         self.row = type("WorkerRow", (WorkerRow,), {
-            "__slots__": (), "_cols": cols, "cell": _table_cell, "plain": _table_cell})
+            "__slots__": (), "_cols": cols, "cell": _table_cell, "plain": _table_cell,
+            **_ROW_KEYS})
         self.pattern: Any = None
         self.plain: Optional[Tuple[Optional[bytes], ...]] = None
         self._learnt: Optional[Tuple[Optional[bytes], ...]] = None
@@ -804,22 +809,97 @@ class _Cells:
 def _table_cell(row: WorkerRow, heading: str) -> str:
     """WorkerRow.cell of a fast-reader row: its cell of the table's column."""
     i = row._cols.get(heading)
-    return "" if i is None else row._cells.column(i)[row._raw]
+    return "" if i is None else row._cells.cells.column(i)[row._raw]
+
+
+class WorkerTable(_Sequence):
+    """The worker rows of the fast reader, kept as columns: PIDs, modes and
+    SS converted (``pids``, ``modes``, ``ss``), the other columns turned into
+    text for every row when first asked for (``column``). A cycle reads
+    columns; a WorkerRow is made only when the table is indexed or iterated
+    (the reaper, the text writer), so a 4,096-row table costs no 4,096
+    objects. Behaves as a read-only list of rows: len, index, slice, iterate.
+    Setting a row's PID, mode or SS sets the column (forget_impossible_ss)."""
+
+    __slots__ = ("pids", "modes", "ss", "cells", "_row", "_cols")
+
+    def __init__(self, pids: List[Optional[int]], modes: List[str],
+                 ss: List[Optional[int]], cells: _Cells, layout: _Layout) -> None:
+        self.pids, self.modes, self.ss = pids, modes, ss
+        self.cells = cells
+        self._row = layout.row
+        self._cols = layout.cols
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    def _make(self, i: int) -> WorkerRow:
+        row: WorkerRow = object.__new__(self._row)
+        row._cells = self
+        row._raw = i
+        return row
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return list(map(self._make, range(len(self.pids))[i]))
+        return self._make(range(len(self.pids))[i])  # (IndexError, negative indexes)
+
+    def __iter__(self) -> Any:
+        return map(self._make, range(len(self.pids)))
+
+    def has(self, heading: str) -> bool:
+        """Whether the table has this (normalised) column at all."""
+        return heading in self._cols
+
+    def column(self, heading: str) -> List[str]:
+        """The stripped text under a heading for every row ('' if absent)."""
+        i = self._cols.get(heading)
+        return [""] * len(self.pids) if i is None else self.cells.column(i)
+
+    def __repr__(self) -> str:
+        return f"<WorkerTable of {len(self.pids)} rows>"
+
+
+def _key_column(name: str) -> Any:
+    """A fast-reader row's PID, mode or SS: its place in its table's column
+    ``name`` (set: the column's value changes)."""
+
+    def get(row: Any) -> Any:
+        return getattr(row._cells, name)[row._raw]
+
+    def put(row: Any, value: Any) -> None:
+        getattr(row._cells, name)[row._raw] = value
+
+    return property(get, put)
+
+
+_ROW_KEYS = {"pid": _key_column("pids"), "mode": _key_column("modes"),
+             "ss": _key_column("ss")}
 
 
 def columns(workers: Sequence[WorkerRow], headings: Sequence[str]) -> List[List[str]]:
     """The text of these columns for every row, in row order: read in bulk
-    from the table when ``workers`` is a fast-reader table as parse_html
-    gave it, else row by row ('' where a column is absent)."""
-    if workers:
-        first, last = workers[0], workers[-1]
-        table: Any = getattr(first, "_cells", None)  # (None: not a fast-reader row)
-        if isinstance(table, _Cells) and first._raw == 0 and len(workers) == table.count \
-                and last._cells is table and last._raw == table.count - 1:
-            cols = first._cols
-            return [table.column(cols[h]) if h in cols else [""] * len(workers)
-                    for h in headings]
+    when ``workers`` is a WorkerTable, else row by row ('' where a column is
+    absent)."""
+    if isinstance(workers, WorkerTable):
+        return [workers.column(h) for h in headings]
     return [[row.cell(h) for row in workers] for h in headings]
+
+
+def key_columns(workers: Sequence[WorkerRow]
+                ) -> Tuple[List[Optional[int]], List[str], List[Optional[int]]]:
+    """PIDs, modes and SS of every row, in row order: the table's own lists
+    for a WorkerTable (read them, do not change them), else read row by row."""
+    if isinstance(workers, WorkerTable):
+        return workers.pids, workers.modes, workers.ss
+    return [w.pid for w in workers], [w.mode for w in workers], [w.ss for w in workers]
+
+
+def has_column(workers: Sequence[WorkerRow], heading: str) -> bool:
+    """Whether the rows have this (normalised) column (False without rows)."""
+    if isinstance(workers, WorkerTable):
+        return bool(workers.pids) and workers.has(heading)
+    return bool(workers) and workers[0].has(heading)
 
 
 _LAYOUTS: Dict[Tuple[str, ...], _Layout] = {}
@@ -916,7 +996,8 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     One pattern finds every row, back to back, up to the ``</table>``: then
     each row is what _segment_rows would make of it (its cells split at
     "</td>", as many as headings: see _Cells), and only the PID, mode and SS
-    cells are converted, each distinct value once.
+    cells are converted, each distinct value once, into the columns of a
+    WorkerTable (no row object is made here).
     """
     first = data.find(b"<", start, last)
     if first < 0:
@@ -939,18 +1020,8 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     clean = clean and _clean(column, ss, INT64_MAX)
     modes = list(map(_MODES.__getitem__, columns[layout.mode]))
     cells = _Cells(data[first:end], layout.width, len(pids), plain)
-    rows: List[WorkerRow] = []
-    append = rows.append
-    new, cls = object.__new__, layout.row
-    for i, pid, mode, age in zip(range(len(pids)), pids, modes, ss):
-        row: WorkerRow = new(cls)
-        row.pid = pid
-        row.mode = mode
-        row.ss = age
-        row._cells = cells
-        row._raw = i
-        append(row)
-    return _FastRows(rows, clean, max(filter(None, ss), default=0), start, end)
+    return _FastRows(WorkerTable(pids, modes, ss, cells, layout), clean,
+                     max(filter(None, ss), default=0), start, end)
 
 
 def _cell_text(el: Any) -> str:
@@ -1013,7 +1084,7 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
     tables = _fast_tables(data)
     if tables is None:
         tables = _lxml_tables(data, source)
-    workers: Optional[List[WorkerRow]] = None
+    workers: Optional[Sequence[WorkerRow]] = None
     event: Optional[List[EventProcess]] = None
     fast: Optional[_FastRows] = None
     for table in tables:
@@ -1022,7 +1093,10 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
             continue
         if workers is None and "pid" in first and "m" in first and "ss" in first:
             fast = table.workers
-            workers = fast.rows if fast is not None else _worker_rows(table, first)
+            if fast is not None:
+                workers = fast.rows
+            else:
+                workers = _worker_rows(table, first)
         elif event is None and first[:3] == ["slot", "pid", "stopping"]:
             event = _event_rows(table)
     if workers is None and event is None and b"Apache Status" not in data[:2048] \
@@ -1082,6 +1156,14 @@ def forget_impossible_ss(workers: Sequence[WorkerRow], uptime: float) -> int:
     Apache's first second has never been used, and its SS counts from 1970;
     that is expected and not counted. Returns how many other rows had one."""
     odd = 0
+    if isinstance(workers, WorkerTable):  # the column itself: no row made
+        ages, modes = workers.ss, workers.modes
+        for i, age in enumerate(ages):
+            if age is not None and age > uptime:
+                ages[i] = None
+                if modes[i] not in ("S", "."):
+                    odd += 1
+        return odd
     for row in workers:
         if row.ss is not None and row.ss > uptime:
             row.ss = None

@@ -45,7 +45,7 @@ class Page(NamedTuple):
     """One reading of the worker table and when it was taken: Apache's "now"
     for its SS column lies between ``sent`` and ``received``."""
 
-    workers: Optional[List[WorkerRow]]
+    workers: Optional[Sequence[WorkerRow]]  # (status.WorkerTable or a list)
     sent: float      # time.time() before the request
     received: float  # time.time() once the answer was read
     error: str = ""  # why there is no worker table ('' when there is one)

@@ -1,0 +1,144 @@
+"""The fast reader's worker table as columns (issue 23): a WorkerTable behaves
+as the list of rows the slow path gives, and a collection cycle reads its
+columns without making a row per worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from apache_metrics_exporter import intervals
+from apache_metrics_exporter.collect import status
+from apache_metrics_exporter.collect.clients import figures
+from apache_metrics_exporter.collect.processes import EMPTY_SCAN
+from apache_metrics_exporter.collect.snapshot import Options, build
+from apache_metrics_exporter.collect.status import WorkerTable, parse_auto, parse_html
+from tests.conftest import data
+
+PAGES = ["2.4.71-event-ext-on.html", "2.4.71-prefork-ext-on.html",
+         "2.4.71-event-slowloris.html", "synth-2.4.71-event-starting.html"]
+HEADINGS = ("srv", "pid", "acc", "m", "ss", "client", "vhost", "request", "nope")
+
+
+def _slow(raw: bytes, monkeypatch) -> list:
+    """The rows of the slow (lxml, row-by-row) path."""
+    with monkeypatch.context() as m:
+        m.setattr(status, "_fast_tables", lambda _data: None)
+        rows = parse_html(raw).workers
+    assert isinstance(rows, list)
+    return rows
+
+
+def _key(row) -> tuple:
+    return (row.pid, row.mode, row.ss, row.is_active, row.request,
+            tuple(row.cell(h) for h in HEADINGS))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_table_behaves_as_the_list_of_rows(name, monkeypatch):
+    raw = data(name)
+    table = parse_html(raw).workers
+    assert isinstance(table, WorkerTable)
+    rows = _slow(raw, monkeypatch)
+    n = len(rows)
+    assert len(table) == n and n > 2 and bool(table)
+    assert [_key(r) for r in table] == [_key(r) for r in rows]
+    assert _key(table[0]) == _key(rows[0]) and _key(table[-1]) == _key(rows[-1])
+    assert _key(table[n - 1]) == _key(table[-1])
+    for piece in (slice(1, 3), slice(None, None, -2), slice(n, None), slice(-3, -1)):
+        assert [_key(r) for r in table[piece]] == [_key(r) for r in rows[piece]]
+    for bad in (n, -n - 1):
+        with pytest.raises(IndexError):
+            table[bad]
+    (first, *_rest) = table  # unpacking, as callers do
+    assert _key(first) == _key(rows[0])
+    assert [_key(r) for r in reversed(table)] == [_key(r) for r in reversed(rows)]
+    # The key columns and text columns, as both kinds of rows give them
+    assert status.key_columns(table) == status.key_columns(rows)
+    assert status.columns(table, HEADINGS) == status.columns(rows, HEADINGS)
+    assert status.has_column(table, "client") == status.has_column(rows, "client") is True
+    assert status.has_column(table, "nope") is status.has_column(rows, "nope") is False
+
+
+def test_a_rows_key_values_are_the_tables_columns():
+    table = parse_html(data("2.4.71-event-ext-on.html")).workers
+    assert isinstance(table, WorkerTable)
+    row = table[1]
+    row.ss = None  # what forget_impossible_ss does to a row
+    assert table.ss[1] is None and table[1].ss is None
+    row.mode = "W"
+    assert table.modes[1] == "W" and table[1].is_active
+    expected = sum(1 for m, age in zip(table.modes, table.ss)
+                   if age is not None and m not in ("S", "."))
+    assert status.forget_impossible_ss(table, -1) == expected > 0
+    assert all(age is None for age in table.ss) and all(r.ss is None for r in table)
+    assert status.forget_impossible_ss(table, -1) == 0
+
+
+def test_forgetting_impossible_ss_counts_alike_for_table_and_rows(monkeypatch):
+    raw = data("2.4.71-event-ext-on.html")
+    table, rows = parse_html(raw).workers, _slow(raw, monkeypatch)
+    assert isinstance(table, WorkerTable)
+    for uptime in (0, 1):
+        assert status.forget_impossible_ss(table, uptime) == \
+            status.forget_impossible_ss(rows, uptime)
+        assert table.ss == [r.ss for r in rows]
+
+
+def _figures(snap) -> list:
+    return [s for s in snap.samples if s.metric.name != "collection_duration_seconds"]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_a_cycle_reads_columns_and_makes_one_row(name, monkeypatch):
+    """Snapshot figures, slow clients and the interval figures read the
+    columns: only the row of the longest request is made (its request line
+    and virtual host); the figures are those the slow path's rows give."""
+    raw = data(name)
+    auto = parse_auto(data(name.replace(".html", ".auto.txt")).decode("latin-1"))
+    options = Options(scan_processes=False, vhost_limit=3, client_limit=2)
+    rows = _slow(raw, monkeypatch)
+    expected = build("http://127.0.0.1/server-status", 0.0, auto, rows, None, EMPTY_SCAN,
+                     options)
+    table = parse_html(raw).workers
+    made = []
+    real = WorkerTable._make
+    monkeypatch.setattr(WorkerTable, "_make", lambda self, i: made.append(i) or real(self, i))
+    snap = build("http://127.0.0.1/server-status", 0.0, auto, table, None, EMPTY_SCAN,
+                 options)
+    before = intervals.slots(table)
+    assert figures(table, snap.url) == figures(rows, snap.url)
+    assert len(made) <= 1
+    assert _figures(snap) == _figures(expected)
+    assert before == intervals.slots(rows)
+    assert intervals.observe(before, table) == intervals.observe(before, rows)
+    assert len(made) <= 1
+
+
+def test_ties_open_slots_and_impossible_ss_alike(monkeypatch):
+    """The same figures from both kinds of rows where the order matters: two
+    busy rows share the longest SS (the first one's request is reported), an
+    open slot (".") has an SS older than the server (not counted as odd)."""
+    raw = data("2.4.71-prefork-slowloris.html")
+    auto = parse_auto(data("2.4.71-prefork-slowloris.auto.txt").decode("latin-1"))
+    table, rows = parse_html(raw).workers, _slow(raw, monkeypatch)
+    assert isinstance(table, WorkerTable)
+    named = [i for i, r in enumerate(rows) if r.request]
+    one = named[0]
+    two = next(i for i in named if rows[i].request != rows[one].request)
+    dot = next(i for i in range(len(rows)) if i not in (one, two))
+    for workers in (table, rows):
+        workers[one].mode = workers[two].mode = "W"
+        workers[one].ss = workers[two].ss = 5000
+        workers[dot].mode, workers[dot].ss = ".", 10 ** 9
+    assert table.modes.count(".") == 1 and table.ss.count(5000) == 2
+    options = Options(scan_processes=False, vhost_limit=2, client_limit=2)
+    snaps = [build("http://127.0.0.1/server-status", 0.0, auto, w, None, EMPTY_SCAN, options)
+             for w in (table, rows)]
+    assert _figures(snaps[0]) == _figures(snaps[1])
+    assert snaps[0].value("longest_request_seconds") == 5000
+    assert snaps[0].value("native_worker_count") == len(rows) - 1  # not the open slot
+    assert snaps[0].value("active_requests") == sum(1 for r in rows if r.is_active)
+    assert snaps[0].value("longest_request") == rows[min(one, two)].request
+    assert status.forget_impossible_ss(table, 10 ** 6) == 0  # the open slot only
+    assert status.forget_impossible_ss(rows, 10 ** 6) == 0
+    assert table.ss == [r.ss for r in rows] and table.ss.count(None) >= 1
