@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import http.server
 import io
 import json
 import os
@@ -28,6 +27,7 @@ import pytest
 from apache_metrics_exporter import check
 from tests.conftest import run_exporter
 from tests.harness.apache import ApacheServer, free_port
+from tests.harness.pages import serve_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 integration = pytest.mark.integration
@@ -114,34 +114,14 @@ def echoing_server(mode: str):
     """A stand-in that echoes the request's Authorization header back: in a
     redirect's Location (``redirect``) or in an HTML page's title (``title``),
     as a broken proxy or login page may."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(request):
+        auth = request.headers.get("Authorization", "")
+        if mode == "redirect":
+            return 302, [("Location", "/login?was=" + urllib.parse.quote(auth))], b""
+        return 200, (), f"<html><head><title>hello {auth}</title></head></html>".encode()
 
-        def do_GET(self) -> None:  # noqa: N802
-            auth = self.headers.get("Authorization", "")
-            if mode == "redirect":
-                body = b""
-                self.send_response(302)
-                self.send_header("Location", "/login?was=" + urllib.parse.quote(auth))
-            else:
-                body = f"<html><head><title>hello {auth}</title></head></html>".encode()
-                self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/server-status"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_answer(answer) as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", ["redirect", "title"])

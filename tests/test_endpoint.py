@@ -588,35 +588,13 @@ def test_scrapes_keep_their_connection_to_the_target_and_probes_do_not():
     """--listen keeps the connection to a configured target between scrapes
     (as the loops do: no new connection to Apache per scrape); a /probe of
     another URL gets a connection of its own, closed after the probe."""
-    import http.server
-
     from tests.conftest import data
+    from tests.harness.pages import serve_answer
 
     auto, html = data("2.4.71-event-ext-on.auto.txt"), data("2.4.71-event-ext-on.html")
     opened = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            opened.append(self.client_address)
-            super().setup()
-
-        def do_GET(self) -> None:  # noqa: N802
-            body = auto if "auto" in self.path else html
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/server-status"
-    try:
+    with serve_answer(lambda request: (200, (), auto if "auto" in request.path else html),
+                      opened.append) as url:
         with running("--url", url, "--probe-allow", "http://127.0.0.1:*/other-status") as ep:
             for _ in range(3):
                 status, body, _ = ep.get("/metrics")
@@ -627,6 +605,3 @@ def test_scrapes_keep_their_connection_to_the_target_and_probes_do_not():
                 status, body, _ = ep.get(f"/probe?target={other}")
                 assert status == 200 and "\napache_up 1" in body
             assert len(opened) == 3
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -7,7 +7,10 @@ from __future__ import annotations
 import http.server
 import threading
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+# What a stand-in answers a GET with: (status, extra headers, body).
+Answer = Tuple[int, Sequence[Tuple[str, str]], bytes]
 
 
 @contextmanager
@@ -22,12 +25,43 @@ def serve_pages(auto: bytes, html: Optional[bytes] = None) -> Iterator[str]:
 def serve_many_pages(auto: bytes, html: Optional[bytes], count: int) -> Iterator[List[str]]:
     """``count`` such servers, each on a port of its own; stopped together
     (each takes up to half a second to notice: fifty in a row took 25 s)."""
+    def answer(request: http.server.BaseHTTPRequestHandler) -> Answer:
+        return 200, (), auto if html is None or "auto" in request.path else html
+
+    with serve_answers(answer, count=count) as urls:
+        yield urls
+
+
+@contextmanager
+def serve_answer(answer: Callable[[http.server.BaseHTTPRequestHandler], Answer],
+                 on_connect: Optional[Callable[[Tuple[str, int]], None]] = None
+                 ) -> Iterator[str]:
+    """The status URL of one stand-in whose every GET ``answer`` decides (a
+    peer that echoes headers, redirects, ...); ``on_connect`` is told of each
+    new connection (a test counting them)."""
+    with serve_answers(answer, on_connect) as urls:
+        yield urls[0]
+
+
+@contextmanager
+def serve_answers(answer: Callable[[http.server.BaseHTTPRequestHandler], Answer],
+                  on_connect: Optional[Callable[[Tuple[str, int]], None]] = None,
+                  count: int = 1) -> Iterator[List[str]]:
+    """``count`` stand-ins answering with ``answer``, on free loopback ports,
+    HTTP/1.1 with keep-alive; stopped together when the block ends."""
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            if on_connect is not None:
+                on_connect(self.client_address)
+            super().setup()
+
         def do_GET(self) -> None:  # noqa: N802
-            body = auto if html is None or "auto" in self.path else html
-            self.send_response(200)
+            status, headers, body = answer(self)
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
