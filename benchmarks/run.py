@@ -428,6 +428,20 @@ def _print_cycles(label: str, got: dict) -> None:
         print(f"   {label:26} {name:16} {value[0]:8.2f} {value[1]:8.2f} {ratio}")
 
 
+def _against_theirs(targets: Targets, text: str, got: dict, ours_name: str, limit: float,
+                    note: str = "") -> None:
+    """One target row: our CPU per cycle over apache_exporter's, from a
+    scrape.compare result; not measured when apache_exporter failed."""
+    theirs, ours = got.get("apache_exporter"), got.get(ours_name)
+    if not isinstance(theirs, tuple):
+        targets.not_measured(text, limit, f"apache_exporter failed: {theirs}")
+    elif not isinstance(ours, tuple):
+        targets.check(text, float("inf"), limit, False, f"failed: {ours}")
+    else:
+        targets.check(text, ours[0] / theirs[0], limit, False,
+                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms" + (f"; {note}" if note else ""))
+
+
 def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
     print(f"\n5. per-cycle CPU vs apache_exporter {scrape.APACHE_EXPORTER} (medians of "
           f"{opts.rounds} interleaved rounds)", flush=True)
@@ -455,26 +469,11 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
               f"µs of CPU per TCP socket of the host, per cycle")
     # The targets are on --execd: the same work as --listen without the
     # connections it opens and closes per scrape (see scrape.compare).
-    text = "small server: ours --execd CPU per cycle / apache_exporter's per scrape"
-    theirs, ours = got.get("apache_exporter"), got.get("ours --execd")
-    if isinstance(theirs, Failed):
-        targets.not_measured(text, 1.0, f"apache_exporter failed: {theirs}")
-    elif isinstance(ours, Failed):
-        targets.check(text, float("inf"), 1.0, False, f"failed: {ours}")
-    else:
-        targets.check(text, ours[0] / theirs[0], 1.0, False,
-                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms; of ours, {table_ms:.2f} ms "
-                      f"is one read of the TCP socket table")
-
-    text = "small server: ours --listen CPU per scrape / apache_exporter's"
-    ours = got.get("ours --listen")
-    if isinstance(theirs, Failed):
-        targets.not_measured(text, LISTEN_RATIO, f"apache_exporter failed: {theirs}")
-    elif not isinstance(ours, tuple):
-        targets.check(text, float("inf"), LISTEN_RATIO, False, f"failed: {ours}")
-    else:
-        targets.check(text, ours[0] / theirs[0], LISTEN_RATIO, False,
-                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms")
+    table_note = f"of ours, {table_ms:.2f} ms is one read of the TCP socket table"
+    _against_theirs(targets, "small server: ours --execd CPU per cycle / apache_exporter's "
+                    "per scrape", got, "ours --execd", 1.0, table_note)
+    _against_theirs(targets, "small server: ours --listen CPU per scrape / apache_exporter's",
+                    got, "ours --listen", LISTEN_RATIO)
 
     # The big server: thousands of requests in flight, at three fill levels.
     # The exporters start after each fill: a kept-alive connection parked in
@@ -500,16 +499,8 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
         big.stop()
     busy = levels[-1][0]
     targets.check("big server: busy worker rows reached (at least 2,000)", busy, 2000, True)
-    text = "big server, full: ours --execd CPU per cycle / apache_exporter's per scrape"
-    full = levels[-1][2]
-    theirs, ours = full.get("apache_exporter"), full.get("ours --execd")
-    if not isinstance(theirs, tuple):
-        targets.not_measured(text, BIG_RATIO, f"apache_exporter failed: {theirs}")
-    elif not isinstance(ours, tuple):
-        targets.check(text, float("inf"), BIG_RATIO, False, f"failed: {ours}")
-    else:
-        targets.check(text, ours[0] / theirs[0], BIG_RATIO, False,
-                      f"{ours[0]:.2f} ms vs {theirs[0]:.2f} ms")
+    _against_theirs(targets, "big server, full: ours --execd CPU per cycle / "
+                    "apache_exporter's per scrape", levels[-1][2], "ours --execd", BIG_RATIO)
     # CPU per row added to the idle server, at the full level against the
     # half one: 1 when linear, the rows' ratio (about 1.6) when quadratic.
     # Both differences are taken from the idle level, so a noisy middle
