@@ -189,6 +189,41 @@ def test_systemd_units_are_sandboxed(unit):
         assert f"\n{setting}\n" in text, setting
 
 
+
+def unit_settings(text: str, key: str) -> list:
+    """Every word of every ``key=`` line of a unit file."""
+    return [w for ln in text.splitlines() if ln.startswith(key + "=")
+            for w in ln.split("=", 1)[1].split()]
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in (CONTRIB / "systemd").glob("*.service")))
+def test_systemd_units_may_write_the_files_their_command_keeps(unit):
+    # ProtectSystem=strict makes every path read-only but StateDirectory= and
+    # ReadWritePaths=. The endpoint under a live systemd (Debian 13 in
+    # systemd-nspawn) lost apache_restarts_total, silently: it could not
+    # write the collector state it keeps by default (a loop only logs that
+    # at debug level).
+    from apache_metrics_exporter.paths import REAPER_STATE, SPOOL_DIR
+    from apache_metrics_exporter.restarts import DEFAULT_PATH as COLLECTOR_STATE
+
+    text = (CONTRIB / "systemd" / unit).read_text()
+    assert "ProtectSystem=strict" in text.splitlines()
+    writable = ["/var/lib/" + d for d in unit_settings(text, "StateDirectory")]
+    writable += [p.lstrip("-") for p in unit_settings(text, "ReadWritePaths")]
+    (command,) = [ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    words = systemd_words(command, text)
+    program = os.path.basename(words[0])
+    defaults = {"apache-metrics-exporter": {"--collector-state": COLLECTOR_STATE,
+                                            "--spool-dir": SPOOL_DIR},
+                "apache-worker-reaper": {"--state-file": REAPER_STATE}}[program]
+    for option, default in defaults.items():
+        path = words[words.index(option) + 1] if option in words else default
+        if option == "--spool-dir" and "influxdb" not in words:
+            continue  # only a push spools
+        assert any(path == d or path.startswith(d + "/") for d in writable), (
+            f"{unit}: {option} {path} is read-only under ProtectSystem=strict "
+            f"(StateDirectory/ReadWritePaths: {writable})")
+
 # --- the documented config example with every contrib config and documented command ---------
 
 README = CONTRIB.parent / "README.md"
