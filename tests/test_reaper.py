@@ -1088,3 +1088,65 @@ def test_the_collectors_own_read_line_is_escaped_as_mod_status_shows_it():
     assert request_line('http://127.0.0.1/s?a="b\\') == 'GET /s?a=\\"b\\\\ HTTP/1.1'
     long = "http://127.0.0.1/" + '"' * 70
     assert request_line(long) == "GET /" + '\\"' * 58
+
+
+# --- a threaded MPM's child does not end on SIGTERM ----------------------------
+
+@pytest.mark.parametrize("page, mpm", [("2.4.71-event-ext-on.html", "event"),
+                                       ("2.4.71-worker-ext-on.html", "worker"),
+                                       ("2.4.71-prefork-ext-on.html", "prefork"),
+                                       ("handmade-2.2-prefork.html", "")])
+def test_the_server_mpm_is_read_from_the_page(page, mpm):
+    from apache_metrics_exporter.reaper.run import server_mpm
+    assert server_mpm(data(page)) == mpm
+
+
+def test_a_threaded_mpms_child_gets_sigkill_at_once_without_grace(family):
+    parent, child, log = family  # the child notes SIGTERM and carries on
+    threaded = _candidate(child)._replace(threaded=True)
+    started = time.monotonic()
+    outcome = execute([threaded], parent.pid, parent.create_time(), (child.name(),), grace=5.0)
+    assert time.monotonic() - started < 4  # no grace period waited out
+    assert [c.pid for c in outcome.killed] == [child.pid] and outcome.escalated == []
+    assert not log.exists() or f"{child.pid} got {signal.SIGTERM.value}" not in log.read_text()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_event_children_are_sigkilled_at_once_and_prefork_ones_end_on_sigterm(tmp_path, busy):
+    # An event child's SIGTERM handler does nothing (event.c child_main): a
+    # SIGTERM and --grace 20 would keep the reaper 20 s and end in SIGKILL.
+    env, kills = spied(tmp_path)
+    for mpm in ("event", "prefork"):
+        apache = ApacheServer(mpm).start()
+        try:
+            for _ in range(4):
+                apache.get("/embedded")
+            if busy:
+                background(apache, "/embedded?sleep=40")
+                wait_for_request(apache, "sleep=40", 2)
+                args = ["--max-time", "1s"]
+            else:
+                args = ["--max-memory-idle", "1K", "--max-kills", "1"]
+            kills.write_text("")
+            state = tmp_path / f"{mpm}.json"
+            started = time.monotonic()
+            proc = reap("--url", apache.status_url, *args, "--grace", "20",
+                        "--state-file", str(state), env=env)
+            took = time.monotonic() - started
+            assert proc.returncode == 0, proc.stderr
+            (line,) = [ln for ln in proc.stderr.splitlines() if ": killed native worker" in ln]
+            pid = int(line.split("native worker ")[1].split()[0])
+            assert pid not in children(apache)
+            sent = [ln for ln in kills.read_text().splitlines() if ln.startswith("kill ")]
+            if mpm == "event":
+                assert sent == [f"kill {pid} {signal.SIGKILL.value}"]
+                assert "with SIGKILL at once: a worker or event MPM child" in line
+            else:  # prefork's just_die: SIGTERM is enough, well within the grace
+                assert sent == [f"kill {pid} {signal.SIGTERM.value}"]
+            assert took < 15, f"{mpm}: {took:.1f} s"
+            assert state_of(state)["totals"]["sigkill_escalations"] == 0
+            assert serves(apache)
+        finally:
+            apache.stop()

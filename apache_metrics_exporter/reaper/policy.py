@@ -17,6 +17,14 @@ signal - same PID and start time, still a child of the same Apache parent,
 same executable, never the parent, never PID 1 - sends SIGTERM to all selected
 processes at once, waits up to ``grace`` seconds for all of them together, and
 SIGKILLs the survivors (after confirming and verifying them again).
+
+A child of a threaded MPM (worker, event) does not end on SIGTERM: its main
+thread catches it with a handler that does nothing and goes back to reading
+the pipe of death, the one way its parent tells it to stop, which no other
+process can use for one child (httpd's server/mpm/event/event.c child_main,
+ap_mpm_podx_check). Apache itself SIGKILLs such a child after about 9 s when
+it stops. So those get SIGKILL at once, without a grace period that could
+only be waited out; a prefork child ends on SIGTERM (prefork.c just_die).
 """
 
 from __future__ import annotations
@@ -53,6 +61,10 @@ class Page(NamedTuple):
     # the table can show it (http.own_lines; empty: it cannot be told apart).
     own_requests: Tuple[str, ...] = ()
     refused: bool = False  # the connection was refused: nothing listens at the URL
+    mpm: str = ""  # the page's "Server MPM" (prefork, worker, event; '' unknown)
+
+
+THREADED_MPMS = ("worker", "event")
 
 
 def _serving(rows: Sequence[WorkerRow], own_requests: Sequence[str]) -> List[WorkerRow]:
@@ -98,6 +110,9 @@ class Candidate(NamedTuple):
     # For a request-time kill: when the request began, as an interval
     # (earliest, latest) of epoch seconds (the page's SS is whole seconds).
     began: Optional[Tuple[float, float]] = None
+    # A native worker with more than one row in the worker table: a child of
+    # a threaded MPM (worker, event), which SIGTERM does not end.
+    threaded: bool = False
 
     @property
     def excess(self) -> float:
@@ -128,8 +143,8 @@ class Candidate(NamedTuple):
 
 def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
            thresholds: Thresholds, fetched_at: Optional[float] = None,
-           sent_at: Optional[float] = None, own_requests: Sequence[str] = ()
-           ) -> List[Candidate]:
+           sent_at: Optional[float] = None, own_requests: Sequence[str] = (),
+           mpm: str = "") -> List[Candidate]:
     """Processes over a threshold, the worst (largest excess) first.
 
     ``fetched_at`` (when the page was read): a request the page says began
@@ -137,7 +152,9 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
     earlier process (the PID was reused between fetch and scan): not this one.
     With ``sent_at`` too (when the page was asked for), a request-time
     candidate carries when its request began, for ``confirm``. The row of
-    the reaper's own read (``own_requests``) makes no worker busy."""
+    the reaper's own read (``own_requests``) makes no worker busy. A native
+    worker is ``threaded`` when ``mpm`` (the page's Server MPM) is worker or
+    event, or when the table shows it with more than one row (one per thread)."""
     rows: Dict[int, List[WorkerRow]] = {}
     for row in workers or ():
         if row.pid and row.mode != ".":
@@ -156,6 +173,7 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
         if not mine:
             continue  # not in the worker table: state unknown, leave it alone
         active = _serving(mine, own_requests)
+        threaded = mpm in THREADED_MPMS or len(mine) > 1
         kind = "native_active" if active else "native_idle"
         late = [r for r in active if r.ss is not None and thresholds.max_time
                 and r.ss > thresholds.max_time]
@@ -170,14 +188,15 @@ def select(workers: Optional[Sequence[WorkerRow]], scan: ProcessScan,
                                fetched_at)
             out.append(Candidate(child.pid, child.create_time, kind, "timeout", child.memory,
                                  thresholds.max_time, oldest.ss or 0, oldest.request, others,
-                                 child.group, began))
+                                 child.group, began, threaded))
             continue
         limit = thresholds.max_memory_active if active else thresholds.max_memory_idle
         if limit and child.memory > limit:
             request = active[0].request if active else ""
             others = tuple(r.request for r in active[1:])
             out.append(Candidate(child.pid, child.create_time, kind, "memory", child.memory,
-                                 limit, child.memory, request, others, child.group))
+                                 limit, child.memory, request, others, child.group,
+                                 threaded=threaded))
     out.sort(key=lambda c: (-c.excess, c.pid))
     return out
 
@@ -290,13 +309,15 @@ class Outcome(NamedTuple):
 def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time: float,
             exe_names: Sequence[str], grace: float, memory_kind: str = "rss",
             fresh_page: Optional[Callable[[], Page]] = None) -> Outcome:
-    """SIGTERM every verified candidate at once, SIGKILL those left after ``grace``.
+    """SIGTERM every verified candidate at once, SIGKILL those left after ``grace``;
+    a threaded MPM's child (``Candidate.threaded``) gets SIGKILL at once.
 
     ``fresh_page`` reads the status page again: once before the SIGTERMs and
     once before the SIGKILLs (only when a native worker is concerned), and
     each native worker is confirmed against it (``confirm``); without it only
     the processes are verified."""
     termed: List[Tuple[Candidate, psutil.Process]] = []
+    killed_at_once: List[Tuple[Candidate, psutil.Process]] = []
     skipped: List[Tuple[Candidate, str]] = []
     page = _page_for(candidates, fresh_page)
     for c in candidates:
@@ -310,8 +331,9 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
             skipped.append((c, why))
             log.warning("skipped %s: %s", c.describe(memory_kind), why)
             continue
-        try:
-            proc.send_signal(signal.SIGTERM)  # psutil refuses a reused PID too
+        at_once = c.threaded and c.kind != "wsgi"
+        try:  # psutil refuses a reused PID too
+            proc.send_signal(signal.SIGKILL if at_once else signal.SIGTERM)
         except psutil.NoSuchProcess:
             skipped.append((c, "it has already exited"))
             log.info("skipped %s: it has already exited", c.describe(memory_kind))
@@ -321,10 +343,15 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
             log.error("could not signal %s: permission denied (run the reaper as root)",
                       c.describe(memory_kind))
             continue
-        termed.append((c, proc))
+        if at_once:
+            killed_at_once.append((c, proc))
+            log.info("killed %s with SIGKILL at once: a worker or event MPM child does "
+                     "not end on SIGTERM", c.describe(memory_kind))
+        else:
+            termed.append((c, proc))
     alive_pids = _wait_gone([p for _, p in termed], grace)
     page = _page_for([c for c, _ in termed if c.pid in alive_pids], fresh_page)
-    killed: List[Candidate] = []
+    killed: List[Candidate] = [c for c, _ in killed_at_once]
     escalated: List[Candidate] = []
     for c, _proc in termed:
         if c.pid in alive_pids:
@@ -349,8 +376,9 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
                     pass
         killed.append(c)
         log.info("killed %s", c.describe(memory_kind))
-    if escalated:
-        _wait_gone([p for c, p in termed if c in escalated], 5.0)
+    if escalated or killed_at_once:
+        _wait_gone([p for c, p in termed if c in escalated] + [p for _, p in killed_at_once],
+                   5.0)
     return Outcome(killed, escalated, skipped)
 
 

@@ -15,6 +15,7 @@ a reaper waiting for the lock waits for them too, never longer.
 
 from __future__ import annotations
 
+import re
 import time
 
 from apache_metrics_exporter.errors import EXIT_OK
@@ -93,7 +94,7 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
                                                               else ""))
         parent_pid = parent.pid
         selected = select(workers, processes, thresholds, fetched_at=fetched_at,
-                          sent_at=page.sent, own_requests=page.own_requests)
+                          sent_at=page.sent, own_requests=page.own_requests, mpm=page.mpm)
         result = "ok"
         if len(selected) > config.max_kills:
             result = "circuit-breaker"
@@ -168,15 +169,29 @@ def read_page(fetcher: Fetcher) -> Page:
                   "of it whole: that read's row counts as a request")
     sent = time.time()
     refused = False
+    mpm = ""
     try:
-        workers = parse_html(fetcher.get(asked), source=url).workers
+        body = fetcher.get(asked)
+        workers = parse_html(body, source=url).workers
+        mpm = server_mpm(body)
         error = "" if workers is not None else f"{url} {NO_TABLE}"
     except FetchError as exc:
         workers, error = None, str(exc).replace(asked, url)
         refused = _refused(exc)
     finally:
         fetcher.close()
-    return Page(workers, sent, time.time(), error, mine, refused)
+    return Page(workers, sent, time.time(), error, mine, refused, mpm)
+
+
+_MPM = re.compile(rb"<dt>Server MPM: ([a-z]{1,16})</dt>")
+
+
+def server_mpm(body: bytes) -> str:
+    """The MPM the HTML page names (``prefork``, ``worker``, ``event``), or ''
+    when it names none: the reaper signals a threaded MPM's children otherwise
+    (policy.execute)."""
+    found = _MPM.search(body, 0, 8192)  # in the page's head, before any table
+    return found.group(1).decode() if found else ""
 
 
 def _refused(exc: BaseException) -> bool:
