@@ -798,7 +798,9 @@ def _reaper_options(p: Any) -> None:
     s.add_argument("-n", "--dry-run", action="store_true",
                    help="signal nothing; log and count what would be killed")
     s.add_argument("--grace", type=_positive_seconds, default=10.0, metavar="TIMESPAN",
-                   help="SIGTERM first; SIGKILL only what is still alive after this long")
+                   help="SIGTERM first; SIGKILL only what is still alive after this long "
+                        "(prefork children and mod_wsgi daemons; a worker or event MPM "
+                        "child ignores SIGTERM and gets SIGKILL at once)")
     s.add_argument("--max-kills", type=int, default=5, metavar="N",
                    help="circuit breaker: never kill more than N processes in one run")
     s.add_argument("--lock-timeout", type=_positive_seconds, default=60.0, metavar="TIMESPAN",
