@@ -473,6 +473,11 @@ def _raw_text(raw: bytes) -> str:
         # one-shot run.
         text = text.replace("&nbsp;", "\xa0")
     if "&" in text:
+        if text.count("&") == text.count("&amp;"):
+            # Only "&amp;" (a query string's "&" in the Request column, on
+            # every such row): what html.unescape makes of it, without its
+            # regex substitution per cell.
+            return text.replace("&amp;", "&")
         import html  # only for the rare cell with another entity
 
         if "&#" in text:
@@ -800,7 +805,11 @@ class _Cells:
                     .split("<b>")[1::2]
             texts = list(map(str.strip, texts))
             if b"&" in joined:
-                texts = [_raw_cell(piece).strip() if "&" in text else text
+                # A text whose every "&" begins "&amp;" is decoded as it is
+                # (stripping first changes nothing: "&" is no space); any
+                # other entity is read from its piece.
+                texts = [text if "&" not in text else text.replace("&amp;", "&")
+                         if text.count("&") == text.count("&amp;") else _raw_cell(piece).strip()
                          for piece, text in zip(pieces, texts)]
         self._columns[i] = texts
         return texts
