@@ -227,8 +227,12 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
         else:
             if old[0] != pid or (len(old) - 1) // 3 != len(rows):
                 continue  # a new process in the slot, or more threads used: skipped
-            pairs = [(old[1 + 3 * k], old[3 + 3 * k], count, req, dur, i)
-                     for k, (count, req, dur, i) in enumerate(rows)]
+            # Only the slots that served a request since: the others add
+            # nothing below (nor to dur_scale), and on a big server they are
+            # most rows.
+            pairs = [(count0, dur0, count, req, dur, i)
+                     for count0, dur0, (count, req, dur, i) in zip(old[1::3], old[3::3], rows)
+                     if count > count0]
         matched.extend(pairs)
     table_modes = key_columns(workers)[1]
     modes = [table_modes[i] for *_, i in matched]
