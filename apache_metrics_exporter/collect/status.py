@@ -798,7 +798,15 @@ class _Cells:
             # for the whole column; a cell with an entity on its own.
             joined = _SEP.join(pieces)
             if tag:
-                texts = joined.decode("latin-1").split("\x00" + tag.decode("latin-1"))
+                whole = joined.decode("latin-1")
+                if b"&" in joined and b"&" not in tag \
+                        and whole.count("&") == whole.count("&amp;"):
+                    # Every "&" of the column begins "&amp;" (a query string's
+                    # "&" in the Request column): decoded at once (no "&amp;"
+                    # can reach into the separators, which hold "\x00").
+                    whole = whole.replace("&amp;", "&")
+                    joined = b""  # (nothing left to decode below)
+                texts = whole.split("\x00" + tag.decode("latin-1"))
                 texts[0] = texts[0][len(tag):]
             else:
                 texts = joined[:-4].decode("latin-1").replace("</b>\x00", "<b>") \
