@@ -342,7 +342,7 @@ def _open(host: str, port: int, clock: _Clock) -> _Socket:
     raise error or OSError(f"no address for {host}")
 
 
-class _Response(http.client.HTTPResponse):
+class BufferedResponse(http.client.HTTPResponse):
     """http.client's answer, read through a 64 KiB buffer instead of 8 KiB:
     a big server's worker table (650 KB for 2,300 rows, sent in chunks of
     about 8 KB) cost 2.6-3.0 ms of CPU per fetch through the small buffer,
@@ -361,7 +361,7 @@ READ_BUFFER = 65536
 class _Connection(http.client.HTTPConnection):
     """http.client's HTTP/1.1 over bounded sockets (TLS when given a context)."""
 
-    response_class = _Response
+    response_class = BufferedResponse
 
     def __init__(self, host: str, port: int, clock: _Clock,
                  tls: Optional[ssl.SSLContext] = None) -> None:
