@@ -24,13 +24,18 @@ Beyond a collection it looks at:
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import sys
 
 from apache_metrics_exporter.collect.discovery import ApacheConfig
-from apache_metrics_exporter.collect.http import USER_AGENT, Fetcher, Target, host_port
+from apache_metrics_exporter.collect.http import (
+    USER_AGENT,
+    BufferedResponse,
+    Fetcher,
+    Target,
+    host_port,
+)
 from apache_metrics_exporter.errors import FetchError, OutputError, UsageError
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.scrub import scrub
@@ -134,7 +139,7 @@ class _Fetcher(Fetcher):
         conn = super()._connect()
         answers = self.answers
 
-        class _Response(http.client.HTTPResponse):
+        class _Response(BufferedResponse):
             def begin(self) -> None:
                 super().begin()
                 answers.append((self.status, self.getheader("Location") or ""))

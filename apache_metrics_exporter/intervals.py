@@ -102,6 +102,17 @@ class _Memo(dict):
 
 
 _INTS, _SRVS = _Memo(_int), _Memo(_srv)
+_COUNTS = _Memo(lambda text: int(text) if text.isascii() and text.isdigit()
+                and len(text) <= 18 else None)
+
+
+def _accs(texts: List[str]) -> List[Optional[int]]:
+    """_acc of every cell of the Acc column: when every cell has its two
+    slashes (Apache's), one join and split for the column and the counts
+    converted once per distinct text; else cell by cell."""
+    if list(map(str.count, texts, ["/"] * len(texts))).count(2) != len(texts):
+        return list(map(_acc, texts))
+    return list(map(_COUNTS.__getitem__, "/".join(texts).split("/")[2::3]))
 _cache: Dict[int, Tuple[Any, Any]] = {}
 
 
@@ -119,10 +130,9 @@ def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int,
     req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
     dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
     pids = key_columns(workers)[0]  # (no row is made of a fast reader's table)
-    for i, (pid, acc, srv) in enumerate(zip(pids, accs, map(_SRVS.__getitem__, srvs))):
+    for i, (pid, count, srv) in enumerate(zip(pids, _accs(accs), map(_SRVS.__getitem__, srvs))):
         if pid is None or srv is None:
             continue
-        count = _acc(acc)
         if not count:
             continue
         first, rows = out.setdefault(srv, (pid, []))
@@ -217,8 +227,12 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
         else:
             if old[0] != pid or (len(old) - 1) // 3 != len(rows):
                 continue  # a new process in the slot, or more threads used: skipped
-            pairs = [(old[1 + 3 * k], old[3 + 3 * k], count, req, dur, i)
-                     for k, (count, req, dur, i) in enumerate(rows)]
+            # Only the slots that served a request since: the others add
+            # nothing below (nor to dur_scale), and on a big server they are
+            # most rows.
+            pairs = [(count0, dur0, count, req, dur, i)
+                     for count0, dur0, (count, req, dur, i) in zip(old[1::3], old[3::3], rows)
+                     if count > count0]
         matched.extend(pairs)
     table_modes = key_columns(workers)[1]
     modes = [table_modes[i] for *_, i in matched]

@@ -332,3 +332,24 @@ def test_a_stored_slot_table_with_numbers_no_page_gives_is_no_state(tmp_path, in
     assert values(later, "request_duration_sampled") is None
     assert values(later, "interval_seconds") is None  # moved aside: starts again
     assert list(tmp_path.glob("state.json.corrupt-*"))
+
+
+@pytest.mark.parametrize("accs, counts", [
+    (["0/3/7", "2/5/9"], [7, 9]),                      # the slot's count: the third number
+    (["0/7", "1/2/3/4", "0/1/6"], [None, None, 6]),    # slashes that even out over the column
+    (["0/1/x", "0/1/", "0/1/" + "9" * 19, "0/1/\u0663"], [None, None, None, None]),
+    ([], []),
+])
+def test_the_acc_column_is_read_as_cell_by_cell(accs, counts):
+    """The Acc column is read at once (one join and split when every cell has
+    its two slashes): the same counts as each cell read on its own."""
+    assert intervals._accs(accs) == counts == [intervals._acc(a) for a in accs]
+
+
+def test_slots_hold_the_third_number_of_acc():
+    rows = [(0, 11, 5, "_", 120, 170, "a", "GET /x HTTP/1.1"),
+            (1, 12, 8, "_", 10, 20, "a", "GET /x HTTP/1.1")]
+    raw = page(rows).replace(b"<td>0/5/5</td>", b"<td>3/1/5</td>") \
+        .replace(b"<td>0/8/8</td>", b"<td>1/2/8</td>")
+    assert intervals.slots(parse_html(raw).workers) == {"0": [11, 5, 120, 170],
+                                                        "1": [12, 8, 10, 20]}

@@ -347,3 +347,54 @@ def test_slowloris_signals_rise_and_return_to_normal(mpm, request):
     ordinary.join(30)
     wait_for(target, options, lambda got: {k: got.get(k) for k in COUNTS} == NORMAL,
              timeout=15)
+
+
+def _figures_row_by_row(rows, url):
+    """clients.figures written as one plain loop over the rows: the reference
+    that its reading of the table's columns must equal."""
+    from apache_metrics_exporter.collect.clients import own_requests
+    from apache_metrics_exporter.collect.http import REQUEST_FIELD
+
+    mine = own_requests(url)
+    reading, oldest, unmeasured, per = 0, 0, False, {}
+    for row in rows:
+        if row.mode in ("_", "I", "."):
+            continue
+        if row.mode == "W" and mine and row.request[:REQUEST_FIELD] in mine:
+            mine.remove(row.request[:REQUEST_FIELD])
+            continue
+        if row.mode == "R":
+            reading += 1
+            if row.ss is None:
+                unmeasured = True
+            elif oldest is not None and row.ss > oldest:
+                oldest = row.ss
+        if row.client:
+            per[row.client] = per.get(row.client, 0) + 1
+    return reading, None if unmeasured and oldest == 0 else oldest, per
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_column_counts_equal_the_row_by_row_count(seed):
+    """Busy clients, reading rows and the collector's own rows, counted from
+    the table's columns (and from a list of rows), are what one loop over the
+    rows counts, on random tables: own requests repeated, in other states,
+    NULL, long lines, unmeasurable SS, empty addresses."""
+    import random
+
+    from apache_metrics_exporter.collect.clients import figures as column_figures
+
+    rnd = random.Random(seed)
+    url = rnd.choice([URL, "http://127.0.0.1/server-status?auto",
+                      "http://127.0.0.1/" + "x" * 70])
+    own = [f"GET {u.split('127.0.0.1', 1)[1]} HTTP/1.1"[:63]
+           for u in (url, url.split("?")[0] + "?auto")]
+    requests = own + ["NULL", "GET / HTTP/1.1", "GET /" + "y" * 80 + " HTTP/1.1", ""]
+    rows = [(rnd.choice("WWWRR_K.IC"), rnd.choice([0, 3, 40, 999999, "?"]),
+             rnd.choice(["10.0.0.1", "10.0.0.2", "127.0.0.1", ""]), rnd.choice(requests))
+            for _ in range(rnd.randint(1, 60))]
+    table = parse_html(page(rows)).workers
+    expected = _figures_row_by_row(list(table), url)
+    for workers in (table, list(table)):
+        got = column_figures(workers, url)
+        assert (got.reading, got.reading_oldest, got.clients) == expected

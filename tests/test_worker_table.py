@@ -142,3 +142,26 @@ def test_ties_open_slots_and_impossible_ss_alike(monkeypatch):
     assert status.forget_impossible_ss(table, 10 ** 6) == 0  # the open slot only
     assert status.forget_impossible_ss(rows, 10 ** 6) == 0
     assert table.ss == [r.ss for r in rows] and table.ss.count(None) >= 1
+
+
+@pytest.mark.parametrize("request_text", [
+    b"GET /embedded?sleep=2&amp;n=7&amp;x= HTTP/1.1",  # only &amp; (the fast way)
+    b"GET /a?b=1&amp;amp;c HTTP/1.1",                   # &amp;amp; is "&amp;" once decoded
+    b"GET /a?b=1&amp;c=&lt;&#38;&ampd HTTP/1.1",       # other entities: html.unescape
+    b" &amp; ",                                          # stripped after decoding
+])
+def test_entities_in_a_column_read_as_the_row_by_row_reader_reads_them(request_text,
+                                                                      monkeypatch):
+    """The Request column of a query string with "&" is "&amp;" on every such
+    row; the bulk column read decodes it as html.unescape does, cell by cell
+    (also on its own, for one row's cell)."""
+    raw = data("2.4.71-event-ext-on.html").replace(b"GET /embedded?sleep=2 HTTP/1.1",
+                                                   request_text)
+    table = parse_html(raw).workers
+    assert isinstance(table, WorkerTable)
+    rows = _slow(raw, monkeypatch)
+    expected = [r.cell("request") for r in rows]
+    assert any("&" in text for text in expected)
+    assert status.columns(table, ("request",))[0] == expected
+    fresh = parse_html(raw).workers
+    assert [fresh[i].cell("request") for i in range(len(rows))] == expected

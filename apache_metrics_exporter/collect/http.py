@@ -342,8 +342,26 @@ def _open(host: str, port: int, clock: _Clock) -> _Socket:
     raise error or OSError(f"no address for {host}")
 
 
+class BufferedResponse(http.client.HTTPResponse):
+    """http.client's answer, read through a 64 KiB buffer instead of 8 KiB:
+    a big server's worker table (650 KB for 2,300 rows, sent in chunks of
+    about 8 KB) cost 2.6-3.0 ms of CPU per fetch through the small buffer,
+    1.7-2.2 through this one (same run; socket reads 83 -> 74 per page, so
+    most of it is the buffered reader's own work around each chunk)."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # (unread; the connection keeps the socket open)
+        self.fp = sock.makefile("rb", READ_BUFFER)
+
+
+READ_BUFFER = 65536
+
+
 class _Connection(http.client.HTTPConnection):
     """http.client's HTTP/1.1 over bounded sockets (TLS when given a context)."""
+
+    response_class = BufferedResponse
 
     def __init__(self, host: str, port: int, clock: _Clock,
                  tls: Optional[ssl.SSLContext] = None) -> None:

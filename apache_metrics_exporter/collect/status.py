@@ -473,6 +473,11 @@ def _raw_text(raw: bytes) -> str:
         # one-shot run.
         text = text.replace("&nbsp;", "\xa0")
     if "&" in text:
+        if text.count("&") == text.count("&amp;"):
+            # Only "&amp;" (a query string's "&" in the Request column, on
+            # every such row): what html.unescape makes of it, without its
+            # regex substitution per cell.
+            return text.replace("&amp;", "&")
         import html  # only for the rare cell with another entity
 
         if "&#" in text:
@@ -793,14 +798,26 @@ class _Cells:
             # for the whole column; a cell with an entity on its own.
             joined = _SEP.join(pieces)
             if tag:
-                texts = joined.decode("latin-1").split("\x00" + tag.decode("latin-1"))
+                whole = joined.decode("latin-1")
+                if b"&" in joined and b"&" not in tag \
+                        and whole.count("&") == whole.count("&amp;"):
+                    # Every "&" of the column begins "&amp;" (a query string's
+                    # "&" in the Request column): decoded at once (no "&amp;"
+                    # can reach into the separators, which hold "\x00").
+                    whole = whole.replace("&amp;", "&")
+                    joined = b""  # (nothing left to decode below)
+                texts = whole.split("\x00" + tag.decode("latin-1"))
                 texts[0] = texts[0][len(tag):]
             else:
                 texts = joined[:-4].decode("latin-1").replace("</b>\x00", "<b>") \
                     .split("<b>")[1::2]
             texts = list(map(str.strip, texts))
             if b"&" in joined:
-                texts = [_raw_cell(piece).strip() if "&" in text else text
+                # A text whose every "&" begins "&amp;" is decoded as it is
+                # (stripping first changes nothing: "&" is no space); any
+                # other entity is read from its piece.
+                texts = [text if "&" not in text else text.replace("&amp;", "&")
+                         if text.count("&") == text.count("&amp;") else _raw_cell(piece).strip()
                          for piece, text in zip(pieces, texts)]
         self._columns[i] = texts
         return texts
