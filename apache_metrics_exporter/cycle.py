@@ -16,7 +16,7 @@ the children's titles), so a cycle reads only what can change.
 
 from __future__ import annotations
 
-from apache_metrics_exporter.log import INFO, WARNING, log
+from apache_metrics_exporter.log import WARNING, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -27,9 +27,6 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     from apache_metrics_exporter.collect.snapshot import Snapshot
     from apache_metrics_exporter.restarts import Memory
     from apache_metrics_exporter.runconfig import RunConfig
-
-
-_said: set = set()  # warnings already given (long-running modes repeat none)
 
 
 def report(snap: Snapshot, shown: bool = False) -> None:
@@ -43,10 +40,10 @@ def report(snap: Snapshot, shown: bool = False) -> None:
     if snap.error:
         log.error("%s", snap.error)
     for warning in snap.warnings:
-        if warning not in _said:
-            if snap.up:
-                _said.add(warning)
-            log.log(WARNING if snap.up else INFO, "%s", warning)
+        if snap.up:
+            log.once(WARNING, warning)  # long-running modes repeat none
+        elif not log.said(warning):
+            log.info("%s", warning)
 
 
 def track_restarts(config: RunConfig, snapshots: List[Snapshot],

@@ -73,6 +73,10 @@ class Logger:
         self.log(level, "%s", message)
         return True
 
+    def said(self, message: str) -> bool:
+        """Whether once() has said ``message`` (and still remembers it)."""
+        return message in self._once
+
     def forget(self) -> None:
         """Forget what once() said (tests, and a front end's next command)."""
         self._once.clear()

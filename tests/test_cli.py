@@ -396,6 +396,7 @@ def test_once_says_a_message_once_and_stays_bounded(capsys, monkeypatch):
     logger.setup(1, 0, "prog")  # -v: info shown
     assert logger.once(WARNING, "the state file is gone") is True
     assert logger.once(WARNING, "the state file is gone") is False
+    assert logger.said("the state file is gone") and not logger.said("never said")
     assert logger.once(INFO, "another thing") is True
     assert capsys.readouterr().err == ("prog: warning: the state file is gone\n"
                                        "prog: info: another thing\n")

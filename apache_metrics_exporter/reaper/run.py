@@ -24,7 +24,6 @@ from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Optional
 
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.reaper.policy import Page, Thresholds
@@ -156,6 +155,7 @@ def read_page(fetcher: Fetcher) -> Page:
     import os
 
     from apache_metrics_exporter.collect.http import own_lines, tagged
+    from apache_metrics_exporter.collect.snapshot import fetch_reason
     from apache_metrics_exporter.collect.status import parse_html
     from apache_metrics_exporter.errors import FetchError
     from apache_metrics_exporter.reaper.policy import Page
@@ -177,7 +177,7 @@ def read_page(fetcher: Fetcher) -> Page:
         error = "" if workers is not None else f"{url} {NO_TABLE}"
     except FetchError as exc:
         workers, error = None, str(exc).replace(asked, url)
-        refused = _refused(exc)
+        refused = fetch_reason(exc) == "refused"  # nothing listening there
     finally:
         fetcher.close()
     return Page(workers, sent, time.time(), error, mine, refused, mpm)
@@ -193,16 +193,4 @@ def server_mpm(body: bytes) -> str:
     found = _MPM.search(body, 0, 8192)  # in the page's head, before any table
     return found.group(1).decode() if found else ""
 
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a failed read was a refused connection (nothing listening):
-    FetchError keeps the socket's error in its chain."""
-    seen: Optional[BaseException] = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
