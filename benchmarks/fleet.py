@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -33,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from measure import Failed, Targets, one_line, proc_cpu
+from measure import Failed, Targets, one_line, proc_cpu, stop_group
 from pageserver import PageServers
 from scrape import HttpExporter
 
@@ -122,14 +121,7 @@ class Prometheus:
     def close(self) -> None:
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_group(self.proc, 10)
         self.proc = None
         self.log.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -158,6 +159,20 @@ def interleaved_medians(commands: Dict[str, Command], runs: int) -> Dict[str, Ro
         else:
             out[name] = Row(failures=tuple(failures[name]))
     return out
+
+
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a process the benchmark started in a session of its own, and
+    everything it started: SIGTERM to its group, SIGKILL after ``timeout``
+    (a group whose members are all gone already is no error)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 def proc_cpu(pid: int) -> float:

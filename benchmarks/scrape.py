@@ -25,7 +25,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import signal
 import socket
 import statistics
 import struct
@@ -35,7 +34,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
-from measure import Failed, one_line, proc_cpu
+from measure import Failed, one_line, proc_cpu, stop_group
 
 from tests.harness.apache import free_port
 
@@ -71,15 +70,7 @@ class Exporter:
     def close(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        stop_group(self.proc, 5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
