@@ -31,7 +31,6 @@ import sys
 from apache_metrics_exporter.collect.discovery import ApacheConfig
 from apache_metrics_exporter.collect.http import (
     USER_AGENT,
-    BufferedResponse,
     Fetcher,
     Target,
     host_port,
@@ -128,35 +127,18 @@ def _summary(report: Report) -> int:
 # --- fetching, as a collection does it --------------------------------------------------
 
 class _Fetcher(Fetcher):
-    """The collector's fetcher, remembering each answer's status and Location:
-    the fetch turns them into a message, the check wants the fix."""
-
-    def __init__(self, target: Target) -> None:
-        super().__init__(target)
-        self.answers: List[Tuple[int, str]] = []
-
-    def _connect(self) -> Any:
-        conn = super()._connect()
-        answers = self.answers
-
-        class _Response(BufferedResponse):
-            def begin(self) -> None:
-                super().begin()
-                answers.append((self.status, self.getheader("Location") or ""))
-
-        conn.response_class = _Response
-        return conn
+    """The collector's fetcher, telling each answer's status and Location
+    (Fetcher.status/location): the fetch turns them into a message, the
+    check wants the fix."""
 
     def fetch(self, url: str) -> Tuple[Optional[bytes], Optional[str], int, str]:
         """(body, error, HTTP status or 0, Location) of one request."""
-        self.answers.clear()
         try:
             body: Optional[bytes] = self.get(url)
             error = None
         except FetchError as exc:
             body, error = None, str(exc)
-        status, location = self.answers[-1] if self.answers else (0, "")
-        return body, error, status, location
+        return body, error, self.status, self.location
 
 
 class Page(NamedTuple):

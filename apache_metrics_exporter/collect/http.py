@@ -12,14 +12,14 @@ happened and what to do about it.
 
 from __future__ import annotations
 
-import http.client
 import socket
-import ssl
+import sys
 import time
 from contextlib import contextmanager
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from apache_metrics_exporter import __version__
+from apache_metrics_exporter.collect import wire
 from apache_metrics_exporter.errors import FetchError, UsageError
 from apache_metrics_exporter.log import printable
 from apache_metrics_exporter.records import NamedTuple
@@ -28,6 +28,7 @@ from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    import ssl
     from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 USER_AGENT = f"apache-metrics-exporter/{__version__}"
@@ -188,7 +189,7 @@ def parse_header(text: str) -> Tuple[str, str]:
     """``NAME:VALUE`` from --header."""
     name, sep, value = text.partition(":")
     name = name.strip()
-    if not sep or not name or any(c in name for c in " \t\r\n") or "\n" in value:
+    if not sep or not wire.is_token(name) or any(c in value for c in "\r\n\0"):
         # The value may be a credential (Authorization: ...): name the header
         # by its first word only.
         first = (text.split() or [""])[0].partition(":")[0][:40]
@@ -284,12 +285,24 @@ class _Socket(_Bounded, socket.socket):
     """A TCP socket bounded by a deadline."""
 
 
-class _TLSSocket(_Bounded, ssl.SSLSocket):
-    """A TLS socket bounded by a deadline, the handshake included."""
+_TLS_SOCKET: Any = None
 
-    def do_handshake(self, *args):  # noqa: ANN002,ANN201
-        self.settimeout(self.clock.left())
-        return super().do_handshake(*args)
+
+def _tls_socket_class() -> Any:
+    """A TLS socket bounded by a deadline, the handshake included (made on
+    first use: ``ssl`` is imported for https URLs only, 4 ms of a one-shot
+    run otherwise)."""
+    global _TLS_SOCKET
+    if _TLS_SOCKET is None:
+        import ssl
+
+        class _TLSSocket(_Bounded, ssl.SSLSocket):
+            def do_handshake(self, *args):  # noqa: ANN002,ANN201
+                self.settimeout(self.clock.left())
+                return super().do_handshake(*args)
+
+        _TLS_SOCKET = _TLSSocket
+    return _TLS_SOCKET
 
 
 def _resolve(host: str, port: int, clock: _Clock) -> list:
@@ -342,48 +355,35 @@ def _open(host: str, port: int, clock: _Clock) -> _Socket:
     raise error or OSError(f"no address for {host}")
 
 
-class BufferedResponse(http.client.HTTPResponse):
-    """http.client's answer, read through a 64 KiB buffer instead of 8 KiB:
-    a big server's worker table (650 KB for 2,300 rows, sent in chunks of
-    about 8 KB) cost 2.6-3.0 ms of CPU per fetch through the small buffer,
-    1.7-2.2 through this one (same run; socket reads 83 -> 74 per page, so
-    most of it is the buffered reader's own work around each chunk)."""
-
-    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.fp.close()  # (unread; the connection keeps the socket open)
-        self.fp = sock.makefile("rb", READ_BUFFER)
+# Bytes asked of the socket per read: a big server's worker table (650 KB for
+# 2,300 rows, sent in chunks of about 8 KB) cost 2.6-3.0 ms of CPU per fetch
+# through http.client's 8 KiB buffer, 1.7-2.2 through 64 KiB reads.
+READ_BUFFER = wire.READ_SIZE
 
 
-READ_BUFFER = 65536
+class _Connection:
+    """One kept-alive HTTP/1.1 connection: its bounded socket (TLS when given
+    a context) and the reader of its answers."""
 
-
-class _Connection(http.client.HTTPConnection):
-    """http.client's HTTP/1.1 over bounded sockets (TLS when given a context)."""
-
-    response_class = BufferedResponse
+    __slots__ = ("sock", "reader")
 
     def __init__(self, host: str, port: int, clock: _Clock,
                  tls: Optional[ssl.SSLContext] = None) -> None:
-        super().__init__(host, port)
-        self.clock = clock
-        self.tls = tls
+        sock: Any = _open(host, port, clock)
         if tls is not None:
-            self.default_port = 443  # Host: without :443
-
-    def connect(self) -> None:
-        sock: Any = _open(self.host, self.port, self.clock)
-        if self.tls is not None:
             try:
-                sock = self.tls.wrap_socket(sock, server_hostname=self.host,
-                                            do_handshake_on_connect=False)
+                sock = tls.wrap_socket(sock, server_hostname=host,
+                                       do_handshake_on_connect=False)
+                sock.clock = clock
+                sock.do_handshake()
             except BaseException:
                 sock.close()
                 raise
-            sock.clock = self.clock
-            self.sock = sock  # closed by close() if the handshake fails
-            sock.do_handshake()
         self.sock = sock
+        self.reader = wire.Reader(sock.recv)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Fetcher:
@@ -416,6 +416,14 @@ class Fetcher:
             self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
         for name, value in target.headers:
             self._headers[name] = value
+        host = self.host
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")  # as http.client sent it
+        self._host_header = hostport(host) if self.port == (443 if self._https else 80) \
+            else hostport(host, self.port)
+        self._requests: Dict[str, bytes] = {}  # path -> the request's bytes
+        # The status line and Location of the last answer (check.py reports them).
+        self.status, self.location = 0, ""
 
     # -- connection --------------------------------------------------------
     def _connect(self) -> _Connection:
@@ -425,6 +433,8 @@ class Fetcher:
         return self._conn
 
     def _tls(self) -> ssl.SSLContext:
+        import ssl
+
         t = self.target
         for path, option in ((t.ca_file, "--ca-file"), (t.client_cert, "--client-cert"),
                              (t.client_key, "--client-key")):
@@ -441,7 +451,7 @@ class Fetcher:
         if t.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        ctx.sslsocket_class = _TLSSocket
+        ctx.sslsocket_class = _tls_socket_class()
         return ctx
 
     def is_local(self) -> bool:
@@ -481,6 +491,7 @@ class Fetcher:
         Authorization header - scrubbed)."""
         if not self._shared_deadline:
             self._clock.deadline = time.monotonic() + self.target.timeout
+        self.status, self.location = 0, ""
         try:
             return self._get(url)
         except FetchError as exc:
@@ -500,72 +511,86 @@ class Fetcher:
             except FetchError:
                 self.close()
                 raise
-            except (http.client.RemoteDisconnected, BrokenPipeError,
-                    ConnectionResetError) as exc:
+            except (BrokenPipeError, ConnectionResetError) as exc:  # wire.Closed too
                 self.close()
                 if reused and attempt == 1:
                     continue
                 raise FetchError(f"{url}: the server closed the connection "
                                  f"({_reason(exc)}); is something else on that port?") from None
+            except wire.ProtocolError as exc:
+                self.close()
+                raise FetchError(self._explain(url, exc), reason="bad_response") from None
             except Exception as exc:  # mapped to one clear line below
                 self.close()
                 raise FetchError(self._explain(url, exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _request_bytes(self, path: str) -> bytes:
+        """The request for ``path`` (kept: a loop asks for the same two)."""
+        data = self._requests.get(path)
+        if data is None:
+            try:
+                data = wire.request(path, self._host_header, self._headers.items())
+            except ValueError as exc:
+                raise FetchError(f"cannot send the request: {exc}", reason="error") from None
+            if len(self._requests) >= 8:
+                self._requests.clear()
+            self._requests[path] = data
+        return data
+
     def _request(self, path: str, url: str) -> bytes:
+        request = self._request_bytes(path)
         conn = self._connect()
-        conn.request("GET", path, headers=self._headers)
-        resp = conn.getresponse()
+        conn.sock.sendall(request)
+        head = conn.reader.head()
         try:
-            self.peer = str(conn.sock.getpeername()[0]) if conn.sock else None
+            self.peer = str(conn.sock.getpeername()[0])
         except OSError:
             self.peer = None
-        if resp.status != 200:
+        self.status, self.location = head.status, head.get("location")
+        if head.status != 200:
             body_hint = ""
-            if resp.status in (301, 302, 303, 307, 308):
-                body_hint = f" (redirect to {resp.getheader('Location')}); point --url there"
-            elif resp.status == 401:
+            if head.status in (301, 302, 303, 307, 308):
+                body_hint = (f" (redirect to {head.get('location')}); point --url there"
+                             if head.get("location") else " (a redirect without a Location)")
+            elif head.status == 401:
                 body_hint = "; give --user and a password (--password-file)"
-            elif resp.status == 403:
+            elif head.status == 403:
                 where = printable(urlsplit(url).path or "/")[:200]
                 body_hint = (f"; allow this host in Apache's <Location {where}> "
                              "(Require ip ...)")
-            elif resp.status == 404:
+            elif head.status == 404:
                 body_hint = "; is mod_status enabled with SetHandler server-status at that path?"
-            body = resp.read(65536)
-            if resp.status == 400 and not self._https and any(
-                    text in body for text in PLAIN_TO_TLS):
-                self.close()
-                where = hostport(self.host, self.port)
-                raise FetchError(f"the server at {where} speaks TLS, not plain HTTP (it "
-                                 f"answered HTTP 400 saying so): use "
-                                 f"{_with_scheme(self.target.url, 'https')}",
-                                 reason="http_error")
+            if head.status == 400 and not self._https:
+                try:
+                    body = conn.reader.body(head, 65536)[0]
+                except (wire.ProtocolError, OSError):
+                    body = b""
+                if any(text in body for text in PLAIN_TO_TLS):
+                    self.close()
+                    where = hostport(self.host, self.port)
+                    raise FetchError(f"the server at {where} speaks TLS, not plain HTTP (it "
+                                     f"answered HTTP 400 saying so): use "
+                                     f"{_with_scheme(self.target.url, 'https')}",
+                                     reason="http_error")
             self.close()  # don't reuse a connection after an error answer
-            raise FetchError(f"{url} answered HTTP {resp.status} {resp.reason}{body_hint}",
+            raise FetchError(f"{url} answered HTTP {head.status} {head.reason}{body_hint}",
                              reason="http_error")
         limit = self.target.max_bytes
-        length = resp.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
+        try:
+            body, keep = conn.reader.body(head, limit)
+        except wire.TooLarge as exc:
             self.close()
-            raise FetchError(f"{url}: the answer is {length} bytes, more than "
-                             f"--max-response-size ({limit}); raise it if that is expected",
-                             reason="bad_response")
-        body = resp.read(limit + 1)
-        if len(body) > limit:
-            self.close()
+            if exc.length is not None:
+                raise FetchError(f"{url}: the answer is {exc.length} bytes, more than "
+                                 f"--max-response-size ({limit}); raise it if that is "
+                                 "expected", reason="bad_response") from None
             raise FetchError(f"{url}: the answer is larger than --max-response-size "
                              f"({limit} bytes); raise it if that is expected",
-                             reason="bad_response")
-        if length and length.isdigit() and len(body) < int(length):
-            self.close()
-            raise FetchError(f"{url}: the answer was cut short (got {len(body)} of "
-                             f"{length} bytes)", reason="bad_response")
-        if not resp.isclosed():
+                             reason="bad_response") from None
+        if not keep or conn.reader.leftover:
             # Anything left over (there should be none) would corrupt the
             # next answer on this connection.
-            self.close()
-        if resp.getheader("Connection", "").lower() == "close":
             self.close()
         return body
 
@@ -606,10 +631,11 @@ class Fetcher:
                     "not Apache")
         if isinstance(exc, socket.gaierror):
             return f"cannot resolve host {self.host!r}: {exc.strerror or exc}"
-        if isinstance(exc, ssl.SSLCertVerificationError):
+        ssl = sys.modules.get("ssl")  # (no TLS error without it)
+        if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
             return (f"TLS certificate of {where} not trusted ({exc.verify_message}); "
                     "give --ca-file, or --insecure to skip verification")
-        if isinstance(exc, ssl.SSLError):
+        if ssl is not None and isinstance(exc, ssl.SSLError):
             # An alert (a client certificate wanted, a protocol refused) comes
             # from a TLS peer; only a record OpenSSL could not read is asked.
             spoke_tls = "ALERT" in str(exc.reason) or "CERTIFICATE" in str(exc.reason)
@@ -620,11 +646,10 @@ class Fetcher:
             if "CERTIFICATE_REQUIRED" in str(exc) or "certificate required" in str(exc):
                 hint = "; the server wants a client certificate (--client-cert/--client-key)"
             return f"TLS handshake with {where} failed: {_reason(exc)}{hint}"
-        if isinstance(exc, http.client.IncompleteRead):
-            return (f"{url}: the answer was cut short (got {len(exc.partial)} bytes, "
-                    f"{exc.expected} more expected)")
-        if isinstance(exc, http.client.HTTPException):
-            return f"{url} did not answer with valid HTTP ({type(exc).__name__}: {exc}); " \
+        if isinstance(exc, wire.CutShort):
+            return f"{url}: the answer was cut short ({exc})"
+        if isinstance(exc, wire.ProtocolError):
+            return f"{url} did not answer with valid HTTP ({exc}); " \
                    "is something else on that port?"
         if isinstance(exc, OSError):
             return f"cannot reach {where}: {_reason(exc)}"

@@ -7,6 +7,7 @@ measured (the process scan). Writers turn the snapshot's samples into text.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from apache_metrics_exporter import clocks
@@ -203,9 +204,11 @@ def fetch_reason(exc: BaseException) -> str:
     its raiser gave (FetchError.reason), else told from the exception it was
     raised from (``raise FetchError(...) from None`` still keeps that as its
     __context__). "saturated" needs the accept queue: collect() decides it."""
-    import http.client
     import socket
-    import ssl
+
+    from apache_metrics_exporter.collect.wire import ProtocolError
+
+    ssl = sys.modules.get("ssl")  # (no TLS error without it)
 
     chain: List[BaseException] = []
     seen: Optional[BaseException] = exc
@@ -223,11 +226,11 @@ def fetch_reason(exc: BaseException) -> str:
             return "refused"
         if isinstance(item, (socket.timeout, TimeoutError)):
             return "timeout"
-        if isinstance(item, ssl.SSLError):
+        if ssl is not None and isinstance(item, ssl.SSLError):
             return "tls"
         if isinstance(item, socket.gaierror):
             return "resolve"
-        if isinstance(item, (http.client.HTTPException, ConnectionResetError,
+        if isinstance(item, (ProtocolError, ConnectionResetError,
                              BrokenPipeError)):
             return "bad_response"
         if isinstance(item, OSError):
