@@ -275,6 +275,25 @@ def test_dns_failure_message():
     assert text == "cannot resolve host 'no-such-host.invalid': Name or service not known"
 
 
+@pytest.mark.parametrize("host", ["b\u00fccher..example", "a..b", "x" * 64 + ".example"])
+def test_a_host_name_idna_refuses_is_one_clear_fetch_error(host):
+    """A name no lookup can be made for (an empty label, one of more than 63
+    characters) is a failed lookup at once: not a traceback from Fetcher()
+    (a non-ASCII name, whose Host header was encoded there), nor a lookup
+    thread killed by UnicodeError and a fetch waiting for the whole --timeout
+    (an ASCII one). Nothing is looked up: the name is refused before."""
+    from apache_metrics_exporter.collect.snapshot import fetch_reason
+
+    url = f"http://{host}/server-status"
+    start = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        Fetcher(Target(url, timeout=3)).get(url)
+    assert time.monotonic() - start < 1.5
+    assert str(info.value) == (f"cannot resolve host {host!r}: not a valid host name "
+                               "(label empty or too long)")
+    assert fetch_reason(info.value) == "resolve"
+
+
 def test_keepalive_connection_closed_by_server_is_retried(raw):
     # The first answer keeps the connection "alive" but the server closes it:
     # the second request must go out on a fresh connection, not fail.

@@ -305,6 +305,20 @@ def _tls_socket_class() -> Any:
     return _TLS_SOCKET
 
 
+def _idna(host: str) -> str:
+    """``host`` as sent in the Host header and looked up: a non-ASCII name in
+    its IDNA form (as http.client and socket encode it). A name IDNA refuses
+    (an empty label, one of more than 63 characters) is a failed lookup
+    (socket.gaierror): socket's own encoding raised UnicodeError, which
+    killed the lookup thread with a traceback and left the fetch waiting for
+    the whole --timeout."""
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise socket.gaierror(socket.EAI_NONAME,
+                              f"not a valid host name ({exc.__cause__ or exc})") from None
+
+
 def _resolve(host: str, port: int, clock: _Clock) -> list:
     """getaddrinfo, within the deadline: a name is looked up in a thread that is
     abandoned if the resolver is slower than the time left."""
@@ -321,7 +335,7 @@ def _resolve(host: str, port: int, clock: _Clock) -> list:
 
     def lookup() -> None:
         try:
-            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            result.append(socket.getaddrinfo(_idna(host), port, type=socket.SOCK_STREAM))
         except OSError as exc:
             result.append(exc)
 
@@ -416,11 +430,6 @@ class Fetcher:
             self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
         for name, value in target.headers:
             self._headers[name] = value
-        host = self.host
-        if not host.isascii():
-            host = host.encode("idna").decode("ascii")  # as http.client sent it
-        self._host_header = hostport(host) if self.port == (443 if self._https else 80) \
-            else hostport(host, self.port)
         self._requests: Dict[str, bytes] = {}  # path -> the request's bytes
         # The status line and Location of the last answer (check.py reports them).
         self.status, self.location = 0, ""
@@ -529,8 +538,13 @@ class Fetcher:
         """The request for ``path`` (kept: a loop asks for the same two)."""
         data = self._requests.get(path)
         if data is None:
+            # A name IDNA refuses fails here as a lookup would (socket.gaierror,
+            # told by _explain), not in the constructor.
+            host = self.host if self.host.isascii() else _idna(self.host)
+            host = hostport(host) if self.port == (443 if self._https else 80) \
+                else hostport(host, self.port)
             try:
-                data = wire.request(path, self._host_header, self._headers.items())
+                data = wire.request(path, host, self._headers.items())
             except ValueError as exc:
                 raise FetchError(f"cannot send the request: {exc}", reason="error") from None
             if len(self._requests) >= 8:

@@ -29,7 +29,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Dict, Iterable, List, Optional, Tuple
+    from typing import Any, Dict, Iterable, Optional, Tuple
 
 MAX_LINE = 65536  # http.client's _MAXLINE: a header line, a chunk-size line
 MAX_HEADERS = 100  # http.client's _MAXHEADERS, per head
@@ -229,17 +229,23 @@ class Reader:
             if coding.rsplit(",", 1)[-1].strip() != "chunked":
                 # Not chunked last: the body ends with the connection (RFC 9112, 6.3).
                 return self._until_close(limit), False
-            # With chunked, a Content-Length is ignored, and the connection
-            # not trusted with another request (RFC 9112, 6.1).
-            return self._chunked(limit), keep and "content-length" not in head.headers
+            # With chunked, a Content-Length is ignored; with it, or in an
+            # HTTP/1.0 answer (which knows no Transfer-Encoding), the framing
+            # may be faulty: the connection is not trusted with another
+            # request (RFC 9112, 6.1).
+            return self._chunked(limit), keep and "content-length" not in head.headers \
+                and head.version != "HTTP/1.0"
         length = head.get("content-length")
         if not length:
             return self._until_close(limit), False
         values = {v.strip() for v in length.split(",")}
         if len(values) != 1 or not all(v.isdigit() and v.isascii() for v in values):
             raise ProtocolError(f"an invalid Content-Length: {length[:40]!r}")
-        size = int(values.pop())
-        if size > limit:
+        # int() refuses more than 4,300 digits (a ValueError, not a size):
+        # past 18, the length is beyond any limit whatever its value.
+        digits = values.pop().lstrip("0") or "0"
+        size = int(digits) if len(digits) <= 18 else None
+        if size is None or size > limit:
             raise TooLarge(size)
         data = self.read(size)
         if len(data) < size:
@@ -257,12 +263,15 @@ class Reader:
         return out
 
     def _chunked(self, limit: int) -> bytes:
-        pieces: List[bytes] = []
-        got = 0
+        # The chunks are copied from the buffer into one bytearray: a list of
+        # them cost some 130 bytes per chunk, so a peer sending one-byte
+        # chunks held over 100 times --max-response-size.
+        out = bytearray()
+        buf = self._buf
         while True:
             raw = self.line()
             if not raw.endswith(b"\n"):
-                raise CutShort(got)
+                raise CutShort(len(out))
             size_text = raw.split(b";", 1)[0].strip()
             if not size_text or len(size_text) > 15 or \
                     size_text.strip(b"0123456789abcdefABCDEF"):
@@ -270,25 +279,27 @@ class Reader:
             size = int(size_text, 16)
             if size == 0:
                 break
-            if got + size > limit:
+            if len(out) + size > limit:
                 raise TooLarge(None)
-            data = self.read(size)
-            got += len(data)
-            if len(data) < size:
-                raise CutShort(got)
-            pieces.append(data)
-            end = self.read(2)
-            if end != b"\r\n":
-                if end[:1] == b"\n":  # a bare LF ends the chunk: its next byte goes back
-                    self._buf[:0] = end[1:]
-                elif len(end) < 2:
-                    raise CutShort(got)
-                else:
-                    raise ProtocolError("a chunk does not end where its size says")
+            while len(buf) < size + 2 and self._more():  # the chunk and its CRLF
+                pass
+            if len(buf) < size:
+                raise CutShort(len(out) + len(buf))
+            with memoryview(buf) as view:
+                out += view[:size]
+            end = buf[size:size + 2]
+            if end == b"\r\n":
+                del buf[:size + 2]
+            elif end[:1] == b"\n":  # a bare LF ends the chunk too
+                del buf[:size + 1]
+            elif len(end) < 2:
+                raise CutShort(len(out))
+            else:
+                raise ProtocolError("a chunk does not end where its size says")
         for _ in range(MAX_HEADERS + 1):  # trailers: read and dropped
             raw = self.line()
             if not raw.endswith(b"\n"):
-                raise CutShort(got)
+                raise CutShort(len(out))
             if raw in (b"\r\n", b"\n"):
-                return b"".join(pieces)
+                return bytes(out)
         raise ProtocolError(f"more than {MAX_HEADERS} trailer lines")
