@@ -530,3 +530,23 @@ LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so
     finally:
         apache.stop()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_stop_in_the_middle_of_an_answer_drops_the_connection(raw, monkeypatch):
+    # A BaseException (a loop's stop, Ctrl-C) while an answer is half read:
+    # the next fetch must not read the rest of it as its own answer.
+    from apache_metrics_exporter.collect import wire
+
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(STATUS)) + STATUS
+    server = raw(answer, close=False)
+    fetcher = Fetcher(Target(server.url))
+    real = wire.Reader.body
+
+    def stopped(self, head, limit):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wire.Reader, "body", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        fetcher.get(server.url)
+    assert fetcher._conn is None
+    monkeypatch.setattr(wire.Reader, "body", real)

@@ -532,6 +532,11 @@ class Fetcher:
             except Exception as exc:  # mapped to one clear line below
                 self.close()
                 raise FetchError(self._explain(url, exc)) from None
+            except BaseException:
+                # A stop (a loop's signal, Ctrl-C) in the middle of an answer:
+                # never leave a half-read connection to the next fetch.
+                self.close()
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _request_bytes(self, path: str) -> bytes:
