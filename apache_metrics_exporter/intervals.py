@@ -44,6 +44,8 @@ for the same path) are taken out of both the sample and the total.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from itertools import compress, groupby
 
 from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import BY_NAME, DURATION_BUCKETS, DURATION_STATS
@@ -55,6 +57,9 @@ from apache_metrics_exporter.vhosts import OTHER, collected
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+    # A process slot's rows: (pid, counts, reqs, durs, row indexes).
+    _Group = Tuple[int, List[int], List[int], List[int], List[int]]
 
 # Modes of a slot between requests: its Req is its last request's.
 _BETWEEN = frozenset("_KCI.")
@@ -116,29 +121,53 @@ def _accs(texts: List[str]) -> List[Optional[int]]:
 _cache: Dict[int, Tuple[Any, Any]] = {}
 
 
-def _groups(workers: Sequence[Any]) -> Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]]:
-    """Rows with a count, by process slot: {srv: (pid, [(count, req, dur, row
-    index), ...])}; a process slot whose rows name two PIDs (a page changing
-    as it was written) is left out. The four columns are read in bulk from
-    the table (status.columns), once per table: slots and observe share it."""
+def _groups(workers: Sequence[Any]) -> Dict[str, _Group]:
+    """Rows with a count, by process slot: {srv: (pid, counts, reqs, durs,
+    row indexes)}, four lists in row order; a process slot whose rows name
+    two PIDs (a page changing as it was written) is left out. The four
+    columns are read in bulk from the table (status.columns), once per
+    table: slots and observe share it."""
     cached = _cache.get(id(workers))
     if cached is not None and cached[0] is workers:
         return cached[1]
-    out: Dict[str, Tuple[int, List[Tuple[int, int, int, int]]]] = {}
+    out: Dict[str, _Group] = {}
     bad = set()
     srvs, accs, reqs, durs = columns(workers, ("srv", "acc", "req", "dur"))
+    # (None or 0 where a row lacks one: those rows are dropped below)
+    pids: List[Any] = key_columns(workers)[0]  # (no row is made of a fast reader's table)
+    counts: List[Any] = _accs(accs)
+    ids = list(map(_SRVS.__getitem__, srvs))
+    # Rows with a PID, a process slot and a count (each is None or 0 when
+    # not): picked column by column, then cut into runs of one process slot
+    # (Apache lists a process's threads together; a slot seen again further
+    # down is added to its first run).
+    keep = list(map(all, zip(pids, counts, ids)))
+    if False in keep:
+        pids, counts, ids, reqs, durs = (list(compress(column, keep)) for column in
+                                         (pids, counts, ids, reqs, durs))
+        rows: List[int] = list(compress(range(len(keep)), keep))
+    else:
+        rows = list(range(len(keep)))
     req_ms: List[int] = list(map(_INTS.__getitem__, reqs))
     dur_ms: List[int] = list(map(_INTS.__getitem__, durs))
-    pids = key_columns(workers)[0]  # (no row is made of a fast reader's table)
-    for i, (pid, count, srv) in enumerate(zip(pids, _accs(accs), map(_SRVS.__getitem__, srvs))):
-        if pid is None or srv is None:
-            continue
-        if not count:
-            continue
-        first, rows = out.setdefault(srv, (pid, []))
-        if first != pid:
+    start = 0
+    for srv, run in groupby(ids):
+        end = start + len(list(run))
+        pid = pids[start]
+        if pids[start:end].count(pid) != end - start:
             bad.add(srv)
-        rows.append((count, req_ms[i], dur_ms[i], i))
+        group = out.get(srv)
+        if group is None:
+            out[srv] = (pid, counts[start:end], req_ms[start:end], dur_ms[start:end],
+                        rows[start:end])
+        else:
+            if group[0] != pid:
+                bad.add(srv)
+            group[1].extend(counts[start:end])
+            group[2].extend(req_ms[start:end])
+            group[3].extend(dur_ms[start:end])
+            group[4].extend(rows[start:end])
+        start = end
     for srv in bad:
         del out[srv]
     if len(_cache) > 8:
@@ -154,13 +183,12 @@ def slots(workers: Optional[Sequence[Any]]) -> Optional[Dict[str, List[int]]]:
         return None
     out: Dict[str, List[int]] = {}
     used = 0
-    for srv, (pid, rows) in _groups(workers).items():
-        used += 3 * len(rows) + 1
+    for srv, (pid, counts, reqs, durs, _rows) in _groups(workers).items():
+        used += 3 * len(counts) + 1
         if used > MAX_SLOT_INTS:
             return None  # a partial table would make the rest look new next time
-        flat = [pid]
-        for count, req, dur, _i in rows:
-            flat += (count, req, dur)
+        flat = [pid] * (3 * len(counts) + 1)
+        flat[1::3], flat[2::3], flat[3::3] = counts, reqs, durs
         out[srv] = flat
     return out
 
@@ -219,21 +247,18 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
     obs: List[Tuple[float, int, str]] = []
     ours = 0
     matched: List[Tuple[int, int, int, int, int, int]] = []
-    for srv, (pid, rows) in _groups(workers).items():
+    for srv, (pid, counts, reqs, durs, rows) in _groups(workers).items():
         old = before.get(srv)
         if old is None:
             # Not on the previous page: none of its threads had served a request.
-            pairs = [(0, -1, count, req, dur, i) for count, req, dur, i in rows]
-        else:
-            if old[0] != pid or (len(old) - 1) // 3 != len(rows):
-                continue  # a new process in the slot, or more threads used: skipped
-            # Only the slots that served a request since: the others add
-            # nothing below (nor to dur_scale), and on a big server they are
-            # most rows.
-            pairs = [(count0, dur0, count, req, dur, i)
-                     for count0, dur0, (count, req, dur, i) in zip(old[1::3], old[3::3], rows)
-                     if count > count0]
-        matched.extend(pairs)
+            matched.extend(zip([0] * len(rows), [-1] * len(rows), counts, reqs, durs, rows))
+            continue
+        if old[0] != pid or (len(old) - 1) // 3 != len(rows):
+            continue  # a new process in the slot, or more threads used: skipped
+        # Only the slots that served a request since: the others add nothing
+        # below (nor to dur_scale), and on a big server they are most rows.
+        matched.extend([pair for pair in zip(old[1::3], old[3::3], counts, reqs, durs, rows)
+                        if pair[2] > pair[0]])
     table_modes = key_columns(workers)[1]
     modes = [table_modes[i] for *_, i in matched]
     found = dur_scale(matched, modes)
@@ -266,38 +291,54 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
 
 
 def _bucket(seconds: float) -> int:
-    for i, bound in enumerate(DURATION_BUCKETS):
-        if seconds <= bound:
-            return i
-    return len(DURATION_BUCKETS)
+    """The index of the first bucket whose bound is at least ``seconds``
+    (len(DURATION_BUCKETS): +Inf)."""
+    return bisect_left(DURATION_BUCKETS, seconds)
 
 
 def quantile(values: Sequence[Tuple[float, int]], q: float) -> float:
     """Nearest-rank quantile of weighted values (sorted by value)."""
-    total = sum(w for _, w in values)
-    rank = max(1, math.ceil(q * total - 1e-9))
+    return _quantiles(values, (q,))[0]
+
+
+def _quantiles(values: Sequence[Tuple[float, int]], qs: Sequence[float]) -> List[float]:
+    """Nearest-rank quantiles of weighted values (sorted by value), for
+    ascending ``qs``, in one pass over the values."""
+    total = sum([w for _, w in values])
+    ranks = [max(1, math.ceil(q * total - 1e-9)) for q in qs]
+    out: List[float] = []
     seen = 0
     for value, weight in values:
         seen += weight
-        if seen >= rank:
-            return value
-    return values[-1][0]
+        while seen >= ranks[len(out)]:
+            out.append(value)
+            if len(out) == len(ranks):
+                return out
+    return out + [values[-1][0]] * (len(ranks) - len(out))
+
+
+_STATS = [stat for stat in DURATION_STATS if stat in QUANTILES]
+_STAT_QS = sorted(QUANTILES[stat] for stat in _STATS)
 
 
 def _stats(values: List[Tuple[float, int]]) -> Dict[str, float]:
     values.sort()
-    out = {stat: round(quantile(values, QUANTILES[stat]) / 1000, 6)
-           for stat in DURATION_STATS if stat in QUANTILES}
+    found = dict(zip(_STAT_QS, _quantiles(values, _STAT_QS)))
+    out = {stat: round(found[QUANTILES[stat]] / 1000, 6) for stat in _STATS}
     out["max"] = round(values[-1][0] / 1000, 6)
     return out
 
 
 def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> List[float]:
     hist = list(hist) if hist and len(hist) == HIST_LEN else [0] * HIST_LEN
+    seconds = hist[-2]
+    count = hist[-1]
+    bounds = DURATION_BUCKETS
     for ms, weight in values:
-        hist[_bucket(ms / 1000)] += weight
-        hist[-2] = round(hist[-2] + ms * weight / 1000, 6)
-        hist[-1] += weight
+        hist[bisect_left(bounds, ms / 1000)] += weight
+        seconds = round(seconds + ms * weight / 1000, 6)  # (as each was always added)
+        count += weight
+    hist[-2], hist[-1] = seconds, count
     return hist
 
 
@@ -346,11 +387,17 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
                 out[out.index(sample)] = sample._replace(value=round(sample.value * scale, 6))
     if old_slots is None or workers is None:
         return out
+    everything = [(ms, weight) for ms, weight, _vhost in obs]
+    by_name: Dict[str, List[Tuple[float, int]]] = {}  # the page's names, each labelled once
+    for pair, (_ms, _weight, vhost) in zip(everything, obs):
+        values = by_name.get(vhost)
+        if values is None:
+            by_name[vhost] = [pair]
+        else:
+            values.append(pair)
     per: Dict[str, List[Tuple[float, int]]] = {}
-    everything: List[Tuple[float, int]] = []
-    for ms, weight, vhost in obs:
-        everything.append((ms, weight))
-        per.setdefault(collected(vhost), []).append((ms, weight))
+    for name, values in by_name.items():
+        per.setdefault(collected(name), []).extend(values)
     sampled = sum(w for _, w in everything)
     accesses = now["figures"].get("accesses")
     previous = before["figures"].get("accesses")
