@@ -722,21 +722,18 @@ _CACHED = 64  # header rows, row patterns and layouts kept between pages
 def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
                  wanted: Tuple[int, ...], between: bytes) -> Any:
     """The pattern of a row whose cells open with ``tags`` (a literal, or a
-    pattern of any <td ...>, each ending with its ">") and hold ``kinds`` of
-    content, capturing the contents of the ``wanted`` cells (in column
-    order), each after the ">" of its tag, so that a row's groups are never
-    empty; ``between`` is what may come between cells."""
+    pattern of any <td ...>) and hold ``kinds`` of content, capturing the
+    contents of the ``wanted`` cells (in column order); ``between`` is what
+    may come between cells."""
     key = (tags, kinds, wanted, between)
     pattern = _PATTERNS.get(key)
     if pattern is None:
         cells = []
         for i, (tag, kind) in enumerate(zip(tags, kinds)):
-            assert tag.endswith(b">")
-            cells.append((tag[:-1] + b"(>%s)" % kind if i in wanted else tag + kind)
-                         + b"</td>")
+            cells.append(tag + (b"(%s)" % kind if i in wanted else kind) + b"</td>")
         # ... or a </table> and everything after it (the last group), or
-        # any other "<" (empty groups): every "<" is a match, so the matches
-        # are back to back, and the first "<" that begins no row ends them.
+        # any other "<": every "<" is a match, so the matches are back to
+        # back, and the first "<" that begins no row ends the rows.
         pattern = re.compile(b"<tr>" + between.join(cells)
                              + b"</tr>[^<]*+|(</table>(?s:.*+))|<")
         if len(_PATTERNS) >= _CACHED:
@@ -805,11 +802,11 @@ class _Cells:
     collector reads the same few columns of every row (and the interval
     figures four of them), the rest are never read."""
 
-    __slots__ = ("_data", "_first", "_end", "_flat", "width", "count", "tags", "_columns")
+    __slots__ = ("_data", "_end", "_flat", "width", "count", "tags", "_columns")
 
-    def __init__(self, data: bytes, first: int, end: int, width: int, count: int,
+    def __init__(self, data: bytes, end: int, width: int, count: int,
                  tags: Optional[Tuple[Optional[bytes], ...]] = None) -> None:
-        self._data, self._first, self._end = data, first, end  # the rows: data[first:end]
+        self._data, self._end = data, end  # the rows: data[:end]
         self._flat: Optional[List[bytes]] = None
         self.width, self.count = width, count
         self.tags = tags  # per column, what the row pattern proved (_Layout.learn)
@@ -822,7 +819,7 @@ class _Cells:
             return texts
         flat = self._flat
         if flat is None:
-            region = self._data[self._first:self._end]
+            region = self._data[:self._end]
             flat = self._flat = region.split(b"</td>")
             if _SEP in region:
                 self.tags = None
@@ -959,15 +956,17 @@ def has_column(workers: Sequence[WorkerRow], heading: str) -> bool:
 
 
 def _rows_found(data: bytes, first: int, last: int,
-                layout: _Layout) -> Optional[Tuple[List[Any], int, Any]]:
-    """findall()'s columns for the rows from ``first`` and where they end, if
-    the first "<" that begins no row there begins a ``</table>``: with the
-    pattern learnt before, else one learnt from this page, else the loose
-    one (any <td ...>, anything bold, text between cells); and what the
-    pattern proved of each column (_Layout.plain, None when loose). Each
-    value of a column still holds the ">" of its cell's tag."""
+                layout: _Layout) -> Optional[Tuple[List[Any], bytes, int, Any]]:
+    """The wanted columns of the rows from ``first``, if the first "<" that
+    begins no row there begins a ``</table>``: with the pattern learnt
+    before, else one learnt from this page, else the loose one (any <td ...>,
+    anything bold, text between cells); the rows' bytes (from ``first``,
+    with what follows them), where they end in those bytes, and what the
+    pattern proved of each column (_Layout.plain, None when loose)."""
+    region = data[first:last]  # (Pattern.split has no pos and endpos)
     learnt = layout.pattern
     width = layout.width
+    step = len(layout.wanted) + 2  # per match: the groups, then the text after it
     for attempt in range(3):
         if attempt == 0:
             pattern = learnt
@@ -980,19 +979,22 @@ def _rows_found(data: bytes, first: int, last: int,
                                    layout.wanted, _PLAIN)
         if pattern is None:
             continue
-        # Every "<" starts a match (findall skips only text, which a row's
-        # last part takes): the rows end at the first match that is no row
-        # (empty groups). When that is the </table> match (whose group is
-        # the rest of the page up to ``last``, so it is the last match), the
-        # rows fill everything up to that </table>.
-        found = pattern.findall(data, first, last)
-        rest = found.pop()[-1] if found else b""
-        if rest:
-            columns = list(zip(*found)) or [()] * (len(layout.wanted) + 1)
-            if b"" not in columns[0]:
+        # Every "<" starts a match (split passes over text only, which a
+        # row's last part takes): the rows end at the first match that is
+        # no row (its groups None). When that is the </table> match (whose
+        # group is the rest of the region, so it is the last match), the
+        # rows fill everything up to that </table>. split, not findall: a
+        # flat list, no tuple per row for the garbage collector to visit.
+        parts = pattern.split(region)
+        rest = parts[-2]
+        if rest is not None:
+            stop = (len(parts) // step - 1) * step  # the rows' groups end there
+            columns = [parts[i:stop:step] for i in range(1, step - 1)]
+            if None not in columns[0]:
                 if attempt == 1:
                     layout.pattern, layout.plain = pattern, layout._learnt
-                return columns, last - len(rest), layout.plain if attempt < 2 else None
+                return (columns, region, len(region) - len(rest),
+                        layout.plain if attempt < 2 else None)
     return None
 
 
@@ -1021,18 +1023,16 @@ def _pid_or_none(pid: Optional[int]) -> Optional[int]:
     return pid if pid is not None and 0 < pid < PID_MAX else None
 
 
-# The PID, SS and mode cells as _rows_found captures them: after the ">"
-# of their tag.
 def _cell_pid(raw: bytes) -> Optional[int]:
-    return _pid_or_none(_int_or_none(_raw_text(raw[1:]).strip()))
+    return _pid_or_none(_int_or_none(_raw_text(raw).strip()))
 
 
 def _cell_int(raw: bytes) -> Optional[int]:
-    return _int_or_none(_raw_text(raw[1:]).strip())
+    return _int_or_none(_raw_text(raw).strip())
 
 
 def _cell_str(raw: bytes) -> str:
-    return _raw_text(raw[1:]).strip()
+    return _raw_text(raw).strip()
 
 
 _PIDS, _SS, _MODES, _CELLS = _Memo(_cell_pid), _Memo(_cell_int), _Memo(_cell_str), \
@@ -1045,7 +1045,7 @@ def _clean(column: Sequence[bytes], values: List[Any], limit: int) -> bool:
     if None not in values:
         return True
     missing = {raw for raw, value in zip(column, values) if value is None}
-    return not any(_out_of_range(_raw_text(raw[1:]).strip(), limit) for raw in missing)
+    return not any(_out_of_range(_raw_text(raw).strip(), limit) for raw in missing)
 
 
 def _fast_rows(data: bytes, start: int, last: int, layout: _Layout) -> Optional[_FastRows]:
@@ -1065,7 +1065,7 @@ def _fast_rows(data: bytes, start: int, last: int, layout: _Layout) -> Optional[
     found = _rows_found(data, first, last, layout)
     if found is None:
         return None
-    columns, end, plain = found
+    columns, region, size, plain = found
     column = columns[layout.pid]
     pids = list(map(_PIDS.__getitem__, column))
     clean = _clean(column, pids, PID_MAX)
@@ -1073,9 +1073,9 @@ def _fast_rows(data: bytes, start: int, last: int, layout: _Layout) -> Optional[
     ss = list(map(_SS.__getitem__, column))
     clean = clean and _clean(column, ss, INT64_MAX)
     modes = list(map(_MODES.__getitem__, columns[layout.mode]))
-    cells = _Cells(data, first, end, layout.width, len(pids), plain)
+    cells = _Cells(region, size, layout.width, len(pids), plain)
     return _FastRows(WorkerTable(pids, modes, ss, cells, layout), clean,
-                     max(filter(None, ss), default=0), start, end)
+                     max(filter(None, ss), default=0), start, first + size)
 
 
 def _cell_text(el: Any) -> str:
