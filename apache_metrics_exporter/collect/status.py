@@ -731,11 +731,12 @@ def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
         cells = []
         for i, (tag, kind) in enumerate(zip(tags, kinds)):
             cells.append(tag + (b"(%s)" % kind if i in wanted else kind) + b"</td>")
-        # ... or a </table> and everything after it (the last group), or
-        # any other "<": every "<" is a match, so the matches are back to
-        # back, and the first "<" that begins no row ends the rows.
+        # ... or, at the first "<" that begins no row, everything from there
+        # on: the </table> that ends the rows (the last group) or anything
+        # else. Every "<" up to there is a match, so the rows are back to
+        # back, and what follows them is one last match, however long.
         pattern = re.compile(b"<tr>" + between.join(cells)
-                             + b"</tr>[^<]*+|(</table>(?s:.*+))|<")
+                             + b"</tr>[^<]*+|(</table>(?s:.*+))|<(?s:.*+)")
         if len(_PATTERNS) >= _CACHED:
             _PATTERNS.clear()
         _PATTERNS[key] = pattern
@@ -979,22 +980,20 @@ def _rows_found(data: bytes, first: int, last: int,
                                    layout.wanted, _PLAIN)
         if pattern is None:
             continue
-        # Every "<" starts a match (split passes over text only, which a
-        # row's last part takes): the rows end at the first match that is
-        # no row (its groups None). When that is the </table> match (whose
-        # group is the rest of the region, so it is the last match), the
-        # rows fill everything up to that </table>. split, not findall: a
-        # flat list, no tuple per row for the garbage collector to visit.
+        # The region begins with "<" and a row's last part takes the text
+        # up to the next one, so the matches are back to back: rows, then
+        # one match of the rest from the first "<" that begins no row. When
+        # that is the </table> match (its group not None), the rows fill
+        # everything up to that </table>. split, not findall: a flat list,
+        # no tuple per row for the garbage collector to visit.
         parts = pattern.split(region)
         rest = parts[-2]
         if rest is not None:
             stop = (len(parts) // step - 1) * step  # the rows' groups end there
-            columns = [parts[i:stop:step] for i in range(1, step - 1)]
-            if None not in columns[0]:
-                if attempt == 1:
-                    layout.pattern, layout.plain = pattern, layout._learnt
-                return (columns, region, len(region) - len(rest),
-                        layout.plain if attempt < 2 else None)
+            if attempt == 1:
+                layout.pattern, layout.plain = pattern, layout._learnt
+            return ([parts[i:stop:step] for i in range(1, step - 1)], region,
+                    len(region) - len(rest), layout.plain if attempt < 2 else None)
     return None
 
 
