@@ -569,8 +569,9 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
     # _fast_rows hold no "<T" (every "<" there starts a tag they expect).
     unread.append(len(data))
     for i in range(0, len(unread), 2):
-        if data.find(b"<TABLE", unread[i], unread[i + 1]) >= 0 \
-                or data.find(b"<Table", unread[i], unread[i + 1]) >= 0:
+        if data.find(b"<T", unread[i], unread[i + 1]) >= 0 and (
+                data.find(b"<TABLE", unread[i], unread[i + 1]) >= 0
+                or data.find(b"<Table", unread[i], unread[i + 1]) >= 0):
             return None
     return tables
 
@@ -967,7 +968,7 @@ def _rows_found(data: bytes, first: int, last: int,
     region = data[first:last]  # (Pattern.split has no pos and endpos)
     learnt = layout.pattern
     width = layout.width
-    step = len(layout.wanted) + 2  # per match: the groups, then the text after it
+    step = 5  # per match: the three wanted groups (pid, m, ss), the rest, the text after it
     for attempt in range(3):
         if attempt == 0:
             pattern = learnt
@@ -992,7 +993,7 @@ def _rows_found(data: bytes, first: int, last: int,
             stop = (len(parts) // step - 1) * step  # the rows' groups end there
             if attempt == 1:
                 layout.pattern, layout.plain = pattern, layout._learnt
-            return ([parts[i:stop:step] for i in range(1, step - 1)], region,
+            return ([parts[1:stop:step], parts[2:stop:step], parts[3:stop:step]], region,
                     len(region) - len(rest), layout.plain if attempt < 2 else None)
     return None
 
