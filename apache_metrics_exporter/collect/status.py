@@ -756,7 +756,7 @@ class _Layout:
         cols = self.cols = {h: i for i, h in enumerate(names)}  # (the last of twins)
         self.width = len(names)  # cells per row, twins counted
         wanted = self.wanted = tuple(sorted({cols["pid"], cols["m"], cols["ss"]}))
-        # where each one is among the columns of a pattern's findall()
+        # where each one is among the columns _rows_found returns
         self.pid, self.mode, self.ss = (wanted.index(cols[h]) for h in ("pid", "m", "ss"))
         # Rows of one table share their columns and cell reader: as class
         # attributes they cost nothing per row. A row is its table's cells
