@@ -551,7 +551,7 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
         start = data.find(b"<table", pos)
         if start < 0:
             break
-        table, end = _worker_table(data, start, last)
+        table, end, names = _worker_table(data, start, last)
         if table is not None:
             unread.append(table.workers.at)  # type: ignore[union-attr]
             unread.append(end)
@@ -559,7 +559,7 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
             end = data.find(b"</table>", start)
             if end < 0:
                 return None
-            table = _fast_table(data, start, end)
+            table = _fast_table(data, start, end, names)
             if table is None:
                 return None
         pos = end + 8
@@ -569,8 +569,9 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
     # _fast_rows hold no "<T" (every "<" there starts a tag they expect).
     unread.append(len(data))
     for i in range(0, len(unread), 2):
-        if data.find(b"<TABLE", unread[i], unread[i + 1]) >= 0 \
-                or data.find(b"<Table", unread[i], unread[i + 1]) >= 0:
+        if data.find(b"<T", unread[i], unread[i + 1]) >= 0 and (
+                data.find(b"<TABLE", unread[i], unread[i + 1]) >= 0
+                or data.find(b"<Table", unread[i], unread[i + 1]) >= 0):
             return None
     return tables
 
@@ -578,31 +579,61 @@ def _fast_tables(data: bytes) -> Optional[List[_Table]]:
 _SKIPPED = _Table([], _raw_cell)  # a table left out (see _fast_table)
 
 
-def _worker_table(data: bytes, start: int, last: int) -> Tuple[Optional[_Table], int]:
+def _worker_table(data: bytes, start: int, last: int
+                  ) -> Tuple[Optional[_Table], int, Optional[List[str]]]:
     """The table from ``<table`` at start if it is a worker table whose rows
-    _fast_rows reads, and where it ends (its ``</table>``); else (None, -1)."""
+    _fast_rows reads, and where it ends (its ``</table>``); else (None, -1)
+    and, when they are what _first_names would find, the names of its first
+    row's headings."""
     head_end = data.find(b"</tr>", start, last)
     if head_end < 0 or data.find(b"</table>", start, head_end) >= 0:
-        return None, -1  # (that </tr> is not in this table)
+        return None, -1, None  # (that </tr> is not in this table)
     at = data.find(b"<tr", start, head_end)
     if at < 0:
-        return None, -1
-    names = _header(data[at:head_end])[1]
-    if "pid" not in names or "m" not in names or "ss" not in names:
-        return None, -1
-    rows_at = head_end + 5
-    workers = _fast_rows(data, rows_at, last, names)
-    # The rows read hold as many <tr as </tr>, <td as </td> and no <th or
-    # </th>: the table is as balanced as its first row (see _fast_table).
-    if workers is None or not _balanced(data[start:rows_at]):
-        return None, -1
+        return None, -1, None
+    names, layout = _opening(data, start, at, head_end)
+    if layout is None:
+        return None, -1, names
+    workers = _fast_rows(data, head_end + 5, last, layout)
+    if workers is None:
+        return None, -1, names
     end = workers.end
-    return _Table(None, _raw_cell, data, start, end, names, workers), end
+    return _Table(None, _raw_cell, data, start, end, names, workers), end, names
 
 
-def _fast_table(data: bytes, start: int, end: int) -> Optional[_Table]:
+_OPENINGS: Dict[bytes, Tuple[List[str], Optional[_Layout]]] = {}
+
+
+def _opening(data: bytes, start: int, at: int, head_end: int
+             ) -> Tuple[List[str], Optional[_Layout]]:
+    """The names of the headings of a table's first row (from its ``<tr`` at
+    ``at`` to its ``</tr>`` at head_end), and the _Layout of its rows when
+    they name a worker table and the table is balanced up to there: the
+    rows _fast_rows reads hold as many <tr as </tr>, <td as </td> and no
+    <th or </th>, so the table is then as balanced as its first row (see
+    _fast_table). Kept for the next page: a server begins its tables with
+    the same bytes every time."""
+    key = data[start:head_end]
+    known = _OPENINGS.get(key)
+    if known is None:
+        names = _header(data[at:head_end])[1]
+        layout = None
+        if "pid" in names and "m" in names and "ss" in names \
+                and _balanced(data[start:head_end + 5]):
+            layout = _Layout(names)
+        known = names, layout
+        if len(key) <= 4096:
+            if len(_OPENINGS) >= _CACHED:
+                _OPENINGS.clear()
+            _OPENINGS[key] = known
+    return known
+
+
+def _fast_table(data: bytes, start: int, end: int,
+                names: Optional[List[str]] = None) -> Optional[_Table]:
     """The table from ``<table`` at start to ``</table>`` at end: None when
-    the page must go to lxml, _SKIPPED for a table left out."""
+    the page must go to lxml, _SKIPPED for a table left out; ``names``, if
+    known, those of its first row."""
     segment = data[start:end]
     if not _balanced(segment):
         # Apache's own balancer tables leave out </tr>: harmless unless
@@ -612,7 +643,7 @@ def _fast_table(data: bytes, start: int, end: int) -> Optional[_Table]:
                 or "pid" in {_norm(text) for text, _span in _headings(segment)}:
             return None
         return _SKIPPED
-    return _Table(None, _raw_cell, data, start, end)
+    return _Table(None, _raw_cell, segment, 0, end - start, names)
 
 
 def _balanced(segment: bytes) -> bool:
@@ -693,17 +724,20 @@ def _row_pattern(tags: Tuple[bytes, ...], kinds: Tuple[bytes, ...],
                  wanted: Tuple[int, ...], between: bytes) -> Any:
     """The pattern of a row whose cells open with ``tags`` (a literal, or a
     pattern of any <td ...>) and hold ``kinds`` of content, capturing the
-    whole row and the contents of the ``wanted`` cells (in column order);
-    ``between`` is what may come between cells."""
+    contents of the ``wanted`` cells (in column order); ``between`` is what
+    may come between cells."""
     key = (tags, kinds, wanted, between)
     pattern = _PATTERNS.get(key)
     if pattern is None:
         cells = []
         for i, (tag, kind) in enumerate(zip(tags, kinds)):
             cells.append(tag + (b"(%s)" % kind if i in wanted else kind) + b"</td>")
-        # ... or any other "<": every "<" is a match, so the matches are
-        # back to back, and the first "<" that begins no row ends the rows.
-        pattern = re.compile(b"(<tr>" + between.join(cells) + b"</tr>[^<]*+)|<")
+        # ... or, at the first "<" that begins no row, everything from there
+        # on: the </table> that ends the rows (the last group) or anything
+        # else. Every "<" up to there is a match, so the rows are back to
+        # back, and what follows them is one last match, however long.
+        pattern = re.compile(b"<tr>" + between.join(cells)
+                             + b"</tr>[^<]*+|(</table>(?s:.*+))|<(?s:.*+)")
         if len(_PATTERNS) >= _CACHED:
             _PATTERNS.clear()
         _PATTERNS[key] = pattern
@@ -722,8 +756,8 @@ class _Layout:
         cols = self.cols = {h: i for i, h in enumerate(names)}  # (the last of twins)
         self.width = len(names)  # cells per row, twins counted
         wanted = self.wanted = tuple(sorted({cols["pid"], cols["m"], cols["ss"]}))
-        # where each one is among the columns of a pattern's findall()
-        self.pid, self.mode, self.ss = (1 + wanted.index(cols[h]) for h in ("pid", "m", "ss"))
+        # where each one is among the columns _rows_found returns
+        self.pid, self.mode, self.ss = (wanted.index(cols[h]) for h in ("pid", "m", "ss"))
         # Rows of one table share their columns and cell reader: as class
         # attributes they cost nothing per row. A row is its table's cells
         # (``_cells``, a _Cells) and its place among them (``_raw``).
@@ -770,11 +804,11 @@ class _Cells:
     collector reads the same few columns of every row (and the interval
     figures four of them), the rest are never read."""
 
-    __slots__ = ("_region", "_flat", "width", "count", "tags", "_columns")
+    __slots__ = ("_data", "_end", "_flat", "width", "count", "tags", "_columns")
 
-    def __init__(self, region: bytes, width: int, count: int,
+    def __init__(self, data: bytes, end: int, width: int, count: int,
                  tags: Optional[Tuple[Optional[bytes], ...]] = None) -> None:
-        self._region = region
+        self._data, self._end = data, end  # the rows: data[:end]
         self._flat: Optional[List[bytes]] = None
         self.width, self.count = width, count
         self.tags = tags  # per column, what the row pattern proved (_Layout.learn)
@@ -787,9 +821,13 @@ class _Cells:
             return texts
         flat = self._flat
         if flat is None:
-            flat = self._flat = self._region.split(b"</td>")
+            region = self._data[:self._end]
+            flat = self._flat = region.split(b"</td>")
+            if _SEP in region:
+                self.tags = None
+            self._data = b""
         pieces = flat[i:self.count * self.width:self.width]
-        tag = self.tags[i] if self.tags and _SEP not in self._region else None
+        tag = self.tags[i] if self.tags else None
         if tag is None:
             texts = list(map(_CELLS.__getitem__, pieces))
         else:
@@ -919,18 +957,18 @@ def has_column(workers: Sequence[WorkerRow], heading: str) -> bool:
     return bool(workers) and workers[0].has(heading)
 
 
-_LAYOUTS: Dict[Tuple[str, ...], _Layout] = {}
-
-
 def _rows_found(data: bytes, first: int, last: int,
-                layout: _Layout) -> Optional[Tuple[List[Any], int, Any]]:
-    """findall()'s columns for the rows from ``first``, and where they end,
-    if the first "<" that begins no row there begins the table's ``</table>``:
-    with the pattern learnt before, else one learnt from this page, else the
-    loose one (any <td ...>, anything bold, text between cells); and what
-    the pattern proved of each column (_Layout.plain, None when loose)."""
+                layout: _Layout) -> Optional[Tuple[List[Any], bytes, int, Any]]:
+    """The wanted columns of the rows from ``first``, if the first "<" that
+    begins no row there begins a ``</table>``: with the pattern learnt
+    before, else one learnt from this page, else the loose one (any <td ...>,
+    anything bold, text between cells); the rows' bytes (from ``first``,
+    with what follows them), where they end in those bytes, and what the
+    pattern proved of each column (_Layout.plain, None when loose)."""
+    region = data[first:last]  # (Pattern.split has no pos and endpos)
     learnt = layout.pattern
     width = layout.width
+    step = 5  # per match: the three wanted groups (pid, m, ss), the rest, the text after it
     for attempt in range(3):
         if attempt == 0:
             pattern = learnt
@@ -943,15 +981,20 @@ def _rows_found(data: bytes, first: int, last: int,
                                    layout.wanted, _PLAIN)
         if pattern is None:
             continue
-        columns = list(zip(*pattern.findall(data, first, last)))
-        if columns and b"" in columns[0]:  # (findall's value of a group that took no part)
-            count = columns[0].index(b"")  # the rows before the first other "<"
-            columns = [column[:count] for column in columns]
-            end = first + sum(map(len, columns[0]))
-            if data.startswith(b"</table>", end):
-                if attempt == 1:
-                    layout.pattern, layout.plain = pattern, layout._learnt
-                return columns, end, layout.plain if attempt < 2 else None
+        # The region begins with "<" and a row's last part takes the text
+        # up to the next one, so the matches are back to back: rows, then
+        # one match of the rest from the first "<" that begins no row. When
+        # that is the </table> match (its group not None), the rows fill
+        # everything up to that </table>. split, not findall: a flat list,
+        # no tuple per row for the garbage collector to visit.
+        parts = pattern.split(region)
+        rest = parts[-2]
+        if rest is not None:
+            stop = (len(parts) // step - 1) * step  # the rows' groups end there
+            if attempt == 1:
+                layout.pattern, layout.plain = pattern, layout._learnt
+            return ([parts[1:stop:step], parts[2:stop:step], parts[3:stop:step]], region,
+                    len(region) - len(rest), layout.plain if attempt < 2 else None)
     return None
 
 
@@ -1005,7 +1048,7 @@ def _clean(column: Sequence[bytes], values: List[Any], limit: int) -> bool:
     return not any(_out_of_range(_raw_text(raw).strip(), limit) for raw in missing)
 
 
-def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional[_FastRows]:
+def _fast_rows(data: bytes, start: int, last: int, layout: _Layout) -> Optional[_FastRows]:
     """The worker rows from start (after the header row) to the table's end,
     if every byte there is rows in Apache's markup (else None: the rows are
     read one by one); ``last`` is where the page's last ``</table>`` ends.
@@ -1019,16 +1062,10 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     first = data.find(b"<", start, last)
     if first < 0:
         return None
-    key = tuple(names)
-    layout = _LAYOUTS.get(key)
-    if layout is None:
-        if len(_LAYOUTS) >= _CACHED:
-            _LAYOUTS.clear()
-        layout = _LAYOUTS[key] = _Layout(names)
     found = _rows_found(data, first, last, layout)
     if found is None:
         return None
-    columns, end, plain = found
+    columns, region, size, plain = found
     column = columns[layout.pid]
     pids = list(map(_PIDS.__getitem__, column))
     clean = _clean(column, pids, PID_MAX)
@@ -1036,9 +1073,9 @@ def _fast_rows(data: bytes, start: int, last: int, names: List[str]) -> Optional
     ss = list(map(_SS.__getitem__, column))
     clean = clean and _clean(column, ss, INT64_MAX)
     modes = list(map(_MODES.__getitem__, columns[layout.mode]))
-    cells = _Cells(data[first:end], layout.width, len(pids), plain)
+    cells = _Cells(region, size, layout.width, len(pids), plain)
     return _FastRows(WorkerTable(pids, modes, ss, cells, layout), clean,
-                     max(filter(None, ss), default=0), start, end)
+                     max(filter(None, ss), default=0), start, first + size)
 
 
 def _cell_text(el: Any) -> str:
@@ -1120,20 +1157,23 @@ def parse_html(data: bytes, source: str = "the status page") -> HtmlPage:
             and b"Server Version" not in data:
         raise FetchError(f"{source} is not an Apache mod_status page; check --url",
                          reason=NOT_STATUS_PAGE)
-    warnings = _Warnings(source)
+    lines: List[str] = []
     bad = 0 if fast is not None and fast.clean else sum(
         1 for w in workers or () if w.ss is None and _out_of_range(w.cell("ss"))
         or w.pid is None and _out_of_range(w.cell("pid"), PID_MAX))
     if bad:
-        warnings.add(f"{bad} rows of the worker table have a PID or SS out of range; "
+        lines.append(f"{bad} rows of the worker table have a PID or SS out of range; "
                      "those values are left out")
     uptime = html_uptime(data)
     if workers and uptime is not None and (fast is None or fast.max_ss > uptime):
         impossible = forget_impossible_ss(workers, uptime)
         if impossible:
-            warnings.add(f"{impossible} rows of the worker table have an SS longer than "
+            lines.append(f"{impossible} rows of the worker table have an SS longer than "
                          f"the server's uptime ({uptime} s); those values are left out")
-    return HtmlPage(workers, event, warnings.done(), uptime)
+    # (as _Warnings words them; two lines at most, so no "more" line)
+    where = visible(source) if lines else ""
+    return HtmlPage(workers, event,
+                    tuple(f"{where}: {line}" for line in lines) if lines else (), uptime)
 
 
 _UPTIME = b"Server uptime:"
@@ -1227,22 +1267,21 @@ def _event_names(top: List[Tuple[str, int]], sub_heads: List[Tuple[str, int]]) -
 def _event_rows(table: _Table) -> List[EventProcess]:
     rows = table.rows
     names = _event_names(rows[0][0], rows[1][0] if len(rows) > 1 else [])
+    text = table.text
+    cell: Callable[[Any], str] = _CELLS.__getitem__ if text is _raw_cell \
+        else (lambda c: text(c).strip())
     out = []
     for _heads, raw in rows[2:]:
-        if table.text is _raw_cell:
-            cells = list(map(_CELLS.__getitem__, raw))
-        else:
-            cells = [table.text(c).strip() for c in raw]
-        if not cells or not cells[0].isascii() or not cells[0].isdigit() \
-                or len(cells[0]) > 9:
+        if not raw:
+            continue
+        slot = cell(raw[0])
+        if not slot.isascii() or not slot.isdigit() or len(slot) > 9:
             continue  # the "Sum" row
-        named = dict(zip(names, cells))
+        named = dict(zip(names, map(cell, raw)))
         accepting = named.get("connections accepting")
         pid = _int_or_none(named.get("pid"))
         out.append(EventProcess(
-            slot=int(cells[0]), pid=pid if pid is not None and 0 < pid < PID_MAX else None,
-            stopping=named.get("stopping", ""),
-            accepting=None if accepting is None else accepting == "yes",
-            cells=named,
-        ))
+            int(slot), pid if pid is not None and 0 < pid < PID_MAX else None,
+            named.get("stopping", ""), None if accepting is None else accepting == "yes",
+            named))
     return out
