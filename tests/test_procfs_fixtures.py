@@ -255,3 +255,34 @@ def test_socket_inodes_are_the_fd_links(captured):
     assert inode not in procfs.socket_inodes(captured.decoy)
     with pytest.raises(procfs.NoProcess):
         procfs.socket_inodes(2**22 + 7)
+
+
+def test_a_file_is_read_to_its_end_whatever_its_size(tmp_path, monkeypatch):
+    """procfs reads with os.read in READ_SIZE pieces: a file of several pieces
+    (a long command line) comes whole, an empty one as b''; a missing one is
+    NoProcess."""
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    (tmp_path / "7").mkdir()
+    args = [b"x" * 1000 + str(i).encode() for i in range(3 * procfs.READ_SIZE // 1000)]
+    (tmp_path / "7" / "cmdline").write_bytes(b"\0".join(args) + b"\0")
+    assert procfs.cmdline(7) == [a.decode() for a in args]
+    (tmp_path / "7" / "cmdline").write_bytes(b"")
+    assert procfs.cmdline(7) == []
+    with pytest.raises(procfs.NoProcess):
+        procfs.cmdline(8)
+
+
+def test_holds_at_reads_the_named_descriptors(tmp_path, monkeypatch):
+    """procfs.holds_at: each (fd, inode) must be that socket's link now."""
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    fd_dir = tmp_path / "9" / "fd"
+    fd_dir.mkdir(parents=True)
+    os.symlink("socket:[111]", fd_dir / "3")
+    os.symlink("socket:[222]", fd_dir / "4")
+    os.symlink("/dev/null", fd_dir / "5")
+    assert procfs.socket_fds(9) == {111: "3", 222: "4"}
+    assert procfs.holds_at(9, (("3", 111), ("4", 222)))
+    assert not procfs.holds_at(9, (("3", 111), ("4", 111)))  # another socket there
+    assert not procfs.holds_at(9, (("5", 111),))
+    assert not procfs.holds_at(9, (("6", 111),))  # closed
+    assert not procfs.holds_at(10, (("3", 111),))  # no such process
