@@ -16,7 +16,10 @@ environment) and TLS (``--listen-cert-file``/``--listen-key-file``). At most
 by ``--timeout`` per target, since targets are collected concurrently. Slow
 and idle clients cannot hold the endpoint (``_Server``): a request has
 ``REQUEST_DEADLINE`` in all to arrive, and a client still sending one gives
-up its connection slot to a newcomer when all are taken.
+up its connection slot to a newcomer when all are taken. An HTTP/1.1 client
+keeps its connection between scrapes (one thread and one accepted socket
+per scraper, not per scrape) as long as its next request comes within that
+deadline; an idle kept-alive connection is one still sending its request.
 """
 
 from __future__ import annotations
@@ -222,7 +225,9 @@ class _HeadFile:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One connection, one request (HTTP/1.0: no keep-alive), in its own thread."""
+    """One connection, in its own thread: one request, or with HTTP/1.1 one
+    after another on the kept-alive connection (as Prometheus scrapes), each
+    with its whole deadline and head budget again (_Server.reading)."""
 
     server_version = "apache-metrics-exporter"
     # A backstop per socket call; the deadlines that matter (request, answer)
@@ -236,7 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _HeadFile(self.rfile)  # type: ignore[assignment]
+        self._head = _HeadFile(self.rfile)
+        self.rfile = self._head  # type: ignore[assignment]
 
     def handle(self) -> None:
         try:
@@ -252,13 +258,44 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:  # a client that went away, was dropped or spoke no TLS
             log.debug("%s: %s", self.address_string(), _why(exc))
 
+    _answered = False  # a request of this connection was answered: the next one waits
+
     def handle_one_request(self) -> None:
+        if self._answered:
+            # Kept alive: until the next request is complete this connection
+            # is one being read again, with the whole request deadline (from
+            # now) and MAX_HEAD, and the first to go when room is needed.
+            if not self.server.reading(self.request):
+                self.close_connection = True  # dropped already
+                return
+            self._head.left = MAX_HEAD
+        self._answered = True
+        # Answers are HTTP/1.0 (and the connection closed) unless the request
+        # is an HTTP/1.1 one that may be kept alive (parse_request).
+        self.protocol_version = "HTTP/1.0"
         self.requestline, self.request_version, self.command = "", "", ""
         try:
             super().handle_one_request()
         except _HeadTooLarge:
             self.close_connection = True
             self.send_error(431, f"request head longer than {MAX_HEAD} bytes")
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        # Keep-alive only for an HTTP/1.1 request that does not ask to close
+        # and has no body (a body is never read: its bytes must not be taken
+        # for the next request, so any sign of one closes the connection).
+        tokens = {t.strip().lower() for t in
+                  ",".join(self.headers.get_all("Connection") or ()).split(",")}
+        lengths = [v.strip() for v in self.headers.get_all("Content-Length") or ()]
+        if (self.request_version == "HTTP/1.1" and "close" not in tokens
+                and "Transfer-Encoding" not in self.headers and lengths in ([], ["0"])):
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = False
+        else:
+            self.close_connection = True
+        return True
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         # The one place where the -vv access-log line is formatted.
@@ -271,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection and self.protocol_version == "HTTP/1.1":
+            self.send_header("Connection", "close")
         for name, value in headers:
             self.send_header(name, value)
         for name, value in self.web.headers if self.web is not None else ():
@@ -315,10 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The request is complete: from here on the connection is not dropped
         # to make room, and the scrape takes what --timeout allows.
         if not self.server.working(self.request):
+            self.close_connection = True
             return  # dropped at its deadline while the head was parsed
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") \
-                or "Transfer-Encoding" in self.headers:
-            self.close_connection = True  # a body is never read
         if not self._authorised():
             return
         parts = urlsplit(self.path)
@@ -386,9 +423,12 @@ class _Server(ThreadingHTTPServer):
 
     A connection first has ``request_deadline`` for its TLS handshake,
     request line and headers (in its own thread: the accept loop never waits
-    for a client). When every slot is taken, a new connection takes the slot
-    of the oldest one still sending its request - an idle, dripping or mute
-    client - so a client that sends its request promptly is always served.
+    for a client); kept alive (HTTP/1.1), it has ``request_deadline`` again
+    for each next request, from the moment its previous answer was written.
+    When every slot is taken, a new connection takes the slot of the oldest
+    one still sending its request - an idle, dripping or mute client, or a
+    kept-alive one waiting for its next request - so a client that sends its
+    request promptly is always served.
     A complete request is never dropped for room: it runs its scrape
     (bounded by --timeout, at most MAX_SCRAPES at once, others get 503), then
     has ANSWER_DEADLINE to take the answer. Dropping is a shutdown of the
@@ -488,6 +528,11 @@ class _Server(ThreadingHTTPServer):
             conn.phase, conn.since = phase, time.monotonic()
             conn.deadline = None if deadline is None else conn.since + deadline
             return True
+
+    def reading(self, request: Any) -> bool:
+        """A kept-alive connection waits for its next request: the request
+        deadline again, from now. False if it was dropped already."""
+        return self._phase(request, _READING, self.request_deadline)
 
     def working(self, request: Any) -> bool:
         """The request is complete: no deadline while it is worked on, and it

@@ -605,3 +605,123 @@ def test_scrapes_keep_their_connection_to_the_target_and_probes_do_not():
                 status, body, _ = ep.get(f"/probe?target={other}")
                 assert status == 200 and "\napache_up 1" in body
             assert len(opened) == 3
+
+
+# -- keep-alive (issue 23: a scrape per request, not per connection) ---------
+
+def read_answer(f) -> tuple:
+    """(status line, {header: value}, body) of one answer read from ``f``
+    (the socket's makefile("rb")); ('', {}, b'') when the connection ended."""
+    status = f.readline().decode("latin-1").rstrip("\r\n")
+    if not status:
+        return "", {}, b""
+    headers = {}
+    for line in iter(f.readline, b"\r\n"):
+        assert line, "the connection ended inside an answer's head"
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, f.read(int(headers["content-length"]))
+
+
+def test_an_http11_scraper_keeps_its_connection_and_an_http10_one_does_not():
+    get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running("--url", DEAD_URL) as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            port = sock.getsockname()[1]
+            for _ in range(3):  # one after another on the same connection
+                sock.sendall(get)
+                status, headers, body = read_answer(f)
+                assert status == "HTTP/1.1 200 OK" and b"\napache_up 0" in body, status
+                assert headers.get("connection") != "close"
+            sock.sendall(get + get)  # pipelined: both answered, in order
+            assert read_answer(f)[0] == read_answer(f)[0] == "HTTP/1.1 200 OK"
+            assert sock.getsockname()[1] == port
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            status, _, body = read_answer(f)
+            assert status == "HTTP/1.0 200 OK" and b"\napache_up 0" in body
+            assert f.read() == b""  # closed, as before
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+    # A body is never read, so its bytes must never be taken for a request:
+    # here the body is a whole request, which must not be answered.
+    b"GET /metrics HTTP/1.1\r\nContent-Length: 23\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 23\r\n\r\n"
+    b"GET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nContent-Length: x\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"17\r\nGET /probe HTTP/1.1\r\n\r\n\r\n0\r\n\r\n",
+    b"GET /metrics HTTP/1.2\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+])
+def test_a_connection_that_asks_to_close_or_sends_a_body_is_answered_once(request_head):
+    with running("--url", DEAD_URL) as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(request_head)
+            status, headers, body = read_answer(f)
+            assert status.endswith(" 200 OK") and b"\napache_up 0" in body, status
+            assert f.read() == b"", "a second answer, or the connection kept"
+
+
+def test_a_kept_alive_connection_has_the_request_deadline_for_each_next_request():
+    """After an answer the connection waits for its next request with the
+    whole request deadline again (1.5 s here), from the end of the answer:
+    idle, it is closed then; a next request dripped a header line every
+    0.2 s is cut off at the deadline, not per read; and each request has
+    the whole MAX_HEAD, no more."""
+    get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running("--url", DEAD_URL, "--listen-request-deadline", "1.5") as ep:
+        def served() -> tuple:
+            sock = socket.create_connection(("127.0.0.1", ep.port), timeout=5)
+            f = sock.makefile("rb")
+            sock.sendall(get)
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            return sock, f
+
+        sock, f = served()  # idle after its answer
+        with sock:
+            took = closed_after(sock)
+        assert 1.3 < took < 5, took
+        sock, f = served()  # drips its next request
+        with sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            took = closed_after(sock, b"X-Drip: 1\r\n")
+        assert 1.3 < took < 5, took
+        sock, f = served()  # answered within 1.5 s, three times: each has the deadline anew
+        with sock:
+            for _ in range(3):
+                time.sleep(1.0)
+                sock.sendall(get)
+                assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+        sock, f = served()  # a big next head: 431, as on a new connection
+        with sock:
+            head = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+            for _ in range(10):  # 10 heads of 15 KiB: each within MAX_HEAD
+                sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 15000 + b"\r\n\r\n")
+                assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            sock.sendall(head)
+            assert read_answer(f)[0].startswith("HTTP/1.0 431")  # then closed
+            assert f.read() == b""
+
+
+def test_idle_kept_alive_connections_cannot_starve_a_scrape():
+    """70 scrapers that each got an answer and keep their connection idle:
+    a new scraper is still answered at once (an idle kept-alive connection
+    is the first dropped to make room)."""
+    with running("--url", DEAD_URL) as ep:
+        kept = connections(ep.port, 70)
+        try:
+            for sock in kept:
+                try:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    pass  # dropped already to make room for a later one
+            prompt_scrape(ep)
+            prompt_scrape(ep)
+        finally:
+            close_all(kept)
