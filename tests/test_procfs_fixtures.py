@@ -286,3 +286,40 @@ def test_holds_at_reads_the_named_descriptors(tmp_path, monkeypatch):
     assert not procfs.holds_at(9, (("5", 111),))
     assert not procfs.holds_at(9, (("6", 111),))  # closed
     assert not procfs.holds_at(10, (("3", 111),))  # no such process
+
+
+def test_children_of_a_thread_are_found_with_the_thread_count_from_stat(tmp_path):
+    """The kernel lists a child under the task (thread) that forked it. With
+    one thread, children() reads that task's list alone (the count comes
+    from stat); with more, every task's: a child forked by a second thread
+    is found either way the count is told."""
+    import subprocess
+    import sys
+
+    script = ("import subprocess, threading, sys, time\n"
+              "def spawn():\n"
+              "    p = subprocess.Popen(['sleep', '30'])\n"
+              "    print(p.pid, flush=True)\n"
+              "    time.sleep(30)\n"
+              "threading.Thread(target=spawn, daemon=True).start()\n"
+              "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(proc.stdout.readline())
+        st = procfs.stat(proc.pid)
+        assert st.threads == 2
+        assert child in procfs.children(proc.pid, st.threads) == procfs.children(proc.pid)
+        assert procfs.stat(child).threads == 1
+        assert procfs.children(child, 1) == procfs.children(child) == []
+    finally:
+        if child:
+            os.kill(child, 9)
+        proc.kill()
+        proc.wait()
+
+
+def test_the_parents_own_task_list_is_the_same_as_all_of_them(captured):
+    st = procfs.stat(captured.parent)
+    assert st.threads == 1
+    assert procfs.children(captured.parent, st.threads) == procfs.children(captured.parent)

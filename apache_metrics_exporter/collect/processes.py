@@ -599,7 +599,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         else:
             parent_argv = procfs.cmdline(parent_pid)
             room, known = (len(parent_argv[0]) if parent_argv else 0), {}
-        kids = procfs.children(parent_pid)
+        kids = procfs.children(parent_pid, parent.threads)
     except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     children: List[ProcInfo] = []

@@ -41,6 +41,7 @@ class Stat(NamedTuple):
     state: str
     ppid: int
     start_ticks: int
+    threads: int = 0  # num_threads (0: not told)
 
 
 def boot_time() -> float:
@@ -91,7 +92,7 @@ def stat(pid: int) -> Stat:
     left, right = data.find(b"("), data.rfind(b")")
     fields = data[right + 2:].split()
     return Stat(pid, data[left + 1:right].decode("utf-8", "replace"),
-                fields[0].decode(), int(fields[1]), int(fields[19]))
+                fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[17]))
 
 
 def create_time(st: Stat) -> float:
@@ -121,12 +122,14 @@ def pss_uss(pid: int) -> tuple:
     return pss, private
 
 
-def children(pid: int) -> List[int]:
+def children(pid: int, threads: int = 0) -> List[int]:
     """PIDs whose parent is ``pid`` (from the kernel's children list if it has
-    one, else by reading every process's stat)."""
+    one, else by reading every process's stat). ``threads``: the process's
+    thread count, when its stat was just read: with one thread (Apache's
+    parent), its one task's list is read without listing the tasks."""
     try:
         kids: set = set()
-        for task in os.listdir(f"{PROC}/{pid}/task"):
+        for task in [str(pid)] if threads == 1 else os.listdir(f"{PROC}/{pid}/task"):
             kids.update(int(c) for c in _read(f"{PROC}/{pid}/task/{task}/children").split())
         return sorted(kids)
     except (FileNotFoundError, NoProcess):
