@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.cycle import Cycle, report
 from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import DEBUG, log
 from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
 from apache_metrics_exporter.writers import prometheus
@@ -224,6 +224,37 @@ class _HeadFile:
         self.raw.close()
 
 
+MAX_FIELDS = 100  # header lines of one request (http.client's limit for http.server)
+# Bytes of a header field name (RFC 9110 token), and the control characters
+# a field value may not hold (all but HTAB).
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0a, 0x20)) + b"\x7f"
+
+
+class _Fields:
+    """A request's header fields in their order (names in lower case), asked
+    as http.server's message is: get (the first), get_all, ``in``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: List[Tuple[str, str]]) -> None:
+        self._items = items
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.lower()
+        for k, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> List[str]:
+        key = name.lower()
+        return [v for k, v in self._items if k == key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(k == name.lower() for k, _ in self._items)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One connection, in its own thread: one request, or with HTTP/1.1 one
     after another on the kept-alive connection (as Prometheus scrapes), each
@@ -238,6 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
     auth: Optional[str] = None  # the expected Authorization header value
     web: Optional[WebConfig] = None  # --web.config.file
     server: _Server
+    raw_requestline: bytes  # set by http.server's handle_one_request
 
     def setup(self) -> None:
         super().setup()
@@ -281,25 +313,106 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(431, f"request head longer than {MAX_HEAD} bytes")
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        """The request line as http.server reads it (Python 3.11's, with the
+        version's digits checked as later releases do), then the head's
+        fields read here, not by email.parser (a third of the request's
+        handling): at most MAX_FIELDS lines, within MAX_HEAD in all
+        (_HeadFile), each a token name, a colon and a value without control
+        characters; anything else is refused (400), never skipped. False
+        when the request was answered already (an error)."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
             return False
+        if len(words) >= 3:  # enough to tell the version
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                parts = base_version_number.split(".")
+                if len(parts) != 2 or not all(p.isdigit() and len(p) <= 10 for p in parts):
+                    raise ValueError
+                version_number = int(parts[0]), int(parts[1])
+            except (ValueError, IndexError):
+                self.send_error(400, f"Bad request version ({version!r})")
+                return False
+            if version_number >= (2, 0):
+                self.send_error(505, f"Invalid HTTP version ({base_version_number})")
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(400, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2 and command != "GET":
+            self.send_error(400, f"Bad HTTP/0.9 request type ({command!r})")
+            return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):  # gh-87389: never an absolute URI without scheme
+            self.path = "/" + self.path.lstrip("/")
+        fields = self._fields()
+        if fields is None:
+            return False
+        self.headers = fields  # type: ignore[assignment]
         # Keep-alive only for an HTTP/1.1 request that does not ask to close
         # and has no body (a body is never read: its bytes must not be taken
         # for the next request, so any sign of one closes the connection).
-        tokens = {t.strip().lower() for t in
-                  ",".join(self.headers.get_all("Connection") or ()).split(",")}
-        lengths = [v.strip() for v in self.headers.get_all("Content-Length") or ()]
+        tokens = {t.strip().lower() for t in ",".join(fields.get_all("Connection")).split(",")}
+        lengths = [v.strip() for v in fields.get_all("Content-Length")]
         if (self.request_version == "HTTP/1.1" and "close" not in tokens
-                and "Transfer-Encoding" not in self.headers and lengths in ([], ["0"])):
+                and "Transfer-Encoding" not in fields and lengths in ([], ["0"])):
             self.protocol_version = "HTTP/1.1"
             self.close_connection = False
-        else:
-            self.close_connection = True
         return True
 
+    def _fields(self) -> Optional[_Fields]:
+        """The head's fields, up to its empty line; None when refused (the
+        answer is sent: 431 for too many, 400 for a line that is no field)."""
+        found: List[Tuple[str, str]] = []
+        while True:
+            line = self.rfile.readline(MAX_HEAD + 1)  # _HeadFile: MAX_HEAD in all, 431
+            if line in (b"\r\n", b"\n", b""):
+                return _Fields(found)
+            if len(found) >= MAX_FIELDS:
+                self.send_error(431, "Too many headers", f"more than {MAX_FIELDS} header lines")
+                return None
+            if line.endswith(b"\r\n"):  # one line end, no more
+                line = line[:-2]
+            elif line.endswith(b"\n"):
+                line = line[:-1]
+            name, colon, value = line.partition(b":")
+            value = value.lstrip(b" \t")
+            if (not colon or not name or name.translate(None, _TCHAR)
+                    or len(value.translate(None, _CTL)) != len(value)):
+                # A folded line (obs-fold), a name with spaces or without
+                # a colon, a control character (a bare CR): refused, never
+                # taken as the end of the head or as two fields.
+                self.send_error(400, "Bad header line")
+                return None
+            found.append((name.decode("ascii").lower(), value.decode("iso-8859-1")))
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        # The one place where the -vv access-log line is formatted.
-        log.debug("%s %s", self.address_string(), format % args)
+        # The one place where the -vv access-log line is formatted (only
+        # when it is shown: every answer passes here).
+        if log.level <= DEBUG:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    _date = (0, "")  # (second, Date header text): one formatting per second
+
+    def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = _Handler._date
+        if second != now:
+            text = super().date_time_string(now)
+            _Handler._date = (now, text)
+        return text
 
     def _send(self, code: int, body: str, content_type: str = "text/plain; charset=utf-8",
               headers: Sequence[Tuple[str, str]] = ()) -> None:

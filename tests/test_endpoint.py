@@ -725,3 +725,85 @@ def test_idle_kept_alive_connections_cannot_starve_a_scrape():
             prompt_scrape(ep)
         finally:
             close_all(kept)
+
+
+# -- the request head, read without email.parser (issue 23) ------------------
+
+def status_of(port: int, head: bytes) -> str:
+    """The status line answering ``head`` on a new connection ('' if none)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        return read_answer(sock.makefile("rb"))[0]
+
+
+def raw_answer(port: int, head: bytes) -> bytes:
+    """Everything the endpoint sends back for ``head`` until it closes."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in iter(lambda: sock.recv(65536), b""):
+                out += chunk
+        except ConnectionResetError:  # closed with part of the head unread
+            pass
+    return out
+
+
+def test_hostile_request_heads_are_refused_never_half_read(tmp_path):
+    """Every line of the head is a field (a token name, a colon, a value
+    without control characters) or the request is refused: a folded line, a
+    line without a colon, a name with a space, a bare CR or NUL inside a
+    value are 400, never taken as the end of the head (which left the rest
+    unread) or as two fields (a bare CR used to let 'X: a\\rAuthorization: ...'
+    through as an Authorization field)."""
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    good = base64.b64encode(b"prom:s3cret").decode().encode()
+    auth = b"Authorization: Basic " + good + b"\r\n"
+    with running("--url", DEAD_URL, "--listen-user", "prom",
+                 "--listen-password-file", str(secret)) as ep:
+        def status(head: bytes) -> str:
+            return status_of(ep.port, head).split(" ", 2)[1] if head else ""
+
+        get = b"GET /metrics HTTP/1.1\r\n"
+        assert status(get + auth + b"\r\n") == "200"
+        assert status(get + b"AUTHORIZATION: Basic " + good + b"\r\n\r\n") == "200"
+        assert status(get + b"Authorization:   Basic " + good + b"\r\n\r\n") == "200"
+        assert status(get + b"Authorization: Basic " + good + b" \r\n\r\n") == "401"  # as before
+        assert status(get + b"X-Tab: a\tb\r\nX-Latin: \xe9\r\n" + auth + b"\r\n") == "200"
+        prometheus_head = (b"Host: 127.0.0.1:9117\r\nUser-Agent: Prometheus/2.45.0\r\n"
+                           b"Accept: application/openmetrics-text;version=1.0.0,text/plain;"
+                           b"version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n"
+                           b"X-Prometheus-Scrape-Timeout-Seconds: 10\r\n")
+        assert status(get + prometheus_head + auth + b"\r\n") == "200"
+        fields = b"".join(b"X-F%d: %d\r\n" % (i, i) for i in range(99))
+        assert status(get + fields + auth + b"\r\n") == "200"  # 100 fields
+        assert status(get + fields + b"X-More: 1\r\n" + auth + b"\r\n") == "431"  # 101
+        for bad in [b"X-Fold: a\r\n  b\r\n", b"\tX-Fold: a\r\n", b"Just text\r\n",
+                    b"Bad Name: x\r\n", b"Name : x\r\n", b": x\r\n", b"X\x00: x\r\n",
+                    b"X-Nul: a\x00b\r\n", b"X-Del: a\x7fb\r\n", b"X-Esc: \x1b[31m\r\n",
+                    b"X-Cr: a\r\r\n", b"X-Cr: a\r" + auth]:
+            assert status(get + bad + auth + b"\r\n") == "400", bad
+            assert status(get + auth + bad + b"\r\n") == "400", bad
+        # A request line that tells no version is answered as HTTP/0.9 was
+        # (http.server: the error page alone, no status line).
+        for line, code in [(b"GET /metrics HTTP/1.x", b"400"), (b"GET /metrics HTTP/+1.1", b"400"),
+                           (b"GET /metrics HTTP/1.1 x", b"400"), (b"PUT /metrics", b"400"),
+                           (b"GET /metrics HTTP/2.0", b"505")]:
+            answer = raw_answer(ep.port, line + b"\r\n\r\n")
+            assert b"Error code: " + code in answer and b"HTTP/" not in answer[:8], line
+        assert status(b"POST /metrics HTTP/1.1\r\n" + auth + b"\r\n") == "501"
+        _, err = ep.stop()
+    assert "s3cret" not in err and "Traceback" not in err, err
+
+
+def test_field_names_are_case_insensitive_for_keep_alive_too():
+    with running("--url", DEAD_URL) as ep:
+        for head in [b"GET /metrics HTTP/1.1\r\nconnection: CLOSE\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\ncontent-length: 1\r\n\r\nx"]:
+            with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+                f = sock.makefile("rb")
+                sock.sendall(head)
+                assert read_answer(f)[0].endswith(" 200 OK")
+                assert f.read() == b"", head
