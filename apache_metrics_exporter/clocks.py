@@ -52,6 +52,8 @@ def boottime() -> Optional[float]:
 
 def valid_boot_id(text: Any) -> bool:
     """A boot id as the kernel writes it (lowercase hex and dashes, bounded)."""
+    if type(text) is str and text == _boot_id and _boot_id is not None:
+        return True  # this boot's, checked when it was read (a loop asks 20 times a cycle)
     return (type(text) is str and 0 < len(text) <= MAX_BOOT_ID
             and set(text) <= BOOT_ID_CHARS and any(c != "-" for c in text))
 

@@ -16,7 +16,10 @@ environment) and TLS (``--listen-cert-file``/``--listen-key-file``). At most
 by ``--timeout`` per target, since targets are collected concurrently. Slow
 and idle clients cannot hold the endpoint (``_Server``): a request has
 ``REQUEST_DEADLINE`` in all to arrive, and a client still sending one gives
-up its connection slot to a newcomer when all are taken.
+up its connection slot to a newcomer when all are taken. An HTTP/1.1 client
+keeps its connection between scrapes (one thread and one accepted socket
+per scraper, not per scrape) as long as its next request comes within that
+deadline; an idle kept-alive connection is one still sending its request.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.cycle import Cycle, report
 from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import DEBUG, log
 from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
 from apache_metrics_exporter.writers import prometheus
@@ -221,8 +224,41 @@ class _HeadFile:
         self.raw.close()
 
 
+MAX_FIELDS = 100  # header lines of one request (http.client's limit for http.server)
+# Bytes of a header field name (RFC 9110 token), and the control characters
+# a field value may not hold (all but HTAB).
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0a, 0x20)) + b"\x7f"
+
+
+class _Fields:
+    """A request's header fields in their order (names in lower case), asked
+    as http.server's message is: get (the first), get_all, ``in``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: List[Tuple[str, str]]) -> None:
+        self._items = items
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.lower()
+        for k, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> List[str]:
+        key = name.lower()
+        return [v for k, v in self._items if k == key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(k == name.lower() for k, _ in self._items)
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """One connection, one request (HTTP/1.0: no keep-alive), in its own thread."""
+    """One connection, in its own thread: one request, or with HTTP/1.1 one
+    after another on the kept-alive connection (as Prometheus scrapes), each
+    with its whole deadline and head budget again (_Server.reading)."""
 
     server_version = "apache-metrics-exporter"
     # A backstop per socket call; the deadlines that matter (request, answer)
@@ -233,10 +269,12 @@ class _Handler(BaseHTTPRequestHandler):
     auth: Optional[str] = None  # the expected Authorization header value
     web: Optional[WebConfig] = None  # --web.config.file
     server: _Server
+    raw_requestline: bytes  # set by http.server's handle_one_request
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _HeadFile(self.rfile)  # type: ignore[assignment]
+        self._head = _HeadFile(self.rfile)
+        self.rfile = self._head  # type: ignore[assignment]
 
     def handle(self) -> None:
         try:
@@ -252,7 +290,21 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:  # a client that went away, was dropped or spoke no TLS
             log.debug("%s: %s", self.address_string(), _why(exc))
 
+    _answered = False  # a request of this connection was answered: the next one waits
+
     def handle_one_request(self) -> None:
+        if self._answered:
+            # Kept alive: until the next request is complete this connection
+            # is one being read again, with the whole request deadline (from
+            # now) and MAX_HEAD, and the first to go when room is needed.
+            if not self.server.reading(self.request):
+                self.close_connection = True  # dropped already
+                return
+            self._head.left = MAX_HEAD
+        self._answered = True
+        # Answers are HTTP/1.0 (and the connection closed) unless the request
+        # is an HTTP/1.1 one that may be kept alive (parse_request).
+        self.protocol_version = "HTTP/1.0"
         self.requestline, self.request_version, self.command = "", "", ""
         try:
             super().handle_one_request()
@@ -260,9 +312,107 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_error(431, f"request head longer than {MAX_HEAD} bytes")
 
+    def parse_request(self) -> bool:
+        """The request line as http.server reads it (Python 3.11's, with the
+        version's digits checked as later releases do), then the head's
+        fields read here, not by email.parser (a third of the request's
+        handling): at most MAX_FIELDS lines, within MAX_HEAD in all
+        (_HeadFile), each a token name, a colon and a value without control
+        characters; anything else is refused (400), never skipped. False
+        when the request was answered already (an error)."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:  # enough to tell the version
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                base_version_number = version.split("/", 1)[1]
+                parts = base_version_number.split(".")
+                if len(parts) != 2 or not all(p.isdigit() and len(p) <= 10 for p in parts):
+                    raise ValueError
+                version_number = int(parts[0]), int(parts[1])
+            except (ValueError, IndexError):
+                self.send_error(400, f"Bad request version ({version!r})")
+                return False
+            if version_number >= (2, 0):
+                self.send_error(505, f"Invalid HTTP version ({base_version_number})")
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(400, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2 and command != "GET":
+            self.send_error(400, f"Bad HTTP/0.9 request type ({command!r})")
+            return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):  # gh-87389: never an absolute URI without scheme
+            self.path = "/" + self.path.lstrip("/")
+        fields = self._fields()
+        if fields is None:
+            return False
+        self.headers = fields  # type: ignore[assignment]
+        # Keep-alive only for an HTTP/1.1 request that does not ask to close
+        # and has no body (a body is never read: its bytes must not be taken
+        # for the next request, so any sign of one closes the connection).
+        tokens = {t.strip().lower() for t in ",".join(fields.get_all("Connection")).split(",")}
+        lengths = [v.strip() for v in fields.get_all("Content-Length")]
+        if (self.request_version == "HTTP/1.1" and "close" not in tokens
+                and "Transfer-Encoding" not in fields and lengths in ([], ["0"])):
+            self.protocol_version = "HTTP/1.1"
+            self.close_connection = False
+        return True
+
+    def _fields(self) -> Optional[_Fields]:
+        """The head's fields, up to its empty line; None when refused (the
+        answer is sent: 431 for too many, 400 for a line that is no field)."""
+        found: List[Tuple[str, str]] = []
+        while True:
+            line = self.rfile.readline(MAX_HEAD + 1)  # _HeadFile: MAX_HEAD in all, 431
+            if line in (b"\r\n", b"\n", b""):
+                return _Fields(found)
+            if len(found) >= MAX_FIELDS:
+                self.send_error(431, "Too many headers", f"more than {MAX_FIELDS} header lines")
+                return None
+            if line.endswith(b"\r\n"):  # one line end, no more
+                line = line[:-2]
+            elif line.endswith(b"\n"):
+                line = line[:-1]
+            name, colon, value = line.partition(b":")
+            value = value.lstrip(b" \t")
+            if (not colon or not name or name.translate(None, _TCHAR)
+                    or len(value.translate(None, _CTL)) != len(value)):
+                # A folded line (obs-fold), a name with spaces or without
+                # a colon, a control character (a bare CR): refused, never
+                # taken as the end of the head or as two fields.
+                self.send_error(400, "Bad header line")
+                return None
+            found.append((name.decode("ascii").lower(), value.decode("iso-8859-1")))
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        # The one place where the -vv access-log line is formatted.
-        log.debug("%s %s", self.address_string(), format % args)
+        # The one place where the -vv access-log line is formatted (only
+        # when it is shown: every answer passes here).
+        if log.level <= DEBUG:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    _date = (0, "")  # (second, Date header text): one formatting per second
+
+    def date_time_string(self, timestamp: Optional[float] = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = _Handler._date
+        if second != now:
+            text = super().date_time_string(now)
+            _Handler._date = (now, text)
+        return text
 
     def _send(self, code: int, body: str, content_type: str = "text/plain; charset=utf-8",
               headers: Sequence[Tuple[str, str]] = ()) -> None:
@@ -271,6 +421,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection and self.protocol_version == "HTTP/1.1":
+            self.send_header("Connection", "close")
         for name, value in headers:
             self.send_header(name, value)
         for name, value in self.web.headers if self.web is not None else ():
@@ -315,10 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         # The request is complete: from here on the connection is not dropped
         # to make room, and the scrape takes what --timeout allows.
         if not self.server.working(self.request):
+            self.close_connection = True
             return  # dropped at its deadline while the head was parsed
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") \
-                or "Transfer-Encoding" in self.headers:
-            self.close_connection = True  # a body is never read
         if not self._authorised():
             return
         parts = urlsplit(self.path)
@@ -386,9 +536,12 @@ class _Server(ThreadingHTTPServer):
 
     A connection first has ``request_deadline`` for its TLS handshake,
     request line and headers (in its own thread: the accept loop never waits
-    for a client). When every slot is taken, a new connection takes the slot
-    of the oldest one still sending its request - an idle, dripping or mute
-    client - so a client that sends its request promptly is always served.
+    for a client); kept alive (HTTP/1.1), it has ``request_deadline`` again
+    for each next request, from the moment its previous answer was written.
+    When every slot is taken, a new connection takes the slot of the oldest
+    one still sending its request - an idle, dripping or mute client, or a
+    kept-alive one waiting for its next request - so a client that sends its
+    request promptly is always served.
     A complete request is never dropped for room: it runs its scrape
     (bounded by --timeout, at most MAX_SCRAPES at once, others get 503), then
     has ANSWER_DEADLINE to take the answer. Dropping is a shutdown of the
@@ -488,6 +641,11 @@ class _Server(ThreadingHTTPServer):
             conn.phase, conn.since = phase, time.monotonic()
             conn.deadline = None if deadline is None else conn.since + deadline
             return True
+
+    def reading(self, request: Any) -> bool:
+        """A kept-alive connection waits for its next request: the request
+        deadline again, from now. False if it was dropped already."""
+        return self._phase(request, _READING, self.request_deadline)
 
     def working(self, request: Any) -> bool:
         """The request is complete: no deadline while it is worked on, and it

@@ -43,6 +43,19 @@ def _btime() -> Optional[float]:
     return _boot_time
 
 
+def _read_stat() -> bytes:
+    """/proc/self/stat, by open(2), read(2) and close(2) (no buffered file
+    object: five system calls fewer per scrape)."""
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 4096)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 4096))
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
 def _limit(kind: int) -> float:
     soft = resource.getrlimit(kind)[0]
     return UNLIMITED if soft == resource.RLIM_INFINITY else float(soft)
@@ -55,8 +68,7 @@ def samples() -> List[Sample]:
     out = [Sample(BY_NAME["build_info"], 1, (("version", __version__),
                                              ("pythonversion", platform.python_version())))]
     try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
+        stat = _read_stat()
         # After the command name in parentheses (which may hold spaces and
         # parentheses itself): field 3 (state) onwards.
         fields = stat[stat.rindex(b")") + 2:].split()

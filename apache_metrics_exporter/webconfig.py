@@ -12,7 +12,7 @@ Relative file names (cert_file, key_file, client_ca_file) are relative to the
 file's directory, as in the toolkit. The differences (docs/prometheus.md):
 the file is read at start, not at every request; ``RequireAnyClientCert``
 (any certificate, unverified) is refused; ``curve_preferences`` keeps only
-its first curve; ``http2`` is accepted and ignored (HTTP/1.0 only).
+its first curve; ``http2`` is accepted and ignored (HTTP/1.x only).
 
 PyYAML is imported only when a file is given, bcrypt only when it has users.
 """

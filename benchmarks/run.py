@@ -467,8 +467,8 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
     if isinstance(a, tuple) and isinstance(b, tuple):
         print(f"   ours --execd: {(b[0] - a[0]) / (2 * (opts.extra_sockets // 2)) * 1000:.2f} "
               f"µs of CPU per TCP socket of the host, per cycle")
-    # The targets are on --execd: the same work as --listen without the
-    # connections it opens and closes per scrape (see scrape.compare).
+    # The 1.0 target is on --execd: the same collection as --listen without
+    # the HTTP server (see scrape.compare for why --listen has rounds of its own).
     table_note = f"of ours, {table_ms:.2f} ms is one read of the TCP socket table"
     _against_theirs(targets, "small server: ours --execd CPU per cycle / apache_exporter's "
                     "per scrape", got, "ours --execd", 1.0, table_note)

@@ -125,9 +125,10 @@ class HttpExporter(Exporter):
         self.err.close()
 
     def cycle(self) -> None:
-        # One kept-alive connection (apache_exporter keeps it; ours answers
-        # HTTP/1.0 and closes): a new one per scrape would leave a TIME_WAIT
-        # socket each, hundreds a second, in the table that ours reads.
+        # One kept-alive connection, as Prometheus scrapes (both exporters
+        # keep it; ours answered HTTP/1.0 and closed before issue 23's second
+        # round): a new one per scrape would leave a TIME_WAIT socket each,
+        # hundreds a second, in the table that ours reads.
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
@@ -323,11 +324,13 @@ def compare(status_url: str, ours_script: str, env: dict, rounds: int,
     """{exporter name: (CPU ms, wall ms) per cycle | Failed} on one server.
 
     apache_exporter and ours --execd take turns; ours --listen (unless
-    ``listen`` is false) is measured after them, on its own: it connects to
-    Apache anew for every scrape and closes the scraper's connection, so
-    every cycle of it leaves TIME_WAIT sockets in the table the others would
-    then read too, and (a new connection landing on another thread each time)
-    hundreds of idle worker rows that have served a request."""
+    ``listen`` is false) is measured after them, on its own: it used to
+    connect to Apache anew for every scrape and close the scraper's
+    connection, so every cycle of it left TIME_WAIT sockets in the table the
+    others would then read too, and (a new connection landing on another
+    thread each time) hundreds of idle worker rows that have served a
+    request. It keeps both connections now; the order is kept so that runs
+    compare with the earlier ones."""
     started, got = start_exporters(status_url, ours_script, env, listen)
     try:
         got.update(per_cycle([e for e in started if e.name != "ours --listen"], rounds))

@@ -74,6 +74,7 @@ class HostReads:
         self.paths: List[str] = []
         self.netlink = 0
         real_open, real_listdir, real_readlink = builtins.open, os.listdir, os.readlink
+        real_os_open = os.open
         real_socket = socket.socket
 
         def note(path: object) -> None:
@@ -84,6 +85,10 @@ class HostReads:
         def opened(file, *args, **kwargs):  # noqa: ANN001,ANN002,ANN003,ANN202
             note(file)
             return real_open(file, *args, **kwargs)
+
+        def os_opened(path, *args, **kwargs):  # noqa: ANN001,ANN002,ANN003,ANN202
+            note(path)  # procfs reads /proc/PID files with os.open
+            return real_os_open(path, *args, **kwargs)
 
         def listed(path=".", *args, **kwargs):  # noqa: ANN001,ANN002,ANN003,ANN202
             note(path)
@@ -100,6 +105,7 @@ class HostReads:
                 super().__init__(family, *args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(builtins, "open", opened)
+        monkeypatch.setattr(os, "open", os_opened)
         monkeypatch.setattr(os, "listdir", listed)
         monkeypatch.setattr(os, "readlink", linked)
         monkeypatch.setattr(socket, "socket", Socket)
@@ -136,6 +142,7 @@ def test_the_instrumentation_sees_a_local_targets_reads(monkeypatch):
     assert snap.up
     assert reads.netlink + len(reads.tables) >= 1
     assert any(p.endswith("/fd") for p in reads.paths)  # the walk for the owner
+    assert any(p.endswith("/stat") for p in reads.paths)  # procfs's reads (os.open)
 
 
 def test_a_batch_of_fifty_local_targets_reads_the_socket_table_once_per_cycle(monkeypatch):

@@ -605,3 +605,205 @@ def test_scrapes_keep_their_connection_to_the_target_and_probes_do_not():
                 status, body, _ = ep.get(f"/probe?target={other}")
                 assert status == 200 and "\napache_up 1" in body
             assert len(opened) == 3
+
+
+# -- keep-alive (issue 23: a scrape per request, not per connection) ---------
+
+def read_answer(f) -> tuple:
+    """(status line, {header: value}, body) of one answer read from ``f``
+    (the socket's makefile("rb")); ('', {}, b'') when the connection ended."""
+    status = f.readline().decode("latin-1").rstrip("\r\n")
+    if not status:
+        return "", {}, b""
+    headers = {}
+    for line in iter(f.readline, b"\r\n"):
+        assert line, "the connection ended inside an answer's head"
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, f.read(int(headers["content-length"]))
+
+
+def test_an_http11_scraper_keeps_its_connection_and_an_http10_one_does_not():
+    get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running("--url", DEAD_URL) as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            port = sock.getsockname()[1]
+            for _ in range(3):  # one after another on the same connection
+                sock.sendall(get)
+                status, headers, body = read_answer(f)
+                assert status == "HTTP/1.1 200 OK" and b"\napache_up 0" in body, status
+                assert headers.get("connection") != "close"
+            sock.sendall(get + get)  # pipelined: both answered, in order
+            assert read_answer(f)[0] == read_answer(f)[0] == "HTTP/1.1 200 OK"
+            assert sock.getsockname()[1] == port
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            status, _, body = read_answer(f)
+            assert status == "HTTP/1.0 200 OK" and b"\napache_up 0" in body
+            assert f.read() == b""  # closed, as before
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+    # A body is never read, so its bytes must never be taken for a request:
+    # here the body is a whole request, which must not be answered.
+    b"GET /metrics HTTP/1.1\r\nContent-Length: 23\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 23\r\n\r\n"
+    b"GET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nContent-Length: x\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+    b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"17\r\nGET /probe HTTP/1.1\r\n\r\n\r\n0\r\n\r\n",
+    b"GET /metrics HTTP/1.2\r\n\r\nGET /probe HTTP/1.1\r\n\r\n",
+])
+def test_a_connection_that_asks_to_close_or_sends_a_body_is_answered_once(request_head):
+    with running("--url", DEAD_URL) as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(request_head)
+            status, headers, body = read_answer(f)
+            assert status.endswith(" 200 OK") and b"\napache_up 0" in body, status
+            assert f.read() == b"", "a second answer, or the connection kept"
+
+
+def test_a_kept_alive_connection_has_the_request_deadline_for_each_next_request():
+    """After an answer the connection waits for its next request with the
+    whole request deadline again (1.5 s here), from the end of the answer:
+    idle, it is closed then; a next request dripped a header line every
+    0.2 s is cut off at the deadline, not per read; and each request has
+    the whole MAX_HEAD, no more."""
+    get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running("--url", DEAD_URL, "--listen-request-deadline", "1.5") as ep:
+        def served() -> tuple:
+            sock = socket.create_connection(("127.0.0.1", ep.port), timeout=5)
+            f = sock.makefile("rb")
+            sock.sendall(get)
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            return sock, f
+
+        sock, f = served()  # idle after its answer
+        with sock:
+            took = closed_after(sock)
+        assert 1.3 < took < 5, took
+        sock, f = served()  # drips its next request
+        with sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            took = closed_after(sock, b"X-Drip: 1\r\n")
+        assert 1.3 < took < 5, took
+        sock, f = served()  # answered within 1.5 s, three times: each has the deadline anew
+        with sock:
+            for _ in range(3):
+                time.sleep(1.0)
+                sock.sendall(get)
+                assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+        sock, f = served()  # a big next head: 431, as on a new connection
+        with sock:
+            head = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+            for _ in range(10):  # 10 heads of 15 KiB: each within MAX_HEAD
+                sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 15000 + b"\r\n\r\n")
+                assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            sock.sendall(head)
+            assert read_answer(f)[0].startswith("HTTP/1.0 431")  # then closed
+            assert f.read() == b""
+
+
+def test_idle_kept_alive_connections_cannot_starve_a_scrape():
+    """70 scrapers that each got an answer and keep their connection idle:
+    a new scraper is still answered at once (an idle kept-alive connection
+    is the first dropped to make room)."""
+    with running("--url", DEAD_URL) as ep:
+        kept = connections(ep.port, 70)
+        try:
+            for sock in kept:
+                try:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    pass  # dropped already to make room for a later one
+            prompt_scrape(ep)
+            prompt_scrape(ep)
+        finally:
+            close_all(kept)
+
+
+# -- the request head, read without email.parser (issue 23) ------------------
+
+def status_of(port: int, head: bytes) -> str:
+    """The status line answering ``head`` on a new connection ('' if none)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        return read_answer(sock.makefile("rb"))[0]
+
+
+def raw_answer(port: int, head: bytes) -> bytes:
+    """Everything the endpoint sends back for ``head`` until it closes."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in iter(lambda: sock.recv(65536), b""):
+                out += chunk
+        except ConnectionResetError:  # closed with part of the head unread
+            pass
+    return out
+
+
+def test_hostile_request_heads_are_refused_never_half_read(tmp_path):
+    """Every line of the head is a field (a token name, a colon, a value
+    without control characters) or the request is refused: a folded line, a
+    line without a colon, a name with a space, a bare CR or NUL inside a
+    value are 400, never taken as the end of the head (which left the rest
+    unread) or as two fields (a bare CR used to let 'X: a\\rAuthorization: ...'
+    through as an Authorization field)."""
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    good = base64.b64encode(b"prom:s3cret").decode().encode()
+    auth = b"Authorization: Basic " + good + b"\r\n"
+    with running("--url", DEAD_URL, "--listen-user", "prom",
+                 "--listen-password-file", str(secret)) as ep:
+        def status(head: bytes) -> str:
+            return status_of(ep.port, head).split(" ", 2)[1] if head else ""
+
+        get = b"GET /metrics HTTP/1.1\r\n"
+        assert status(get + auth + b"\r\n") == "200"
+        assert status(get + b"AUTHORIZATION: Basic " + good + b"\r\n\r\n") == "200"
+        assert status(get + b"Authorization:   Basic " + good + b"\r\n\r\n") == "200"
+        assert status(get + b"Authorization: Basic " + good + b" \r\n\r\n") == "401"  # as before
+        assert status(get + b"X-Tab: a\tb\r\nX-Latin: \xe9\r\n" + auth + b"\r\n") == "200"
+        prometheus_head = (b"Host: 127.0.0.1:9117\r\nUser-Agent: Prometheus/2.45.0\r\n"
+                           b"Accept: application/openmetrics-text;version=1.0.0,text/plain;"
+                           b"version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n"
+                           b"X-Prometheus-Scrape-Timeout-Seconds: 10\r\n")
+        assert status(get + prometheus_head + auth + b"\r\n") == "200"
+        fields = b"".join(b"X-F%d: %d\r\n" % (i, i) for i in range(99))
+        assert status(get + fields + auth + b"\r\n") == "200"  # 100 fields
+        assert status(get + fields + b"X-More: 1\r\n" + auth + b"\r\n") == "431"  # 101
+        for bad in [b"X-Fold: a\r\n  b\r\n", b"\tX-Fold: a\r\n", b"Just text\r\n",
+                    b"Bad Name: x\r\n", b"Name : x\r\n", b": x\r\n", b"X\x00: x\r\n",
+                    b"X-Nul: a\x00b\r\n", b"X-Del: a\x7fb\r\n", b"X-Esc: \x1b[31m\r\n",
+                    b"X-Cr: a\r\r\n", b"X-Cr: a\r" + auth]:
+            assert status(get + bad + auth + b"\r\n") == "400", bad
+            assert status(get + auth + bad + b"\r\n") == "400", bad
+        # A request line that tells no version is answered as HTTP/0.9 was
+        # (http.server: the error page alone, no status line).
+        for line, code in [(b"GET /metrics HTTP/1.x", b"400"), (b"GET /metrics HTTP/+1.1", b"400"),
+                           (b"GET /metrics HTTP/1.1 x", b"400"), (b"PUT /metrics", b"400"),
+                           (b"GET /metrics HTTP/2.0", b"505")]:
+            answer = raw_answer(ep.port, line + b"\r\n\r\n")
+            assert b"Error code: " + code in answer and b"HTTP/" not in answer[:8], line
+        assert status(b"POST /metrics HTTP/1.1\r\n" + auth + b"\r\n") == "501"
+        _, err = ep.stop()
+    assert "s3cret" not in err and "Traceback" not in err, err
+
+
+def test_field_names_are_case_insensitive_for_keep_alive_too():
+    with running("--url", DEAD_URL) as ep:
+        for head in [b"GET /metrics HTTP/1.1\r\nconnection: CLOSE\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                     b"GET /metrics HTTP/1.1\r\ncontent-length: 1\r\n\r\nx"]:
+            with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+                f = sock.makefile("rb")
+                sock.sendall(head)
+                assert read_answer(f)[0].endswith(" 200 OK")
+                assert f.read() == b"", head

@@ -255,3 +255,71 @@ def test_socket_inodes_are_the_fd_links(captured):
     assert inode not in procfs.socket_inodes(captured.decoy)
     with pytest.raises(procfs.NoProcess):
         procfs.socket_inodes(2**22 + 7)
+
+
+def test_a_file_is_read_to_its_end_whatever_its_size(tmp_path, monkeypatch):
+    """procfs reads with os.read in READ_SIZE pieces: a file of several pieces
+    (a long command line) comes whole, an empty one as b''; a missing one is
+    NoProcess."""
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    (tmp_path / "7").mkdir()
+    args = [b"x" * 1000 + str(i).encode() for i in range(3 * procfs.READ_SIZE // 1000)]
+    (tmp_path / "7" / "cmdline").write_bytes(b"\0".join(args) + b"\0")
+    assert procfs.cmdline(7) == [a.decode() for a in args]
+    (tmp_path / "7" / "cmdline").write_bytes(b"")
+    assert procfs.cmdline(7) == []
+    with pytest.raises(procfs.NoProcess):
+        procfs.cmdline(8)
+
+
+def test_holds_at_reads_the_named_descriptors(tmp_path, monkeypatch):
+    """procfs.holds_at: each (fd, inode) must be that socket's link now."""
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    fd_dir = tmp_path / "9" / "fd"
+    fd_dir.mkdir(parents=True)
+    os.symlink("socket:[111]", fd_dir / "3")
+    os.symlink("socket:[222]", fd_dir / "4")
+    os.symlink("/dev/null", fd_dir / "5")
+    assert procfs.socket_fds(9) == {111: "3", 222: "4"}
+    assert procfs.holds_at(9, (("3", 111), ("4", 222)))
+    assert not procfs.holds_at(9, (("3", 111), ("4", 111)))  # another socket there
+    assert not procfs.holds_at(9, (("5", 111),))
+    assert not procfs.holds_at(9, (("6", 111),))  # closed
+    assert not procfs.holds_at(10, (("3", 111),))  # no such process
+
+
+def test_children_of_a_thread_are_found_with_the_thread_count_from_stat(tmp_path):
+    """The kernel lists a child under the task (thread) that forked it. With
+    one thread, children() reads that task's list alone (the count comes
+    from stat); with more, every task's: a child forked by a second thread
+    is found either way the count is told."""
+    import subprocess
+    import sys
+
+    script = ("import subprocess, threading, sys, time\n"
+              "def spawn():\n"
+              "    p = subprocess.Popen(['sleep', '30'])\n"
+              "    print(p.pid, flush=True)\n"
+              "    time.sleep(30)\n"
+              "threading.Thread(target=spawn, daemon=True).start()\n"
+              "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(proc.stdout.readline())
+        st = procfs.stat(proc.pid)
+        assert st.threads == 2
+        assert child in procfs.children(proc.pid, st.threads) == procfs.children(proc.pid)
+        assert procfs.stat(child).threads == 1
+        assert procfs.children(child, 1) == procfs.children(child) == []
+    finally:
+        if child:
+            os.kill(child, 9)
+        proc.kill()
+        proc.wait()
+
+
+def test_the_parents_own_task_list_is_the_same_as_all_of_them(captured):
+    st = procfs.stat(captured.parent)
+    assert st.threads == 1
+    assert procfs.children(captured.parent, st.threads) == procfs.children(captured.parent)

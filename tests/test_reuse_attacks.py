@@ -168,6 +168,34 @@ def test_a_kept_proof_ends_when_the_parent_no_longer_holds_the_socket(handed_ove
     assert again.pid is None, again.reason
 
 
+def test_a_proof_checked_at_the_parents_descriptors_ends_at_a_hand_over(handed_over,
+                                                                        monkeypatch):
+    """A kept proof learns which of the parent's descriptors hold its sockets
+    and then reads only those links (procfs.holds_at), not every descriptor:
+    the socket handed over and closed in the parent still ends it."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent
+
+    apache, port, hand_over = handed_over
+    reuse = Reuse()
+    for _ in range(2):  # proven, then kept (and the descriptors learnt)
+        assert find_parent(["127.0.0.1"], port, ("apache2",), host=Host(),
+                           reuse=reuse).pid == apache.pid
+    (proof,) = reuse.proofs.values()
+    assert proof.places and proof.pid == apache.pid
+    walks = []
+    real = procfs.socket_fds
+    monkeypatch.setattr(procfs, "socket_fds", lambda pid: walks.append(pid) or real(pid))
+    kept = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert kept.pid == apache.pid and walks == []  # its descriptors' links only
+    assert kept.stat is not None and kept.stat.pid == apache.pid
+    hand_over()
+    again = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    assert again.pid is None, again.reason
+    assert reuse.reused == 2
+
+
 SPAWNER = r"""
 import os, signal, sys, time
 sleeper = sys.argv[1]

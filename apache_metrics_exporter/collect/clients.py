@@ -38,11 +38,23 @@ class ClientFigures(NamedTuple):
     clients: Optional[Dict[str, int]]  # busy rows per address; None: no Client column
 
 
+# own_requests by URL: the same lines every cycle (a URL split and joined
+# twice, twice a cycle). Bounded: cleared when full.
+_OWN: Dict[str, List[str]] = {}
+_OWN_MAX = 256
+
+
 def own_requests(url: str) -> List[str]:
     """The request lines Apache shows for the collector's own fetches of the
     status page at ``url`` (http.Fetcher: ``GET PATH?QUERY HTTP/1.1``, the
     HTML page and the ?auto page)."""
-    return [request_line(page) for page in (url, Target(url).auto_url)]
+    got = _OWN.get(url)
+    if got is None:
+        got = [request_line(page) for page in (url, Target(url).auto_url)]
+        if len(_OWN) >= _OWN_MAX:
+            _OWN.clear()
+        _OWN[url] = got
+    return list(got)
 
 
 def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:

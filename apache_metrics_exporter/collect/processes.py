@@ -145,6 +145,9 @@ class Parent(NamedTuple):
     # when proven by --pid-file alone or not at all): read in the same kernel
     # query as the proof, so they are figures of this Apache and no other.
     listeners: Tuple[Listener, ...] = ()
+    # The parent's /proc/PID/stat as a kept proof was checked with, read a
+    # moment ago in the same collection: the scan need not read it again.
+    stat: Optional[procfs.Stat] = None
 
 
 def _listeners(addresses: Sequence[str], port: int, host: Host) -> Dict[int, Listener]:
@@ -186,7 +189,12 @@ def _holds(pid: int, inodes: set) -> bool:
     when that cannot be told because some of them could not be read)."""
     held: set = set()
     denied = False
-    for p in [pid, *procfs.children(pid)]:
+
+    def tree() -> Iterable[int]:  # the children are listed only if the parent lacks some
+        yield pid
+        yield from procfs.children(pid)
+
+    for p in tree():
         try:
             held |= procfs.socket_inodes(p) & inodes
         except procfs.NoProcess:
@@ -205,11 +213,15 @@ _proven: Dict[tuple, int] = {}  # (addresses, port) -> the parent proven last ti
 
 class Proof(NamedTuple):
     """A tree proof as a long-running run keeps it: which listening sockets
-    it covered, and the parent it proved (PID and start time)."""
+    it covered, and the parent it proved (PID and start time). ``places``:
+    the parent's descriptors that held those sockets when last seen, as
+    (fd, inode) pairs, empty when unknown or when some socket is held by a
+    child only (then the tree is walked every time)."""
 
     inodes: frozenset
     pid: int
     start_ticks: int
+    places: tuple = ()
 
 
 class Tree(NamedTuple):
@@ -256,6 +268,12 @@ class Reuse:
         """The parent proven for ``key`` if that proof still holds: the same
         sockets, still held by its tree, the parent alive with the same start
         time; else None."""
+        st = self.kept_stat(key, inodes, exe_names)
+        return None if st is None else st.pid
+
+    def kept_stat(self, key: tuple, inodes: set,
+                  exe_names: Sequence[str]) -> Optional[procfs.Stat]:
+        """kept(), as the parent's stat that the check read."""
         proof = self.proofs.get(key)
         if proof is None or proof.inodes != inodes:
             return None
@@ -267,15 +285,33 @@ class Reuse:
             return None
         # The same sockets may have passed to a process outside the tree
         # (SCM_RIGHTS, a hand-over between servers): that one answers now.
-        # One walk of the parent's descriptors, as the fresh proof does.
-        try:
-            if not _holds(proof.pid, set(inodes)):
+        # The parent's descriptors that held them last time are looked at
+        # first (one readlink each); if any no longer does, the tree is
+        # walked as the fresh proof walks it.
+        if not (proof.places and procfs.holds_at(proof.pid, proof.places)):
+            try:
+                if not _holds(proof.pid, set(inodes)):
+                    return None
+            except (procfs.NoProcess, procfs.Denied):
                 return None
-        except (procfs.NoProcess, procfs.Denied):
-            return None
+            self._learn(key, proof)
         with self._lock:
             self.reused += 1
-        return proof.pid
+        return st
+
+    def _learn(self, key: tuple, proof: Proof) -> None:
+        """Note which of the parent's descriptors hold the proof's sockets
+        (its tree was just seen to hold them all), if the parent itself
+        holds every one."""
+        try:
+            fds = procfs.socket_fds(proof.pid)
+        except (procfs.NoProcess, procfs.Denied):
+            return
+        if all(inode in fds for inode in proof.inodes):
+            places = tuple(sorted((fds[inode], inode) for inode in proof.inodes))
+            with self._lock:
+                if self.proofs.get(key) is proof:
+                    self.proofs[key] = proof._replace(places=places)
 
     def keep(self, key: tuple, inodes: set, pid: int) -> None:
         """Remember a proof just made (not kept if the parent is gone already)."""
@@ -341,9 +377,9 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
         return Parent(None, "the URL is not on a loopback address")
     key = (tuple(addresses), port)
     if reuse is not None:
-        kept = reuse.kept(key, inodes, exe_names)
-        if kept is not None and (not named_top or named_top == kept):
-            return Parent(kept, f"listening on {where}", _by_address(found))
+        kept = reuse.kept_stat(key, inodes, exe_names)
+        if kept is not None and (not named_top or named_top == kept.pid):
+            return Parent(kept.pid, f"listening on {where}", _by_address(found), kept)
     candidates: List[int] = []
     for pid in [_proven.get(key, 0), named_top or 0]:
         if pid and pid not in candidates:
@@ -457,16 +493,20 @@ GROUPS_LIMIT = 64
 
 
 def configured_groups(parent_pid: int, exe_names: Sequence[str],
-                      daemons: frozenset = frozenset()) -> List[str]:
+                      daemons: frozenset = frozenset(),
+                      start_ticks: Optional[int] = None) -> List[str]:
     """The ``WSGIDaemonProcess`` names in the running Apache's configuration
     (``running_config``); read once per parent and set of mod_wsgi daemons
     (``daemons``, their (PID, start time)): a graceful restart keeps the
     parent but may change the configuration, and it always starts the
-    daemons anew, so the configuration is read again then."""
-    try:
-        key = (procfs.stat(parent_pid).start_ticks, daemons)
-    except (procfs.NoProcess, procfs.Denied):
-        return []
+    daemons anew, so the configuration is read again then. ``start_ticks``:
+    the parent's start, when the caller has just read it."""
+    if start_ticks is None:
+        try:
+            start_ticks = procfs.stat(parent_pid).start_ticks
+        except (procfs.NoProcess, procfs.Denied):
+            return []
+    key = (start_ticks, daemons)
     seen = _groups_of.get(parent_pid)
     if seen is not None and seen[0] == key:
         return seen[1]
@@ -513,11 +553,11 @@ def running_config(parent_pid: int,
 
 
 def resolve_groups(parent_pid: int, exe_names: Sequence[str],
-                   truncated: Iterable[str], daemons: frozenset = frozenset()
-                   ) -> Dict[str, str]:
+                   truncated: Iterable[str], daemons: frozenset = frozenset(),
+                   start_ticks: Optional[int] = None) -> Dict[str, str]:
     """Cut-short group names mapped to the one configured group each can be
-    (``daemons``: see configured_groups)."""
-    groups = configured_groups(parent_pid, exe_names, daemons)
+    (``daemons``, ``start_ticks``: see configured_groups)."""
+    groups = configured_groups(parent_pid, exe_names, daemons, start_ticks)
     out = {}
     for name in truncated:
         matches = {g for g in groups if g.startswith(name)}
@@ -535,17 +575,22 @@ def _memory(pid: int, kind: str) -> int:
 
 def scan(parent_pid: Optional[int], exe_names: Sequence[str],
          memory_kind: str = "rss", resolve_names: bool = True,
-         reuse: Optional[Reuse] = None) -> ProcessScan:
+         reuse: Optional[Reuse] = None, parent_stat: Optional[procfs.Stat] = None
+         ) -> ProcessScan:
     """Children of the parent with the same executable, grouped and measured.
 
     ``reuse``: a long-running run's kept tree (Reuse): the mod_wsgi titles
     of the children it has seen before (same PID and start time) and the
     parent's title room are not read again; the children are listed, and each one's
-    identity, state and memory read, every time."""
+    identity, state and memory read, every time. ``parent_stat``: the
+    parent's stat, when the proof has just read it (Parent.stat)."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     try:
-        parent = procfs.stat(parent_pid)
+        if parent_stat is not None and parent_stat.pid == parent_pid:
+            parent = parent_stat
+        else:
+            parent = procfs.stat(parent_pid)
         parent_ctime = procfs.create_time(parent)
         identity = (parent_pid, parent.start_ticks)
         kept = reuse.tree(identity) if reuse is not None else None
@@ -554,7 +599,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         else:
             parent_argv = procfs.cmdline(parent_pid)
             room, known = (len(parent_argv[0]) if parent_argv else 0), {}
-        kids = procfs.children(parent_pid)
+        kids = procfs.children(parent_pid, parent.threads)
     except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     children: List[ProcInfo] = []
@@ -576,7 +621,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         except procfs.Denied:
             if memory_kind == "rss":
                 continue
-            fallback = scan(parent_pid, exe_names, "rss", resolve_names, reuse)
+            fallback = scan(parent_pid, exe_names, "rss", resolve_names, reuse, parent)
             return fallback._replace(warnings=fallback.warnings + (
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
@@ -597,7 +642,8 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     if reuse is not None:
         reuse.tree(identity, room, titles)
     if truncated and resolve_names:
-        resolved = resolve_groups(parent_pid, exe_names, truncated, frozenset(daemons))
+        resolved = resolve_groups(parent_pid, exe_names, truncated, frozenset(daemons),
+                                  parent.start_ticks)
         if resolved:
             children = [c._replace(group=resolved.get(c.group, c.group)) for c in children]
             truncated = truncated - set(resolved)

@@ -17,7 +17,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import List, Optional
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 # The /proc root, a module setting so tests can read a captured tree.
 PROC = "/proc"
@@ -41,6 +41,7 @@ class Stat(NamedTuple):
     state: str
     ppid: int
     start_ticks: int
+    threads: int = 0  # num_threads (0: not told)
 
 
 def boot_time() -> float:
@@ -57,14 +58,32 @@ def boot_time() -> float:
     return _boot_time
 
 
+READ_SIZE = 16384  # bytes asked for per read(2); a file is read to its end
+
+
 def _read(path: str) -> bytes:
+    """The whole file, by open(2), read(2) to the end and close(2): Python's
+    buffered open() adds two fstat, an isatty ioctl and two lseek calls to
+    each one, and a cycle reads about 17 of these small files."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, READ_SIZE)
+            if data:
+                more = os.read(fd, READ_SIZE)
+                if more:
+                    chunks = [data, more]
+                    while more:
+                        more = os.read(fd, READ_SIZE)
+                        chunks.append(more)
+                    data = b"".join(chunks)
+        finally:
+            os.close(fd)
     except (FileNotFoundError, ProcessLookupError):
         raise NoProcess(path) from None
     except PermissionError:
         raise Denied(path) from None
+    return data
 
 
 def stat(pid: int) -> Stat:
@@ -73,7 +92,7 @@ def stat(pid: int) -> Stat:
     left, right = data.find(b"("), data.rfind(b")")
     fields = data[right + 2:].split()
     return Stat(pid, data[left + 1:right].decode("utf-8", "replace"),
-                fields[0].decode(), int(fields[1]), int(fields[19]))
+                fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[17]))
 
 
 def create_time(st: Stat) -> float:
@@ -103,12 +122,14 @@ def pss_uss(pid: int) -> tuple:
     return pss, private
 
 
-def children(pid: int) -> List[int]:
+def children(pid: int, threads: int = 0) -> List[int]:
     """PIDs whose parent is ``pid`` (from the kernel's children list if it has
-    one, else by reading every process's stat)."""
+    one, else by reading every process's stat). ``threads``: the process's
+    thread count, when its stat was just read: with one thread (Apache's
+    parent), its one task's list is read without listing the tasks."""
     try:
         kids: set = set()
-        for task in os.listdir(f"{PROC}/{pid}/task"):
+        for task in [str(pid)] if threads == 1 else os.listdir(f"{PROC}/{pid}/task"):
             kids.update(int(c) for c in _read(f"{PROC}/{pid}/task/{task}/children").split())
         return sorted(kids)
     except (FileNotFoundError, NoProcess):
@@ -274,6 +295,13 @@ def listening_sockets(port: int) -> List[tuple]:
 def socket_inodes(pid: int) -> set:
     """Inodes of the sockets process ``pid`` holds open (Denied without the
     right to read another user's /proc/PID/fd)."""
+    return set(socket_fds(pid))
+
+
+def socket_fds(pid: int) -> Dict[int, str]:
+    """The sockets process ``pid`` holds open: inode -> a descriptor (its
+    name in /proc/PID/fd) that holds it (Denied without the right to read
+    another user's /proc/PID/fd)."""
     path = f"{PROC}/{pid}/fd"
     try:
         names = os.listdir(path)
@@ -281,7 +309,7 @@ def socket_inodes(pid: int) -> set:
         raise NoProcess(pid) from None
     except PermissionError:
         raise Denied(path) from None
-    out = set()
+    out: Dict[int, str] = {}
     for fd in names:
         try:
             link = os.readlink(f"{path}/{fd}")
@@ -289,10 +317,25 @@ def socket_inodes(pid: int) -> set:
             continue
         if link.startswith("socket:["):
             try:
-                out.add(int(link[8:-1]))
+                out.setdefault(int(link[8:-1]), fd)
             except ValueError:
                 continue
     return out
+
+
+def holds_at(pid: int, places: Sequence[Tuple[str, int]]) -> bool:
+    """Whether each descriptor ``fd`` of process ``pid`` still holds the
+    socket ``inode`` of ``places`` ((fd, inode) pairs): one readlink each,
+    where socket_fds reads every descriptor. False when any does not, or
+    cannot be read."""
+    path = f"{PROC}/{pid}/fd"
+    try:
+        for fd, inode in places:
+            if os.readlink(f"{path}/{fd}") != f"socket:[{inode}]":
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def pids() -> List[int]:

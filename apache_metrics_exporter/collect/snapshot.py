@@ -178,7 +178,7 @@ def prove(fetcher: Fetcher, pages: Pages, options: Options, host: Host,
             warnings.append(f"no process figures for {url}: {parent.reason}")
         else:
             processes = scan(parent.pid, options.exe_names, options.memory,
-                             options.wsgi_group_names == "config", reuse)
+                             options.wsgi_group_names == "config", reuse, parent.stat)
         listeners = parent.listeners
     if reason == "timeout" and any(s.queue > 0 for s in listeners):
         # Read after the deadline: connections (ours among them, unless the

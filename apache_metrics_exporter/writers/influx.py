@@ -163,52 +163,120 @@ def _escaped(text: str) -> str:
     return got
 
 
+# The (extra tags, escaped field key) of a labelled sample, by its metric's
+# influx name and its labels (None: the labels do not fill the name): the
+# same samples come every cycle. Bounded as _ESCAPED; only short text labels.
+_LABELLED: Dict[tuple, Optional[Tuple[Tuple[Tuple[str, str], ...], str]]] = {}
+
+
+def _labelled(metric: Metric, template: str, labels: Tuple[Tuple[str, str], ...]
+              ) -> Optional[Tuple[Tuple[Tuple[str, str], ...], str]]:
+    named = dict(labels)
+    try:
+        field = template.format(**named)
+    except (KeyError, IndexError):
+        return None  # a sample without the labels its name needs
+    spec = metric.influx or ""
+    used = {n for n in named if "{" + n + "}" in spec}
+    extra = tuple(sorted((_escaped(k), _escaped(v)) for k, v in named.items()
+                         if k not in used))
+    return extra, _escaped(field)
+
+
+def _keepable(labels: Tuple[Tuple[str, str], ...]) -> bool:
+    """Labels short enough to be kept in _LABELLED, and all text (1 and True
+    are equal keys, but not the same label value)."""
+    size = 0
+    for k, v in labels:
+        if type(k) is not str or type(v) is not str:
+            return False
+        size += len(k) + len(v)
+    return size <= _MEMO_TEXT
+
+
+def _fast_field(value: Any, kind: type) -> Optional[str]:
+    """_field, without a call into format_value for the usual int and float."""
+    vtype = type(value)
+    if kind is int and vtype is int and -INT64_MAX <= value <= INT64_MAX:
+        return f"{value}i"
+    if kind is float and vtype is float and math.isfinite(value):
+        return repr(value)
+    return _field(value, kind)
+
+
+# A line's measurement and tags, escaped, by target URL, measurement and extra
+# tags: the same every cycle. Bounded as _ESCAPED.
+_PREFIXES: Dict[tuple, str] = {}
+
+
+def _prefix(url: str, measurement: str, extra: Tuple[Tuple[str, str], ...]) -> str:
+    key = (url, measurement, extra)
+    got = _PREFIXES.get(key)
+    if got is None:
+        tags = {escape_key(k): escape_key(v) for k, v in target_tags(url).items()}
+        tags.update(extra)
+        tag_text = "".join(f",{k}={v}" for k, v in sorted(tags.items()) if v)
+        got = f"{escape_measurement(measurement)}{tag_text}"
+        if len(url) <= _MEMO_TEXT and sum(len(k) + len(v) for k, v in extra) <= _MEMO_TEXT:
+            if len(_PREFIXES) >= _MEMO_MAX:
+                _PREFIXES.clear()
+            _PREFIXES[key] = got
+    return got
+
+
 def lines(snapshot: Any) -> List[str]:
     """The line protocol lines of one snapshot."""
-    base = target_tags(snapshot.url)
     # (measurement, extra tags) -> {escaped field: rendered value}, in first-seen order
     points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
-
-    def put(measurement: str, extra: Tuple[Tuple[str, str], ...], field: str,
-            text: Optional[str]) -> None:
-        if text is not None:  # the first value of a field wins
-            points.setdefault((measurement, extra), {}).setdefault(field, text)
+    labelled = _LABELLED
 
     for sample in written(snapshot.samples, vhost_name, "influx"):
         metric: Metric = sample.metric
-        if not metric.influx or not fits(metric, sample.value):
+        value = sample.value
+        if not metric.influx or not fits(metric, value):
             continue
-        measurement, template, plain, kind = _shape(metric)
-        if not sample.labels and plain is not None:
-            put(measurement, (), plain, _field(sample.value, kind))
-            continue
-        labels = dict(sample.labels)
-        try:
-            field = template.format(**labels)
-        except (KeyError, IndexError):
-            continue  # a sample without the labels its name needs
-        used = {n for n in labels if "{" + n + "}" in metric.influx}
-        extra = tuple(sorted((_escaped(k), _escaped(v)) for k, v in labels.items()
-                             if k not in used))
-        put(measurement, extra, _escaped(field), _field(sample.value, kind))
+        measurement, template, field, kind = _SHAPES.get(metric.name) or _shape(metric)
+        labels = sample.labels
+        extra: Tuple[Tuple[str, str], ...] = ()
+        if labels or field is None:
+            key = (metric.influx, labels)
+            shaped: Any  # (extra tags, field), None, or False: not kept yet
+            try:
+                shaped = labelled.get(key, False)
+            except TypeError:  # a label that is no text: worked out, not kept
+                shaped = _labelled(metric, template, labels)
+            else:
+                if shaped is False:
+                    shaped = _labelled(metric, template, labels)
+                    if _keepable(labels):
+                        if len(labelled) >= _MEMO_MAX:
+                            labelled.clear()
+                        labelled[key] = shaped
+            if shaped is None:
+                continue
+            extra, field = shaped
+        text = _fast_field(value, kind)
+        if text is not None:  # the first value of a field wins
+            fields = points.get((measurement, extra))
+            if fields is None:
+                fields = points[(measurement, extra)] = {}
+            if field not in fields:
+                fields[field] = text
     if snapshot.auto is not None:
-        for key, value in snapshot.auto.telegraf_extra.items():
-            put(TELEGRAF_MEASUREMENT, (), _escaped(key), _field(value, float))
+        for name, value in snapshot.auto.telegraf_extra.items():
+            text = _field(value, float)
+            if text is not None:
+                points.setdefault((TELEGRAF_MEASUREMENT, ()), {}).setdefault(
+                    _escaped(name), text)
     when = snapshot.timestamp
     stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
-    out = []
+    url = snapshot.url
     # Telegraf's measurement first, the exporter's own health last.
     order = sorted(points, key=lambda k: (k[0] != TELEGRAF_MEASUREMENT,
                                           k[0] == "apache_exporter", k[0], k[1]))
-    base_tags = {escape_key(k): escape_key(v) for k, v in base.items()}
-    for measurement, extra in order:
-        fields = points[(measurement, extra)]
-        tags = dict(base_tags)
-        tags.update(extra)
-        tag_text = "".join(f",{k}={v}" for k, v in sorted(tags.items()) if v)
-        field_text = ",".join(f"{k}={v}" for k, v in fields.items())
-        out.append(f"{escape_measurement(measurement)}{tag_text} {field_text}{stamp}")
-    return out
+    return [f"{_prefix(url, measurement, extra)} "
+            f"{','.join(f'{k}={v}' for k, v in points[(measurement, extra)].items())}{stamp}"
+            for measurement, extra in order]
 
 
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:

@@ -155,6 +155,41 @@ def _series(metric: Metric, base_units: bool) -> _Series:
     return how
 
 
+# The series text ('family{labels}') of a metric's labelled sample, by its
+# _Series, labels and target labels: the same samples come every scrape, and
+# escaping their labels again each time was a third of a render. None: no
+# series (a histogram bucket whose bound is no number). Bounded: cleared when
+# full, and only short labels are kept.
+_NAMES: Dict[tuple, Optional[str]] = {}
+_NAMES_MAX = 4096
+_NAMES_TEXT = 512  # characters of label names and values, at most, of one kept entry
+
+
+def _keepable(labels: Tuple[Tuple[str, str], ...]) -> bool:
+    """Labels short enough to be kept in _NAMES, and all text (1 and True
+    are equal keys, but not the same label value)."""
+    size = 0
+    for k, v in labels:
+        if type(k) is not str or type(v) is not str:
+            return False
+        size += len(k) + len(v)
+    return size <= _NAMES_TEXT
+
+
+def _labelled(how: _Series, labels: Tuple[Tuple[str, str], ...],
+              target: Tuple[str, ...]) -> Optional[str]:
+    """The series text of a sample with labels (None: not written)."""
+    if how.histogram and not all(_bound(v) for k, v in labels if k == "le"):
+        return None  # a bucket bound must be a number (+Inf included)
+    board = how.scoreboard
+    parts = how.labels + [
+        f'{k}="{_label_value(PROMETHEUS_SCOREBOARD.get(v, v) if board else v)}"'
+        for k, v in labels]
+    if target:
+        parts += target
+    return f"{how.family}{{{','.join(parts)}}}"
+
+
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
            extra: Sequence[Sample] = ()) -> str:
     """One text-format exposition for every target; ``extra`` samples belong to
@@ -165,34 +200,46 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     heads: Dict[str, _Series] = {}
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
-    groups: List[Tuple[Sequence[Sample], List[str]]] = [
+    groups: List[Tuple[Sequence[Sample], Tuple[str, ...]]] = [
         (written(s.samples, vhost_name, "prometheus"),
-         [f'{k}="{_label_value(v)}"' for k, v in sorted(target_tags(s.url).items(),
-                                                         reverse=True)] if many else [])
+         tuple(f'{k}="{_label_value(v)}"' for k, v in sorted(target_tags(s.url).items(),
+                                                              reverse=True)) if many else ())
         for s in snapshots]
-    groups.append((extra, []))
+    groups.append((extra, ()))
+    names, kept = _NAMES, _SERIES
     for samples, target in groups:
         for sample in samples:
             metric = sample.metric
             if metric.prom is None or not fits(metric, sample.value):
                 continue
-            how = _series(metric, base_units)
-            if sample.labels:
-                if how.histogram and not all(_bound(v) for k, v in sample.labels
-                                             if k == "le"):
-                    continue  # a bucket bound must be a number (+Inf included)
-                board = how.scoreboard
-                parts = how.labels + [
-                    f'{k}="{_label_value(PROMETHEUS_SCOREBOARD.get(v, v) if board else v)}"'
-                    for k, v in sample.labels]
-                if target:
-                    parts += target
-                series = f"{how.family}{{{','.join(parts)}}}"
+            got = kept.get((metric.name, base_units))
+            how = got[1] if got is not None and got[0] is metric else _series(metric,
+                                                                             base_units)
+            labels = sample.labels
+            if labels:
+                key = (how, labels, target)
+                try:
+                    series = names.get(key, "")
+                except TypeError:  # a label that is no text: worked out, not kept
+                    series = _labelled(how, labels, target)
+                else:
+                    if series == "":
+                        series = _labelled(how, labels, target)
+                        if _keepable(labels):
+                            if len(names) >= _NAMES_MAX:
+                                names.clear()
+                            names[key] = series
+                if series is None:
+                    continue
             elif how.labels or target:
-                series = f"{how.family}{{{','.join(how.labels + target)}}}"
+                series = f"{how.family}{{{','.join(how.labels + list(target))}}}"
             else:
                 series = how.family
-            number = _value(sample.value * how.scale)
+            scaled = sample.value * how.scale
+            if type(scaled) is int and -INT64_MAX <= scaled <= INT64_MAX:
+                number: Optional[str] = str(scaled)  # _value's first case, without the call
+            else:
+                number = _value(scaled)
             if number is None or series in seen:
                 continue
             seen.add(series)
