@@ -457,8 +457,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.auth is not None:
             if hmac.compare_digest(given.encode("latin-1", "replace"), self.auth.encode()):
                 return True
-        elif web is not None and web.check_basic(given):
-            return True
+        elif web is not None:
+            verdict = web.check_basic(given)
+            if verdict is None:  # a request is held while checked: never all of them
+                self._send(503, "too many password checks at once; try again\n")
+                return False
+            if verdict:
+                return True
         self._send(401, "authentication required\n",
                    headers=[("WWW-Authenticate", 'Basic realm="apache-metrics-exporter"')])
         return False

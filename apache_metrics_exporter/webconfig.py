@@ -28,7 +28,7 @@ from apache_metrics_exporter.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 OPTION = "--web.config.file"
 
@@ -71,6 +71,9 @@ CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "sec
 _BCRYPT_ALPHABET = frozenset("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 # Checked for unknown users, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = b"$2b$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
+# Requests checked or waiting for a check at once (a bcrypt takes ~60 ms at
+# cost 10, one at a time): the others are told to come back (check_basic).
+CHECKS = 8
 
 
 class WebConfig:
@@ -82,12 +85,20 @@ class WebConfig:
         self.users: Dict[str, bytes] = {}  # user -> bcrypt hash
         self.headers: List[Tuple[str, str]] = []
         self.limiter: Optional[RateLimiter] = None
-        self._cache: Dict[bytes, bool] = {}
+        # Digests of credentials found right and found wrong, apart: wrong
+        # ones (anyone can send many) never push out a scraper's right one.
+        self._good: Set[bytes] = set()
+        self._bad: Set[bytes] = set()
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(CHECKS)
 
-    def check_basic(self, header: str) -> bool:
+    def check_basic(self, header: str) -> Optional[bool]:
         """Whether an Authorization header names a user of basic_auth_users with
-        the right password; verdicts are cached by a digest (never the password)."""
+        the right password; verdicts are cached by a digest (never the password).
+        A known verdict is given at once, never behind other requests' bcrypt;
+        None (busy: the caller answers 503) when CHECKS requests are being
+        checked already: a request waiting for its check holds its connection,
+        and wrong passwords must not hold them all."""
         import base64
         import binascii
 
@@ -104,9 +115,12 @@ class WebConfig:
         hashed = self.users.get(user)
         key = hashlib.sha256(b"\0".join((user.encode(), hashed or b"", password.encode()))
                              ).digest()
-        with self._lock:  # one bcrypt at a time, as the toolkit does
-            verdict = self._cache.get(key)
-            if verdict is None:
+        if key in self._good or key in self._bad:
+            return key in self._good
+        if not self._checks.acquire(blocking=False):
+            return None
+        try:
+            with self._lock:  # one bcrypt at a time, as the toolkit does
                 import bcrypt
 
                 try:
@@ -114,9 +128,12 @@ class WebConfig:
                 except ValueError:
                     good = False
                 verdict = good and hashed is not None
-                if len(self._cache) >= 256:
-                    self._cache.clear()
-                self._cache[key] = verdict
+                cache = self._good if verdict else self._bad
+                if len(cache) >= 256:
+                    cache.clear()
+                cache.add(key)
+        finally:
+            self._checks.release()
         return verdict
 
 

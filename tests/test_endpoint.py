@@ -807,3 +807,87 @@ def test_field_names_are_case_insensitive_for_keep_alive_too():
                 sock.sendall(head)
                 assert read_answer(f)[0].endswith(" 200 OK")
                 assert f.read() == b"", head
+
+
+# -- password checks (basic_auth_users: bcrypt, one at a time) ---------------
+
+def test_wrong_passwords_cannot_hold_every_connection_slot(tmp_path):
+    """A request waiting for its bcrypt check is complete, so its connection
+    is never dropped for room: 70 clients sending wrong passwords (each a
+    bcrypt of ~60 ms, one at a time) used to hold all 64 slots, and every new
+    connection of the real scraper was closed unanswered. At most CHECKS
+    requests wait for a check now (others: 503 at once), and a password found
+    right once is answered from the cache, never behind the queue."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(10)).decode()  # the toolkit's cost
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    good = {"Authorization": "Basic " + base64.b64encode(b"prom:s3cret").decode()}
+
+    def request(password: bytes) -> bytes:
+        return (b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic "
+                + base64.b64encode(b"prom:" + password) + b"\r\n\r\n")
+
+    with running("--url", DEAD_URL, "--web.config.file", str(web)) as ep:
+        assert ep.get("/metrics", headers=good)[0] == 200  # the scraper, before the attack
+        stop = threading.Event()
+
+        def attacker(n: int) -> None:  # a new wrong password as soon as answered
+            count = 0
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as sock:
+                        f = sock.makefile("rb")
+                        while not stop.is_set():
+                            count += 1
+                            sock.sendall(request(b"guess-%d-%d" % (n, count)))
+                            status = read_answer(f)[0]
+                            if not status:
+                                break
+                            if " 401 " not in status:
+                                stop.wait(0.1)  # told to come back: do, a bit later
+                except OSError:
+                    stop.wait(0.05)
+
+        attackers = [threading.Thread(target=attacker, args=(n,)) for n in range(70)]
+        for th in attackers:
+            th.start()
+        try:
+            time.sleep(2)  # every slot held by now, before the fix
+            for _ in range(3):
+                t0 = time.monotonic()
+                code, body, _ = ep.get("/metrics", headers=good, timeout=5)
+                assert code == 200 and prom_series(body)["apache_up"] == 0, (code, body)
+                assert time.monotonic() - t0 < 3, time.monotonic() - t0
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            for th in attackers:
+                th.join(15)
+
+
+def test_wrong_passwords_never_push_a_right_one_out_of_the_cache(monkeypatch):
+    """Anyone can send many wrong passwords: 300 of them used to empty the
+    cache of verdicts (256 at most), and the scraper's right one needed a
+    bcrypt again, in the queue behind theirs."""
+    import bcrypt
+
+    from apache_metrics_exporter.webconfig import WebConfig
+
+    web = WebConfig()
+    web.users["prom"] = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4))
+
+    def header(password: bytes) -> str:
+        return "Basic " + base64.b64encode(b"prom:" + password).decode()
+
+    assert web.check_basic(header(b"s3cret")) is True
+    for n in range(300):
+        assert web.check_basic(header(b"guess-%d" % n)) is False
+
+    def no_bcrypt(*args):
+        raise AssertionError("a known right password checked again")
+
+    monkeypatch.setattr(bcrypt, "checkpw", no_bcrypt)
+    assert web.check_basic(header(b"s3cret")) is True
+    assert web.check_basic(header(b"guess-299")) is False  # the last wrong ones are known too
