@@ -261,6 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
     with its whole deadline and head budget again (_Server.reading)."""
 
     server_version = "apache-metrics-exporter"
+    sys_version = ""  # the Server header names no Python version
+
+    def version_string(self) -> str:
+        return self.server_version
     # A backstop per socket call; the deadlines that matter (request, answer)
     # are the server's (_Server.service_actions).
     timeout = 60
@@ -325,8 +329,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         self.requestline = requestline
-        words = requestline.split()
-        if not words:
+        if not requestline.strip(" \t"):
+            return False
+        # Words apart by one space each, printable ASCII only (as Go's
+        # net/http reads it): str.split() would also take NBSP, VT, FF or
+        # the separators \x1c-\x1f as spaces, and let NUL or ESC into the path.
+        words = requestline.split(" ")
+        if "" in words or not requestline.isascii() or not requestline.isprintable():
+            self.send_error(400, "Bad request syntax")
             return False
         if len(words) >= 3:  # enough to tell the version
             version = words[-1]

@@ -891,3 +891,22 @@ def test_wrong_passwords_never_push_a_right_one_out_of_the_cache(monkeypatch):
     monkeypatch.setattr(bcrypt, "checkpw", no_bcrypt)
     assert web.check_basic(header(b"s3cret")) is True
     assert web.check_basic(header(b"guess-299")) is False  # the last wrong ones are known too
+
+
+def test_a_request_line_is_three_words_apart_by_single_spaces_in_printable_ascii():
+    # str.split() took NBSP, VT, FF and \x1c-\x1f for spaces and let NUL or
+    # ESC into the path; Go's net/http refuses all of these (red-team note).
+    with running("--url", DEAD_URL) as ep:
+        for line in [b"GET  /metrics HTTP/1.1", b"GET /metrics  HTTP/1.1",
+                     b"GET /metrics HTTP/1.1 ", b"GET\xa0/metrics HTTP/1.1",
+                     b"GET\x0b/metrics HTTP/1.1", b"GET\x1c/metrics HTTP/1.1",
+                     b"GET /met\x00rics HTTP/1.1", b"GET /\x1b[31m HTTP/1.1",
+                     b"GET\t/metrics HTTP/1.1", b"GET /m\xe9trics HTTP/1.1"]:
+            # (refused before the version is known: the error page alone, as
+            # http.server answers any request line it cannot read)
+            answer = raw_answer(ep.port, line + b"\r\n\r\n")
+            assert b"Error code: 400" in answer and b"HTTP/" not in answer[:8], line
+        answer = raw_answer(ep.port, b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 200 "), answer[:60]
+        head = answer.split(b"\r\n\r\n", 1)[0]
+        assert b"\r\nServer: apache-metrics-exporter\r\n" in head and b"Python" not in head
