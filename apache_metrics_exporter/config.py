@@ -752,6 +752,7 @@ def _collector_options(p: Any) -> None:
     # Hidden, for the tests: how long a client may take to send its request
     # (TLS handshake and head), default endpoint.REQUEST_DEADLINE.
     e.add_argument("--listen-request-deadline", type=_positive_seconds, help=argparse.SUPPRESS)
+    e.add_argument("--listen-idle-deadline", type=_positive_seconds, help=argparse.SUPPRESS)
 
 
 def _memory_threshold(text: str) -> int:

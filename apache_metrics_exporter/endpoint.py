@@ -298,11 +298,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         if self._answered:
-            # Kept alive: until the next request is complete this connection
-            # is one being read again, with the whole request deadline (from
-            # now) and MAX_HEAD, and the first to go when room is needed.
-            if not self.server.reading(self.request):
+            # Kept alive: idle (the idle deadline) until the next request's
+            # first byte, then one being read again, with the whole request
+            # deadline (from that byte) and MAX_HEAD; the first to go when
+            # room is needed either way.
+            if not self.server.idle(self.request):
                 self.close_connection = True  # dropped already
+                return
+            self.connection.settimeout(self.server.idle_deadline + self.timeout)
+            try:
+                waiting = self._head.raw.peek(1)
+            finally:
+                self.connection.settimeout(self.timeout)
+            if not waiting or not self.server.reading(self.request):
+                self.close_connection = True  # closed by the client, or dropped
                 return
             self._head.left = MAX_HEAD
         self._answered = True
@@ -528,9 +537,14 @@ def _why(exc: BaseException) -> str:
 MAX_CONNECTIONS = 64  # clients served at once
 MAX_HEAD = 16 * 1024  # bytes of request line and headers
 REQUEST_DEADLINE = 10.0  # seconds from accept to a complete request (TLS handshake included)
+# Seconds a kept-alive connection may wait idle for its next request's first
+# byte: longer than the scrape intervals people use (Prometheus' default is
+# 1 m) and Prometheus' own idle-connection timeout (5 m), so a scraper keeps
+# one connection; an idle connection is the first dropped when room is needed.
+IDLE_DEADLINE = 330.0
 ANSWER_DEADLINE = 30.0  # seconds to write an answer to a client that reads slowly
 
-_READING, _WORKING, _ANSWERING = 0, 1, 2
+_IDLE, _READING, _WORKING, _ANSWERING = -1, 0, 1, 2  # (the lowest is dropped first)
 
 
 class _Conn:
@@ -567,6 +581,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of connections waits in the kernel, not refused
     request_deadline = REQUEST_DEADLINE
+    idle_deadline = IDLE_DEADLINE
     poll_interval = 0.25  # also the precision of the deadlines
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -642,8 +657,10 @@ class _Server(ThreadingHTTPServer):
             late = [(r, c) for r, c in self._conns.items()
                     if c.deadline is not None and c.deadline <= now]
             for request, conn in late:
-                self._drop(request, "no complete request within "
-                                    f"{self.request_deadline:g} s; connection closed"
+                self._drop(request, f"kept alive and idle for {self.idle_deadline:g} s; "
+                                    "connection closed" if conn.phase == _IDLE else
+                           "no complete request within "
+                           f"{self.request_deadline:g} s; connection closed"
                            if conn.phase == _READING else
                            f"did not take its answer within {ANSWER_DEADLINE:g} s; "
                            "connection closed")
@@ -656,6 +673,12 @@ class _Server(ThreadingHTTPServer):
             conn.phase, conn.since = phase, time.monotonic()
             conn.deadline = None if deadline is None else conn.since + deadline
             return True
+
+    def idle(self, request: Any) -> bool:
+        """A kept-alive connection waits for the first byte of its next
+        request: the idle deadline, from now; the first to go when room is
+        needed. False if it was dropped already."""
+        return self._phase(request, _IDLE, self.idle_deadline)
 
     def reading(self, request: Any) -> bool:
         """A kept-alive connection waits for its next request: the request
@@ -727,7 +750,8 @@ def make_server(config: RunConfig, targets: Sequence[Target]) -> Listeners:
     ctx = web.ssl_context if web is not None and web.ssl_context is not None \
         else _tls_context(config)
     attributes: Dict[str, Any] = {
-        "request_deadline": config.listen_request_deadline or REQUEST_DEADLINE}
+        "request_deadline": config.listen_request_deadline or REQUEST_DEADLINE,
+        "idle_deadline": config.listen_idle_deadline or IDLE_DEADLINE}
     servers: List[_Server] = []
     try:
         if config.systemd_socket:

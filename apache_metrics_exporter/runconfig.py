@@ -49,6 +49,7 @@ class RunConfig(NamedTuple):
     listen_cert_file: Optional[str] = None
     listen_key_file: Optional[str] = None
     listen_request_deadline: Optional[float] = None
+    listen_idle_deadline: Optional[float] = None
 
     def __repr__(self) -> str:  # the password stays out of any debug line
         return f"RunConfig(format={self.format!r}, output={self.output!r}, ...)"
@@ -82,7 +83,8 @@ def run_config(args: Any, exe_names: Tuple[str, ...]) -> RunConfig:
         listen_password=get("listen_password"),
         listen_password_file=get("listen_password_file"),
         listen_cert_file=get("listen_cert_file"), listen_key_file=get("listen_key_file"),
-        listen_request_deadline=get("listen_request_deadline"))
+        listen_request_deadline=get("listen_request_deadline"),
+        listen_idle_deadline=get("listen_idle_deadline"))
 
 
 class ReaperConfig(NamedTuple):

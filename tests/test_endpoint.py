@@ -669,13 +669,17 @@ def test_a_connection_that_asks_to_close_or_sends_a_body_is_answered_once(reques
 
 
 def test_a_kept_alive_connection_has_the_request_deadline_for_each_next_request():
-    """After an answer the connection waits for its next request with the
-    whole request deadline again (1.5 s here), from the end of the answer:
-    idle, it is closed then; a next request dripped a header line every
-    0.2 s is cut off at the deadline, not per read; and each request has
-    the whole MAX_HEAD, no more."""
+    """After an answer the connection waits idle for its next request up to
+    the idle deadline (3 s here; 330 s by default, past the scrape intervals
+    people use), then has the whole request deadline again (1.5 s here) from
+    that request's first byte: idle, it is closed at the idle deadline; a
+    next request dripped a header line every 0.2 s is cut off at the request
+    deadline, not per read; a next request after an idle time longer than
+    the request deadline is served; and each request has the whole
+    MAX_HEAD, no more."""
     get = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-    with running("--url", DEAD_URL, "--listen-request-deadline", "1.5") as ep:
+    with running("--url", DEAD_URL, "--listen-request-deadline", "1.5",
+                 "--listen-idle-deadline", "3") as ep:
         def served() -> tuple:
             sock = socket.create_connection(("127.0.0.1", ep.port), timeout=5)
             f = sock.makefile("rb")
@@ -686,7 +690,12 @@ def test_a_kept_alive_connection_has_the_request_deadline_for_each_next_request(
         sock, f = served()  # idle after its answer
         with sock:
             took = closed_after(sock)
-        assert 1.3 < took < 5, took
+        assert 2.8 < took < 6.5, took
+        sock, f = served()  # idle longer than the request deadline: still served
+        with sock:
+            time.sleep(2.2)
+            sock.sendall(get)
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
         sock, f = served()  # drips its next request
         with sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\n")
