@@ -56,6 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.writers import FORMAT, Settings, load
 
         args = config.parse(config.build_parser(), argv)
+        started()
         setup_logging(args.verbose, args.quiet, PROG, args.log_format, args.log_level)
         if args.check:
             from apache_metrics_exporter import check
@@ -153,6 +154,17 @@ def resolve_format(args: argparse.Namespace) -> None:
         args.format = "text" if args.output == "-" and isatty(sys.stdout) else "tab"
 
 
+def started() -> None:
+    """Start-up is over (the options are parsed): if an entry point held the
+    garbage collector off (entry.py), what exists now is frozen, never
+    walked again, and collection resumes for the rest of the run."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def console_main() -> None:
     """The console script: ``main()``, then a fast exit (``console``)."""
     console(main)
@@ -209,6 +221,7 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
         from apache_metrics_exporter.reaper.policy import Thresholds
 
         args = config.parse(config.build_reaper_parser(), argv)
+        started()
         setup_logging(args.verbose + (0 if args.log_level else 1), args.quiet, REAPER_PROG,
                       args.log_format, args.log_level)
         targets = config.targets(args)
