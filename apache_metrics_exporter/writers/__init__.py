@@ -47,6 +47,18 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 
 MAX_TEXT = 1024  # characters of one name or text value that a writer keeps
 
+
+def keepable(labels: Any, limit: int) -> bool:
+    """Whether a sample's labels may key a writer's memo of rendered text:
+    all text (1 and True are equal keys, but not the same label value) and
+    at most ``limit`` characters of names and values in all."""
+    size = 0
+    for k, v in labels:
+        if type(k) is not str or type(v) is not str:
+            return False
+        size += len(k) + len(v)
+    return size <= limit
+
 class Format(NamedTuple):
     """One output format: its writer module and what the module offers."""
 

@@ -27,7 +27,7 @@ import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT
+from apache_metrics_exporter.writers import MAX_TEXT, keepable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -183,17 +183,6 @@ def _labelled(metric: Metric, template: str, labels: Tuple[Tuple[str, str], ...]
     return extra, _escaped(field)
 
 
-def _keepable(labels: Tuple[Tuple[str, str], ...]) -> bool:
-    """Labels short enough to be kept in _LABELLED, and all text (1 and True
-    are equal keys, but not the same label value)."""
-    size = 0
-    for k, v in labels:
-        if type(k) is not str or type(v) is not str:
-            return False
-        size += len(k) + len(v)
-    return size <= _MEMO_TEXT
-
-
 def _fast_field(value: Any, kind: type) -> Optional[str]:
     """_field, without a call into format_value for the usual int and float."""
     vtype = type(value)
@@ -248,7 +237,7 @@ def lines(snapshot: Any) -> List[str]:
             else:
                 if shaped is False:
                     shaped = _labelled(metric, template, labels)
-                    if _keepable(labels):
+                    if keepable(labels, _MEMO_TEXT):
                         if len(labelled) >= _MEMO_MAX:
                             labelled.clear()
                         labelled[key] = shaped

@@ -40,7 +40,7 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, Settings
+from apache_metrics_exporter.writers import MAX_TEXT, Settings, keepable
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
@@ -165,17 +165,6 @@ _NAMES_MAX = 4096
 _NAMES_TEXT = 512  # characters of label names and values, at most, of one kept entry
 
 
-def _keepable(labels: Tuple[Tuple[str, str], ...]) -> bool:
-    """Labels short enough to be kept in _NAMES, and all text (1 and True
-    are equal keys, but not the same label value)."""
-    size = 0
-    for k, v in labels:
-        if type(k) is not str or type(v) is not str:
-            return False
-        size += len(k) + len(v)
-    return size <= _NAMES_TEXT
-
-
 def _labelled(how: _Series, labels: Tuple[Tuple[str, str], ...],
               target: Tuple[str, ...]) -> Optional[str]:
     """The series text of a sample with labels (None: not written)."""
@@ -225,7 +214,7 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
                 else:
                     if series == "":
                         series = _labelled(how, labels, target)
-                        if _keepable(labels):
+                        if keepable(labels, _NAMES_TEXT):
                             if len(names) >= _NAMES_MAX:
                                 names.clear()
                             names[key] = series
