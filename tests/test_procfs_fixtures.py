@@ -272,6 +272,19 @@ def test_a_file_is_read_to_its_end_whatever_its_size(tmp_path, monkeypatch):
         procfs.cmdline(8)
 
 
+def test_a_short_read_is_not_the_end_of_a_file(tmp_path, monkeypatch):
+    """read(2) of a /proc file may return less than asked before its end (a
+    seq_file stops at a record that does not fit): only an empty read ends
+    it, so a file read in pieces shorter than READ_SIZE still comes whole."""
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    (tmp_path / "7").mkdir()
+    args = [b"/usr/sbin/apache2", b"-k", b"start", b"-d", b"/etc/apache2"]
+    (tmp_path / "7" / "cmdline").write_bytes(b"\0".join(args) + b"\0")
+    real = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real(fd, min(n, 5)))
+    assert procfs.cmdline(7) == [a.decode() for a in args]
+
+
 def test_holds_at_reads_the_named_descriptors(tmp_path, monkeypatch):
     """procfs.holds_at: each (fd, inode) must be that socket's link now."""
     monkeypatch.setattr(procfs, "PROC", str(tmp_path))

@@ -297,3 +297,220 @@ def test_the_reaper_proves_afresh_and_keeps_nothing_between_runs():
                 names = {a.name for a in node.names}
                 assert not names & {"Reuse", "Cycle"}, f"{path.name}:{node.lineno}"
                 assert node.module != "apache_metrics_exporter.cycle", path.name
+
+
+# --- redproof: the kept proof's descriptor check against a fresh proof -------
+
+PLAYER = r"""
+import os, signal, socket, sys, time
+chan = socket.socket(fileno=int(sys.argv[1]))
+fd = None
+if sys.argv[2] in ("listen", "split"):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    port = s.getsockname()[1]
+    fd = s.detach()
+    if sys.argv[2] == "split":
+        # A second socket on the same address (SO_REUSEPORT) that only a
+        # child holds: the parent closes its copy after the fork.
+        s2 = socket.socket()
+        s2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s2.bind(("127.0.0.1", port))
+        s2.listen(8)
+        fd2 = s2.detach()
+        r, w = os.pipe()
+        kid = os.fork()
+        if kid == 0:
+            os.close(fd)
+
+            def move(*_):
+                socket.send_fds(chan, [b"x"], [fd2])
+                os.close(fd2)
+                os.write(w, b"!")
+
+            signal.signal(signal.SIGUSR1, move)
+            while True:
+                signal.pause()
+        os.close(fd2)
+        print(port, kid, flush=True)
+    else:
+        print(port, 0, flush=True)
+for line in sys.stdin:
+    word = line.strip()
+    if word == "give":  # the socket to the process at the other end, kept here too
+        socket.send_fds(chan, [b"x"], [fd])
+    elif word == "close":
+        os.close(fd)
+    elif word == "socket":  # another socket at the same descriptor number
+        other = socket.socket()
+        os.dup2(other.fileno(), fd)
+        other.close()
+    elif word == "file":  # a file at the same descriptor number
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    elif word == "take":  # a socket from the other end, at the old number if any
+        _msg, fds, _flags, _addr = socket.recv_fds(chan, 1, 1)
+        if fd is None:
+            fd = fds[0]
+        elif fds[0] != fd:
+            os.dup2(fds[0], fd)
+            os.close(fds[0])
+    elif word == "move":  # the child hands its socket over and closes it
+        os.kill(kid, signal.SIGUSR1)
+        os.read(r, 1)
+    elif word in ("exec", "exec-python"):  # same PID and start time, the socket kept
+        os.set_inheritable(fd, True)
+        # sys.executable: the symlink named apache2; else python by its own name
+        program = sys.executable if word == "exec" else os.path.realpath(sys.executable)
+        os.execv(program, [program, "-c", "import time; print('ok', flush=True); time.sleep(60)"])
+    elif word == "exit":  # a zombie until the test waits for it
+        os._exit(0)
+    print("ok", flush=True)
+"""
+
+
+@pytest.fixture
+def players(tmp_path: Path):
+    """start(mode) -> (apache, port, say): a fake apache2 listening on a
+    loopback port ('listen'; 'split': a second socket on the same address
+    that only its child holds) and a process outside its tree (python, not
+    apache2) at the other end of a socket pair; ``say(who, word)`` gives one
+    of PLAYER's commands to 'apache' or 'other' and waits for it."""
+    import socket
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "player.py"
+    script.write_text(PLAYER)
+    procs: list = []
+    kids: list = []
+
+    def start(mode: str = "listen"):
+        a, b = socket.socketpair()
+        try:
+            apache = subprocess.Popen([str(tmp_path / "apache2"), str(script), str(a.fileno()),
+                                       mode], pass_fds=[a.fileno()], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            procs.append(apache)
+            port, kid = map(int, apache.stdout.readline().split())
+            if kid:
+                kids.append(kid)
+            other = subprocess.Popen([sys.executable, str(script), str(b.fileno()), "wait"],
+                                     pass_fds=[b.fileno()], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+            procs.append(other)
+        finally:
+            a.close()
+            b.close()
+
+        def say(who: str, word: str) -> None:
+            p = apache if who == "apache" else other
+            p.stdin.write(word + "\n")
+            p.stdin.flush()
+            if word != "exit":
+                assert p.stdout.readline().strip() == "ok", (who, word)
+
+        return apache, port, say
+
+    try:
+        yield start
+    finally:
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            p.kill()
+            p.wait(5)
+
+
+def _proofs(port: int, reuse, monkeypatch) -> tuple:
+    """(the kept proof's parent, a one-shot run's fresh proof's parent)."""
+    from apache_metrics_exporter.collect import processes
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import find_parent
+
+    kept = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+    monkeypatch.setattr(processes, "_proven", {})  # nothing learnt by earlier proofs
+    fresh = find_parent(["127.0.0.1"], port, ("apache2",), host=Host())
+    return kept.pid, fresh.pid
+
+
+@pytest.mark.parametrize("steps, holds", [
+    # The parent's descriptor number, its socket handed out, now names ...
+    ([("apache", "give"), ("other", "take"), ("apache", "socket")], False),  # another socket
+    ([("apache", "give"), ("other", "take"), ("apache", "file")], False),  # a file
+    # ... the same socket again, handed back (and closed by the other end)
+    ([("apache", "give"), ("other", "take"), ("apache", "close"), ("other", "give"),
+      ("other", "close"), ("apache", "take")], True),
+    # The socket shared with a process outside the tree, the parent keeping
+    # it: a tree that holds every socket is the one proven, fresh or kept.
+    ([("apache", "give"), ("other", "take")], True),
+    # The parent execs (same PID and start time), keeping the socket: a
+    # program of an Apache name, and one of another name.
+    ([("apache", "exec")], True),
+    ([("apache", "exec-python")], False),
+    # The parent exits (a zombie: same PID and start time), its socket held on outside.
+    ([("apache", "give"), ("other", "take"), ("apache", "exit")], False),
+], ids=["another-socket", "a-file", "handed-back", "shared", "exec", "exec-python", "zombie"])
+def test_a_proof_kept_at_the_parents_descriptors_agrees_with_a_fresh_one(players, monkeypatch,
+                                                                        steps, holds):
+    """A kept proof is checked at the descriptors of the parent that held its
+    sockets last time (procfs.holds_at); whatever that number names now, the
+    kept proof must conclude what a one-shot run's fresh proof concludes."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.processes import Reuse
+
+    apache, port, say = players()
+    reuse = Reuse()
+    for _ in range(2):  # proven, then kept (and the descriptors learnt)
+        assert _proofs(port, reuse, monkeypatch) == (apache.pid, apache.pid)
+    (proof,) = reuse.proofs.values()
+    assert proof.places
+    for who, word in steps:
+        say(who, word)
+    if word == "exit":
+        _wait("the zombie", lambda: procfs.stat(apache.pid).state == "Z")
+    assert procfs.stat(apache.pid).start_ticks == proof.start_ticks
+    expected = apache.pid if holds else None
+    assert _proofs(port, reuse, monkeypatch) == (expected, expected)
+
+
+def test_a_proof_with_a_socket_only_a_child_holds_is_never_checked_at_the_parent_alone(
+        players, monkeypatch):
+    """Two sockets on the URL's address (SO_REUSEPORT), one held by the
+    parent and one by its child only: the parent's descriptors cannot vouch
+    for both, so no descriptor is learnt and the tree is walked every cycle.
+    When the child hands its socket out, the kept proof ends as a fresh
+    proof does (it fails when places are learnt for the parent's socket alone)."""
+    from apache_metrics_exporter.collect.processes import Reuse
+
+    apache, port, say = players("split")
+    reuse = Reuse()
+    for _ in range(3):
+        assert _proofs(port, reuse, monkeypatch) == (apache.pid, apache.pid)
+    (proof,) = reuse.proofs.values()
+    assert len(proof.inodes) == 2 and proof.places == ()
+    say("apache", "move")
+    say("other", "take")
+    assert _proofs(port, reuse, monkeypatch) == (None, None)
+
+
+def test_a_scan_takes_no_stat_of_another_process(fake_tree):
+    """scan(parent_stat=...) uses the stat the proof read only when it is the
+    parent's: the start time reported (restart detection) and the tree kept
+    are the scanned parent's, never another process's."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.processes import scan
+
+    proc, child, _trigger = fake_tree
+    other = procfs.stat(os.getpid())
+    got = scan(proc.pid, ("apache2",), parent_stat=other)
+    mine = procfs.stat(proc.pid)
+    assert other.start_ticks != mine.start_ticks
+    assert got.parent_start_ticks == mine.start_ticks
+    assert got.parent_create_time == procfs.create_time(mine)
+    assert [c.pid for c in got.children] == [child]
