@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import List
 
 SERVER = r'''
-import asyncio, json, socket, struct, sys
+import asyncio, json, os, socket, struct, sys
 
 AUTO = open(sys.argv[1], "rb").read()
 HTML = open(sys.argv[2], "rb").read()
@@ -89,6 +89,10 @@ async def main():
     loop.add_reader(sys.stdin.fileno(),
                     lambda: done.done() or (sys.stdin.buffer.read1(4096) or done.set_result(1)))
     await done
+    # Leave at once: kept-alive connections (a scraper's) would otherwise be
+    # torn down by a closed event loop, printing "Event loop is closed".
+    sys.stdout.flush()
+    os._exit(0)
 
 
 asyncio.run(main())
