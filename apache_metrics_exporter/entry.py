@@ -8,8 +8,9 @@ start-up were 2 to 3 ms of a one-shot run, about 5 %). It is disabled
 before those imports; once the options are parsed (cli.started) what exists
 is frozen, never walked again, and collection resumes as usual for the rest
 of the run, loops included. (A frozen object dropped later is still freed
-by its reference count; only start-up's own reference cycles stay, once.) Code that imports the package (tests, other
-programs) is not affected: only these entry points disable it.
+by its reference count; only start-up's own reference cycles stay, once.)
+Code that imports the package (tests, other programs) is not affected: only
+these entry points disable it.
 """
 
 import gc
