@@ -48,6 +48,29 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 MAX_TEXT = 1024  # characters of one name or text value that a writer keeps
 
 
+_MISSING = object()
+
+
+def remembered(memo: Dict[Any, Any], key: Any, labels: Any, limit: int, most: int,
+               build: Any, *args: Any) -> Any:
+    """``build(*args)``, the rendered text of a labelled sample, kept in
+    ``memo`` under ``key`` (the same samples come every cycle): only for
+    keepable labels (at most ``limit`` characters, all text), the memo
+    cleared when it holds ``most``; a key that cannot be hashed (a label
+    that is no text) is built every time."""
+    try:
+        found = memo.get(key, _MISSING)
+    except TypeError:
+        return build(*args)
+    if found is _MISSING:
+        found = build(*args)
+        if keepable(labels, limit):
+            if len(memo) >= most:
+                memo.clear()
+            memo[key] = found
+    return found
+
+
 def keepable(labels: Any, limit: int) -> bool:
     """Whether a sample's labels may key a writer's memo of rendered text:
     all text (1 and True are equal keys, but not the same label value) and

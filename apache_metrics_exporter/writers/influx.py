@@ -27,7 +27,7 @@ import math
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, keepable
+from apache_metrics_exporter.writers import MAX_TEXT, remembered
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -229,18 +229,8 @@ def lines(snapshot: Any) -> List[str]:
         extra: Tuple[Tuple[str, str], ...] = ()
         if labels or field is None:
             key = (metric.influx, labels)
-            shaped: Any  # (extra tags, field), None, or False: not kept yet
-            try:
-                shaped = labelled.get(key, False)
-            except TypeError:  # a label that is no text: worked out, not kept
-                shaped = _labelled(metric, template, labels)
-            else:
-                if shaped is False:
-                    shaped = _labelled(metric, template, labels)
-                    if keepable(labels, _MEMO_TEXT):
-                        if len(labelled) >= _MEMO_MAX:
-                            labelled.clear()
-                        labelled[key] = shaped
+            shaped = remembered(labelled, key, labels, _MEMO_TEXT, _MEMO_MAX,
+                                _labelled, metric, template, labels)
             if shaped is None:
                 continue
             extra, field = shaped

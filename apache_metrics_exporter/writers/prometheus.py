@@ -40,7 +40,7 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, Settings, keepable
+from apache_metrics_exporter.writers import MAX_TEXT, Settings, remembered
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
@@ -207,17 +207,8 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             labels = sample.labels
             if labels:
                 key = (how, labels, target)
-                try:
-                    series = names.get(key, "")
-                except TypeError:  # a label that is no text: worked out, not kept
-                    series = _labelled(how, labels, target)
-                else:
-                    if series == "":
-                        series = _labelled(how, labels, target)
-                        if keepable(labels, _NAMES_TEXT):
-                            if len(names) >= _NAMES_MAX:
-                                names.clear()
-                            names[key] = series
+                series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
+                                    _labelled, how, labels, target)
                 if series is None:
                     continue
             elif how.labels or target:
