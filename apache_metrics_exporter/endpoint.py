@@ -18,8 +18,9 @@ and idle clients cannot hold the endpoint (``_Server``): a request has
 ``REQUEST_DEADLINE`` in all to arrive, and a client still sending one gives
 up its connection slot to a newcomer when all are taken. An HTTP/1.1 client
 keeps its connection between scrapes (one thread and one accepted socket
-per scraper, not per scrape) as long as its next request comes within that
-deadline; an idle kept-alive connection is one still sending its request.
+per scraper, not per scrape): idle up to ``IDLE_DEADLINE`` for its next
+request, which then has ``REQUEST_DEADLINE`` from its first byte; an idle
+kept-alive connection is the first to give up its slot.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.collect.wire import TCHAR
 from apache_metrics_exporter.cycle import Cycle, report
 from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
 from apache_metrics_exporter.log import DEBUG, log
@@ -225,9 +227,8 @@ class _HeadFile:
 
 
 MAX_FIELDS = 100  # header lines of one request (http.client's limit for http.server)
-# Bytes of a header field name (RFC 9110 token), and the control characters
-# a field value may not hold (all but HTAB).
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# The control characters a field value may not hold (all but HTAB); a field
+# name is a token (wire.TCHAR).
 _CTL = bytes(range(0x00, 0x09)) + bytes(range(0x0a, 0x20)) + b"\x7f"
 
 
@@ -406,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
                 line = line[:-1]
             name, colon, value = line.partition(b":")
             value = value.lstrip(b" \t")
-            if (not colon or not name or name.translate(None, _TCHAR)
+            if (not colon or not name or name.translate(None, TCHAR)
                     or len(value.translate(None, _CTL)) != len(value)):
                 # A folded line (obs-fold), a name with spaces or without
                 # a colon, a control character (a bare CR): refused, never
@@ -565,12 +566,12 @@ class _Server(ThreadingHTTPServer):
 
     A connection first has ``request_deadline`` for its TLS handshake,
     request line and headers (in its own thread: the accept loop never waits
-    for a client); kept alive (HTTP/1.1), it has ``request_deadline`` again
-    for each next request, from the moment its previous answer was written.
-    When every slot is taken, a new connection takes the slot of the oldest
-    one still sending its request - an idle, dripping or mute client, or a
-    kept-alive one waiting for its next request - so a client that sends its
-    request promptly is always served.
+    for a client); kept alive (HTTP/1.1), it may wait ``idle_deadline`` for
+    its next request and then has ``request_deadline`` again, from that
+    request's first byte. When every slot is taken, a new connection takes
+    the slot of a kept-alive one waiting idle (the longest idle first), else
+    of the oldest one still sending its request - an idle, dripping or mute
+    client - so a client that sends its request promptly is always served.
     A complete request is never dropped for room: it runs its scrape
     (bounded by --timeout, at most MAX_SCRAPES at once, others get 503), then
     has ANSWER_DEADLINE to take the answer. Dropping is a shutdown of the

@@ -77,10 +77,13 @@ class Head(NamedTuple):
         return self.headers.get(name, default)
 
 
+# The bytes of a header field name (an RFC 9110 token).
+TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
 def is_token(text: str) -> bool:
     """Whether ``text`` can be a header name (RFC 9110 token characters)."""
-    return bool(text) and text.isascii() and not any(
-        c in text for c in ' \t\r\n\0:"(),/;<=>?@[\\]{}') and text.isprintable()
+    return bool(text) and text.isascii() and not text.encode("ascii").translate(None, TCHAR)
 
 
 def request(path: str, host: str, headers: Iterable[Tuple[str, str]]) -> bytes:
