@@ -290,12 +290,6 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
     return obs, ours, scale
 
 
-def _bucket(seconds: float) -> int:
-    """The index of the first bucket whose bound is at least ``seconds``
-    (len(DURATION_BUCKETS): +Inf)."""
-    return bisect_left(DURATION_BUCKETS, seconds)
-
-
 def quantile(values: Sequence[Tuple[float, int]], q: float) -> float:
     """Nearest-rank quantile of weighted values (sorted by value)."""
     return _quantiles(values, (q,))[0]

@@ -64,14 +64,14 @@ def remembered(memo: Dict[Any, Any], key: Any, labels: Any, limit: int, most: in
         return build(*args)
     if found is _MISSING:
         found = build(*args)
-        if keepable(labels, limit):
+        if _keepable(labels, limit):
             if len(memo) >= most:
                 memo.clear()
             memo[key] = found
     return found
 
 
-def keepable(labels: Any, limit: int) -> bool:
+def _keepable(labels: Any, limit: int) -> bool:
     """Whether a sample's labels may key a writer's memo of rendered text:
     all text (1 and True are equal keys, but not the same label value) and
     at most ``limit`` characters of names and values in all."""
@@ -81,6 +81,7 @@ def keepable(labels: Any, limit: int) -> bool:
             return False
         size += len(k) + len(v)
     return size <= limit
+
 
 class Format(NamedTuple):
     """One output format: its writer module and what the module offers."""
