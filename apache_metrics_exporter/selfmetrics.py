@@ -15,6 +15,7 @@ import resource
 
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.catalogue import BY_NAME
+from apache_metrics_exporter.collect import procfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -43,19 +44,6 @@ def _btime() -> Optional[float]:
     return _boot_time
 
 
-def _read_stat() -> bytes:
-    """/proc/self/stat, by open(2), read(2) and close(2) (no buffered file
-    object: five system calls fewer per scrape)."""
-    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = [os.read(fd, 4096)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, 4096))
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
-
-
 def _limit(kind: int) -> float:
     soft = resource.getrlimit(kind)[0]
     return UNLIMITED if soft == resource.RLIM_INFINITY else float(soft)
@@ -68,13 +56,13 @@ def samples() -> List[Sample]:
     out = [Sample(BY_NAME["build_info"], 1, (("version", __version__),
                                              ("pythonversion", platform.python_version())))]
     try:
-        stat = _read_stat()
+        stat = procfs.read_file("/proc/self/stat")  # (this process's: not procfs.PROC)
         # After the command name in parentheses (which may hold spaces and
         # parentheses itself): field 3 (state) onwards.
         fields = stat[stat.rindex(b")") + 2:].split()
         utime, stime, start = int(fields[11]), int(fields[12]), int(fields[19])
         vsize, rss = int(fields[20]), int(fields[21])
-    except (OSError, ValueError, IndexError):
+    except (OSError, procfs.NoProcess, procfs.Denied, ValueError, IndexError):
         pass
     else:
         out.append(Sample(BY_NAME["exporter_cpu_seconds"], (utime + stime) / _TICKS))

@@ -61,7 +61,7 @@ def boot_time() -> float:
 READ_SIZE = 16384  # bytes asked for per read(2); a file is read to its end
 
 
-def _read(path: str) -> bytes:
+def read_file(path: str) -> bytes:
     """The whole file, by open(2), read(2) to the end and close(2): Python's
     buffered open() adds two fstat, an isatty ioctl and two lseek calls to
     each one, and a cycle reads about 17 of these small files."""
@@ -88,7 +88,7 @@ def _read(path: str) -> bytes:
 
 def stat(pid: int) -> Stat:
     """Fields of /proc/PID/stat (the name may contain spaces and parentheses)."""
-    data = _read(f"{PROC}/{pid}/stat")
+    data = read_file(f"{PROC}/{pid}/stat")
     left, right = data.find(b"("), data.rfind(b")")
     fields = data[right + 2:].split()
     return Stat(pid, data[left + 1:right].decode("utf-8", "replace"),
@@ -101,20 +101,20 @@ def create_time(st: Stat) -> float:
 
 
 def cmdline(pid: int) -> List[str]:
-    data = _read(f"{PROC}/{pid}/cmdline")
+    data = read_file(f"{PROC}/{pid}/cmdline")
     return [a.decode("utf-8", "surrogateescape") for a in data.rstrip(b"\0").split(b"\0")] \
         if data else []
 
 
 def rss(pid: int) -> int:
     """Resident set size in bytes (/proc/PID/statm, readable for any process)."""
-    return int(_read(f"{PROC}/{pid}/statm").split()[1]) * PAGE_SIZE
+    return int(read_file(f"{PROC}/{pid}/statm").split()[1]) * PAGE_SIZE
 
 
 def pss_uss(pid: int) -> tuple:
     """(PSS, USS) in bytes from /proc/PID/smaps_rollup (own processes, or root)."""
     pss = private = 0
-    for line in _read(f"{PROC}/{pid}/smaps_rollup").splitlines():
+    for line in read_file(f"{PROC}/{pid}/smaps_rollup").splitlines():
         if line.startswith(b"Pss:"):
             pss = int(line.split()[1]) * 1024
         elif line.startswith((b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:")):
@@ -130,7 +130,7 @@ def children(pid: int, threads: int = 0) -> List[int]:
     try:
         kids: set = set()
         for task in [str(pid)] if threads == 1 else os.listdir(f"{PROC}/{pid}/task"):
-            kids.update(int(c) for c in _read(f"{PROC}/{pid}/task/{task}/children").split())
+            kids.update(int(c) for c in read_file(f"{PROC}/{pid}/task/{task}/children").split())
         return sorted(kids)
     except (FileNotFoundError, NoProcess):
         if not os.path.exists(f"{PROC}/{pid}"):
