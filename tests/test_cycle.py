@@ -80,13 +80,13 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from http.server import BaseHTTPRequestHandler, HTTPServer  # noqa: E402
 
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.harness.apache import ApacheServer  # noqa: E402
+from tests.harness.waiting import wait_for  # noqa: E402
 
 
 def _loop(url: str):
@@ -104,14 +104,6 @@ def _loop(url: str):
 
 def _children(apache: ApacheServer) -> set:
     return {p.pid for p in apache.children()}
-
-
-def _wait(what: str, condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -146,7 +138,7 @@ def test_a_graceful_restart_shows_its_new_children_in_the_next_cycle(small_apach
         old = {c.pid for c in snap.processes.children}
         assert old and old == _children(small_apache)
         os.kill(small_apache.proc.pid, signal.SIGUSR1)  # graceful: same parent, same sockets
-        _wait("the new generation", lambda: _children(small_apache)
+        wait_for("the new generation", lambda: _children(small_apache)
               and not _children(small_apache) & old and small_apache._wait_ready(5))
         now = _children(small_apache)
         snap, = cycle.collect(fetchers)
@@ -213,7 +205,7 @@ def test_another_server_on_the_port_is_noticed_while_apache_still_runs(small_apa
                 return False
             except OSError:
                 return True
-        _wait("Apache leaving its port", moved)
+        wait_for("Apache leaving its port", moved)
         HTTPServer.allow_reuse_address = True
         other = HTTPServer(("127.0.0.1", old_port), _Other)
         threading.Thread(target=other.serve_forever, daemon=True).start()

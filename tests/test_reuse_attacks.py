@@ -13,10 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.harness.waiting import wait_for
 
 PARENT = r"""
 import os, sys, time
@@ -32,14 +33,6 @@ if pid == 0:
 print(pid, flush=True)
 time.sleep(60)
 """
-
-
-def _wait(what: str, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -85,7 +78,7 @@ def test_a_child_that_takes_a_mod_wsgi_title_later_is_seen_so_by_the_next_cycle(
     assert [(c.pid, c.group) for c in first.children] == [(child, "native")]
     ticks = procfs.stat(child).start_ticks
     trigger.touch()
-    _wait("the child's exec", lambda: procfs.cmdline(child)[:1] == ["(wsgi:late)"])
+    wait_for("the child's exec", lambda: procfs.cmdline(child)[:1] == ["(wsgi:late)"])
     assert procfs.stat(child).start_ticks == ticks and procfs.stat(child).name == "apache2"
     second = scan(proc.pid, ("apache2",), reuse=reuse)
     assert [(c.pid, c.group) for c in second.children] == [(child, "late")]
@@ -259,7 +252,7 @@ def test_a_graceful_restart_that_adds_a_mod_wsgi_group_is_not_resolved_with_the_
     try:
         assert parent.stdout.readline().strip() == "ready"
         first = int(say(f"spawn {title}"))
-        _wait("the daemon's exec", lambda: execed(first))
+        wait_for("the daemon's exec", lambda: execed(first))
         before = scan(parent.pid, ("apache2",))
         assert [c.group for c in before.children] == ["reporting-alpha"]
         # The graceful restart: a new group in the configuration, every daemon anew.
@@ -267,7 +260,7 @@ def test_a_graceful_restart_that_adds_a_mod_wsgi_group_is_not_resolved_with_the_
                         "WSGIDaemonProcess reporting-alpine processes=1\n")
         assert say("stop") == "stopped"
         kids = [int(say(f"spawn {title}")) for _ in range(2)]
-        _wait("the daemons' exec", lambda: all(execed(k) for k in kids))
+        wait_for("the daemons' exec", lambda: all(execed(k) for k in kids))
         after = scan(parent.pid, ("apache2",))
         assert sorted(c.pid for c in after.children) == sorted(kids)
         assert {c.group for c in after.children} == {"reporting-a"}, after.children
@@ -473,7 +466,7 @@ def test_a_proof_kept_at_the_parents_descriptors_agrees_with_a_fresh_one(players
     for who, word in steps:
         say(who, word)
     if word == "exit":
-        _wait("the zombie", lambda: procfs.stat(apache.pid).state == "Z")
+        wait_for("the zombie", lambda: procfs.stat(apache.pid).state == "Z")
     assert procfs.stat(apache.pid).start_ticks == proof.start_ticks
     expected = apache.pid if holds else None
     assert _proofs(port, reuse, monkeypatch) == (expected, expected)

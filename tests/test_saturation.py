@@ -21,8 +21,7 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
-from typing import Callable, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -42,6 +41,7 @@ from apache_metrics_exporter.errors import FetchError
 from apache_metrics_exporter.writers import collectd, influx, prometheus, tab, text
 from tests.conftest import data, parse_tab, prom_series, run_exporter
 from tests.harness.apache import ApacheServer
+from tests.harness.waiting import wait_for
 
 WORKERS = 2
 BACKLOG = 4  # ListenBacklog: the kernel's limit is min(4, net.core.somaxconn)
@@ -59,17 +59,6 @@ def ss_queue(port: int) -> tuple:
                          text=True, timeout=10, check=True).stdout.split()
     assert out and out[0] == "LISTEN", out
     return int(out[1]), int(out[2])
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Client(threading.Thread):
