@@ -12,7 +12,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, Optional, Tuple
+    from typing import Any, Dict, Iterable, Optional, Tuple
 
 GAUGE = "gauge"
 COUNTER = "counter"
@@ -926,3 +926,27 @@ def fits(metric: Metric, value: object) -> bool:
         limit = _LIMITS[metric.name] = _limit(metric)
     # int/float comparisons are exact in Python: no overflow, NaN compares False.
     return -limit <= value <= limit
+
+
+def all_fit(samples: Iterable[Any]) -> bool:
+    """Whether fits() holds for every (metric, value, ...) sample: the same
+    answer, in one loop without a call per sample for the plain int, float
+    and str values a snapshot is made of (30 µs of a small server's cycle
+    as ``all(fits(...) for ...)``); any other value is asked of fits()."""
+    limits = _LIMITS
+    for sample in samples:
+        metric, value = sample[0], sample[1]
+        kind, vtype = metric.type, type(value)
+        if vtype is str:
+            if kind is str:
+                continue
+            return False
+        if kind is not str and (vtype is int or vtype is float):
+            limit = limits.get(metric.name)
+            if limit is not None:
+                if -limit <= value <= limit:
+                    continue
+                return False
+        if not fits(metric, value):
+            return False
+    return True

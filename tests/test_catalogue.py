@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import (
     ALL_METRICS,
     BY_NAME,
     FAMILIES,
     FAMILY,
+    all_fit,
+    fits,
     prom_family,
 )
 from apache_metrics_exporter.collect.processes import EMPTY_SCAN
@@ -128,3 +132,42 @@ def test_info_without_server_version_says_unknown():
     snap = build("http://127.0.0.1/server-status", 0.0, auto, None, None, EMPTY_SCAN)
     info = [s for s in snap.samples if s.metric is BY_NAME["info"]]
     assert info == [Sample(BY_NAME["info"], 1, (("mpm", "UNKNOWN"), ("version", "UNKNOWN")))]
+
+
+class _Text(str):
+    """A str subclass: all_fit must ask fits() of it, not take a shortcut."""
+
+
+class _Number(int):
+    """An int subclass (as bool is)."""
+
+
+VALUES = st.one_of(
+    st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3), st.booleans(), st.none(),
+    st.builds(_Text, st.text(max_size=3)),
+    st.builds(_Number, st.integers(min_value=-(2 ** 66), max_value=2 ** 66)),
+    st.just(b"1"), st.just([1]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(ALL_METRICS), VALUES), max_size=6))
+def test_all_fit_answers_as_fits_does_sample_by_sample(pairs):
+    """all_fit is the snapshot's one range check, in one loop: the same answer
+    as asking fits() of every sample, for every kind of value (the range
+    limits computed on first use or already known)."""
+    samples = [Sample(metric, value) for metric, value in pairs]
+    assert all_fit(samples) == all(fits(s.metric, s.value) for s in samples)
+    assert all_fit(samples) == all(fits(s.metric, s.value) for s in samples)  # limits known
+
+
+def test_all_fit_refuses_the_one_value_out_of_range():
+    counter, text = BY_NAME["total_accesses"], BY_NAME["longest_request"]
+    assert fits(counter, -(2 ** 63 - 1)) and fits(counter, 2 ** 63 - 1)  # both ends
+    assert all_fit([Sample(counter, 2 ** 63 - 1), Sample(text, "GET /")])
+    assert all_fit([Sample(counter, -(2 ** 63 - 1))])
+    assert not all_fit([Sample(counter, -(2 ** 63))])
+    assert not all_fit([Sample(text, "GET /"), Sample(counter, 2 ** 63)])
+    assert not all_fit([Sample(counter, 1), Sample(text, 3)])
+    assert not all_fit([Sample(BY_NAME["utilisation"], float("nan"))])

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apache_metrics_exporter.catalogue import BY_NAME, SCOREBOARD_STATES, SERVER_METRICS, fits
+from apache_metrics_exporter.collect import status
 from apache_metrics_exporter.collect.status import count_scoreboard, parse_auto
 from apache_metrics_exporter.errors import FetchError
 from tests.conftest import data
@@ -201,3 +202,57 @@ def test_one_warning_per_value_left_out_and_one_line_for_the_rest():
 def test_numbers_are_plain_ascii(value, parsed):
     page = parse_auto(f"BusyWorkers: {value}\nScoreboard: _\n")
     assert page.values.get("busy_workers") == parsed
+
+
+def _fresh(text):
+    """parse_auto with nothing remembered from earlier pages."""
+    status._CLEAN_LINES.clear()
+    return parse_auto(text)
+
+
+AUTO_KEYS = sorted(m.auto_key for m in SERVER_METRICS if m.auto_key) + ["Scoreboard"]
+AUTO_LINES = st.one_of(
+    st.builds(lambda k, v: f"{k}: {v}", st.sampled_from(AUTO_KEYS),
+              st.sampled_from(["0", "1", "42", ".5", "0.e+79", "-3", "1e400", "x", "",
+                               "99999999999999999999999", "12K", "7%", "\u00b23", "nan"])),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(AUTO_LINES, max_size=12), st.lists(AUTO_LINES, max_size=12))
+def test_lines_remembered_from_earlier_pages_change_no_answer(first, second):
+    """A line read before (status._CLEAN_LINES) gives what reading it afresh
+    gives, on whatever page and in whatever place it comes back: values,
+    warnings and the values left out (a duplicate key: the first line wins,
+    remembered or not)."""
+    for lines in (first, second, first + second, second + first):
+        page = "\n".join(lines + ["Scoreboard: __W."])
+        try:
+            expected = _fresh(page)
+        except FetchError as exc:
+            expected = exc
+        for before in (first, second, lines):  # what may be remembered
+            try:
+                _fresh("\n".join(before + ["Scoreboard: _"]))
+            except FetchError:
+                pass
+            try:
+                got = parse_auto(page)
+            except FetchError as exc:
+                got = exc
+            if isinstance(expected, FetchError):
+                assert str(got) == str(expected)
+            else:
+                assert got == expected
+                # in the same order, of the same types (1 == 1.0 for ==)
+                assert [(k, v, type(v)) for k, v in got.values.items()] == \
+                    [(k, v, type(v)) for k, v in expected.values.items()]
+
+
+def test_the_memory_of_clean_lines_is_bounded():
+    status._CLEAN_LINES.clear()
+    for i in range(3 * status._CLEAN_MAX):
+        parse_auto(f"Total Accesses: {i}\nScoreboard: _")
+    parse_auto("Total Accesses: " + "1" * 200 + "\nScoreboard: _")  # too long to keep
+    assert 0 < len(status._CLEAN_LINES) <= status._CLEAN_MAX
+    assert all(len(line) <= status._CLEAN_LINE for line in status._CLEAN_LINES)

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import lru_cache
 
 from apache_metrics_exporter import clocks
-from apache_metrics_exporter.catalogue import BY_NAME, MEMORY_METRIC, MEMORY_STATS, REASONS, fits
+from apache_metrics_exporter.catalogue import (
+    BY_NAME,
+    MEMORY_METRIC,
+    MEMORY_STATS,
+    REASONS,
+    all_fit,
+    fits,
+)
 from apache_metrics_exporter.collect.clients import client_samples
 from apache_metrics_exporter.collect.host import Host
 from apache_metrics_exporter.collect.http import Fetcher, redact
@@ -316,7 +324,7 @@ def build(url: str, started: float, auto: Optional[AutoPage],
         samples.extend(client_samples(workers, url, options.client_limit))
     warnings = list(auto.warnings if auto is not None else ()) + list(warnings or ()) \
         + list(processes.warnings)
-    if not all(fits(s.metric, s.value) for s in samples):
+    if not all_fit(samples):
         kept = []
         for s in samples:
             if fits(s.metric, s.value):
@@ -500,6 +508,7 @@ def _derived(auto: AutoPage) -> List[Sample]:
     return out
 
 
+@lru_cache(maxsize=16)  # the same ServerVersion every cycle
 def version_number(server_version: str) -> Optional[float]:
     """``Apache/2.4.71 (Debian) ...`` -> 2.04071 (major.minor(2)patch(3)), None
     when the version cannot be read that way."""

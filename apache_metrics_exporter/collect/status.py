@@ -121,6 +121,16 @@ class _Warnings(list):
         return tuple(self)
 
 
+# ?auto lines that gave a catalogue value in range, by their text: about two
+# thirds of a page (versions, generations, worker counts, zeros) come back
+# unchanged every cycle and are read once. A line means the same on any page,
+# wherever it stands (a known key is never the bare first line), so the
+# memo is shared; bounded in entries and line length.
+_CLEAN_LINES: Dict[str, Tuple[str, Any]] = {}
+_CLEAN_MAX = 512
+_CLEAN_LINE = 120
+
+
 def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     """Parse the machine-readable page; raise FetchError if it is not one."""
     values: Dict[str, float] = {}
@@ -131,7 +141,15 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
     warnings = _Warnings(source)
     left_out = set()
     telegraf_extra: Dict[str, float] = {}
+    clean = _CLEAN_LINES
     for n, raw in enumerate(text.splitlines()):
+        known = clean.get(raw)
+        if known is not None:  # a line read before: a catalogue value, in range
+            name, number = known
+            if name not in values:
+                values[name] = number
+                left_out.discard(name)
+            continue
         line = raw.strip()
         if not line:
             continue
@@ -155,6 +173,10 @@ def parse_auto(text: str, source: str = "the status page") -> AutoPage:
                 if number is not None:
                     values[metric.name] = number
                     left_out.discard(metric.name)
+                    if len(raw) <= _CLEAN_LINE:
+                        if len(clean) >= _CLEAN_MAX:
+                            clean.clear()
+                        clean[raw] = (metric.name, number)
                 elif why:
                     warnings.value(f"'{key}'", why)
                     left_out.add(metric.name)
