@@ -550,3 +550,41 @@ def test_a_stop_in_the_middle_of_an_answer_drops_the_connection(raw, monkeypatch
         fetcher.get(server.url)
     assert fetcher._conn is None
     monkeypatch.setattr(wire.Reader, "body", real)
+
+
+def test_the_peer_is_the_address_that_answered_on_each_connection():
+    """Fetcher.peer (what the process proof checks) is the address of the
+    connection that gave the answer: asked of each new connection, never
+    carried over from an earlier one (a name may resolve elsewhere the next
+    time; here the host is changed between two connections)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS)
+    first = RawServer(answer)  # answers once per connection, then closes it
+    port = first.sock.getsockname()[1]
+    second = socket.socket()
+    second.bind(("127.0.0.2", port))
+    second.listen(1)
+    fetcher = Fetcher(Target(first.url + "?auto", timeout=5))
+    try:
+        assert fetcher.peer is None
+        assert fetcher.get(first.url + "?auto") == STATUS
+        assert fetcher.peer == "127.0.0.1"
+        fetcher.host = "127.0.0.2"
+        done = threading.Event()
+
+        def serve() -> None:
+            conn, _ = second.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+                done.wait(5)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert fetcher.get(first.url + "?auto") == STATUS
+        assert fetcher.peer == "127.0.0.2"
+        done.set()
+        thread.join(5)
+    finally:
+        fetcher.close()
+        first.close()
+        second.close()

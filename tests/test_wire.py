@@ -307,3 +307,54 @@ def test_the_same_status_reason_body_and_keep_alive_as_http_client(case):
     faulty = data.startswith(b"HTTP/1.0") and b"Transfer-Encoding: chunked" in data
     assert keep == (not will_close and not faulty)
     assert r.leftover == 0
+
+
+_ENDS = st.sampled_from([b"\r\n", b"\n", b"\r\r\n"])
+_HEAD_LINES = st.one_of(
+    st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found", b"HTTP/1.1 100 Continue",
+                     b"HTTP/1.1 103 Early Hints", b"HTTP/1.1 101 Switching", b"HTTP/1.1 20 x",
+                     b"SSH-2.0-x", b"", b"\r", b" folded", b"\tfolded too", b"no colon",
+                     b"Content-Length: 3", b"X: a", b"X:b", b"x : c", b"Y: \xe9\xff"]),
+    st.binary(max_size=12))
+
+
+@st.composite
+def heads(draw):
+    """Bytes that begin like answers (status lines, headers, interim heads,
+    blank lines of every kind), often broken, then a few more bytes."""
+    parts = []
+    for line in draw(st.lists(_HEAD_LINES, max_size=14)):
+        parts.append(line + draw(_ENDS))
+    if draw(st.booleans()):
+        parts.append(b"X: y\r\n" * draw(st.sampled_from([99, 100, 101])) + b"\r\n")
+    return b"".join(parts) + draw(st.binary(max_size=8))
+
+
+def _read_head(r: wire.Reader) -> tuple:
+    try:
+        got = r.head()
+    except wire.ProtocolError as exc:  # (wire.Closed is a ConnectionResetError)
+        return type(exc), str(exc)
+    except wire.Closed as exc:
+        return type(exc), str(exc)
+    return got, r.read(1 << 20)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(heads())
+def test_a_head_read_whole_is_the_head_read_line_by_line(data):
+    """A head found whole in the buffer is read at once (Reader._whole); one
+    that arrives a byte at a time is read line by line: the same head, the
+    same error, the same bytes left for the body, whatever the bytes."""
+    whole = _read_head(reader(data))
+    by_byte = _read_head(reader(*(data[i:i + 1] for i in range(len(data)))))
+    assert whole == by_byte
+
+
+def test_a_head_longer_than_a_line_may_be_is_read_line_by_line():
+    """The whole-head reading looks for the head's end within MAX_LINE bytes
+    only: a longer head goes line by line, and its limits hold."""
+    long_head = b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * 40000 + b"\r\n" + \
+        b"Z: " + b"z" * 40000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    head, body, keep, left = answer(long_head)
+    assert len(head.get("x")) == 40000 and body == b"ok" and keep and left == 0

@@ -379,7 +379,7 @@ class _Connection:
     """One kept-alive HTTP/1.1 connection: its bounded socket (TLS when given
     a context) and the reader of its answers."""
 
-    __slots__ = ("sock", "reader")
+    __slots__ = ("sock", "reader", "_peer")
 
     def __init__(self, host: str, port: int, clock: _Clock,
                  tls: Optional[ssl.SSLContext] = None) -> None:
@@ -395,6 +395,17 @@ class _Connection:
                 raise
         self.sock = sock
         self.reader = wire.Reader(sock.recv)
+        self._peer: Optional[str] = None
+
+    def peer(self) -> Optional[str]:
+        """The address that answers on this connection (asked of the socket
+        once it is known: it cannot change while the connection lasts)."""
+        if self._peer is None:
+            try:
+                self._peer = str(self.sock.getpeername()[0])
+            except OSError:
+                return None
+        return self._peer
 
     def close(self) -> None:
         self.sock.close()
@@ -562,10 +573,7 @@ class Fetcher:
         conn = self._connect()
         conn.sock.sendall(request)
         head = conn.reader.head()
-        try:
-            self.peer = str(conn.sock.getpeername()[0])
-        except OSError:
-            self.peer = None
+        self.peer = conn.peer()
         self.status, self.location = head.status, head.get("location")
         if head.status != 200:
             body_hint = ""

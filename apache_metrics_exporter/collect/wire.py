@@ -25,11 +25,13 @@ http.client kept it: callers print header values through log.printable.
 
 from __future__ import annotations
 
+import re
+
 from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Any, Dict, Iterable, Optional, Tuple
+    from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 MAX_LINE = 65536  # http.client's _MAXLINE: a header line, a chunk-size line
 MAX_HEADERS = 100  # http.client's _MAXHEADERS, per head
@@ -114,6 +116,22 @@ def request(path: str, host: str, headers: Iterable[Tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+# The end of a head: its first empty line ("\n", or "\r"s then "\n").
+_HEAD_END = re.compile(rb"\n\r*\n")
+
+
+def _status(text: str) -> Tuple[str, int, str]:
+    """(version, status, reason) of a status line (its end taken off), or
+    ProtocolError when it is not an HTTP/1.x one."""
+    version, _, rest = text.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or len(code) != 3 \
+            or not code.isascii() or not code.isdigit() or code[0] == "0":
+        shown = text[:60] + ("..." if len(text) > 60 else "")
+        raise ProtocolError(f"its first line is {shown!r}, not an HTTP/1.x status line")
+    return version, int(code), reason
+
+
 class Reader:
     """Reads one connection's answers: ``head()``, then ``body()``. Bytes
     read past an answer stay for the next one (``leftover``)."""
@@ -168,14 +186,21 @@ class Reader:
             pass
         return self._take(count)
 
-    def _headers(self) -> Dict[str, str]:
-        headers: Dict[str, str] = {}
-        last: Optional[str] = None
-        for _ in range(MAX_HEADERS + 1):
+    def _texts(self) -> Iterator[str]:
+        """The head's next lines, read one by one, as text without their ends."""
+        while True:
             raw = self.line()
             if not raw.endswith(b"\n"):
                 raise CutShort(0, where="the connection closed in the headers")
-            text = raw.decode("latin-1").rstrip("\r\n")
+            yield raw.decode("latin-1").rstrip("\r\n")
+
+    @staticmethod
+    def _fold(texts: Iterator[str]) -> Dict[str, str]:
+        """The headers of these lines, up to the blank one that ends them (at
+        most MAX_HEADERS: no line is asked for past that)."""
+        headers: Dict[str, str] = {}
+        last: Optional[str] = None
+        for _, text in zip(range(MAX_HEADERS + 1), texts):
             if not text:
                 return headers
             if text[0] in " \t":  # obsolete folding: part of the last header
@@ -192,24 +217,39 @@ class Reader:
             last = name
         raise ProtocolError(f"more than {MAX_HEADERS} headers")
 
+    def _whole(self) -> Optional[List[str]]:
+        """The lines of the next head, as text without their ends, when all of
+        it is in the buffer (after one read, if the buffer was empty) within
+        its first MAX_LINE bytes, taken out of the buffer at once; else None,
+        nothing taken, and head() reads it line by line: the same answer
+        either way (a head of ten lines: 2 reads of the buffer, not 11)."""
+        buf = self._buf
+        if not buf and not self._more():
+            raise Closed("before any answer")
+        end = _HEAD_END.search(buf, 0, MAX_LINE)
+        if end is None:
+            return None
+        return [line.rstrip("\r") for line in
+                self._take(end.end()).decode("latin-1").split("\n")[:-1]]
+
     def head(self) -> Head:
         """The status line and headers of the next final answer (interim
         1xx answers skipped). Closed if the connection ends before a byte."""
         while True:
-            raw = self.line()
-            if not raw:
-                raise Closed("before any answer")
-            text = raw.decode("latin-1").rstrip("\r\n")
-            version, _, rest = text.partition(" ")
-            code, _, reason = rest.partition(" ")
-            if not version.startswith("HTTP/1.") or len(code) != 3 \
-                    or not code.isascii() or not code.isdigit() or code[0] == "0":
-                shown = text[:60] + ("..." if len(text) > 60 else "")
-                raise ProtocolError(f"its first line is {shown!r}, not an HTTP/1.x status line")
-            if not raw.endswith(b"\n"):
-                raise CutShort(0, where="the connection closed in the status line")
-            status = int(code)
-            headers = self._headers()
+            lines = self._whole()
+            texts: Iterator[str]
+            if lines is not None:
+                texts = iter(lines)
+                version, status, reason = _status(next(texts))
+            else:
+                raw = self.line()
+                if not raw:
+                    raise Closed("before any answer")
+                version, status, reason = _status(raw.decode("latin-1").rstrip("\r\n"))
+                if not raw.endswith(b"\n"):
+                    raise CutShort(0, where="the connection closed in the status line")
+                texts = self._texts()
+            headers = self._fold(texts)
             if status == 101:
                 raise ProtocolError("it answered 101 Switching Protocols to a GET")
             if status >= 200:
