@@ -255,6 +255,16 @@ def _reset(path: str, why: str) -> Dict[str, Any]:
     return _fresh()
 
 
+def _duration(samples: Sequence[Any]) -> Optional[float]:
+    """The snapshot's collection_duration_seconds: build() adds it once, near
+    the end, so it is looked for from the end (Snapshot.value reads the
+    hundred samples before it)."""
+    for sample in reversed(samples):
+        if sample.metric.name == "collection_duration_seconds" and not sample.labels:
+            return sample.value
+    return None
+
+
 def _reading(snap: Any) -> Optional[Dict[str, Any]]:
     """What this snapshot says about the server's life, None if nothing."""
     if not snap.up or snap.auto is None:
@@ -266,7 +276,7 @@ def _reading(snap: Any) -> Optional[Dict[str, Any]]:
     parent = None
     if snap.processes.parent_pid is not None and snap.processes.parent_create_time is not None:
         parent = [snap.processes.parent_pid, snap.processes.parent_create_time]
-    duration = snap.value("collection_duration_seconds") or 0.0
+    duration = _duration(snap.samples) or 0.0
     reading = {"version": READING_VERSION, "time": snap.timestamp,
                "duration": float(duration) if math.isfinite(duration) else 0.0,
                "parent": parent,
