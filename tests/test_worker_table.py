@@ -5,9 +5,11 @@ columns without making a row per worker."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apache_metrics_exporter import intervals
-from apache_metrics_exporter.collect import status
+from apache_metrics_exporter.collect import snapshot, status
 from apache_metrics_exporter.collect.clients import figures
 from apache_metrics_exporter.collect.processes import EMPTY_SCAN
 from apache_metrics_exporter.collect.snapshot import Options, build
@@ -165,3 +167,145 @@ def test_entities_in_a_column_read_as_the_row_by_row_reader_reads_them(request_t
     assert status.columns(table, ("request",))[0] == expected
     fresh = parse_html(raw).workers
     assert [fresh[i].cell("request") for i in range(len(rows))] == expected
+
+
+# -- the bulk column reading against a row-by-row reading --------------------
+
+class _Row:
+    """A worker row of the slow path's shape, from chosen values."""
+
+    def __init__(self, pid, mode, ss, vhost, request, client) -> None:
+        self.pid, self.mode, self.ss = pid, mode, ss
+        self._cells = {"vhost": vhost, "request": request, "client": client}
+
+    def cell(self, heading: str) -> str:
+        return self._cells.get(heading, "")
+
+    def has(self, heading: str) -> bool:
+        return heading in self._cells
+
+    @property
+    def request(self) -> str:
+        value = self.cell("request")
+        return "" if value == "NULL" else value
+
+    @property
+    def vhost(self) -> str:
+        return self.cell("vhost")
+
+
+URL = "http://127.0.0.1:8080/server-status"
+OWN = ["GET /server-status?auto HTTP/1.1", "GET /server-status HTTP/1.1"]
+
+
+def _by_row_workers(workers, options):
+    """What the worker figures were, read row by row."""
+    active = [w for w in workers if w.mode not in status.IDLE_MODES]
+    hanging, oldest, longest = 0, None, None
+    for w in active:
+        if w.ss is not None:
+            hanging += w.ss >= options.hanging_threshold
+            if longest is None or w.ss > longest:
+                oldest, longest = w, w.ss
+    per = {}
+    for w in active:
+        stats = per.setdefault(w.vhost, [0, 0, 0])
+        stats[0] += 1
+        if w.mode == "W":
+            stats[1] += 1
+            stats[2] = max(stats[2], w.ss or 0)
+    return (hanging, len(active), longest if oldest else 0,
+            oldest.request if oldest else "", oldest.vhost if oldest else "", per)
+
+
+def _by_row_clients(workers):
+    mine, reading, oldest, unmeasured, per = list(OWN), 0, 0, False, {}
+    for w in workers:
+        if w.mode in status.IDLE_MODES:
+            continue
+        if w.mode == "W" and w.request in mine:
+            mine.remove(w.request)
+            continue
+        if w.mode == "R":
+            reading += 1
+            if w.ss is None:
+                unmeasured = True
+            else:
+                oldest = max(oldest, w.ss)
+        if w.cell("client"):
+            per[w.cell("client")] = per.get(w.cell("client"), 0) + 1
+    return (reading, None if unmeasured and oldest == 0 else oldest,
+            per if workers else None)  # (no rows: no Client column known)
+
+
+_rows = st.builds(_Row, st.sampled_from([None, 10, 11, 12]),
+                  st.sampled_from(list("_WRKCLDGI.S")),
+                  st.one_of(st.none(), st.integers(-3, 400)),
+                  st.sampled_from(["a", "b", "", "other"] + [f"h{i}" for i in range(10)]),
+                  st.sampled_from(OWN + ["NULL", "", "GET / HTTP/1.1"]),
+                  st.sampled_from(["", "10.0.0.1", "10.0.0.2", "::1"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_rows, max_size=40), st.sampled_from([0, 1, 20]),
+       st.sampled_from([0.0, 5.0, 300.0]))
+def test_the_bulk_figures_are_the_row_by_row_ones(workers, vhost_limit, threshold):
+    """The worker, virtual host and client figures read in bulk from the
+    columns are what reading the rows one by one gives: hanging and busy
+    workers, the longest request (the first row with the largest SS), each
+    host's busy workers, requests in flight and longest request (more hosts
+    than are counted in one pass each included), the reading workers and
+    the clients, the collector's own two requests left out once each."""
+    options = Options(hanging_threshold=threshold, vhost_limit=vhost_limit)
+    got = {s.metric.name if not s.labels else (s.metric.name, s.labels): s.value
+           for s in snapshot._worker_samples(workers, EMPTY_SCAN, options)}
+    hanging, busy, longest, request, vhost, per = _by_row_workers(workers, options)
+    assert (got["workers_hanging"], got["active_requests"], got["longest_request_seconds"],
+            got["longest_request"], got["longest_request_vhost"]) == \
+        (hanging, busy, longest, request, vhost)
+    active = status.busy_rows([w.mode for w in workers])
+    assert snapshot.vhost_stats([workers[i].vhost for i in active],
+                                [workers[i].mode for i in active],
+                                [workers[i].ss for i in active]) == per
+    reading, oldest, clients = _by_row_clients(workers)
+    assert figures(workers, URL) == (reading, oldest, clients)
+
+
+def test_the_bulk_figures_in_the_corners_a_random_table_seldom_reaches():
+    """More hosts with requests in flight than are counted in one pass each;
+    both of the collector's own requests on the page (each left out once:
+    a third copy is a client's); reading rows whose SS are all negative."""
+    hosts = [_Row(10, "W", age, f"h{i % 12}", "GET /x HTTP/1.1", "10.0.0.9")
+             for i, age in enumerate([5, 70, 3, None, 9, 1, 44, 2, 8, 0, 6, 7, 90, 4, 11, 12])]
+    own = [_Row(11, "W", 1, "a", OWN[0], "127.0.0.1"), _Row(11, "W", 1, "a", OWN[1], "127.0.0.1"),
+           _Row(11, "W", 1, "a", OWN[1], "127.0.0.1")]
+    reading = [_Row(12, "R", -3, "b", "", "10.0.0.2"), _Row(12, "R", -1, "b", "", "10.0.0.2")]
+    one = [_Row(10, "W", age, "c", "GET /y HTTP/1.1", "") for age in (None, 4, 30, 2)]
+    for workers in (hosts, own, reading, one, hosts + own + reading, reading + own + hosts,
+                    one + own):
+        active = status.busy_rows([w.mode for w in workers])
+        assert snapshot.vhost_stats([workers[i].vhost for i in active],
+                                    [workers[i].mode for i in active],
+                                    [workers[i].ss for i in active]) == \
+            _by_row_workers(workers, Options())[5]
+        assert figures(workers, URL) == _by_row_clients(workers)
+    assert figures(own, URL).clients == {"127.0.0.1": 1}
+    assert figures(reading, URL).reading_oldest == 0
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_one_cell_read_alone_is_the_cell_of_its_column(name, monkeypatch):
+    """status.cell reads one row's cell without the whole column (the
+    longest request, the collector's own requests): the same text as the
+    row-by-row reader's, before and after its column has been read, and
+    rows out of the table are refused."""
+    raw = data(name)
+    rows = _slow(raw, monkeypatch)
+    for heading in HEADINGS:
+        table = parse_html(raw).workers
+        alone = [status.cell(table, heading, i) for i in range(len(rows))]
+        assert alone == [r.cell(heading) for r in rows] == status.columns(table, (heading,))[0]
+        assert [status.cell(table, heading, i) for i in range(len(rows))] == alone
+        for bad in (-1, len(rows)):
+            with pytest.raises(IndexError):
+                status.cell(table, heading, bad)

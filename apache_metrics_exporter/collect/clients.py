@@ -14,9 +14,20 @@ vhosts.collected) and sums the rest as ``other``.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
+from itertools import filterfalse
+from operator import is_not
+
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.http import REQUEST_FIELD, Target, request_line
-from apache_metrics_exporter.collect.status import IDLE_MODES, columns, has_column, key_columns
+from apache_metrics_exporter.collect.status import (
+    busy_rows,
+    columns,
+    has_column,
+    key_columns,
+    rows_in,
+)
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.vhosts import OTHER, collected, say_once, shown
 
@@ -58,45 +69,47 @@ def own_requests(url: str) -> List[str]:
 
 
 def figures(workers: Sequence[WorkerRow], url: str) -> ClientFigures:
-    """Count once over the table's columns (linear). A row in state W whose request is
-    one of the collector's own fetches of ``url`` (the first of each) is not a
-    client holding a worker: it is left out, so an idle server reads no busy
-    client, not one client holding every busy worker. Busy rows without an
-    address (a slot starting) are held by no client and not counted."""
+    """Count over the table's columns (linear, in bulk: no Python loop per
+    row). A row in state W whose request is one of the collector's own
+    fetches of ``url`` (the first of each) is not a client holding a worker:
+    it is left out, so an idle server reads no busy client, not one client
+    holding every busy worker. Busy rows without an address (a slot
+    starting) are held by no client and not counted."""
     mine = own_requests(url)
-    reading = 0
-    oldest: Optional[int] = 0
-    unmeasured = False
-    per: Dict[str, int] = {}
     _pids, modes, ages = key_columns(workers)  # columns: no row is made
-    has_client = has_column(workers, "client")
-    clients = columns(workers, ("client",))[0] if has_client else None
-    requests: Optional[List[str]] = None
-    for i, mode in enumerate(modes):
-        if mode in IDLE_MODES:
-            continue
-        if mode == "W" and mine:
-            if requests is None:
-                requests = columns(workers, ("request",))[0]
-            request = requests[i]
-            request = ("" if request == "NULL" else request)[:REQUEST_FIELD]  # (row.request)
-            if request in mine:
-                mine.remove(request)
+    own = set()
+    working = rows_in(modes, "W")
+    if mine and working:
+        # The first W row showing each of ours (Apache shows at most 63
+        # characters of a request, and NULL for none: as row.request).
+        requests = columns(workers, ("request",))[0]
+        texts = list(map(requests.__getitem__, working))
+        shown: Optional[List[str]] = None
+        start: Dict[str, int] = {}
+        for request in mine:
+            if len(request) < REQUEST_FIELD:
+                found = texts  # (then only the same text shows it: no cut, not NULL)
+            else:
+                if shown is None:
+                    shown = [("" if text == "NULL" else text)[:REQUEST_FIELD] for text in texts]
+                found = shown
+            try:
+                at = found.index(request, start.get(request, 0))
+            except ValueError:
                 continue
-        if mode == READING:
-            reading += 1
-            age = ages[i]
-            if age is None:
-                unmeasured = True
-            elif oldest is not None and age > oldest:
-                oldest = age
-        if clients is not None:
-            address = clients[i]
-            if address:
-                per[address] = per.get(address, 0) + 1
-    if unmeasured and oldest == 0:
+            start[request] = at + 1  # (the same line twice: its next row)
+            own.add(working[at])
+    reading_ages = list(map(ages.__getitem__, rows_in(modes, READING)))
+    measured: List[int] = list(filter(partial(is_not, None), reading_ages))  # type: ignore[arg-type]
+    oldest: Optional[int] = max(0, max(measured, default=0))
+    if oldest == 0 and len(measured) < len(reading_ages):
         oldest = None  # rows read, none with an SS that can be: not measured
-    return ClientFigures(reading, oldest, per if has_client else None)
+    per: Optional[Dict[str, int]] = None
+    if has_column(workers, "client"):
+        addresses = columns(workers, ("client",))[0]
+        busy = filterfalse(own.__contains__, busy_rows(modes))
+        per = dict(Counter(filter(None, map(addresses.__getitem__, busy))))
+    return ClientFigures(len(reading_ages), oldest, per)
 
 
 def client_samples(workers: Sequence[WorkerRow], url: str, limit: int) -> List[Sample]:
