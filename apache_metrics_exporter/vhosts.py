@@ -79,12 +79,17 @@ def say_once(message: str) -> None:
     log.once(WARNING, message)
 
 
-# The label key renamed() looks at, by the name of each metric it renames
-# ("": more than one, written() then takes renamed()'s two passes).
-_RENAMED: Dict[str, str] = {}
-for _key, (_, _names, _only) in _KINDS.items():
-    for _name in _names | _only:
-        _RENAMED[_name] = "" if _name in _RENAMED else _key
+def _renamed_keys() -> Dict[str, str]:
+    """The label key renamed() looks at, by the name of each metric it
+    renames ("": more than one, and written() takes renamed()'s two passes)."""
+    keys: Dict[str, str] = {}
+    for key, (_, names, only) in _KINDS.items():
+        for name in names | only:
+            keys[name] = "" if name in keys else key
+    return keys
+
+
+_RENAMED = _renamed_keys()
 
 
 def written(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
