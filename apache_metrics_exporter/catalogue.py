@@ -914,6 +914,21 @@ def _limit(metric: Metric) -> float:
     return limit
 
 
+def limit(metric: Metric) -> float:
+    """The largest magnitude of a number that fits() takes for this metric
+    (the same one, kept by name); -1 for a text metric, whose numbers never
+    fit. For a value whose type is exactly int or float, fits() is
+    ``-limit <= value <= limit``: a writer that keeps the limit in its plan
+    of the metric checks that alone (fits() itself stays one call, no
+    more: build() calls it for every sample)."""
+    if metric.type is str:
+        return -1
+    got = _LIMITS.get(metric.name)
+    if got is None:
+        got = _LIMITS[metric.name] = _limit(metric)
+    return got
+
+
 def fits(metric: Metric, value: object) -> bool:
     """Whether every writer can carry this value of this metric (text: a str;
     numbers: finite and within the metric's range after any writer's scaling)."""

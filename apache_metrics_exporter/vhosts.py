@@ -79,9 +79,37 @@ def say_once(message: str) -> None:
     log.once(WARNING, message)
 
 
+def _renamed_keys() -> Dict[str, str]:
+    """The label key renamed() looks at, by the name of each metric it
+    renames ("": more than one, and written() takes renamed()'s two passes)."""
+    keys: Dict[str, str] = {}
+    for key, (_, names, only) in _KINDS.items():
+        for name in names | only:
+            keys[name] = "" if name in keys else key
+    return keys
+
+
+_RENAMED = _renamed_keys()
+
+
 def written(samples: Sequence, name_of: Callable[[str], str], fmt: str) -> List:
     """renamed() for every kind of name a writer gets: virtual hosts, then
     client addresses, with the format's one ``name_of``."""
+    # The usual case first, in one pass: every name is written as collected,
+    # so renamed() would hand back the samples as they are, twice. Anything
+    # else (a name to change, a label that is no text) takes both passes.
+    kinds = _RENAMED
+    try:
+        for s in samples:
+            key = kinds.get(s.metric.name)
+            if key is not None:
+                label = dict(s.labels).get(key, "")
+                if not key or name_of(label) != label:
+                    break
+        else:
+            return list(samples)
+    except Exception:  # noqa: BLE001 - renamed() raises it again, as it always did
+        pass
     return renamed(renamed(samples, name_of, fmt), name_of, fmt, "client")
 
 

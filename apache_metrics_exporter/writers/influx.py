@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits
+from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits, limit
 from apache_metrics_exporter.vhosts import suffixed, written
 from apache_metrics_exporter.writers import MAX_TEXT, remembered
 
@@ -130,10 +130,13 @@ def _split_host_port(netloc: str) -> Tuple[Optional[str], str]:
     return host, port
 
 
-# A metric's line protocol shape, worked out once per metric (not per
-# sample of every cycle): (measurement, field template, field key escaped
-# when the template has no placeholder else None, the field type).
-_SHAPES: Dict[str, Tuple[str, str, Optional[str], type]] = {}
+# A metric's plan, worked out once per metric (not per sample of every
+# cycle), by its name: (the metric, its influx spec, measurement - None when
+# line protocol does not carry it -, field template, the field key escaped
+# when the template has no placeholder else None, the field type, the range
+# catalogue.fits checks, the point key of an unlabelled sample). Another
+# metric of the same name (a test's own) gets its own plan.
+_PLANS: Dict[str, tuple] = {}
 # escape_key of short names seen before (label names and values, field
 # keys): they repeat every cycle. Bounded: cleared when full.
 _ESCAPED: Dict[str, str] = {}
@@ -141,14 +144,20 @@ _MEMO_MAX = 4096
 _MEMO_TEXT = 256
 
 
-def _shape(metric: Metric) -> Tuple[str, str, Optional[str], type]:
-    shape = _SHAPES.get(metric.name)
-    if shape is None:
-        measurement, _, template = (metric.influx or "").partition(".")
+def _plan(metric: Metric) -> tuple:
+    spec = metric.influx
+    if not spec:
+        plan: tuple = (metric, spec, None, "", None, float, -1, None)
+    else:
+        measurement, _, template = spec.partition(".")
         kind = float if measurement == TELEGRAF_MEASUREMENT else metric.type
         plain = escape_key(template) if "{" not in template and "}" not in template else None
-        shape = _SHAPES[metric.name] = (measurement, template, plain, kind)
-    return shape
+        plan = (metric, spec, measurement, template, plain, kind, limit(metric),
+                (measurement, ()))
+    if len(_PLANS) >= _MEMO_MAX:
+        _PLANS.clear()
+    _PLANS[metric.name] = plan
+    return plan
 
 
 def _escaped(text: str) -> str:
@@ -163,34 +172,23 @@ def _escaped(text: str) -> str:
     return got
 
 
-# The (extra tags, escaped field key) of a labelled sample, by its metric's
-# influx name and its labels (None: the labels do not fill the name): the
+# The (point key, escaped field key) of a labelled sample, by its metric's
+# influx spec and its labels (None: the labels do not fill the name): the
 # same samples come every cycle. Bounded as _ESCAPED; only short text labels.
-_LABELLED: Dict[tuple, Optional[Tuple[Tuple[Tuple[str, str], ...], str]]] = {}
+_LABELLED: Dict[tuple, Optional[Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], str]]] = {}
 
 
-def _labelled(metric: Metric, template: str, labels: Tuple[Tuple[str, str], ...]
-              ) -> Optional[Tuple[Tuple[Tuple[str, str], ...], str]]:
+def _labelled(spec: str, template: str, labels: Tuple[Tuple[str, str], ...]
+              ) -> Optional[Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], str]]:
     named = dict(labels)
     try:
         field = template.format(**named)
     except (KeyError, IndexError):
         return None  # a sample without the labels its name needs
-    spec = metric.influx or ""
     used = {n for n in named if "{" + n + "}" in spec}
     extra = tuple(sorted((_escaped(k), _escaped(v)) for k, v in named.items()
                          if k not in used))
-    return extra, _escaped(field)
-
-
-def _fast_field(value: Any, kind: type) -> Optional[str]:
-    """_field, without a call into format_value for the usual int and float."""
-    vtype = type(value)
-    if kind is int and vtype is int and -INT64_MAX <= value <= INT64_MAX:
-        return f"{value}i"
-    if kind is float and vtype is float and math.isfinite(value):
-        return repr(value)
-    return _field(value, kind)
+    return (spec.partition(".")[0], extra), _escaped(field)
 
 
 # A line's measurement and tags, escaped, by target URL, measurement and extra
@@ -213,33 +211,60 @@ def _prefix(url: str, measurement: str, extra: Tuple[Tuple[str, str], ...]) -> s
     return got
 
 
+def _order(point: Tuple[str, Tuple[Tuple[str, str], ...]]) -> tuple:
+    """Telegraf's measurement first, the exporter's own health last."""
+    measurement = point[0]
+    return (measurement != TELEGRAF_MEASUREMENT, measurement == "apache_exporter",
+            measurement, point[1])
+
+
 def lines(snapshot: Any) -> List[str]:
     """The line protocol lines of one snapshot."""
     # (measurement, extra tags) -> {escaped field: rendered value}, in first-seen order
     points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
-    labelled = _LABELLED
+    plans, labelled = _PLANS, _LABELLED
 
     for sample in written(snapshot.samples, vhost_name, "influx"):
         metric: Metric = sample.metric
+        plan = plans.get(metric.name)
+        if plan is None or plan[0] is not metric:
+            plan = _plan(metric)
+        _, spec, measurement, template, field, kind, most, point = plan
+        if measurement is None:
+            continue  # not in line protocol
         value = sample.value
-        if not metric.influx or not fits(metric, value):
+        vtype = type(value)
+        if vtype is int or vtype is float:
+            if not -most <= value <= most:  # catalogue.fits, for a plain number
+                continue
+        elif not fits(metric, value):
             continue
-        measurement, template, field, kind = _SHAPES.get(metric.name) or _shape(metric)
         labels = sample.labels
-        extra: Tuple[Tuple[str, str], ...] = ()
         if labels or field is None:
-            key = (metric.influx, labels)
-            shaped = remembered(labelled, key, labels, _MEMO_TEXT, _MEMO_MAX,
-                                _labelled, metric, template, labels)
+            try:
+                shaped = labelled[(spec, labels)]
+            except (KeyError, TypeError):  # not kept yet, or labels that are no text
+                shaped = remembered(labelled, (spec, labels), labels, _MEMO_TEXT, _MEMO_MAX,
+                                    _labelled, spec, template, labels)
             if shaped is None:
                 continue
-            extra, field = shaped
-        text = _fast_field(value, kind)
+            point, field = shaped
+        # The value as format_value writes it: a plain float that fits() took
+        # is finite, and within what float() of an int can carry; anything
+        # else the long way.
+        if kind is int and vtype is int and -INT64_MAX <= value <= INT64_MAX:
+            text: Optional[str] = f"{value}i"
+        elif kind is float and vtype is float:
+            text = repr(value)
+        elif kind is float and vtype is int:
+            text = repr(float(value))
+        else:
+            text = _field(value, kind)
         if text is not None:  # the first value of a field wins
-            fields = points.get((measurement, extra))
+            fields = points.get(point)
             if fields is None:
-                fields = points[(measurement, extra)] = {}
-            if field not in fields:
+                points[point] = {field: text}
+            elif field not in fields:
                 fields[field] = text
     if snapshot.auto is not None:
         for name, value in snapshot.auto.telegraf_extra.items():
@@ -250,14 +275,14 @@ def lines(snapshot: Any) -> List[str]:
     when = snapshot.timestamp
     stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
     url = snapshot.url
-    # Telegraf's measurement first, the exporter's own health last.
-    order = sorted(points, key=lambda k: (k[0] != TELEGRAF_MEASUREMENT,
-                                          k[0] == "apache_exporter", k[0], k[1]))
     return [f"{_prefix(url, measurement, extra)} "
-            f"{','.join(f'{k}={v}' for k, v in points[(measurement, extra)].items())}{stamp}"
-            for measurement, extra in order]
+            f"{','.join([f'{k}={v}' for k, v in points[(measurement, extra)].items()])}{stamp}"
+            for measurement, extra in sorted(points, key=_order)]
 
 
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
     """All targets' lines, one batch."""
-    return "".join(line + "\n" for snap in snapshots for line in lines(snap))
+    out: List[str] = []
+    for snap in snapshots:
+        out += lines(snap)
+    return "\n".join(out) + "\n" if out else ""

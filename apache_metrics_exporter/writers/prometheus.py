@@ -30,12 +30,14 @@ hosts stay distinct.
 from __future__ import annotations
 
 import math
+from math import isfinite
 
 from apache_metrics_exporter.catalogue import (
     HISTOGRAM,
     INT64_MAX,
     PROMETHEUS_SCOREBOARD,
     fits,
+    limit,
     prom_family,
 )
 from apache_metrics_exporter.units import visible
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # annotations only
     from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
 
 
+_INT64_END = 2 ** 63  # _value: a whole float below it in magnitude is written as an int
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 _HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
 
@@ -118,11 +121,15 @@ def help_text(help: str, unit: str) -> str:  # noqa: A002 - the HELP line's word
 class _Series:
     """What a metric's lines take from the catalogue alone, worked out once per
     metric and naming: the family written, the escaped constant labels, the
-    scale, the TYPE/HELP head (a scrape renders the same metrics every time)."""
+    scale, the TYPE/HELP head (a scrape renders the same metrics every time),
+    and what catalogue.fits checks of a plain number (its range)."""
 
-    __slots__ = ("family", "labels", "scale", "head", "kind", "help", "histogram", "scoreboard")
+    __slots__ = ("metric", "skip", "family", "labels", "scale", "head", "kind", "help",
+                 "histogram", "scoreboard", "limit", "plain", "lead", "heading")
 
     def __init__(self, metric: Metric, base_units: bool) -> None:
+        self.metric = metric
+        self.skip = metric.prom is None  # not in this format
         family, labels = _split(metric.prom or "")
         fam = prom_family(metric)
         scale, unit = metric.prom_scale, fam.unit
@@ -138,20 +145,25 @@ class _Series:
         self.kind = fam.kind
         self.help = help_text(fam.help, unit).translate(_HELP_ESCAPES)
         self.scoreboard = metric.name == "scoreboard"
+        self.limit = limit(metric)
+        # The series of a sample without labels: alone, and before a target's labels.
+        self.plain = f"{family}{{{','.join(self.labels)}}}" if self.labels else family
+        self.lead = f"{family}{{{''.join(x + ',' for x in self.labels)}"
+        self.heading = f"# HELP {self.head} {self.help}\n# TYPE {self.head} {self.kind}"
 
 
-# By metric name and naming; a metric not the one cached under its name (a
-# test's own) replaces it, so this holds at most two entries per name.
-_SERIES: Dict[Tuple[str, bool], Tuple[Metric, _Series]] = {}
+# By naming (base units or not), then metric name; a metric not the one
+# cached under its name (a test's own) replaces it, so this holds at most
+# one entry per name and naming.
+_SERIES: Dict[bool, Dict[str, _Series]] = {False: {}, True: {}}
 
 
 def _series(metric: Metric, base_units: bool) -> _Series:
-    key = (metric.name, base_units)
-    got = _SERIES.get(key)
-    if got is not None and (got[0] is metric or got[0] == metric):
-        return got[1]
-    how = _Series(metric, base_units)
-    _SERIES[key] = (metric, how)
+    kept = _SERIES[base_units]
+    got = kept.get(metric.name)
+    if got is not None and (got.metric is metric or got.metric == metric):
+        return got
+    how = kept[metric.name] = _Series(metric, base_units)
     return how
 
 
@@ -186,7 +198,6 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     base_units = Settings.of(settings).prometheus_naming == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
-    heads: Dict[str, _Series] = {}
     seen = set()
     # One file, several Apaches: Telegraf's server/port tags tell them apart.
     groups: List[Tuple[Sequence[Sample], Tuple[str, ...]]] = [
@@ -195,29 +206,46 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
                                                               reverse=True)) if many else ())
         for s in snapshots]
     groups.append((extra, ()))
-    names, kept = _NAMES, _SERIES
+    names, kept = _NAMES, _SERIES[base_units]
     for samples, target in groups:
+        tail = ",".join(target) + "}"
         for sample in samples:
             metric = sample.metric
-            if metric.prom is None or not fits(metric, sample.value):
+            how = kept.get(metric.name)
+            if how is None or how.metric is not metric:
+                how = _series(metric, base_units)
+            if how.skip:
                 continue
-            got = kept.get((metric.name, base_units))
-            how = got[1] if got is not None and got[0] is metric else _series(metric,
-                                                                             base_units)
+            value = sample.value
+            vtype = type(value)
+            if vtype is int or vtype is float:
+                most = how.limit
+                if not -most <= value <= most:  # catalogue.fits, for a plain number
+                    continue
+            elif not fits(metric, value):
+                continue
             labels = sample.labels
             if labels:
                 key = (how, labels, target)
-                series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
-                                    _labelled, how, labels, target)
+                try:
+                    series = names[key]
+                except (KeyError, TypeError):  # not kept yet, or labels that are no text
+                    series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
+                                        _labelled, how, labels, target)
                 if series is None:
                     continue
-            elif how.labels or target:
-                series = f"{how.family}{{{','.join(how.labels + list(target))}}}"
+            elif target:
+                series = how.lead + tail
             else:
-                series = how.family
-            scaled = sample.value * how.scale
-            if type(scaled) is int and -INT64_MAX <= scaled <= INT64_MAX:
-                number: Optional[str] = str(scaled)  # _value's first case, without the call
+                series = how.plain
+            scaled = value * how.scale
+            stype = type(scaled)
+            # _value, without the call for a plain int or float
+            if stype is int and -INT64_MAX <= scaled <= INT64_MAX:
+                number: Optional[str] = str(scaled)
+            elif stype is float and isfinite(scaled):
+                number = str(int(scaled)) if scaled.is_integer() and abs(scaled) < _INT64_END \
+                    else repr(scaled)
             else:
                 number = _value(scaled)
             if number is None or series in seen:
@@ -226,13 +254,6 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
             head = how.head
             lines = families.get(head)
             if lines is None:
-                lines = families[head] = []
-                heads[head] = how
+                lines = families[head] = [how.heading]
             lines.append(f"{series} {number}")
-    out = []
-    for family, lines in families.items():
-        how = heads[family]
-        out.append(f"# HELP {family} {how.help}")
-        out.append(f"# TYPE {family} {how.kind}")
-        out.extend(lines)
-    return "\n".join(out) + "\n" if out else ""
+    return "".join(["\n".join(lines) + "\n" for lines in families.values()])
