@@ -556,3 +556,45 @@ def test_the_kernels_listener_list_and_proc_net_tcp_agree():
     finally:
         for s in socks:
             s.close()
+
+
+def test_one_sock_diag_request_answers_for_both_families_as_two_would(monkeypatch):
+    # procfs asks with sock_diag's original TCP request, which the kernel
+    # answers for IPv4 and IPv6 at once; a kernel that refuses it is asked
+    # once per family (SOCK_DIAG_BY_FAMILY). Both ways: the same rows.
+    socks = []
+    try:
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                             (socket.AF_INET6, "::ffff:127.0.0.1")):
+            s = socket.socket(family)
+            socks.append(s)
+            s.bind((addr, 0))
+            s.listen(3 + len(socks))
+        mine = {os.fstat(s.fileno()).st_ino for s in socks}
+        real = procfs._netlink_answer
+        answers: list = []
+
+        def answer(sock, refuse_first: bool = False):  # noqa: ANN001,ANN202
+            rows = real(sock)
+            answers.append(rows)
+            return None if refuse_first and len(answers) == 1 else rows
+
+        monkeypatch.setattr(procfs, "_netlink_answer", answer)
+        once = procfs._netlink_rows()
+        assert once is not None and len(answers) == 1
+        answers.clear()
+        monkeypatch.setattr(procfs, "_netlink_answer",
+                            lambda sock: answer(sock, refuse_first=True))
+        per_family = procfs._netlink_rows()
+        assert per_family is not None and len(answers) == 3
+        assert sorted(r for r in once if r[2] in mine) \
+            == sorted(r for r in per_family if r[2] in mine)
+        assert sorted((len(r[0]), r[4]) for r in once if r[2] in mine) \
+            == [(4, 4), (4, 6), (16, 5)]  # the mapped address as IPv4; each one's backlog
+        # A kernel that refuses both ways: /proc/net/tcp{,6} is read instead.
+        monkeypatch.setattr(procfs, "_netlink_answer", lambda sock: None)
+        assert procfs._netlink_rows() is None
+        assert {r[2] for r in procfs.listener_rows() or ()} >= mine
+    finally:
+        for s in socks:
+            s.close()

@@ -177,53 +177,82 @@ def _netlink_rows() -> Optional[List[tuple]]:
     kernel's idiag_rqueue is the accept queue's length (connections that
     completed the handshake and wait for accept()) and idiag_wqueue its
     backlog limit, as ``ss -ltn`` shows them (Recv-Q, Send-Q). None when it
-    cannot be used (then /proc/net/tcp is read)."""
+    cannot be used (then /proc/net/tcp is read).
+
+    One request answers for IPv4 and IPv6 at once: sock_diag's original TCP
+    request (TCPDIAG_GETSOCK, struct inet_diag_req), which the kernel serves
+    with no address family (net/ipv4/inet_diag.c, inet_diag_dump_compat:
+    ``req.sdiag_family = AF_UNSPEC``), where SOCK_DIAG_BY_FAMILY takes one
+    request per family. A kernel that refuses it is asked the newer way; the
+    answer is the same inet_diag_msg records either way."""
     import socket
     import struct
 
-    out = []
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
     except (OSError, AttributeError):
         return None
     try:
-        sock.settimeout(2.0)
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-            # nlmsghdr + inet_diag_req_v2: TCP, states = 1 << TCP_LISTEN (10)
+        # Blocking, with a receive timeout: the kernel answers a dump request
+        # within the send and each recv (netlink_dump), and settimeout() would
+        # poll(2) before every recv. A timeout is an OSError (EAGAIN).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 2, 0))
+        # nlmsghdr (TCPDIAG_GETSOCK = 18, NLM_F_REQUEST | NLM_F_DUMP) +
+        # inet_diag_req: family (ignored), lengths, extensions, sockid (48
+        # bytes), states = 1 << TCP_LISTEN (10), dbs
+        req = struct.pack("=BBBB48xII", socket.AF_INET, 0, 0, 0, 1 << 10, 0)
+        sock.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, 1, 0) + req)
+        out = _netlink_answer(sock)
+        if out is not None:
+            return out
+        out = []
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=2):
+            # nlmsghdr (SOCK_DIAG_BY_FAMILY = 20) + inet_diag_req_v2: TCP,
+            # states = 1 << TCP_LISTEN (10)
             req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
             sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, seq, 0) + req)
-            done = False
-            while not done:
-                data = sock.recv(1 << 16)
-                if not data:
-                    return None
-                offset = 0
-                while offset + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, offset)
-                    if length < 16:
-                        return None
-                    if kind == 3:  # NLMSG_DONE
-                        done = True
-                        break
-                    if kind == 2:  # NLMSG_ERROR
-                        return None
-                    # inet_diag_msg: family, state, timer, retrans, sockid (48
-                    # bytes: ports, addresses, interface, cookie), expires,
-                    # rqueue, wqueue, uid, inode
-                    body = offset + 16
-                    fam = data[body]
-                    port = struct.unpack_from(">H", data, body + 4)[0]
-                    raw = data[body + 8:body + 8 + (4 if fam == socket.AF_INET else 16)]
-                    queue, limit, _uid, inode = struct.unpack_from("=IIII", data, body + 56)
-                    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-                        raw = raw[12:]
-                    out.append((bytes(raw), port, inode, queue, limit))
-                    offset += (length + 3) & ~3
+            rows = _netlink_answer(sock)
+            if rows is None:
+                return None
+            out.extend(rows)
     except (OSError, struct.error, IndexError):
         return None
     finally:
         sock.close()
     return out
+
+
+def _netlink_answer(sock: object) -> Optional[List[tuple]]:
+    """The rows of one sock_diag dump's answer (see _netlink_rows), read to its
+    NLMSG_DONE; None when the kernel answered with an error."""
+    import struct
+
+    out: List[tuple] = []
+    unpack_from = struct.unpack_from
+    while True:
+        data = sock.recv(1 << 16)  # type: ignore[attr-defined]
+        if not data:
+            return None
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind = unpack_from("=IH", data, offset)
+            if length < 16:
+                return None
+            if kind == 3:  # NLMSG_DONE
+                return out
+            if kind == 2:  # NLMSG_ERROR
+                return None
+            # inet_diag_msg: family, state, timer, retrans, sockid (48
+            # bytes: ports, addresses, interface, cookie), expires,
+            # rqueue, wqueue, uid, inode
+            body = offset + 16
+            port = unpack_from(">H", data, body + 4)[0]
+            raw = data[body + 8:body + (12 if data[body] == 2 else 24)]  # AF_INET: 4 bytes
+            queue, limit, _uid, inode = unpack_from("=IIII", data, body + 56)
+            if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+                raw = raw[12:]
+            out.append((raw, port, inode, queue, limit))
+            offset += (length + 3) & ~3
 
 
 def _netlink_listeners() -> Optional[List[tuple]]:
