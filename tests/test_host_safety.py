@@ -598,3 +598,63 @@ def test_one_sock_diag_request_answers_for_both_families_as_two_would(monkeypatc
     finally:
         for s in socks:
             s.close()
+
+
+def test_the_listeners_of_one_port_are_those_of_the_whole_table(monkeypatch):
+    # A batch whose targets share one port asks the kernel for that port's
+    # listeners only (sock_diag's source port); they must be exactly the
+    # whole table's on that port, asked either way, and /proc/net/tcp's.
+    from apache_metrics_exporter.collect.host import Host
+
+    socks = []
+    try:
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family)
+            socks.append(s)
+            s.bind((addr, socks[0].getsockname()[1] if len(socks) > 1 else 0))
+            s.listen(4)
+        other = socket.socket()
+        socks.append(other)
+        other.bind(("127.0.0.1", 0))
+        other.listen(2)
+        port = socks[0].getsockname()[1]
+        whole = procfs.listener_rows() or []
+        mine = sorted(r for r in whole if r[1] == port)
+        assert len(mine) == 2 and any(r[1] != port for r in whole)
+        assert sorted(procfs.listener_rows(None, port) or ()) == mine
+        assert sorted(procfs._netlink_rows(port) or ()) == mine
+        assert sorted(r[:4] for r in procfs.listener_rows("/proc/.", port) or ()) \
+            == sorted(r[:4] for r in mine)
+        real = procfs._netlink_answer
+        answers: list = []
+
+        def refusing(sock):  # noqa: ANN001,ANN202
+            answers.append(1)
+            rows = real(sock)
+            return None if len(answers) == 1 else rows
+
+        monkeypatch.setattr(procfs, "_netlink_answer", refusing)
+        assert sorted(procfs._netlink_rows(port) or ()) == mine  # asked per family
+        monkeypatch.setattr(procfs, "_netlink_answer", real)
+        asked: list = []
+        real_rows = procfs.listener_rows
+        monkeypatch.setattr(procfs, "listener_rows",
+                            lambda *args: asked.append(args) or real_rows(*args))
+        host = Host([port, port])
+        text = sorted(host.listeners(port))
+        assert text == sorted(Host().listeners(port))
+        assert [(a, i) for a, i, _q, _l in text] == sorted(
+            [("127.0.0.1", os.fstat(socks[0].fileno()).st_ino),
+             ("::1", os.fstat(socks[1].fileno()).st_ino)])
+        assert asked == [(None, port), ()]
+        # Asked for a port it was not made for: it reads the whole table.
+        other_port = other.getsockname()[1]
+        assert [row[1] for row in host.listeners(other_port)] \
+            == [os.fstat(other.fileno()).st_ino]
+        assert asked[-1] == () and len(asked) == 3
+        assert sorted(host.listeners(port)) == text and len(asked) == 3
+        Host([port, other_port]).listeners(port)
+        assert asked[-1] == ()
+    finally:
+        for s in socks:
+            s.close()

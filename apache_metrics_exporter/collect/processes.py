@@ -392,7 +392,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if host is None:
         from apache_metrics_exporter.collect.host import Host
 
-        host = Host()
+        host = Host((port,))
     where = f"{_join(addresses)}:{port}"
     named = _read_pid_file(pid_file) if pid_file else None
     named_top = _top_apache(named, exe_names) if named else None

@@ -158,11 +158,17 @@ def _release(count: int) -> None:
         _kept -= count
 
 
-def _to_end(fd: int, again: bool) -> bytes:
+def _to_end(fd: int, again: bool, line: bool = False) -> bytes:
     """What is left of an open file, read to its end (``again``: all of it,
-    from offset 0, with pread)."""
+    from offset 0, with pread). ``line``: the file is one line that procfs
+    makes whole for each read (stat, statm: seq_file's single_open, whose
+    one record is given whole to a read asking for more, fs/seq_file.c
+    seq_read_iter), so a read that gives less than it asked, ending in a
+    newline, has reached the end: the read(2) that would say so is spared."""
     if again:
         data = os.pread(fd, READ_SIZE, 0)
+        if line and len(data) < READ_SIZE and data.endswith(b"\n"):
+            return data
         more = os.pread(fd, READ_SIZE, len(data)) if data else b""
         while more:
             data += more
@@ -206,14 +212,15 @@ class Files:
         self._lock = threading.Lock()
         self._closed = False
 
-    def read(self, pid: int, name: str) -> bytes:
-        """The whole of /proc/PID/NAME, as read_file reads it."""
+    def read(self, pid: int, name: str, line: bool = False) -> bytes:
+        """The whole of /proc/PID/NAME, as read_file reads it (``line``: see
+        _to_end)."""
         key = (pid, name)
         with self._lock:
             fd = self._fds.get(key)
             if fd is not None:
                 try:
-                    return _to_end(fd, True)
+                    return _to_end(fd, True, line)
                 except OSError:  # ESRCH: its process has exited
                     del self._fds[key]
                     os.close(fd)
@@ -239,13 +246,13 @@ class Files:
             return data
 
     def stat(self, pid: int) -> Stat:
-        return _stat(pid, self.read(pid, "stat"))
+        return _stat(pid, self.read(pid, "stat", True))
 
     def cmdline(self, pid: int) -> List[str]:
         return _cmdline(self.read(pid, "cmdline"))
 
     def rss(self, pid: int) -> int:
-        return _rss(self.read(pid, "statm"))
+        return _rss(self.read(pid, "statm", True))
 
     def children(self, pid: int) -> List[int]:
         """children(pid, threads=1), from the list of its one task. A list
@@ -349,7 +356,7 @@ def _address(text: str) -> Optional[bytes]:
     return raw
 
 
-def _netlink_rows() -> Optional[List[tuple]]:
+def _netlink_rows(port: int = 0) -> Optional[List[tuple]]:
     """The LISTEN sockets from the kernel's sock_diag netlink interface, which
     filters by state itself: /proc/net/tcp lists every connection of the host
     (2.5 ms and more per read on a busy one) to find a few listeners. Each is
@@ -364,7 +371,10 @@ def _netlink_rows() -> Optional[List[tuple]]:
     with no address family (net/ipv4/inet_diag.c, inet_diag_dump_compat:
     ``req.sdiag_family = AF_UNSPEC``), where SOCK_DIAG_BY_FAMILY takes one
     request per family. A kernel that refuses it is asked the newer way; the
-    answer is the same inet_diag_msg records either way."""
+    answer is the same inet_diag_msg records either way. ``port``: only the
+    sockets listening on it (the request's source port, which the kernel
+    compares with each listener's: net/ipv4/inet_diag.c, idiag_sport), 0 for
+    every one."""
     import socket
     import struct
 
@@ -380,7 +390,9 @@ def _netlink_rows() -> Optional[List[tuple]]:
         # nlmsghdr (TCPDIAG_GETSOCK = 18, NLM_F_REQUEST | NLM_F_DUMP) +
         # inet_diag_req: family (ignored), lengths, extensions, sockid (48
         # bytes), states = 1 << TCP_LISTEN (10), dbs
-        req = struct.pack("=BBBB48xII", socket.AF_INET, 0, 0, 0, 1 << 10, 0)
+        sockid = struct.pack(">H46x", port)  # idiag_sport (network order), the rest 0
+        req = struct.pack("=BBBB", socket.AF_INET, 0, 0, 0) + sockid \
+            + struct.pack("=II", 1 << 10, 0)
         sock.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, 1, 0) + req)
         out = _netlink_answer(sock)
         if out is not None:
@@ -389,7 +401,7 @@ def _netlink_rows() -> Optional[List[tuple]]:
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=2):
             # nlmsghdr (SOCK_DIAG_BY_FAMILY = 20) + inet_diag_req_v2: TCP,
             # states = 1 << TCP_LISTEN (10)
-            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + sockid
             sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, seq, 0) + req)
             rows = _netlink_answer(sock)
             if rows is None:
@@ -441,16 +453,17 @@ def _netlink_listeners() -> Optional[List[tuple]]:
     return None if rows is None else [row[:3] for row in rows]
 
 
-def listener_rows(root: Optional[str] = None) -> Optional[List[tuple]]:
+def listener_rows(root: Optional[str] = None, only: int = 0) -> Optional[List[tuple]]:
     """``(address bytes, port, inode, queue, limit)`` of every TCP socket in
     LISTEN state, IPv4 and IPv6, as this process's network namespace sees
     them; None when neither table can be read (then nothing can be told).
     ``queue`` is the accept queue's length; ``limit`` its backlog limit, None
     when read from /proc/net/tcp (its rx_queue is the queue's length for a
-    listener, but the table has no column for the limit)."""
+    listener, but the table has no column for the limit). ``only``: those
+    listening on that port (the kernel is asked for no other)."""
     base = root or PROC
     if base == "/proc":
-        found = _netlink_rows()
+        found = _netlink_rows(only)
         if found is not None:
             return found
     out = []
@@ -473,7 +486,7 @@ def listener_rows(root: Optional[str] = None) -> Optional[List[tuple]]:
                 queue: Optional[int] = int(fields[4].partition(":")[2], 16)
             except ValueError:
                 continue
-            if raw is not None:
+            if raw is not None and (port == only or not only):
                 out.append((raw, port, inode, queue, None))
     return out if readable else None
 
