@@ -33,10 +33,13 @@ class Host:
     by one thread (collect_all proves its targets one after another, once
     their fetches have ended)."""
 
-    def __init__(self, ports: Collection[int] = ()) -> None:
+    def __init__(self, ports: Collection[int] = (), diag: Optional[procfs.SockDiag] = None
+                 ) -> None:
         # The ports the batch's targets are on, when told: one port, and
-        # the kernel is asked for that port's listeners only.
+        # the kernel is asked for that port's listeners only. ``diag``: a
+        # long-running run's sock_diag socket, to ask instead of a new one.
         self._only = next(iter(ports)) if len(set(ports)) == 1 else 0
+        self._diag = diag
         self._by_port: Optional[Dict[int, List[tuple]]] = None
         self._inodes: Set[int] = set()
         self._apache: Dict[Tuple[str, ...], Tuple[Dict[int, List[int]], bool]] = {}
@@ -64,7 +67,7 @@ class Host:
 
         self.table_reads += 1
         by_port: Dict[int, List[tuple]] = {}
-        rows = procfs.listener_rows(None, self._only) if self._only else procfs.listener_rows()
+        rows = procfs.listener_rows(None, self._only, self._diag)
         for raw, port, inode, queue, limit in rows or ():
             family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
             by_port.setdefault(port, []).append(

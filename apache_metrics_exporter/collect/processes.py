@@ -266,6 +266,9 @@ class Reuse:
 
         self.proofs: Dict[tuple, Proof] = {}
         self.trees: Dict[Tuple[int, int], Tree] = {}
+        # The socket table, read every cycle (the proof's sockets, their
+        # accept queues): asked on one kept sock_diag socket.
+        self.diag = procfs.SockDiag()
         self.proved = 0
         self.reused = 0
         self._lock = threading.Lock()  # --listen's scrapes run at once
@@ -392,7 +395,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if host is None:
         from apache_metrics_exporter.collect.host import Host
 
-        host = Host((port,))
+        host = Host((port,), reuse.diag if reuse is not None else None)
     where = f"{_join(addresses)}:{port}"
     named = _read_pid_file(pid_file) if pid_file else None
     named_top = _top_apache(named, exe_names) if named else None

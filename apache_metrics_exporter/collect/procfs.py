@@ -17,6 +17,7 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
+    from socket import socket as Socket
     from threading import Lock
     from typing import Dict, List, Optional, Sequence, Set, Tuple
 
@@ -375,6 +376,20 @@ def _netlink_rows(port: int = 0) -> Optional[List[tuple]]:
     sockets listening on it (the request's source port, which the kernel
     compares with each listener's: net/ipv4/inet_diag.c, idiag_sport), 0 for
     every one."""
+    sock = _diag_socket()
+    if sock is None:
+        return None
+    try:
+        return _netlink_query(sock, port, 1)
+    finally:
+        sock.close()
+
+
+def _diag_socket() -> Optional[Socket]:
+    """A NETLINK_SOCK_DIAG socket, blocking, with a receive timeout: the
+    kernel answers a dump request within the send and each recv
+    (netlink_dump), and settimeout() would poll(2) before every recv. A
+    timeout is an OSError (EAGAIN). None when there is none to be had."""
     import socket
     import struct
 
@@ -383,52 +398,60 @@ def _netlink_rows(port: int = 0) -> Optional[List[tuple]]:
     except (OSError, AttributeError):
         return None
     try:
-        # Blocking, with a receive timeout: the kernel answers a dump request
-        # within the send and each recv (netlink_dump), and settimeout() would
-        # poll(2) before every recv. A timeout is an OSError (EAGAIN).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 2, 0))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _netlink_query(sock: Socket, port: int, seq: int) -> Optional[List[tuple]]:
+    """_netlink_rows on ``sock``, its requests numbered from ``seq``."""
+    import socket
+    import struct
+
+    try:
         # nlmsghdr (TCPDIAG_GETSOCK = 18, NLM_F_REQUEST | NLM_F_DUMP) +
         # inet_diag_req: family (ignored), lengths, extensions, sockid (48
         # bytes), states = 1 << TCP_LISTEN (10), dbs
         sockid = struct.pack(">H46x", port)  # idiag_sport (network order), the rest 0
         req = struct.pack("=BBBB", socket.AF_INET, 0, 0, 0) + sockid \
             + struct.pack("=II", 1 << 10, 0)
-        sock.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, 1, 0) + req)
-        out = _netlink_answer(sock)
+        sock.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, seq, 0) + req)
+        out = _netlink_answer(sock, seq)
         if out is not None:
             return out
         out = []
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=2):
+        for number, family in enumerate((socket.AF_INET, socket.AF_INET6), start=seq + 1):
             # nlmsghdr (SOCK_DIAG_BY_FAMILY = 20) + inet_diag_req_v2: TCP,
             # states = 1 << TCP_LISTEN (10)
             req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + sockid
-            sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, seq, 0) + req)
-            rows = _netlink_answer(sock)
+            sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, number, 0) + req)
+            rows = _netlink_answer(sock, number)
             if rows is None:
                 return None
             out.extend(rows)
     except (OSError, struct.error, IndexError):
         return None
-    finally:
-        sock.close()
     return out
 
 
-def _netlink_answer(sock: object) -> Optional[List[tuple]]:
-    """The rows of one sock_diag dump's answer (see _netlink_rows), read to its
-    NLMSG_DONE; None when the kernel answered with an error."""
+def _netlink_answer(sock: Socket, seq: int) -> Optional[List[tuple]]:
+    """The rows of the answer to sock_diag dump request ``seq`` (see
+    _netlink_rows), read to its NLMSG_DONE; None when the kernel answered
+    with an error, or with a message to another request (one cut short)."""
     import struct
 
     out: List[tuple] = []
     unpack_from = struct.unpack_from
     while True:
-        data = sock.recv(1 << 16)  # type: ignore[attr-defined]
+        data = sock.recv(1 << 16)
         if not data:
             return None
         offset = 0
         while offset + 16 <= len(data):
-            length, kind = unpack_from("=IH", data, offset)
-            if length < 16:
+            length, kind, _flags, number = unpack_from("=IHHI", data, offset)
+            if length < 16 or number != seq:
                 return None
             if kind == 3:  # NLMSG_DONE
                 return out
@@ -453,17 +476,61 @@ def _netlink_listeners() -> Optional[List[tuple]]:
     return None if rows is None else [row[:3] for row in rows]
 
 
-def listener_rows(root: Optional[str] = None, only: int = 0) -> Optional[List[tuple]]:
+class SockDiag:
+    """A sock_diag socket kept by a long-running run (processes.Reuse) for the
+    socket table it reads every cycle: one socket made, bound and closed
+    fewer per cycle. Each query is numbered, and an answer that is not to
+    it (left over from one cut short), or any failure, closes the socket:
+    that query is then made as without one, on a new socket, and the next
+    one makes another. One query at a time (--listen's scrapes run at once)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._sock: Optional[Socket] = None
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def rows(self, port: int = 0) -> Optional[List[tuple]]:
+        """_netlink_rows(port), asked on the kept socket."""
+        with self._lock:
+            if self._sock is None:
+                self._sock = _diag_socket()
+            if self._sock is not None:
+                self._seq = self._seq % 0x3FFFFFFF + 3  # a query uses up to three numbers
+                rows = _netlink_query(self._sock, port, self._seq)
+                if rows is not None:
+                    return rows
+                self._sock.close()
+                self._sock = None
+        return _netlink_rows(port)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+def listener_rows(root: Optional[str] = None, only: int = 0,
+                  diag: Optional[SockDiag] = None) -> Optional[List[tuple]]:
     """``(address bytes, port, inode, queue, limit)`` of every TCP socket in
     LISTEN state, IPv4 and IPv6, as this process's network namespace sees
     them; None when neither table can be read (then nothing can be told).
     ``queue`` is the accept queue's length; ``limit`` its backlog limit, None
     when read from /proc/net/tcp (its rx_queue is the queue's length for a
     listener, but the table has no column for the limit). ``only``: those
-    listening on that port (the kernel is asked for no other)."""
+    listening on that port (the kernel is asked for no other). ``diag``: a
+    long-running run's sock_diag socket (SockDiag), asked instead of a new one."""
     base = root or PROC
     if base == "/proc":
-        found = _netlink_rows(only)
+        found = _netlink_rows(only) if diag is None else diag.rows(only)
         if found is not None:
             return found
     out = []
