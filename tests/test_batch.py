@@ -180,3 +180,28 @@ def test_a_batch_of_fifty_local_targets_reads_the_socket_table_once_per_cycle(mo
         finally:
             for f in fetchers:
                 f.close()
+
+
+def test_a_long_running_batch_asks_the_socket_table_on_one_kept_socket(monkeypatch):
+    """A long-running run's Reuse keeps one sock_diag socket for the socket
+    table it reads every cycle; what each cycle finds is what a run without
+    it finds."""
+    from apache_metrics_exporter.collect.processes import Reuse
+
+    made: List[int] = []
+    real_socket = procfs._diag_socket
+    monkeypatch.setattr(procfs, "_diag_socket", lambda: made.append(1) or real_socket())
+    with serve_many_pages(AUTO, HTML, 2) as urls:
+        fetchers = [Fetcher(Target(u)) for u in urls]
+        try:
+            alone = [s.warnings for s in collect_all(fetchers)]
+            assert len(made) == 1
+            reuse = Reuse()
+            for _cycle in range(3):
+                assert [s.warnings for s in collect_all(fetchers, reuse=reuse)] == alone
+            assert len(made) == 2
+            single = collect(fetchers[0], reuse=reuse)
+            assert single.warnings == alone[0] and len(made) == 2
+        finally:
+            for fetcher in fetchers:
+                fetcher.close()

@@ -556,3 +556,146 @@ def test_the_kernels_listener_list_and_proc_net_tcp_agree():
     finally:
         for s in socks:
             s.close()
+
+
+def test_one_sock_diag_request_answers_for_both_families_as_two_would(monkeypatch):
+    # procfs asks with sock_diag's original TCP request, which the kernel
+    # answers for IPv4 and IPv6 at once; a kernel that refuses it is asked
+    # once per family (SOCK_DIAG_BY_FAMILY). Both ways: the same rows.
+    socks = []
+    try:
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+                             (socket.AF_INET6, "::ffff:127.0.0.1")):
+            s = socket.socket(family)
+            socks.append(s)
+            s.bind((addr, 0))
+            s.listen(3 + len(socks))
+        mine = {os.fstat(s.fileno()).st_ino for s in socks}
+        real = procfs._netlink_answer
+        answers: list = []
+
+        def answer(sock, seq, refuse_first: bool = False):  # noqa: ANN001,ANN202
+            rows = real(sock, seq)
+            answers.append(rows)
+            return None if refuse_first and len(answers) == 1 else rows
+
+        monkeypatch.setattr(procfs, "_netlink_answer", answer)
+        once = procfs._netlink_rows()
+        assert once is not None and len(answers) == 1
+        answers.clear()
+        monkeypatch.setattr(procfs, "_netlink_answer",
+                            lambda sock, seq: answer(sock, seq, refuse_first=True))
+        per_family = procfs._netlink_rows()
+        assert per_family is not None and len(answers) == 3
+        assert sorted(r for r in once if r[2] in mine) \
+            == sorted(r for r in per_family if r[2] in mine)
+        assert sorted((len(r[0]), r[4]) for r in once if r[2] in mine) \
+            == [(4, 4), (4, 6), (16, 5)]  # the mapped address as IPv4; each one's backlog
+        # A kernel that refuses both ways: /proc/net/tcp{,6} is read instead.
+        monkeypatch.setattr(procfs, "_netlink_answer", lambda sock, seq: None)
+        assert procfs._netlink_rows() is None
+        assert {r[2] for r in procfs.listener_rows() or ()} >= mine
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_the_listeners_of_one_port_are_those_of_the_whole_table(monkeypatch):
+    # A batch whose targets share one port asks the kernel for that port's
+    # listeners only (sock_diag's source port); they must be exactly the
+    # whole table's on that port, asked either way, and /proc/net/tcp's.
+    from apache_metrics_exporter.collect.host import Host
+
+    socks = []
+    try:
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family)
+            socks.append(s)
+            s.bind((addr, socks[0].getsockname()[1] if len(socks) > 1 else 0))
+            s.listen(4)
+        other = socket.socket()
+        socks.append(other)
+        other.bind(("127.0.0.1", 0))
+        other.listen(2)
+        port = socks[0].getsockname()[1]
+        whole = procfs.listener_rows() or []
+        mine = sorted(r for r in whole if r[1] == port)
+        assert len(mine) == 2 and any(r[1] != port for r in whole)
+        assert sorted(procfs.listener_rows(None, port) or ()) == mine
+        assert sorted(procfs._netlink_rows(port) or ()) == mine
+        assert sorted(r[:4] for r in procfs.listener_rows("/proc/.", port) or ()) \
+            == sorted(r[:4] for r in mine)
+        real = procfs._netlink_answer
+        answers: list = []
+
+        def refusing(sock, seq):  # noqa: ANN001,ANN202
+            answers.append(1)
+            rows = real(sock, seq)
+            return None if len(answers) == 1 else rows
+
+        monkeypatch.setattr(procfs, "_netlink_answer", refusing)
+        assert sorted(procfs._netlink_rows(port) or ()) == mine  # asked per family
+        monkeypatch.setattr(procfs, "_netlink_answer", real)
+        asked: list = []
+        real_rows = procfs.listener_rows
+        monkeypatch.setattr(procfs, "listener_rows",
+                            lambda *args: asked.append(args) or real_rows(*args))
+        host = Host([port, port])
+        text = sorted(host.listeners(port))
+        assert text == sorted(Host().listeners(port))
+        assert [(a, i) for a, i, _q, _l in text] == sorted(
+            [("127.0.0.1", os.fstat(socks[0].fileno()).st_ino),
+             ("::1", os.fstat(socks[1].fileno()).st_ino)])
+        assert asked == [(None, port, None), (None, 0, None)]
+        # Asked for a port it was not made for: it reads the whole table.
+        other_port = other.getsockname()[1]
+        assert [row[1] for row in host.listeners(other_port)] \
+            == [os.fstat(other.fileno()).st_ino]
+        assert asked[-1] == (None, 0, None) and len(asked) == 3
+        assert sorted(host.listeners(port)) == text and len(asked) == 3
+        Host([port, other_port]).listeners(port)
+        assert asked[-1] == (None, 0, None)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_kept_sock_diag_socket_answers_each_query_and_never_an_older_one(monkeypatch):
+    # A long-running run asks the socket table on one kept sock_diag socket
+    # (procfs.SockDiag). An answer to another query - one cut short, its
+    # answer still waiting - must never be taken for this one's.
+    import struct
+
+    made: list = []
+    real_socket = procfs._diag_socket
+    monkeypatch.setattr(procfs, "_diag_socket", lambda: made.append(1) or real_socket())
+    socks = []
+    try:
+        for _ in range(2):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            s.listen(3)
+        mine, theirs = (s.getsockname()[1] for s in socks)
+        expected = sorted(procfs._netlink_rows(mine) or ())
+        assert [row[2] for row in expected] == [os.fstat(socks[0].fileno()).st_ino]
+        made.clear()
+        diag = procfs.SockDiag()
+        for _ in range(3):
+            assert sorted(diag.rows(mine) or ()) == expected
+        assert len(made) == 1  # one socket for every query
+        # A query cut short: its answer (about the other port) waits on the socket.
+        held = diag._sock
+        assert held is not None
+        req = struct.pack("=BBBB", socket.AF_INET, 0, 0, 0) + struct.pack(">H46x", theirs) \
+            + struct.pack("=II", 1 << 10, 0)
+        held.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, diag._seq + 3, 0) + req)
+        assert sorted(diag.rows(mine) or ()) == expected  # not the other port's
+        assert diag._sock is None and len(made) == 2  # that socket closed; asked on a new one
+        assert sorted(diag.rows(mine) or ()) == expected and len(made) == 3  # kept anew
+        assert sorted(diag.rows(mine) or ()) == expected and len(made) == 3
+        diag.close()
+        assert diag._sock is None
+    finally:
+        for s in socks:
+            s.close()

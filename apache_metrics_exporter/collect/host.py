@@ -1,7 +1,8 @@
 """This host's listening sockets and who holds them, read once per batch.
 
 Proving which Apache serves a loopback URL needs two host-wide readings: the
-kernel's table of LISTEN sockets, and - when the socket's owner is not the
+kernel's table of LISTEN sockets (of the one port of the batch's targets, if
+they share one), and - when the socket's owner is not the
 Apache found last time - a walk over every process for the one holding it.
 Each used to be done once per target, so a batch of N local targets paid N
 table reads and N walks, each walk as long as the host's descriptors (which
@@ -22,7 +23,7 @@ from apache_metrics_exporter.collect import procfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, List, Optional, Sequence, Set, Tuple
+    from typing import Collection, Dict, List, Optional, Sequence, Set, Tuple
 
 OWNER_WALK_SECONDS = 0.5  # naming non-Apache listeners: one bounded walk per batch
 
@@ -32,7 +33,13 @@ class Host:
     by one thread (collect_all proves its targets one after another, once
     their fetches have ended)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: Collection[int] = (), diag: Optional[procfs.SockDiag] = None
+                 ) -> None:
+        # The ports the batch's targets are on, when told: one port, and
+        # the kernel is asked for that port's listeners only. ``diag``: a
+        # long-running run's sock_diag socket, to ask instead of a new one.
+        self._only = next(iter(ports)) if len(set(ports)) == 1 else 0
+        self._diag = diag
         self._by_port: Optional[Dict[int, List[tuple]]] = None
         self._inodes: Set[int] = set()
         self._apache: Dict[Tuple[str, ...], Tuple[Dict[int, List[int]], bool]] = {}
@@ -42,6 +49,11 @@ class Host:
     def listeners(self, port: int) -> List[tuple]:
         """``(address text, inode, queue, limit)`` of the LISTEN sockets on
         ``port`` (limit None when the kernel's sock_diag could not be asked)."""
+        if self._only and port != self._only:  # not the port it was made for: all of them
+            self._only, self._by_port = 0, None
+            self._inodes.clear()
+            self._apache.clear()
+            self._others.clear()
         return list(self._table().get(port, ()))
 
     def _table(self) -> Dict[int, List[tuple]]:
@@ -55,7 +67,8 @@ class Host:
 
         self.table_reads += 1
         by_port: Dict[int, List[tuple]] = {}
-        for raw, port, inode, queue, limit in procfs.listener_rows() or ():
+        rows = procfs.listener_rows(None, self._only, self._diag)
+        for raw, port, inode, queue, limit in rows or ():
             family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
             by_port.setdefault(port, []).append(
                 (socket.inet_ntop(family, raw), inode, queue, limit))

@@ -229,10 +229,13 @@ class Tree(NamedTuple):
     the room of its title, and the mod_wsgi title of each daemon child (by
     PID and start time: a PID used again is another process). Other titles
     are not kept: a freshly forked daemon shows the parent's title until
-    mod_wsgi writes its own."""
+    mod_wsgi writes its own. ``files``: the /proc files of the parent and
+    its children read every cycle, held open (procfs.Files; None for a
+    captured tree)."""
 
     room: int
     titles: Dict[Tuple[int, int], str]
+    files: Optional[procfs.Files] = None
 
 
 class Reuse:
@@ -250,8 +253,11 @@ class Reuse:
     right before every signal.
 
     Bounded: at most LIMIT proofs and trees (a --listen probing many targets);
-    a tree keeps the titles of its current children only. ``proved`` and
-    ``reused`` count the proofs made and kept (for tests and -vv)."""
+    a tree keeps the titles of its current children only, and the /proc
+    files it holds open (procfs.Files) are those of its parent and current
+    children, closed with the tree, within a limit for the whole process.
+    ``proved`` and ``reused`` count the proofs made and kept (for tests and
+    -vv)."""
 
     LIMIT = 1024
 
@@ -260,6 +266,9 @@ class Reuse:
 
         self.proofs: Dict[tuple, Proof] = {}
         self.trees: Dict[Tuple[int, int], Tree] = {}
+        # The socket table, read every cycle (the proof's sockets, their
+        # accept queues): asked on one kept sock_diag socket.
+        self.diag = procfs.SockDiag()
         self.proved = 0
         self.reused = 0
         self._lock = threading.Lock()  # --listen's scrapes run at once
@@ -277,11 +286,19 @@ class Reuse:
         proof = self.proofs.get(key)
         if proof is None or proof.inodes != inodes:
             return None
+        identity = (proof.pid, proof.start_ticks)
+        tree = self.trees.get(identity)
         try:
-            st = procfs.stat(proof.pid)
+            if tree is None or tree.files is None:
+                st = procfs.stat(proof.pid)
+            else:  # (read where it was last time: the same process, or none)
+                st = tree.files.stat(proof.pid)
         except (procfs.NoProcess, procfs.Denied):
+            self._forget(identity)
             return None
         if st.start_ticks != proof.start_ticks or st.name not in exe_names:
+            if st.start_ticks != proof.start_ticks:
+                self._forget(identity)
             return None
         # The same sockets may have passed to a process outside the tree
         # (SCM_RIGHTS, a hand-over between servers): that one answers now.
@@ -314,29 +331,47 @@ class Reuse:
                     self.proofs[key] = proof._replace(places=places)
 
     def keep(self, key: tuple, inodes: set, pid: int) -> None:
-        """Remember a proof just made (not kept if the parent is gone already)."""
+        """Remember a proof just made (not kept if the parent is gone already).
+        The tree of the parent it replaces, if another, is forgotten."""
         try:
             start = procfs.stat(pid).start_ticks
         except (procfs.NoProcess, procfs.Denied):
             return
         with self._lock:
             self.proved += 1
-            self.proofs.pop(key, None)
+            old = self.proofs.pop(key, None)
             while len(self.proofs) >= self.LIMIT:
                 del self.proofs[next(iter(self.proofs))]
             self.proofs[key] = Proof(frozenset(inodes), pid, start)
+        if old is not None and (old.pid, old.start_ticks) != (pid, start):
+            self._forget((old.pid, old.start_ticks))
+
+    def _forget(self, parent: Tuple[int, int]) -> None:
+        """Drop the tree of a parent that is gone (or no longer proven), and
+        close its files."""
+        with self._lock:
+            tree = self.trees.pop(parent, None)
+        if tree is not None and tree.files is not None:
+            tree.files.close()
 
     def tree(self, parent: Tuple[int, int], room: Optional[int] = None,
-             titles: Optional[Dict[Tuple[int, int], str]] = None) -> Optional[Tree]:
+             titles: Optional[Dict[Tuple[int, int], str]] = None,
+             files: Optional[procfs.Files] = None) -> Optional[Tree]:
         """The kept tree of ``parent`` (PID, start ticks); with ``room`` and
-        ``titles``, replace it."""
+        ``titles`` (and ``files``), replace it."""
         if room is None or titles is None:
             return self.trees.get(parent)
+        evicted = []
         with self._lock:
-            self.trees.pop(parent, None)
+            old = self.trees.pop(parent, None)
             while len(self.trees) >= self.LIMIT:
-                del self.trees[next(iter(self.trees))]
-            self.trees[parent] = Tree(room, titles)
+                evicted.append(self.trees.pop(next(iter(self.trees))))
+            self.trees[parent] = Tree(room, titles, files)
+        if old is not None and old.files is not None and old.files is not files:
+            evicted.append(old)
+        for gone in evicted:
+            if gone.files is not None:
+                gone.files.close()
         return None
 
 
@@ -360,7 +395,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if host is None:
         from apache_metrics_exporter.collect.host import Host
 
-        host = Host()
+        host = Host((port,), reuse.diag if reuse is not None else None)
     where = f"{_join(addresses)}:{port}"
     named = _read_pid_file(pid_file) if pid_file else None
     named_top = _top_apache(named, exe_names) if named else None
@@ -595,27 +630,35 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         identity = (parent_pid, parent.start_ticks)
         kept = reuse.tree(identity) if reuse is not None else None
         if kept is not None:
-            room, known = kept.room, kept.titles
+            room, known, files = kept.room, kept.titles, kept.files
         else:
             parent_argv = procfs.cmdline(parent_pid)
-            room, known = (len(parent_argv[0]) if parent_argv else 0), {}
-        kids = procfs.children(parent_pid, parent.threads)
+            room, known, files = (len(parent_argv[0]) if parent_argv else 0), {}, None
+        if reuse is not None and (files is None or files.closed) and procfs.PROC == "/proc":
+            files = procfs.Files()  # (closed: by another thread, whose tree went meanwhile)
+        kids = files.children(parent_pid) if files is not None and parent.threads == 1 \
+            else procfs.children(parent_pid, parent.threads)
     except (procfs.NoProcess, procfs.Denied):
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
+    # The children's stat, statm and (native ones') cmdline: from the
+    # tree's open files in a long-running run, each read as fresh as by path.
+    stat, cmdline = (procfs.stat, procfs.cmdline) if files is None \
+        else (files.stat, files.cmdline)
+    rss = procfs.rss if files is None or memory_kind != "rss" else files.rss
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
     titles: Dict[Tuple[int, int], str] = {}
     daemons: Set[Tuple[int, int]] = set()
     for pid in kids:
         try:
-            st = procfs.stat(pid)
+            st = stat(pid)
             if st.name not in exe_names or st.ppid != parent_pid or st.state in "ZX":
                 continue  # not Apache's, or exited (a zombie has no memory left)
             title = known.get((pid, st.start_ticks))
             if title is None:
-                cmd = procfs.cmdline(pid)
+                cmd = cmdline(pid)
                 title = cmd[0] if cmd else ""
-            mem = _memory(pid, memory_kind)
+            mem = rss(pid) if memory_kind == "rss" else _memory(pid, memory_kind)
         except procfs.NoProcess:
             continue  # gone between listing and reading: not an error
         except procfs.Denied:
@@ -640,7 +683,9 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         children.append(ProcInfo(pid, procfs.create_time(st), group, mem,
                                  title.rstrip(" \x00")))
     if reuse is not None:
-        reuse.tree(identity, room, titles)
+        if files is not None:
+            files.retain({parent_pid, *kids})
+        reuse.tree(identity, room, titles, files)
     if truncated and resolve_names:
         resolved = resolve_groups(parent_pid, exe_names, truncated, frozenset(daemons),
                                   parent.start_ticks)

@@ -17,7 +17,9 @@ from apache_metrics_exporter.records import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from socket import socket as Socket
+    from threading import Lock
+    from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 # The /proc root, a module setting so tests can read a captured tree.
 PROC = "/proc"
@@ -88,9 +90,12 @@ def read_file(path: str) -> bytes:
 
 def stat(pid: int) -> Stat:
     """Fields of /proc/PID/stat (the name may contain spaces and parentheses)."""
-    data = read_file(f"{PROC}/{pid}/stat")
+    return _stat(pid, read_file(f"{PROC}/{pid}/stat"))
+
+
+def _stat(pid: int, data: bytes) -> Stat:
     left, right = data.find(b"("), data.rfind(b")")
-    fields = data[right + 2:].split()
+    fields = data[right + 2:].split(None, 20)  # up to starttime (field 22), the rest one
     return Stat(pid, data[left + 1:right].decode("utf-8", "replace"),
                 fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[17]))
 
@@ -101,14 +106,197 @@ def create_time(st: Stat) -> float:
 
 
 def cmdline(pid: int) -> List[str]:
-    data = read_file(f"{PROC}/{pid}/cmdline")
+    return _cmdline(read_file(f"{PROC}/{pid}/cmdline"))
+
+
+def _cmdline(data: bytes) -> List[str]:
     return [a.decode("utf-8", "surrogateescape") for a in data.rstrip(b"\0").split(b"\0")] \
         if data else []
 
 
 def rss(pid: int) -> int:
-    """Resident set size in bytes (/proc/PID/statm, readable for any process)."""
-    return int(read_file(f"{PROC}/{pid}/statm").split()[1]) * PAGE_SIZE
+    """Resident set size in bytes (/proc/PID/statm, readable for any process).
+
+    Not /proc/PID/stat's rss field, which would save a read: both count the
+    same pages, but since Linux 6.2 the counters are per CPU, and statm sums
+    them exactly (fs/proc/task_mmu.c, task_statm: get_mm_counter_sum, since
+    commit 82241a83cd15 of 2025, also in the stable kernels) where stat
+    reads their cached total (fs/proc/array.c, do_task_stat: get_mm_rss) -
+    seen 2% low on a quiet 2-CPU machine, off by up to a gigabyte on large
+    ones. psutil, which the figures must agree with, reads statm."""
+    return _rss(read_file(f"{PROC}/{pid}/statm"))
+
+
+def _rss(data: bytes) -> int:
+    return int(data.split(None, 2)[1]) * PAGE_SIZE
+
+
+_kept = 0  # descriptors held open by every Files of this process
+_locks: Dict[str, Lock] = {}  # "kept": _kept's, made on first need (one-shot runs never do)
+_keep_limit: Optional[int] = None
+
+
+def _may_keep() -> bool:
+    """Whether one more descriptor may be held open (counted if so): at most
+    a quarter of RLIMIT_NOFILE's soft limit, and 1,024, for all the Files
+    of this process together; beyond that, files are read by path."""
+    global _kept, _keep_limit
+    if _keep_limit is None:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        _keep_limit = 1024 if soft == resource.RLIM_INFINITY else min(1024, soft // 4)
+    with _locks["kept"]:
+        if _kept >= _keep_limit:
+            return False
+        _kept += 1
+        return True
+
+
+def _release(count: int) -> None:
+    global _kept
+    with _locks["kept"]:
+        _kept -= count
+
+
+def _to_end(fd: int, again: bool, line: bool = False) -> bytes:
+    """What is left of an open file, read to its end (``again``: all of it,
+    from offset 0, with pread). ``line``: the file is one line that procfs
+    makes whole for each read (stat, statm: seq_file's single_open, whose
+    one record is given whole to a read asking for more, fs/seq_file.c
+    seq_read_iter), so a read that gives less than it asked, ending in a
+    newline, has reached the end: the read(2) that would say so is spared."""
+    if again:
+        data = os.pread(fd, READ_SIZE, 0)
+        if line and len(data) < READ_SIZE and data.endswith(b"\n"):
+            return data
+        more = os.pread(fd, READ_SIZE, len(data)) if data else b""
+        while more:
+            data += more
+            more = os.pread(fd, READ_SIZE, len(data))
+        return data
+    data = os.read(fd, READ_SIZE)
+    more = os.read(fd, READ_SIZE) if data else b""
+    while more:
+        data += more
+        more = os.read(fd, READ_SIZE)
+    return data
+
+
+class Files:
+    """The /proc/PID files of one process tree that a long-running run reads
+    every cycle (each process's stat and statm, a native child's cmdline),
+    held open and read again at offset 0 (pread(2)): an open(2) and a
+    close(2) fewer per read, about half its cost.
+
+    Each read is as fresh as a read by path - procfs makes a file's text
+    anew for every read from offset 0 - and reads the same process or none:
+    a /proc/PID descriptor is bound to the process it was opened for (its
+    struct pid), so once that process has exited, every read fails (ESRCH),
+    even when its PID names another process by now. Any failing read is
+    forgotten and done again by path, which then says what it says today
+    (that process, or NoProcess / Denied). Only these files, which anyone
+    may read and whose reads take the process's memory anew (smaps_rollup
+    binds the memory at open: it is read by path as today), and a
+    single-threaded parent's children list (see children).
+
+    Only for the real /proc (a captured tree's files are plain files), and
+    bounded: see _may_keep. ``retain`` closes what the tree no longer has;
+    ``close`` the rest. Shared by the threads of a --listen run: every use
+    of a descriptor, and its closing, is under the lock."""
+
+    def __init__(self) -> None:
+        import threading
+
+        _locks.setdefault("kept", threading.Lock())  # (atomic: one lock for all)
+        self._fds: Dict[Tuple[int, str], int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def read(self, pid: int, name: str, line: bool = False) -> bytes:
+        """The whole of /proc/PID/NAME, as read_file reads it (``line``: see
+        _to_end)."""
+        key = (pid, name)
+        with self._lock:
+            fd = self._fds.get(key)
+            if fd is not None:
+                try:
+                    return _to_end(fd, True, line)
+                except OSError:  # ESRCH: its process has exited
+                    del self._fds[key]
+                    os.close(fd)
+                    _release(1)
+            path = f"{PROC}/{pid}/{name}"
+            if self._closed or PROC != "/proc" or not _may_keep():
+                return read_file(path)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    data = _to_end(fd, False)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            except BaseException as exc:
+                _release(1)
+                if isinstance(exc, (FileNotFoundError, ProcessLookupError)):
+                    raise NoProcess(path) from None
+                if isinstance(exc, PermissionError):
+                    raise Denied(path) from None
+                raise
+            self._fds[key] = fd
+            return data
+
+    def stat(self, pid: int) -> Stat:
+        return _stat(pid, self.read(pid, "stat", True))
+
+    def cmdline(self, pid: int) -> List[str]:
+        return _cmdline(self.read(pid, "cmdline"))
+
+    def rss(self, pid: int) -> int:
+        return _rss(self.read(pid, "statm", True))
+
+    def children(self, pid: int) -> List[int]:
+        """children(pid, threads=1), from the list of its one task. A list
+        read from a held file is the children of the process it was opened
+        for, alive; once that process is gone it reads empty (the kernel
+        finds no task for it), as it does for a process without children:
+        then it is read by path, which tells the two apart."""
+        try:
+            data = self.read(pid, f"task/{pid}/children")
+        except (NoProcess, Denied):
+            data = b""
+        return sorted({int(c) for c in data.split()}) if data else children(pid, 1)
+
+    def retain(self, pids: Set[int]) -> None:
+        """Close the files of every process not in ``pids``."""
+        with self._lock:
+            gone = [key for key in self._fds if key[0] not in pids]
+            for key in gone:
+                os.close(self._fds.pop(key))
+            if gone:
+                _release(len(gone))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for fd in self._fds.values():
+                os.close(fd)
+            if self._fds:
+                _release(len(self._fds))
+            self._fds.clear()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
 
 def pss_uss(pid: int) -> tuple:
@@ -169,7 +357,7 @@ def _address(text: str) -> Optional[bytes]:
     return raw
 
 
-def _netlink_rows() -> Optional[List[tuple]]:
+def _netlink_rows(port: int = 0) -> Optional[List[tuple]]:
     """The LISTEN sockets from the kernel's sock_diag netlink interface, which
     filters by state itself: /proc/net/tcp lists every connection of the host
     (2.5 ms and more per read on a busy one) to find a few listeners. Each is
@@ -177,53 +365,109 @@ def _netlink_rows() -> Optional[List[tuple]]:
     kernel's idiag_rqueue is the accept queue's length (connections that
     completed the handshake and wait for accept()) and idiag_wqueue its
     backlog limit, as ``ss -ltn`` shows them (Recv-Q, Send-Q). None when it
-    cannot be used (then /proc/net/tcp is read)."""
+    cannot be used (then /proc/net/tcp is read).
+
+    One request answers for IPv4 and IPv6 at once: sock_diag's original TCP
+    request (TCPDIAG_GETSOCK, struct inet_diag_req), which the kernel serves
+    with no address family (net/ipv4/inet_diag.c, inet_diag_dump_compat:
+    ``req.sdiag_family = AF_UNSPEC``), where SOCK_DIAG_BY_FAMILY takes one
+    request per family. A kernel that refuses it is asked the newer way; the
+    answer is the same inet_diag_msg records either way. ``port``: only the
+    sockets listening on it (the request's source port, which the kernel
+    compares with each listener's: net/ipv4/inet_diag.c, idiag_sport), 0 for
+    every one."""
+    sock = _diag_socket()
+    if sock is None:
+        return None
+    try:
+        return _netlink_query(sock, port, 1)
+    finally:
+        sock.close()
+
+
+def _diag_socket() -> Optional[Socket]:
+    """A NETLINK_SOCK_DIAG socket, blocking, with a receive timeout: the
+    kernel answers a dump request within the send and each recv
+    (netlink_dump), and settimeout() would poll(2) before every recv. A
+    timeout is an OSError (EAGAIN). None when there is none to be had."""
     import socket
     import struct
 
-    out = []
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
     except (OSError, AttributeError):
         return None
     try:
-        sock.settimeout(2.0)
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
-            # nlmsghdr + inet_diag_req_v2: TCP, states = 1 << TCP_LISTEN (10)
-            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
-            sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, seq, 0) + req)
-            done = False
-            while not done:
-                data = sock.recv(1 << 16)
-                if not data:
-                    return None
-                offset = 0
-                while offset + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, offset)
-                    if length < 16:
-                        return None
-                    if kind == 3:  # NLMSG_DONE
-                        done = True
-                        break
-                    if kind == 2:  # NLMSG_ERROR
-                        return None
-                    # inet_diag_msg: family, state, timer, retrans, sockid (48
-                    # bytes: ports, addresses, interface, cookie), expires,
-                    # rqueue, wqueue, uid, inode
-                    body = offset + 16
-                    fam = data[body]
-                    port = struct.unpack_from(">H", data, body + 4)[0]
-                    raw = data[body + 8:body + 8 + (4 if fam == socket.AF_INET else 16)]
-                    queue, limit, _uid, inode = struct.unpack_from("=IIII", data, body + 56)
-                    if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
-                        raw = raw[12:]
-                    out.append((bytes(raw), port, inode, queue, limit))
-                    offset += (length + 3) & ~3
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 2, 0))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _netlink_query(sock: Socket, port: int, seq: int) -> Optional[List[tuple]]:
+    """_netlink_rows on ``sock``, its requests numbered from ``seq``."""
+    import socket
+    import struct
+
+    try:
+        # nlmsghdr (TCPDIAG_GETSOCK = 18, NLM_F_REQUEST | NLM_F_DUMP) +
+        # inet_diag_req: family (ignored), lengths, extensions, sockid (48
+        # bytes), states = 1 << TCP_LISTEN (10), dbs
+        sockid = struct.pack(">H46x", port)  # idiag_sport (network order), the rest 0
+        req = struct.pack("=BBBB", socket.AF_INET, 0, 0, 0) + sockid \
+            + struct.pack("=II", 1 << 10, 0)
+        sock.send(struct.pack("=IHHII", 16 + len(req), 18, 0x301, seq, 0) + req)
+        out = _netlink_answer(sock, seq)
+        if out is not None:
+            return out
+        out = []
+        for number, family in enumerate((socket.AF_INET, socket.AF_INET6), start=seq + 1):
+            # nlmsghdr (SOCK_DIAG_BY_FAMILY = 20) + inet_diag_req_v2: TCP,
+            # states = 1 << TCP_LISTEN (10)
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + sockid
+            sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, number, 0) + req)
+            rows = _netlink_answer(sock, number)
+            if rows is None:
+                return None
+            out.extend(rows)
     except (OSError, struct.error, IndexError):
         return None
-    finally:
-        sock.close()
     return out
+
+
+def _netlink_answer(sock: Socket, seq: int) -> Optional[List[tuple]]:
+    """The rows of the answer to sock_diag dump request ``seq`` (see
+    _netlink_rows), read to its NLMSG_DONE; None when the kernel answered
+    with an error, or with a message to another request (one cut short)."""
+    import struct
+
+    out: List[tuple] = []
+    unpack_from = struct.unpack_from
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            return None
+        offset = 0
+        while offset + 16 <= len(data):
+            length, kind, _flags, number = unpack_from("=IHHI", data, offset)
+            if length < 16 or number != seq:
+                return None
+            if kind == 3:  # NLMSG_DONE
+                return out
+            if kind == 2:  # NLMSG_ERROR
+                return None
+            # inet_diag_msg: family, state, timer, retrans, sockid (48
+            # bytes: ports, addresses, interface, cookie), expires,
+            # rqueue, wqueue, uid, inode
+            body = offset + 16
+            port = unpack_from(">H", data, body + 4)[0]
+            raw = data[body + 8:body + (12 if data[body] == 2 else 24)]  # AF_INET: 4 bytes
+            queue, limit, _uid, inode = unpack_from("=IIII", data, body + 56)
+            if len(raw) == 16 and raw[:12] == b"\0" * 10 + b"\xff\xff":
+                raw = raw[12:]
+            out.append((raw, port, inode, queue, limit))
+            offset += (length + 3) & ~3
 
 
 def _netlink_listeners() -> Optional[List[tuple]]:
@@ -232,16 +476,61 @@ def _netlink_listeners() -> Optional[List[tuple]]:
     return None if rows is None else [row[:3] for row in rows]
 
 
-def listener_rows(root: Optional[str] = None) -> Optional[List[tuple]]:
+class SockDiag:
+    """A sock_diag socket kept by a long-running run (processes.Reuse) for the
+    socket table it reads every cycle: one socket made, bound and closed
+    fewer per cycle. Each query is numbered, and an answer that is not to
+    it (left over from one cut short), or any failure, closes the socket:
+    that query is then made as without one, on a new socket, and the next
+    one makes another. One query at a time (--listen's scrapes run at once)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._sock: Optional[Socket] = None
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def rows(self, port: int = 0) -> Optional[List[tuple]]:
+        """_netlink_rows(port), asked on the kept socket."""
+        with self._lock:
+            if self._sock is None:
+                self._sock = _diag_socket()
+            if self._sock is not None:
+                self._seq = self._seq % 0x3FFFFFFF + 3  # a query uses up to three numbers
+                rows = _netlink_query(self._sock, port, self._seq)
+                if rows is not None:
+                    return rows
+                self._sock.close()
+                self._sock = None
+        return _netlink_rows(port)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+def listener_rows(root: Optional[str] = None, only: int = 0,
+                  diag: Optional[SockDiag] = None) -> Optional[List[tuple]]:
     """``(address bytes, port, inode, queue, limit)`` of every TCP socket in
     LISTEN state, IPv4 and IPv6, as this process's network namespace sees
     them; None when neither table can be read (then nothing can be told).
     ``queue`` is the accept queue's length; ``limit`` its backlog limit, None
     when read from /proc/net/tcp (its rx_queue is the queue's length for a
-    listener, but the table has no column for the limit)."""
+    listener, but the table has no column for the limit). ``only``: those
+    listening on that port (the kernel is asked for no other). ``diag``: a
+    long-running run's sock_diag socket (SockDiag), asked instead of a new one."""
     base = root or PROC
     if base == "/proc":
-        found = _netlink_rows()
+        found = _netlink_rows(only) if diag is None else diag.rows(only)
         if found is not None:
             return found
     out = []
@@ -264,7 +553,7 @@ def listener_rows(root: Optional[str] = None) -> Optional[List[tuple]]:
                 queue: Optional[int] = int(fields[4].partition(":")[2], 16)
             except ValueError:
                 continue
-            if raw is not None:
+            if raw is not None and (port == only or not only):
                 out.append((raw, port, inode, queue, None))
     return out if readable else None
 

@@ -125,7 +125,9 @@ def collect(fetcher: Fetcher, options: Options = Options(),
             host: Optional[Host] = None, reuse: Optional[Reuse] = None) -> Snapshot:
     """Fetch, parse, scan and derive; never raises for a broken server.
     ``reuse``: what a long-running run keeps of the process tree (Reuse)."""
-    return prove(fetcher, fetch(fetcher), options, host or Host(), reuse)
+    if host is None:
+        host = Host((fetcher.port,), reuse.diag if reuse is not None else None)
+    return prove(fetcher, fetch(fetcher), options, host, reuse)
 
 
 def fetch(fetcher: Fetcher) -> Pages:
@@ -265,7 +267,7 @@ def collect_all(fetchers: List[Fetcher], options: Options = Options(),
     after another, sharing one Host: the socket table is read once per batch
     (not at all when every target is remote), so a target costs the same in
     a batch of 10 as in one of 1,000."""
-    host = Host()
+    host = Host([f.port for f in fetchers], reuse.diag if reuse is not None else None)
 
     def one(fetcher: Fetcher) -> Pages:
         with fetcher.deadline():

@@ -1,0 +1,204 @@
+"""Held-open /proc files (procfs.Files): the stat, statm and cmdline of the
+processes a long-running run scans every cycle, read again at offset 0
+instead of opened by path each time. Each read must say what a read by path
+says at that moment, of the same process or of none, and the descriptors
+must stay bounded and be closed with what they describe.
+
+Live processes only: a captured tree's files are plain files, never held.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from apache_metrics_exporter.collect import procfs
+from tests.harness.waiting import wait_for
+
+CHILD = r"""
+import os, sys
+blocks = []
+for line in sys.stdin:
+    if line.startswith("grow"):
+        blocks.append(b"x" * (16 << 20))  # written: resident
+    elif line.startswith("exec"):
+        os.execv("/bin/sleep", ["renamed", "60"])
+    print("ok", flush=True)
+"""
+
+
+@pytest.fixture
+def child():
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def _say(proc: subprocess.Popen, word: str) -> None:
+    proc.stdin.write(word + "\n")
+    proc.stdin.flush()
+    if word != "exec":
+        assert proc.stdout.readline().strip() == "ok"
+
+
+def _my_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_held_file_reads_what_a_read_by_path_reads_now(child, monkeypatch):
+    files = procfs.Files()
+    pid = child.pid
+    _say(child, "hello")
+    assert files.stat(pid) == procfs.stat(pid)
+    assert files.rss(pid) == procfs.rss(pid)
+    assert files.cmdline(pid) == procfs.cmdline(pid)
+    assert len(files) == 3
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(path)
+                        or real_open(path, *a, **k))
+
+    def held(read, *args):  # noqa: ANN001,ANN002,ANN202
+        seen = len(opened)
+        value = read(*args)
+        assert len(opened) == seen, "read by path, not from the held file"
+        return value
+
+    before = held(files.rss, pid)
+    _say(child, "grow")
+    after = held(files.rss, pid)
+    assert after >= before + (16 << 20) - (1 << 20)  # read anew, not the first reading again
+    assert after == procfs.rss(pid)
+    assert held(files.stat, pid) == procfs.stat(pid)
+    _say(child, "exec")  # same PID, same start time, another program and title
+    wait_for("the exec", lambda: held(files.cmdline, pid) == ["renamed", "60"])
+    assert held(files.stat, pid) == procfs.stat(pid)
+    assert held(files.stat, pid).name == "sleep"
+    assert held(files.rss, pid) == procfs.rss(pid)
+    assert len(files) == 3
+    files.close()
+
+
+def test_a_held_file_of_a_process_that_is_gone_reads_nothing(child):
+    files = procfs.Files()
+    pid = child.pid
+    start = files.stat(pid).start_ticks
+    files.rss(pid)
+    assert len(files) == 2
+    child.kill()
+    # Exited, not reaped: a zombie, read as by path.
+    wait_for("the zombie", lambda: files.stat(pid).state == "Z")
+    assert files.stat(pid) == procfs.stat(pid) and files.stat(pid).start_ticks == start
+    child.wait(5)  # reaped: the held files are of no process now, whatever the PID names
+    with pytest.raises(procfs.NoProcess):
+        files.stat(pid)
+    with pytest.raises(procfs.NoProcess):
+        files.rss(pid)
+    assert len(files) == 0
+
+
+def test_held_files_are_bounded_and_closed(child, monkeypatch):
+    pid = child.pid
+    _say(child, "hello")  # started: its memory no longer changes
+    before = _my_fds()
+    monkeypatch.setattr(procfs, "_keep_limit", procfs._kept + 2)
+    files = procfs.Files()
+    assert (files.stat(pid), files.rss(pid)) == (procfs.stat(pid), procfs.rss(pid))
+    assert files.cmdline(pid) == procfs.cmdline(pid)  # read by path: over the limit
+    assert len(files) == 2 and _my_fds() == before + 2
+    other = procfs.Files()
+    other.stat(os.getpid())  # the limit is this process's, for all trees together
+    assert len(other) == 0
+    files.retain({pid})
+    assert len(files) == 2
+    files.retain({os.getpid()})  # the tree no longer has that child
+    assert len(files) == 0 and _my_fds() == before
+    assert files.stat(pid) == procfs.stat(pid)
+    files.close()
+    assert len(files) == 0 and _my_fds() == before
+    assert files.stat(pid) == procfs.stat(pid)  # read by path once closed, never held again
+    assert len(files) == 0 and _my_fds() == before
+
+
+def test_the_children_list_of_a_parent_that_is_gone_is_read_by_path(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text("import os, time\nif os.fork() == 0:\n    time.sleep(60)\n"
+                      "    os._exit(0)\nprint('ok', flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    kids = []
+    try:
+        assert parent.stdout.readline().strip() == "ok"
+        kids = procfs.children(parent.pid, 1)
+        files = procfs.Files()
+        assert len(kids) == 1 and files.children(parent.pid) == kids
+        assert files.children(parent.pid) == kids and len(files) == 1
+        parent.kill()
+        parent.wait(5)
+        with pytest.raises(procfs.NoProcess):
+            files.children(parent.pid)
+    finally:
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.kill()
+        parent.wait(5)
+
+
+def test_a_tree_that_is_not_the_real_proc_is_never_held(tmp_path, monkeypatch):
+    monkeypatch.setattr(procfs, "PROC", str(tmp_path))
+    (tmp_path / "42").mkdir()
+    path = tmp_path / "42" / "statm"
+    path.write_text("100 10 0 0 0 0 0\n")
+    files = procfs.Files()
+    assert files.rss(42) == 10 * procfs.PAGE_SIZE
+    path.unlink()  # another file at the path: a plain file held open would still read the old
+    path.write_text("100 20 0 0 0 0 0\n")
+    assert files.rss(42) == 20 * procfs.PAGE_SIZE and len(files) == 0
+
+
+def test_a_long_running_scan_holds_its_trees_files_and_lets_go_of_them(tmp_path):
+    """scan(reuse=...) reads the tree through held files, and finds what a
+    scan without them finds; a child that is gone has its files closed, and
+    a parent proven no more its tree's."""
+    from apache_metrics_exporter.collect.processes import Reuse, scan
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "parent.py"
+    script.write_text("import os, sys, time\npid = os.fork()\nif pid == 0:\n"
+                      "    time.sleep(60)\n    os._exit(0)\nprint(pid, flush=True)\n"
+                      "sys.stdin.readline()\nos.kill(pid, 9)\nos.waitpid(pid, 0)\n"
+                      "print('ok', flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([str(tmp_path / "apache2"), str(script)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        kid = int(parent.stdout.readline())
+        reuse = Reuse()
+        fresh = scan(parent.pid, ("apache2",))
+        for _ in range(3):
+            kept = scan(parent.pid, ("apache2",), reuse=reuse)
+            assert kept.children == fresh.children and [c.pid for c in kept.children] == [kid]
+        (tree,) = reuse.trees.values()
+        assert tree.files is not None
+        assert len(tree.files) == 4  # the parent's children list; the child's stat, statm, title
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "ok"
+        assert scan(parent.pid, ("apache2",), reuse=reuse).children == []
+        assert len(tree.files) == 1
+        # The URL's proof moves to another parent: the old one's tree goes, files closed.
+        reuse.keep(("k",), {1}, parent.pid)
+        reuse.keep(("k",), {1}, os.getpid())
+        assert reuse.trees == {} and len(tree.files) == 0
+    finally:
+        parent.kill()
+        parent.wait(5)
