@@ -6,24 +6,13 @@ check stays in the writer."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from apache_metrics_exporter import vhosts
 from apache_metrics_exporter.catalogue import BY_NAME, INT64_MAX, Metric, fits, limit
-from apache_metrics_exporter.collect.processes import EMPTY_SCAN
-from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
+from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.writers import influx, prometheus
-
-URL = "http://127.0.0.1:8080/server-status"
-NAMINGS = [argparse.Namespace(prometheus_naming=n) for n in ("apache_exporter", "base-units")]
-
-
-def snap(samples, url: str = URL) -> Snapshot:
-    return Snapshot(url=url, timestamp=1.7e9, up=True, error=None, warnings=[], auto=None,
-                    workers=None, event_processes=None, processes=EMPTY_SCAN,
-                    samples=list(samples))
+from tests.test_render_memo import NAMINGS, snap  # the same snapshots as the memo tests
 
 
 def rendered(samples) -> list:
