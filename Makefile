@@ -3,7 +3,8 @@
 #   make test   - install what the tests need and run the whole suite
 #   make dist   - the wheel and the sdist in dist/ (metadata checked by twine)
 #   make deb    - the Debian package in dist/, built from that sdist (lintian-checked)
-# `make deps` (both need it) installs only the APT_PACKAGES that are missing,
+# `make deps` (the tests need it; the demo installs only DEMO_PACKAGES, with
+# `make demo-deps`) installs only the APT_PACKAGES that are missing,
 # never upgrades an installed one, starts no service and leaves none enabled at
 # boot that was not before: see scripts/install-deps.sh.
 SHELL := /bin/bash
@@ -27,6 +28,12 @@ DEBIAN_MAJOR := $(shell sed -n 's/^\([0-9][0-9]*\).*/\1/p' /etc/debian_version 2
 RELEASE_PACKAGES_12 := php8.2-cgi
 RELEASE_PACKAGES_13 := php8.4-cgi
 APT_PACKAGES += $(or $(RELEASE_PACKAGES_$(DEBIAN_MAJOR)),$(RELEASE_PACKAGES_13))
+# What `make demo` needs (all of them are in APT_PACKAGES too): Apache with
+# mod_wsgi, Python's venv, VictoriaMetrics for the push, openssl and curl -
+# none of the test stack's servers (PostgreSQL, Zabbix, InfluxDB, ...), so a
+# try on an Apache host installs no more than it uses.
+DEMO_PACKAGES := apache2 libapache2-mod-wsgi-py3 python3-venv python3-pip openssl curl \
+  victoria-metrics
 # What `make dist` and `make deb` need (all of them are in APT_PACKAGES too).
 DIST_PACKAGES := python3-build python3-setuptools python3-wheel twine
 # build-essential: dpkg-checkbuilddeps requires it of every build (Debian 13's
@@ -36,10 +43,13 @@ PYTEST_ARGS ?=
 
 FUZZ_EXAMPLES ?= 20000
 
-.PHONY: demo test deps pyenv venv lint unit integration fuzz bench docs dist deb clean
+.PHONY: demo test deps demo-deps pyenv venv lint unit integration fuzz bench docs dist deb clean
 
 deps:
 	@sh scripts/install-deps.sh $(APT_PACKAGES)
+
+demo-deps:
+	@sh scripts/install-deps.sh $(DEMO_PACKAGES)
 
 # The Python environment alone: all that `make lint`, `make unit` and
 # `make docs` need, so the development loop runs as an ordinary user.
@@ -72,7 +82,7 @@ integration: venv
 fuzz: pyenv
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py -m "not integration" $(PYTEST_ARGS)
 
-demo: venv
+demo: demo-deps pyenv
 	$(PY) scripts/demo.py
 
 bench: venv

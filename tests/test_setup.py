@@ -10,6 +10,7 @@ the machine's packages and services are never touched.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -179,6 +180,30 @@ def test_makefile_deps_uses_the_script():
     deps = makefile.split("\ndeps:", 1)[1].split("\n\n", 1)[0]
     assert "scripts/install-deps.sh $(APT_PACKAGES)" in deps
     assert "apt-get" not in deps  # no second way in
+
+
+def _make_list(makefile: str, name: str) -> list:
+    return re.search(rf"^{name} :=((?:.*\\\n)*.*)$", makefile, re.M).group(1) \
+        .replace("\\\n", " ").split()
+
+
+def test_make_demo_installs_only_what_the_demo_uses():
+    """A newcomer tries `make demo` on an Apache host: it installs Apache,
+    mod_wsgi, Python's venv and VictoriaMetrics (the demo's push), not the
+    test stack's PostgreSQL, Zabbix server, InfluxDB or PHP; the same way
+    as make deps (the script), and every one of them in the test stack too."""
+    makefile = (ROOT / "Makefile").read_text()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert demo.split("\n", 1)[0].split() == ["demo-deps", "pyenv"]
+    deps = makefile.split("\ndemo-deps:", 1)[1].split("\n\n", 1)[0]
+    assert deps.strip() == "@sh scripts/install-deps.sh $(DEMO_PACKAGES)"
+    packages = _make_list(makefile, "DEMO_PACKAGES")
+    assert set(packages) <= set(_make_list(makefile, "APT_PACKAGES"))
+    assert {"apache2", "libapache2-mod-wsgi-py3", "victoria-metrics"} <= set(packages)
+    assert not {"postgresql", "zabbix-server-pgsql", "influxdb", "php-cli"} & set(packages)
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    for package in packages:
+        assert f"`{package}`" in contributing.split("`make test` installs the whole", 1)[0]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/apt-get"),
