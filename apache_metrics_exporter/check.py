@@ -280,18 +280,18 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     head = body[:4096]
     title = re.search(rb"<title[^>]*>([^<]{0,200})", head, re.I)
     shown = f" (title {title.group(1).decode('latin-1').strip()!r})" if title else ""
+    fix = "point --url at the <Location> that has 'SetHandler server-status'"
+    if conf is not None and conf.status_paths():
+        fix += " (" + ", ".join(f"{p} at {w}" for p, w in conf.status_paths()) + ")"
+    elif path in ("", "/"):
+        fix += ", usually /server-status"
     if b"<" in head[:200]:
         if b"Apache Status" in head or b"Server Version" in body:
             return (f"{url} answers with mod_status's HTML page, not its ?auto text: "
                     "something between (a proxy, a rewrite) drops the query; let ?auto "
                     "through to Apache")
-        fix = "point --url at the <Location> that has 'SetHandler server-status'"
-        if conf is not None and conf.status_paths():
-            fix += " (" + ", ".join(f"{p} at {w}" for p, w in conf.status_paths()) + ")"
-        elif path in ("", "/"):
-            fix += ", usually /server-status"
         return f"{url} answers with an HTML page that is not mod_status's{shown}: {fix}"
-    return f"{url} answers 200, but not with mod_status's page: check --url"
+    return f"{url} answers 200, but not with mod_status's page: {fix}"
 
 
 def _refused_fix(args: argparse.Namespace, target: Target) -> str:
@@ -945,6 +945,10 @@ def report_access_log(report: Report, fetcher: _Fetcher, conf: Optional[StatusCo
     absent = [log for log in conf.logs if seen.get(log.target) is False]
     logged = [log for log in logged if log not in absent] + [
         log for log in found if log not in logged]
+    if not answering and conf.status_paths():
+        # --url is wrong (the status page check says so): the advice is for
+        # the path the configuration serves mod_status at, not that one.
+        path = conf.status_paths()[0][0]
     fix = (f"SetEnvIf Request_URI \"^{re.escape(path)}\" dontlog (mod_setenvif) and "
            "'env=!dontlog' at the end of ")
     if logged:

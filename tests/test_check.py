@@ -155,6 +155,18 @@ def test_an_html_page_instead_of_the_status_page(prefork):
 
 
 @integration
+def test_a_plain_text_page_instead_of_the_status_page_names_where_it_is(prefork):
+    # Newcomer run: a 200 that is no HTML page said only "check --url", where
+    # an HTML page or a 404 name the <Location> that serves mod_status.
+    (prefork.root / "htdocs" / "plain.txt").write_text("just text\n")
+    status, found, proc = run_check("--url", prefork.base_url + "/plain.txt")
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and "answers 200, but not with mod_status's page" in text
+    assert f"/server-status at {prefork.root}/httpd.conf:" in text
+
+
+@integration
 def test_404_says_where_apache_serves_the_page(prefork):
     status, found, proc = run_check("--url", prefork.base_url + "/no-such-status")
     assert status == 1
@@ -249,6 +261,20 @@ def test_access_log(kept_out):
         assert 'SetEnvIf Request_URI "^/server\\-status" dontlog' in text
         assert "env=!dontlog" in text
         assert "ame-check=" in log
+
+
+@integration
+def test_a_wrong_url_gets_the_access_log_advice_for_the_status_pages_path():
+    # Newcomer run: --url .../status (a 404) was told to keep "^/status"
+    # out of the access log: the advice is for where mod_status is served.
+    with ApacheServer("prefork", wsgi=False, access_log="all") as apache:
+        status, found, proc = run_check("--url", apache.base_url + "/status")
+    assert status == 1
+    assert found["status page"][0] == "FAIL"
+    level, text = found["access log"]
+    assert level == "WARN", text
+    assert 'SetEnvIf Request_URI "^/server\\-status" dontlog' in text
+    assert '"^/status"' not in text
 
 
 @integration
