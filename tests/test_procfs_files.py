@@ -202,3 +202,57 @@ def test_a_long_running_scan_holds_its_trees_files_and_lets_go_of_them(tmp_path)
     finally:
         parent.kill()
         parent.wait(5)
+
+
+SERVER = r"""
+import os, socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+print(sock.getsockname()[1], pid, flush=True)
+sys.stdin.readline()  # "stop": the child first, then this parent and its socket
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+"""
+
+
+def test_the_tree_of_a_server_that_stopped_lets_go_of_its_files(tmp_path):
+    """redteam: a long-running run whose Apache stopped (nothing listens on
+    the URL's port any more) held the /proc files of the gone parent and
+    children open until a server was proven there again - for as long as
+    the outage lasted, in the budget every other tree shares."""
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent, scan
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    server = subprocess.Popen([str(tmp_path / "apache2"), str(script)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port, kid = map(int, server.stdout.readline().split())
+        before = _my_fds()
+        reuse = Reuse()
+        for _ in range(2):
+            parent = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+            assert parent.pid == server.pid
+            assert [c.pid for c in scan(parent.pid, ("apache2",), reuse=reuse,
+                                        parent_stat=parent.stat).children] == [kid]
+        (tree,) = reuse.trees.values()
+        # the parent's stat (the kept proof) and children list; the child's stat, statm, title
+        assert tree.files is not None and len(tree.files) == 5
+        server.stdin.write("stop\n")
+        server.stdin.flush()
+        server.wait(5)
+        parent = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+        assert parent.pid is None and "nothing listens" in parent.reason
+        assert reuse.trees == {} and len(tree.files) == 0
+        reuse.diag.close()
+        assert _my_fds() == before
+    finally:
+        server.kill()
+        server.wait(5)
