@@ -256,3 +256,49 @@ def test_the_tree_of_a_server_that_stopped_lets_go_of_its_files(tmp_path):
     finally:
         server.kill()
         server.wait(5)
+
+
+def _spawn_at(pid: int, argv: list) -> subprocess.Popen:
+    """A process started with PID ``pid`` (root: /proc/sys/kernel/ns_last_pid)."""
+    for _ in range(20):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(pid - 1))
+        proc = subprocess.Popen(argv)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait(5)
+    pytest.skip("could not start a process at a chosen PID")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK),
+                    reason="choosing a PID needs root")
+def test_a_pid_used_again_is_read_as_the_new_process_never_the_old(tmp_path):
+    """redteam: a held file is bound to its process, not to its PID. Once the
+    process is gone and another one has its PID - here at once, possibly in
+    the same clock tick, so with the same start time - every held file
+    (stat, statm, cmdline, the children list) reads the newcomer as a read
+    by path does, and none the gone one's text."""
+    files = procfs.Files()
+    old = subprocess.Popen(["/bin/sleep", "60"])
+    pid = old.pid
+    try:
+        assert files.stat(pid).name == "sleep" and files.cmdline(pid) == ["/bin/sleep", "60"]
+        files.rss(pid)
+        assert files.children(pid) == [] and len(files) == 4
+        old.kill()
+        old.wait(5)
+        new = _spawn_at(pid, ["/bin/sh", "-c", "sleep 61 & wait"])
+        try:
+            wait_for("the newcomer's child", lambda: procfs.children(pid, 1))
+            assert files.stat(pid) == procfs.stat(pid) and files.stat(pid).name == "sh"
+            assert files.cmdline(pid) == ["/bin/sh", "-c", "sleep 61 & wait"]
+            assert files.rss(pid) == procfs.rss(pid)
+            assert files.children(pid) == procfs.children(pid, 1) != []
+        finally:
+            for kid in procfs.children(pid, 1):
+                os.kill(kid, signal.SIGKILL)
+            new.kill()
+            new.wait(5)
+    finally:
+        files.close()
