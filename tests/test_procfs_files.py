@@ -283,6 +283,7 @@ def test_a_pid_used_again_is_read_as_the_new_process_never_the_old(tmp_path):
     old = subprocess.Popen(["/bin/sleep", "60"])
     pid = old.pid
     try:
+        wait_for("its exec", lambda: procfs.cmdline(pid) == ["/bin/sleep", "60"])
         assert files.stat(pid).name == "sleep" and files.cmdline(pid) == ["/bin/sleep", "60"]
         files.rss(pid)
         assert files.children(pid) == [] and len(files) == 4
@@ -290,7 +291,8 @@ def test_a_pid_used_again_is_read_as_the_new_process_never_the_old(tmp_path):
         old.wait(5)
         new = _spawn_at(pid, ["/bin/sh", "-c", "sleep 61 & wait"])
         try:
-            wait_for("the newcomer's child", lambda: procfs.children(pid, 1))
+            wait_for("the newcomer's child", lambda: procfs.children(pid, 1)
+                     and procfs.cmdline(pid) == ["/bin/sh", "-c", "sleep 61 & wait"])
             assert files.stat(pid) == procfs.stat(pid) and files.stat(pid).name == "sh"
             assert files.cmdline(pid) == ["/bin/sh", "-c", "sleep 61 & wait"]
             assert files.rss(pid) == procfs.rss(pid)
@@ -302,3 +304,43 @@ def test_a_pid_used_again_is_read_as_the_new_process_never_the_old(tmp_path):
             new.wait(5)
     finally:
         files.close()
+
+
+def test_the_tree_of_a_parent_named_by_a_pid_file_lets_go_when_it_is_gone(tmp_path):
+    """redteam: with --pid-file and a URL whose socket is not looked at (not
+    a loopback address, or not readable), no proof is kept, and nothing
+    dropped the tree of a parent that exited: every restart of Apache left
+    the gone tree's /proc files open, until the run's whole budget of held
+    descriptors was taken by processes that no longer exist."""
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent, scan
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    pid_file = tmp_path / "apache2.pid"
+    reuse = Reuse()
+    servers: list = []
+    gone: list = []
+    try:
+        for _generation in range(3):
+            server = subprocess.Popen([str(tmp_path / "apache2"), str(script)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            servers.append(server)
+            _port, kid = map(int, server.stdout.readline().split())
+            pid_file.write_text(f"{server.pid}\n")
+            for _ in range(2):
+                parent = find_parent([], 80, ("apache2",), str(pid_file), reuse=reuse)
+                assert parent.pid == server.pid
+                assert [c.pid for c in scan(parent.pid, ("apache2",), reuse=reuse,
+                                            parent_stat=parent.stat).children] == [kid]
+            assert [identity[0] for identity in reuse.trees] == [server.pid]
+            assert all(len(tree.files) == 0 for tree in gone)
+            gone.extend(reuse.trees.values())
+            assert len(gone[-1].files) == 4  # no proof: the parent's stat is read by path
+            server.stdin.write("stop\n")  # Apache restarted: a new parent, a new PID
+            server.stdin.flush()
+            server.wait(5)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(5)

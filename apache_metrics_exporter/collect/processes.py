@@ -386,13 +386,42 @@ class Reuse:
             old = self.trees.pop(parent, None)
             while len(self.trees) >= self.LIMIT:
                 evicted.append(self.trees.pop(next(iter(self.trees))))
+            # The tree kept longest without a look (another parent's) is
+            # looked at now: one per tree kept, in turn.
+            other = next(iter(self.trees), None)
             self.trees[parent] = Tree(room, titles, files)
         if old is not None and old.files is not None and old.files is not files:
             evicted.append(old)
         for gone in evicted:
             if gone.files is not None:
                 gone.files.close()
+        if other is not None:
+            self._look(other)
         return None
+
+    def _look(self, parent: Tuple[int, int]) -> None:
+        """Forget the tree of ``parent`` if that process is gone (the PID
+        no longer names it), else put it last in turn. A tree whose parent
+        exited is otherwise dropped with its proof (drop) - but a parent
+        named by --pid-file has none, and nothing else would close the
+        files of a tree whose parent left (every restart of that Apache)."""
+        tree = self.trees.get(parent)
+        if tree is None:
+            return
+        try:
+            if tree.files is None or tree.files.closed:
+                st = procfs.stat(parent[0])
+            else:  # (the parent's own process, or none: one pread)
+                st = tree.files.stat(parent[0])
+            alive = st.start_ticks == parent[1]
+        except (procfs.NoProcess, procfs.Denied):
+            alive = False
+        if not alive:
+            self._forget(parent)
+            return
+        with self._lock:
+            if self.trees.get(parent) is tree:
+                self.trees[parent] = self.trees.pop(parent)
 
 
 def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
