@@ -202,3 +202,145 @@ def test_a_long_running_scan_holds_its_trees_files_and_lets_go_of_them(tmp_path)
     finally:
         parent.kill()
         parent.wait(5)
+
+
+SERVER = r"""
+import os, socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+print(sock.getsockname()[1], pid, flush=True)
+sys.stdin.readline()  # "stop": the child first, then this parent and its socket
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+"""
+
+
+def test_the_tree_of_a_server_that_stopped_lets_go_of_its_files(tmp_path):
+    """redteam: a long-running run whose Apache stopped (nothing listens on
+    the URL's port any more) held the /proc files of the gone parent and
+    children open until a server was proven there again - for as long as
+    the outage lasted, in the budget every other tree shares."""
+    from apache_metrics_exporter.collect.host import Host
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent, scan
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    server = subprocess.Popen([str(tmp_path / "apache2"), str(script)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port, kid = map(int, server.stdout.readline().split())
+        before = _my_fds()
+        reuse = Reuse()
+        for _ in range(2):
+            parent = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+            assert parent.pid == server.pid
+            assert [c.pid for c in scan(parent.pid, ("apache2",), reuse=reuse,
+                                        parent_stat=parent.stat).children] == [kid]
+        (tree,) = reuse.trees.values()
+        # the parent's stat (the kept proof) and children list; the child's stat, statm, title
+        assert tree.files is not None and len(tree.files) == 5
+        server.stdin.write("stop\n")
+        server.stdin.flush()
+        server.wait(5)
+        parent = find_parent(["127.0.0.1"], port, ("apache2",), host=Host(), reuse=reuse)
+        assert parent.pid is None and "nothing listens" in parent.reason
+        assert reuse.trees == {} and len(tree.files) == 0
+        reuse.diag.close()
+        assert _my_fds() == before
+    finally:
+        server.kill()
+        server.wait(5)
+
+
+def _spawn_at(pid: int, argv: list) -> subprocess.Popen:
+    """A process started with PID ``pid`` (root: /proc/sys/kernel/ns_last_pid)."""
+    for _ in range(20):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(pid - 1))
+        proc = subprocess.Popen(argv)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait(5)
+    pytest.skip("could not start a process at a chosen PID")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK),
+                    reason="choosing a PID needs root")
+def test_a_pid_used_again_is_read_as_the_new_process_never_the_old(tmp_path):
+    """redteam: a held file is bound to its process, not to its PID. Once the
+    process is gone and another one has its PID - here at once, possibly in
+    the same clock tick, so with the same start time - every held file
+    (stat, statm, cmdline, the children list) reads the newcomer as a read
+    by path does, and none the gone one's text."""
+    files = procfs.Files()
+    old = subprocess.Popen(["/bin/sleep", "60"])
+    pid = old.pid
+    try:
+        wait_for("its exec", lambda: procfs.cmdline(pid) == ["/bin/sleep", "60"])
+        assert files.stat(pid).name == "sleep" and files.cmdline(pid) == ["/bin/sleep", "60"]
+        files.rss(pid)
+        assert files.children(pid) == [] and len(files) == 4
+        old.kill()
+        old.wait(5)
+        new = _spawn_at(pid, ["/bin/sh", "-c", "sleep 61 & wait"])
+        try:
+            wait_for("the newcomer's child", lambda: procfs.children(pid, 1)
+                     and procfs.cmdline(pid) == ["/bin/sh", "-c", "sleep 61 & wait"])
+            assert files.stat(pid) == procfs.stat(pid) and files.stat(pid).name == "sh"
+            assert files.cmdline(pid) == ["/bin/sh", "-c", "sleep 61 & wait"]
+            assert files.rss(pid) == procfs.rss(pid)
+            assert files.children(pid) == procfs.children(pid, 1) != []
+        finally:
+            for kid in procfs.children(pid, 1):
+                os.kill(kid, signal.SIGKILL)
+            new.kill()
+            new.wait(5)
+    finally:
+        files.close()
+
+
+def test_the_tree_of_a_parent_named_by_a_pid_file_lets_go_when_it_is_gone(tmp_path):
+    """redteam: with --pid-file and a URL whose socket is not looked at (not
+    a loopback address, or not readable), no proof is kept, and nothing
+    dropped the tree of a parent that exited: every restart of Apache left
+    the gone tree's /proc files open, until the run's whole budget of held
+    descriptors was taken by processes that no longer exist."""
+    from apache_metrics_exporter.collect.processes import Reuse, find_parent, scan
+
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    pid_file = tmp_path / "apache2.pid"
+    reuse = Reuse()
+    servers: list = []
+    gone: list = []
+    try:
+        for _generation in range(3):
+            server = subprocess.Popen([str(tmp_path / "apache2"), str(script)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            servers.append(server)
+            _port, kid = map(int, server.stdout.readline().split())
+            pid_file.write_text(f"{server.pid}\n")
+            for _ in range(2):
+                parent = find_parent([], 80, ("apache2",), str(pid_file), reuse=reuse)
+                assert parent.pid == server.pid
+                assert [c.pid for c in scan(parent.pid, ("apache2",), reuse=reuse,
+                                            parent_stat=parent.stat).children] == [kid]
+            assert [identity[0] for identity in reuse.trees] == [server.pid]
+            assert all(len(tree.files) == 0 for tree in gone)
+            gone.extend(reuse.trees.values())
+            assert len(gone[-1].files) == 4  # no proof: the parent's stat is read by path
+            server.stdin.write("stop\n")  # Apache restarted: a new parent, a new PID
+            server.stdin.flush()
+            server.wait(5)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait(5)

@@ -284,7 +284,10 @@ class Reuse:
                   exe_names: Sequence[str]) -> Optional[procfs.Stat]:
         """kept(), as the parent's stat that the check read."""
         proof = self.proofs.get(key)
-        if proof is None or proof.inodes != inodes:
+        if proof is None:
+            return None
+        if proof.inodes != inodes:
+            self.drop(key)
             return None
         identity = (proof.pid, proof.start_ticks)
         tree = self.trees.get(identity)
@@ -294,11 +297,10 @@ class Reuse:
             else:  # (read where it was last time: the same process, or none)
                 st = tree.files.stat(proof.pid)
         except (procfs.NoProcess, procfs.Denied):
-            self._forget(identity)
+            self.drop(key)
             return None
         if st.start_ticks != proof.start_ticks or st.name not in exe_names:
-            if st.start_ticks != proof.start_ticks:
-                self._forget(identity)
+            self.drop(key)
             return None
         # The same sockets may have passed to a process outside the tree
         # (SCM_RIGHTS, a hand-over between servers): that one answers now.
@@ -308,8 +310,10 @@ class Reuse:
         if not (proof.places and procfs.holds_at(proof.pid, proof.places)):
             try:
                 if not _holds(proof.pid, set(inodes)):
+                    self.drop(key)
                     return None
             except (procfs.NoProcess, procfs.Denied):
+                self.drop(key)
                 return None
             self._learn(key, proof)
         with self._lock:
@@ -346,6 +350,22 @@ class Reuse:
         if old is not None and (old.pid, old.start_ticks) != (pid, start):
             self._forget((old.pid, old.start_ticks))
 
+    def drop(self, key: tuple) -> None:
+        """Drop the proof of ``key``, which no longer holds (its sockets are
+        others or none, its parent gone or no longer theirs), and the tree of
+        its parent unless another proof still names that parent: a tree
+        holds the /proc files of its processes open, and nothing would close
+        those of a server that stopped until one was proven there again. A
+        fresh proof of the same parent makes its tree anew."""
+        with self._lock:
+            proof = self.proofs.pop(key, None)
+            if proof is None:
+                return
+            identity = (proof.pid, proof.start_ticks)
+            if any((p.pid, p.start_ticks) == identity for p in self.proofs.values()):
+                return
+        self._forget(identity)
+
     def _forget(self, parent: Tuple[int, int]) -> None:
         """Drop the tree of a parent that is gone (or no longer proven), and
         close its files."""
@@ -366,13 +386,42 @@ class Reuse:
             old = self.trees.pop(parent, None)
             while len(self.trees) >= self.LIMIT:
                 evicted.append(self.trees.pop(next(iter(self.trees))))
+            # The tree kept longest without a look (another parent's) is
+            # looked at now: one per tree kept, in turn.
+            other = next(iter(self.trees), None)
             self.trees[parent] = Tree(room, titles, files)
         if old is not None and old.files is not None and old.files is not files:
             evicted.append(old)
         for gone in evicted:
             if gone.files is not None:
                 gone.files.close()
+        if other is not None:
+            self._look(other)
         return None
+
+    def _look(self, parent: Tuple[int, int]) -> None:
+        """Forget the tree of ``parent`` if that process is gone (the PID
+        no longer names it), else put it last in turn. A tree whose parent
+        exited is otherwise dropped with its proof (drop) - but a parent
+        named by --pid-file has none, and nothing else would close the
+        files of a tree whose parent left (every restart of that Apache)."""
+        tree = self.trees.get(parent)
+        if tree is None:
+            return
+        try:
+            if tree.files is None or tree.files.closed:
+                st = procfs.stat(parent[0])
+            else:  # (the parent's own process, or none: one pread)
+                st = tree.files.stat(parent[0])
+            alive = st.start_ticks == parent[1]
+        except (procfs.NoProcess, procfs.Denied):
+            alive = False
+        if not alive:
+            self._forget(parent)
+            return
+        with self._lock:
+            if self.trees.get(parent) is tree:
+                self.trees[parent] = self.trees.pop(parent)
 
 
 def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
@@ -404,13 +453,15 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
                             f"{'/'.join(exe_names)} process")
     found = _listeners(addresses, port, host) if addresses else {}
     inodes = set(found)
+    key = (tuple(addresses), port)
     if not inodes:
+        if reuse is not None:
+            reuse.drop(key)  # (the server stopped: its tree's files are let go)
         if addresses:
             return Parent(None, f"nothing listens on {where}")
         if named_top:
             return Parent(named_top, f"named by --pid-file {pid_file}")
         return Parent(None, "the URL is not on a loopback address")
-    key = (tuple(addresses), port)
     if reuse is not None:
         kept = reuse.kept_stat(key, inodes, exe_names)
         if kept is not None and (not named_top or named_top == kept.pid):
