@@ -1112,6 +1112,31 @@ def test_a_threaded_mpms_child_gets_sigkill_at_once_without_grace(family):
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
+def test_the_summary_counts_sigkill_at_once_apart_from_escalations(family):
+    # After "killed ... with SIGKILL at once", the run's last line must not
+    # read "0 needed SIGKILL": at-once kills are counted on their own.
+    parent, child, log = family
+    threaded = _candidate(child)._replace(threaded=True)
+    outcome = execute([threaded], parent.pid, parent.create_time(), (child.name(),), grace=5.0)
+    assert [c.pid for c in outcome.at_once] == [child.pid] and outcome.escalated == []
+    from apache_metrics_exporter.reaper.run import kill_summary
+    kinds = {"native_active": 0, "native_idle": 1, "wsgi": 0}
+    line = kill_summary(len(outcome.killed), 6, kinds, len(outcome.escalated),
+                        len(outcome.at_once), len(outcome.skipped))
+    assert line == ("killed 1 of 6 processes checked (0 active, 1 idle, 0 mod_wsgi): "
+                    "0 ended on SIGTERM, 0 needed SIGKILL after --grace, "
+                    "1 got SIGKILL at once (worker/event MPM); 0 skipped")
+    mixed = kill_summary(4, 14, {"native_active": 2, "native_idle": 1, "wsgi": 1}, 1, 1, 2)
+    assert ": 2 ended on SIGTERM, 1 needed SIGKILL after --grace, 1 got SIGKILL at once" in mixed
+
+
+def test_an_escalation_is_not_counted_as_sigkill_at_once(family):
+    parent, child, log = family  # the child notes SIGTERM and carries on
+    outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
+                      (child.name(),), grace=0.5)
+    assert [c.pid for c in outcome.escalated] == [child.pid] and outcome.at_once == []
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
 def test_event_children_are_sigkilled_at_once_and_prefork_ones_end_on_sigterm(tmp_path, busy):

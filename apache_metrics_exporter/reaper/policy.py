@@ -301,9 +301,10 @@ def _same_executable(pid: int, parent_pid: int) -> Optional[bool]:
 
 
 class Outcome(NamedTuple):
-    killed: List[Candidate]
-    escalated: List[Candidate]
+    killed: List[Candidate]  # all of them, however they were signalled
+    escalated: List[Candidate]  # SIGTERM, still alive after the grace: SIGKILL
     skipped: List[Tuple[Candidate, str]]
+    at_once: List[Candidate]  # a threaded MPM's child: SIGKILL with no SIGTERM
 
 
 def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time: float,
@@ -379,7 +380,7 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
     if escalated or killed_at_once:
         _wait_gone([p for c, p in termed if c in escalated] + [p for _, p in killed_at_once],
                    5.0)
-    return Outcome(killed, escalated, skipped)
+    return Outcome(killed, escalated, skipped, [c for c, _ in killed_at_once])
 
 
 def _page_for(candidates: Sequence[Candidate],
