@@ -254,8 +254,12 @@ def _without_values(message: str) -> str:
     return message
 
 
-def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:
-    """A parser with the options every command shares (target, processes, logging)."""
+def base_parser(prog: str, description: str, epilog: str = "",
+                level_help: str = "default: warn",
+                quiet_help: str = "errors only (twice: nothing)") -> configargparse.ArgParser:
+    """A parser with the options every command shares (target, processes, logging);
+    ``level_help`` ends --log-level's help and ``quiet_help`` -q's: what the
+    command shows by default and with -q."""
     p = _Parser(
         prog=prog, description=description, epilog=epilog,
         default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
@@ -268,7 +272,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="say more on stderr (twice for debug)")
     p.add_argument("-q", "--quiet", action="count", default=0,
-                   help="say less on stderr: errors only (twice: nothing)")
+                   help=f"say less on stderr: {quiet_help}")
     p.add_argument("--log-format", "--log.format", dest="log_format", choices=LOG_FORMATS,
                    default="plain",
                    help="stderr lines: plain 'PROG: LEVEL: message'; telegraf 'E! [PROG] "
@@ -277,7 +281,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     p.add_argument("--log-level", "--log.level", dest="log_level", choices=LOG_LEVELS,
                    metavar="LEVEL",
                    help="least severe messages shown: debug, info, warn or error "
-                        "(apache_exporter's flag; -v and -q move from there; default: warn)")
+                        f"(apache_exporter's flag; -v and -q move from there; {level_help})")
     t = p.add_argument_group("target (where the status page is)")
     t.add_argument("--url", "--scrape_uri", dest="url", action="append", metavar="URL",
                    help="mod_status page, e.g. http://127.0.0.1/server-status (or its ?auto "
@@ -772,7 +776,11 @@ def build_reaper_parser() -> configargparse.ArgParser:
     the collector's as ignored config-file keys."""
     p = base_parser(REAPER_PROG, "Kill Apache workers and mod_wsgi daemon processes that "
                     "use too much memory or hang on a request - safely, with counters in "
-                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG)
+                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG,
+                    level_help="default: info; a kill, a SIGKILL after --grace and a "
+                               "dry run's would-kill are shown at any level and with -q",
+                    quiet_help="warnings and errors (twice: errors only); never hides a "
+                               "kill")
     _reaper_options(p)
     add_foreign(p, own_options(_collector_options))
     return p

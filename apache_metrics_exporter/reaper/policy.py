@@ -37,7 +37,7 @@ import psutil
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.collect.processes import ProcessScan
 from apache_metrics_exporter.collect.status import WorkerRow
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import INFO, WARNING, log
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import format_bytes
 
@@ -346,8 +346,8 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
             continue
         if at_once:
             killed_at_once.append((c, proc))
-            log.info("killed %s with SIGKILL at once: a worker or event MPM child does "
-                     "not end on SIGTERM", c.describe(memory_kind))
+            log.action(INFO, "killed %s with SIGKILL at once: a worker or event MPM child "
+                       "does not end on SIGTERM", c.describe(memory_kind))
         else:
             termed.append((c, proc))
     alive_pids = _wait_gone([p for _, p in termed], grace)
@@ -371,12 +371,12 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
                 try:
                     again.send_signal(signal.SIGKILL)
                     escalated.append(c)
-                    log.warning("%s did not exit within %g s of SIGTERM: sent SIGKILL",
-                                c.describe(memory_kind), grace)
+                    log.action(WARNING, "%s did not exit within %g s of SIGTERM: "
+                               "sent SIGKILL", c.describe(memory_kind), grace)
                 except psutil.NoSuchProcess:
                     pass
         killed.append(c)
-        log.info("killed %s", c.describe(memory_kind))
+        log.action(INFO, "killed %s", c.describe(memory_kind))
     if escalated or killed_at_once:
         _wait_gone([p for c, p in termed if c in escalated] + [p for _, p in killed_at_once],
                    5.0)

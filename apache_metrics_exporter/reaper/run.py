@@ -108,7 +108,7 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
         would_kill = escalations = skipped = at_once = 0
         if config.dry_run:
             for c in selected:
-                log.info("would kill %s", c.describe(processes.memory_kind))
+                log.action(INFO, "would kill %s", c.describe(processes.memory_kind))
             would_kill = len(selected)
             totals["would_kill"] += would_kill
             result = "dry-run" if result == "ok" else result
@@ -132,10 +132,11 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
         record_run(state, run)
         killed = sum(kills.values())
         if config.dry_run:
-            log.info("dry run: would kill %d of %d processes checked", would_kill, run.checked)
+            log.action(INFO, "dry run: would kill %d of %d processes checked", would_kill,
+                       run.checked)
         elif killed or skipped:
-            log.info("%s", kill_summary(killed, run.checked, kills, escalations, at_once,
-                                        skipped))
+            log.action(INFO, "%s", kill_summary(killed, run.checked, kills, escalations,
+                                                at_once, skipped))
         else:
             log.info("no process over a threshold (%d checked)", run.checked)
     return EXIT_OK
