@@ -502,6 +502,54 @@ def test_config_reader_finds_location_rules_and_logs(tmp_path):
     assert "dontlog" not in check._env_set(conf, "/index.html", "127.0.0.1")
 
 
+def wsgi_lines(conf: check.StatusConfig) -> list:
+    out = io.StringIO()
+    check.report_wsgi(check.Report(out), conf)
+    return out.getvalue().splitlines()
+
+
+def test_a_wsgi_daemon_group_without_display_name_is_a_warning_with_the_fix(tmp_path):
+    (tmp_path / "wsgi.conf").write_text(
+        "WSGIDaemonProcess plain processes=2 threads=15\n"
+        "WSGIDaemonProcess named display-name=%{GROUP} processes=1\n"
+        "WSGIDaemonProcess custom 'display-name=my app' processes=1\n")
+    conf = status_config(tmp_path, "Include wsgi.conf\n")
+    assert [(g, d) for g, d, _w in conf.wsgi_daemons] == [
+        ("plain", None), ("named", "%{GROUP}"), ("custom", "my app")]
+    assert conf.wsgi_groups == ["plain", "named", "custom"]  # discovery's, as before
+    found = wsgi_lines(conf)
+    assert len(found) == 2 and all(x.startswith("WARN mod_wsgi: ") for x in found)
+    assert f"WSGIDaemonProcess plain at {tmp_path}/wsgi.conf:1 has no display-name:" \
+        in found[0]
+    assert "counted as native workers" in found[0] and "--max-memory-wsgi never" in found[0]
+    assert found[0].endswith("add display-name=%{GROUP} to that line and reload Apache")
+    assert f"WSGIDaemonProcess custom at {tmp_path}/wsgi.conf:3 has display-name=my app " \
+        "(its processes are titled 'my app')" in found[1]
+
+
+def test_wsgi_daemon_groups_all_named_are_one_ok_line_and_none_no_line(tmp_path):
+    conf = status_config(tmp_path, "<IfModule wsgi_module>\n</IfModule>\n"
+                                   "WSGIDaemonProcess a display-name=%{GROUP}\n"
+                                   "WSGIDaemonProcess b display-name=%{GROUP} threads=1\n")
+    assert wsgi_lines(conf) == ["OK   mod_wsgi: 2 WSGIDaemonProcess groups, each with "
+                                "display-name=%{GROUP}: reported per group, and "
+                                "--max-memory-wsgi applies"]
+    assert wsgi_lines(status_config(tmp_path, DEBIAN_STATUS)) == []
+    assert wsgi_lines(None) == []
+
+
+@integration
+def test_check_warns_about_a_running_wsgi_group_without_display_name():
+    extra = "WSGIDaemonProcess anonymous processes=1 threads=1\n"
+    with ApacheServer("prefork", extra_conf=extra) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+    assert status == 0, proc.stdout
+    level, text = found["mod_wsgi"]
+    assert level == "WARN" and "WSGIDaemonProcess anonymous at " in text, proc.stdout
+    assert "add display-name=%{GROUP}" in text
+    assert "WSGIDaemonProcess example " not in proc.stdout  # the harness's groups have it
+
+
 def test_config_reader_sections_end_with_their_file(tmp_path):
     # An unclosed section in an included file does not swallow the includer's rest.
     (tmp_path / "broken.conf").write_text("<VirtualHost *:8080>\n<Location /x>\n")
