@@ -1069,8 +1069,9 @@ def _open_regular(path: str, follow: bool = True) -> BinaryIO:
 # --- files -------------------------------------------------------------------------------------
 
 def check_files(report: Report, args: argparse.Namespace) -> None:
-    """Config files (trust.py's rule), state and spool (paths.py's rule)."""
+    """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
+    check_secret_files(report, args)
     if args.collector_state:
         _state_path(report, args.collector_state, "collector state", writer=True)
     _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0)
@@ -1118,6 +1119,47 @@ def check_config_files(report: Report, args: argparse.Namespace) -> None:
     if not read:
         report.add(OK, "config file", "none (options from the command line and "
                    "APACHE_METRICS_* variables)")
+
+
+def check_secret_files(report: Report, args: argparse.Namespace) -> None:
+    """The secret files the run would read, read the way it reads them
+    (config.read_secret): FAIL where the run would stop (exit 2), WARN where
+    other users may read one (or others write it). The token and the
+    password of the push only with --format influxdb (and the password only
+    with --influxdb-username), as writers/influxdb.py reads them."""
+    from apache_metrics_exporter.config import read_secret
+
+    files = []
+    if args.password_file:  # unreadable, config.targets() stopped the check already
+        files.append(("--password-file", args.password_file))
+    if args.format == "influxdb":
+        if args.influxdb_token_file:
+            files.append(("--influxdb-token-file", args.influxdb_token_file))
+        if args.influxdb_username and args.influxdb_password_file:
+            files.append(("--influxdb-password-file", args.influxdb_password_file))
+    for option, path in files:
+        topic = "secret file"
+        try:
+            read_secret(path, option)
+            st = os.lstat(path)
+        except UsageError as exc:
+            report.add(FAIL, topic, f"{exc}: the run stops there (exit 2); put the secret "
+                       "on its first line, in a regular file the exporter's user can read "
+                       "(e.g. chgrp telegraf; chmod 0640), and run --check as that user")
+            continue
+        except OSError as exc:
+            report.add(FAIL, topic, f"{option} {path}: {exc.strerror or exc}")
+            continue
+        mode = st.st_mode & 0o777
+        text = f"{option} {path}: owner {_user(st.st_uid)}, mode {mode:04o}"
+        if mode & 0o004:
+            report.add(WARN, topic, f"{text}: every user of this host can read it; run: "
+                       f"chmod o-r {path}")
+        elif mode & 0o022:
+            report.add(WARN, topic, f"{text}: others can replace the secret in it; run: "
+                       f"chmod go-w {path}")
+        else:
+            report.add(OK, topic, f"{text}, readable by this user")
 
 
 def _state_path(report: Report, path: str, what: str, writer: bool,

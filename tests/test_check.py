@@ -314,6 +314,76 @@ def test_state_and_config_files(prefork, tmp_path):
                 f"chmod go-w {spool}")
 
 
+def secret_lines(**options) -> list:
+    args = argparse.Namespace(**{"password_file": None, "format": "influxdb",
+                                 "influxdb_token_file": None, "influxdb_username": None,
+                                 "influxdb_password_file": None, **options})
+    out = io.StringIO()
+    check.check_secret_files(check.Report(out), args)
+    return out.getvalue().splitlines()
+
+
+def test_an_influxdb_token_file_the_run_cannot_read_fails_the_check(tmp_path):
+    # The run stops with "cannot read --influxdb-token-file ...": --check must not say OK.
+    missing = tmp_path / "token"
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith(f"FAIL secret file: cannot read --influxdb-token-file {missing}: "
+                            "No such file or directory: the run stops there (exit 2)")
+    missing.mkdir()
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith("FAIL ") and "is a directory" in found
+    missing.rmdir()
+    (tmp_path / "real").write_text("t0ken-value-123\n")
+    missing.symlink_to(tmp_path / "real")  # read_secret never follows a symlink
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith("FAIL ") and "is a symlink" in found
+    assert "t0ken-value-123" not in found
+    # Not read where the run does not read it: another format, no --influxdb-username.
+    assert secret_lines(format="influx", influxdb_token_file=str(tmp_path / "none")) == []
+    assert secret_lines(influxdb_password_file=str(tmp_path / "none")) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_a_secret_file_this_user_cannot_read_fails_the_check(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    token.chmod(0o000)
+    (found,) = secret_lines(influxdb_token_file=str(token))
+    assert found.startswith(f"FAIL secret file: cannot read --influxdb-token-file {token}: "
+                            "Permission denied")
+
+
+def test_secret_files_readable_by_others_are_a_warning(tmp_path):
+    token, password, http = (tmp_path / n for n in ("token", "password", "http"))
+    for path in (token, password, http):
+        path.write_text("s3cret-value-long\n")
+    token.chmod(0o644)
+    password.chmod(0o620)
+    http.chmod(0o640)
+    found = secret_lines(influxdb_token_file=str(token), influxdb_username="u",
+                         influxdb_password_file=str(password), password_file=str(http))
+    assert found[0].startswith(f"OK   secret file: --password-file {http}: owner ")
+    assert found[0].endswith("mode 0640, readable by this user")
+    assert found[1].startswith(f"WARN secret file: --influxdb-token-file {token}: owner ")
+    assert found[1].endswith(f"mode 0644: every user of this host can read it; run: "
+                             f"chmod o-r {token}")
+    assert found[2].startswith("WARN secret file: --influxdb-password-file ")
+    assert found[2].endswith(f"chmod go-w {password}")
+    assert not [x for x in found if "s3cret" in x]
+
+
+def test_check_with_an_unreadable_token_file_exits_1(tmp_path):
+    port = free_port()
+    status, found, proc = run_check(
+        "--url", f"http://127.0.0.1:{port}/server-status", "--format", "influxdb",
+        "--influxdb-url", "http://127.0.0.1:8086", "--influxdb-org", "o",
+        "--influxdb-bucket", "b", "--influxdb-token-file", str(tmp_path / "token"),
+        "--spool-dir", str(tmp_path / "spool"), "--state-file", str(tmp_path / "s.json"))
+    assert status == 1
+    assert found["secret file"][0] == "FAIL"
+    assert f"cannot read --influxdb-token-file {tmp_path}/token" in found["secret file"][1]
+
+
 # --- an unprivileged user --------------------------------------------------------------------
 
 @integration
