@@ -12,7 +12,8 @@ Beyond a collection it looks at:
 
 - the configuration the proven Apache runs (processes.running_config with
   discovery's reader, bounded): the ``<Location>`` serving the page, its
-  ``Require`` lines, ``ExtendedStatus``, ``CustomLog`` and ``SetEnvIf``;
+  ``Require`` lines, ``ExtendedStatus``, ``CustomLog`` and ``SetEnvIf``,
+  and each ``WSGIDaemonProcess``'s ``display-name``;
 - the status page's exposure: each non-loopback address of this host that
   the proven Apache listens on (a wildcard listener: every address of the
   host's interfaces) is asked for the page, without credentials, with a
@@ -198,6 +199,7 @@ def check_target(report: Report, args: argparse.Namespace, target: Target,
         report_parent(report, parent, exe_names)
         report_user(report, parent.pid)
         report_access(report, conf, path)
+        report_wsgi(report, conf)
         report_exposure(report, target, fetcher, parent.pid, conf, path)
         report_access_log(report, fetcher, conf, path, page.auto is not None)
     finally:
@@ -598,6 +600,8 @@ class StatusConfig(ApacheConfig):
         self.logs: List[LogLine] = []
         self.setenvifs: List[Tuple[str, List[str], str]] = []  # (directive, args, where)
         self.buffered = False
+        # WSGIDaemonProcess: (group, its display-name or None, where)
+        self.wsgi_daemons: List[Tuple[str, Optional[str], str]] = []
 
     def _section(self) -> Tuple[Optional[Section], Optional[str], str]:
         """(the innermost Location, the innermost Require container in it, vhost)."""
@@ -645,6 +649,13 @@ class StatusConfig(ApacheConfig):
             self.setenvifs.append((name, words, where))
         elif name == "bufferedlogs" and words:
             self.buffered = words[0].lower() == "on"
+        elif name == "wsgidaemonprocess" and words:
+            display = None
+            for option in words[1:]:
+                key, sep, value = option.partition("=")
+                if sep and key.lower() == "display-name":
+                    display = value
+            self.wsgi_daemons.append((words[0], display, where))
 
     # -- questions ---------------------------------------------------------------------
     def status_section(self, path: str) -> Optional[Section]:
@@ -735,6 +746,31 @@ def report_access(report: Report, conf: Optional[StatusConfig], path: str) -> No
     else:
         report.add(OK, topic, f"{place} allows this host only"
                    f"{' or a login' if kind == 'login' else ''} ({why})")
+
+
+def report_wsgi(report: Report, conf: Optional[StatusConfig]) -> None:
+    """Whether each WSGIDaemonProcess names its processes ``(wsgi:GROUP)``
+    (``display-name=%{GROUP}``), the one title its daemons are told apart by;
+    without it they count as native workers. Nothing without daemon groups."""
+    if conf is None or not conf.wsgi_daemons:
+        return
+    topic = "mod_wsgi"
+    plain = 0
+    for group, display, where in conf.wsgi_daemons:
+        if display is not None and (display == "%{GROUP}" or display.startswith("(wsgi:")):
+            plain += 1
+            continue
+        has = (f"display-name={display} (its processes are titled {display!r})"
+               if display is not None else "no display-name")
+        report.add(WARN, topic, f"WSGIDaemonProcess {group} at {where} has {has}: its "
+                   "processes cannot be told from native workers, so they are counted "
+                   "as native workers, its group has no memory figures of its own and "
+                   "the reaper's --max-memory-wsgi never applies to it; add "
+                   "display-name=%{GROUP} to that line and reload Apache")
+    if plain == len(conf.wsgi_daemons):
+        report.add(OK, topic, f"{plain} WSGIDaemonProcess group"
+                   f"{'s' if plain > 1 else ''}, each with display-name=%{{GROUP}}: "
+                   "reported per group, and --max-memory-wsgi applies")
 
 
 # --- exposure -------------------------------------------------------------------------------
@@ -1037,8 +1073,9 @@ def _open_regular(path: str, follow: bool = True) -> BinaryIO:
 # --- files -------------------------------------------------------------------------------------
 
 def check_files(report: Report, args: argparse.Namespace) -> None:
-    """Config files (trust.py's rule), state and spool (paths.py's rule)."""
+    """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
+    check_secret_files(report, args)
     if args.collector_state:
         _state_path(report, args.collector_state, "collector state", writer=True)
     _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0)
@@ -1086,6 +1123,47 @@ def check_config_files(report: Report, args: argparse.Namespace) -> None:
     if not read:
         report.add(OK, "config file", "none (options from the command line and "
                    "APACHE_METRICS_* variables)")
+
+
+def check_secret_files(report: Report, args: argparse.Namespace) -> None:
+    """The secret files the run would read, read the way it reads them
+    (config.read_secret): FAIL where the run would stop (exit 2), WARN where
+    other users may read one (or others write it). The token and the
+    password of the push only with --format influxdb (and the password only
+    with --influxdb-username), as writers/influxdb.py reads them."""
+    from apache_metrics_exporter.config import read_secret
+
+    files = []
+    if args.password_file:  # unreadable, config.targets() stopped the check already
+        files.append(("--password-file", args.password_file))
+    if args.format == "influxdb":
+        if args.influxdb_token_file:
+            files.append(("--influxdb-token-file", args.influxdb_token_file))
+        if args.influxdb_username and args.influxdb_password_file:
+            files.append(("--influxdb-password-file", args.influxdb_password_file))
+    for option, path in files:
+        topic = "secret file"
+        try:
+            read_secret(path, option)
+            st = os.lstat(path)
+        except UsageError as exc:
+            report.add(FAIL, topic, f"{exc}: the run stops there (exit 2); put the secret "
+                       "on its first line, in a regular file the exporter's user can read "
+                       "(e.g. chgrp telegraf; chmod 0640), and run --check as that user")
+            continue
+        except OSError as exc:
+            report.add(FAIL, topic, f"{option} {path}: {exc.strerror or exc}")
+            continue
+        mode = st.st_mode & 0o777
+        text = f"{option} {path}: owner {_user(st.st_uid)}, mode {mode:04o}"
+        if mode & 0o004:
+            report.add(WARN, topic, f"{text}: every user of this host can read it; run: "
+                       f"chmod o-r {path}")
+        elif mode & 0o022:
+            report.add(WARN, topic, f"{text}: others can replace the secret in it; run: "
+                       f"chmod go-w {path}")
+        else:
+            report.add(OK, topic, f"{text}, readable by this user")
 
 
 def _state_path(report: Report, path: str, what: str, writer: bool,

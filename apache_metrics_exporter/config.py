@@ -97,6 +97,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+class _ConfigFileSyntax(configargparse.DefaultConfigFileParser):
+    """configargparse's own config file format; its help names configargparse's
+    documentation, not the goo.gl link (goo.gl links are dead) of its default
+    text."""
+
+    def get_syntax_description(self) -> str:
+        return ("Config file syntax: 'key = value' lines, 'flag = true', 'key = [a, b]' "
+                "for an option given more than once, '#' comments (configargparse's "
+                "format: https://github.com/bw2/ConfigArgParse#config-file-syntax).")
+
+
 class _Parser(configargparse.ArgParser):
     """Reports a bad option as one line (a UsageError), not a usage block, and
     never with the value of an option it does not know: a mistyped key may
@@ -254,11 +265,16 @@ def _without_values(message: str) -> str:
     return message
 
 
-def base_parser(prog: str, description: str, epilog: str = "") -> configargparse.ArgParser:
-    """A parser with the options every command shares (target, processes, logging)."""
+def base_parser(prog: str, description: str, epilog: str = "",
+                level_help: str = "default: warn",
+                quiet_help: str = "errors only (twice: nothing)") -> configargparse.ArgParser:
+    """A parser with the options every command shares (target, processes, logging);
+    ``level_help`` ends --log-level's help and ``quiet_help`` -q's: what the
+    command shows by default and with -q."""
     p = _Parser(
         prog=prog, description=description, epilog=epilog,
         default_config_files=CONFIG_FILES, auto_env_var_prefix=ENV_PREFIX,
+        config_file_parser_class=_ConfigFileSyntax,
         formatter_class=_Formatter, allow_abbrev=False,
         args_for_setting_config_path=["-c", "--config"], config_file_open_func=_open_config,
         config_arg_help_message="config file (key = value lines, keys are option names "
@@ -268,7 +284,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="say more on stderr (twice for debug)")
     p.add_argument("-q", "--quiet", action="count", default=0,
-                   help="say less on stderr: errors only (twice: nothing)")
+                   help=f"say less on stderr: {quiet_help}")
     p.add_argument("--log-format", "--log.format", dest="log_format", choices=LOG_FORMATS,
                    default="plain",
                    help="stderr lines: plain 'PROG: LEVEL: message'; telegraf 'E! [PROG] "
@@ -277,7 +293,7 @@ def base_parser(prog: str, description: str, epilog: str = "") -> configargparse
     p.add_argument("--log-level", "--log.level", dest="log_level", choices=LOG_LEVELS,
                    metavar="LEVEL",
                    help="least severe messages shown: debug, info, warn or error "
-                        "(apache_exporter's flag; -v and -q move from there; default: warn)")
+                        f"(apache_exporter's flag; -v and -q move from there; {level_help})")
     t = p.add_argument_group("target (where the status page is)")
     t.add_argument("--url", "--scrape_uri", dest="url", action="append", metavar="URL",
                    help="mod_status page, e.g. http://127.0.0.1/server-status (or its ?auto "
@@ -411,12 +427,24 @@ _GO_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), "true"),
              **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), "false")}
 
 
+# Variables named after a dotted flag before it got a dashed first name
+# (0.2.0 showed APACHE_METRICS_WEB.SYSTEMD_SOCKET): still read, as the
+# variable of the same option, where that one is not set (env(1) and
+# systemd's Environment= can set a name with a dot, a shell cannot).
+OLD_ENV = {ENV_PREFIX + "WEB.SYSTEMD_SOCKET": ENV_PREFIX + "WEB_SYSTEMD_SOCKET",
+           ENV_PREFIX + "NO_WEB.SYSTEMD_SOCKET": ENV_PREFIX + "NO_WEB_SYSTEMD_SOCKET"}
+
+
 def _environment(parser: configargparse.ArgParser) -> Dict[str, str]:
-    """The environment the parser reads: os.environ, plus apache_exporter's
+    """The environment the parser reads: os.environ (with OLD_ENV's names
+    as their new ones), plus apache_exporter's
     variables (SCRAPE_URI, ...) as the APACHE_METRICS_* variable of the same
     option where that one is not set (ours wins; the command line beats both).
     An empty one is unset, as for kingpin; INSECURE takes Go's booleans."""
     env = dict(os.environ)
+    for old, new in OLD_ENV.items():
+        if old in env and new not in env:
+            env[new] = env[old]
     if not getattr(parser, "_foreign_env", False):
         return env
     by_dest: Dict[str, str] = {}
@@ -455,6 +483,7 @@ def _unknown_environment(parser: configargparse.ArgParser, args: argparse.Namesp
     """Warn about APACHE_METRICS_* variables that set no option (a typo is
     otherwise silently ignored), by name only: the value may be a secret."""
     known = {a.env_var for a in parser._actions if getattr(a, "env_var", None)}
+    known.update(old for old, new in OLD_ENV.items() if new in known)
     unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
     if unknown and not args.quiet:
         log.setup(args.verbose, args.quiet, parser.prog, args.log_format, args.log_level)
@@ -719,11 +748,14 @@ def _collector_options(p: Any) -> None:
                         "GET /metrics collects every --url at scrape time. ADDR defaults "
                         "to 127.0.0.1 (give 0.0.0.0 or [::] for every interface), PORT to "
                         "9117. Repeatable: one endpoint on several addresses")
-    e.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+    # The dashed name first: configargparse names the environment variable
+    # after it, and a shell cannot export APACHE_METRICS_WEB.SYSTEMD_SOCKET.
+    e.add_argument("--web-systemd-socket", "--web.systemd-socket", dest="systemd_socket",
+                   action="store_true",
                    help="answer on the sockets systemd passes (socket activation: "
                         "LISTEN_FDS) instead of --listen addresses")
-    e.add_argument("--no-web.systemd-socket", dest="systemd_socket", action="store_false",
-                   help=argparse.SUPPRESS)
+    e.add_argument("--no-web-systemd-socket", "--no-web.systemd-socket", dest="systemd_socket",
+                   action="store_false", help=argparse.SUPPRESS)
     e.add_argument("--telemetry-endpoint", "--telemetry.endpoint", "--web.telemetry-path",
                    dest="telemetry_endpoint",
                    default="/metrics", metavar="PATH", help="the path of the metrics page")
@@ -772,7 +804,11 @@ def build_reaper_parser() -> configargparse.ArgParser:
     the collector's as ignored config-file keys."""
     p = base_parser(REAPER_PROG, "Kill Apache workers and mod_wsgi daemon processes that "
                     "use too much memory or hang on a request - safely, with counters in "
-                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG)
+                    "a state file that apache-metrics-exporter reports.", REAPER_EPILOG,
+                    level_help="default: info; a kill, a SIGKILL after --grace and a "
+                               "dry run's would-kill are shown at any level and with -q",
+                    quiet_help="warnings and errors (twice: errors only); never hides a "
+                               "kill")
     _reaper_options(p)
     add_foreign(p, own_options(_collector_options))
     return p

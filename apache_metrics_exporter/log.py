@@ -109,6 +109,16 @@ class Logger:
     def log(self, level: int, message: str, *args: object) -> None:
         if level < self.level:
             return
+        self._write(level, message, args)
+
+    def action(self, level: int, message: str, *args: object) -> None:
+        """A line saying what was done to a process (the reaper's kills, and a
+        dry run's would-kills): written at ``level``'s name whatever the
+        threshold - --log-level and -q never hide a signal that was sent, nor
+        what a dry run says it would send (its only result)."""
+        self._write(level, message, args)
+
+    def _write(self, level: int, message: str, args: tuple) -> None:
         # Every line may carry a peer's echo of a credential: scrubbed here too.
         text = printable(scrub(message % args if args else message))
         if self._options_re is not None:

@@ -5,7 +5,8 @@ A front end, not a second implementation: it reads the original's options and
 (``cli.main``) and reaper (``cli.reaper_main``) with the same meaning, in the
 original's order: kill, watch, discovery, then the metrics file. What the
 original did badly stays fixed, because the work is done by the new commands:
-verified SIGTERM-then-SIGKILL kills, counters in the reaper's state file, the
+verified kills (SIGTERM, then SIGKILL after --grace; SIGKILL at once for a
+worker or event MPM child, which ignores SIGTERM), counters in the reaper's state file, the
 metrics file written atomically (also when Apache is down, with
 ``status-response 1``), errors as one line on stderr.
 
@@ -65,8 +66,11 @@ Actions (they combine; they run in this order: -k, -w, -z, -c):
 
   -c, --collect-metrics      write the metrics file (see --data-file)
   -k, --kill-workers         kill workers over --max-memory-active,
-                             --max-memory-idle, --max-time (SIGTERM, then
-                             SIGKILL after a grace period; see --dry-run)
+                             --max-memory-idle, --max-time (prefork children
+                             and mod_wsgi daemons: SIGTERM, then SIGKILL after
+                             a grace period; worker and event MPM children:
+                             SIGKILL at once, as they ignore SIGTERM; see
+                             --dry-run)
   -w, --watch                a top-like view, redrawn every second until q
                              or Ctrl-C
   -z, --zabbix-discovery     print Zabbix low-level discovery JSON of the

@@ -502,6 +502,35 @@ def test_systemd_socket_activation(tmp_path):
     assert proc.returncode == 2 and "systemd passed no socket" in proc.stderr
 
 
+@pytest.mark.parametrize("name", ["APACHE_METRICS_WEB_SYSTEMD_SOCKET",
+                                  "APACHE_METRICS_WEB.SYSTEMD_SOCKET"])
+def test_systemd_socket_from_the_environment(name):
+    # The name --help shows is one a shell can export; the dotted name an
+    # earlier --help showed (settable by env(1) or systemd's Environment=)
+    # still works, and neither is warned about as unknown.
+    proc = run("--url", DEAD_URL, env={name: "true"})
+    assert proc.returncode == 2 and "systemd passed no socket" in proc.stderr, proc.stderr
+    assert "is not an option" not in proc.stderr
+    # The new name, when set, wins over the old one.
+    proc = run("--url", DEAD_URL, "--format", "prometheus", "--no-processes",
+               env={"APACHE_METRICS_WEB.SYSTEMD_SOCKET": "true",
+                    "APACHE_METRICS_WEB_SYSTEMD_SOCKET": "false"})
+    assert proc.returncode == 0 and "apache_up 0" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["apache-metrics-exporter", "apache-worker-reaper"])
+def test_help_shows_env_vars_a_shell_can_set_and_no_dead_link(command):
+    out = subprocess.run([os.path.join(BINDIR, command), "--help"], capture_output=True,
+                         text=True, timeout=60, env=exporter_env()).stdout
+    names = re.findall(r"\[env var:\s+(\S+)\]", out)
+    assert len(names) > 20
+    assert [n for n in names if not re.fullmatch(r"APACHE_METRICS_[A-Z0-9_]+", n)] == []
+    if command == "apache-metrics-exporter":
+        assert "APACHE_METRICS_WEB_SYSTEMD_SOCKET" in names
+    assert "goo.gl" not in out
+    assert "https://github.com/bw2/ConfigArgParse#config-file-syntax" in " ".join(out.split())
+
+
 def test_help_names_every_apache_exporter_flag():
     out = run("--help").stdout
     for flag in ("--log.level", "--log.format", "--web.config.file", "--web.listen-address",

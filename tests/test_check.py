@@ -340,6 +340,76 @@ def test_state_and_config_files(prefork, tmp_path):
                 f"chmod go-w {spool}")
 
 
+def secret_lines(**options) -> list:
+    args = argparse.Namespace(**{"password_file": None, "format": "influxdb",
+                                 "influxdb_token_file": None, "influxdb_username": None,
+                                 "influxdb_password_file": None, **options})
+    out = io.StringIO()
+    check.check_secret_files(check.Report(out), args)
+    return out.getvalue().splitlines()
+
+
+def test_an_influxdb_token_file_the_run_cannot_read_fails_the_check(tmp_path):
+    # The run stops with "cannot read --influxdb-token-file ...": --check must not say OK.
+    missing = tmp_path / "token"
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith(f"FAIL secret file: cannot read --influxdb-token-file {missing}: "
+                            "No such file or directory: the run stops there (exit 2)")
+    missing.mkdir()
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith("FAIL ") and "is a directory" in found
+    missing.rmdir()
+    (tmp_path / "real").write_text("t0ken-value-123\n")
+    missing.symlink_to(tmp_path / "real")  # read_secret never follows a symlink
+    (found,) = secret_lines(influxdb_token_file=str(missing))
+    assert found.startswith("FAIL ") and "is a symlink" in found
+    assert "t0ken-value-123" not in found
+    # Not read where the run does not read it: another format, no --influxdb-username.
+    assert secret_lines(format="influx", influxdb_token_file=str(tmp_path / "none")) == []
+    assert secret_lines(influxdb_password_file=str(tmp_path / "none")) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_a_secret_file_this_user_cannot_read_fails_the_check(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    token.chmod(0o000)
+    (found,) = secret_lines(influxdb_token_file=str(token))
+    assert found.startswith(f"FAIL secret file: cannot read --influxdb-token-file {token}: "
+                            "Permission denied")
+
+
+def test_secret_files_readable_by_others_are_a_warning(tmp_path):
+    token, password, http = (tmp_path / n for n in ("token", "password", "http"))
+    for path in (token, password, http):
+        path.write_text("s3cret-value-long\n")
+    token.chmod(0o644)
+    password.chmod(0o620)
+    http.chmod(0o640)
+    found = secret_lines(influxdb_token_file=str(token), influxdb_username="u",
+                         influxdb_password_file=str(password), password_file=str(http))
+    assert found[0].startswith(f"OK   secret file: --password-file {http}: owner ")
+    assert found[0].endswith("mode 0640, readable by this user")
+    assert found[1].startswith(f"WARN secret file: --influxdb-token-file {token}: owner ")
+    assert found[1].endswith(f"mode 0644: every user of this host can read it; run: "
+                             f"chmod o-r {token}")
+    assert found[2].startswith("WARN secret file: --influxdb-password-file ")
+    assert found[2].endswith(f"chmod go-w {password}")
+    assert not [x for x in found if "s3cret" in x]
+
+
+def test_check_with_an_unreadable_token_file_exits_1(tmp_path):
+    port = free_port()
+    status, found, proc = run_check(
+        "--url", f"http://127.0.0.1:{port}/server-status", "--format", "influxdb",
+        "--influxdb-url", "http://127.0.0.1:8086", "--influxdb-org", "o",
+        "--influxdb-bucket", "b", "--influxdb-token-file", str(tmp_path / "token"),
+        "--spool-dir", str(tmp_path / "spool"), "--state-file", str(tmp_path / "s.json"))
+    assert status == 1
+    assert found["secret file"][0] == "FAIL"
+    assert f"cannot read --influxdb-token-file {tmp_path}/token" in found["secret file"][1]
+
+
 # --- an unprivileged user --------------------------------------------------------------------
 
 @integration
@@ -526,6 +596,54 @@ def test_config_reader_finds_location_rules_and_logs(tmp_path):
         ("/var/log/apache2/other.log", "", "*:80")]
     assert check._env_set(conf, "/server-status", "127.0.0.1")["dontlog"][0] is True
     assert "dontlog" not in check._env_set(conf, "/index.html", "127.0.0.1")
+
+
+def wsgi_lines(conf: check.StatusConfig) -> list:
+    out = io.StringIO()
+    check.report_wsgi(check.Report(out), conf)
+    return out.getvalue().splitlines()
+
+
+def test_a_wsgi_daemon_group_without_display_name_is_a_warning_with_the_fix(tmp_path):
+    (tmp_path / "wsgi.conf").write_text(
+        "WSGIDaemonProcess plain processes=2 threads=15\n"
+        "WSGIDaemonProcess named display-name=%{GROUP} processes=1\n"
+        "WSGIDaemonProcess custom 'display-name=my app' processes=1\n")
+    conf = status_config(tmp_path, "Include wsgi.conf\n")
+    assert [(g, d) for g, d, _w in conf.wsgi_daemons] == [
+        ("plain", None), ("named", "%{GROUP}"), ("custom", "my app")]
+    assert conf.wsgi_groups == ["plain", "named", "custom"]  # discovery's, as before
+    found = wsgi_lines(conf)
+    assert len(found) == 2 and all(x.startswith("WARN mod_wsgi: ") for x in found)
+    assert f"WSGIDaemonProcess plain at {tmp_path}/wsgi.conf:1 has no display-name:" \
+        in found[0]
+    assert "counted as native workers" in found[0] and "--max-memory-wsgi never" in found[0]
+    assert found[0].endswith("add display-name=%{GROUP} to that line and reload Apache")
+    assert f"WSGIDaemonProcess custom at {tmp_path}/wsgi.conf:3 has display-name=my app " \
+        "(its processes are titled 'my app')" in found[1]
+
+
+def test_wsgi_daemon_groups_all_named_are_one_ok_line_and_none_no_line(tmp_path):
+    conf = status_config(tmp_path, "<IfModule wsgi_module>\n</IfModule>\n"
+                                   "WSGIDaemonProcess a display-name=%{GROUP}\n"
+                                   "WSGIDaemonProcess b display-name=%{GROUP} threads=1\n")
+    assert wsgi_lines(conf) == ["OK   mod_wsgi: 2 WSGIDaemonProcess groups, each with "
+                                "display-name=%{GROUP}: reported per group, and "
+                                "--max-memory-wsgi applies"]
+    assert wsgi_lines(status_config(tmp_path, DEBIAN_STATUS)) == []
+    assert wsgi_lines(None) == []
+
+
+@integration
+def test_check_warns_about_a_running_wsgi_group_without_display_name():
+    extra = "WSGIDaemonProcess anonymous processes=1 threads=1\n"
+    with ApacheServer("prefork", extra_conf=extra) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+    assert status == 0, proc.stdout
+    level, text = found["mod_wsgi"]
+    assert level == "WARN" and "WSGIDaemonProcess anonymous at " in text, proc.stdout
+    assert "add display-name=%{GROUP}" in text
+    assert "WSGIDaemonProcess example " not in proc.stdout  # the harness's groups have it
 
 
 def test_config_reader_sections_end_with_their_file(tmp_path):

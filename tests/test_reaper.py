@@ -628,6 +628,24 @@ def test_dry_run_signals_nothing_and_counts_would_kill(server, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_dry_runs_would_kills_survive_a_shared_config_files_log_level(server, tmp_path):
+    # log-level = error in the config file the three commands share: a dry
+    # run must still say what it would kill, not look like "nothing to do".
+    for _ in range(4):
+        server.get("/embedded")
+    conf = tmp_path / "shared.conf"
+    conf.write_text("log-level = error\n")
+    conf.chmod(0o600)
+    proc = reap("--config", str(conf), "--url", server.status_url, "--max-memory-idle", "1M",
+                "--dry-run", "--max-kills", "50", "--state-file", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [ln for ln in lines if ": info: would kill native worker " in ln]
+    assert ": info: dry run: would kill " in lines[-1]
+    assert not [ln for ln in lines if "no process over a threshold" in ln]
+
+
+@pytest.mark.integration
 def test_worker_ignoring_sigterm_is_sigkilled_and_counted(server, tmp_path):
     background(server, "/embedded?ignore_term=1&sleep=40")
     row = wait_for_request(server, "ignore_term=1", 2)
@@ -1110,6 +1128,68 @@ def test_a_threaded_mpms_child_gets_sigkill_at_once_without_grace(family):
     assert [c.pid for c in outcome.killed] == [child.pid] and outcome.escalated == []
     assert not log.exists() or f"{child.pid} got {signal.SIGTERM.value}" not in log.read_text()
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_summary_counts_sigkill_at_once_apart_from_escalations(family):
+    # After "killed ... with SIGKILL at once", the run's last line must not
+    # read "0 needed SIGKILL": at-once kills are counted on their own.
+    parent, child, log = family
+    threaded = _candidate(child)._replace(threaded=True)
+    outcome = execute([threaded], parent.pid, parent.create_time(), (child.name(),), grace=5.0)
+    assert [c.pid for c in outcome.at_once] == [child.pid] and outcome.escalated == []
+    from apache_metrics_exporter.reaper.run import kill_summary
+    kinds = {"native_active": 0, "native_idle": 1, "wsgi": 0}
+    line = kill_summary(len(outcome.killed), 6, kinds, len(outcome.escalated),
+                        len(outcome.at_once), len(outcome.skipped))
+    assert line == ("killed 1 of 6 processes checked (0 active, 1 idle, 0 mod_wsgi): "
+                    "0 ended on SIGTERM, 0 needed SIGKILL after --grace, "
+                    "1 got SIGKILL at once (worker/event MPM); 0 skipped")
+    mixed = kill_summary(4, 14, {"native_active": 2, "native_idle": 1, "wsgi": 1}, 1, 1, 2)
+    assert ": 2 ended on SIGTERM, 1 needed SIGKILL after --grace, 1 got SIGKILL at once" in mixed
+
+
+def test_an_escalation_is_not_counted_as_sigkill_at_once(family):
+    parent, child, log = family  # the child notes SIGTERM and carries on
+    outcome = execute([_candidate(child)], parent.pid, parent.create_time(),
+                      (child.name(),), grace=0.5)
+    assert [c.pid for c in outcome.escalated] == [child.pid] and outcome.at_once == []
+
+
+@pytest.fixture
+def quiet_log():
+    """The process's logger, restored after the test sets its level."""
+    from apache_metrics_exporter.log import log
+    saved = (log.prog, log.level, log.style)
+    yield log
+    log.prog, log.level, log.style = saved
+
+
+@pytest.mark.parametrize("level,quiet", [("warn", 0), ("error", 0), ("error", 1)])
+@pytest.mark.parametrize("threaded", [False, True], ids=["sigterm", "sigkill-at-once"])
+def test_a_kill_is_logged_whatever_the_log_level(family, quiet_log, capsys, level, quiet,
+                                                 threaded):
+    # A config file shared by the three commands says log-level = warn (or
+    # error): the reaper's kills must still be in the log at 3 a.m.
+    parent, child, log = family  # the child ignores SIGTERM: escalated after the grace
+    quiet_log.setup(0, quiet, "apache-worker-reaper", "plain", level)
+    quiet_log.info("an info line the level hides")
+    cand = _candidate(child)._replace(threaded=threaded)
+    outcome = execute([cand], parent.pid, parent.create_time(), (child.name(),), grace=0.5)
+    assert [c.pid for c in outcome.killed] == [child.pid]
+    err = capsys.readouterr().err
+    assert "an info line the level hides" not in err
+    assert f"apache-worker-reaper: info: killed native worker {child.pid} (" in err
+    if not threaded:
+        assert f"native worker {child.pid} (" in err and "sent SIGKILL" in err
+
+
+def test_action_lines_ignore_the_threshold_other_lines_do_not(quiet_log, capsys):
+    from apache_metrics_exporter.log import CRITICAL, INFO
+    quiet_log.setup(0, 9, "apache-worker-reaper")  # far past every level
+    assert quiet_log.level > CRITICAL
+    quiet_log.info("hidden")
+    quiet_log.action(INFO, "would kill %s", "native worker 1")
+    assert capsys.readouterr().err == "apache-worker-reaper: info: would kill native worker 1\n"
 
 
 @pytest.mark.integration

@@ -165,8 +165,9 @@ class ApacheConfig:
             self.position = where
 
     def directive(self, name: str, args: List[Optional[str]]) -> None:
-        """A directive this class does not read itself (lower-case ``name``,
-        ``${VAR}``-expanded ``args``, None where undefined); for subclasses."""
+        """A directive this class does not read itself, and WSGIDaemonProcess
+        (lower-case ``name``, ``${VAR}``-expanded ``args``, None where
+        undefined); for subclasses."""
 
     def _evaluate(self, text: str, path: str = "") -> None:
         skipping = 0  # depth inside a section whose condition is false
@@ -194,6 +195,8 @@ class ApacheConfig:
                 self.listens.append([a or "" for a in args[:2]])
             elif head == "wsgidaemonprocess" and args and args[0]:
                 self.wsgi_groups.append(args[0])
+                self.position = (path, number)
+                self.directive(head, args)  # its options: check.py's display-name
             elif head == "loadmodule" and len(args) >= 2 and None not in args[:2]:
                 self.modules.update(_module_names(args[0] or "", args[1] or ""))
             elif head in ("include", "includeoptional") and args and args[0]:

@@ -37,7 +37,7 @@ import psutil
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.collect.processes import ProcessScan
 from apache_metrics_exporter.collect.status import WorkerRow
-from apache_metrics_exporter.log import log
+from apache_metrics_exporter.log import INFO, WARNING, log
 from apache_metrics_exporter.records import NamedTuple
 from apache_metrics_exporter.units import format_bytes
 
@@ -301,9 +301,10 @@ def _same_executable(pid: int, parent_pid: int) -> Optional[bool]:
 
 
 class Outcome(NamedTuple):
-    killed: List[Candidate]
-    escalated: List[Candidate]
+    killed: List[Candidate]  # all of them, however they were signalled
+    escalated: List[Candidate]  # SIGTERM, still alive after the grace: SIGKILL
     skipped: List[Tuple[Candidate, str]]
+    at_once: List[Candidate]  # a threaded MPM's child: SIGKILL with no SIGTERM
 
 
 def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time: float,
@@ -345,8 +346,8 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
             continue
         if at_once:
             killed_at_once.append((c, proc))
-            log.info("killed %s with SIGKILL at once: a worker or event MPM child does "
-                     "not end on SIGTERM", c.describe(memory_kind))
+            log.action(INFO, "killed %s with SIGKILL at once: a worker or event MPM child "
+                       "does not end on SIGTERM", c.describe(memory_kind))
         else:
             termed.append((c, proc))
     alive_pids = _wait_gone([p for _, p in termed], grace)
@@ -370,16 +371,16 @@ def execute(candidates: Sequence[Candidate], parent_pid: int, parent_create_time
                 try:
                     again.send_signal(signal.SIGKILL)
                     escalated.append(c)
-                    log.warning("%s did not exit within %g s of SIGTERM: sent SIGKILL",
-                                c.describe(memory_kind), grace)
+                    log.action(WARNING, "%s did not exit within %g s of SIGTERM: "
+                               "sent SIGKILL", c.describe(memory_kind), grace)
                 except psutil.NoSuchProcess:
                     pass
         killed.append(c)
-        log.info("killed %s", c.describe(memory_kind))
+        log.action(INFO, "killed %s", c.describe(memory_kind))
     if escalated or killed_at_once:
         _wait_gone([p for c, p in termed if c in escalated] + [p for _, p in killed_at_once],
                    5.0)
-    return Outcome(killed, escalated, skipped)
+    return Outcome(killed, escalated, skipped, [c for c, _ in killed_at_once])
 
 
 def _page_for(candidates: Sequence[Candidate],

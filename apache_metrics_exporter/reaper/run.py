@@ -24,6 +24,7 @@ from apache_metrics_exporter.units import hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
+    from typing import Dict
 
     from apache_metrics_exporter.collect.http import Fetcher, Target
     from apache_metrics_exporter.reaper.policy import Page, Thresholds
@@ -104,10 +105,10 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
                       len(selected), config.max_kills, config.max_kills)
             selected = selected[:config.max_kills]
         kills = {"native_active": 0, "native_idle": 0, "wsgi": 0}
-        would_kill = escalations = skipped = 0
+        would_kill = escalations = skipped = at_once = 0
         if config.dry_run:
             for c in selected:
-                log.info("would kill %s", c.describe(processes.memory_kind))
+                log.action(INFO, "would kill %s", c.describe(processes.memory_kind))
             would_kill = len(selected)
             totals["would_kill"] += would_kill
             result = "dry-run" if result == "ok" else result
@@ -120,6 +121,7 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
                 totals["reasons"][c.reason] += 1
                 kills[c.kind] += 1
             escalations, skipped = len(outcome.escalated), len(outcome.skipped)
+            at_once = len(outcome.at_once)
             totals["sigkill_escalations"] += escalations
             totals["skipped_for_safety"] += skipped
         if not config.dry_run:
@@ -130,18 +132,31 @@ def run_reaper(config: ReaperConfig, target: Target, thresholds: Thresholds) -> 
         record_run(state, run)
         killed = sum(kills.values())
         if config.dry_run:
-            log.info("dry run: would kill %d of %d processes checked", would_kill, run.checked)
+            log.action(INFO, "dry run: would kill %d of %d processes checked", would_kill,
+                       run.checked)
         elif killed or skipped:
-            log.info("killed %d of %d processes checked (%d active, %d idle, %d mod_wsgi); "
-                     "%d needed SIGKILL; %d skipped", killed, run.checked,
-                     kills["native_active"], kills["native_idle"], kills["wsgi"],
-                     escalations, skipped)
+            log.action(INFO, "%s", kill_summary(killed, run.checked, kills, escalations,
+                                                at_once, skipped))
         else:
             log.info("no process over a threshold (%d checked)", run.checked)
     return EXIT_OK
 
 
 NO_TABLE = "has no worker table (ExtendedStatus Off?)"
+
+
+def kill_summary(killed: int, checked: int, kills: Dict[str, int], escalations: int, at_once: int,
+                 skipped: int) -> str:
+    """The run's last line: how many were killed, and how - each kill counted
+    once, by the signal that ended it: SIGTERM alone, SIGKILL after --grace
+    (an escalation: it ignored the SIGTERM), or SIGKILL at once (a worker or
+    event MPM child, never sent SIGTERM), so that a kill logged as "with
+    SIGKILL at once" is not contradicted by "0 needed SIGKILL"."""
+    by_term = killed - escalations - at_once
+    return (f"killed {killed} of {checked} processes checked ({kills['native_active']} "
+            f"active, {kills['native_idle']} idle, {kills['wsgi']} mod_wsgi): {by_term} "
+            f"ended on SIGTERM, {escalations} needed SIGKILL after --grace, {at_once} got "
+            f"SIGKILL at once (worker/event MPM); {skipped} skipped")
 
 
 def read_page(fetcher: Fetcher) -> Page:

@@ -199,7 +199,8 @@ def summary(snap: Any, hanging_threshold: float = 300) -> List[str]:
         out.append(f"reaper: {sum(kills.values())} killed since its state file was created "
                    f"({kills.get('native_active', 0)} active, {kills.get('native_idle', 0)} "
                    f"idle, {kills.get('wsgi', 0)} mod_wsgi), "
-                   f"{value('reaper_sigkill_escalations_total') or 0} needed SIGKILL, "
+                   f"{value('reaper_sigkill_escalations_total') or 0} needed SIGKILL "
+                   "after --grace, "
                    f"{value('reaper_would_kill_total') or 0} would-kill in dry runs; "
                    f"last run {when}")
     return [visible(line) for line in out]
