@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
@@ -34,6 +35,7 @@ from tests.conftest import (
 )
 from tests.conftest import _lookups as name_lookups
 from tests.harness.apache import ApacheServer, free_port
+from tests.harness.killing import kill_all
 
 ROOT = Path(__file__).resolve().parent.parent
 REAPER = os.path.join(os.path.dirname(sys.executable), "apache-worker-reaper")
@@ -528,48 +530,43 @@ def test_page_naming_other_trees_gets_no_signal(shared_dir, tmp_path, server_nam
         assert values.get("memory-usage native count", "0") == "0"
     finally:
         for parent, kids in families:
-            for pid in kids:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
+            kill_all(kids)
             parent.kill()
             parent.wait()
+
+# IPv4, IPv6 and an IPv4-mapped IPv6 listener: what the socket table must tell apart.
+DUAL_STACK = ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
+              (socket.AF_INET6, "::ffff:127.0.0.1"))
+
+
+def _listen(stack: ExitStack, family: int, address: str, port: int = 0,
+            backlog: int = 4) -> socket.socket:
+    """A listening TCP socket of the test's own, closed when ``stack`` ends."""
+    sock = stack.enter_context(socket.socket(family))
+    sock.bind((address, port))
+    sock.listen(backlog)
+    return sock
 
 
 def test_the_kernels_listener_list_and_proc_net_tcp_agree():
     # procfs asks sock_diag (netlink) for LISTEN sockets only, falling back
     # to /proc/net/tcp{,6}: both must say the same, IPv4-mapped included.
-    socks = []
-    try:
-        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
-                             (socket.AF_INET6, "::ffff:127.0.0.1")):
-            s = socket.socket(family)
-            socks.append(s)
-            s.bind((addr, 0))
-            s.listen()
+    with ExitStack() as stack:
+        socks = [_listen(stack, family, addr) for family, addr in DUAL_STACK]
         kernel = procfs._netlink_listeners()
         assert kernel is not None, "sock_diag is not available here"
         assert sorted(kernel) == sorted(procfs.tcp_listeners("/proc/."))
         mine = {os.fstat(s.fileno()).st_ino for s in socks}
         assert mine <= {inode for _raw, _port, inode in kernel}
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_one_sock_diag_request_answers_for_both_families_as_two_would(monkeypatch):
     # procfs asks with sock_diag's original TCP request, which the kernel
     # answers for IPv4 and IPv6 at once; a kernel that refuses it is asked
     # once per family (SOCK_DIAG_BY_FAMILY). Both ways: the same rows.
-    socks = []
-    try:
-        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"),
-                             (socket.AF_INET6, "::ffff:127.0.0.1")):
-            s = socket.socket(family)
-            socks.append(s)
-            s.bind((addr, 0))
-            s.listen(3 + len(socks))
+    with ExitStack() as stack:
+        socks = [_listen(stack, family, addr, backlog=4 + i)
+                 for i, (family, addr) in enumerate(DUAL_STACK)]
         mine = {os.fstat(s.fileno()).st_ino for s in socks}
         real = procfs._netlink_answer
         answers: list = []
@@ -595,9 +592,6 @@ def test_one_sock_diag_request_answers_for_both_families_as_two_would(monkeypatc
         monkeypatch.setattr(procfs, "_netlink_answer", lambda sock, seq: None)
         assert procfs._netlink_rows() is None
         assert {r[2] for r in procfs.listener_rows() or ()} >= mine
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_the_listeners_of_one_port_are_those_of_the_whole_table(monkeypatch):
@@ -606,18 +600,11 @@ def test_the_listeners_of_one_port_are_those_of_the_whole_table(monkeypatch):
     # whole table's on that port, asked either way, and /proc/net/tcp's.
     from apache_metrics_exporter.collect.host import Host
 
-    socks = []
-    try:
-        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            s = socket.socket(family)
-            socks.append(s)
-            s.bind((addr, socks[0].getsockname()[1] if len(socks) > 1 else 0))
-            s.listen(4)
-        other = socket.socket()
-        socks.append(other)
-        other.bind(("127.0.0.1", 0))
-        other.listen(2)
-        port = socks[0].getsockname()[1]
+    with ExitStack() as stack:
+        first = _listen(stack, socket.AF_INET, "127.0.0.1")
+        port = first.getsockname()[1]
+        socks = [first, _listen(stack, socket.AF_INET6, "::1", port)]
+        other = _listen(stack, socket.AF_INET, "127.0.0.1", backlog=2)
         whole = procfs.listener_rows() or []
         mine = sorted(r for r in whole if r[1] == port)
         assert len(mine) == 2 and any(r[1] != port for r in whole)
@@ -655,9 +642,6 @@ def test_the_listeners_of_one_port_are_those_of_the_whole_table(monkeypatch):
         assert sorted(host.listeners(port)) == text and len(asked) == 3
         Host([port, other_port]).listeners(port)
         assert asked[-1] == (None, 0, None)
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_a_kept_sock_diag_socket_answers_each_query_and_never_an_older_one(monkeypatch):
@@ -669,13 +653,8 @@ def test_a_kept_sock_diag_socket_answers_each_query_and_never_an_older_one(monke
     made: list = []
     real_socket = procfs._diag_socket
     monkeypatch.setattr(procfs, "_diag_socket", lambda: made.append(1) or real_socket())
-    socks = []
-    try:
-        for _ in range(2):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-            s.listen(3)
+    with ExitStack() as stack:
+        socks = [_listen(stack, socket.AF_INET, "127.0.0.1", backlog=3) for _ in range(2)]
         mine, theirs = (s.getsockname()[1] for s in socks)
         expected = sorted(procfs._netlink_rows(mine) or ())
         assert [row[2] for row in expected] == [os.fstat(socks[0].fileno()).st_ino]
@@ -696,6 +675,3 @@ def test_a_kept_sock_diag_socket_answers_each_query_and_never_an_older_one(monke
         assert sorted(diag.rows(mine) or ()) == expected and len(made) == 3
         diag.close()
         assert diag._sock is None
-    finally:
-        for s in socks:
-            s.close()

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from apache_metrics_exporter.collect import procfs
+from tests.harness.killing import kill_all
 from tests.harness.waiting import wait_for
 
 CHILD = r"""
@@ -145,11 +146,7 @@ def test_the_children_list_of_a_parent_that_is_gone_is_read_by_path(tmp_path):
         with pytest.raises(procfs.NoProcess):
             files.children(parent.pid)
     finally:
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(kids)
         parent.kill()
         parent.wait(5)
 

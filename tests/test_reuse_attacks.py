@@ -10,13 +10,13 @@ same name, another process title. Loopback only, every process stopped.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.harness.killing import kill_all
 from tests.harness.waiting import wait_for
 
 PARENT = r"""
@@ -52,11 +52,7 @@ def fake_tree(tmp_path: Path):
     try:
         yield proc, child, trigger
     finally:
-        for pid in (child, proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all((child, proc.pid))
         proc.wait(5)
         try:
             os.waitpid(child, os.WNOHANG)
@@ -410,11 +406,7 @@ def players(tmp_path: Path):
     try:
         yield start
     finally:
-        for pid in kids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(kids)
         for p in procs:
             p.kill()
             p.wait(5)
