@@ -67,25 +67,26 @@ def read_file(path: str) -> bytes:
     """The whole file, by open(2), read(2) to the end and close(2): Python's
     buffered open() adds two fstat, an isatty ioctl and two lseek calls to
     each one, and a cycle reads about 17 of these small files."""
+    fd, data = _opened(path)
+    os.close(fd)
+    return data
+
+
+def _opened(path: str) -> Tuple[int, bytes]:
+    """``path`` opened and read to its end: its descriptor, left open, and
+    the bytes; NoProcess when the file (its process) is gone, Denied when
+    it may not be read (read_file's, and what Files holds open)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = os.read(fd, READ_SIZE)
-            if data:
-                more = os.read(fd, READ_SIZE)
-                if more:
-                    chunks = [data, more]
-                    while more:
-                        more = os.read(fd, READ_SIZE)
-                        chunks.append(more)
-                    data = b"".join(chunks)
-        finally:
+            return fd, _to_end(fd, False)
+        except BaseException:
             os.close(fd)
+            raise
     except (FileNotFoundError, ProcessLookupError):
         raise NoProcess(path) from None
     except PermissionError:
         raise Denied(path) from None
-    return data
 
 
 def stat(pid: int) -> Stat:
@@ -230,18 +231,9 @@ class Files:
             if self._closed or PROC != "/proc" or not _may_keep():
                 return read_file(path)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    data = _to_end(fd, False)
-                except BaseException:
-                    os.close(fd)
-                    raise
-            except BaseException as exc:
+                fd, data = _opened(path)
+            except BaseException:
                 _release(1)
-                if isinstance(exc, (FileNotFoundError, ProcessLookupError)):
-                    raise NoProcess(path) from None
-                if isinstance(exc, PermissionError):
-                    raise Denied(path) from None
                 raise
             self._fds[key] = fd
             return data
