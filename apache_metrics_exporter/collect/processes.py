@@ -237,6 +237,11 @@ class Tree(NamedTuple):
     titles: Dict[Tuple[int, int], str]
     files: Optional[procfs.Files] = None
 
+    def stat(self, pid: int) -> procfs.Stat:
+        """``pid``'s stat, read where the tree read it last (its held file:
+        the same process, or none; by path once closed), else by path."""
+        return procfs.stat(pid) if self.files is None else self.files.stat(pid)
+
 
 class Reuse:
     """What a long-running run (cycle.Cycle) keeps of the process tree between
@@ -292,10 +297,7 @@ class Reuse:
         identity = (proof.pid, proof.start_ticks)
         tree = self.trees.get(identity)
         try:
-            if tree is None or tree.files is None:
-                st = procfs.stat(proof.pid)
-            else:  # (read where it was last time: the same process, or none)
-                st = tree.files.stat(proof.pid)
+            st = procfs.stat(proof.pid) if tree is None else tree.stat(proof.pid)
         except (procfs.NoProcess, procfs.Denied):
             self.drop(key)
             return None
@@ -409,11 +411,7 @@ class Reuse:
         if tree is None:
             return
         try:
-            if tree.files is None or tree.files.closed:
-                st = procfs.stat(parent[0])
-            else:  # (the parent's own process, or none: one pread)
-                st = tree.files.stat(parent[0])
-            alive = st.start_ticks == parent[1]
+            alive = tree.stat(parent[0]).start_ticks == parent[1]  # (one pread)
         except (procfs.NoProcess, procfs.Denied):
             alive = False
         if not alive:
@@ -695,7 +693,7 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     # tree's open files in a long-running run, each read as fresh as by path.
     stat, cmdline = (procfs.stat, procfs.cmdline) if files is None \
         else (files.stat, files.cmdline)
-    rss = procfs.rss if files is None or memory_kind != "rss" else files.rss
+    rss = procfs.rss if files is None else files.rss
     children: List[ProcInfo] = []
     truncated: Set[str] = set()
     titles: Dict[Tuple[int, int], str] = {}
