@@ -919,8 +919,7 @@ def limit(metric: Metric) -> float:
     (the same one, kept by name); -1 for a text metric, whose numbers never
     fit. For a value whose type is exactly int or float, fits() is
     ``-limit <= value <= limit``: a writer that keeps the limit in its plan
-    of the metric checks that alone (fits() itself stays one call, no
-    more: build() calls it for every sample)."""
+    of the metric checks that alone."""
     if metric.type is str:
         return -1
     got = _LIMITS.get(metric.name)
@@ -936,11 +935,9 @@ def fits(metric: Metric, value: object) -> bool:
         return isinstance(value, str)
     if not isinstance(value, (int, float)):
         return False
-    limit = _LIMITS.get(metric.name)
-    if limit is None:
-        limit = _LIMITS[metric.name] = _limit(metric)
+    most = limit(metric)
     # int/float comparisons are exact in Python: no overflow, NaN compares False.
-    return -limit <= value <= limit
+    return -most <= value <= most
 
 
 def all_fit(samples: Iterable[Any]) -> bool:
