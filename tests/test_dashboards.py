@@ -42,6 +42,7 @@ import pytest
 from tests.conftest import exporter_env
 from tests.harness.apache import WSGI_GROUP, ApacheServer, free_port
 from tests.harness.slowloris import Slowloris
+from tests.harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "contrib" / "grafana"
@@ -254,15 +255,9 @@ class Scenario:
     jobs = ("apache", "apache-base-units")
 
 
-def _wait(what: str, check, timeout: float = 60, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
+def _wait(what: str, check):
+    """wait_for with the servers' pace: a scrape or an evaluation every few seconds."""
+    return wait_for(what, check, timeout=60, interval=0.2)
 
 
 @pytest.fixture(scope="module")
