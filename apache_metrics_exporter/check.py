@@ -1325,6 +1325,11 @@ def _unreachable(args: argparse.Namespace, url: str, exc: Exception) -> str:
                    "(a self-signed one: the certificate itself); --influxdb-insecure skips "
                    "the check")
         return f"TLS with {url} failed: {detail}; {fix}"
+    if "timed out" in low or "no complete answer" in low:
+        return (f"no answer from InfluxDB at {url} within {args.influxdb_timeout:g} s "
+                "(--influxdb-timeout): something there takes the connection and does not "
+                "answer, or InfluxDB is overloaded; check --influxdb-url; until then every "
+                "batch waits in the spool")
     if "refused" in low:
         return (f"cannot reach InfluxDB at {url}: connection refused: it is not running or "
                 "does not listen there; check that it runs (systemctl status influxdb) and "

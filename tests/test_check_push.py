@@ -176,6 +176,25 @@ def test_nothing_listening_fails_with_the_url(tmp_path):
     assert "InfluxDB write" not in found  # nothing more to learn
 
 
+def test_a_server_that_never_answers_fails_within_the_timeout(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as listener:  # takes connections, says nothing
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        status, found, proc = push_check(tmp_path, url, "--influxdb-org", "o",
+                                         "--influxdb-bucket", "b", "--influxdb-timeout", "1")
+        assert time.monotonic() - started < 20
+    assert status == 1
+    assert found["InfluxDB"] == (
+        "FAIL", f"no answer from InfluxDB at {url} within 1 s (--influxdb-timeout): something "
+                "there takes the connection and does not answer, or InfluxDB is overloaded; "
+                "check --influxdb-url; until then every batch waits in the spool")
+
+
 @pytest.fixture(scope="module")
 def tls_influxdb(tmp_path_factory):
     tls = tmp_path_factory.mktemp("influxdb-tls")
