@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         except UsageError as exc:
             report.add(FAIL, "URL", f"{exc}")
             check_files(report, args)
+            check_push(report, args)
             check_consumer(report, args)
             return _summary(report)
         where = args.ports_config or next((p for p in PORTS_CONFIGS if os.path.exists(p)),
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     for target in targets:
         check_target(report, args, target, exe_names, source)
     check_files(report, args)
+    check_push(report, args)
     check_consumer(report, args)
     return _summary(report)
 
@@ -1195,6 +1197,207 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
                    f"in {parent}; create it for this user, or run as root")
     else:
         report.add(OK, what, f"{path} does not exist yet; it is created on first use")
+
+
+# --- the push target ---------------------------------------------------------------------------
+
+def check_push(report: Report, args: argparse.Namespace) -> None:
+    """With --format influxdb, the server the run pushes to, asked through
+    the push's own client and settings (writers/influxdb.push_settings,
+    push/client.InfluxPush: the same URL, TLS settings, timeout, token, org
+    and bucket): /ping for reachability and version, then a write with no
+    line, which needs no more than the write permission and stores nothing.
+    What each server answers to it:
+
+    - InfluxDB 2.x checks the token (401), the org and the bucket (404), the
+      token's write permission on the bucket (403), and only then the body:
+      400 "writing requires points" means all of them passed;
+    - InfluxDB 1.8+ (/api/v2/write mapped onto /write): the credentials
+      (401), the database (404), the user's write permission (403), the
+      retention policy (500 "retention policy not found"), then 204;
+    - InfluxDB 1.7 and older have no /api/v2/write: 404 "page not found";
+    - VictoriaMetrics and other servers without buckets: 204 (401 with
+      -httpAuth.* and wrong credentials).
+    """
+    if args.format != "influxdb":
+        return
+    from apache_metrics_exporter.push.client import InfluxPush, PushFailed
+    from apache_metrics_exporter.push.spool import Spool
+    from apache_metrics_exporter.writers import Settings
+    from apache_metrics_exporter.writers.influxdb import push_settings
+
+    topic = "InfluxDB"
+    if not (args.influxdb_url or args.influxdb_org or args.influxdb_bucket):
+        report.add(WARN, topic, "nothing to contact: no --influxdb-url, --influxdb-org nor "
+                   "--influxdb-bucket given; a run with --format influxdb stops (exit 2) "
+                   "until they are")
+        return
+    try:
+        settings = push_settings(Settings.of(args))
+    except UsageError as exc:
+        if "--influxdb-token-file" in str(exc) or "--influxdb-password-file" in str(exc):
+            # a secret file: its own FAIL line (check_secret_files) says so already
+            report.add(WARN, topic, f"not contacted: the run cannot read its secret ({exc})")
+        else:
+            report.add(FAIL, topic, f"{exc}: the run stops there (exit 2)")
+        return
+    push = InfluxPush(settings, Spool(args.spool_dir, args.spool_max_bytes))
+    try:
+        try:
+            version, build = push.ping()
+        except PushFailed as exc:
+            if not exc.status:
+                report.add(FAIL, topic, _unreachable(args, settings.url, exc))
+                return
+            if exc.status == 400 and "https server" in exc.detail.lower():
+                report.add(FAIL, topic, f"{settings.url} is an https server ({exc.detail}): "
+                           "give --influxdb-url https://...")
+                return
+            version = build = ""
+            report.add(WARN, topic, f"{settings.url}/ping answered HTTP {exc.status}"
+                       + (f" ({exc.detail})" if exc.detail else "") + "; the write is "
+                       "what matters: asked next")
+        else:
+            if version:
+                what = f"InfluxDB {version}" + (f" ({build})" if build else "")
+            elif build:  # InfluxDB Cloud gives its build, no version
+                what = f"InfluxDB ({build}, no version given)"
+            else:
+                what = ("no version given: not InfluxDB itself (e.g. VictoriaMetrics), or "
+                        "a proxy before it")
+            report.add(OK, topic, f"{settings.url} answers /ping: {what}")
+        try:
+            push.write("")
+        except PushFailed as exc:
+            level, text = _write_refused(args, settings, version, exc)
+            report.add(level, "InfluxDB write", text)
+            return
+        where = _bucket_words(settings)
+        if re.match(r"v?1\.", version):
+            proof = ("an empty write was answered 204: InfluxDB 1.8+ checks the "
+                     "credentials, the database and the retention policy before the body")
+        elif version or build:
+            proof = "an empty write was answered 204"
+        else:
+            proof = ("an empty write was answered 204; a server without buckets "
+                     "(VictoriaMetrics) takes any org, bucket and token")
+        report.add(OK, "InfluxDB write", f"{_credential_words(args)} accepted, writes to "
+                   f"{where} allowed ({proof}; no point written)")
+    finally:
+        push.close()
+
+
+def _bucket_words(settings: Any) -> str:
+    if settings.org == "-":
+        return f"bucket {settings.bucket}"
+    return f"bucket {settings.bucket} of org {settings.org}"
+
+
+def _credential_words(args: argparse.Namespace) -> str:
+    """Where the credentials came from (never what they are)."""
+    if args.influxdb_username:
+        where = (f"--influxdb-password-file {args.influxdb_password_file}"
+                 if args.influxdb_password_file else
+                 "influxdb-password in the config file or APACHE_METRICS_INFLUXDB_PASSWORD"
+                 if args.influxdb_password else "no password")
+        return f"user {args.influxdb_username} with the password of {where}"
+    if args.influxdb_token_file:
+        return f"the token of --influxdb-token-file {args.influxdb_token_file}"
+    if args.influxdb_token:
+        return ("the token (influxdb-token in the config file, "
+                "APACHE_METRICS_INFLUXDB_TOKEN or --influxdb-token)")
+    return "no token (none given)"
+
+
+def _unreachable(args: argparse.Namespace, url: str, exc: Exception) -> str:
+    """No answer from /ping: the connection's error and its fix."""
+    detail = getattr(exc, "detail", "") or str(exc)
+    low = detail.lower()
+    if "certificate" in low or "ssl" in low or "tls" in low:
+        if "mismatch" in low or "not valid for" in low:
+            fix = ("the certificate is not for the host name of --influxdb-url: give the "
+                   "URL by a name the certificate has")
+        elif args.influxdb_ca_file:
+            fix = (f"the certificate is not signed by a CA of --influxdb-ca-file "
+                   f"{args.influxdb_ca_file}: give the CA that signed it")
+        else:
+            fix = ("give --influxdb-ca-file with the CA that signed InfluxDB's certificate "
+                   "(a self-signed one: the certificate itself); --influxdb-insecure skips "
+                   "the check")
+        return f"TLS with {url} failed: {detail}; {fix}"
+    if "timed out" in low or "no complete answer" in low:
+        return (f"no answer from InfluxDB at {url} within {args.influxdb_timeout:g} s "
+                "(--influxdb-timeout): something there takes the connection and does not "
+                "answer, or InfluxDB is overloaded; check --influxdb-url; until then every "
+                "batch waits in the spool")
+    if "refused" in low:
+        return (f"cannot reach InfluxDB at {url}: connection refused: it is not running or "
+                "does not listen there; check that it runs (systemctl status influxdb) and "
+                "--influxdb-url; until then every batch waits in the spool")
+    return (f"cannot reach InfluxDB at {url}: {detail}; check --influxdb-url and that "
+            "InfluxDB runs; until then every batch waits in the spool")
+
+
+def _write_refused(args: argparse.Namespace, settings: Any, version: str,
+                   exc: Any) -> Tuple[str, str]:
+    """(level, text) for the answer to the empty write (check_push says
+    which answer means what)."""
+    status, detail = exc.status, exc.detail
+    said = f"HTTP {status}" + (f" ({detail})" if detail else "")
+    where = _bucket_words(settings)
+    creds = _credential_words(args)
+    low = detail.lower()
+    if status == 400 and "writing requires points" in low:
+        return OK, (f"{creds} accepted, writes to {where} allowed (InfluxDB 2.x answered "
+                    f"an empty write with {said}: token, org, bucket and write permission "
+                    "passed; no point written)")
+    if not status:
+        return FAIL, _unreachable(args, settings.url, exc)
+    if status == 401:
+        fix = ("give the user's right password" if args.influxdb_username else
+               "give a valid API token (influx auth list; InfluxDB 1.8: --influxdb-username "
+               "and --influxdb-password-file)")
+        return FAIL, f"{settings.url} refused {creds}: {said}; {fix}"
+    if status == 403:
+        db = settings.bucket.split("/", 1)[0]
+        fix = (f"GRANT WRITE ON \"{db}\" TO \"{args.influxdb_username}\"" if
+               args.influxdb_username else
+               "give the token write access to the bucket (influx auth create "
+               "--write-bucket BUCKET_ID)")
+        return FAIL, f"{creds} is accepted but may not write to {where}: {said}; {fix}"
+    if status == 404:
+        if "organization" in low or "org " in low:
+            return FAIL, (f"org {settings.org} not found: {said}; fix --influxdb-org "
+                          "(influx org list)")
+        if "database not found" in low:
+            db = settings.bucket.split("/", 1)[0]
+            return FAIL, (f"database {db} of --influxdb-bucket {settings.bucket} not "
+                          f"found: {said}; create it (CREATE DATABASE \"{db}\") or fix "
+                          "--influxdb-bucket (DATABASE/RETENTION)")
+        if "bucket" in low:
+            return FAIL, (f"bucket {settings.bucket} not found in org {settings.org}: "
+                          f"{said}; create it (influx bucket create) or fix "
+                          "--influxdb-bucket")
+        old = _old_influxdb(version)
+        if old:
+            return FAIL, (f"InfluxDB {version} at {settings.url} has no /api/v2/write "
+                          f"({said}; InfluxDB 1.8 and later have it): upgrade it, or let "
+                          "Telegraf write to it (--format influx, contrib/telegraf/)")
+        return FAIL, (f"{settings.url} has no /api/v2/write: {said}; --influxdb-url is "
+                      "the server's base URL (http://HOST:8086), and the server must take "
+                      "/api/v2/write (InfluxDB 2.x, 1.8+, VictoriaMetrics)")
+    if "retention policy not found" in low:
+        rp = settings.bucket.split("/", 1)[1] if "/" in settings.bucket else "(default)"
+        return FAIL, (f"retention policy {rp} of --influxdb-bucket {settings.bucket} not "
+                      f"found: {said}; fix --influxdb-bucket (DATABASE/RETENTION, SHOW "
+                      "RETENTION POLICIES lists them)")
+    return FAIL, f"an empty write to {where} at {settings.url} answered {said}"
+
+
+def _old_influxdb(version: str) -> bool:
+    """An InfluxDB 1.x older than 1.8 (no /api/v2/write)."""
+    m = re.match(r"v?1\.(\d+)", version)
+    return m is not None and int(m.group(1)) < 8
 
 
 # --- the consumer -------------------------------------------------------------------------------

@@ -66,11 +66,15 @@ class PushSettings(NamedTuple):
 
 
 class PushFailed(Exception):
-    """A write failed; ``kind`` says whether to spool, stop or quarantine."""
+    """A write failed; ``kind`` says whether to spool, stop or quarantine.
+    ``status`` is the HTTP status (0: no answer), ``detail`` the server's
+    message or the connection's error, scrubbed (--check tells them apart)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, status: int = 0, detail: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.status = status
+        self.detail = detail
 
 
 class InfluxPush:
@@ -110,54 +114,99 @@ class InfluxPush:
     def write(self, body: str) -> None:
         """One write, bounded by a wall-clock deadline (--influxdb-timeout): the
         client's timeout is per socket operation, and a server answering one
-        byte at a time would hold the run (and the spool's lock) for ever."""
+        byte at a time would hold the run (and the spool's lock) for ever.
+
+        An empty ``body`` is sent as a write with no line (the run never sends
+        one; --check does, to learn whether the token may write to the bucket
+        without writing a point)."""
+        self._bounded(lambda: self._write(body), "influxdb-write")
+
+    def ping(self) -> Tuple[str, str]:
+        """(version, build) the server gives in its answer to /ping ("" when
+        it gives none), asked through this push's client - its URL, TLS
+        settings and timeout - within the same deadline as a write;
+        PushFailed as for a write. For --check."""
+        return self._bounded(self._ping, "influxdb-ping")
+
+    def _bounded(self, call: Callable[[], Any], name: str) -> Any:
+        """``call()`` in a thread, given up after --influxdb-timeout plus
+        WRITE_MARGIN (TRANSIENT): what it returns, or what it raised."""
         import threading
 
-        outcome: List[BaseException] = []
+        outcome: List[Any] = []
 
         def run() -> None:
             try:
-                self._write(body)
+                result = call()
             except BaseException as exc:  # carried to the caller's thread
                 outcome.append(exc)
             else:
-                outcome.append(StopIteration())
+                outcome.append((result,))
 
-        worker = threading.Thread(target=run, name="influxdb-write", daemon=True)
+        worker = threading.Thread(target=run, name=name, daemon=True)
         worker.start()
         worker.join(self.settings.timeout + WRITE_MARGIN)
         if not outcome:
             self.close()  # the client is left to the stuck thread; a new one next time
             raise PushFailed(TRANSIENT, self._scrub(
                 f"no complete answer from InfluxDB at {self.settings.url} within "
-                f"{self.settings.timeout:g} s (--influxdb-timeout)"))
-        if not isinstance(outcome[0], StopIteration):
+                f"{self.settings.timeout:g} s (--influxdb-timeout)"),
+                detail=f"no complete answer within {self.settings.timeout:g} s")
+        if isinstance(outcome[0], BaseException):
             raise outcome[0]
+        return outcome[0][0]
 
     def _write(self, body: str) -> None:
         """One synchronous write; PushFailed says what kind of failure."""
         from influxdb_client import WritePrecision
+
+        try:
+            self._api().write(bucket=self.settings.bucket, org=self.settings.org,
+                              record=body.encode("utf-8"), write_precision=WritePrecision.NS)
+        except Exception as exc:
+            failure = self._failed(exc, write=True)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _ping(self) -> Tuple[str, str]:
+        from influxdb_client import PingService
+
+        try:
+            self._api()
+            _data, _status, headers = PingService(self._client.api_client) \
+                .get_ping_with_http_info(_return_http_data_only=False)
+        except Exception as exc:
+            failure = self._failed(exc, write=False)
+            if failure is None:
+                raise
+            raise failure from None
+        return (headers.get("X-Influxdb-Version", "") if headers else "",
+                headers.get("X-Influxdb-Build", "") if headers else "")
+
+    def _failed(self, exc: Exception, write: bool) -> Optional[PushFailed]:
+        """The PushFailed for an error of the client or the connection; None
+        for any other exception (it goes on as it is)."""
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         where = self.settings.url
-        try:
-            self._api().write(bucket=self.settings.bucket, org=self.settings.org,
-                              record=body.encode("utf-8"), write_precision=WritePrecision.NS)
-        except ApiException as exc:
+        if isinstance(exc, ApiException):
             status = exc.status or 0
             message = _server_message(exc.body) or exc.reason or ""
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
-            if status in (401, 403):
+            if write and status in (401, 403):
                 text += "; check the token (--influxdb-token-file) or user/password"
-            elif status == 404:
+            elif write and status == 404:
                 text += "; check --influxdb-org and --influxdb-bucket"
             headers = getattr(exc, "headers", None) or {}
-            raise PushFailed(_kind(status, "Retry-After" in headers), text) from None
-        except (Urllib3Error, OSError) as exc:
+            return PushFailed(_kind(status, "Retry-After" in headers), text, status,
+                              " ".join(self._scrub(str(message)).split())[:300])
+        if isinstance(exc, (Urllib3Error, OSError)):
             reason = _reason(exc)
-            raise PushFailed(TRANSIENT, self._scrub(
-                f"cannot reach InfluxDB at {where}: {reason}")) from None
+            return PushFailed(TRANSIENT, self._scrub(
+                f"cannot reach InfluxDB at {where}: {reason}"), 0, _detail(exc))
+        return None
 
     def deliver(self, body: str, timestamp_ns: int) -> None:
         """Replay the spool, then write ``body``; spool it if that fails for now.
@@ -354,6 +403,16 @@ def _server_message(body: Any) -> str:
     except ValueError:
         pass
     return " ".join(scrub(text).split())[:300]
+
+
+def _detail(exc: BaseException) -> str:
+    """A connection error's own words (scrubbed, bounded): _reason keeps
+    only the known part, --check shows the rest (e.g. which name a
+    certificate does not match)."""
+    from apache_metrics_exporter.scrub import scrub
+
+    text = " ".join(scrub(str(getattr(exc, "reason", "") or exc)).split())
+    return text[:300]
 
 
 def _reason(exc: BaseException) -> str:

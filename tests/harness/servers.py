@@ -60,12 +60,27 @@ class _Daemon:
 
 
 class InfluxDB(_Daemon):
-    """InfluxDB 1.6: its /write endpoint parses line protocol strictly."""
+    """InfluxDB 1.6: its /write endpoint parses line protocol strictly.
+
+    ``auth``: authentication on, with an admin user (ADMIN) that query() uses;
+    ``tls``: (certificate, key) files: https only, on the same port."""
+
+    ADMIN = ("admin", "admin-pw")
+
+    def __init__(self, auth: bool = False, tls: Optional[tuple] = None) -> None:
+        self.auth = auth
+        self.tls = tls
 
     def start(self, timeout: float = 30) -> InfluxDB:
         self.root = Path(tempfile.mkdtemp(prefix="ame-influxdb-"))
         self.port = free_port()
         conf = self.root / "influxdb.conf"
+        http = ""
+        if self.auth:
+            http += "  auth-enabled = true\n"
+        if self.tls:
+            http += (f'  https-enabled = true\n  https-certificate = "{self.tls[0]}"\n'
+                     f'  https-private-key = "{self.tls[1]}"\n')
         conf.write_text(f"""reporting-disabled = true
 bind-address = "127.0.0.1:{free_port()}"
 [meta]
@@ -77,7 +92,7 @@ bind-address = "127.0.0.1:{free_port()}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
-[monitor]
+{http}[monitor]
   store-enabled = false
 [continuous_queries]
   enabled = false
@@ -88,8 +103,12 @@ bind-address = "127.0.0.1:{free_port()}"
             if self.proc.poll() is not None:
                 break
             try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
+                with self._open(f"{self.url}/ping") as r:
                     if r.status == 204:
+                        if self.auth:  # the first user is created without one
+                            user, password = self.ADMIN
+                            self.query(f"CREATE USER \"{user}\" WITH PASSWORD "
+                                       f"'{password}' WITH ALL PRIVILEGES", login=False)
                         return self
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
@@ -97,16 +116,27 @@ bind-address = "127.0.0.1:{free_port()}"
         self.stop()
         raise RuntimeError(f"influxd did not start: {log}")
 
+    def _open(self, url: str, data: Optional[bytes] = None):
+        context = None
+        if self.tls:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls[0])
+        return urllib.request.urlopen(url, data=data, timeout=10, context=context)
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def query(self, q: str, db: Optional[str] = None) -> dict:
+    def query(self, q: str, db: Optional[str] = None, login: bool = True) -> dict:
         params = {"q": q}
         if db:
             params["db"] = db
+        login_query = ""
+        if self.auth and login:  # 1.x reads u and p from the URL only
+            login_query = "?" + urllib.parse.urlencode(dict(zip("up", self.ADMIN)))
         data = urllib.parse.urlencode(params).encode()
-        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as r:
+        with self._open(f"{self.url}/query{login_query}", data=data) as r:
             return json.load(r)
 
     def write(self, db: str, body: bytes, precision: str = "ns") -> tuple:
@@ -125,6 +155,92 @@ bind-address = "127.0.0.1:{free_port()}"
         for series in self.query("SHOW FIELD KEYS", db)["results"][0].get("series", []):
             out[series["name"]] = dict(series["values"])
         return out
+
+
+class V2Write:
+    """What InfluxDB 1.8 adds to 1.6, in front of a real InfluxDB 1.6 on
+    loopback: ``POST /api/v2/write?bucket=DB/RP&precision=P`` is sent on to
+    ``/write?db=DB&rp=RP&precision=P`` with its body, and 1.8's
+    ``Authorization: Token USER:PASSWORD`` becomes basic auth; any other
+    request goes through as it is. The answer - status, headers, body - is the
+    real server's: it alone decides on credentials, database, retention
+    policy, permission and body (as 1.8's serveWriteV2 leaves them to the
+    /write handler). ``bodies``: the body of each write that went through."""
+
+    def __init__(self, upstream: str) -> None:
+        import base64
+        import http.server
+        import threading
+
+        self.bodies: List[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self, method: str) -> None:
+                split = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) \
+                    if method == "POST" else None
+                path = split.path
+                query = split.query
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("authorization", "content-type")}
+                if split.path == "/api/v2/write":
+                    q = urllib.parse.parse_qs(split.query)
+                    bucket = q.get("bucket", [""])[0]
+                    db, _, rp = bucket.partition("/")
+                    if not db:
+                        return self._answer(404, {}, json.dumps(
+                            {"error": f"bucket name {bucket!r} has no database"}).encode())
+                    precision = {"ns": "n", "us": "u"}.get(q.get("precision", [""])[0],
+                                                           q.get("precision", [""])[0])
+                    path, query = "/write", urllib.parse.urlencode(
+                        {"db": db, "rp": rp, "precision": precision})
+                    auth = headers.get("Authorization", "")
+                    if auth.startswith("Token ") and ":" in auth:
+                        headers["Authorization"] = "Basic " + base64.b64encode(
+                            auth[6:].encode()).decode()
+                    outer.bodies.append(body or b"")
+                req = urllib.request.Request(f"{upstream}{path}?{query}", data=body,
+                                             method=method, headers=headers)
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        status, answer, text = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as e:
+                    status, answer, text = e.code, e.headers, e.read()
+                self._answer(status, answer, text)
+
+            def _answer(self, status: int, headers, text: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() in ("content-type", "www-authenticate") or \
+                            k.lower().startswith("x-influxdb"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def do_GET(self):
+                self._relay("GET")
+
+            def do_HEAD(self):
+                self._relay("HEAD")
+
+            def do_POST(self):
+                self._relay("POST")
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Collectd(_Daemon):
