@@ -1311,19 +1311,15 @@ def _credential_words(args: argparse.Namespace) -> str:
 
 def _unreachable(args: argparse.Namespace, url: str, exc: Exception) -> str:
     """No answer from /ping: the connection's error and its fix."""
+    from apache_metrics_exporter.push.client import tls_fix
+
     detail = getattr(exc, "detail", "") or str(exc)
     low = detail.lower()
-    if "certificate" in low or "ssl" in low or "tls" in low:
-        if "mismatch" in low or "not valid for" in low:
-            fix = ("the certificate is not for the host name of --influxdb-url: give the "
-                   "URL by a name the certificate has")
-        elif args.influxdb_ca_file:
-            fix = (f"the certificate is not signed by a CA of --influxdb-ca-file "
-                   f"{args.influxdb_ca_file}: give the CA that signed it")
-        else:
-            fix = ("give --influxdb-ca-file with the CA that signed InfluxDB's certificate "
-                   "(a self-signed one: the certificate itself); --influxdb-insecure skips "
-                   "the check")
+    fix = tls_fix(detail, args.influxdb_ca_file)
+    if fix is not None or "certificate" in low or "ssl" in low or "tls" in low:
+        if fix is None:
+            fix = ("check the TLS settings of both ends (--influxdb-ca-file, the server's "
+                   "certificate and protocols)")
         return f"TLS with {url} failed: {detail}; {fix}"
     if "timed out" in low or "no complete answer" in low:
         return (f"no answer from InfluxDB at {url} within {args.influxdb_timeout:g} s "

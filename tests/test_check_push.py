@@ -152,6 +152,7 @@ def test_a_missing_database_or_retention_policy_fails_naming_it(secured, tmp_pat
     assert stored(server) == []
 
 
+@integration
 def test_influxdb_without_api_v2_write_is_named_with_its_version(influxdb, tmp_path):
     # The real InfluxDB 1.6 itself: /ping answers, /api/v2/write is 404.
     influxdb.query('CREATE DATABASE "apache"')
@@ -210,6 +211,7 @@ def tls_influxdb(tmp_path_factory):
         server.stop()
 
 
+@integration
 def test_tls_without_the_ca_fails_and_with_it_reaches(tls_influxdb, tmp_path):
     server, cert = tls_influxdb
     base = ["--influxdb-org", "-", "--influxdb-bucket", "apache/autogen"]
@@ -406,3 +408,74 @@ def test_incomplete_push_settings_fail_as_the_run_would(tmp_path):
     assert found["InfluxDB"] == (
         "WARN", f"not contacted: the run cannot read its secret (cannot read "
                 f"--influxdb-token-file {tmp_path}/none: No such file or directory)")
+
+
+# --- the run itself, on the same failures -------------------------------------------------------
+# What --check names, a run must not take for a passing problem or for bad
+# data: each one needs a person, so the run fails (exit 1) with the fix and
+# every batch stays in the spool, none set aside in quarantine.
+
+def push_run(prefork, tmp_path, url: str, *options: str):
+    from tests.conftest import run_exporter
+
+    return run_exporter("--url", prefork.status_url, "--no-processes", "--format", "influxdb",
+                        "--spool-dir", str(tmp_path / "spool"), "--influxdb-url", url,
+                        "--influxdb-org", "-", "--influxdb-bucket", "apache/autogen",
+                        *options)
+
+
+def spooled(tmp_path) -> tuple:
+    """(batches waiting in the spool, batches set aside in its quarantine)."""
+    from apache_metrics_exporter.push.spool import Spool
+
+    spool = Spool(str(tmp_path / "spool"), 1 << 20)
+    quarantine = tmp_path / "spool" / "quarantine"
+    return (len(spool.batches()),
+            len(list(quarantine.iterdir())) if quarantine.is_dir() else 0)
+
+
+@integration
+def test_a_run_stops_on_tls_problems_and_keeps_every_batch(prefork, tls_influxdb, tmp_path):
+    server, cert = tls_influxdb
+    proc = push_run(prefork, tmp_path, server.url)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"apache-metrics-exporter: error: TLS with InfluxDB at {server.url} "
+                           "failed: "), line
+    assert "certificate verify failed: self-signed certificate" in line
+    assert "give --influxdb-ca-file with the CA that signed" in line and "\\n" not in line
+    assert spooled(tmp_path) == (1, 0)
+    # A name the certificate does not have.
+    proc = push_run(prefork, tmp_path, server.url.replace("127.0.0.1", "localhost"),
+                    "--influxdb-ca-file", str(cert))
+    assert proc.returncode == 1
+    assert "the certificate is not for the host name of --influxdb-url" in proc.stderr
+    assert spooled(tmp_path) == (2, 0)
+    # http:// to the TLS port: the server's 400 is about the URL, not the data.
+    # (Go answers 400 and closes with the request's body unread: that close
+    # can be a reset that reaches the client first, a connection error for
+    # now. Either way the batch is kept and none is set aside.)
+    proc = push_run(prefork, tmp_path, server.url.replace("https:", "http:"))
+    if "HTTP 400" in proc.stderr:
+        assert proc.returncode == 1, proc.stderr
+        assert "HTTP request to an HTTPS server.; give --influxdb-url https://...; " \
+            in proc.stderr
+    else:
+        assert proc.returncode == 0 and "Connection reset" in proc.stderr, proc.stderr
+    assert spooled(tmp_path) == (3, 0)
+    # With its CA the TLS problem is gone; what is left is InfluxDB 1.6's want
+    # of /api/v2/write (no 2.x or 1.8 here), still no batch set aside.
+    proc = push_run(prefork, tmp_path, server.url, "--influxdb-ca-file", str(cert))
+    assert proc.returncode == 1 and "TLS" not in proc.stderr
+    assert "the server has no /api/v2/write" in proc.stderr
+    assert spooled(tmp_path) == (4, 0)
+
+
+@integration
+def test_a_run_against_influxdb_before_1_8_names_the_missing_endpoint(prefork, influxdb,
+                                                                       tmp_path):
+    proc = push_run(prefork, tmp_path, influxdb.url)
+    assert proc.returncode == 1
+    assert "the server has no /api/v2/write: InfluxDB before 1.8" in proc.stderr
+    assert "check --influxdb-org" not in proc.stderr
+    assert spooled(tmp_path) == (1, 0)

@@ -283,6 +283,48 @@ def test_rejected_batch_is_quarantined_not_retried(prefork, tmp_path):
         server.server_close()
 
 
+class _PlainToTls(http.server.BaseHTTPRequestHandler):
+    """Answers as Go's TLS server answers plain HTTP on its port (real influxd
+    does, but may reset the connection before the client reads the answer:
+    tests/test_check_push.py), after reading the whole request."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"Client sent an HTTP request to an HTTPS server.\n"
+        self.send_response(400)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.integration
+def test_plain_http_to_a_tls_port_keeps_the_batch_and_names_the_fix(prefork, tmp_path):
+    # A 400 about the URL, not the data: setting the batch aside would lose
+    # it (only a person can fix the URL): the run fails, the batch waits.
+    spool = str(tmp_path / "spool")
+    server = http.server.HTTPServer(("127.0.0.1", 0), _PlainToTls)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        args = ["--url", prefork.status_url, "--no-processes",
+                *push_args(url, spool, "--influxdb-token", TOKEN)]
+        for batches in (1, 2):
+            proc = run_exporter(*args)
+            assert proc.returncode == 1
+            assert "HTTP 400: Client sent an HTTP request to an HTTPS server.; give " \
+                "--influxdb-url https://...; " in proc.stderr
+            assert len(Spool(spool, 1).batches()) == batches
+            assert not os.path.isdir(os.path.join(spool, "quarantine")) or \
+                not os.listdir(os.path.join(spool, "quarantine"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.integration
 def test_overlapping_runs_replay_each_batch_once(prefork, tmp_path):
     spool = str(tmp_path / "spool")

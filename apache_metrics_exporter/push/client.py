@@ -18,10 +18,12 @@ does depends on its kind (``_kind``):
 - TRANSIENT (no answer, timeout, 408, 429, 502, 503, 504, or any answer
   with Retry-After): the server is struggling or busy; the replay stops, the
   batch is spooled, nothing is counted against it;
-- AUTH (401, 403, 404): nothing will succeed until a person acts; the replay
-  stops, the batch is spooled, the run fails;
-- REJECTED (400, 413, 422): this batch will never be taken; it is set aside in
-  quarantine/ at once;
+- AUTH (401, 403, 404, and a TLS certificate not trusted or not for the
+  URL's name, https:// to a plain port, plain HTTP to a TLS port):
+  nothing will succeed until a person acts; the replay stops, the batch is
+  spooled, the run fails;
+- REJECTED (400 but the one a TLS port gives plain HTTP, 413, 422): this
+  batch will never be taken; it is set aside in quarantine/ at once;
 - FAILING (500, other 5xx and 4xx): maybe this batch, maybe the server; the replay
   skips it and goes on (until FAILING_IN_A_ROW such failures in a row). A
   spooled batch that failed while a later write of the same run succeeded
@@ -32,6 +34,7 @@ does depends on its kind (``_kind``):
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from apache_metrics_exporter.errors import OutputError
@@ -194,19 +197,38 @@ class InfluxPush:
         if isinstance(exc, ApiException):
             status = exc.status or 0
             message = _server_message(exc.body) or exc.reason or ""
+            detail = " ".join(self._scrub(str(message)).split())[:300]
+            if not status:  # no answer: influxdb-client wraps urllib3's SSLError so
+                return self._no_answer(detail)
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
-            if write and status in (401, 403):
+            kind = _kind(status, "Retry-After" in (getattr(exc, "headers", None) or {}))
+            if status == 400 and _PLAIN_TO_TLS.search(detail):
+                # The URL, not the data: quarantining the batch would lose it.
+                kind, text = AUTH, f"{text}; give --influxdb-url https://..."
+            elif write and status in (401, 403):
                 text += "; check the token (--influxdb-token-file) or user/password"
+            elif write and status == 404 and detail.lower() == "404 page not found":
+                text += ("; the server has no /api/v2/write: InfluxDB before 1.8, or "
+                         "--influxdb-url is not the server's base URL (http://HOST:8086)")
             elif write and status == 404:
                 text += "; check --influxdb-org and --influxdb-bucket"
-            headers = getattr(exc, "headers", None) or {}
-            return PushFailed(_kind(status, "Retry-After" in headers), text, status,
-                              " ".join(self._scrub(str(message)).split())[:300])
+            return PushFailed(kind, text, status, detail)
         if isinstance(exc, (Urllib3Error, OSError)):
-            reason = _reason(exc)
-            return PushFailed(TRANSIENT, self._scrub(
-                f"cannot reach InfluxDB at {where}: {reason}"), 0, _detail(exc))
+            return self._no_answer(_detail(exc), _reason(exc))
         return None
+
+    def _no_answer(self, detail: str, reason: str = "") -> PushFailed:
+        """No HTTP answer: a TLS problem that only a person can mend (a
+        certificate not trusted or not for this name, https:// to a plain
+        port) stops the run as bad credentials do - the batch stays in the
+        spool - while anything else (refused, reset, timed out) is for now."""
+        where = self.settings.url
+        fix = tls_fix(detail, self.settings.ca_file)
+        if fix is not None:
+            return PushFailed(AUTH, self._scrub(f"TLS with InfluxDB at {where} failed: "
+                                                f"{detail}; {fix}"), 0, detail)
+        return PushFailed(TRANSIENT, self._scrub(
+            f"cannot reach InfluxDB at {where}: {reason or detail}"), 0, detail)
 
     def deliver(self, body: str, timestamp_ns: int) -> None:
         """Replay the spool, then write ``body``; spool it if that fails for now.
@@ -403,6 +425,32 @@ def _server_message(body: Any) -> str:
     except ValueError:
         pass
     return " ".join(scrub(text).split())[:300]
+
+
+# Go's and nginx's answers to plain HTTP on a TLS port.
+_PLAIN_TO_TLS = re.compile(r"HTTP request to an HTTPS server|plain HTTP request was sent to "
+                           r"HTTPS port", re.I)
+
+
+def tls_fix(detail: str, ca_file: Optional[str]) -> Optional[str]:
+    """What to do about a TLS failure in ``detail`` (a connection's error),
+    None when it is none that a person must mend."""
+    low = detail.lower()
+    if "wrong version number" in low or "record layer failure" in low:
+        return ("the server does not speak TLS there: give --influxdb-url http://... (or "
+                "the server's TLS port)")
+    if "certificate verify failed" not in low:
+        return None
+    if "mismatch" in low or "not valid for" in low:
+        return ("the certificate is not for the host name of --influxdb-url: give the URL "
+                "by a name the certificate has")
+    if "expired" in low:
+        return "the server's certificate has expired: renew it"
+    if ca_file:
+        return (f"the certificate is not signed by a CA of --influxdb-ca-file {ca_file}: "
+                "give the CA that signed it")
+    return ("give --influxdb-ca-file with the CA that signed InfluxDB's certificate (a "
+            "self-signed one: the certificate itself); --influxdb-insecure skips the check")
 
 
 def _detail(exc: BaseException) -> str:
