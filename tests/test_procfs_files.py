@@ -435,3 +435,38 @@ def test_a_held_command_line_is_read_to_its_end_after_a_short_read(child, monkey
     monkeypatch.setattr(os, "pread", lambda fd, n, at: real(fd, min(n, 5), at))
     assert files.cmdline(child.pid) == whole
     files.close()
+
+
+def test_a_kept_title_lets_go_of_its_held_command_line(parent, monkeypatch):
+    """A long-running scan reads a young child's title through a held file
+    every cycle; once it keeps the title (read past TITLE_SETTLED of the
+    child's life) it reads it no more, and closes that file."""
+    from apache_metrics_exporter import clocks
+    from apache_metrics_exporter.collect import processes
+
+    proc, kid = parent
+    start = procfs.stat(kid).start_ticks / procfs.CLOCK_TICKS
+    now = [start + 1]
+    monkeypatch.setattr(clocks, "boottime", lambda: now[0])
+    titles = []
+    real = procfs.Files.cmdline
+    monkeypatch.setattr(procfs.Files, "cmdline", lambda self, pid: titles.append(pid)
+                        or real(self, pid))
+    reuse = processes.Reuse()
+    fresh = processes.scan(proc.pid, ("apache2",))
+    for _ in range(2):
+        got = processes.scan(proc.pid, ("apache2",), reuse=reuse)
+        assert [c._replace(memory=0) for c in got.children] == \
+            [c._replace(memory=0) for c in fresh.children]
+    (tree,) = reuse.trees.values()
+    assert titles == [kid, kid] and (kid, "cmdline") in tree.files._fds
+    assert len(tree.files) == 4  # the children list; the child's stat, statm, title
+    now[0] = start + processes.TITLE_SETTLED + 1
+    for _ in range(3):
+        got = processes.scan(proc.pid, ("apache2",), reuse=reuse)
+        assert [c._replace(memory=0) for c in got.children] == \
+            [c._replace(memory=0) for c in fresh.children]
+    assert titles == [kid] * 3
+    (tree,) = reuse.trees.values()
+    assert (kid, "cmdline") not in tree.files._fds and len(tree.files) == 3
+    tree.files.close()

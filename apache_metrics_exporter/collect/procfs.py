@@ -285,6 +285,14 @@ class Files:
             data = b""
         return sorted({int(c) for c in data.split()}) if data else children(pid, 1)
 
+    def let_go(self, pid: int, name: str) -> None:
+        """Close /proc/PID/NAME if held (a file no longer read: a title kept)."""
+        with self._lock:
+            fd = self._fds.pop((pid, name), None)
+            if fd is not None:
+                os.close(fd)
+                _release(1)
+
     def retain(self, pids: Set[int]) -> None:
         """Close the files of every process not in ``pids``."""
         with self._lock:
