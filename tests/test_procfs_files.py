@@ -88,6 +88,32 @@ def test_a_held_file_reads_what_a_read_by_path_reads_now(child, monkeypatch):
     files.close()
 
 
+def test_a_held_stat_of_a_threaded_process_reads_what_its_stat_by_path_does(tmp_path):
+    """Files.stat reads the main thread's stat (task/PID/stat), which the
+    kernel writes without summing every thread's times: the fields parsed -
+    name, state, parent, thread count, start - are the process's, as
+    /proc/PID/stat (and psutil) give them."""
+    import psutil
+
+    script = ("import threading, time\n"
+              "for _ in range(8):\n"
+              "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+              "print('ok', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    files = procfs.Files()
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        for _ in range(2):  # opened, then held
+            st = files.stat(proc.pid)
+            assert st == procfs.stat(proc.pid) and st.threads == 9
+            assert procfs.create_time(st) == psutil.Process(proc.pid).create_time()
+        assert [key[1] for key in files._fds] == [f"task/{proc.pid}/stat"]
+    finally:
+        files.close()
+        proc.kill()
+        proc.wait(5)
+
+
 def test_a_held_file_of_a_process_that_is_gone_reads_nothing(child):
     files = procfs.Files()
     pid = child.pid
