@@ -88,6 +88,32 @@ def test_a_held_file_reads_what_a_read_by_path_reads_now(child, monkeypatch):
     files.close()
 
 
+def test_a_held_stat_of_a_threaded_process_reads_what_its_stat_by_path_does(tmp_path):
+    """Files.stat reads the main thread's stat (task/PID/stat), which the
+    kernel writes without summing every thread's times: the fields parsed -
+    name, state, parent, thread count, start - are the process's, as
+    /proc/PID/stat (and psutil) give them."""
+    import psutil
+
+    script = ("import threading, time\n"
+              "for _ in range(8):\n"
+              "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+              "print('ok', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    files = procfs.Files()
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        for _ in range(2):  # opened, then held
+            st = files.stat(proc.pid)
+            assert st == procfs.stat(proc.pid) and st.threads == 9
+            assert procfs.create_time(st) == psutil.Process(proc.pid).create_time()
+        assert [key[1] for key in files._fds] == [f"task/{proc.pid}/stat"]
+    finally:
+        files.close()
+        proc.kill()
+        proc.wait(5)
+
+
 def test_a_held_file_of_a_process_that_is_gone_reads_nothing(child):
     files = procfs.Files()
     pid = child.pid
@@ -347,3 +373,126 @@ def test_the_tree_of_a_parent_named_by_a_pid_file_lets_go_when_it_is_gone(tmp_pa
         for server in servers:
             server.kill()
             server.wait(5)
+
+
+# --- reads that procfs has given whole: no read to say "end" ---------------------
+
+PARENT = ("import os, sys, time\npid = os.fork()\nif pid == 0:\n"
+          "    time.sleep(60)\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(60)\n")
+
+
+@pytest.fixture
+def parent(tmp_path):
+    """(a parent named apache2, its one child's PID)."""
+    os.symlink(sys.executable, tmp_path / "apache2")
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    proc = subprocess.Popen([str(tmp_path / "apache2"), str(script)], stdout=subprocess.PIPE,
+                            text=True)
+    kid = int(proc.stdout.readline())
+    try:
+        yield proc, kid
+    finally:
+        kill_all([kid])
+        proc.kill()
+        proc.wait(5)
+
+
+def _reads(monkeypatch) -> list:
+    """Every os.read / os.pread from now on, as (call, descriptor)."""
+    calls: list = []
+    real_read, real_pread = os.read, os.pread
+    monkeypatch.setattr(os, "read", lambda fd, n: calls.append(("read", fd))
+                        or real_read(fd, n))
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: calls.append(("pread", fd))
+                        or real_pread(fd, n, at))
+    return calls
+
+
+def test_a_short_children_list_is_read_in_one_read(parent, monkeypatch):
+    """A task's children list is a seq_file of "PID " records: a read that
+    gives less than a page (less a record) has every one of them, so no
+    second read asks for an end already reached - when the file is opened
+    nor when it is read again."""
+    proc, kid = parent
+    files = procfs.Files()
+    calls = _reads(monkeypatch)
+    assert files.children(proc.pid) == [kid]
+    assert [call for call, _fd in calls] == ["read"]
+    (fd,) = [fd for key, fd in files._fds.items() if key[1].endswith("children")]
+    del calls[:]
+    for _ in range(3):
+        assert files.children(proc.pid) == [kid]
+    assert calls == [("pread", fd)] * 3
+    monkeypatch.undo()
+    assert files.children(proc.pid) == procfs.children(proc.pid, 1)
+    files.close()
+
+
+def test_a_children_list_of_a_page_or_more_is_read_to_its_end(tmp_path, monkeypatch):
+    """seq_file stops a read at a page (its buffer) when the next record
+    does not fit: a read no shorter than RECORDS_END may be such a stop,
+    and is read on; a shorter one is the end."""
+    text = b"".join(b"%d " % pid for pid in range(1000000, 1000000 + 3 * procfs.READ_SIZE // 8))
+    path = tmp_path / "children"
+    path.write_bytes(text)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        real = os.pread
+        monkeypatch.setattr(os, "pread", lambda fd, n, at: real(fd, min(n, procfs.RECORDS_END),
+                                                                 at))
+        assert procfs._to_end(fd, True, records=True) == text
+        calls = _reads(monkeypatch)
+        path.write_bytes(text[:procfs.RECORDS_END - 1])
+        assert procfs._to_end(fd, True, records=True) == text[:procfs.RECORDS_END - 1]
+        assert len(calls) == 1
+    finally:
+        os.close(fd)
+
+
+def test_a_held_command_line_is_read_to_its_end_after_a_short_read(child, monkeypatch):
+    """cmdline is no seq_file: a short read may stop where the process's
+    memory could not be read, so it is read on until a read says "end"."""
+    files = procfs.Files()
+    _say(child, "hello")
+    whole = procfs.cmdline(child.pid)
+    assert files.cmdline(child.pid) == whole and len(files) == 1
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: real(fd, min(n, 5), at))
+    assert files.cmdline(child.pid) == whole
+    files.close()
+
+
+def test_a_kept_title_lets_go_of_its_held_command_line(parent, monkeypatch):
+    """A long-running scan reads a young child's title through a held file
+    every cycle; once it keeps the title (read past TITLE_SETTLED of the
+    child's life) it reads it no more, and closes that file."""
+    from apache_metrics_exporter import clocks
+    from apache_metrics_exporter.collect import processes
+
+    proc, kid = parent
+    start = procfs.stat(kid).start_ticks / procfs.CLOCK_TICKS
+    now = [start + 1]
+    monkeypatch.setattr(clocks, "boottime", lambda: now[0])
+    titles = []
+    real = procfs.Files.cmdline
+    monkeypatch.setattr(procfs.Files, "cmdline", lambda self, pid: titles.append(pid)
+                        or real(self, pid))
+    reuse = processes.Reuse()
+    fresh = processes.scan(proc.pid, ("apache2",))
+    for _ in range(2):
+        got = processes.scan(proc.pid, ("apache2",), reuse=reuse)
+        assert [c._replace(memory=0) for c in got.children] == \
+            [c._replace(memory=0) for c in fresh.children]
+    (tree,) = reuse.trees.values()
+    assert titles == [kid, kid] and (kid, "cmdline") in tree.files._fds
+    assert len(tree.files) == 4  # the children list; the child's stat, statm, title
+    now[0] = start + processes.TITLE_SETTLED + 1
+    for _ in range(3):
+        got = processes.scan(proc.pid, ("apache2",), reuse=reuse)
+        assert [c._replace(memory=0) for c in got.children] == \
+            [c._replace(memory=0) for c in fresh.children]
+    assert titles == [kid] * 3
+    (tree,) = reuse.trees.values()
+    assert (kid, "cmdline") not in tree.files._fds and len(tree.files) == 3
+    tree.files.close()

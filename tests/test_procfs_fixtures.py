@@ -336,3 +336,139 @@ def test_the_parents_own_task_list_is_the_same_as_all_of_them(captured):
     st = procfs.stat(captured.parent)
     assert st.threads == 1
     assert procfs.children(captured.parent, st.threads) == procfs.children(captured.parent)
+
+
+# --- titles a long-running run keeps (Reuse) -------------------------------------
+
+def _title_reads(monkeypatch) -> dict:
+    """{pid: how many times its cmdline was read}, counted from now on."""
+    reads: dict = {}
+    real = procfs.cmdline
+
+    def counted(pid: int) -> list:
+        reads[pid] = reads.get(pid, 0) + 1
+        return real(pid)
+
+    monkeypatch.setattr(procfs, "cmdline", counted)
+    return reads
+
+
+def _clock_at(monkeypatch, seconds: list) -> None:
+    """CLOCK_BOOTTIME as ``seconds[0]`` (a list: the test moves it)."""
+    from apache_metrics_exporter import clocks
+
+    monkeypatch.setattr(clocks, "boottime", lambda: seconds[0])
+
+
+def _started(pid: int) -> float:
+    """The process's start, CLOCK_BOOTTIME seconds."""
+    return procfs.stat(pid).start_ticks / procfs.CLOCK_TICKS
+
+
+def _rewrite(captured, pid: int, start_ticks=None, title=None) -> None:
+    """The captured process ``pid`` with another start (another process
+    with the same PID) and/or another title (argv[0] written over)."""
+    if start_ticks is not None:
+        path = captured.root / str(pid) / "stat"
+        data = path.read_bytes()
+        right = data.rindex(b")")
+        fields = data[right + 2:].split(b" ")
+        fields[19] = str(start_ticks).encode()  # field 22, starttime
+        path.write_bytes(data[:right + 2] + b" ".join(fields))
+    if title is not None:
+        path = captured.root / str(pid) / "cmdline"
+        path.write_bytes(title.encode() + b"\0" + path.read_bytes().partition(b"\0")[2])
+
+
+def test_a_native_title_read_past_the_settling_time_is_not_read_again(captured, monkeypatch):
+    """A native worker's title read when it was older than TITLE_SETTLED is
+    its last: later cycles take it from the kept tree, and report what a
+    scan that reads every title reports."""
+    (native,) = captured.roles["native"]
+    _clock_at(monkeypatch, [_started(native) + processes.TITLE_SETTLED + 1])
+    fresh = scan(captured.parent, APACHE)
+    reads = _title_reads(monkeypatch)
+    reuse = processes.Reuse()
+    for _ in range(3):
+        assert scan(captured.parent, APACHE, reuse=reuse) == fresh
+    assert reads[native] == 1
+    assert all(reads[pid] == 1 for pid in captured.roles["wsgi"])
+    (tree,) = reuse.trees.values()
+    assert tree.titles[(native, procfs.stat(native).start_ticks)] == captured.title(native)
+
+
+def test_a_child_young_when_its_title_was_read_is_read_again(captured, monkeypatch):
+    """A child not older than TITLE_SETTLED may be a mod_wsgi daemon that
+    has not written its title yet: read every cycle until a read finds it
+    older (then kept). An age that cannot be (no clock, a start after now)
+    is young."""
+    (native,) = captured.roles["native"]
+    start = _started(native)
+    now = [start + 1]
+    _clock_at(monkeypatch, now)
+    reads = _title_reads(monkeypatch)
+    reuse = processes.Reuse()
+
+    def cycle() -> str:
+        (child,) = [c for c in scan(captured.parent, APACHE, reuse=reuse).children
+                    if c.pid == native]
+        return child.group
+
+    assert [cycle(), cycle()] == [NATIVE_GROUP] * 2 and reads[native] == 2
+    now[0] = start + processes.TITLE_SETTLED - 0.5
+    assert cycle() == NATIVE_GROUP and reads[native] == 3
+    now[0] = start - 100  # before it started: the clocks disagree, so young
+    assert cycle() == NATIVE_GROUP and reads[native] == 4
+    from apache_metrics_exporter import clocks
+
+    monkeypatch.setattr(clocks, "boottime", lambda: None)  # no clock: young
+    assert cycle() == NATIVE_GROUP and reads[native] == 5
+    _clock_at(monkeypatch, now)
+    now[0] = start + processes.TITLE_SETTLED + 1
+    assert [cycle(), cycle(), cycle()] == [NATIVE_GROUP] * 3 and reads[native] == 6
+
+
+def test_a_daemon_titled_within_the_settling_time_is_seen_in_its_group(captured,
+                                                                      monkeypatch):
+    """mod_wsgi writes a daemon's title just after its fork: a cycle that
+    found it still showing the parent's title reads it again, and the next
+    cycle reports it in its group (then keeps that title)."""
+    (native,) = captured.roles["native"]
+    _clock_at(monkeypatch, [_started(native) + 2])
+    reads = _title_reads(monkeypatch)
+    reuse = processes.Reuse()
+    groups = {c.pid: c.group for c in scan(captured.parent, APACHE, reuse=reuse).children}
+    assert groups[native] == NATIVE_GROUP
+    _rewrite(captured, native, title="(wsgi:example)")
+    for _ in range(2):
+        groups = {c.pid: c.group for c in scan(captured.parent, APACHE,
+                                               reuse=reuse).children}
+        assert groups[native] == "example"
+    assert reads[native] == 2
+
+
+def test_a_pid_used_again_has_its_title_read_anew(captured, monkeypatch):
+    """A title is kept by PID and start time: another process under the
+    same PID (another start) is read, never given the title kept for the
+    one before it."""
+    (native,) = captured.roles["native"]
+    start = procfs.stat(native).start_ticks
+    now = [_started(native) + processes.TITLE_SETTLED + 1]
+    _clock_at(monkeypatch, now)
+    reads = _title_reads(monkeypatch)
+    reuse = processes.Reuse()
+    for _ in range(2):
+        groups = {c.pid: c.group for c in scan(captured.parent, APACHE,
+                                               reuse=reuse).children}
+        assert groups[native] == NATIVE_GROUP
+    assert reads[native] == 1
+    _rewrite(captured, native, start_ticks=start + 500, title="(wsgi:example)")
+    now[0] += 5  # the newcomer: old enough too (its title kept from now on)
+    for _ in range(2):
+        groups = {c.pid: c.group for c in scan(captured.parent, APACHE,
+                                               reuse=reuse).children}
+        assert groups[native] == "example"
+    assert reads[native] == 2
+    (tree,) = reuse.trees.values()
+    assert (native, start) not in tree.titles
+    assert tree.titles[(native, start + 500)] == "(wsgi:example)"

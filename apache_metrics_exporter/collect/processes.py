@@ -8,6 +8,7 @@ RSS for all processes and says so once.
 
 from __future__ import annotations
 
+from apache_metrics_exporter import clocks
 from apache_metrics_exporter.catalogue import NATIVE_GROUP
 from apache_metrics_exporter.collect import procfs
 from apache_metrics_exporter.records import NamedTuple
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
 WSGI_PREFIX = "(wsgi:"
 DEFAULT_EXE_NAMES = ("apache2", "httpd")
 MEMORY_KINDS = ("rss", "pss", "uss")
+# Seconds of life after which a child's title is its last (see Tree).
+TITLE_SETTLED = 10.0
 
 
 class ProcInfo(NamedTuple):
@@ -226,12 +229,35 @@ class Proof(NamedTuple):
 
 class Tree(NamedTuple):
     """What does not change in a proven parent's tree while that parent lives:
-    the room of its title, and the mod_wsgi title of each daemon child (by
-    PID and start time: a PID used again is another process). Other titles
-    are not kept: a freshly forked daemon shows the parent's title until
-    mod_wsgi writes its own. ``files``: the /proc files of the parent and
-    its children read every cycle, held open (procfs.Files; None for a
-    captured tree)."""
+    the room of its title, and the title of each child that has its last one
+    (by PID and start time: a PID used again is another process, read anew).
+
+    A child's title is its last once it is mod_wsgi's, or once it was read
+    when the child was already older than TITLE_SETTLED (10 s). A child
+    changes its title in two ways only. mod_wsgi writes a daemon's
+    ``(wsgi:NAME)`` right after the fork (wsgi_start_process: after its
+    "Starting process" log line, before it changes priority, root or
+    user, or loads Python; nothing writes it later), microseconds of the
+    child's own running into its life: until then it shows the parent's
+    title, so a younger child is read again every cycle. 10 s is that
+    moment with room for a host so loaded that a new process waits seconds
+    to run, and costs a title read per cycle only in a child's first 10 s
+    (at most twice at --interval 10). An exec changes the title too, and
+    with it the process name, which stat shows every cycle: scan drops a
+    child whose name is not Apache's. Assumed: no child runs mod_wsgi's
+    title code later than 10 s after its fork (one stopped or frozen that
+    long right after it, then scanned before it ran again, keeps the
+    parent's title: "native"), and none execs, after its first 10 s, a
+    program whose file is named as Apache's (apache2, httpd): it would keep
+    its old title in this run's figures until it exits. Neither leads to
+    a signal: the reaper keeps none of this and reads every title afresh.
+
+    The age is CLOCK_BOOTTIME (read before the titles) less the start ticks
+    of /proc/PID/stat, which count CLOCK_BOOTTIME too (task->start_boottime,
+    in the reader's time namespace like the clock); an age that cannot be
+    (no clock, a start after now) is young. ``files``: the /proc files of
+    the parent and its children read every cycle, held open (procfs.Files;
+    None for a captured tree); a kept title's cmdline is let go."""
 
     room: int
     titles: Dict[Tuple[int, int], str]
@@ -663,11 +689,13 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
          ) -> ProcessScan:
     """Children of the parent with the same executable, grouped and measured.
 
-    ``reuse``: a long-running run's kept tree (Reuse): the mod_wsgi titles
-    of the children it has seen before (same PID and start time) and the
-    parent's title room are not read again; the children are listed, and each one's
-    identity, state and memory read, every time. ``parent_stat``: the
-    parent's stat, when the proof has just read it (Parent.stat)."""
+    ``reuse``: a long-running run's kept tree (Reuse): the parent's title
+    room, and a child's title once the tree holds its last one (same PID
+    and start time; mod_wsgi's, or one read past TITLE_SETTLED of the
+    child's life: see Tree for why that is safe and what it assumes), are
+    not read again; the children are listed, and each one's identity,
+    name, state and memory read, every time. ``parent_stat``: the parent's
+    stat, when the proof has just read it (Parent.stat)."""
     if parent_pid is None:
         return EMPTY_SCAN._replace(memory_kind=memory_kind)
     try:
@@ -698,12 +726,16 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
     truncated: Set[str] = set()
     titles: Dict[Tuple[int, int], str] = {}
     daemons: Set[Tuple[int, int]] = set()
+    # Before any title is read: a child older than TITLE_SETTLED now was so
+    # when its title was read (Tree).
+    now = clocks.boottime() if reuse is not None else None
     for pid in kids:
         try:
             st = stat(pid)
             if st.name not in exe_names or st.ppid != parent_pid or st.state in "ZX":
                 continue  # not Apache's, or exited (a zombie has no memory left)
             title = known.get((pid, st.start_ticks))
+            read = title is None
             if title is None:
                 cmd = cmdline(pid)
                 title = cmd[0] if cmd else ""
@@ -718,11 +750,13 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
                 f"--memory {memory_kind} needs the right to read other users' "
                 "/proc/PID/smaps_rollup (run as root or as Apache's user); "
                 "reporting RSS instead",))
-        if title.startswith(WSGI_PREFIX):
-            # Only mod_wsgi's title is final: a child still showing the
-            # parent's title may be a daemon that has not written its own
-            # yet (or one that execs), so it is read again next cycle.
+        if not read or title.startswith(WSGI_PREFIX) or _settled(st.start_ticks, now):
+            # Its last title (Tree); a younger child still showing the
+            # parent's may be a daemon that has not written its own yet,
+            # so it is read again next cycle.
             titles[(pid, st.start_ticks)] = title
+            if read and files is not None:
+                files.let_go(pid, "cmdline")
         info = wsgi_group(title, room)
         group = NATIVE_GROUP if info is None else info[0]
         if info is not None:
@@ -745,6 +779,15 @@ def scan(parent_pid: Optional[int], exe_names: Sequence[str],
         else ()
     return ProcessScan(parent_pid, parent_ctime, children, truncated, memory_kind, warnings,
                        parent.start_ticks)
+
+
+def _settled(start_ticks: int, now: Optional[float]) -> bool:
+    """Whether a child started ``start_ticks`` clock ticks after boot was
+    older than TITLE_SETTLED at ``now`` (CLOCK_BOOTTIME seconds; None: no
+    clock, young). The ticks are the start rounded down: one more is added."""
+    if now is None:
+        return False
+    return now - (start_ticks + 1) / procfs.CLOCK_TICKS > TITLE_SETTLED
 
 
 def cut_names_warning(names: Sequence[str], room: int, resolved: bool) -> str:

@@ -61,6 +61,11 @@ def boot_time() -> float:
 
 
 READ_SIZE = 16384  # bytes asked for per read(2); a file is read to its end
+# A read of a small-record seq_file shorter than this is its end (_to_end):
+# a page (seq_file's first buffer; the real one, not the PAGE_SIZE tests
+# set for a captured tree) or READ_SIZE, less room for a record ("%d " of
+# a PID: at most 8 bytes) and then some.
+RECORDS_END = min(READ_SIZE, os.sysconf("SC_PAGE_SIZE")) - 64
 
 
 def read_file(path: str) -> bytes:
@@ -72,14 +77,15 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def _opened(path: str) -> Tuple[int, bytes]:
+def _opened(path: str, line: bool = False, records: bool = False) -> Tuple[int, bytes]:
     """``path`` opened and read to its end: its descriptor, left open, and
     the bytes; NoProcess when the file (its process) is gone, Denied when
-    it may not be read (read_file's, and what Files holds open)."""
+    it may not be read (read_file's, and what Files holds open). ``line``,
+    ``records``: see _to_end."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return fd, _to_end(fd, False)
+            return fd, _to_end(fd, False, line, records)
         except BaseException:
             os.close(fd)
             raise
@@ -160,23 +166,43 @@ def _release(count: int) -> None:
         _kept -= count
 
 
-def _to_end(fd: int, again: bool, line: bool = False) -> bytes:
+def _to_end(fd: int, again: bool, line: bool = False, records: bool = False) -> bytes:
     """What is left of an open file, read to its end (``again``: all of it,
-    from offset 0, with pread). ``line``: the file is one line that procfs
-    makes whole for each read (stat, statm: seq_file's single_open, whose
-    one record is given whole to a read asking for more, fs/seq_file.c
-    seq_read_iter), so a read that gives less than it asked, ending in a
-    newline, has reached the end: the read(2) that would say so is spared."""
+    from offset 0, with pread; else from a descriptor just opened, at 0
+    too). A first read that procfs has provably given whole spares the
+    read(2) that would only say "end" (strace: one of them per file read):
+
+    ``line``: the file is one line that procfs makes whole for each read
+    (stat, statm: seq_file's single_open, whose one record is given whole to
+    a read asking for more, fs/seq_file.c seq_read_iter), so a read that
+    gives less than it asked, ending in a newline, has reached the end.
+
+    ``records``: a seq_file of small records (a task's children list,
+    fs/proc/array.c children_seq_show: "%d " per child, at most 8 bytes).
+    seq_read_iter ends a read from offset 0 short of the count asked only
+    when no record is left, or when the next record would not fit its
+    buffer (m->size: a page at first, doubled only for a record larger than
+    the buffer); so a read shorter than a page (and than READ_SIZE) by more
+    than the largest record has reached the end. A longer list is read on
+    to its end as any file.
+
+    Not cmdline (proc_pid_cmdline_read): it ends a read short also where
+    the process's memory could not be read (access_remote_vm faulting on a
+    page of the argument area), and the next read from there is the only
+    way to tell that from the end."""
     if again:
         data = os.pread(fd, READ_SIZE, 0)
-        if line and len(data) < READ_SIZE and data.endswith(b"\n"):
-            return data
+    else:
+        data = os.read(fd, READ_SIZE)
+    if line and len(data) < READ_SIZE and data.endswith(b"\n") \
+            or records and len(data) < RECORDS_END:
+        return data
+    if again:
         more = os.pread(fd, READ_SIZE, len(data)) if data else b""
         while more:
             data += more
             more = os.pread(fd, READ_SIZE, len(data))
         return data
-    data = os.read(fd, READ_SIZE)
     more = os.read(fd, READ_SIZE) if data else b""
     while more:
         data += more
@@ -186,9 +212,10 @@ def _to_end(fd: int, again: bool, line: bool = False) -> bytes:
 
 class Files:
     """The /proc/PID files of one process tree that a long-running run reads
-    every cycle (each process's stat and statm, a native child's cmdline),
-    held open and read again at offset 0 (pread(2)): an open(2) and a
-    close(2) fewer per read, about half its cost.
+    every cycle (each process's stat - its main thread's, see stat - and
+    statm, a young child's cmdline), held open and read again at offset 0
+    (pread(2)): an open(2) and a close(2) fewer per read, about half its
+    cost.
 
     Each read is as fresh as a read by path - procfs makes a file's text
     anew for every read from offset 0 - and reads the same process or none:
@@ -214,15 +241,15 @@ class Files:
         self._lock = threading.Lock()
         self._closed = False
 
-    def read(self, pid: int, name: str, line: bool = False) -> bytes:
-        """The whole of /proc/PID/NAME, as read_file reads it (``line``: see
-        _to_end)."""
+    def read(self, pid: int, name: str, line: bool = False, records: bool = False) -> bytes:
+        """The whole of /proc/PID/NAME, as read_file reads it (``line``,
+        ``records``: see _to_end)."""
         key = (pid, name)
         with self._lock:
             fd = self._fds.get(key)
             if fd is not None:
                 try:
-                    return _to_end(fd, True, line)
+                    return _to_end(fd, True, line, records)
                 except OSError:  # ESRCH: its process has exited
                     del self._fds[key]
                     os.close(fd)
@@ -231,7 +258,7 @@ class Files:
             if self._closed or PROC != "/proc" or not _may_keep():
                 return read_file(path)
             try:
-                fd, data = _opened(path)
+                fd, data = _opened(path, line, records)
             except BaseException:
                 _release(1)
                 raise
@@ -239,7 +266,13 @@ class Files:
             return data
 
     def stat(self, pid: int) -> Stat:
-        return _stat(pid, self.read(pid, "stat", True))
+        """stat(pid), from its main thread's stat (task/PID/stat): the
+        same line but for the fields the kernel sums over every thread for
+        the process's (fs/proc/array.c do_task_stat, ``whole``: faults,
+        CPU times, exit code), which are not parsed - name, state, parent,
+        thread count and start are the main thread's in both. Spares that
+        walk of the threads (2 of 6 us a read, for an event worker of 66)."""
+        return _stat(pid, self.read(pid, f"task/{pid}/stat", True))
 
     def cmdline(self, pid: int) -> List[str]:
         return _cmdline(self.read(pid, "cmdline"))
@@ -254,10 +287,18 @@ class Files:
         finds no task for it), as it does for a process without children:
         then it is read by path, which tells the two apart."""
         try:
-            data = self.read(pid, f"task/{pid}/children")
+            data = self.read(pid, f"task/{pid}/children", records=True)
         except (NoProcess, Denied):
             data = b""
         return sorted({int(c) for c in data.split()}) if data else children(pid, 1)
+
+    def let_go(self, pid: int, name: str) -> None:
+        """Close /proc/PID/NAME if held (a file no longer read: a title kept)."""
+        with self._lock:
+            fd = self._fds.pop((pid, name), None)
+            if fd is not None:
+                os.close(fd)
+                _release(1)
 
     def retain(self, pids: Set[int]) -> None:
         """Close the files of every process not in ``pids``."""
