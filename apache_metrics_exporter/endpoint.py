@@ -226,6 +226,7 @@ class _HeadFile:
         self.raw.close()
 
 
+_CLOSE = "Connection: close\r\n"
 MAX_FIELDS = 100  # header lines of one request (http.client's limit for http.server)
 # The control characters a field value may not hold (all but HTAB); a field
 # name is a token (wire.TCHAR).
@@ -255,6 +256,22 @@ class _Fields:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(k == name.lower() for k, _ in self._items)
 
+    def keep_alive(self) -> bool:
+        """Whether these fields let an HTTP/1.1 connection be kept: no
+        ``close`` among the Connection tokens (of every Connection field),
+        no Transfer-Encoding, and no Content-Length but one of 0; in one
+        pass over the fields."""
+        lengths = []
+        for name, value in self._items:
+            if name == "connection":
+                if any(t.strip().lower() == "close" for t in value.split(",")):
+                    return False
+            elif name == "transfer-encoding":
+                return False
+            elif name == "content-length":
+                lengths.append(value.strip())
+        return lengths in ([], ["0"])
+
 
 class _Handler(BaseHTTPRequestHandler):
     """One connection, in its own thread: one request, or with HTTP/1.1 one
@@ -275,6 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
     web: Optional[WebConfig] = None  # --web.config.file
     server: _Server
     raw_requestline: bytes  # set by http.server's handle_one_request
+    _headers_buffer: List[bytes]  # http.server's, of an answer's head (_send, send_error)
 
     def setup(self) -> None:
         super().setup()
@@ -382,10 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Keep-alive only for an HTTP/1.1 request that does not ask to close
         # and has no body (a body is never read: its bytes must not be taken
         # for the next request, so any sign of one closes the connection).
-        tokens = {t.strip().lower() for t in ",".join(fields.get_all("Connection")).split(",")}
-        lengths = [v.strip() for v in fields.get_all("Content-Length")]
-        if (self.request_version == "HTTP/1.1" and "close" not in tokens
-                and "Transfer-Encoding" not in fields and lengths in ([], ["0"])):
+        if self.request_version == "HTTP/1.1" and fields.keep_alive():
             self.protocol_version = "HTTP/1.1"
             self.close_connection = False
         return True
@@ -438,31 +453,51 @@ class _Handler(BaseHTTPRequestHandler):
               headers: Sequence[Tuple[str, str]] = ()) -> None:
         self.server.answering(self.request)
         data = body.encode("utf-8")
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection and self.protocol_version == "HTTP/1.1":
-            self.send_header("Connection", "close")
+        # What send_response, send_header and end_headers would buffer (the
+        # same lines, in the same order, each encoded as latin-1 as they do),
+        # formatted at once: five calls and a list of encoded lines a scrape
+        # cost more than the rest of the answer's Python.
+        self.log_request(code)
+        if self.request_version == "HTTP/0.9":  # no head (http.server's rule)
+            if data and self.command != "HEAD":
+                self.wfile.write(data)
+            return
+        message = self.responses[code][0] if code in self.responses else ""
+        close = _CLOSE if self.close_connection and self.protocol_version == "HTTP/1.1" else ""
+        lines = getattr(self, "_headers_buffer", None) or []
+        lines.append(f"{self.protocol_version} {code} {message}\r\n"
+                     f"Server: {self.version_string()}\r\n"
+                     f"Date: {self.date_time_string()}\r\n"
+                     f"Content-Type: {content_type}\r\n"
+                     f"Content-Length: {len(data)}\r\n{close}".encode("latin-1", "strict"))
         for name, value in headers:
-            self.send_header(name, value)
-        for name, value in self.web.headers if self.web is not None else ():
-            self.send_header(name, value)
-        self._body = b"" if self.command == "HEAD" else data
-        self.end_headers()
-        if self._body:  # HTTP/0.9: no head, so flush_headers did not run
-            self.wfile.write(self._body)
-            self._body = b""
+            lines.append(f"{name}: {value}\r\n".encode("latin-1", "strict"))
+        if self.web is not None:
+            lines.extend(self._web_lines())
+        lines.append(b"\r\n")
+        self._headers_buffer = []
+        self.wfile.write(b"".join(lines) if self.command == "HEAD" else b"".join(lines) + data)
 
-    _body = b""  # the answer's body, written with its head (_send)
+    # (the web configuration, its header lines encoded): _web_lines
+    _web_head: Tuple[Optional[WebConfig], List[bytes]] = (None, [])
+
+    def _web_lines(self) -> List[bytes]:
+        """--web.config.file's response headers as send_header encodes them
+        (one line at a time: a value latin-1 cannot carry fails as it did),
+        encoded once per configuration."""
+        web, lines = self._web_head
+        if web is not self.web:
+            lines = [f"{name}: {value}\r\n".encode("latin-1", "strict")
+                     for name, value in self.web.headers]  # type: ignore[union-attr]
+            type(self)._web_head = (self.web, lines)
+        return lines
 
     def flush_headers(self) -> None:
-        # The head and the body in one write: one system call and one segment,
-        # not a head the client must wait on (delayed ACK) before the body.
-        body, self._body = self._body, b""
+        # (send_error's head; _send writes its head and body in one write)
         head = b"".join(getattr(self, "_headers_buffer", ()))
-        self._headers_buffer: List[bytes] = []
-        if head or body:
-            self.wfile.write(head + body)
+        self._headers_buffer = []
+        if head:
+            self.wfile.write(head)
 
     def _authorised(self) -> bool:
         """--listen-user, or basic_auth_users of --web.config.file (bcrypt);
