@@ -611,19 +611,100 @@ class _Server(ThreadingHTTPServer):
     (bounded by --timeout, at most MAX_SCRAPES at once, others get 503), then
     has ANSWER_DEADLINE to take the answer. Dropping is a shutdown of the
     socket, which wakes its thread from any read or write; the thread closes
-    it. The deadlines are checked by the accept loop every poll interval.
+    it.
+
+    The accept loop (serve_forever) sleeps until a connection arrives, the
+    earliest deadline is due, or it is woken: by shutdown(), or by a
+    connection whose new deadline is earlier than the loop's wake-up
+    (_phase). An idle endpoint makes no system call at all - the stdlib's
+    loop woke every poll interval (a quarter second), which between
+    Prometheus' scrapes cost more CPU than the scrapes themselves - and a
+    deadline is kept to the moment, not to the next poll.
     """
 
     daemon_threads = True
     request_queue_size = 128  # a burst of connections waits in the kernel, not refused
     request_deadline = REQUEST_DEADLINE
     idle_deadline = IDLE_DEADLINE
-    poll_interval = 0.25  # also the precision of the deadlines
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        import os
+
         self._conns: Dict[Any, _Conn] = {}
         self._conns_lock = threading.Lock()
+        # The accept loop's wake-up: a pipe it watches, and when it means to
+        # wake by itself (None: no deadline ahead), under _conns_lock. (Made
+        # first: a failed bind calls server_close from the constructor.)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_at: Optional[float] = None
+        self._stop_asked = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        super().__init__(*args, **kwargs)
+
+    def serve_forever(self, poll_interval: float = 0.0) -> None:
+        """Accept connections and drop the clients past their deadline until
+        shutdown() (``poll_interval``: unused; the loop wakes when needed)."""
+        import os
+        import selectors
+
+        self._stopped.clear()
+        try:
+            with selectors.PollSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stop_asked:
+                    ready = selector.select(self._until_due())
+                    if self._stop_asked:
+                        break
+                    for key, _events in ready:
+                        if key.fileobj is self:
+                            self._handle_request_noblock()  # type: ignore[attr-defined]
+                        else:
+                            try:
+                                while os.read(self._wake_r, 512):
+                                    pass
+                            except BlockingIOError:
+                                pass
+                    self.service_actions()
+        finally:
+            self._stop_asked = False
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever and wait until it has (from another thread)."""
+        self._stop_asked = True
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        import os
+
+        super().server_close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def _wake(self) -> None:
+        """Wake the accept loop (a byte in its pipe; a full pipe already will)."""
+        import os
+
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full (a wake is pending), or closed
+            pass
+
+    def _until_due(self) -> Optional[float]:
+        """Seconds until the earliest deadline (None: none ahead), noted as
+        the loop's wake-up so that an earlier one set meanwhile wakes it."""
+        with self._conns_lock:
+            due = min((c.deadline for c in self._conns.values() if c.deadline is not None),
+                      default=None)
+            self._wake_at = due
+        return None if due is None else max(0.0, due - time.monotonic())
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
@@ -708,6 +789,10 @@ class _Server(ThreadingHTTPServer):
                 return False  # dropped already
             conn.phase, conn.since = phase, time.monotonic()
             conn.deadline = None if deadline is None else conn.since + deadline
+            if conn.deadline is not None and (self._wake_at is None
+                                              or conn.deadline < self._wake_at):
+                self._wake_at = conn.deadline
+                self._wake()  # the loop sleeps past this deadline
             return True
 
     def idle(self, request: Any) -> bool:
@@ -882,15 +967,21 @@ def _tls_context(config: RunConfig) -> Any:
 def serve(listeners: Listeners) -> int:
     """Answer scrapes on every server until SIGTERM or SIGINT; then stop them
     all cleanly (exit 0)."""
+    import os
+    import select
+
     servers = listeners.servers
 
     def stop(signum: int, frame: object) -> None:
         for server in servers:
             threading.Thread(target=server.shutdown, daemon=True).start()
 
+    woken_r, woken_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    earlier = signal.set_wakeup_fd(woken_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     threads = []
+    ended: List[_Server] = []  # serving loops that have returned
     for server in servers:
         # One line at the default level (-q hides it): where, and for what.
         host, port = server.server_address[:2]
@@ -905,18 +996,47 @@ def serve(listeners: Listeners) -> int:
                    ", ".join(urls) or "no configured target",
                    f"; /probe?target= for URLs matching {', '.join(patterns)}" if patterns
                    else "")
-        thread = threading.Thread(target=server.serve_forever,
-                                  kwargs={"poll_interval": server.poll_interval}, daemon=True)
+        thread = threading.Thread(target=_serving, args=(server, woken_w, ended), daemon=True)
         thread.start()
         threads.append(thread)
     try:
+        # The main thread sleeps until a signal or a serving thread's end
+        # wakes it: a signal caught by any thread writes to the wake-up
+        # pipe (signal.set_wakeup_fd), and the handler runs here once the
+        # wait returns - no timed wake-ups to look for either.
+        waiting = select.poll()
+        waiting.register(woken_r, select.POLLIN)
+        while len(ended) < len(threads):
+            waiting.poll()
+            try:
+                while os.read(woken_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
         for thread in threads:
-            while thread.is_alive():  # join with a timeout: signals are handled
-                thread.join(0.5)
+            thread.join()  # (each is past its loop: in its last lines)
     finally:
+        signal.set_wakeup_fd(earlier)
+        os.close(woken_r)
+        os.close(woken_w)
         for server in servers:
             server.server_close()
     return 0
+
+
+def _serving(server: _Server, woken: int, ended: List[_Server]) -> None:
+    """serve_forever, then the server added to ``ended`` and a byte in
+    ``woken`` (serve's wait: the thread itself is still alive then)."""
+    import os
+
+    try:
+        server.serve_forever()
+    finally:
+        ended.append(server)
+        try:
+            os.write(woken, b"\0")
+        except OSError:
+            pass
 
 
 def run_endpoint(config: RunConfig, targets: List[Target]) -> int:

@@ -22,6 +22,7 @@ from apache_metrics_exporter.endpoint import parse_listen
 from apache_metrics_exporter.errors import UsageError
 from tests.conftest import exporter_env, prom_series
 from tests.harness.apache import free_port
+from tests.harness.waiting import wait_for
 
 EXPORTER = os.path.join(os.path.dirname(sys.executable), "apache-metrics-exporter")
 
@@ -919,3 +920,61 @@ def test_a_request_line_is_three_words_apart_by_single_spaces_in_printable_ascii
         assert answer.startswith(b"HTTP/1.0 200 "), answer[:60]
         head = answer.split(b"\r\n\r\n", 1)[0]
         assert b"\r\nServer: apache-metrics-exporter\r\n" in head and b"Python" not in head
+
+
+def _switches(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` so far: one per
+    wake-up from a wait (poll, a lock, a sleep)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def test_an_idle_endpoint_does_not_wake_up():
+    """Between scrapes nothing runs: the accept loop sleeps until a connection,
+    a deadline or shutdown wakes it, the main thread until a signal does (the
+    stdlib's loop polled every quarter second and the main thread joined
+    every half: 6 wake-ups a second, more CPU between Prometheus' scrapes than
+    the scrapes). Also with a kept-alive connection waiting idle for its
+    next request (its idle deadline is 330 s away)."""
+    with running("--url", "http://127.0.0.1:9/server-status") as ep:
+        ep.get("/metrics")
+        before = _switches(ep.proc.pid)
+        time.sleep(2)
+        assert _switches(ep.proc.pid) - before <= 2
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            time.sleep(0.5)  # (the answer's last steps)
+            before = _switches(ep.proc.pid)
+            time.sleep(2)
+            assert _switches(ep.proc.pid) - before <= 2
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # still served
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+
+
+def test_a_stop_signal_caught_by_any_thread_stops_it_at_once():
+    """SIGTERM is handled in the main thread, but the kernel may hand it to
+    any thread that does not block it: sent to a connection's thread (kill
+    with that thread's id goes to it first), it still stops the endpoint."""
+    with running("--url", "http://127.0.0.1:9/server-status") as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5):
+            pid = ep.proc.pid
+            wait_for("a connection thread", lambda: len(os.listdir(f"/proc/{pid}/task")) >= 3)
+            others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+            os.kill(others[-1], signal.SIGTERM)
+            try:
+                status = ep.proc.wait(timeout=2)  # (stop() would send one more)
+            except subprocess.TimeoutExpired:
+                status = None
+            _status, err = ep.stop()
+    assert status == 0, err
+    assert "Traceback" not in err
