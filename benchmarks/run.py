@@ -85,6 +85,8 @@ SECTIONS = (1, 2, 3, 4, 5, 6, 7)
 ONE_SHOT_WALL = 1.10  # one-shot wall time / the bare fetch of both pages
 PARSE_US_PER_ROW = 1.0  # worker-table parse, µs per row at 64, 1,024 and 4,096 rows
 LISTEN_RATIO = 1.2  # small server: --listen CPU per scrape / apache_exporter's
+IDLE_SECONDS = 5.0  # section 5: exporters left alone after their scrapes
+IDLE_LIMIT = 0.05  # ms of CPU per second an idle --listen may cost
 BIG_RATIO = 3.0  # big server (2,000+ busy rows): --execd per cycle / apache_exporter's
 
 
@@ -428,6 +430,32 @@ def _print_cycles(label: str, got: dict) -> None:
         print(f"   {label:26} {name:16} {value[0]:8.2f} {value[1]:8.2f} {ratio}")
 
 
+def _print_idle(idle: dict, got: dict, targets: Targets) -> None:
+    """Each exporter left alone after its scrapes: CPU and wake-ups per
+    second, and what one Prometheus interval costs it in all (a scrape and
+    the idle time up to the next one), which the back-to-back scrapes above
+    do not show."""
+    if not idle:
+        return
+    print(f"   between scrapes ({IDLE_SECONDS:g} s left alone after the last; CPU from "
+          "schedstat), and per 15-s Prometheus interval (one scrape + 15 s idle):")
+    theirs = None
+    for name in ("apache_exporter", "ours --listen", "ours --execd"):
+        if name not in idle or not isinstance(got.get(name), tuple):
+            continue
+        ms, runs = idle[name]
+        interval = got[name][0] + 15 * ms
+        if name == "apache_exporter":
+            theirs = interval
+        ratio = f"{interval / theirs:8.2f}x" if theirs and name != "apache_exporter" else ""
+        print(f"   {'idle':26} {name:16} {ms:8.3f} ms/s, {runs:5.1f} wake-ups/s; "
+              f"{interval:6.2f} ms per interval {ratio}")
+    if "ours --listen" in idle:
+        targets.check("small server: ours --listen CPU between scrapes, ms per second "
+                      "(apache_exporter's: about 0)", idle["ours --listen"][0], IDLE_LIMIT,
+                      False, f"{idle['ours --listen'][1]:.1f} wake-ups/s")
+
+
 def _against_theirs(targets: Targets, text: str, got: dict, ours_name: str, limit: float,
                     note: str = "") -> None:
     """One target row: our CPU per cycle over apache_exporter's, from a
@@ -447,10 +475,12 @@ def per_scrape(ctx, opts: argparse.Namespace, targets: Targets) -> None:
           f"{opts.rounds} interleaved rounds)", flush=True)
     print(f"   {'server':26} {'exporter':16} {'cpu ms':>8} {'wall ms':>8} {'vs a_e':>9}")
     # The small server: the benchmark's own Apache (event, 2 x 5 threads).
-    got = scrape.compare(ctx.apache.status_url, ctx.script, ctx.env, opts.rounds)
+    got = scrape.compare(ctx.apache.status_url, ctx.script, ctx.env, opts.rounds,
+                         idle=IDLE_SECONDS)
     busy, rows = scrape.status_counts(ctx.apache)
     _print_cycles(f"small: {rows} rows", got)
     socket_table(" " * 27)
+    _print_idle(got.get("idle", {}), got, targets)
     # The same with a busy host's socket table: idle loopback connections.
     idle = scrape.IdleConnections()
     try:

@@ -34,7 +34,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
-from measure import Failed, one_line, proc_cpu, stop_group
+from measure import Failed, idle_cpu, one_line, proc_cpu, stop_group
 
 from tests.harness.apache import free_port
 
@@ -320,8 +320,11 @@ class SlowRequests:
 
 
 def compare(status_url: str, ours_script: str, env: dict, rounds: int,
-            listen: bool = True) -> Dict:
-    """{exporter name: (CPU ms, wall ms) per cycle | Failed} on one server.
+            listen: bool = True, idle: float = 0.0) -> Dict:
+    """{exporter name: (CPU ms, wall ms) per cycle | Failed} on one server;
+    with ``idle`` seconds, also {"idle": measure.idle_cpu of each exporter
+    that ran} left alone that long after the last round (a scraped
+    exporter's cost between scrapes).
 
     apache_exporter and ours --execd take turns; ours --listen (unless
     ``listen`` is false) is measured after them, on its own: it used to
@@ -335,6 +338,9 @@ def compare(status_url: str, ours_script: str, env: dict, rounds: int,
     try:
         got.update(per_cycle([e for e in started if e.name != "ours --listen"], rounds))
         got.update(per_cycle([e for e in started if e.name == "ours --listen"], rounds))
+        if idle > 0:
+            got["idle"] = idle_cpu({e.name: e.pid for e in started
+                                    if isinstance(got.get(e.name), tuple)}, idle)
     finally:
         for e in started:
             e.close()
