@@ -588,3 +588,157 @@ def test_the_peer_is_the_address_that_answered_on_each_connection():
         fetcher.close()
         first.close()
         second.close()
+
+
+# -- the bounded socket: non-blocking, every wait in poll until the deadline ---
+
+class Listener:
+    """A loopback listening socket whose connections a test serves itself."""
+
+    def __init__(self, backlog: int = 8, rcvbuf: int = 0) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:  # (inherited by the accepted connections)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/server-status"
+        self.conns: list = []
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.sock.close()
+
+
+def test_a_request_the_peer_never_reads_is_cut_at_the_deadline():
+    """A send that would block (the peer reads nothing, both socket buffers
+    full) waits no longer than --timeout: a request far larger than the
+    buffers (a 16 MB header) to a peer that accepts and never reads."""
+    peer = Listener(rcvbuf=4096)
+    big = (("X-Big", "a" * (16 << 20)),)
+    fetcher = Fetcher(Target(peer.url, timeout=1.0, headers=big))
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
+            fetcher.get(peer.url)
+        assert 0.9 < time.monotonic() - started < 1.75
+    finally:
+        peer.close()
+
+
+def test_a_request_the_peer_reads_slowly_arrives_whole():
+    """Sends that go out in part (the peer reads a little at a time) resume
+    where they stopped: the peer gets the request's exact bytes, then the
+    answer is read."""
+    peer = Listener(rcvbuf=4096)
+    fetcher = Fetcher(Target(peer.url, timeout=10.0, headers=(("X-Big", "b" * 3_000_000),)))
+    expected = fetcher._request_bytes("/server-status")
+    got = bytearray()
+
+    def serve() -> None:
+        conn, _ = peer.sock.accept()
+        peer.conns.append(conn)
+        while not got.endswith(b"\r\n\r\n"):
+            time.sleep(0.001)
+            got.extend(conn.recv(65536))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert fetcher.get(peer.url) == STATUS
+        thread.join(5)
+        assert bytes(got) == expected
+    finally:
+        fetcher.close()
+        peer.close()
+
+
+def test_a_connection_the_peer_does_not_accept_is_cut_at_the_deadline():
+    """A connect that does not complete (the listener's accept queue is
+    full: its SYNs are dropped) waits no longer than --timeout."""
+    peer = Listener(backlog=0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue (nothing is accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(peer.sock.getsockname())
+            fillers.append(filler)
+        time.sleep(0.2)
+        fetcher = Fetcher(Target(peer.url, timeout=1.0))
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
+            fetcher.get(peer.url)
+        assert 0.9 < time.monotonic() - started < 1.75
+    finally:
+        for filler in fillers:
+            filler.close()
+        peer.close()
+
+
+def test_a_peer_that_accepts_late_is_read_within_the_deadline():
+    """A peer that accepts the connection only after a while (the request
+    waits in the kernel meanwhile), then answers: the answer is read."""
+    peer = Listener()
+
+    def serve() -> None:
+        time.sleep(0.5)
+        conn, _ = peer.sock.accept()
+        peer.conns.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        assert Fetcher(Target(peer.url, timeout=3.0)).get(peer.url) == STATUS
+        assert time.monotonic() - started >= 0.45
+        thread.join(5)
+    finally:
+        peer.close()
+
+
+def test_a_kept_alive_request_waits_only_for_its_answer(monkeypatch):
+    """On a kept-alive connection a request is sent without waiting (an idle
+    socket takes it) and the answer read after one wait in poll, with no
+    per-call change of the socket's mode (each was an ioctl and a poll)."""
+    from apache_metrics_exporter.collect import http as http_mod
+
+    server = SlowServer(delay=0.0)
+    fetcher = Fetcher(Target(server.url, timeout=5.0))
+    try:
+        assert fetcher.get(server.url) == STATUS  # connects
+        waits = []
+        real_wait = http_mod._Bounded._wait
+        monkeypatch.setattr(http_mod._Bounded, "_wait",
+                            lambda self, events: waits.append(events) or real_wait(self, events))
+        monkeypatch.setattr(socket.socket, "settimeout", lambda *a: pytest.fail("settimeout"))
+        monkeypatch.setattr(socket.socket, "setblocking", lambda *a: pytest.fail("setblocking"))
+        for _ in range(3):
+            assert fetcher.get(server.url) == STATUS
+        assert waits == [http_mod.POLLIN] * 3
+    finally:
+        fetcher.close()
+        server.close()
+
+
+@pytest.mark.integration
+def test_tls_big_answers_on_one_kept_alive_connection(tls_apache):
+    """A TLS connection (a non-blocking socket whose TLS layer may hold
+    bytes poll cannot see) reads big answers whole, one after another on
+    the same connection, and the status page after them."""
+    body = bytes(range(256)) * 4000 + b"end"
+    (tls_apache.root / "htdocs" / "big.bin").write_bytes(body)
+    base = tls_apache.tls_status_url.rsplit("/", 1)[0]
+    fetcher = Fetcher(Target(tls_apache.tls_status_url, insecure=True))
+    try:
+        with fetcher.deadline():
+            assert fetcher.get(base + "/big.bin") == body
+            first = fetcher._conn.sock.getsockname()
+            assert fetcher.get(base + "/big.bin") == body
+            assert b"Apache Server Status" in fetcher.get(tls_apache.tls_status_url)
+        assert fetcher._conn.sock.getsockname() == first
+    finally:
+        fetcher.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -204,6 +205,42 @@ def test_many_tiny_chunks_take_memory_in_proportion_to_the_body():
     # The body, its copy, the buffer and one read in flight: a few times
     # READ_SIZE here, far below 130 bytes a chunk (4 MiB).
     assert peak < 2 * count + 4 * wire.READ_SIZE
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+@pytest.mark.parametrize("split", [1000, 5000, 70000])
+def test_a_big_body_is_whole_and_in_order_whatever_its_chunks_and_reads(framing, split):
+    """A body is gathered in pieces (small chunks into one, big ones as they
+    are) and joined at its end: chunks of every size around that piece size
+    (collect/wire.py's PIECE), in reads of every size, come out whole and in
+    their order; bytes past a Content-Length body stay for the next answer."""
+    body = bytes(range(256)) * 1500 + b"end"  # 384,003 bytes
+    if framing == "chunked":
+        sizes, chunks, at = [1, 4095, 4096, 10000, 3, 70000, 2, 4097], [], 0
+        for size in itertools.cycle(sizes):
+            if at >= len(body):
+                break
+            piece = body[at:at + size]
+            chunks.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+            at += size
+        payload = b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(chunks) + b"0\r\n\r\n"
+    elif framing == "length":
+        payload = b"Content-Length: %d\r\n\r\n%s" % (len(body), body) + b"HTTP/1.1 next"
+    else:
+        payload = b"\r\n" + body
+    data = b"HTTP/1.1 200 OK\r\n" + payload
+    head, got, keep, left = answer_in(data, split)
+    assert got == body
+    assert left == (len(b"HTTP/1.1 next") if framing == "length" else 0)
+    assert keep == (framing != "close")
+
+
+def answer_in(data: bytes, split: int) -> tuple:
+    """``answer`` with the peer's bytes arriving ``split`` bytes at a time."""
+    r = reader(*[data[i:i + split] for i in range(0, len(data), split)])
+    head = r.head()
+    body, keep = r.body(head, 1 << 20)
+    return head, body, keep, r.leftover
 
 
 def test_endless_interim_answers_end_with_the_connection():

@@ -12,6 +12,9 @@ happened and what to do about it.
 
 from __future__ import annotations
 
+import errno
+import os
+import select
 import socket
 import sys
 import time
@@ -29,11 +32,13 @@ from apache_metrics_exporter.units import hostport
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
     import ssl
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 USER_AGENT = f"apache-metrics-exporter/{__version__}"
 # socket.timeout is TimeoutError from Python 3.10 on, a sibling before.
 _TIMEOUTS = (socket.timeout, TimeoutError)
+POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux: a socket made non-blocking
 
 
 class Target(NamedTuple):
@@ -259,26 +264,98 @@ else:
 
 
 class _Bounded(_SocketBase):
-    """Mixin: every blocking call first sets the socket's timeout to the time
-    left before the deadline, so a dripping peer cannot stretch it."""
+    """Mixin: a socket left non-blocking whose every call waits (in poll) at
+    most until the deadline, so a dripping peer cannot stretch it.
+
+    The deadline is checked before every call, even when the peer's bytes
+    are already there: a peer sending endless interim answers fast enough
+    that no read waits is cut at the deadline too. Setting the socket's
+    timeout before each call instead, as this did, cost an ioctl(FIONBIO)
+    per call and a poll even where the call would not block. A send is
+    tried at once (an idle kept-alive connection takes a request without
+    waiting); the first read after it waits first (the answer is not there
+    yet), and so does a read after one that did not fill its buffer; a read
+    after a full one is tried first (more is likely waiting)."""
 
     clock: _Clock
+    _poller: Any = None  # select.poll of this socket, made at its first wait
+    _events = 0  # what _poller waits for
+    _read_first = False  # whether the next read is tried before any wait
+    # A TLS socket's own buffer may hold what the next read returns: poll
+    # cannot see it, so reads are always tried first there.
+    _buffered = False
+    # What a call that would block raises (a TLS socket adds its own).
+    _BLOCKED: Tuple[Type[OSError], ...] = (BlockingIOError,)
+
+    def _wait(self, events: int) -> None:
+        """Until the socket is ready for ``events`` (POLLIN, POLLOUT), has an
+        error or a hang-up (the next call says which), or the deadline has
+        come: TimeoutError then (socket.timeout, as a timed socket raised)."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self, events)
+            self._events = events
+        elif events != self._events:
+            poller.modify(self, events)
+            self._events = events
+        if not poller.poll(self.clock.left() * 1000.0):  # ms, rounded up
+            raise socket.timeout("timed out")
+
+    def _needs(self, exc: OSError, events: int) -> int:
+        """What to wait for after ``exc`` stopped a call that needs ``events``
+        (a TLS socket may have to write to read, or read to write)."""
+        return events
+
+    def connect_within(self, address: Any) -> None:
+        """connect, within the deadline (the socket is non-blocking)."""
+        self.clock.left()
+        err = self.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EINTR):  # under way
+            self._wait(POLLOUT)
+            err = self.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))  # (ConnectionRefusedError, ...)
+
+    def _read(self, call: Any, size: int, args: tuple) -> Any:
+        """``call(*args)`` (a read of ``size`` bytes) within the deadline."""
+        self.clock.left()  # TimeoutError once the deadline has passed
+        if not self._read_first:
+            self._wait(POLLIN)
+        while True:
+            try:
+                got = call(*args)
+            except self._BLOCKED as exc:
+                self._wait(self._needs(exc, POLLIN))
+                continue
+            self._read_first = self._buffered or \
+                (got if isinstance(got, int) else len(got)) == size
+            return got
 
     def recv(self, *args):  # noqa: ANN002,ANN201 - socket's signatures
-        self.settimeout(self.clock.left())
-        return super().recv(*args)
+        return self._read(super().recv, args[0], args)
 
     def recv_into(self, *args):  # noqa: ANN002,ANN201
-        self.settimeout(self.clock.left())
-        return super().recv_into(*args)
+        return self._read(super().recv_into, len(args) > 1 and args[1] or len(args[0]), args)
 
     def send(self, *args):  # noqa: ANN002,ANN201
-        self.settimeout(self.clock.left())
-        return super().send(*args)
+        self.clock.left()
+        while True:
+            try:
+                return super().send(*args)
+            except self._BLOCKED as exc:
+                self._wait(self._needs(exc, POLLOUT))
 
     def sendall(self, *args):  # noqa: ANN002,ANN201
-        self.settimeout(self.clock.left())
-        return super().sendall(*args)
+        """All of ``args[0]`` (bytes), each send within the deadline (a wait
+        only while the socket's send buffer is full)."""
+        data, flags = args[0], args[1:]
+        sent = self.send(data, *flags)
+        if sent < len(data):
+            with memoryview(data) as view:
+                while sent < len(data):
+                    sent += self.send(view[sent:], *flags)
+        self._read_first = self._buffered  # the answer is not there yet
 
 
 class _Socket(_Bounded, socket.socket):
@@ -297,9 +374,23 @@ def _tls_socket_class() -> Any:
         import ssl
 
         class _TLSSocket(_Bounded, ssl.SSLSocket):
+            _buffered = True
+            _BLOCKED = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError)
+
+            def _needs(self, exc: OSError, events: int) -> int:
+                if isinstance(exc, ssl.SSLWantWriteError):
+                    return POLLOUT
+                if isinstance(exc, ssl.SSLWantReadError):
+                    return POLLIN
+                return events
+
             def do_handshake(self, *args):  # noqa: ANN002,ANN201
-                self.settimeout(self.clock.left())
-                return super().do_handshake(*args)
+                while True:
+                    self.clock.left()
+                    try:
+                        return super().do_handshake(*args)
+                    except self._BLOCKED as exc:
+                        self._wait(self._needs(exc, POLLIN))
 
         _TLS_SOCKET = _TLSSocket
     return _TLS_SOCKET
@@ -353,11 +444,13 @@ def _open(host: str, port: int, clock: _Clock) -> _Socket:
     """A connected bounded socket to the first address of ``host`` that answers."""
     error: Optional[OSError] = None
     for family, type_, proto, _name, address in _resolve(host, port, clock):
-        sock = _Socket(family, type_, proto)
+        # Non-blocking from the start (no ioctl): every call waits in poll.
+        sock = _Socket(family, type_ | _NONBLOCK, proto)
         sock.clock = clock
         try:
-            sock.settimeout(clock.left())
-            sock.connect(address)
+            if not _NONBLOCK:
+                sock.setblocking(False)
+            sock.connect_within(address)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             sock.close()
