@@ -579,6 +579,10 @@ REQUEST_DEADLINE = 10.0  # seconds from accept to a complete request (TLS handsh
 # one connection; an idle connection is the first dropped when room is needed.
 IDLE_DEADLINE = 330.0
 ANSWER_DEADLINE = 30.0  # seconds to write an answer to a client that reads slowly
+# The longest the accept loop sleeps towards a deadline: poll(2) takes at most
+# 2**31-1 ms (24.8 days), and a longer wait raised OverflowError, which ended
+# the loop (--listen-idle-deadline 30d). A day: one wake-up a day at most.
+MAX_SLEEP = 86400.0
 
 _IDLE, _READING, _WORKING, _ANSWERING = -1, 0, 1, 2  # (the lowest is dropped first)
 
@@ -699,12 +703,14 @@ class _Server(ThreadingHTTPServer):
 
     def _until_due(self) -> Optional[float]:
         """Seconds until the earliest deadline (None: none ahead), noted as
-        the loop's wake-up so that an earlier one set meanwhile wakes it."""
+        the loop's wake-up so that an earlier one set meanwhile wakes it; at
+        most MAX_SLEEP (poll(2) takes no longer wait: the loop then wakes
+        early, finds nothing due and sleeps again)."""
         with self._conns_lock:
             due = min((c.deadline for c in self._conns.values() if c.deadline is not None),
                       default=None)
             self._wake_at = due
-        return None if due is None else max(0.0, due - time.monotonic())
+        return None if due is None else min(max(0.0, due - time.monotonic()), MAX_SLEEP)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:

@@ -978,3 +978,23 @@ def test_a_stop_signal_caught_by_any_thread_stops_it_at_once():
             _status, err = ep.stop()
     assert status == 0, err
     assert "Traceback" not in err
+
+
+def test_a_deadline_further_than_poll_can_sleep_does_not_end_the_accept_loop():
+    """The accept loop sleeps until its earliest deadline, but poll(2) takes
+    at most 2**31-1 ms (24.8 days): a kept-alive connection going idle
+    under a longer --listen-idle-deadline (30d) raised OverflowError in the
+    accept loop, which ended it - the port closed, and the process exited
+    0 (nothing for a supervisor to restart) at its next scrape's end."""
+    with running("--url", DEAD_URL, "--listen-idle-deadline", "30d") as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            time.sleep(0.5)  # idle now: the loop sleeps towards its deadline
+            assert ep.get("/metrics")[0] == 200
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # still kept
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+        status, err = ep.stop()
+    assert status == 0, err
+    assert "Traceback" not in err
