@@ -998,3 +998,36 @@ def test_a_deadline_further_than_poll_can_sleep_does_not_end_the_accept_loop():
         status, err = ep.stop()
     assert status == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("others", [0, 1])
+def test_an_accept_loop_that_fails_stops_the_endpoint_with_exit_1(monkeypatch, capsys, others):
+    """An exception inside an accept loop ended that loop (a traceback on
+    stderr); the process then went on with its other addresses, one port
+    closed, or - its only one - exited 0, which a supervisor (systemd's
+    Restart=on-failure) takes for a clean stop and does not restart. Now
+    every loop is stopped and the exit status is 1, with one line saying
+    why. (A SIGTERM after 10 s ends a test that would otherwise wait for
+    ever.)"""
+    from apache_metrics_exporter import endpoint
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    bad = endpoint._Server(("127.0.0.1", 0), endpoint._Handler)
+    good = [endpoint._Server(("127.0.0.1", 0), endpoint._Handler) for _ in range(others)]
+    monkeypatch.setattr(bad, "_until_due", broken.__get__(bad))
+    timer = threading.Timer(10, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    try:
+        t0 = time.monotonic()
+        status = endpoint.serve(endpoint.Listeners([*good, bad]))
+        took = time.monotonic() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    err = capsys.readouterr().err
+    assert status == 1 and took < 5, (status, took, err)
+    assert "RuntimeError: boom" in err and "Traceback" not in err
