@@ -1204,3 +1204,81 @@ def test_503_retry_after_never_quarantines_good_data(tmp_path):
         server.shutdown()
     quarantined = [p for p in os.listdir(spool / "quarantine") if p.endswith(".lp")]
     assert quarantined == [], "valid points set aside after 503 Retry-After answers"
+
+
+def _answering_400(body: bytes, content_type: str = "application/json"):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(400)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# A data rejection that quotes the data (InfluxDB 2.x's parse error quotes the
+# line; 1.x's max-values-per-tag error the tag's value), where the data holds
+# the words of a TLS port's answer to plain HTTP: longest_request is the
+# request line of any client of the monitored Apache.
+_ECHOED = [
+    {"code": "invalid", "message": "unable to parse 'apache_workers,port=80,server=web "
+     "longest_request=\"GET /Client sent an HTTP request to an HTTPS server. HTTP/1.1\" "
+     "1': bad timestamp"},
+    {"error": "partial write: max-values-per-tag limit exceeded (100000/100000): "
+              "measurement=\"apache\" tag=\"vhost\" value=\"The plain HTTP request was "
+              "sent to HTTPS port\" dropped=1"},
+]
+
+
+@pytest.mark.parametrize("answer", _ECHOED)
+def test_a_data_rejection_quoting_a_tls_ports_words_is_still_a_rejection(tmp_path, answer):
+    # Since a 400 from a TLS port spoken to in plain HTTP keeps its batch
+    # (the URL, not the data), the words were looked for anywhere in the
+    # message: a real rejection that quoted them was taken for it, so its
+    # batch was never set aside - every later run failed on it (exit 1)
+    # and the data waited for ever. Only the server's own page counts.
+    server = _answering_400(json.dumps(answer).encode())
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      Spool(str(tmp_path / "spool"), 1 << 20))
+    try:
+        with pytest.raises(PushFailed) as caught:
+            push.write('apache_workers longest_request="x" 1')
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()
+    assert caught.value.kind == REJECTED, caught.value
+    assert "give --influxdb-url https://" not in str(caught.value)
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"Client sent an HTTP request to an HTTPS server.\n", "text/plain; charset=utf-8"),
+    (b"<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title>"
+     b"</head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain "
+     b"HTTP request was sent to HTTPS port</center>\r\n<hr><center>nginx</center>\r\n"
+     b"</body>\r\n</html>\r\n", "text/html"),
+])
+def test_a_tls_ports_own_answer_to_plain_http_keeps_the_batch(tmp_path, body, content_type):
+    # Go's (InfluxDB's own) and nginx's (a proxy before it) pages, whole.
+    from apache_metrics_exporter.push.client import AUTH
+
+    server = _answering_400(body, content_type)
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      Spool(str(tmp_path / "spool"), 1 << 20))
+    try:
+        with pytest.raises(PushFailed) as caught:
+            push.write('apache_workers longest_request="x" 1')
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()
+    assert caught.value.kind == AUTH, caught.value
+    assert "give --influxdb-url https://" in str(caught.value)

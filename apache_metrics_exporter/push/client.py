@@ -202,7 +202,7 @@ class InfluxPush:
                 return self._no_answer(detail)
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
             kind = _kind(status, "Retry-After" in (getattr(exc, "headers", None) or {}))
-            if status == 400 and _PLAIN_TO_TLS.search(detail):
+            if status == 400 and _PLAIN_TO_TLS.match(detail):
                 # The URL, not the data: quarantining the batch would lose it.
                 kind, text = AUTH, f"{text}; give --influxdb-url https://..."
             elif write and status in (401, 403):
@@ -427,9 +427,14 @@ def _server_message(body: Any) -> str:
     return " ".join(scrub(text).split())[:300]
 
 
-# Go's and nginx's answers to plain HTTP on a TLS port.
-_PLAIN_TO_TLS = re.compile(r"HTTP request to an HTTPS server|plain HTTP request was sent to "
-                           r"HTTPS port", re.I)
+# Go's and nginx's answers to plain HTTP on a TLS port, as the message of a
+# 400 (whitespace made single spaces): the whole text of Go's, the head of
+# nginx's page. Never the words anywhere in a message: a data rejection may
+# quote the data (InfluxDB's parse errors quote the line, 1.x's tag limit the
+# value), and a request line of Apache's (longest_request) can hold them.
+_PLAIN_TO_TLS = re.compile(r"Client sent an HTTP request to an HTTPS server\.?\Z|<html> ?<head> ?"
+                           r"<title>400 The plain HTTP request was sent to HTTPS port</title>",
+                           re.I)
 
 
 def tls_fix(detail: str, ca_file: Optional[str]) -> Optional[str]:
