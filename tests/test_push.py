@@ -1282,3 +1282,27 @@ def test_a_tls_ports_own_answer_to_plain_http_keeps_the_batch(tmp_path, body, co
         server.server_close()
     assert caught.value.kind == AUTH, caught.value
     assert "give --influxdb-url https://" in str(caught.value)
+
+
+def test_a_huge_message_in_a_json_answer_is_cut_short(tmp_path):
+    # A plain-text answer's message was cut to 300 characters, a JSON one's
+    # (InfluxDB's own form) not at all: a server answering a 400 with a
+    # 30 MB message made a 30 MB error line, and a 30 MB quarantine/*.error
+    # beside the batch, at every run. Whitespace is made single spaces, as
+    # for a plain-text one.
+    server = _answering_400(json.dumps({"code": "invalid", "message": "unable to parse\n"
+                                        + "x" * (8 << 20)}).encode())
+    spool = Spool(str(tmp_path / "spool"), 1 << 20)
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      spool)
+    try:
+        with pytest.raises(OutputError) as caught:
+            push.deliver('apache_workers longest_request="x" 1', time.time_ns())
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()
+    text = str(caught.value)
+    assert "HTTP 400: unable to parse xxx" in text and len(text) < 1000, len(text)
+    (error,) = [n for n in os.listdir(spool.quarantine_dir) if n.endswith(".error")]
+    assert os.path.getsize(os.path.join(spool.quarantine_dir, error)) < 1000

@@ -407,8 +407,11 @@ def _kind(status: int, retry_after: bool = False) -> str:
 
 
 def _server_message(body: Any) -> str:
-    """The server's message, scrubbed before it is cut short (a secret cut in
-    half would no longer be recognised)."""
+    """The server's message (a JSON answer's ``message`` or ``error``, else
+    the text), scrubbed before it is cut short (a secret cut in half would
+    no longer be recognised): one line of at most 300 characters, whatever
+    the server sent (a 30 MB message made a 30 MB error line and
+    quarantine/*.error at every run)."""
     from apache_metrics_exporter.scrub import scrub
 
     if not body:
@@ -421,7 +424,7 @@ def _server_message(body: Any) -> str:
 
         data = json.loads(text)
         if isinstance(data, dict):
-            return scrub(str(data.get("message") or data.get("error") or text))
+            text = str(data.get("message") or data.get("error") or text)
     except ValueError:
         pass
     return " ".join(scrub(text).split())[:300]
