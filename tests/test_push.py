@@ -1208,13 +1208,17 @@ def test_503_retry_after_never_quarantines_good_data(tmp_path):
 
 def _answering_400(body: bytes, content_type: str = "application/json"):
     class Handler(http.server.BaseHTTPRequestHandler):
+        status = 400
+
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(400)
+            self.send_response(self.status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_GET = do_POST  # (/ping)
 
         def log_message(self, *args):
             pass
@@ -1306,3 +1310,30 @@ def test_a_huge_message_in_a_json_answer_is_cut_short(tmp_path):
     assert "HTTP 400: unable to parse xxx" in text and len(text) < 1000, len(text)
     (error,) = [n for n in os.listdir(spool.quarantine_dir) if n.endswith(".error")]
     assert os.path.getsize(os.path.join(spool.quarantine_dir, error)) < 1000
+
+
+@pytest.mark.parametrize("status", [503, 400])
+def test_an_answer_nested_too_deep_for_json_keeps_the_batch(tmp_path, status):
+    # The error answer's body was given to json.loads, which raises
+    # RecursionError (no ValueError) for "[[[[..." nested deeper than
+    # Python's recursion limit: the run ended in a traceback before its batch
+    # was spooled - the batch was lost - and --check's /ping ended the same.
+    server = _answering_400(b"[" * 100_000)
+    server.RequestHandlerClass.status = status
+    spool = Spool(str(tmp_path / "spool"), 1 << 20)
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      spool)
+    try:
+        if status == 503:  # for now: spooled, the run goes on
+            push.deliver('apache_workers longest_request="x" 1', time.time_ns())
+            assert len(spool.batches()) == 1
+        else:  # rejected: set aside
+            with pytest.raises(OutputError, match=r"HTTP 400: \[\[\[\["):
+                push.deliver('apache_workers longest_request="x" 1', time.time_ns())
+            assert [n for n in os.listdir(spool.quarantine_dir) if not n.endswith(".error")]
+        with pytest.raises(PushFailed, match=r"HTTP \d+: \[\[\[\["):
+            push.ping()
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()

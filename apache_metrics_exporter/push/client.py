@@ -425,7 +425,7 @@ def _server_message(body: Any) -> str:
         data = json.loads(text)
         if isinstance(data, dict):
             text = str(data.get("message") or data.get("error") or text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (no JSON, or nested past the recursion limit)
         pass
     return " ".join(scrub(text).split())[:300]
 
