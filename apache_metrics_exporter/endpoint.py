@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.wire import TCHAR
 from apache_metrics_exporter.cycle import Cycle, report
-from apache_metrics_exporter.errors import EXIT_USAGE, UsageError
+from apache_metrics_exporter.errors import EXIT_OUTPUT, EXIT_USAGE, UsageError
 from apache_metrics_exporter.log import DEBUG, log
 from apache_metrics_exporter.units import hostport
 from apache_metrics_exporter.webconfig import peer_allowed
@@ -579,6 +579,10 @@ REQUEST_DEADLINE = 10.0  # seconds from accept to a complete request (TLS handsh
 # one connection; an idle connection is the first dropped when room is needed.
 IDLE_DEADLINE = 330.0
 ANSWER_DEADLINE = 30.0  # seconds to write an answer to a client that reads slowly
+# The longest the accept loop sleeps towards a deadline: poll(2) takes at most
+# 2**31-1 ms (24.8 days), and a longer wait raised OverflowError, which ended
+# the loop (--listen-idle-deadline 30d). A day: one wake-up a day at most.
+MAX_SLEEP = 86400.0
 
 _IDLE, _READING, _WORKING, _ANSWERING = -1, 0, 1, 2  # (the lowest is dropped first)
 
@@ -699,12 +703,14 @@ class _Server(ThreadingHTTPServer):
 
     def _until_due(self) -> Optional[float]:
         """Seconds until the earliest deadline (None: none ahead), noted as
-        the loop's wake-up so that an earlier one set meanwhile wakes it."""
+        the loop's wake-up so that an earlier one set meanwhile wakes it; at
+        most MAX_SLEEP (poll(2) takes no longer wait: the loop then wakes
+        early, finds nothing due and sleeps again)."""
         with self._conns_lock:
             due = min((c.deadline for c in self._conns.values() if c.deadline is not None),
                       default=None)
             self._wake_at = due
-        return None if due is None else max(0.0, due - time.monotonic())
+        return None if due is None else min(max(0.0, due - time.monotonic()), MAX_SLEEP)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
@@ -966,7 +972,9 @@ def _tls_context(config: RunConfig) -> Any:
 
 def serve(listeners: Listeners) -> int:
     """Answer scrapes on every server until SIGTERM or SIGINT; then stop them
-    all cleanly (exit 0)."""
+    all cleanly (exit 0). An accept loop that fails (an exception: a bug)
+    stops them all too, with exit 1: a supervisor restarts a process that
+    failed, where one port left closed, or an exit 0, would go unnoticed."""
     import os
     import select
 
@@ -982,6 +990,8 @@ def serve(listeners: Listeners) -> int:
     signal.signal(signal.SIGINT, stop)
     threads = []
     ended: List[_Server] = []  # serving loops that have returned
+    failed: List[_Server] = []  # ... of them, those that ended by an exception
+    stopping = False
     for server in servers:
         # One line at the default level (-q hides it): where, and for what.
         host, port = server.server_address[:2]
@@ -996,7 +1006,8 @@ def serve(listeners: Listeners) -> int:
                    ", ".join(urls) or "no configured target",
                    f"; /probe?target= for URLs matching {', '.join(patterns)}" if patterns
                    else "")
-        thread = threading.Thread(target=_serving, args=(server, woken_w, ended), daemon=True)
+        thread = threading.Thread(target=_serving, args=(server, woken_w, ended, failed),
+                                  daemon=True)
         thread.start()
         threads.append(thread)
     try:
@@ -1013,6 +1024,9 @@ def serve(listeners: Listeners) -> int:
                     pass
             except BlockingIOError:
                 pass
+            if failed and not stopping:  # the others too (said by _serving)
+                stopping = True
+                stop(signal.SIGTERM, None)
         for thread in threads:
             thread.join()  # (each is past its loop: in its last lines)
     finally:
@@ -1021,16 +1035,23 @@ def serve(listeners: Listeners) -> int:
         os.close(woken_w)
         for server in servers:
             server.server_close()
-    return 0
+    return EXIT_OUTPUT if failed else 0
 
 
-def _serving(server: _Server, woken: int, ended: List[_Server]) -> None:
-    """serve_forever, then the server added to ``ended`` and a byte in
-    ``woken`` (serve's wait: the thread itself is still alive then)."""
+def _serving(server: _Server, woken: int, ended: List[_Server],
+             failed: List[_Server]) -> None:
+    """serve_forever, then the server added to ``ended`` (and to ``failed``,
+    said in one line, when the loop raised) and a byte in ``woken``
+    (serve's wait: the thread itself is still alive then)."""
     import os
 
     try:
         server.serve_forever()
+    except Exception as exc:
+        failed.append(server)
+        host, port = server.server_address[:2]
+        log.error("the endpoint's accept loop on %s:%d failed (%s: %s); stopping (exit 1)",
+                  hostport(str(host)), port, type(exc).__name__, _why(exc))
     finally:
         ended.append(server)
         try:

@@ -978,3 +978,56 @@ def test_a_stop_signal_caught_by_any_thread_stops_it_at_once():
             _status, err = ep.stop()
     assert status == 0, err
     assert "Traceback" not in err
+
+
+def test_a_deadline_further_than_poll_can_sleep_does_not_end_the_accept_loop():
+    """The accept loop sleeps until its earliest deadline, but poll(2) takes
+    at most 2**31-1 ms (24.8 days): a kept-alive connection going idle
+    under a longer --listen-idle-deadline (30d) raised OverflowError in the
+    accept loop, which ended it - the port closed, and the process exited
+    0 (nothing for a supervisor to restart) at its next scrape's end."""
+    with running("--url", DEAD_URL, "--listen-idle-deadline", "30d") as ep:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=5) as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+            time.sleep(0.5)  # idle now: the loop sleeps towards its deadline
+            assert ep.get("/metrics")[0] == 200
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # still kept
+            assert read_answer(f)[0] == "HTTP/1.1 200 OK"
+        status, err = ep.stop()
+    assert status == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("others", [0, 1])
+def test_an_accept_loop_that_fails_stops_the_endpoint_with_exit_1(monkeypatch, capsys, others):
+    """An exception inside an accept loop ended that loop (a traceback on
+    stderr); the process then went on with its other addresses, one port
+    closed, or - its only one - exited 0, which a supervisor (systemd's
+    Restart=on-failure) takes for a clean stop and does not restart. Now
+    every loop is stopped and the exit status is 1, with one line saying
+    why. (A SIGTERM after 10 s ends a test that would otherwise wait for
+    ever.)"""
+    from apache_metrics_exporter import endpoint
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    bad = endpoint._Server(("127.0.0.1", 0), endpoint._Handler)
+    good = [endpoint._Server(("127.0.0.1", 0), endpoint._Handler) for _ in range(others)]
+    monkeypatch.setattr(bad, "_until_due", broken.__get__(bad))
+    timer = threading.Timer(10, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    try:
+        t0 = time.monotonic()
+        status = endpoint.serve(endpoint.Listeners([*good, bad]))
+        took = time.monotonic() - t0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    err = capsys.readouterr().err
+    assert status == 1 and took < 5, (status, took, err)
+    assert "RuntimeError: boom" in err and "Traceback" not in err

@@ -202,7 +202,7 @@ class InfluxPush:
                 return self._no_answer(detail)
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
             kind = _kind(status, "Retry-After" in (getattr(exc, "headers", None) or {}))
-            if status == 400 and _PLAIN_TO_TLS.search(detail):
+            if status == 400 and _PLAIN_TO_TLS.match(detail):
                 # The URL, not the data: quarantining the batch would lose it.
                 kind, text = AUTH, f"{text}; give --influxdb-url https://..."
             elif write and status in (401, 403):
@@ -407,8 +407,11 @@ def _kind(status: int, retry_after: bool = False) -> str:
 
 
 def _server_message(body: Any) -> str:
-    """The server's message, scrubbed before it is cut short (a secret cut in
-    half would no longer be recognised)."""
+    """The server's message (a JSON answer's ``message`` or ``error``, else
+    the text), scrubbed before it is cut short (a secret cut in half would
+    no longer be recognised): one line of at most 300 characters, whatever
+    the server sent (a 30 MB message made a 30 MB error line and
+    quarantine/*.error at every run)."""
     from apache_metrics_exporter.scrub import scrub
 
     if not body:
@@ -421,15 +424,20 @@ def _server_message(body: Any) -> str:
 
         data = json.loads(text)
         if isinstance(data, dict):
-            return scrub(str(data.get("message") or data.get("error") or text))
-    except ValueError:
+            text = str(data.get("message") or data.get("error") or text)
+    except (ValueError, RecursionError):  # (no JSON, or nested past the recursion limit)
         pass
     return " ".join(scrub(text).split())[:300]
 
 
-# Go's and nginx's answers to plain HTTP on a TLS port.
-_PLAIN_TO_TLS = re.compile(r"HTTP request to an HTTPS server|plain HTTP request was sent to "
-                           r"HTTPS port", re.I)
+# Go's and nginx's answers to plain HTTP on a TLS port, as the message of a
+# 400 (whitespace made single spaces): the whole text of Go's, the head of
+# nginx's page. Never the words anywhere in a message: a data rejection may
+# quote the data (InfluxDB's parse errors quote the line, 1.x's tag limit the
+# value), and a request line of Apache's (longest_request) can hold them.
+_PLAIN_TO_TLS = re.compile(r"Client sent an HTTP request to an HTTPS server\.?\Z|<html> ?<head> ?"
+                           r"<title>400 The plain HTTP request was sent to HTTPS port</title>",
+                           re.I)
 
 
 def tls_fix(detail: str, ca_file: Optional[str]) -> Optional[str]:
