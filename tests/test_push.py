@@ -1337,3 +1337,75 @@ def test_an_answer_nested_too_deep_for_json_keeps_the_batch(tmp_path, status):
         push.close()
         server.shutdown()
         server.server_close()
+
+
+def _answering(status: int, body: bytes, headers: tuple = ()):
+    """A server answering every write and /ping with ``status`` and ``body``."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except OSError:  # the client stopped reading: as it should
+                pass
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+_PEAK_RSS = ("import resource, subprocess, sys\n"
+             "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.stderr.write(p.stderr)\n")
+
+
+@pytest.mark.parametrize("case", ["gzip bomb", "huge", "not utf-8"])
+def test_an_answer_is_read_only_as_far_as_its_message(tmp_path, case):
+    # influxdb-client reads (and inflates) the whole of an answer: a 200 kB
+    # gzip answer took a run from 220 to 641 MB. Now at most MAX_ANSWER bytes
+    # of it are read and inflated - a message is all that is used of it -
+    # and a body that is not UTF-8 (influxdb-client decodes it so) or cut in
+    # a character is no traceback that loses the batch.
+    import gzip
+
+    from apache_metrics_exporter.push.client import MAX_ANSWER
+
+    if case == "gzip bomb":
+        body = gzip.compress(b'{"code":"invalid","message":"' + b"x" * (300 << 20) + b'"}', 9)
+        assert len(body) < 1 << 20
+        server = _answering(400, body, (("Content-Encoding", "gzip"),
+                                        ("Content-Type", "application/json")))
+    elif case == "huge":
+        server = _answering(400, b"no such thing; " * (20 << 20))  # 300 MB
+    else:
+        server = _answering(400, b"\xff\xfe bad \xe9 bytes " + "é".encode() * MAX_ANSWER)
+    spool = str(tmp_path / "spool")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "apache_metrics_exporter",
+             "--url", "http://127.0.0.1:9/server-status", "--no-processes",
+             *push_args(f"http://127.0.0.1:{server.server_port}", spool,
+                        "--influxdb-token", TOKEN)],
+            capture_output=True, text=True, timeout=120, env=exporter_env())
+    finally:
+        server.shutdown()
+        server.server_close()
+    status, peak_kib = map(int, proc.stdout.split())
+    assert status == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "HTTP 400" in proc.stderr and "set aside" in proc.stderr
+    assert peak_kib < 120 * 1024, peak_kib  # MiB of a run, not the answer's
+    line = [x for x in proc.stderr.splitlines() if "HTTP 400" in x][0]
+    assert len(line) < 1000
+    if case == "gzip bomb":
+        assert "HTTP 400: xxxx" in line

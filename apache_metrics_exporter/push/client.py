@@ -99,6 +99,8 @@ class InfluxPush:
                 url=s.url, token=s.token, org=s.org, timeout=int(s.timeout * 1000),
                 verify_ssl=not s.insecure, ssl_ca_cert=s.ca_file, auth_basic=s.auth_basic,
                 retries=False)
+            rest = self._client.api_client.rest_client
+            rest.pool_manager = _BoundedAnswers(rest.pool_manager)
             self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         return self._write_api
 
@@ -393,6 +395,74 @@ class InfluxPush:
                      entry["tries"], QUARANTINE_TRIES, QUARANTINE_AFTER // 60)
 
 
+MAX_ANSWER = 64 * 1024  # bytes of an InfluxDB answer's body read (its message)
+
+
+class _Answer:
+    """What influxdb-client reads of a urllib3 response it preloads
+    (status, reason, headers, data), with the body read by _BoundedAnswers."""
+
+    def __init__(self, response: Any, data: bytes) -> None:
+        self.status, self.reason = response.status, response.reason
+        self.headers, self.data = response.headers, data
+
+    def getheaders(self) -> Any:
+        return self.headers
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        return self.headers.get(name, default)
+
+
+class _BoundedAnswers:
+    """influxdb-client's urllib3 pool manager, but that an answer's body is
+    read to at most MAX_ANSWER bytes, and a compressed one inflated to at
+    most that: influxdb-client reads and inflates the whole of it, so a
+    hostile or broken server could make a run take any amount of memory
+    (a 200 kB gzip answer took it from 220 to 641 MB). Only the server's
+    message is ever used of it (a write's answer is 204 with no body)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:  # clear(), connection_from_url, ...
+        return getattr(self._pool, name)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("preload_content", True):
+            return self._pool.request(*args, **kwargs)  # (a stream: not ours)
+        kwargs["preload_content"] = False
+        response = self._pool.request(*args, **kwargs)
+        raw = response.read(MAX_ANSWER + 1, decode_content=False) or b""
+        whole = len(raw) <= MAX_ANSWER and not response.read(1, decode_content=False)
+        if whole:
+            response.release_conn()  # the connection is kept for the next write
+        else:
+            response.close()  # never read past the bound, nor kept half read
+        body = _inflated(raw[:MAX_ANSWER], response.headers.get("Content-Encoding", ""))
+        # influxdb-client decodes it as UTF-8: a body cut in a character, or
+        # not UTF-8 at all, would raise there (a traceback, the batch lost).
+        return _Answer(response, body.decode("utf-8", "replace").encode("utf-8"))
+
+
+def _inflated(raw: bytes, coding: str) -> bytes:
+    """The body as sent, at most MAX_ANSWER bytes of it once inflated
+    (gzip, deflate); a coding it cannot read gives nothing."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return b""
+    import zlib
+
+    try:  # 47: a gzip or zlib header, told apart; -15: deflate without one
+        return zlib.decompressobj(47).decompress(raw, MAX_ANSWER)
+    except zlib.error:
+        try:
+            return zlib.decompressobj(-15).decompress(raw, MAX_ANSWER)
+        except zlib.error:
+            return b""
+
+
 def _kind(status: int, retry_after: bool = False) -> str:
     """What an HTTP error status means for the batch and the run."""
     if status in (401, 403, 404):
@@ -426,8 +496,17 @@ def _server_message(body: Any) -> str:
         if isinstance(data, dict):
             text = str(data.get("message") or data.get("error") or text)
     except (ValueError, RecursionError):  # (no JSON, or nested past the recursion limit)
-        pass
+        # A JSON answer cut short (MAX_ANSWER): its message as far as it goes.
+        cut = _JSON_MESSAGE.match(text)
+        if cut is not None:
+            try:
+                text = json.loads('"' + cut.group(1) + '"')
+            except ValueError:  # (an escape cut in two)
+                text = cut.group(1)
     return " ".join(scrub(text).split())[:300]
+
+
+_JSON_MESSAGE = re.compile(r'\s*\{.*?"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)', re.S)
 
 
 # Go's and nginx's answers to plain HTTP on a TLS port, as the message of a
