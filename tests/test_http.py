@@ -724,6 +724,51 @@ def test_a_kept_alive_request_waits_only_for_its_answer(monkeypatch):
         server.close()
 
 
+@pytest.mark.parametrize("timeout", ["30d", "100y"])
+def test_a_timeout_longer_than_poll_can_wait_still_fetches(timeout):
+    """--timeout takes up to 100 years; poll takes at most 2**31 - 1 ms (24.8
+    days). A wait for the answer under a longer --timeout failed every fetch
+    with "OverflowError: timeout is too large" (the timed socket before it
+    waited, whatever the timeout)."""
+    from apache_metrics_exporter.units import parse_timespan
+
+    server = SlowServer(delay=0.05)  # the read waits in poll
+    fetcher = Fetcher(Target(server.url, timeout=parse_timespan(timeout)))
+    try:
+        assert fetcher.get(server.url) == STATUS
+        assert fetcher.get(server.url) == STATUS  # and on the kept-alive connection
+    finally:
+        fetcher.close()
+        server.close()
+
+
+def test_a_wait_longer_than_one_poll_ends_at_the_deadline(monkeypatch):
+    """A wait past poll's longest is made of several polls: an answer that
+    comes after the first poll's end is read, a silent peer is cut at the
+    deadline, not at the end of the first poll (POLL_MAX_MS made small
+    here to see it)."""
+    from apache_metrics_exporter.collect import http as http_mod
+
+    monkeypatch.setattr(http_mod, "POLL_MAX_MS", 50)
+    server = SlowServer(delay=0.3)
+    fetcher = Fetcher(Target(server.url, timeout=5.0))
+    try:
+        assert fetcher.get(server.url) == STATUS
+    finally:
+        fetcher.close()
+        server.close()
+    peer = Listener()
+    fetcher = Fetcher(Target(peer.url, timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete answer from .* within 0.5 s"):
+            fetcher.get(peer.url)
+        assert 0.45 < time.monotonic() - started < 1.2
+    finally:
+        fetcher.close()
+        peer.close()
+
+
 @pytest.mark.integration
 def test_tls_big_answers_on_one_kept_alive_connection(tls_apache):
     """A TLS connection (a non-blocking socket whose TLS layer may hold

@@ -38,6 +38,9 @@ USER_AGENT = f"apache-metrics-exporter/{__version__}"
 # socket.timeout is TimeoutError from Python 3.10 on, a sibling before.
 _TIMEOUTS = (socket.timeout, TimeoutError)
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
+# The longest wait poll takes (its timeout is a C int of milliseconds, 24.8
+# days): --timeout may be up to 100 years, so a longer wait is several polls.
+POLL_MAX_MS = 2**31 - 1
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux: a socket made non-blocking
 
 
@@ -299,8 +302,12 @@ class _Bounded(_SocketBase):
         elif events != self._events:
             poller.modify(self, events)
             self._events = events
-        if not poller.poll(self.clock.left() * 1000.0):  # ms, rounded up
-            raise socket.timeout("timed out")
+        while True:
+            left = self.clock.left() * 1000.0
+            if poller.poll(min(left, POLL_MAX_MS)):  # ms, rounded up
+                return
+            if left <= POLL_MAX_MS:  # (else only poll's longest wait has passed)
+                raise socket.timeout("timed out")
 
     def _needs(self, exc: OSError, events: int) -> int:
         """What to wait for after ``exc`` stopped a call that needs ``events``
