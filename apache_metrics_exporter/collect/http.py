@@ -642,6 +642,8 @@ class Fetcher:
                 raise FetchError(self._explain(url, exc), reason="bad_response") from None
             except Exception as exc:  # mapped to one clear line below
                 self.close()
+                if reused and attempt == 1 and _reset_tls(exc):
+                    continue
                 raise FetchError(self._explain(url, exc)) from None
             except BaseException:
                 # A stop (a loop's signal, Ctrl-C) in the middle of an answer:
@@ -792,6 +794,16 @@ PLAIN_TO_TLS = (b"speaking plain HTTP to an SSL-enabled server port",
 def _with_scheme(url: str, scheme: str) -> str:
     """``url`` with another scheme (the user's URL, to copy into --url)."""
     return scheme + url[url.index(":"):]
+
+
+def _reset_tls(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a TLS socket tells that the peer reset the
+    connection before a write: ssl.SSLEOFError ("EOF occurred in violation
+    of protocol"), where a plain socket raises ConnectionResetError. A
+    kept-alive connection's request is sent again then, as after a reset
+    plain connection (a firewall that forgot an idle connection resets it)."""
+    ssl = sys.modules.get("ssl")  # (no TLS socket without it)
+    return ssl is not None and isinstance(exc, ssl.SSLEOFError)
 
 
 def _reason(exc: BaseException) -> str:
