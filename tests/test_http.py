@@ -724,6 +724,111 @@ def test_a_kept_alive_request_waits_only_for_its_answer(monkeypatch):
         server.close()
 
 
+@pytest.mark.parametrize("timeout", ["30d", "100y"])
+def test_a_timeout_longer_than_poll_can_wait_still_fetches(timeout):
+    """--timeout takes up to 100 years; poll takes at most 2**31 - 1 ms (24.8
+    days). A wait for the answer under a longer --timeout failed every fetch
+    with "OverflowError: timeout is too large" (the timed socket before it
+    waited, whatever the timeout)."""
+    from apache_metrics_exporter.units import parse_timespan
+
+    server = SlowServer(delay=0.05)  # the read waits in poll
+    fetcher = Fetcher(Target(server.url, timeout=parse_timespan(timeout)))
+    try:
+        assert fetcher.get(server.url) == STATUS
+        assert fetcher.get(server.url) == STATUS  # and on the kept-alive connection
+    finally:
+        fetcher.close()
+        server.close()
+
+
+def test_a_wait_longer_than_one_poll_ends_at_the_deadline(monkeypatch):
+    """A wait past poll's longest is made of several polls: an answer that
+    comes after the first poll's end is read, a silent peer is cut at the
+    deadline, not at the end of the first poll (POLL_MAX_MS made small
+    here to see it)."""
+    from apache_metrics_exporter.collect import http as http_mod
+
+    monkeypatch.setattr(http_mod, "POLL_MAX_MS", 50)
+    server = SlowServer(delay=0.3)
+    fetcher = Fetcher(Target(server.url, timeout=5.0))
+    try:
+        assert fetcher.get(server.url) == STATUS
+    finally:
+        fetcher.close()
+        server.close()
+    peer = Listener()
+    fetcher = Fetcher(Target(peer.url, timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete answer from .* within 0.5 s"):
+            fetcher.get(peer.url)
+        assert 0.45 < time.monotonic() - started < 1.2
+    finally:
+        fetcher.close()
+        peer.close()
+
+
+def test_a_kept_alive_tls_connection_reset_between_cycles_is_retried(tmp_path):
+    """A kept-alive TLS connection the peer (or a firewall that forgot it)
+    reset between two fetches: the next fetch's request fails at once
+    (ssl.SSLEOFError, "EOF occurred in violation of protocol", where a
+    plain socket raises ConnectionResetError) and is sent again on a new
+    connection, as a reset plain connection's is. It was reported as "TLS
+    handshake ... failed", after a plain HTTP probe of the port."""
+    import ssl
+    import struct
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    peer = Listener()
+    url = peer.url.replace("http://", "https://")
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS)
+    reset, requests = threading.Event(), []
+
+    def serve() -> None:
+        peer.sock.settimeout(5)
+        for n in range(2):
+            raw, _ = peer.sock.accept()
+            peer.conns.append(raw)
+            try:
+                conn = ctx.wrap_socket(raw, server_side=True)
+                conn.settimeout(5)
+                while True:
+                    request = conn.recv(65536)
+                    if not request:
+                        break
+                    requests.append((n, request.split(b" ", 1)[0]))
+                    conn.sendall(answer)
+                    if n == 0:  # one answer, then (once it is read) a reset
+                        time.sleep(0.2)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        conn.close()
+                        reset.set()
+                        break
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    fetcher = Fetcher(Target(url, timeout=5.0, insecure=True))
+    try:
+        assert fetcher.get(url) == STATUS
+        assert reset.wait(5)
+        time.sleep(0.1)  # the reset has arrived
+        assert fetcher.get(url) == STATUS
+        assert requests == [(0, b"GET"), (1, b"GET")]
+    finally:
+        fetcher.close()
+        peer.close()
+        thread.join(5)
+
+
 @pytest.mark.integration
 def test_tls_big_answers_on_one_kept_alive_connection(tls_apache):
     """A TLS connection (a non-blocking socket whose TLS layer may hold

@@ -38,6 +38,9 @@ USER_AGENT = f"apache-metrics-exporter/{__version__}"
 # socket.timeout is TimeoutError from Python 3.10 on, a sibling before.
 _TIMEOUTS = (socket.timeout, TimeoutError)
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
+# The longest wait poll takes (its timeout is a C int of milliseconds, 24.8
+# days): --timeout may be up to 100 years, so a longer wait is several polls.
+POLL_MAX_MS = 2**31 - 1
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux: a socket made non-blocking
 
 
@@ -299,8 +302,12 @@ class _Bounded(_SocketBase):
         elif events != self._events:
             poller.modify(self, events)
             self._events = events
-        if not poller.poll(self.clock.left() * 1000.0):  # ms, rounded up
-            raise socket.timeout("timed out")
+        while True:
+            left = self.clock.left() * 1000.0
+            if poller.poll(min(left, POLL_MAX_MS)):  # ms, rounded up
+                return
+            if left <= POLL_MAX_MS:  # (else only poll's longest wait has passed)
+                raise socket.timeout("timed out")
 
     def _needs(self, exc: OSError, events: int) -> int:
         """What to wait for after ``exc`` stopped a call that needs ``events``
@@ -635,6 +642,8 @@ class Fetcher:
                 raise FetchError(self._explain(url, exc), reason="bad_response") from None
             except Exception as exc:  # mapped to one clear line below
                 self.close()
+                if reused and attempt == 1 and _reset_tls(exc):
+                    continue
                 raise FetchError(self._explain(url, exc)) from None
             except BaseException:
                 # A stop (a loop's signal, Ctrl-C) in the middle of an answer:
@@ -785,6 +794,16 @@ PLAIN_TO_TLS = (b"speaking plain HTTP to an SSL-enabled server port",
 def _with_scheme(url: str, scheme: str) -> str:
     """``url`` with another scheme (the user's URL, to copy into --url)."""
     return scheme + url[url.index(":"):]
+
+
+def _reset_tls(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a TLS socket tells that the peer reset the
+    connection before a write: ssl.SSLEOFError ("EOF occurred in violation
+    of protocol"), where a plain socket raises ConnectionResetError. A
+    kept-alive connection's request is sent again then, as after a reset
+    plain connection (a firewall that forgot an idle connection resets it)."""
+    ssl = sys.modules.get("ssl")  # (no TLS socket without it)
+    return ssl is not None and isinstance(exc, ssl.SSLEOFError)
 
 
 def _reason(exc: BaseException) -> str:
