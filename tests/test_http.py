@@ -677,6 +677,55 @@ def test_a_connection_the_peer_does_not_accept_is_cut_at_the_deadline():
         peer.close()
 
 
+def test_an_address_that_drops_the_connection_leaves_time_for_the_next(monkeypatch):
+    """A name with two addresses whose first drops the connection silently
+    (an IPv6 route that goes nowhere while IPv4 answers; here a listener
+    whose full accept queue drops SYNs): the first may take its share of
+    --timeout, the second is asked within the rest and answers. The first
+    took the whole --timeout before, and the fetch failed where curl
+    answered."""
+    from apache_metrics_exporter.collect import http as chttp
+
+    dropping = Listener(backlog=0)
+    answering = Listener()
+    fillers = []
+
+    def serve() -> None:
+        conn, _ = answering.sock.accept()
+        answering.conns.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS))
+
+    try:
+        for _ in range(4):  # fill the accept queue (nothing is accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(dropping.sock.getsockname())
+            fillers.append(filler)
+        time.sleep(0.2)
+        addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", listener.sock.getsockname())
+                     for listener in (dropping, answering)]
+        monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses)
+        threading.Thread(target=serve, daemon=True).start()
+        fetcher = Fetcher(Target("http://status.example:80/server-status", timeout=2.0))
+        started = time.monotonic()
+        assert fetcher.get("http://status.example:80/server-status") == STATUS
+        assert 0.9 < time.monotonic() - started < 1.75  # its share: half of 2 s
+        fetcher.close()
+        # Both dropping: the fetch ends at --timeout, with its usual words.
+        monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses[:1] * 2)
+        fetcher = Fetcher(Target("http://status.example:80/server-status", timeout=1.0))
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
+            fetcher.get("http://status.example:80/server-status")
+        assert 0.9 < time.monotonic() - started < 1.75
+    finally:
+        for filler in fillers:
+            filler.close()
+        dropping.close()
+        answering.close()
+
+
 def test_a_peer_that_accepts_late_is_read_within_the_deadline():
     """A peer that accepts the connection only after a while (the request
     waits in the kernel meanwhile), then answers: the answer is read."""

@@ -448,12 +448,25 @@ def _resolve(host: str, port: int, clock: _Clock) -> list:
 
 
 def _open(host: str, port: int, clock: _Clock) -> _Socket:
-    """A connected bounded socket to the first address of ``host`` that answers."""
+    """A connected bounded socket to the first address of ``host`` that answers.
+
+    Each address but the last may take its share of the time left to
+    connect (the time left over the addresses not tried yet), so that one
+    that drops the connection silently - an IPv6 route that goes nowhere
+    while IPv4 answers - does not take the whole --timeout from the next
+    one, as it did: the fetch timed out where curl answered."""
     error: Optional[OSError] = None
-    for family, type_, proto, _name, address in _resolve(host, port, clock):
+    addresses = _resolve(host, port, clock)
+    for i, (family, type_, proto, _name, address) in enumerate(addresses):
         # Non-blocking from the start (no ioctl): every call waits in poll.
         sock = _Socket(family, type_ | _NONBLOCK, proto)
-        sock.clock = clock
+        left = len(addresses) - i
+        if left > 1:
+            sock.clock = _Clock()
+            sock.clock.deadline = min(clock.deadline,
+                                      time.monotonic() + clock.left() / left)
+        else:
+            sock.clock = clock
         try:
             if not _NONBLOCK:
                 sock.setblocking(False)
@@ -462,9 +475,13 @@ def _open(host: str, port: int, clock: _Clock) -> _Socket:
         except OSError as exc:
             sock.close()
             if isinstance(exc, _TIMEOUTS):
-                raise
+                if sock.clock is clock or time.monotonic() >= clock.deadline:
+                    raise
+                exc = TimeoutError(f"connecting to {hostport(address[0], address[1])} "
+                                   "timed out")
             error = exc
             continue
+        sock.clock = clock
         return sock
     raise error or OSError(f"no address for {host}")
 
