@@ -283,31 +283,16 @@ def test_rejected_batch_is_quarantined_not_retried(prefork, tmp_path):
         server.server_close()
 
 
-class _PlainToTls(http.server.BaseHTTPRequestHandler):
-    """Answers as Go's TLS server answers plain HTTP on its port (real influxd
-    does, but may reset the connection before the client reads the answer:
-    tests/test_check_push.py), after reading the whole request."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b"Client sent an HTTP request to an HTTPS server.\n"
-        self.send_response(400)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.integration
 def test_plain_http_to_a_tls_port_keeps_the_batch_and_names_the_fix(prefork, tmp_path):
     # A 400 about the URL, not the data: setting the batch aside would lose
     # it (only a person can fix the URL): the run fails, the batch waits.
+    # (As Go's TLS server answers plain HTTP on its port: real influxd does,
+    # but may reset the connection before the client reads the answer, see
+    # tests/test_check_push.py.)
     spool = str(tmp_path / "spool")
-    server = http.server.HTTPServer(("127.0.0.1", 0), _PlainToTls)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _answering(400, b"Client sent an HTTP request to an HTTPS server.\n",
+                        (("Content-Type", "text/plain; charset=utf-8"),))
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         args = ["--url", prefork.status_url, "--no-processes",
@@ -1206,19 +1191,24 @@ def test_503_retry_after_never_quarantines_good_data(tmp_path):
     assert quarantined == [], "valid points set aside after 503 Retry-After answers"
 
 
-def _answering_400(body: bytes, content_type: str = "application/json"):
+def _answering(status: int, body: bytes, headers: tuple = ()):
+    """A server answering every write and /ping with ``status`` and ``body``."""
     class Handler(http.server.BaseHTTPRequestHandler):
-        status = 400
+        answer = status  # (a test may change it: server.RequestHandlerClass)
 
         def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(self.status)
-            self.send_header("Content-Type", content_type)
+            self.send_response(self.answer)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except OSError:  # the client stopped reading: as it should
+                pass
 
-        do_GET = do_POST  # (/ping)
+        do_GET = do_POST
 
         def log_message(self, *args):
             pass
@@ -1227,6 +1217,24 @@ def _answering_400(body: bytes, content_type: str = "application/json"):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
+
+def _answering_400(body: bytes, content_type: str = "application/json"):
+    return _answering(400, body, (("Content-Type", content_type),))
+
+
+
+def _write_failure(server, tmp_path) -> PushFailed:
+    """What one write to ``server`` fails with (the server is stopped after)."""
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      Spool(str(tmp_path / "spool"), 1 << 20))
+    try:
+        with pytest.raises(PushFailed) as caught:
+            push.write('apache_workers longest_request="x" 1')
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()
+    return caught.value
 
 # A data rejection that quotes the data (InfluxDB 2.x's parse error quotes the
 # line; 1.x's max-values-per-tag error the tag's value), where the data holds
@@ -1250,17 +1258,9 @@ def test_a_data_rejection_quoting_a_tls_ports_words_is_still_a_rejection(tmp_pat
     # batch was never set aside - every later run failed on it (exit 1)
     # and the data waited for ever. Only the server's own page counts.
     server = _answering_400(json.dumps(answer).encode())
-    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
-                      Spool(str(tmp_path / "spool"), 1 << 20))
-    try:
-        with pytest.raises(PushFailed) as caught:
-            push.write('apache_workers longest_request="x" 1')
-    finally:
-        push.close()
-        server.shutdown()
-        server.server_close()
-    assert caught.value.kind == REJECTED, caught.value
-    assert "give --influxdb-url https://" not in str(caught.value)
+    caught = _write_failure(server, tmp_path)
+    assert caught.kind == REJECTED, caught
+    assert "give --influxdb-url https://" not in str(caught)
 
 
 @pytest.mark.parametrize("body,content_type", [
@@ -1275,17 +1275,9 @@ def test_a_tls_ports_own_answer_to_plain_http_keeps_the_batch(tmp_path, body, co
     from apache_metrics_exporter.push.client import AUTH
 
     server = _answering_400(body, content_type)
-    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
-                      Spool(str(tmp_path / "spool"), 1 << 20))
-    try:
-        with pytest.raises(PushFailed) as caught:
-            push.write('apache_workers longest_request="x" 1')
-    finally:
-        push.close()
-        server.shutdown()
-        server.server_close()
-    assert caught.value.kind == AUTH, caught.value
-    assert "give --influxdb-url https://" in str(caught.value)
+    caught = _write_failure(server, tmp_path)
+    assert caught.kind == AUTH, caught
+    assert "give --influxdb-url https://" in str(caught)
 
 
 def test_a_huge_message_in_a_json_answer_is_cut_short(tmp_path):
@@ -1319,7 +1311,7 @@ def test_an_answer_nested_too_deep_for_json_keeps_the_batch(tmp_path, status):
     # Python's recursion limit: the run ended in a traceback before its batch
     # was spooled - the batch was lost - and --check's /ping ended the same.
     server = _answering_400(b"[" * 100_000)
-    server.RequestHandlerClass.status = status
+    server.RequestHandlerClass.answer = status
     spool = Spool(str(tmp_path / "spool"), 1 << 20)
     push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
                       spool)
@@ -1337,31 +1329,6 @@ def test_an_answer_nested_too_deep_for_json_keeps_the_batch(tmp_path, status):
         push.close()
         server.shutdown()
         server.server_close()
-
-
-def _answering(status: int, body: bytes, headers: tuple = ()):
-    """A server answering every write and /ping with ``status`` and ``body``."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            try:
-                self.wfile.write(body)
-            except OSError:  # the client stopped reading: as it should
-                pass
-
-        do_GET = do_POST
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 _PEAK_RSS = ("import resource, subprocess, sys\n"
