@@ -11,7 +11,7 @@ from apache_metrics_exporter.collect.snapshot import Sample
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import List, Optional
+    from typing import Any, Dict, List, Optional, Tuple
 
 
 def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
@@ -42,18 +42,45 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
     return out
 
 
+# The reaper's figures of the state file last read, by its path: (the file's
+# identity then, the samples). A long-running collector reads and checks the
+# file again only when it is another file or was written since (the reaper
+# replaces it whole; a chmod or chown changes its ctime): 27 us of JSON and
+# checks a cycle otherwise, where a reaper runs beside it.
+_READ: Dict[str, Tuple[Tuple[int, ...], Tuple[Sample, ...]]] = {}
+
+
 def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     """The reaper's counters: the last run's kills by kind (0 when no reaper
     ever ran: nothing was killed) and the totals. A
     state file that is there but cannot be trusted or read gives nothing at
     all (state.read says why): its figures are unknown, not zero."""
-    state = None
-    if state_file and os.path.lexists(state_file):  # reaper/state.py only when there is one
-        from apache_metrics_exporter.reaper.state import read
+    identity = None
+    if state_file:
+        try:
+            st = os.lstat(state_file)  # (the directories' links followed, as read() does)
+            identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size,
+                        st.st_mode, st.st_uid)
+        except OSError:
+            pass  # none (or none to be seen): no reaper ran
+    if identity is None:
+        return _reaper_samples(None)
+    assert state_file is not None
+    kept = _READ.get(state_file)
+    if kept is not None and kept[0] == identity:
+        return list(kept[1])
+    from apache_metrics_exporter.reaper.state import read
 
-        state = read(state_file)
-        if state is None:
-            return []
+    state = read(state_file)
+    out = [] if state is None else _reaper_samples(state)
+    if len(_READ) >= 8:
+        _READ.clear()
+    _READ[state_file] = (identity, tuple(out))
+    return out
+
+
+def _reaper_samples(state: Optional[Dict[str, Any]]) -> List[Sample]:
+    """reaper_samples of a state read (None: no state file)."""
     from apache_metrics_exporter.reaper.state import RunCounts
 
     last = RunCounts.from_json((state or {}).get("last_run"))

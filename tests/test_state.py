@@ -283,6 +283,37 @@ def test_no_state_file_means_nothing_was_killed(tmp_path):
                       for k in ("native_active", "native_idle", "wsgi")}
 
 
+
+def test_a_long_running_collector_reads_the_state_again_only_when_it_changed(
+        tmp_path, monkeypatch, capsys):
+    # A loop's every cycle read and checked the reaper's state (27 us of JSON
+    # and checks): now only when it is another file or was written since -
+    # the reaper replaces it whole, a chmod or chown changes its ctime.
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    reads = []
+    real = state.read
+    monkeypatch.setattr(state, "read", lambda p: reads.append(p) or real(p))
+
+    def runs() -> int:
+        return {s.metric.name: s.value for s in reaper_samples(str(path))}.get(
+            "reaper_runs_total", -1)
+
+    assert [runs() for _ in range(3)] == [7, 7, 7] and len(reads) == 1
+    s = valid()
+    s["totals"]["runs"] = 8
+    new = tmp_path / "s.json.new"  # as the reaper writes it: a new file renamed over
+    new.write_bytes(dumps(s))
+    new.replace(path)
+    assert [runs() for _ in range(2)] == [8, 8] and len(reads) == 2
+    path.chmod(0o666)  # no longer trusted: read again, and left out
+    assert reaper_samples(str(path)) == [] and len(reads) == 3
+    assert "chmod go-w" in capsys.readouterr().err
+    path.chmod(0o644)
+    assert runs() == 8 and len(reads) == 4
+    path.unlink()  # gone: no reaper ran
+    assert runs() == -1 and len(reads) == 4
+
 @pytest.mark.parametrize("case", sorted(CORRUPT))
 def test_collector_reports_corrupt_state_and_moves_nothing(tmp_path, case, capsys):
     path = tmp_path / "s.json"
