@@ -1376,3 +1376,29 @@ def test_an_answer_is_read_only_as_far_as_its_message(tmp_path, case):
     assert len(line) < 1000
     if case == "gzip bomb":
         assert "HTTP 400: xxxx" in line
+
+
+@pytest.mark.parametrize("detail,ca,fix", [
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate",
+     None, "give --influxdb-ca-file with the CA that signed"),
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
+     "certificate", "/etc/ca.pem", "not signed by a CA of --influxdb-ca-file /etc/ca.pem"),
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
+     "certificate is not valid for 'db'.", None, "not for the host name of --influxdb-url"),
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired",
+     None, "has expired (or this host's clock is ahead)"),
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate is not yet "
+     "valid", None, "this host's clock is behind"),
+    ("[SSL: WRONG_VERSION_NUMBER] wrong version number", None, "does not speak TLS there"),
+    ("[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol", None, None),
+    ("Connection refused", None, None),
+])
+def test_tls_failures_that_need_a_person_are_named_with_their_fix(detail, ca, fix):
+    # OpenSSL's own words (Python 3.11, OpenSSL 3.0): a certificate that is
+    # not trusted, not for the name or outside its dates, and TLS spoken to a
+    # plain port, stop the run with their fix; an EOF mid-handshake (a
+    # server restarting) or a refusal is for now (None).
+    from apache_metrics_exporter.push.client import tls_fix
+
+    got = tls_fix(detail, ca)
+    assert got is None if fix is None else fix in got, got

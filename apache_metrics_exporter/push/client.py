@@ -532,7 +532,11 @@ def tls_fix(detail: str, ca_file: Optional[str]) -> Optional[str]:
         return ("the certificate is not for the host name of --influxdb-url: give the URL "
                 "by a name the certificate has")
     if "expired" in low:
-        return "the server's certificate has expired: renew it"
+        return ("the server's certificate has expired (or this host's clock is ahead): renew "
+                "it, or set the clock")
+    if "not yet valid" in low:
+        return ("the server's certificate is not valid yet: this host's clock is behind (or "
+                "the certificate was dated ahead); set the clock")
     if ca_file:
         return (f"the certificate is not signed by a CA of --influxdb-ca-file {ca_file}: "
                 "give the CA that signed it")
