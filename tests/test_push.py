@@ -1402,3 +1402,49 @@ def test_tls_failures_that_need_a_person_are_named_with_their_fix(detail, ca, fi
 
     got = tls_fix(detail, ca)
     assert got is None if fix is None else fix in got, got
+
+
+def test_writes_keep_their_connection_to_influxdb(tmp_path):
+    # The bounded reading of answers (push.client._BoundedAnswers) keeps
+    # what influxdb-client's own did: an answer read whole (a 204, or a short
+    # error) leaves its connection to the next write (urllib3 takes it back
+    # once the body is read to its end); an answer cut at MAX_ANSWER is not
+    # read on - its connection is closed and the next write opens another.
+    from apache_metrics_exporter.push.client import MAX_ANSWER
+
+    connections = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer = b"" if b"big" not in body else b"x" * (2 * MAX_ANSWER)
+            self.send_response(204 if not answer else 500)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    push = InfluxPush(PushSettings(f"http://127.0.0.1:{server.server_port}", "o", "b", TOKEN),
+                      Spool(str(tmp_path / "spool"), 1 << 20))
+    try:
+        for _ in range(3):
+            push.write("m v=1i 1")
+        assert len(connections) == 1
+        with pytest.raises(PushFailed):
+            push.write("m big=1i 1")  # cut at MAX_ANSWER: that connection is closed
+        push.write("m v=1i 1")
+        assert len(connections) == 2
+    finally:
+        push.close()
+        server.shutdown()
+        server.server_close()
