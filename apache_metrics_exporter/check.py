@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     options that make no sense with --check (exit 2, as for any run)."""
     from apache_metrics_exporter import config
 
-    for given, name in ((args.watch, "--watch"), (args.listen, "--listen"),
+    for given, name in ((args.watch, "--watch"),
                         (args.interval, "--interval"), (args.execd, "--execd"),
                         (args.zabbix_discovery, "--zabbix-discovery")):
         if given:
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     targets = config.targets(args)  # usage errors: exit 2, as for a collection
     for target in targets:
         check_target(report, args, target, exe_names, source)
+    check_endpoint(report, args, targets, exe_names)
     check_files(report, args)
     check_push(report, args)
     check_consumer(report, args)
@@ -1197,6 +1198,92 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
                    f"in {parent}; create it for this user, or run as root")
     else:
         report.add(OK, what, f"{path} does not exist yet; it is created on first use")
+
+
+# --- the --listen endpoint ----------------------------------------------------------------------
+
+def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
+                   exe_names: Tuple[str, ...]) -> None:
+    """With --listen (or APACHE_METRICS_LISTEN, as the endpoint's unit sets
+    it), the endpoint made as the run makes it - its addresses bound, the
+    web configuration, TLS files and basic auth read - then closed at once,
+    never served. A port that is taken is named with its holder: the old
+    apache_exporter still running is the usual one when switching."""
+    if not args.listen and not args.systemd_socket:
+        return
+    from apache_metrics_exporter import endpoint
+    from apache_metrics_exporter.runconfig import run_config
+
+    topic = "endpoint"
+    if args.systemd_socket:
+        report.add(OK, topic, "sockets are passed by systemd (--web-systemd-socket): "
+                   "nothing to bind here; the web configuration is checked with the run")
+        return
+    try:
+        listeners = endpoint.make_server(run_config(args, exe_names), targets)
+    except UsageError as exc:
+        report.add(*_listen_failure(str(exc)))
+        return
+    try:
+        for server in listeners.servers:
+            host, port = server.server_address[:2]
+            tls = server.socket.__class__.__name__ == "SSLSocket"
+            handler = server.RequestHandlerClass
+            auth = getattr(handler, "auth", None) is not None or bool(
+                getattr(getattr(handler, "web", None), "users", None))
+            report.add(OK, topic, f"would listen on {'https' if tls else 'http'}://"
+                       f"{hostport(str(host), port)}{getattr(handler, 'metrics_path', '')}"
+                       f" ({'TLS' if tls else 'no TLS'}, "
+                       f"{'basic auth' if auth else 'no basic auth'})")
+    finally:
+        for server in listeners.servers:
+            server.server_close()
+
+
+def _listen_failure(message: str) -> Tuple[str, str, str]:
+    """(level, topic, text) for an endpoint the run could not make: its own
+    message, with the holder of a port that is taken and what to do."""
+    found = re.search(r"cannot listen on (.+):(\d+): Address already in use", message)
+    if found is None:
+        return FAIL, "endpoint", message
+    holder = _port_holder(int(found.group(2)))
+    if holder is None:
+        return FAIL, "endpoint", (f"{message}: another process listens there; stop it, or "
+                                  "choose another --listen")
+    name, pid = holder
+    if "apache-metrics-exporter" in name or name == "apache-metrics-":
+        return WARN, "endpoint", (f"{message}: apache-metrics-exporter (PID {pid}) listens "
+                                  "there already - the running service, most likely (a "
+                                  "second copy could not start); its set-up was not "
+                                  "checked further")
+    fix = ("stop it (systemctl stop prometheus-apache-exporter; systemctl disable it), or "
+           "choose another --listen" if "apache" in name and "exporter" in name
+           else "stop it, or choose another --listen")
+    return FAIL, "endpoint", f"{message}: {name!r} (PID {pid}) listens there; {fix}"
+
+
+def _port_holder(port: int) -> Optional[Tuple[str, int]]:
+    """(name, PID) of a process holding a listening socket on ``port``, None
+    when none can be seen (another user's, or no right to look)."""
+    from apache_metrics_exporter.collect import procfs
+    from apache_metrics_exporter.collect.host import Host
+
+    inodes = {inode for _address, inode, _queue, _limit in Host((port,)).listeners(port)}
+    if not inodes:
+        return None
+    for pid in procfs.pids():
+        try:
+            if procfs.socket_inodes(pid) & inodes:
+                # The program's file name (its command name is cut at 15
+                # characters: "prometheus-apac"), and a script's after its
+                # interpreter.
+                argv = [os.path.basename(a) for a in procfs.cmdline(pid)[:3]]
+                name = next((a for a in argv if "exporter" in a), None) \
+                    or (argv[0] if argv else procfs.stat(pid).name)
+                return name, pid
+        except (procfs.NoProcess, procfs.Denied):
+            continue
+    return None
 
 
 # --- the push target ---------------------------------------------------------------------------

@@ -665,8 +665,9 @@ def _collector_options(p: Any) -> None:
     c.add_argument("--check", action="store_true",
                    help="check the set-up instead of collecting (with --format influxdb "
                         "the push target too: reachable, token and bucket, nothing "
-                        "written): one OK/WARN/FAIL line per check with the fix; exit "
-                        "status 1 when a check FAILs")
+                        "written; with --listen the endpoint: bound, web config, TLS, "
+                        "then closed): one OK/WARN/FAIL line per check with the fix; "
+                        "exit status 1 when a check FAILs")
     c.add_argument("--no-processes", action="store_true",
                    help="skip the process scan (no memory figures)")
     c.add_argument("--collector-state", default=RESTARTS_STATE, metavar="PATH",

@@ -293,6 +293,77 @@ def test_no_url_to_be_found_is_a_failure(tmp_path):
     assert found["URL"][0] == "FAIL" and "does not exist" in found["URL"][1]
 
 
+# --- the --listen endpoint: made as the run makes it, then closed -----------------------------
+
+HOLDER = ("import socket, sys\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, "
+          "socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen()\n"
+          "print('ok', flush=True)\nsys.stdin.read()\n")
+
+
+@contextlib.contextmanager
+def holding(port: int, name: str, tmp_path):
+    """A process whose program file is called ``name`` listening on ``port``."""
+    program = tmp_path / name
+    program.symlink_to(sys.executable)
+    proc = subprocess.Popen([str(program), "-c", HOLDER, str(port)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_the_endpoint_is_made_as_the_run_makes_it_and_closed(tmp_path):
+    # --check took no --listen, so the endpoint's own set-up (its unit sets
+    # APACHE_METRICS_LISTEN, a config file may say listen =) went unchecked.
+    port = free_port()
+    status, found, proc = run_check("--url", "http://127.0.0.1:9/server-status",
+                                    "--no-processes", "--listen", f"127.0.0.1:{port}")
+    assert found["endpoint"] == ("OK", f"would listen on http://127.0.0.1:{port}/metrics "
+                                       "(no TLS, no basic auth)")
+    with socket_bound(port):  # and let go of at once
+        pass
+    status, found, proc = run_check("--url", "http://127.0.0.1:9/server-status",
+                                    "--no-processes", "--listen", f"127.0.0.1:{port}",
+                                    "--web.config.file", str(tmp_path / "none.yml"))
+    level, text = found["endpoint"]
+    assert level == "FAIL" and "none.yml" in text and status == 1
+
+
+@contextlib.contextmanager
+def socket_bound(port: int):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield s
+
+
+@pytest.mark.parametrize("name,level,words", [
+    ("prometheus-apache-exporter", "FAIL", "'prometheus-apache-exporter' (PID {pid}) listens "
+     "there; stop it (systemctl stop prometheus-apache-exporter; systemctl disable it), or "
+     "choose another --listen"),
+    ("apache-metrics-exporter", "WARN", "apache-metrics-exporter (PID {pid}) listens there "
+     "already - the running service, most likely"),
+    ("nginx", "FAIL", "'nginx' (PID {pid}) listens there; stop it, or choose another --listen"),
+])
+def test_a_taken_port_is_named_with_its_holder(tmp_path, name, level, words):
+    # Switching from apache_exporter, the old one still on 9117 is the usual
+    # reason the new endpoint cannot start: --check names it.
+    port = free_port()
+    with holding(port, name, tmp_path) as holder:
+        status, found, proc = run_check("--url", "http://127.0.0.1:9/server-status",
+                                        "--no-processes", "--listen", f"127.0.0.1:{port}")
+    got_level, text = found["endpoint"]
+    assert got_level == level, text
+    assert text.startswith(f"--listen 127.0.0.1:{port}: cannot listen on 127.0.0.1:{port}: "
+                           "Address already in use: "), text
+    assert words.format(pid=holder.pid) in text
+
+
 def test_check_takes_no_long_running_mode():
     proc = run_exporter("--check", "--url", "http://127.0.0.1:9/server-status", "--interval",
                         "10")
