@@ -1222,7 +1222,7 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
     try:
         listeners = endpoint.make_server(run_config(args, exe_names), targets)
     except UsageError as exc:
-        report.add(*_listen_failure(str(exc)))
+        report.add(*_listen_failure(str(exc), exe_names))
         return
     try:
         for server in listeners.servers:
@@ -1240,7 +1240,7 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
             server.server_close()
 
 
-def _listen_failure(message: str) -> Tuple[str, str, str]:
+def _listen_failure(message: str, exe_names: Sequence[str] = ()) -> Tuple[str, str, str]:
     """(level, topic, text) for an endpoint the run could not make: its own
     message, with the holder of a port that is taken and what to do."""
     found = re.search(r"cannot listen on (.+):(\d+): Address already in use", message)
@@ -1256,6 +1256,9 @@ def _listen_failure(message: str) -> Tuple[str, str, str]:
                                   "there already - the running service, most likely (a "
                                   "second copy could not start); its set-up was not "
                                   "checked further")
+    if name in exe_names:
+        return FAIL, "endpoint", (f"{message}: Apache ({name}, PID {pid}) listens there; "
+                                  "choose another --listen (apache_exporter's port is 9117)")
     fix = ("stop it (systemctl stop prometheus-apache-exporter; systemctl disable it), or "
            "choose another --listen" if "apache" in name and "exporter" in name
            else "stop it, or choose another --listen")

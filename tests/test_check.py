@@ -349,6 +349,8 @@ def socket_bound(port: int):
     ("apache-metrics-exporter", "WARN", "apache-metrics-exporter (PID {pid}) listens there "
      "already - the running service, most likely"),
     ("nginx", "FAIL", "'nginx' (PID {pid}) listens there; stop it, or choose another --listen"),
+    ("apache2", "FAIL", "Apache (apache2, PID {pid}) listens there; choose another --listen "
+     "(apache_exporter's port is 9117)"),  # never "stop it"
 ])
 def test_a_taken_port_is_named_with_its_holder(tmp_path, name, level, words):
     # Switching from apache_exporter, the old one still on 9117 is the usual
