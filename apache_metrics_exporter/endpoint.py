@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import fnmatch
 import hmac
+import os
+import select
 import signal
 import socket
 import threading
@@ -632,8 +634,6 @@ class _Server(ThreadingHTTPServer):
     idle_deadline = IDLE_DEADLINE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        import os
-
         self._conns: Dict[Any, _Conn] = {}
         self._conns_lock = threading.Lock()
         # The accept loop's wake-up: a pipe it watches, and when it means to
@@ -649,7 +649,6 @@ class _Server(ThreadingHTTPServer):
     def serve_forever(self, poll_interval: float = 0.0) -> None:
         """Accept connections and drop the clients past their deadline until
         shutdown() (``poll_interval``: unused; the loop wakes when needed)."""
-        import os
         import selectors
 
         self._stopped.clear()
@@ -665,11 +664,7 @@ class _Server(ThreadingHTTPServer):
                         if key.fileobj is self:
                             self._handle_request_noblock()  # type: ignore[attr-defined]
                         else:
-                            try:
-                                while os.read(self._wake_r, 512):
-                                    pass
-                            except BlockingIOError:
-                                pass
+                            _drain(self._wake_r)
                     self.service_actions()
         finally:
             self._stop_asked = False
@@ -682,8 +677,6 @@ class _Server(ThreadingHTTPServer):
         self._stopped.wait()
 
     def server_close(self) -> None:
-        import os
-
         super().server_close()
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -693,13 +686,8 @@ class _Server(ThreadingHTTPServer):
         self._wake_r = self._wake_w = -1
 
     def _wake(self) -> None:
-        """Wake the accept loop (a byte in its pipe; a full pipe already will)."""
-        import os
-
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # full (a wake is pending), or closed
-            pass
+        """Wake the accept loop (a byte in its pipe)."""
+        _poke(self._wake_w)
 
     def _until_due(self) -> Optional[float]:
         """Seconds until the earliest deadline (None: none ahead), noted as
@@ -925,8 +913,6 @@ SD_LISTEN_FDS_START = 3
 def _systemd_sockets() -> List[socket.socket]:
     """The listening sockets systemd passed (LISTEN_PID, LISTEN_FDS), as
     sd_listen_fds(3) finds them; UsageError when there are none."""
-    import os
-
     pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
     if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
         raise UsageError("--web.systemd-socket: systemd passed no socket (LISTEN_FDS); start "
@@ -975,9 +961,6 @@ def serve(listeners: Listeners) -> int:
     all cleanly (exit 0). An accept loop that fails (an exception: a bug)
     stops them all too, with exit 1: a supervisor restarts a process that
     failed, where one port left closed, or an exit 0, would go unnoticed."""
-    import os
-    import select
-
     servers = listeners.servers
 
     def stop(signum: int, frame: object) -> None:
@@ -1019,11 +1002,7 @@ def serve(listeners: Listeners) -> int:
         waiting.register(woken_r, select.POLLIN)
         while len(ended) < len(threads):
             waiting.poll()
-            try:
-                while os.read(woken_r, 512):
-                    pass
-            except BlockingIOError:
-                pass
+            _drain(woken_r)
             if failed and not stopping:  # the others too (said by _serving)
                 stopping = True
                 stop(signal.SIGTERM, None)
@@ -1043,8 +1022,6 @@ def _serving(server: _Server, woken: int, ended: List[_Server],
     """serve_forever, then the server added to ``ended`` (and to ``failed``,
     said in one line, when the loop raised) and a byte in ``woken``
     (serve's wait: the thread itself is still alive then)."""
-    import os
-
     try:
         server.serve_forever()
     except Exception as exc:
@@ -1054,10 +1031,25 @@ def _serving(server: _Server, woken: int, ended: List[_Server],
                   hostport(str(host)), port, type(exc).__name__, _why(exc))
     finally:
         ended.append(server)
-        try:
-            os.write(woken, b"\0")
-        except OSError:
+        _poke(woken)
+
+
+def _poke(fd: int) -> None:
+    """A byte into a wake-up pipe (non-blocking: a full pipe already wakes
+    its reader; a closed one has none)."""
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 512):
             pass
+    except BlockingIOError:
+        pass
 
 
 def run_endpoint(config: RunConfig, targets: List[Target]) -> int:
