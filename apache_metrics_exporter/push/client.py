@@ -199,7 +199,7 @@ class InfluxPush:
         if isinstance(exc, ApiException):
             status = exc.status or 0
             message = _server_message(exc.body) or exc.reason or ""
-            detail = " ".join(self._scrub(str(message)).split())[:300]
+            detail = _said(str(message))
             if not status:  # no answer: influxdb-client wraps urllib3's SSLError so
                 return self._no_answer(detail)
             text = self._scrub(f"InfluxDB at {where} answered HTTP {status}: {message}")
@@ -482,8 +482,6 @@ def _server_message(body: Any) -> str:
     no longer be recognised): one line of at most 300 characters, whatever
     the server sent (a 30 MB message made a 30 MB error line and
     quarantine/*.error at every run)."""
-    from apache_metrics_exporter.scrub import scrub
-
     if not body:
         return ""
     if isinstance(body, bytes):
@@ -503,7 +501,7 @@ def _server_message(body: Any) -> str:
                 text = json.loads('"' + cut.group(1) + '"')
             except ValueError:  # (an escape cut in two)
                 text = cut.group(1)
-    return " ".join(scrub(text).split())[:300]
+    return _said(text)
 
 
 _JSON_MESSAGE = re.compile(r'\s*\{.*?"(?:message|error)"\s*:\s*"((?:[^"\\]|\\.)*)', re.S)
@@ -548,10 +546,16 @@ def _detail(exc: BaseException) -> str:
     """A connection error's own words (scrubbed, bounded): _reason keeps
     only the known part, --check shows the rest (e.g. which name a
     certificate does not match)."""
+    return _said(str(getattr(exc, "reason", "") or exc))
+
+
+def _said(text: str) -> str:
+    """What a server or a connection said, fit for a line: scrubbed before
+    it is cut short (a secret cut in half would no longer be recognised),
+    whitespace made single spaces, at most 300 characters."""
     from apache_metrics_exporter.scrub import scrub
 
-    text = " ".join(scrub(str(getattr(exc, "reason", "") or exc)).split())
-    return text[:300]
+    return " ".join(scrub(text).split())[:300]
 
 
 def _reason(exc: BaseException) -> str:
@@ -562,4 +566,4 @@ def _reason(exc: BaseException) -> str:
                   "Name or service not known", "certificate verify failed"):
         if known.lower() in text.lower():
             return known
-    return " ".join(text.split())[:200]
+    return _said(text)[:200]
