@@ -43,10 +43,10 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
 
 
 # The reaper's figures of the state file last read, by its path: (the file's
-# identity then, the samples). A long-running collector reads and checks the
-# file again only when it is another file or was written since (the reaper
-# replaces it whole; a chmod or chown changes its ctime): 27 us of JSON and
-# checks a cycle otherwise, where a reaper runs beside it.
+# identity then (paths.identity), the samples). A long-running collector
+# reads and checks the file again only when it is another file or was
+# written, chmodded or chowned since (the reaper replaces it whole): 27 us of
+# JSON and checks a cycle otherwise, where a reaper runs beside it.
 _READ: Dict[str, Tuple[Tuple[int, ...], Tuple[Sample, ...]]] = {}
 
 
@@ -55,19 +55,16 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     ever ran: nothing was killed) and the totals. A
     state file that is there but cannot be trusted or read gives nothing at
     all (state.read says why): its figures are unknown, not zero."""
-    identity = None
-    if state_file:
-        try:
-            st = os.lstat(state_file)  # (the directories' links followed, as read() does)
-            identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size,
-                        st.st_mode, st.st_uid)
-        except OSError:
-            pass  # none (or none to be seen): no reaper ran
-    if identity is None:
+    from apache_metrics_exporter.paths import identity
+
+    try:  # (lstat: the directories' links followed, as read() does)
+        now = identity(state_file) if state_file else None
+    except OSError:
+        now = None  # none (or none to be seen): no reaper ran
+    if now is None or state_file is None:
         return _reaper_samples(None)
-    assert state_file is not None
     kept = _READ.get(state_file)
-    if kept is not None and kept[0] == identity:
+    if kept is not None and kept[0] == now:
         return list(kept[1])
     from apache_metrics_exporter.reaper.state import read
 
@@ -75,7 +72,7 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     out = [] if state is None else _reaper_samples(state)
     if len(_READ) >= 8:
         _READ.clear()
-    _READ[state_file] = (identity, tuple(out))
+    _READ[state_file] = (now, tuple(out))
     return out
 
 

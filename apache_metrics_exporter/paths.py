@@ -184,6 +184,16 @@ def check(path: str, what: str, directory: bool = False) -> bool:
     return True
 
 
+def identity(path: str) -> Tuple[int, ...]:
+    """What changes when anyone replaces, rewrites, chmods or chowns the file
+    (lstat: the file itself; OSError if gone). The mode and owner besides
+    the change time: a chmod in the same tick of the kernel's coarse clock
+    as the last write leaves the times as they were."""
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode,
+            st.st_uid)
+
+
 def read_bounded(path: str, limit: int, what: Optional[str] = None) -> bytes:
     """At most ``limit`` bytes of a regular file, never through a symlink.
 

@@ -83,7 +83,14 @@ from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 from apache_metrics_exporter.errors import OutputError
 from apache_metrics_exporter.log import DEBUG, INFO, WARNING, log
-from apache_metrics_exporter.paths import STATE_DIR, Corrupt, is_int, move_aside, read_bounded
+from apache_metrics_exporter.paths import (
+    STATE_DIR,
+    Corrupt,
+    identity,
+    is_int,
+    move_aside,
+    read_bounded,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
@@ -502,12 +509,6 @@ def _fit(state: Dict[str, Any], now: Dict[str, Any]) -> str:
     return text
 
 
-def _identity(path: str) -> Tuple[int, ...]:
-    """What changes when anyone replaces or rewrites the file (OSError if gone)."""
-    st = os.lstat(path)
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-
-
 def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memory,
           vhost_limit: int) -> Optional[List[Tuple[Any, Dict[str, int]]]]:
     """A loop's cycle without reading or writing the collector state, when
@@ -519,11 +520,11 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
     (nothing has been changed). Called under memory.lock."""
     if memory.held is None:
         return None
-    real, identity, state, saved = memory.held
+    real, kept, state, saved = memory.held
     if time.monotonic() - saved >= SAVE_EVERY:
         return None
     try:
-        if _identity(real) != identity:
+        if identity(real) != kept:
             return None
     except OSError:
         return None
@@ -609,7 +610,7 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
                         del targets[url]
                     write_private(real, _fit(state, now), 0o644)
                     if memory is not None:  # still under the lock: no one wrote since
-                        memory.held = (real, _identity(real), state, time.monotonic())
+                        memory.held = (real, identity(real), state, time.monotonic())
             finally:
                 # Without a usable file, a loop still compares with its memory.
                 if memory is not None:
