@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -610,6 +611,37 @@ class Listener:
         self.sock.close()
 
 
+
+@contextmanager
+def dropping_listener():
+    """A Listener whose accept queue is full: SYNs to it are dropped, a
+    connect to it never completes (as to an address whose route goes
+    nowhere)."""
+    peer = Listener(backlog=0)
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue (nothing is accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(peer.sock.getsockname())
+            fillers.append(filler)
+        time.sleep(0.2)
+        yield peer
+    finally:
+        for filler in fillers:
+            filler.close()
+        peer.close()
+
+
+def cut_at_deadline(fetcher: Fetcher, url: str, timeout: float, within: tuple) -> None:
+    """The fetch fails with --timeout's words after ``within`` (the lowest
+    and highest seconds it may take)."""
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=rf"no complete answer from .* within {timeout:g} s"):
+        fetcher.get(url)
+    low, high = within
+    assert low < time.monotonic() - started < high
+
 def test_a_request_the_peer_never_reads_is_cut_at_the_deadline():
     """A send that would block (the peer reads nothing, both socket buffers
     full) waits no longer than --timeout: a request far larger than the
@@ -618,10 +650,7 @@ def test_a_request_the_peer_never_reads_is_cut_at_the_deadline():
     big = (("X-Big", "a" * (16 << 20)),)
     fetcher = Fetcher(Target(peer.url, timeout=1.0, headers=big))
     try:
-        started = time.monotonic()
-        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
-            fetcher.get(peer.url)
-        assert 0.9 < time.monotonic() - started < 1.75
+        cut_at_deadline(fetcher, peer.url, 1.0, (0.9, 1.75))
     finally:
         peer.close()
 
@@ -657,24 +686,8 @@ def test_a_request_the_peer_reads_slowly_arrives_whole():
 def test_a_connection_the_peer_does_not_accept_is_cut_at_the_deadline():
     """A connect that does not complete (the listener's accept queue is
     full: its SYNs are dropped) waits no longer than --timeout."""
-    peer = Listener(backlog=0)
-    fillers = []
-    try:
-        for _ in range(4):  # fill the accept queue (nothing is accepted)
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(peer.sock.getsockname())
-            fillers.append(filler)
-        time.sleep(0.2)
-        fetcher = Fetcher(Target(peer.url, timeout=1.0))
-        started = time.monotonic()
-        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
-            fetcher.get(peer.url)
-        assert 0.9 < time.monotonic() - started < 1.75
-    finally:
-        for filler in fillers:
-            filler.close()
-        peer.close()
+    with dropping_listener() as peer:
+        cut_at_deadline(Fetcher(Target(peer.url, timeout=1.0)), peer.url, 1.0, (0.9, 1.75))
 
 
 def test_an_address_that_drops_the_connection_leaves_time_for_the_next(monkeypatch):
@@ -686,9 +699,7 @@ def test_an_address_that_drops_the_connection_leaves_time_for_the_next(monkeypat
     answered."""
     from apache_metrics_exporter.collect import http as chttp
 
-    dropping = Listener(backlog=0)
     answering = Listener()
-    fillers = []
 
     def serve() -> None:
         conn, _ = answering.sock.accept()
@@ -696,34 +707,23 @@ def test_an_address_that_drops_the_connection_leaves_time_for_the_next(monkeypat
         conn.recv(65536)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(STATUS), STATUS))
 
-    try:
-        for _ in range(4):  # fill the accept queue (nothing is accepted)
-            filler = socket.socket()
-            filler.setblocking(False)
-            filler.connect_ex(dropping.sock.getsockname())
-            fillers.append(filler)
-        time.sleep(0.2)
-        addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", listener.sock.getsockname())
-                     for listener in (dropping, answering)]
-        monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses)
-        threading.Thread(target=serve, daemon=True).start()
-        fetcher = Fetcher(Target("http://status.example:80/server-status", timeout=2.0))
-        started = time.monotonic()
-        assert fetcher.get("http://status.example:80/server-status") == STATUS
-        assert 0.9 < time.monotonic() - started < 1.75  # its share: half of 2 s
-        fetcher.close()
-        # Both dropping: the fetch ends at --timeout, with its usual words.
-        monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses[:1] * 2)
-        fetcher = Fetcher(Target("http://status.example:80/server-status", timeout=1.0))
-        started = time.monotonic()
-        with pytest.raises(FetchError, match=r"no complete answer from .* within 1 s"):
-            fetcher.get("http://status.example:80/server-status")
-        assert 0.9 < time.monotonic() - started < 1.75
-    finally:
-        for filler in fillers:
-            filler.close()
-        dropping.close()
-        answering.close()
+    url = "http://status.example:80/server-status"
+    with dropping_listener() as dropping:
+        try:
+            addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", listener.sock.getsockname())
+                         for listener in (dropping, answering)]
+            monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses)
+            threading.Thread(target=serve, daemon=True).start()
+            fetcher = Fetcher(Target(url, timeout=2.0))
+            started = time.monotonic()
+            assert fetcher.get(url) == STATUS
+            assert 0.9 < time.monotonic() - started < 1.75  # its share: half of 2 s
+            fetcher.close()
+            # Both dropping: the fetch ends at --timeout, with its usual words.
+            monkeypatch.setattr(chttp, "_resolve", lambda host, port, clock: addresses[:1] * 2)
+            cut_at_deadline(Fetcher(Target(url, timeout=1.0)), url, 1.0, (0.9, 1.75))
+        finally:
+            answering.close()
 
 
 def test_a_peer_that_accepts_late_is_read_within_the_deadline():
@@ -809,10 +809,7 @@ def test_a_wait_longer_than_one_poll_ends_at_the_deadline(monkeypatch):
     peer = Listener()
     fetcher = Fetcher(Target(peer.url, timeout=0.5))
     try:
-        started = time.monotonic()
-        with pytest.raises(FetchError, match=r"no complete answer from .* within 0.5 s"):
-            fetcher.get(peer.url)
-        assert 0.45 < time.monotonic() - started < 1.2
+        cut_at_deadline(fetcher, peer.url, 0.5, (0.45, 1.2))
     finally:
         fetcher.close()
         peer.close()
