@@ -406,7 +406,7 @@ def import_cost(ctx, opts: argparse.Namespace, targets: Targets) -> None:
 
 def batches(ctx, opts: argparse.Namespace, targets: Targets) -> None:
     batch.run(ROOT, ctx.script, ctx.apache.status_url, ctx.env, opts.batch_runs,
-              max(3, opts.batch_runs // 2), targets)
+              max(3, opts.batch_runs // 2), targets, opts.in_private_network)
 
 
 def probe_fleet(ctx, opts: argparse.Namespace, targets: Targets) -> None:
