@@ -195,7 +195,7 @@ def check_target(report: Report, args: argparse.Namespace, target: Target,
                                fetcher.peer if page.auto is not None else None)
         conf = apache_config(parent.pid)
         path = _path(target.url)
-        report_status(report, args, fetcher, page, conf, path)
+        report_status(report, args, fetcher, page, conf, path, parent.other)
         if page.auto is not None:
             report_pages(report, page.auto, html_body, html_error, html_status, workers,
                          target.url, conf)
@@ -216,9 +216,11 @@ def _path(url: str) -> str:
 
 
 def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, page: Page,
-                  conf: Optional[StatusConfig], path: str) -> None:
+                  conf: Optional[StatusConfig], path: str, other: str = "") -> None:
     """Whether the URL answers with a status page; for the usual failures the
-    precise fix (apache_exporter's tracker is full of them)."""
+    precise fix (apache_exporter's tracker is full of them). ``other``: the
+    program that is not Apache holding the URL's port (Parent.other), if
+    that is who answered: Apache's fixes would not apply then."""
     topic = "status page"
     url = fetcher.target.auto_url
     if page.auto is not None:
@@ -231,7 +233,25 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
         return
     status, where = page.status, hostport(fetcher.host, fetcher.port)
     section = conf.status_section(path) if conf is not None else None
-    if status in (301, 302, 303, 307, 308):
+    if other and (status in (403, 404) or (status == 200 and page.body is not None)
+                  or (not status and page.error)):
+        # Not Apache's answer: mod_status, <Location> and Require are not the
+        # fix (a redirect's or a login's fix holds for a proxy too: below).
+        found, _asked = _listen_candidate(args, fetcher.target)
+        fix = (f"a Listen directive of {args.ports_config} gives {found}, which answers "
+               f"with mod_status's page: give --url {found}" if found else
+               "give --url the address and port of Apache's Listen directive (or, with a "
+               "proxy in front, let it pass the status page through to Apache)")
+        if not status:  # no HTTP: the fetch's own words, then who it was
+            error = str(page.error)
+            report.add(FAIL, topic, f"{error}{' ' if error.endswith('?') else '; '}the "
+                       f"process listening on {where} is {other}, not Apache; {fix}")
+            return
+        said = f"{url} answers with a page that is not mod_status's{_title(page.body)}" \
+            if status == 200 else f"{url} answers HTTP {status}"
+        report.add(FAIL, topic, f"{said}, but not from Apache: the process listening on "
+                   f"{where} is {other}; {fix}")
+    elif status in (301, 302, 303, 307, 308):
         from urllib.parse import urljoin
 
         target = urljoin(url, page.location)
@@ -283,8 +303,7 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     """A 200 that is not mod_status's page: an HTML page (the wrong path, or a
     CMS/proxy answering for everything) or something else."""
     head = body[:4096]
-    title = re.search(rb"<title[^>]*>([^<]{0,200})", head, re.I)
-    shown = f" (title {title.group(1).decode('latin-1').strip()!r})" if title else ""
+    shown = _title(body)
     fix = "point --url at the <Location> that has 'SetHandler server-status'"
     if conf is not None and conf.status_paths():
         fix += " (" + ", ".join(f"{p} at {w}" for p, w in conf.status_paths()) + ")"
@@ -299,6 +318,12 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     return f"{url} answers 200, but not with mod_status's page: {fix}"
 
 
+def _title(body: Optional[bytes]) -> str:
+    """" (title 'TEXT')" of an HTML page's first 4 KiB, or ''."""
+    title = re.search(rb"<title[^>]*>([^<]{0,200})", (body or b"")[:4096], re.I)
+    return f" (title {title.group(1).decode('latin-1').strip()!r})" if title else ""
+
+
 def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     """What to do about a refused connection. A URL is suggested only when it
     was asked and answered with mod_status's page: one from the Listen
@@ -307,8 +332,23 @@ def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     where = hostport(*host_port(target.url))
     plain = (f"check that Apache runs (systemctl status apache2) and that its "
              f"configuration has a Listen directive for {where}")
+    candidate, asked = _listen_candidate(args, target)
+    if candidate:
+        return (f"a Listen directive of {args.ports_config} gives {candidate}, "
+                f"which answers with mod_status's page: give --url {candidate}")
+    if asked:
+        plain += f" ({', '.join(asked)}, from {args.ports_config}, did not answer with a " \
+            "status page either)"
+    return plain
+
+
+def _listen_candidate(args: argparse.Namespace,
+                      target: Target) -> Tuple[Optional[str], List[str]]:
+    """(a URL from the Listen directives of --ports-config, on another address
+    than the target's, that answers with mod_status's page, or None; the URLs
+    asked in vain). Nothing is asked without --ports-config."""
     if not args.ports_config:
-        return plain
+        return None, []
     from urllib.parse import urlsplit
 
     from apache_metrics_exporter.collect.discovery import discover_urls
@@ -316,22 +356,18 @@ def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     try:
         found = discover_urls(args.ports_config)
     except UsageError:
-        return plain
+        return None, []
     path = _path(target.url)
-    asked = []
+    asked: List[str] = []
     for listen in found:
         if host_port(listen) == host_port(target.url):
             continue  # the URL itself (discovered there, or the same address)
         base = urlsplit(listen)
         for candidate in dict.fromkeys((base._replace(path=path).geturl(), listen)):
             if _answers(target, candidate):
-                return (f"a Listen directive of {args.ports_config} gives {candidate}, "
-                        f"which answers with mod_status's page: give --url {candidate}")
+                return candidate, asked
             asked.append(candidate)
-    if asked:
-        plain += f" ({', '.join(asked)}, from {args.ports_config}, did not answer with a " \
-            "status page either)"
-    return plain
+    return None, asked
 
 
 def _answers(target: Target, url: str) -> bool:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,62 @@ def test_404_says_where_apache_serves_the_page(prefork):
     level, text = found["status page"]
     assert level == "FAIL" and "HTTP 404" in text
     assert f"give --url {prefork.base_url}/server-status" in text
+
+
+def test_a_program_that_is_not_apache_on_the_port_is_named_not_mod_status():
+    # Newcomer run: another program on --url's port answered 404, and the
+    # check said "load mod_status (a2enmod status)" - while the next line
+    # said that program (here this test's own stand-in) is not Apache.
+    def answer(request):
+        return 404, (), b"not found"
+
+    with serve_answer(answer) as url:
+        port = urllib.parse.urlsplit(url).port
+        status, found, proc = run_check("--url", url)
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and "answers HTTP 404, but not from Apache: the process " \
+        f"listening on 127.0.0.1:{port} is " in text and f"(PID {os.getpid()})" in text
+    assert text.endswith("give --url the address and port of Apache's Listen directive (or, "
+                         "with a proxy in front, let it pass the status page through to "
+                         "Apache)")
+    assert "a2enmod" not in text and "Location" not in text
+
+
+def test_a_page_of_a_program_that_is_not_apache_is_named_with_its_title():
+    def answer(request):
+        return 200, (), b"<html><head><title>Grafana</title></head></html>"
+
+    with serve_answer(answer) as url:
+        status, found, proc = run_check("--url", url)
+    level, text = found["status page"]
+    assert level == "FAIL" and "answers with a page that is not mod_status's (title " \
+        "'Grafana'), but not from Apache: the process listening on" in text
+    assert "SetHandler" not in text
+
+
+def test_a_program_speaking_no_http_on_the_port_is_named():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        status, found, proc = run_check("--url", f"http://127.0.0.1:{port}/server-status")
+    finally:
+        listener.close()
+    level, text = found["status page"]
+    assert level == "FAIL" and "not an HTTP/1.x status line" in text
+    assert f"the process listening on 127.0.0.1:{port} is " in text
+    assert f"(PID {os.getpid()}), not Apache; give --url the address and port" in text
 
 
 @integration
