@@ -283,12 +283,26 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
     elif status == 404:
         fix = ("load mod_status (a2enmod status) and give it a <Location> with 'SetHandler "
                "server-status'")
-        if conf is not None and conf.status_paths():
-            scheme, rest = fetcher.target.url.split("://", 1)
-            netloc = rest.split("/", 1)[0]
-            fix = "Apache serves it at " + ", ".join(
-                f"{p} ({w})" for p, w in conf.status_paths()) + \
-                f": give --url {scheme}://{netloc}{conf.status_paths()[0][0]}"
+        served = conf.status_paths() if conf is not None else []
+        here = [w for p, w in served if p == path]
+        scheme, rest = fetcher.target.url.split("://", 1)
+        elsewhere = f"{scheme}://{rest.split('/', 1)[0]}{served[0][0]}" if served else ""
+        if conf is not None and served and \
+                not conf.modules & {"status_module", "mod_status.c"}:
+            fix = (f"'SetHandler server-status' at {(here or [served[0][1]])[-1]} needs "
+                   "mod_status, but no LoadModule status_module is in the configuration "
+                   "Apache runs: a2enmod status (or LoadModule status_module), then "
+                   "restart Apache" + ("" if here else f", and give --url {elsewhere}"))
+        elif here:
+            # The configuration serves the page at this very path: giving
+            # the same --url again cannot be the fix.
+            fix = (f"the configuration has 'SetHandler server-status' for it at "
+                   f"{here[-1]}, yet Apache answers 404: reload Apache if that was "
+                   "added since it started, else look for what sends the request "
+                   "elsewhere (RewriteRule, ProxyPass, Alias)")
+        elif served:
+            fix = "Apache serves it at " + ", ".join(f"{p} ({w})" for p, w in served) + \
+                f": give --url {elsewhere}"
         report.add(FAIL, topic, f"{url} answers HTTP 404: no status page at {path}; {fix}")
     elif status == 200 and page.body is not None:
         report.add(FAIL, topic, _not_status(url, page.body, path, conf))

@@ -176,6 +176,49 @@ def test_404_says_where_apache_serves_the_page(prefork):
     assert f"give --url {prefork.base_url}/server-status" in text
 
 
+@integration
+def test_404_where_sethandler_is_but_mod_status_is_not_loaded():
+    # Newcomer run: a <Location /server-status> with SetHandler server-status
+    # but no LoadModule status_module answers 404, and the check said "Apache
+    # serves it at /server-status: give --url" - the very URL that failed.
+    with ApacheServer("prefork", wsgi=False, status_module=False) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+        assert status == 1
+        level, text = found["status page"]
+        conf = f"{apache.root}/httpd.conf"
+        line = next(n for n, t in enumerate(Path(conf).read_text().splitlines(), 1)
+                    if t.strip() == "<Location /server-status>")
+        assert level == "FAIL" and "HTTP 404" in text
+        assert text.endswith(f"'SetHandler server-status' at {conf}:{line} needs mod_status, "
+                             "but no LoadModule status_module is in the configuration Apache "
+                             "runs: a2enmod status (or LoadModule status_module), then "
+                             "restart Apache")
+        assert "give --url" not in text
+        # Another path: the same fix, then the URL to give.
+        status, found, proc = run_check("--url", apache.base_url + "/status")
+        assert found["status page"][1].endswith(
+            f"then restart Apache, and give --url {apache.status_url}")
+
+
+@integration
+def test_404_where_the_configuration_has_sethandler_since_the_last_reload(prefork):
+    # The <Location> was added to the file after Apache started: not "give
+    # --url" the same URL, but reload.
+    conf = prefork.root / "httpd.conf"
+    before = conf.read_text()
+    try:
+        conf.write_text(before + "\n<Location /late-status>\n  SetHandler server-status\n"
+                        "</Location>\n")
+        status, found, proc = run_check("--url", prefork.base_url + "/late-status")
+        level, text = found["status page"]
+        assert level == "FAIL" and "HTTP 404" in text
+        assert "yet Apache answers 404: reload Apache if that was added since it started" \
+            in text
+        assert "give --url" not in text
+    finally:
+        conf.write_text(before)
+
+
 def test_a_program_that_is_not_apache_on_the_port_is_named_not_mod_status():
     # Newcomer run: another program on --url's port answered 404, and the
     # check said "load mod_status (a2enmod status)" - while the next line
