@@ -1129,9 +1129,16 @@ def check_files(report: Report, args: argparse.Namespace) -> None:
     """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
     check_secret_files(report, args)
+    from apache_metrics_exporter.paths import REAPER_STATE
+    from apache_metrics_exporter.restarts import DEFAULT_PATH
+
+    # Only the default state files' directory is made on first use (a
+    # mistyped path creates nothing); the spool makes its whole path.
     if args.collector_state:
-        _state_path(report, args.collector_state, "collector state", writer=True)
-    _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0)
+        _state_path(report, args.collector_state, "collector state", writer=True,
+                    makes_dir=args.collector_state == DEFAULT_PATH)
+    _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0,
+                makes_dir=args.state_file == REAPER_STATE)
     if args.format == "influxdb":
         _state_path(report, args.spool_dir, "spool directory", writer=True, directory=True)
     if args.output != "-":
@@ -1220,9 +1227,10 @@ def check_secret_files(report: Report, args: argparse.Namespace) -> None:
 
 
 def _state_path(report: Report, path: str, what: str, writer: bool,
-                directory: bool = False) -> None:
+                directory: bool = False, makes_dir: bool = True) -> None:
     """A state file or spool directory: trusted (paths.check) and, for the
-    program that writes it, writable."""
+    program that writes it, writable. ``makes_dir``: the program creates a
+    missing directory for it (else a missing one is a WARN: the run fails)."""
     from apache_metrics_exporter import paths
 
     try:
@@ -1241,6 +1249,11 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
             report.add(OK, what, text)
         return
     parent = os.path.dirname(real)
+    if not makes_dir and not os.path.isdir(parent):
+        report.add(WARN, what, f"{path} cannot be created: its directory {parent} does not "
+                   "exist, and only the default path's directory is made on first use; "
+                   f"create it (mkdir -p {parent}) or correct the path")
+        return
     while parent != "/" and not os.path.isdir(parent):
         parent = os.path.dirname(parent)
     if writer and not os.access(parent, os.W_OK | os.X_OK):

@@ -28,7 +28,7 @@ import pytest
 from apache_metrics_exporter import check
 from tests.conftest import run_exporter
 from tests.harness.apache import ApacheServer, free_port
-from tests.harness.pages import serve_answer
+from tests.harness.pages import serve_answer, serve_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 integration = pytest.mark.integration
@@ -511,6 +511,41 @@ def test_state_and_config_files(prefork, tmp_path):
     assert found["spool directory"] == (
         "FAIL", f"spool directory {spool} is writable by group or others (mode 0777); run: "
                 f"chmod go-w {spool}")
+
+
+def test_a_state_file_whose_directory_is_missing_is_not_ok(tmp_path):
+    # Newcomer run: --check said "OK collector state: ... does not exist yet;
+    # it is created on first use" for a path whose directory did not exist,
+    # and every run then said "restart counts left out ... (No such file or
+    # directory)": only the default path's directory is made.
+    url = f"http://127.0.0.1:{free_port()}/server-status"
+    missing = tmp_path / "missing"
+    collector, reaper = missing / "collector.json", missing / "reaper.json"
+    status, found, proc = run_check("--url", url, "--collector-state", str(collector),
+                                    "--state-file", str(reaper), "--format", "influxdb",
+                                    "--spool-dir", str(tmp_path / "new" / "spool"))
+    for topic, path in (("collector state", collector), ("reaper state", reaper)):
+        assert found[topic] == (
+            "WARN", f"{path} cannot be created: its directory {missing} does not exist, and "
+                    "only the default path's directory is made on first use; create it "
+                    f"(mkdir -p {missing}) or correct the path")
+    # The spool makes its whole path: fine.
+    assert found["spool directory"][0] == "OK"
+    assert "created on first use" in found["spool directory"][1]
+    # What the check warns of: the run cannot use it.
+    with serve_pages((ROOT / "tests/data/2.4.71-prefork-ext-off.auto.txt").read_bytes()) \
+            as page:
+        proc = run_exporter("--url", page, "--collector-state", str(collector),
+                            "--no-processes")
+    assert f"cannot use the collector state {collector} (No such file or directory)" \
+        in proc.stderr
+    assert not missing.exists()
+    missing.mkdir()
+    status, found, proc = run_check("--url", url, "--collector-state", str(collector),
+                                    "--state-file", str(reaper))
+    assert found["collector state"] == (
+        "OK", f"{collector} does not exist yet; it is created on first use")
+    assert found["reaper state"][0] == "OK"
 
 
 def secret_lines(**options) -> list:
