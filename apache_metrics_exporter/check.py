@@ -1285,7 +1285,7 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
     try:
         listeners = endpoint.make_server(run_config(args, exe_names), targets)
     except UsageError as exc:
-        report.add(*_listen_failure(str(exc), exe_names))
+        report.add(*listen_failure(str(exc), exe_names))
         return
     try:
         for server in listeners.servers:
@@ -1303,9 +1303,11 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
             server.server_close()
 
 
-def _listen_failure(message: str, exe_names: Sequence[str] = ()) -> Tuple[str, str, str]:
+def listen_failure(message: str, exe_names: Sequence[str] = (),
+                   run: bool = False) -> Tuple[str, str, str]:
     """(level, topic, text) for an endpoint the run could not make: its own
-    message, with the holder of a port that is taken and what to do."""
+    message, with the holder of a port that is taken and what to do; ``run``:
+    for the run's own error line (endpoint.run_endpoint), not --check's."""
     found = re.search(r"cannot listen on (.+):(\d+): Address already in use", message)
     if found is None:
         return FAIL, "endpoint", message
@@ -1316,9 +1318,11 @@ def _listen_failure(message: str, exe_names: Sequence[str] = ()) -> Tuple[str, s
     name, pid = holder
     if "apache-metrics-exporter" in name or name == "apache-metrics-":
         return WARN, "endpoint", (f"{message}: apache-metrics-exporter (PID {pid}) listens "
-                                  "there already - the running service, most likely (a "
-                                  "second copy could not start); its set-up was not "
-                                  "checked further")
+                                  "there already - the running service, most likely " + (
+                                      "(systemctl status apache-metrics-exporter-endpoint); "
+                                      "stop it first, or choose another --listen" if run else
+                                      "(a second copy could not start); its set-up was not "
+                                      "checked further"))
     if name in exe_names:
         return FAIL, "endpoint", (f"{message}: Apache ({name}, PID {pid}) listens there; "
                                   "choose another --listen (apache_exporter's port is 9117)")

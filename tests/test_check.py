@@ -466,6 +466,29 @@ def test_a_taken_port_is_named_with_its_holder(tmp_path, name, level, words):
     assert words.format(pid=holder.pid) in text
 
 
+@pytest.mark.parametrize("name,words", [
+    ("prometheus-apache-exporter", "'prometheus-apache-exporter' (PID {pid}) listens there; "
+     "stop it (systemctl stop prometheus-apache-exporter; systemctl disable it), or choose "
+     "another --listen"),
+    ("apache-metrics-exporter", "apache-metrics-exporter (PID {pid}) listens there already - "
+     "the running service, most likely (systemctl status apache-metrics-exporter-endpoint); "
+     "stop it first, or choose another --listen"),
+    ("apache2", "Apache (apache2, PID {pid}) listens there; choose another --listen "
+     "(apache_exporter's port is 9117)"),
+])
+def test_the_run_names_the_holder_of_a_taken_port_too(tmp_path, name, words):
+    # Newcomer run: --check named the holder, the run itself (the endpoint's
+    # unit, in the journal) said only "Address already in use".
+    port = free_port()
+    with holding(port, name, tmp_path) as holder:
+        proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--no-processes",
+                            "--listen", f"127.0.0.1:{port}")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: --listen 127.0.0.1:{port}: "
+                           f"cannot listen on 127.0.0.1:{port}: Address already in use: "
+                           f"{words.format(pid=holder.pid)}\n")
+
+
 def test_check_takes_no_long_running_mode():
     proc = run_exporter("--check", "--url", "http://127.0.0.1:9/server-status", "--interval",
                         "10")
