@@ -195,7 +195,7 @@ def check_target(report: Report, args: argparse.Namespace, target: Target,
                                fetcher.peer if page.auto is not None else None)
         conf = apache_config(parent.pid)
         path = _path(target.url)
-        report_status(report, args, fetcher, page, conf, path)
+        report_status(report, args, fetcher, page, conf, path, parent.other)
         if page.auto is not None:
             report_pages(report, page.auto, html_body, html_error, html_status, workers,
                          target.url, conf)
@@ -216,9 +216,11 @@ def _path(url: str) -> str:
 
 
 def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, page: Page,
-                  conf: Optional[StatusConfig], path: str) -> None:
+                  conf: Optional[StatusConfig], path: str, other: str = "") -> None:
     """Whether the URL answers with a status page; for the usual failures the
-    precise fix (apache_exporter's tracker is full of them)."""
+    precise fix (apache_exporter's tracker is full of them). ``other``: the
+    program that is not Apache holding the URL's port (Parent.other), if
+    that is who answered: Apache's fixes would not apply then."""
     topic = "status page"
     url = fetcher.target.auto_url
     if page.auto is not None:
@@ -231,7 +233,25 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
         return
     status, where = page.status, hostport(fetcher.host, fetcher.port)
     section = conf.status_section(path) if conf is not None else None
-    if status in (301, 302, 303, 307, 308):
+    if other and (status in (403, 404) or (status == 200 and page.body is not None)
+                  or (not status and page.error)):
+        # Not Apache's answer: mod_status, <Location> and Require are not the
+        # fix (a redirect's or a login's fix holds for a proxy too: below).
+        found, _asked = _listen_candidate(args, fetcher.target)
+        fix = (f"a Listen directive of {args.ports_config} gives {found}, which answers "
+               f"with mod_status's page: give --url {found}" if found else
+               "give --url the address and port of Apache's Listen directive (or, with a "
+               "proxy in front, let it pass the status page through to Apache)")
+        if not status:  # no HTTP: the fetch's own words, then who it was
+            error = str(page.error)
+            report.add(FAIL, topic, f"{error}{' ' if error.endswith('?') else '; '}the "
+                       f"process listening on {where} is {other}, not Apache; {fix}")
+            return
+        said = f"{url} answers with a page that is not mod_status's{_title(page.body)}" \
+            if status == 200 else f"{url} answers HTTP {status}"
+        report.add(FAIL, topic, f"{said}, but not from Apache: the process listening on "
+                   f"{where} is {other}; {fix}")
+    elif status in (301, 302, 303, 307, 308):
         from urllib.parse import urljoin
 
         target = urljoin(url, page.location)
@@ -263,12 +283,26 @@ def report_status(report: Report, args: argparse.Namespace, fetcher: _Fetcher, p
     elif status == 404:
         fix = ("load mod_status (a2enmod status) and give it a <Location> with 'SetHandler "
                "server-status'")
-        if conf is not None and conf.status_paths():
-            scheme, rest = fetcher.target.url.split("://", 1)
-            netloc = rest.split("/", 1)[0]
-            fix = "Apache serves it at " + ", ".join(
-                f"{p} ({w})" for p, w in conf.status_paths()) + \
-                f": give --url {scheme}://{netloc}{conf.status_paths()[0][0]}"
+        served = conf.status_paths() if conf is not None else []
+        here = [w for p, w in served if p == path]
+        scheme, rest = fetcher.target.url.split("://", 1)
+        elsewhere = f"{scheme}://{rest.split('/', 1)[0]}{served[0][0]}" if served else ""
+        if conf is not None and served and \
+                not conf.modules & {"status_module", "mod_status.c"}:
+            fix = (f"'SetHandler server-status' at {(here or [served[0][1]])[-1]} needs "
+                   "mod_status, but no LoadModule status_module is in the configuration "
+                   "Apache runs: a2enmod status (or LoadModule status_module), then "
+                   "restart Apache" + ("" if here else f", and give --url {elsewhere}"))
+        elif here:
+            # The configuration serves the page at this very path: giving
+            # the same --url again cannot be the fix.
+            fix = (f"the configuration has 'SetHandler server-status' for it at "
+                   f"{here[-1]}, yet Apache answers 404: reload Apache if that was "
+                   "added since it started, else look for what sends the request "
+                   "elsewhere (RewriteRule, ProxyPass, Alias)")
+        elif served:
+            fix = "Apache serves it at " + ", ".join(f"{p} ({w})" for p, w in served) + \
+                f": give --url {elsewhere}"
         report.add(FAIL, topic, f"{url} answers HTTP 404: no status page at {path}; {fix}")
     elif status == 200 and page.body is not None:
         report.add(FAIL, topic, _not_status(url, page.body, path, conf))
@@ -283,8 +317,7 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     """A 200 that is not mod_status's page: an HTML page (the wrong path, or a
     CMS/proxy answering for everything) or something else."""
     head = body[:4096]
-    title = re.search(rb"<title[^>]*>([^<]{0,200})", head, re.I)
-    shown = f" (title {title.group(1).decode('latin-1').strip()!r})" if title else ""
+    shown = _title(body)
     fix = "point --url at the <Location> that has 'SetHandler server-status'"
     if conf is not None and conf.status_paths():
         fix += " (" + ", ".join(f"{p} at {w}" for p, w in conf.status_paths()) + ")"
@@ -299,6 +332,12 @@ def _not_status(url: str, body: bytes, path: str, conf: Optional[StatusConfig]) 
     return f"{url} answers 200, but not with mod_status's page: {fix}"
 
 
+def _title(body: Optional[bytes]) -> str:
+    """" (title 'TEXT')" of an HTML page's first 4 KiB, or ''."""
+    title = re.search(rb"<title[^>]*>([^<]{0,200})", (body or b"")[:4096], re.I)
+    return f" (title {title.group(1).decode('latin-1').strip()!r})" if title else ""
+
+
 def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     """What to do about a refused connection. A URL is suggested only when it
     was asked and answered with mod_status's page: one from the Listen
@@ -307,8 +346,23 @@ def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     where = hostport(*host_port(target.url))
     plain = (f"check that Apache runs (systemctl status apache2) and that its "
              f"configuration has a Listen directive for {where}")
+    candidate, asked = _listen_candidate(args, target)
+    if candidate:
+        return (f"a Listen directive of {args.ports_config} gives {candidate}, "
+                f"which answers with mod_status's page: give --url {candidate}")
+    if asked:
+        plain += f" ({', '.join(asked)}, from {args.ports_config}, did not answer with a " \
+            "status page either)"
+    return plain
+
+
+def _listen_candidate(args: argparse.Namespace,
+                      target: Target) -> Tuple[Optional[str], List[str]]:
+    """(a URL from the Listen directives of --ports-config, on another address
+    than the target's, that answers with mod_status's page, or None; the URLs
+    asked in vain). Nothing is asked without --ports-config."""
     if not args.ports_config:
-        return plain
+        return None, []
     from urllib.parse import urlsplit
 
     from apache_metrics_exporter.collect.discovery import discover_urls
@@ -316,22 +370,18 @@ def _refused_fix(args: argparse.Namespace, target: Target) -> str:
     try:
         found = discover_urls(args.ports_config)
     except UsageError:
-        return plain
+        return None, []
     path = _path(target.url)
-    asked = []
+    asked: List[str] = []
     for listen in found:
         if host_port(listen) == host_port(target.url):
             continue  # the URL itself (discovered there, or the same address)
         base = urlsplit(listen)
         for candidate in dict.fromkeys((base._replace(path=path).geturl(), listen)):
             if _answers(target, candidate):
-                return (f"a Listen directive of {args.ports_config} gives {candidate}, "
-                        f"which answers with mod_status's page: give --url {candidate}")
+                return candidate, asked
             asked.append(candidate)
-    if asked:
-        plain += f" ({', '.join(asked)}, from {args.ports_config}, did not answer with a " \
-            "status page either)"
-    return plain
+    return None, asked
 
 
 def _answers(target: Target, url: str) -> bool:
@@ -1079,9 +1129,16 @@ def check_files(report: Report, args: argparse.Namespace) -> None:
     """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
     check_secret_files(report, args)
+    from apache_metrics_exporter.paths import REAPER_STATE
+    from apache_metrics_exporter.restarts import DEFAULT_PATH
+
+    # Only the default state files' directory is made on first use (a
+    # mistyped path creates nothing); the spool makes its whole path.
     if args.collector_state:
-        _state_path(report, args.collector_state, "collector state", writer=True)
-    _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0)
+        _state_path(report, args.collector_state, "collector state", writer=True,
+                    makes_dir=args.collector_state == DEFAULT_PATH)
+    _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0,
+                makes_dir=args.state_file == REAPER_STATE)
     if args.format == "influxdb":
         _state_path(report, args.spool_dir, "spool directory", writer=True, directory=True)
     if args.output != "-":
@@ -1170,9 +1227,10 @@ def check_secret_files(report: Report, args: argparse.Namespace) -> None:
 
 
 def _state_path(report: Report, path: str, what: str, writer: bool,
-                directory: bool = False) -> None:
+                directory: bool = False, makes_dir: bool = True) -> None:
     """A state file or spool directory: trusted (paths.check) and, for the
-    program that writes it, writable."""
+    program that writes it, writable. ``makes_dir``: the program creates a
+    missing directory for it (else a missing one is a WARN: the run fails)."""
     from apache_metrics_exporter import paths
 
     try:
@@ -1191,6 +1249,11 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
             report.add(OK, what, text)
         return
     parent = os.path.dirname(real)
+    if not makes_dir and not os.path.isdir(parent):
+        report.add(WARN, what, f"{path} cannot be created: its directory {parent} does not "
+                   "exist, and only the default path's directory is made on first use; "
+                   f"create it (mkdir -p {parent}) or correct the path")
+        return
     while parent != "/" and not os.path.isdir(parent):
         parent = os.path.dirname(parent)
     if writer and not os.access(parent, os.W_OK | os.X_OK):
@@ -1222,7 +1285,7 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
     try:
         listeners = endpoint.make_server(run_config(args, exe_names), targets)
     except UsageError as exc:
-        report.add(*_listen_failure(str(exc), exe_names))
+        report.add(*listen_failure(str(exc), exe_names))
         return
     try:
         for server in listeners.servers:
@@ -1240,9 +1303,11 @@ def check_endpoint(report: Report, args: argparse.Namespace, targets: List[Any],
             server.server_close()
 
 
-def _listen_failure(message: str, exe_names: Sequence[str] = ()) -> Tuple[str, str, str]:
+def listen_failure(message: str, exe_names: Sequence[str] = (),
+                   run: bool = False) -> Tuple[str, str, str]:
     """(level, topic, text) for an endpoint the run could not make: its own
-    message, with the holder of a port that is taken and what to do."""
+    message, with the holder of a port that is taken and what to do; ``run``:
+    for the run's own error line (endpoint.run_endpoint), not --check's."""
     found = re.search(r"cannot listen on (.+):(\d+): Address already in use", message)
     if found is None:
         return FAIL, "endpoint", message
@@ -1253,9 +1318,11 @@ def _listen_failure(message: str, exe_names: Sequence[str] = ()) -> Tuple[str, s
     name, pid = holder
     if "apache-metrics-exporter" in name or name == "apache-metrics-":
         return WARN, "endpoint", (f"{message}: apache-metrics-exporter (PID {pid}) listens "
-                                  "there already - the running service, most likely (a "
-                                  "second copy could not start); its set-up was not "
-                                  "checked further")
+                                  "there already - the running service, most likely " + (
+                                      "(systemctl status apache-metrics-exporter-endpoint); "
+                                      "stop it first, or choose another --listen" if run else
+                                      "(a second copy could not start); its set-up was not "
+                                      "checked further"))
     if name in exe_names:
         return FAIL, "endpoint", (f"{message}: Apache ({name}, PID {pid}) listens there; "
                                   "choose another --listen (apache_exporter's port is 9117)")

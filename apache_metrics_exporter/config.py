@@ -603,7 +603,9 @@ def exe_names(args: argparse.Namespace) -> tuple:
 
 EPILOG = """\
 exit status: 0 output written (also when Apache is down: status-response 1 / up 0),
-             1 output could not be written, 2 bad options or configuration.
+             1 output could not be written (--format influxdb: also credentials
+             or data refused; --check: a check FAILed),
+             2 bad options or configuration.
 environment: every option can be set as APACHE_METRICS_<OPTION>, e.g.
              APACHE_METRICS_URL=http://127.0.0.1/server-status.
 """

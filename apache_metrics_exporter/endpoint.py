@@ -1057,6 +1057,11 @@ def run_endpoint(config: RunConfig, targets: List[Target]) -> int:
     try:
         server = make_server(config, targets)
     except UsageError as exc:
-        log.error("%s", exc)
+        message = str(exc)
+        if "Address already in use" in message:  # who holds it, and what to do
+            from apache_metrics_exporter.check import listen_failure
+
+            message = listen_failure(message, config.options.exe_names, run=True)[2]
+        log.error("%s", message)
         return EXIT_USAGE
     return serve(server)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import pytest
 from apache_metrics_exporter import check
 from tests.conftest import run_exporter
 from tests.harness.apache import ApacheServer, free_port
-from tests.harness.pages import serve_answer
+from tests.harness.pages import serve_answer, serve_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 integration = pytest.mark.integration
@@ -173,6 +174,105 @@ def test_404_says_where_apache_serves_the_page(prefork):
     level, text = found["status page"]
     assert level == "FAIL" and "HTTP 404" in text
     assert f"give --url {prefork.base_url}/server-status" in text
+
+
+@integration
+def test_404_where_sethandler_is_but_mod_status_is_not_loaded():
+    # Newcomer run: a <Location /server-status> with SetHandler server-status
+    # but no LoadModule status_module answers 404, and the check said "Apache
+    # serves it at /server-status: give --url" - the very URL that failed.
+    with ApacheServer("prefork", wsgi=False, status_module=False) as apache:
+        status, found, proc = run_check("--url", apache.status_url)
+        assert status == 1
+        level, text = found["status page"]
+        conf = f"{apache.root}/httpd.conf"
+        line = next(n for n, t in enumerate(Path(conf).read_text().splitlines(), 1)
+                    if t.strip() == "<Location /server-status>")
+        assert level == "FAIL" and "HTTP 404" in text
+        assert text.endswith(f"'SetHandler server-status' at {conf}:{line} needs mod_status, "
+                             "but no LoadModule status_module is in the configuration Apache "
+                             "runs: a2enmod status (or LoadModule status_module), then "
+                             "restart Apache")
+        assert "give --url" not in text
+        # Another path: the same fix, then the URL to give.
+        status, found, proc = run_check("--url", apache.base_url + "/status")
+        assert found["status page"][1].endswith(
+            f"then restart Apache, and give --url {apache.status_url}")
+
+
+@integration
+def test_404_where_the_configuration_has_sethandler_since_the_last_reload(prefork):
+    # The <Location> was added to the file after Apache started: not "give
+    # --url" the same URL, but reload.
+    conf = prefork.root / "httpd.conf"
+    before = conf.read_text()
+    try:
+        conf.write_text(before + "\n<Location /late-status>\n  SetHandler server-status\n"
+                        "</Location>\n")
+        status, found, proc = run_check("--url", prefork.base_url + "/late-status")
+        level, text = found["status page"]
+        assert level == "FAIL" and "HTTP 404" in text
+        assert "yet Apache answers 404: reload Apache if that was added since it started" \
+            in text
+        assert "give --url" not in text
+    finally:
+        conf.write_text(before)
+
+
+def test_a_program_that_is_not_apache_on_the_port_is_named_not_mod_status():
+    # Newcomer run: another program on --url's port answered 404, and the
+    # check said "load mod_status (a2enmod status)" - while the next line
+    # said that program (here this test's own stand-in) is not Apache.
+    def answer(request):
+        return 404, (), b"not found"
+
+    with serve_answer(answer) as url:
+        port = urllib.parse.urlsplit(url).port
+        status, found, proc = run_check("--url", url)
+    assert status == 1
+    level, text = found["status page"]
+    assert level == "FAIL" and "answers HTTP 404, but not from Apache: the process " \
+        f"listening on 127.0.0.1:{port} is " in text and f"(PID {os.getpid()})" in text
+    assert text.endswith("give --url the address and port of Apache's Listen directive (or, "
+                         "with a proxy in front, let it pass the status page through to "
+                         "Apache)")
+    assert "a2enmod" not in text and "Location" not in text
+
+
+def test_a_page_of_a_program_that_is_not_apache_is_named_with_its_title():
+    def answer(request):
+        return 200, (), b"<html><head><title>Grafana</title></head></html>"
+
+    with serve_answer(answer) as url:
+        status, found, proc = run_check("--url", url)
+    level, text = found["status page"]
+    assert level == "FAIL" and "answers with a page that is not mod_status's (title " \
+        "'Grafana'), but not from Apache: the process listening on" in text
+    assert "SetHandler" not in text
+
+
+def test_a_program_speaking_no_http_on_the_port_is_named():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        status, found, proc = run_check("--url", f"http://127.0.0.1:{port}/server-status")
+    finally:
+        listener.close()
+    level, text = found["status page"]
+    assert level == "FAIL" and "not an HTTP/1.x status line" in text
+    assert f"the process listening on 127.0.0.1:{port} is " in text
+    assert f"(PID {os.getpid()}), not Apache; give --url the address and port" in text
 
 
 @integration
@@ -366,6 +466,29 @@ def test_a_taken_port_is_named_with_its_holder(tmp_path, name, level, words):
     assert words.format(pid=holder.pid) in text
 
 
+@pytest.mark.parametrize("name,words", [
+    ("prometheus-apache-exporter", "'prometheus-apache-exporter' (PID {pid}) listens there; "
+     "stop it (systemctl stop prometheus-apache-exporter; systemctl disable it), or choose "
+     "another --listen"),
+    ("apache-metrics-exporter", "apache-metrics-exporter (PID {pid}) listens there already - "
+     "the running service, most likely (systemctl status apache-metrics-exporter-endpoint); "
+     "stop it first, or choose another --listen"),
+    ("apache2", "Apache (apache2, PID {pid}) listens there; choose another --listen "
+     "(apache_exporter's port is 9117)"),
+])
+def test_the_run_names_the_holder_of_a_taken_port_too(tmp_path, name, words):
+    # Newcomer run: --check named the holder, the run itself (the endpoint's
+    # unit, in the journal) said only "Address already in use".
+    port = free_port()
+    with holding(port, name, tmp_path) as holder:
+        proc = run_exporter("--url", "http://127.0.0.1:9/server-status", "--no-processes",
+                            "--listen", f"127.0.0.1:{port}")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"apache-metrics-exporter: error: --listen 127.0.0.1:{port}: "
+                           f"cannot listen on 127.0.0.1:{port}: Address already in use: "
+                           f"{words.format(pid=holder.pid)}\n")
+
+
 def test_check_takes_no_long_running_mode():
     proc = run_exporter("--check", "--url", "http://127.0.0.1:9/server-status", "--interval",
                         "10")
@@ -411,6 +534,41 @@ def test_state_and_config_files(prefork, tmp_path):
     assert found["spool directory"] == (
         "FAIL", f"spool directory {spool} is writable by group or others (mode 0777); run: "
                 f"chmod go-w {spool}")
+
+
+def test_a_state_file_whose_directory_is_missing_is_not_ok(tmp_path):
+    # Newcomer run: --check said "OK collector state: ... does not exist yet;
+    # it is created on first use" for a path whose directory did not exist,
+    # and every run then said "restart counts left out ... (No such file or
+    # directory)": only the default path's directory is made.
+    url = f"http://127.0.0.1:{free_port()}/server-status"
+    missing = tmp_path / "missing"
+    collector, reaper = missing / "collector.json", missing / "reaper.json"
+    status, found, proc = run_check("--url", url, "--collector-state", str(collector),
+                                    "--state-file", str(reaper), "--format", "influxdb",
+                                    "--spool-dir", str(tmp_path / "new" / "spool"))
+    for topic, path in (("collector state", collector), ("reaper state", reaper)):
+        assert found[topic] == (
+            "WARN", f"{path} cannot be created: its directory {missing} does not exist, and "
+                    "only the default path's directory is made on first use; create it "
+                    f"(mkdir -p {missing}) or correct the path")
+    # The spool makes its whole path: fine.
+    assert found["spool directory"][0] == "OK"
+    assert "created on first use" in found["spool directory"][1]
+    # What the check warns of: the run cannot use it.
+    with serve_pages((ROOT / "tests/data/2.4.71-prefork-ext-off.auto.txt").read_bytes()) \
+            as page:
+        proc = run_exporter("--url", page, "--collector-state", str(collector),
+                            "--no-processes")
+    assert f"cannot use the collector state {collector} (No such file or directory)" \
+        in proc.stderr
+    assert not missing.exists()
+    missing.mkdir()
+    status, found, proc = run_check("--url", url, "--collector-state", str(collector),
+                                    "--state-file", str(reaper))
+    assert found["collector state"] == (
+        "OK", f"{collector} does not exist yet; it is created on first use")
+    assert found["reaper state"][0] == "OK"
 
 
 def secret_lines(**options) -> list:

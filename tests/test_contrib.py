@@ -41,6 +41,19 @@ def test_telegraf_exec_config():
     assert old and shlex.split(old[0].split('["', 1)[1].rsplit('"]', 1)[0]) == command
 
 
+def test_telegraf_exec_config_names_every_measurement_the_exporter_adds():
+    # Newcomer run: the comment named five added measurements; a run wrote
+    # apache_status, apache_accept_queue, apache_clients, apache_vhost,
+    # apache_interval and apache_reaper too, which a newcomer took for strays.
+    text = (CONTRIB / "telegraf" / "apache-metrics-exporter.conf").read_text()
+    comment = " ".join(ln.lstrip("# ") for ln in text.split("[[inputs.exec]]")[0]
+                       .splitlines())
+    named = set(re.findall(r"\b(apache_[a-z_]+)\b", comment))
+    metrics = (ROOT / "docs" / "metrics.md").read_text()
+    written = {m for m in re.findall(r"`(apache_[a-z_]+)\.[A-Za-z_]+`", metrics)}
+    assert named == written, (named ^ written)
+
+
 TELEGRAF_STATE_DIR = "/var/lib/telegraf"  # InfluxData's package: root:telegraf 0770
 
 

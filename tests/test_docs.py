@@ -165,3 +165,32 @@ def test_man_pages_fit_80_columns_and_have_the_usual_sections(page):
         assert "EXIT STATUS" in headings, headings
         assert "/var/lib/apache-metrics-exporter/reaper-state.json" in shown
         assert "/var/lib/apache-metrics-exporter/collector-state.json" in shown
+
+
+def test_the_endpoint_keep_alive_the_docs_give_is_the_endpoints():
+    # Newcomer run: docs/prometheus.md's security model said an idle
+    # connection is kept up to 330 s, its side-by-side table that a scraper
+    # slower than every 10 s connects anew each time; a connection idle for
+    # 15 s was answered.
+    from apache_metrics_exporter.endpoint import IDLE_DEADLINE
+
+    text = (ROOT / "docs" / "prometheus.md").read_text()
+    idle = re.findall(r"idle up to (\d+) s", text)
+    assert len(idle) >= 2 and set(idle) == {f"{IDLE_DEADLINE:g}"}, idle
+    assert "connects (and with TLS, shakes hands) anew each time" not in text
+
+
+def test_the_exit_statuses_of_help_and_man_page_include_checks_and_the_pushs_1():
+    # Newcomer run: --check exits 1 when a check FAILs, and the push when
+    # InfluxDB refuses the token; --help and the man page listed 1 as "output
+    # could not be written" alone.
+    from apache_metrics_exporter.config import EPILOG
+    from tests.conftest import run_exporter
+    from tests.harness.apache import free_port
+
+    for text in (EPILOG, (ROOT / "docs/man/apache-metrics-exporter.1").read_text()
+                 .replace("\\-", "-")):
+        assert "1 output could not be written (--format influxdb: also credentials or data " \
+            "refused; --check: a check FAILed)" in " ".join(text.split()), text
+    proc = run_exporter("--check", "--url", f"http://127.0.0.1:{free_port()}/server-status")
+    assert proc.returncode == 1 and "\nFAIL status page:" in "\n" + proc.stdout

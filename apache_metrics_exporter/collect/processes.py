@@ -151,6 +151,10 @@ class Parent(NamedTuple):
     # The parent's /proc/PID/stat as a kept proof was checked with, read a
     # moment ago in the same collection: the scan need not read it again.
     stat: Optional[procfs.Stat] = None
+    # 'NAME (PID N)' of the program that is not Apache and holds the URL's
+    # listening socket, when that is why there is no parent: what answered
+    # the fetch was not Apache (--check says so instead of Apache's fixes).
+    other: str = ""
 
 
 def _listeners(addresses: Sequence[str], port: int, host: Host) -> Dict[int, Listener]:
@@ -522,7 +526,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
             other = host.other_owner(inodes, exe_names)
             if other:
                 return Parent(None, f"the process listening on {where} is {other}, "
-                                    f"not {'/'.join(exe_names)}")
+                                    f"not {'/'.join(exe_names)}", other=other)
             if named_top and denied:
                 return Parent(named_top, f"named by --pid-file {pid_file}")
             if denied:

@@ -134,7 +134,7 @@ class ApacheServer:
                  listen_backlog: Optional[int] = None,
                  status_require: str = "Require ip 127.0.0.1",
                  listen_all: bool = False, access_log: Optional[str] = None,
-                 redirect: bool = False) -> None:
+                 redirect: bool = False, status_module: bool = True) -> None:
         if mpm not in MPMS:
             raise ValueError(f"unknown MPM {mpm!r}")
         self.mpm = mpm
@@ -151,6 +151,9 @@ class ApacheServer:
         self.client_auth = client_auth  # the TLS vhost requires a client certificate
         # The access rule of <Location /server-status>.
         self.status_require = status_require
+        # False: no LoadModule status_module, the <Location>s kept (a
+        # configuration whose SetHandler server-status does nothing).
+        self.status_module = status_module
         # Listen on every address (a wildcard), not 127.0.0.1 only: only in a
         # network namespace of the test's own (tests/test_check.py).
         self.listen_all = listen_all
@@ -279,7 +282,7 @@ LogLevel warn
 LoadModule mpm_{self.mpm}_module {MODULES}/mod_mpm_{self.mpm}.so
 LoadModule authz_core_module {MODULES}/mod_authz_core.so
 LoadModule authz_host_module {MODULES}/mod_authz_host.so
-LoadModule status_module {MODULES}/mod_status.so
+{f"LoadModule status_module {MODULES}/mod_status.so" if self.status_module else ""}
 {self.mpm_conf}
 KeepAlive On
 ExtendedStatus {"On" if self.extended_status else "Off"}
@@ -355,6 +358,9 @@ DocumentRoot {root}/htdocs
                 with urllib.request.urlopen(self.status_url + "?auto", timeout=2) as r:
                     if r.status == 200 and (not self.wsgi or self._wsgi_ready()):
                         break
+            except urllib.error.HTTPError:
+                if not self.status_module and (not self.wsgi or self._wsgi_ready()):
+                    break  # its 404 is the answer: Apache serves
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)
