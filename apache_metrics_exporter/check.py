@@ -422,8 +422,9 @@ def report_pages(report: Report, auto: AutoPage, html_body: Optional[bytes],
                    f"On' in Apache's global configuration{where}, then reload Apache")
         return
     if workers is not None:
-        report.add(OK, "worker table", f"{len(workers)} slots listed: hanging workers, "
-                   "the longest request and per-vhost figures are reported")
+        report.add(OK, "worker table", f"{len(workers)} slots listed (Apache leaves out "
+                   "the slots that never served a request): hanging "
+                   "workers, the longest request and per-vhost figures are reported")
     elif html_body is not None:
         report.add(WARN, "worker table", f"{url} has no worker table (ExtendedStatus On "
                    "but no table: a page rewritten on the way?); hanging workers and "
@@ -1257,8 +1258,21 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
     while parent != "/" and not os.path.isdir(parent):
         parent = os.path.dirname(parent)
     if writer and not os.access(parent, os.W_OK | os.X_OK):
-        report.add(WARN, what, f"{path} does not exist and this user cannot create it "
-                   f"in {parent}; create it for this user, or run as root")
+        import pwd
+
+        try:
+            owner = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            owner = str(os.geteuid())
+        made = real if directory else os.path.dirname(real)
+        if os.path.isdir(made):
+            # (never advise handing an existing directory - /var/lib - to a user)
+            fix = ("give a path in a directory this user can write (the file is replaced "
+                   "whole, which needs the directory), or run as root")
+        else:
+            fix = f"as root: install -d -o {owner} {made}; or run as root"
+        report.add(WARN, what, f"{path} does not exist and this user ({_user(os.geteuid())}) "
+                   f"cannot create it in {parent}; {fix}")
     else:
         report.add(OK, what, f"{path} does not exist yet; it is created on first use")
 

@@ -191,12 +191,15 @@ def man_page(parser: argparse.ArgumentParser, name: str, section: str = "1") -> 
             "~/.config/apache-metrics-exporter.conf",
             "the settings (key = value, keys are option names)",
             ".TP", _roff(STATE_PATH),
-            "the reaper's counters and last runs (--state-file), which the collector reports",
-            ".TP", _roff(COLLECTOR_STATE),
-            "the collector's previous reading, for restart counts and interval figures "
-            "(--collector-state)",
-            ".TP", _roff(SPOOL_DIR + "/"),
-            "InfluxDB push batches waiting for the server (--spool-dir)"]
+            "the reaper's counters and last runs (--state-file), which the collector reports"]
+    if any("--collector-state" in a.option_strings and a.help != argparse.SUPPRESS
+           for a in parser._actions):
+        # (the reaper uses neither: its page lists only the files it reads)
+        out += [".TP", _roff(COLLECTOR_STATE),
+                "the collector's previous reading, for restart counts and interval figures "
+                "(--collector-state)",
+                ".TP", _roff(SPOOL_DIR + "/"),
+                "InfluxDB push batches waiting for the server (--spool-dir)"]
     for title, text in sections:
         if title == "NOTES":  # prose: filled to the reader's width
             out += [f".SH {title}", _roff(text)]

@@ -678,6 +678,37 @@ def _unprivileged(prefork, runnable_copy, files: Path) -> None:
     assert found["this user"][0] == "WARN" and "--memory pss/uss fall back to RSS" \
         in found["this user"][1]
     assert "www-data" in found["reaper"][1]
+    # State paths this user cannot create: the command that makes a new
+    # directory for it, never one that hands an existing directory over.
+    fixed = files / "root-only"
+    fixed.mkdir(mode=0o755)
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(runnable_copy), "--check", "--url", prefork.status_url,
+                           "--state-file", str(files / "state.json"), "--collector-state",
+                           str(fixed / "new" / "cs.json"), "--format", "influxdb",
+                           "--spool-dir", str(fixed / "spool")],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    found = lines(proc.stdout)
+    assert found["collector state"] == (
+        "WARN", f"{fixed}/new/cs.json cannot be created: its directory {fixed}/new does not "
+                "exist, and only the default path's directory is made on first use; create "
+                f"it (mkdir -p {fixed}/new) or correct the path")
+    assert found["spool directory"] == (
+        "WARN", f"{fixed}/spool does not exist and this user (nobody (uid 65534)) cannot "
+                f"create it in {fixed}; as root: install -d -o nobody {fixed}/spool; or run "
+                "as root")
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           str(runnable_copy), "--check", "--url", prefork.status_url,
+                           "--state-file", str(files / "state.json"), "--collector-state",
+                           str(fixed / "cs.json")],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    found = lines(proc.stdout)
+    assert found["collector state"] == (
+        "WARN", f"{fixed}/cs.json does not exist and this user (nobody (uid 65534)) cannot "
+                f"create it in {fixed}; give a path in a directory this user can write (the "
+                "file is replaced whole, which needs the directory), or run as root")
 
 
 # --- exposure, in network namespaces of the test's own --------------------------------------

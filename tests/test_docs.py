@@ -164,6 +164,7 @@ def test_man_pages_fit_80_columns_and_have_the_usual_sections(page):
     if page != "apache-manager.1":  # its exit status is in its --help text
         assert "EXIT STATUS" in headings, headings
         assert "/var/lib/apache-metrics-exporter/reaper-state.json" in shown
+    if page == "apache-metrics-exporter.1":  # (the reaper uses no collector state)
         assert "/var/lib/apache-metrics-exporter/collector-state.json" in shown
 
 
@@ -194,3 +195,18 @@ def test_the_exit_statuses_of_help_and_man_page_include_checks_and_the_pushs_1()
             "refused; --check: a check FAILed)" in " ".join(text.split()), text
     proc = run_exporter("--check", "--url", f"http://127.0.0.1:{free_port()}/server-status")
     assert proc.returncode == 1 and "\nFAIL status page:" in "\n" + proc.stdout
+
+
+def test_each_man_page_lists_only_the_files_its_command_uses():
+    # Newcomer run: the reaper's FILES named the collector state and the
+    # spool, which only apache-metrics-exporter reads and writes.
+    pages = {name: (ROOT / "docs/man" / f"{name}.1").read_text().replace("\\-", "-")
+             for name in ("apache-metrics-exporter", "apache-worker-reaper")}
+    files = {name: text.split(".SH FILES", 1)[1].split(".SH ", 1)[0]
+             for name, text in pages.items()}
+    for name in pages:
+        assert "reaper-state.json" in files[name]
+    assert "collector-state.json" in files["apache-metrics-exporter"]
+    assert "/spool/" in files["apache-metrics-exporter"]
+    assert "collector-state" not in files["apache-worker-reaper"]
+    assert "spool" not in files["apache-worker-reaper"]
