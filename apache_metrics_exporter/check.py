@@ -1079,6 +1079,12 @@ def check_files(report: Report, args: argparse.Namespace) -> None:
     """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
     check_secret_files(report, args)
+    from apache_metrics_exporter.cli import check_distinct_files
+
+    try:
+        check_distinct_files(args)  # (the run refuses what this FAILs)
+    except UsageError as exc:
+        report.add(FAIL, "state files", str(exc))
     if args.collector_state:
         _state_path(report, args.collector_state, "collector state", writer=True)
     _state_path(report, args.state_file, "reaper state", writer=os.geteuid() == 0)
