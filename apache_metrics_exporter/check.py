@@ -1130,6 +1130,12 @@ def check_files(report: Report, args: argparse.Namespace) -> None:
     """Config files (trust.py's rule), secret files, state and spool (paths.py's rule)."""
     check_config_files(report, args)
     check_secret_files(report, args)
+    from apache_metrics_exporter.cli import check_distinct_files
+
+    try:
+        check_distinct_files(args)  # (the run refuses what this FAILs)
+    except UsageError as exc:
+        report.add(FAIL, "state files", str(exc))
     from apache_metrics_exporter.paths import REAPER_STATE
     from apache_metrics_exporter.restarts import DEFAULT_PATH
 

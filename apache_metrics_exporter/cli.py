@@ -71,6 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"--format {args.format} holds one Apache only, but "
                              f"{len(targets)} URLs were given; use --format influx or "
                              "collectd, or one run per URL")
+        check_distinct_files(args)
         if fmt.checks:
             writer.check(Settings.of(args), [t.url for t in targets])
         check_output_path(args.output)
@@ -124,6 +125,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if run.execd or run.interval:
         return loops.run_loop(run, targets, writer)
     return loops.run_once(run, targets, writer)
+
+
+def check_distinct_files(args: argparse.Namespace) -> None:
+    """Each file a run keeps or writes is its own: one named for two roles
+    (--collector-state the reaper's --state-file, a slip in a shared config
+    file) would have each owner set the other's content aside as corrupt at
+    every run - counts lost, and a new NAME.corrupt-EPOCH file each time."""
+    from apache_metrics_exporter.paths import same_file
+
+    files = [("--output", args.output if args.output != "-" else ""),
+             ("--collector-state", args.collector_state or ""),
+             ("--state-file", args.state_file or "")]
+    if args.format == "influxdb" and args.spool_dir:
+        files.append(("--spool-dir", os.path.join(args.spool_dir, "state.json")))
+    for i, (option, path) in enumerate(files):
+        for other, there in files[i + 1:]:
+            if path and there and same_file(path, there):
+                named = f"{other} {args.spool_dir}'s state.json" \
+                    if other == "--spool-dir" else f"{other} {there}"
+                raise UsageError(f"{option} {path} and {named} are the same file: each "
+                                 "would set the other's content aside as corrupt at every "
+                                 f"run; give {option} a file of its own")
 
 
 def check_endpoint_options(args: argparse.Namespace) -> None:

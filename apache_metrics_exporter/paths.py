@@ -184,6 +184,17 @@ def check(path: str, what: str, directory: bool = False) -> bool:
     return True
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file: the same path once
+    every link is followed, or (both existing) the same device and inode."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def identity(path: str) -> Tuple[int, ...]:
     """What changes when anyone replaces, rewrites, chmods or chowns the file
     (lstat: the file itself; OSError if gone). The mode and owner besides

@@ -1041,3 +1041,20 @@ def test_a_log_file_swapped_for_a_fifo_during_the_check_does_not_hang_it(tmp_pat
         thread.join(5)
     assert not hung, "the check blocked opening a FIFO"
     assert result.get(str(log)) is not True  # no marker found in a FIFO
+
+
+def test_one_file_named_for_two_kinds_of_state_fails_the_check(tmp_path):
+    """What the run refuses (redteam3: --collector-state naming the reaper's
+    state file), --check FAILs, with the same line."""
+    state = str(tmp_path / "state.json")
+    status, found, proc = run_check("--url", "http://127.0.0.1:9/server-status",
+                                    "--state-file", state, "--collector-state", state)
+    assert status == 1
+    assert found["state files"] == (
+        "FAIL", f"--collector-state {state} and --state-file {state} are the same file: each "
+                "would set the other's content aside as corrupt at every run; give "
+                "--collector-state a file of its own")
+    status, found, proc = run_check("--url", "http://127.0.0.1:9/server-status",
+                                    "--state-file", state, "--collector-state",
+                                    str(tmp_path / "cs.json"))
+    assert "state files" not in found

@@ -327,6 +327,43 @@ def test_fifo_and_device_includes_are_not_read(tmp_path):
         discover_urls(str(tmp_path / "fifo.conf"), str(tmp_path / "no-proc"))
 
 
+def test_a_file_swapped_for_a_fifo_after_its_check_is_not_waited_on(tmp_path, monkeypatch):
+    """Red team (redteam3): whoever may write an included file (a site's own
+    vhost file) can swap it for a FIFO between the check that it is a regular
+    file and its opening; the open then waited for a writer for ever - in
+    root's reaper resolving a cut mod_wsgi group name, under the state file's
+    lock, so every later reaper gave up. The file is judged as opened."""
+    import threading
+
+    included = tmp_path / "site.conf"
+    included.write_text("Listen 8125\n")
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f"Include {included}\nListen 8126\n")
+    real_isfile = os.path.isfile
+    checks = []
+
+    def isfile(path):  # the swap lands right after the last check before the open
+        found = real_isfile(path)
+        if found and os.path.realpath(path) == str(included.resolve()):
+            checks.append(path)
+            if len(checks) == 2:  # the Include's, then read()'s own
+                os.unlink(included)
+                os.mkfifo(included)
+        return found
+    monkeypatch.setattr(discovery.os.path, "isfile", isfile)
+    done = []
+    reader = threading.Thread(target=lambda: done.append(read_config(str(conf))),
+                              daemon=True)
+    reader.start()
+    reader.join(5)
+    blocked = reader.is_alive()
+    if blocked:  # let the blocked open go before failing
+        os.close(os.open(included, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+    assert not blocked, "the read waited on the FIFO"
+    assert done and done[0].listens == [["8126"]]
+
+
 def test_include_of_a_big_tree_stops_early(tmp_path, monkeypatch):
     monkeypatch.setattr(discovery, "MAX_FILES", 20)
     for i in range(30):

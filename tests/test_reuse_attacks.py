@@ -499,3 +499,33 @@ def test_a_scan_takes_no_stat_of_another_process(fake_tree):
     assert got.parent_start_ticks == mine.start_ticks
     assert got.parent_create_time == procfs.create_time(mine)
     assert [c.pid for c in got.children] == [child]
+
+
+# --- redteam3: the proofs every run learns from are bounded --------------------
+
+def test_the_parents_learnt_by_proofs_are_bounded(monkeypatch):
+    """Red team (redteam3): every proof remembers its parent, by address and
+    port, as the first place the next proof looks (processes._proven, kept
+    for the life of the process). A --listen's /probe admits any address a
+    --probe-allow pattern does: 127.*.*.* reaching one wildcard listener is
+    16 million keys, each kept for ever. Bounded as the kept proofs are."""
+    import socket
+
+    from apache_metrics_exporter.collect import processes, procfs
+    from apache_metrics_exporter.collect.host import Host
+
+    monkeypatch.setattr(processes, "_proven", {})
+    monkeypatch.setattr(processes, "PROVEN_LIMIT", 4)
+    listener = socket.socket()
+    try:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        me = (procfs.stat(os.getpid()).name,)  # this process stands for Apache
+        for i in range(1, 11):
+            parent = processes.find_parent([f"127.0.0.{i}"], port, me, host=Host())
+            assert parent.pid is not None, parent.reason
+            assert len(processes._proven) <= 4
+        assert (("127.0.0.10",), port) in processes._proven  # the newest kept
+    finally:
+        listener.close()

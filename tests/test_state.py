@@ -710,3 +710,46 @@ def test_push_outage_spools_through_a_symlinked_directory_and_delivers_later(
     stamps = timestamps(victoria, "apache_exporter_up", 2)
     assert len(set(stamps)) == 2  # the spooled batch and the new one, each once
     assert int(os.path.basename(kept.path).split(".")[0]) // 1_000_000 == min(stamps)
+
+
+# --- redteam3: one file named twice --------------------------------------------------
+
+@pytest.mark.parametrize("given", ["same", "through-a-link", "output"])
+def test_one_file_named_for_two_kinds_of_state_is_refused_before_anything_runs(
+        down, tmp_path, given, capsys):
+    """Red team (redteam3): --collector-state (or --output) naming the reaper's
+    state file - a shared config file's slip - made each of the collector and
+    the reaper set the other's content aside as corrupt at every run: the
+    reaper's counters reported as reset, the restart counts never kept, and
+    a new NAME.corrupt-EPOCH file every cycle until the disk filled. Refused
+    as a usage error (exit 2), one line naming both options, nothing touched."""
+    path = tmp_path / "s.json"
+    path.write_bytes(dumps(valid()))
+    path.chmod(0o644)
+    other = str(path)
+    if given == "through-a-link":
+        (tmp_path / "link").symlink_to(tmp_path)
+        other = str(tmp_path / "link" / "s.json")
+    option = "--output" if given == "output" else "--collector-state"
+    status = cli.main([*down, "--format", "tab", "--state-file", str(path), option, other])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    (line,) = err.strip().splitlines()
+    assert option in line and "--state-file" in line and "the same file" in line
+    assert sorted(os.listdir(tmp_path)) == (["link", "s.json"] if given == "through-a-link"
+                                            else ["s.json"])
+    assert json.loads(path.read_text()) == valid()
+
+
+def test_the_spools_own_state_is_no_collector_state(tmp_path, capsys):
+    spool = tmp_path / "spool"
+    status = cli.main(["--url", "http://127.0.0.1:9/server-status", "--no-processes",
+                       "--format", "influxdb", "--influxdb-url", "http://127.0.0.1:9/",
+                       "--influxdb-token", "t", "--influxdb-org", "o",
+                       "--influxdb-bucket", "b", "--spool-dir", str(spool),
+                       "--state-file", str(tmp_path / "r.json"),
+                       "--collector-state", str(spool / "state.json")])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "--collector-state" in err and "--spool-dir" in err
+    assert not spool.exists()

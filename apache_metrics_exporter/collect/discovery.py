@@ -33,6 +33,7 @@ import glob
 import os
 import re
 import socket
+import stat
 
 from apache_metrics_exporter.errors import UsageError
 
@@ -123,6 +124,12 @@ def _module_names(name: str, path: str) -> Tuple[str, ...]:
     return tuple(names)
 
 
+def _opener(path: str, flags: int) -> int:
+    """open()'s opener for a configuration file: never waits (a FIFO opens
+    at once, and is then refused) and takes no controlling terminal."""
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
+
+
 class ApacheConfig:
     """The effective ``Listen`` (and ``WSGIDaemonProcess``) directives of one
     Apache configuration tree."""
@@ -150,7 +157,12 @@ class ApacheConfig:
         if not os.path.isfile(real):
             return  # a FIFO or a device would block or never end
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
+            # Opened without waiting and judged as opened: a FIFO swapped in
+            # since the check above (by whoever may write an included file)
+            # would block the open for ever, root's reaper with it.
+            with open(path, encoding="utf-8", errors="replace", opener=_opener) as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return
                 text = fh.read(MAX_FILE_BYTES)
         except OSError:
             return  # Apache would refuse to start; other files may still tell

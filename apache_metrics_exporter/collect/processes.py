@@ -216,6 +216,22 @@ def _holds(pid: int, inodes: set) -> bool:
 
 
 _proven: Dict[tuple, int] = {}  # (addresses, port) -> the parent proven last time
+# Keys _proven keeps, the oldest going first: a --listen's /probe reaches
+# whatever addresses a --probe-allow pattern admits (127.*.*.*: 16 million).
+PROVEN_LIMIT = 1024
+
+
+def _learnt(key: tuple, top: int) -> None:
+    """Remember ``top`` as the parent proven for ``key``, within PROVEN_LIMIT
+    (--listen's scrapes run at once: a key another thread took first is
+    simply gone)."""
+    _proven.pop(key, None)
+    while len(_proven) >= PROVEN_LIMIT:
+        try:
+            del _proven[next(iter(_proven))]
+        except (KeyError, RuntimeError, StopIteration):  # (another thread's turn)
+            break
+    _proven[key] = top
 
 
 class Proof(NamedTuple):
@@ -555,7 +571,7 @@ def find_parent(addresses: Sequence[str], port: int, exe_names: Sequence[str],
     if named_top and named_top != top:
         return Parent(None, f"--pid-file {pid_file} names PID {named_top}, but the Apache "
                             f"listening on {where} is PID {top}")
-    _proven[key] = top
+    _learnt(key, top)
     if reuse is not None:
         reuse.keep(key, inodes, top)
     return Parent(top, f"listening on {where}", _by_address(found))
