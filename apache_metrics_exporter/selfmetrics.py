@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import threading
 
 from apache_metrics_exporter import __version__
 from apache_metrics_exporter.catalogue import BY_NAME
@@ -19,7 +20,7 @@ from apache_metrics_exporter.collect import procfs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import List, Optional
+    from typing import List, Optional, Tuple
 
     from apache_metrics_exporter.collect.snapshot import Sample
 
@@ -44,6 +45,31 @@ def _btime() -> Optional[float]:
     return _boot_time
 
 
+# /proc/self/stat held open and read again from offset 0 at each scrape (procfs
+# makes the text anew for each read from 0): one pread instead of an open, a
+# read to the end and a close - 16 of the process series' 32 us. (pid, fd):
+# a descriptor is this process's only while it is the one that opened it.
+_held: Tuple[int, int] = (0, -1)
+_held_lock = threading.Lock()
+STAT_MAX = 4096  # /proc/PID/stat is one line of 52 numbers and a 16-byte name
+
+
+def _self_stat() -> bytes:
+    """This process's /proc/self/stat (OSError when it cannot be read)."""
+    global _held
+    pid, fd = _held
+    if pid != os.getpid():
+        with _held_lock:
+            pid, fd = _held
+            if pid != os.getpid():
+                fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+                _held = (os.getpid(), fd)
+    data = os.pread(fd, STAT_MAX, 0)
+    if len(data) >= STAT_MAX:  # never, as the kernel writes it: read it whole
+        return procfs.read_file("/proc/self/stat")
+    return data
+
+
 def _limit(kind: int) -> float:
     soft = resource.getrlimit(kind)[0]
     return UNLIMITED if soft == resource.RLIM_INFINITY else float(soft)
@@ -56,7 +82,7 @@ def samples() -> List[Sample]:
     out = [Sample(BY_NAME["build_info"], 1, (("version", __version__),
                                              ("pythonversion", platform.python_version())))]
     try:
-        stat = procfs.read_file("/proc/self/stat")  # (this process's: not procfs.PROC)
+        stat = _self_stat()  # (this process's: not procfs.PROC)
         # After the command name in parentheses (which may hold spaces and
         # parentheses itself): field 3 (state) onwards.
         fields = stat[stat.rindex(b")") + 2:].split()

@@ -471,6 +471,42 @@ def test_process_series_are_this_process():
     assert got["apache_metrics_exporter_build_info"] == 1
 
 
+def test_process_series_are_read_anew_at_each_scrape_from_one_descriptor():
+    # /proc/self/stat is held open and read again (pread at 0) at each
+    # scrape: the figures must still move, no descriptor pile up, and a
+    # forked process read its own file, not its parent's.
+    import psutil
+
+    from apache_metrics_exporter import selfmetrics
+
+    def cpu() -> float:
+        return {s.metric.prom: s.value for s in selfmetrics.samples()}[
+            "process_cpu_seconds_total"]
+
+    first = cpu()
+    fds = psutil.Process().num_fds()
+    for _ in range(50):
+        cpu()
+    assert psutil.Process().num_fds() == fds
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert cpu() - first >= 0.2
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write, selfmetrics._self_stat().split()[0])
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert int(os.read(read, 64)) == child
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
+
+
 def test_process_series_only_on_the_endpoint_not_in_a_one_shot():
     proc = run("--url", DEAD_URL, "--format", "prometheus", "--no-processes", "-q")
     assert proc.returncode == 0 and "apache_up 0" in proc.stdout
