@@ -31,7 +31,7 @@ from apache_metrics_exporter import restarts
 from apache_metrics_exporter.collect.http import Fetcher, Target
 from apache_metrics_exporter.collect.snapshot import Options, collect
 from apache_metrics_exporter.intervals import quantile
-from tests.harness.apache import ApacheServer
+from tests.harness.apache import ApacheServer, small_mpm_conf
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +214,37 @@ def test_high_traffic_keeps_count_and_sum_and_bounds_the_bias(server):
     assert p50 <= typical("p90") <= p90 + 0.015, (typical("p90"), p50, p90)
     top = max(s.value("request_duration_max_seconds") or 0 for s in snaps + [final])
     assert top <= max(asked) + 0.015
+
+
+def over(snap, seconds: str) -> int:
+    """Sampled requests longer than ``seconds`` (a bucket bound), cumulative."""
+    return snap.value("request_duration_count") - snap.value("request_duration_bucket",
+                                                             le=seconds)
+
+
+def test_event_a_clients_request_on_the_thread_of_our_read_is_sampled():
+    """The event MPM hands the exporter's HTML read to any idle thread, often
+    the one that has just served a client; that row then shows our request
+    line over the client's completed request (measured on 2.4.71: with one
+    300 ms request per interval, 2 of 8 intervals lost it, counted as the
+    exporter's own). Three threads, all on the page before the first
+    interval (so no process is skipped for growing): each interval's one
+    slow request is sampled, whichever thread served it."""
+    with ApacheServer("event", mpm_conf=small_mpm_conf("event", 3)) as apache:
+        warm = [threading.Thread(target=request, args=(apache.port, 0.3)) for _ in range(3)]
+        for t in warm:
+            t.start()
+        for t in warm:
+            t.join()
+        collector = Collector(apache.status_url)
+        collector.collect()
+        last = collector.collect()
+        seen = []
+        for _ in range(8):
+            request(apache.port, 0.3).close()
+            time.sleep(0.2)
+            snap = collector.collect()
+            seen.append(over(snap, "0.25") - over(last, "0.25"))
+            assert 0.29 <= (snap.value("request_duration_max_seconds") or 0) <= 0.5, seen
+            last = snap
+        assert seen == [1] * 8
