@@ -24,6 +24,7 @@ import http.client
 import random
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -214,6 +215,36 @@ def test_high_traffic_keeps_count_and_sum_and_bounds_the_bias(server):
     assert p50 <= typical("p90") <= p90 + 0.015, (typical("p90"), p50, p90)
     top = max(s.value("request_duration_max_seconds") or 0 for s in snaps + [final])
     assert top <= max(asked) + 0.015
+
+
+def test_rates_count_the_exporters_own_two_reads_and_their_bytes(server):
+    """Rates are Apache's counters over the interval, the collector's own
+    reads included (docs/insight.md): an idle interval counts exactly our
+    two requests (the previous HTML read, this ?auto read), K requests of B
+    bytes between two collections count K + 2 requests and K x B bytes plus
+    our pages' (1 kB resolution)."""
+    body = server.root / "htdocs" / "ten-kb.txt"
+    body.write_bytes(b"x" * 10240)
+    collector = Collector(server.status_url)
+    wait_idle(collector)
+    collector.collect()
+    time.sleep(0.2)  # (rates are rounded to 6 digits: a long enough interval)
+    idle = collector.collect()
+    span = idle.value("interval_seconds")
+    assert round(idle.value("interval_requests_per_second") * span, 3) == 2
+    page = idle.value("interval_bytes_per_second") * span
+    assert 1024 <= page <= 64 * 1024, page  # our two pages, 1 kB resolution
+    for _ in range(12):
+        with urllib.request.urlopen(f"{server.base_url}/ten-kb.txt", timeout=10) as r:
+            assert len(r.read()) == 10240
+    time.sleep(0.2)
+    snap = collector.collect()
+    span = snap.value("interval_seconds")
+    assert round(snap.value("interval_requests_per_second") * span, 3) == 12 + 2
+    sent = snap.value("interval_bytes_per_second") * span
+    assert 12 * 10240 + 1024 <= sent <= 12 * 10240 + 64 * 1024, sent
+    # The request-duration sample leaves our reads out.
+    assert snap.value("request_duration_sampled") == 12
 
 
 def over(snap, seconds: str) -> int:
