@@ -251,8 +251,17 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
     our HTML read goes to any idle thread, often one that has just served
     one: only one of two is ours (the last, whose Req is exact, or the ?auto
     read before our HTML read on its connection), none of one in W (the read
-    in progress is not counted yet), and the client's is sampled."""
+    in progress is not counted yet), and the client's is sampled.
+
+    At least two of our reads finished in the interval (the previous HTML
+    read, this ?auto read). The event MPM blanks a slot's request line (and
+    host) when the thread next handles a connection without a request (a
+    lingering close): when fewer than two show our line, requests of slots
+    between requests that show no line and took no longer than our reads
+    can have are ours, the quickest first, up to two - a slot's only
+    request, or the first of two (the last, a client's, has Req)."""
     obs: List[Tuple[float, int, str]] = []
+    blank: List[int] = []  # obs of slots that may be our reads with the line blanked
     ours = 0
     matched: List[Tuple[int, int, int, int, int, int]] = []
     for srv, (pid, counts, reqs, durs, rows) in _groups(workers).items():
@@ -298,14 +307,24 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
             if total < 0:
                 continue
             if n == 1:
+                if between and not requests[i] and own_ms is not None \
+                        and total <= own_ms + 1:
+                    blank.append(len(obs))
                 obs.append((float(req) if between and req >= 0 else total, 1, vhost))
             elif between and 0 <= req <= total:
                 obs.append((float(req), 1, vhost))
+                if n == 2 and not requests[i] and own_ms is not None \
+                        and total - req <= own_ms + 1:
+                    blank.append(len(obs))  # (our read, then a client's)
                 obs.append(((total - req) / (n - 1), n - 1, vhost))
             else:
                 obs.append((total / n, n, vhost))
         elif between and req >= 0:
             obs.append((float(req), 1, vhost))
+    if blank and ours < 2:
+        taken = set(sorted(blank, key=lambda at: obs[at][0])[:2 - ours])
+        ours += len(taken)
+        obs = [value for at, value in enumerate(obs) if at not in taken]
     return obs, ours, scale
 
 

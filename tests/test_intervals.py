@@ -227,6 +227,47 @@ def test_a_clients_request_on_the_slot_of_our_own_is_not_taken_for_ours():
                              own_ms=20.0)[:2] == ([], 1)
 
 
+def test_our_read_whose_line_the_event_mpm_blanked_is_still_ours():
+    """Measured on a real event Apache (2.4.71): a thread that served our
+    HTML read and then closed a client's connection (lingering close) shows
+    no request line and no host, and our read was sampled as a request of
+    0 ms - in 6 of 30 intervals. At least two of our reads finish in every
+    interval: when fewer show our line, quick blank slots make up the rest."""
+    html, auto = own_requests(URL)
+    rows = [ROW, (1, 12, 5, "_", 10, 50, "a", "GET /x HTTP/1.1"),
+            (2, 13, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")]
+    old = intervals.slots(parse_html(page(rows)).workers)
+
+    def seen(after, own_ms=20.0):
+        obs, ours, _scale = intervals.observe(old, parse_html(page(after)).workers,
+                                              own_requests(URL), own_ms=own_ms)
+        return sorted(obs), ours
+
+    ours = (0, 11, 6, "_", 0, 50, "a", auto)
+    client = (1, 12, 6, "_", 300, 350, "a", "GET /x HTTP/1.1")
+    # Our HTML read's slot, blanked: ours, as the ?auto read's is.
+    assert seen([ours, client, (2, 13, 6, "_", 0, 50, "", "")]) == ([(300.0, 1, "a")], 2)
+    # Both blanked: both ours.
+    assert seen([(0, 11, 6, "_", 0, 50, "", ""), client, (2, 13, 6, "_", 1, 51, "", "")]) \
+        == ([(300.0, 1, "a")], 2)
+    # Never more than two, the quickest: a client's quick request stays a request.
+    assert seen([(0, 11, 6, "_", 1, 51, "", ""), (1, 12, 6, "_", 3, 53, "", ""),
+                 (2, 13, 6, "_", 0, 50, "", "")]) == ([(3.0, 1, "")], 2)
+    # Our HTML read, then a client's 60 ms request on the same thread (its
+    # Req): the first of the two is ours.
+    assert seen([ours, client, (2, 13, 7, "_", 60, 50 + 63, "", "")]) == \
+        ([(60.0, 1, ""), (300.0, 1, "a")], 2)
+    # Two of ours by their lines: a blank slot is a client's.
+    assert seen([ours, (1, 12, 6, "W", 0, 50, "a", html), (2, 13, 6, "_", 0, 50, "", "")]) \
+        == ([(0.0, 1, "")], 2)
+    # A blank slot that took longer than our reads can: a client's.
+    assert seen([ours, client, (2, 13, 6, "_", 300, 350, "", "")]) == \
+        ([(300.0, 1, ""), (300.0, 1, "a")], 1)
+    # Without the bound (an older reading), as before: the line decides.
+    assert seen([ours, client, (2, 13, 6, "_", 0, 50, "", "")], own_ms=None) == \
+        ([(0.0, 1, ""), (300.0, 1, "a")], 1)
+
+
 def test_the_bound_on_our_own_reads_is_what_the_two_collections_took():
     """derive gives observe the two readings' collection durations (s) as
     the bound (ms); without both it keeps the request-line rule alone."""

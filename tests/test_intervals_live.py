@@ -279,3 +279,30 @@ def test_event_a_clients_request_on_the_thread_of_our_read_is_sampled():
             assert 0.29 <= (snap.value("request_duration_max_seconds") or 0) <= 0.5, seen
             last = snap
         assert seen == [1] * 8
+
+
+def test_event_our_reads_are_not_sampled_when_their_lines_are_blanked():
+    """On the event MPM a thread that served our HTML read and then closed a
+    client's connection shows no request line: measured on 2.4.71 (three
+    50 ms requests on connections of their own per interval, 0.5 s apart),
+    6 intervals in 30 sampled our read as a request under 5 ms. Every
+    client request here takes 50 ms or more: nothing under 5 ms is sampled."""
+    with ApacheServer("event") as apache:
+        collector = Collector(apache.status_url)
+        collector.collect()
+        time.sleep(0.3)
+        first = collector.collect()
+        for _ in range(30):
+            clients = [threading.Thread(target=lambda: request(apache.port, 0.05).close())
+                       for _ in range(3)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join()
+            time.sleep(0.2)
+            last = collector.collect()
+        quick = last.value("request_duration_bucket", le="0.005") - \
+            first.value("request_duration_bucket", le="0.005")
+        assert quick == 0
+        assert last.value("request_duration_count") - first.value("request_duration_count") \
+            >= 60  # (processes growing threads are skipped for an interval)
