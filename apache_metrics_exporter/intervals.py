@@ -235,7 +235,7 @@ def dur_scale(pairs: Sequence[Tuple[int, int, int, int, int, int]],
 
 
 def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[str] = (),
-            scale: Optional[float] = None
+            scale: Optional[float] = None, own_ms: Optional[float] = None
             ) -> Tuple[List[Tuple[float, int, str]], int, Optional[float]]:
     """The requests the worker table shows since ``before``: a list of
     (milliseconds, how many requests, vhost), how many of the interval's
@@ -243,8 +243,25 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
     served at most 2 requests, the last one's line one of ``own``, the
     request lines of its ?auto and HTML reads, clients.own_requests), and the
     Dur scale (dur_scale; ``scale``, the one found before, when no slot tells;
-    None, taken as 1, until one has)."""
+    None, taken as 1, until one has).
+
+    ``own_ms``: the most our own reads can have taken together (the two
+    collections' durations; None: unknown). A slot showing our line whose
+    requests took longer (by Dur) also served a client - on the event MPM
+    our HTML read goes to any idle thread, often one that has just served
+    one: only one of two is ours (the last, whose Req is exact, or the ?auto
+    read before our HTML read on its connection), none of one in W (the read
+    in progress is not counted yet), and the client's is sampled.
+
+    At least two of our reads finished in the interval (the previous HTML
+    read, this ?auto read). The event MPM blanks a slot's request line (and
+    host) when the thread next handles a connection without a request (a
+    lingering close): when fewer than two show our line, requests of slots
+    between requests that show no line and took no longer than our reads
+    can have are ours, the quickest first, up to two - a slot's only
+    request, or the first of two (the last, a client's, has Req)."""
     obs: List[Tuple[float, int, str]] = []
+    blank: List[int] = []  # obs of slots that may be our reads with the line blanked
     ours = 0
     matched: List[Tuple[int, int, int, int, int, int]] = []
     for srv, (pid, counts, reqs, durs, rows) in _groups(workers).items():
@@ -272,21 +289,42 @@ def observe(before: Dict[str, List[int]], workers: Sequence[Any], own: Sequence[
         between = mode in _BETWEEN
         vhost = vhosts[i]
         if n <= 2 and requests[i][:REQUEST_FIELD] in own:
-            ours += n  # our own ?auto and HTML requests (keep-alive: one worker)
+            timed = dur >= 0 and (dur0 >= 0 or count0 == 0)
+            total = (dur - max(dur0, 0)) * factor if timed else 0.0
+            if own_ms is None or not timed or total <= own_ms + n \
+                    or (between and n == 1):
+                ours += n  # our own ?auto and HTML requests (keep-alive: one worker)
+                continue
+            # Longer than our reads can have taken: a client's request too.
+            if n == 2:
+                ours += 1
+                obs.append((total - req if between and 0 <= req <= total else total, 1, vhost))
+            else:  # in W: our read in progress, the one completed a client's
+                obs.append((total, 1, vhost))
             continue
         if dur >= 0 and (dur0 >= 0 or count0 == 0):
             total = (dur - max(dur0, 0)) * factor
             if total < 0:
                 continue
             if n == 1:
+                if between and not requests[i] and own_ms is not None \
+                        and total <= own_ms + 1:
+                    blank.append(len(obs))
                 obs.append((float(req) if between and req >= 0 else total, 1, vhost))
             elif between and 0 <= req <= total:
                 obs.append((float(req), 1, vhost))
+                if n == 2 and not requests[i] and own_ms is not None \
+                        and total - req <= own_ms + 1:
+                    blank.append(len(obs))  # (our read, then a client's)
                 obs.append(((total - req) / (n - 1), n - 1, vhost))
             else:
                 obs.append((total / n, n, vhost))
         elif between and req >= 0:
             obs.append((float(req), 1, vhost))
+    if blank and ours < 2:
+        taken = set(sorted(blank, key=lambda at: obs[at][0])[:2 - ours])
+        ours += len(taken)
+        obs = [value for at, value in enumerate(obs) if at not in taken]
     return obs, ours, scale
 
 
@@ -336,6 +374,20 @@ def _add(hist: Optional[List[float]], values: Sequence[Tuple[float, int]]) -> Li
     return hist
 
 
+def _own_ms(before: Dict[str, Any], now: Dict[str, Any]) -> Optional[float]:
+    """The most the exporter's own reads in the interval can have taken, in
+    ms: its previous HTML read within the previous collection, its ?auto read
+    within this one (each reading's collection_duration_seconds, which spans
+    the fetches); None when either reading lacks it."""
+    total = 0.0
+    for span in (before.get("duration"), now.get("duration")):
+        if not isinstance(span, (int, float)) or isinstance(span, bool) \
+                or not 0 < span < 1e6:
+            return None
+        total += span
+    return total * 1000
+
+
 def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
     """Requests/s, bytes/s and mean duration over the interval (each left out
     when either reading lacks it or it went down)."""
@@ -373,7 +425,7 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     known = before["figures"].get("dur_scale")
     scale = known if known is not None else mpm_scale(mpm)
     if old_slots is not None and workers is not None:
-        obs, ours, scale = observe(old_slots, workers, own, scale)
+        obs, ours, scale = observe(old_slots, workers, own, scale, _own_ms(before, now))
         now["figures"]["dur_scale"] = scale
     if scale is not None and scale != 1.0:
         for sample in out:

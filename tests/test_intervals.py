@@ -192,6 +192,105 @@ def test_the_exporters_own_status_requests_are_left_out():
     assert (obs, own) == ([], 1)
 
 
+def test_a_clients_request_on_the_slot_of_our_own_is_not_taken_for_ours():
+    """Measured on a real event Apache (2.4.71): the exporter's HTML read is
+    served by whichever thread is idle, often one that has just served a
+    client; its row then shows our request line (in W) over the client's
+    completed request. Our own reads cannot have taken longer than the two
+    collections did (``own_ms``): a slot whose requests took longer served
+    a client too, and that client's request is sampled."""
+    html, auto = own_requests(URL)
+    # Busy with our HTML read; since the last page it completed one 300 ms
+    # request of a client (event: our ?auto went to another thread).
+    after = [(0, 11, 6, "W", 0, 50 + 300, "a", html)]
+    old = intervals.slots(parse_html(page([ROW])).workers)
+    assert intervals.observe(old, parse_html(page(after)).workers, own_requests(URL),
+                             own_ms=20.0)[:2] == ([(300.0, 1, "a")], 0)
+    # Prefork, a new connection: our ?auto (1 ms) then our HTML read on a
+    # process that had served a client's 300 ms request: one is ours.
+    after = [(0, 11, 7, "W", 0, 50 + 301, "a", html)]
+    assert intervals.observe(old, parse_html(page(after)).workers, own_requests(URL),
+                             own_ms=20.0)[:2] == ([(301.0, 1, "a")], 1)
+    # Between requests, our ?auto last (Req 1 ms exact), a client's before it.
+    after = [(0, 11, 7, "_", 1, 50 + 301, "a", auto)]
+    assert intervals.observe(old, parse_html(page(after)).workers, own_requests(URL),
+                             own_ms=20.0)[:2] == ([(300.0, 1, "a")], 1)
+    # Within what our reads can have taken: ours, as before.
+    for after in ([(0, 11, 6, "W", 0, 52, "a", html)], [(0, 11, 7, "W", 0, 53, "a", html)],
+                  [(0, 11, 7, "_", 1, 53, "a", auto)]):
+        obs, ours, _scale = intervals.observe(old, parse_html(page(after)).workers,
+                                              own_requests(URL), own_ms=20.0)
+        assert (obs, ours) == ([], after[0][2] - ROW[2])
+    # Our last read alone on its slot is ours whatever the slot says it took.
+    after = [(0, 11, 6, "_", 1, 50 + 300, "a", auto)]
+    assert intervals.observe(old, parse_html(page(after)).workers, own_requests(URL),
+                             own_ms=20.0)[:2] == ([], 1)
+
+
+def test_our_read_whose_line_the_event_mpm_blanked_is_still_ours():
+    """Measured on a real event Apache (2.4.71): a thread that served our
+    HTML read and then closed a client's connection (lingering close) shows
+    no request line and no host, and our read was sampled as a request of
+    0 ms - in 6 of 30 intervals. At least two of our reads finish in every
+    interval: when fewer show our line, quick blank slots make up the rest."""
+    html, auto = own_requests(URL)
+    rows = [ROW, (1, 12, 5, "_", 10, 50, "a", "GET /x HTTP/1.1"),
+            (2, 13, 5, "_", 10, 50, "a", "GET /x HTTP/1.1")]
+    old = intervals.slots(parse_html(page(rows)).workers)
+
+    def seen(after, own_ms=20.0):
+        obs, ours, _scale = intervals.observe(old, parse_html(page(after)).workers,
+                                              own_requests(URL), own_ms=own_ms)
+        return sorted(obs), ours
+
+    ours = (0, 11, 6, "_", 0, 50, "a", auto)
+    client = (1, 12, 6, "_", 300, 350, "a", "GET /x HTTP/1.1")
+    # Our HTML read's slot, blanked: ours, as the ?auto read's is.
+    assert seen([ours, client, (2, 13, 6, "_", 0, 50, "", "")]) == ([(300.0, 1, "a")], 2)
+    # Both blanked: both ours.
+    assert seen([(0, 11, 6, "_", 0, 50, "", ""), client, (2, 13, 6, "_", 1, 51, "", "")]) \
+        == ([(300.0, 1, "a")], 2)
+    # Never more than two, the quickest: a client's quick request stays a request.
+    assert seen([(0, 11, 6, "_", 1, 51, "", ""), (1, 12, 6, "_", 3, 53, "", ""),
+                 (2, 13, 6, "_", 0, 50, "", "")]) == ([(3.0, 1, "")], 2)
+    # Our HTML read, then a client's 60 ms request on the same thread (its
+    # Req): the first of the two is ours.
+    assert seen([ours, client, (2, 13, 7, "_", 60, 50 + 63, "", "")]) == \
+        ([(60.0, 1, ""), (300.0, 1, "a")], 2)
+    # Two of ours by their lines: a blank slot is a client's.
+    assert seen([ours, (1, 12, 6, "W", 0, 50, "a", html), (2, 13, 6, "_", 0, 50, "", "")]) \
+        == ([(0.0, 1, "")], 2)
+    # A blank slot that took longer than our reads can: a client's.
+    assert seen([ours, client, (2, 13, 6, "_", 300, 350, "", "")]) == \
+        ([(300.0, 1, ""), (300.0, 1, "a")], 1)
+    # Without the bound (an older reading), as before: the line decides.
+    assert seen([ours, client, (2, 13, 6, "_", 0, 50, "", "")], own_ms=None) == \
+        ([(0.0, 1, ""), (300.0, 1, "a")], 1)
+
+
+def test_the_bound_on_our_own_reads_is_what_the_two_collections_took():
+    """derive gives observe the two readings' collection durations (s) as
+    the bound (ms); without both it keeps the request-line rule alone."""
+    html, _auto = own_requests(URL)
+    memory = restarts.Memory()
+    for at, accesses, rows in ((T0, 100, [ROW]),
+                               (T0 + 10, 102, [(0, 11, 6, "W", 0, 50 + 300, "a", html)])):
+        last = build(URL, at, auto(accesses, mpm="event", uptime=int(1000 + at - T0)),
+                     parse_html(page(rows)).workers, None, EMPTY_SCAN, duration=0.005)
+        restarts.track([last], None, memory=memory)
+    assert values(last, "request_duration_sampled") == 1
+    assert values(last, "request_duration_max_seconds") == 0.3
+    before = {"figures": {"accesses": 100}, "slots": intervals.slots(
+        parse_html(page([ROW])).workers), "time": T0}
+    now = {"figures": {"accesses": 102}, "time": T0 + 10}
+    rows = parse_html(page([(0, 11, 6, "W", 0, 50 + 300, "a", html)])).workers
+    got = intervals.derive(before, now, rows, own_requests(URL), 0, "event")
+    assert [s.value for s in got if s.metric.name == "request_duration_sampled"] == [0]
+    before["duration"], now["duration"] = 0.004, 0.005
+    got = intervals.derive(before, now, rows, own_requests(URL), 0, "event")
+    assert [s.value for s in got if s.metric.name == "request_duration_sampled"] == [1]
+
+
 @pytest.mark.parametrize("line", [
     "GET /server-status?refresh=5 HTTP/1.1",  # someone's browser
     "GET /server-status?ame=0a1b2c3d4e5f6071 HTTP/1.1",  # a reaper's read (its nonce)

@@ -24,6 +24,7 @@ import http.client
 import random
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -31,7 +32,7 @@ from apache_metrics_exporter import restarts
 from apache_metrics_exporter.collect.http import Fetcher, Target
 from apache_metrics_exporter.collect.snapshot import Options, collect
 from apache_metrics_exporter.intervals import quantile
-from tests.harness.apache import ApacheServer
+from tests.harness.apache import ApacheServer, small_mpm_conf
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +215,94 @@ def test_high_traffic_keeps_count_and_sum_and_bounds_the_bias(server):
     assert p50 <= typical("p90") <= p90 + 0.015, (typical("p90"), p50, p90)
     top = max(s.value("request_duration_max_seconds") or 0 for s in snaps + [final])
     assert top <= max(asked) + 0.015
+
+
+def test_rates_count_the_exporters_own_two_reads_and_their_bytes(server):
+    """Rates are Apache's counters over the interval, the collector's own
+    reads included (docs/insight.md): an idle interval counts exactly our
+    two requests (the previous HTML read, this ?auto read), K requests of B
+    bytes between two collections count K + 2 requests and K x B bytes plus
+    our pages' (1 kB resolution)."""
+    body = server.root / "htdocs" / "ten-kb.txt"
+    body.write_bytes(b"x" * 10240)
+    collector = Collector(server.status_url)
+    wait_idle(collector)
+    collector.collect()
+    time.sleep(0.2)  # (rates are rounded to 6 digits: a long enough interval)
+    idle = collector.collect()
+    span = idle.value("interval_seconds")
+    assert round(idle.value("interval_requests_per_second") * span, 3) == 2
+    page = idle.value("interval_bytes_per_second") * span
+    assert 1024 <= page <= 64 * 1024, page  # our two pages, 1 kB resolution
+    for _ in range(12):
+        with urllib.request.urlopen(f"{server.base_url}/ten-kb.txt", timeout=10) as r:
+            assert len(r.read()) == 10240
+    time.sleep(0.2)
+    snap = collector.collect()
+    span = snap.value("interval_seconds")
+    assert round(snap.value("interval_requests_per_second") * span, 3) == 12 + 2
+    sent = snap.value("interval_bytes_per_second") * span
+    assert 12 * 10240 + 1024 <= sent <= 12 * 10240 + 64 * 1024, sent
+    # The request-duration sample leaves our reads out.
+    assert snap.value("request_duration_sampled") == 12
+
+
+def over(snap, seconds: str) -> int:
+    """Sampled requests longer than ``seconds`` (a bucket bound), cumulative."""
+    return snap.value("request_duration_count") - snap.value("request_duration_bucket",
+                                                             le=seconds)
+
+
+def test_event_a_clients_request_on_the_thread_of_our_read_is_sampled():
+    """The event MPM hands the exporter's HTML read to any idle thread, often
+    the one that has just served a client; that row then shows our request
+    line over the client's completed request (measured on 2.4.71: with one
+    300 ms request per interval, 2 of 8 intervals lost it, counted as the
+    exporter's own). Three threads, all on the page before the first
+    interval (so no process is skipped for growing): each interval's one
+    slow request is sampled, whichever thread served it."""
+    with ApacheServer("event", mpm_conf=small_mpm_conf("event", 3)) as apache:
+        warm = [threading.Thread(target=request, args=(apache.port, 0.3)) for _ in range(3)]
+        for t in warm:
+            t.start()
+        for t in warm:
+            t.join()
+        collector = Collector(apache.status_url)
+        collector.collect()
+        last = collector.collect()
+        seen = []
+        for _ in range(8):
+            request(apache.port, 0.3).close()
+            time.sleep(0.2)
+            snap = collector.collect()
+            seen.append(over(snap, "0.25") - over(last, "0.25"))
+            assert 0.29 <= (snap.value("request_duration_max_seconds") or 0) <= 0.5, seen
+            last = snap
+        assert seen == [1] * 8
+
+
+def test_event_our_reads_are_not_sampled_when_their_lines_are_blanked():
+    """On the event MPM a thread that served our HTML read and then closed a
+    client's connection shows no request line: measured on 2.4.71 (three
+    50 ms requests on connections of their own per interval, 0.5 s apart),
+    6 intervals in 30 sampled our read as a request under 5 ms. Every
+    client request here takes 50 ms or more: nothing under 5 ms is sampled."""
+    with ApacheServer("event") as apache:
+        collector = Collector(apache.status_url)
+        collector.collect()
+        time.sleep(0.3)
+        first = collector.collect()
+        for _ in range(30):
+            clients = [threading.Thread(target=lambda: request(apache.port, 0.05).close())
+                       for _ in range(3)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join()
+            time.sleep(0.2)
+            last = collector.collect()
+        quick = last.value("request_duration_bucket", le="0.005") - \
+            first.value("request_duration_bucket", le="0.005")
+        assert quick == 0
+        assert last.value("request_duration_count") - first.value("request_duration_count") \
+            >= 60  # (processes growing threads are skipped for an interval)

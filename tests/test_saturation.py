@@ -392,3 +392,50 @@ def test_samples_of_the_listeners_and_the_reason():
     assert "(saturated): no complete answer" in head[1]
     assert head[2] == "accept queue: 5 waiting, limit 4 (127.0.0.1:80 5/4) - FULL, new " \
                       "connections are dropped"
+
+
+@pytest.mark.integration
+def test_worker_mpm_full_queue_and_the_kernels_clamp_of_listen_backlog():
+    """What the saturation test above leaves out, on the worker MPM: the
+    reported length is the waiting clients plus (usually) the exporter's own
+    connection; a full queue - the limit + 1, where Linux drops further
+    SYNs, the exporter's too - still reads "saturated" with the queue at the
+    limit + 1; and a ListenBacklog above net.core.somaxconn reads as
+    somaxconn (docs/insight.md, Limits). Measured on 2.4.71: 2 waiting read
+    3, and 3 waiting with ListenBacklog 2 read 3 of limit 2."""
+    with open("/proc/sys/net/core/somaxconn") as f:
+        somaxconn = int(f.read())
+    with ApacheServer("worker", workers=WORKERS, listen_backlog=somaxconn + 100) as apache:
+        snap = collect_once(apache.status_url, 5.0)
+        assert snap.value("accept_queue_limit_all") == somaxconn == ss_queue(apache.port)[1]
+    with ApacheServer("worker", workers=WORKERS, listen_backlog=2) as apache:
+        port, listen = apache.port, f"127.0.0.1:{apache.port}"
+        clients: List[Client] = []
+        try:
+            for _ in range(WORKERS):
+                clients.append(Client(port, f"/embedded?hold={HOLD}"))
+                clients[-1].start()
+            for c in clients:
+                assert c.sent.wait(20) and c.error is None, c.error
+            wait_for("the slow requests to be accepted", lambda: ss_queue(port)[0] == 0)
+            clients.append(Client(port, "/index.html"))
+            clients[-1].start()
+            wait_for("one connection in the accept queue", lambda: ss_queue(port)[0] == 1)
+            snap = collect_once(apache.status_url, SHORT)
+            assert snap.value("status_reason") == "saturated", snap.error
+            assert 1 <= snap.value("accept_queue_length", listen=listen) <= 2
+            # Fill it: the limit + 1 connections wait, the next SYN is dropped.
+            for _ in range(2):
+                clients.append(Client(port, "/index.html"))
+                clients[-1].start()
+            wait_for("a full accept queue", lambda: ss_queue(port)[0] == 3)
+            snap = collect_once(apache.status_url, SHORT)
+            assert snap.value("status_reason") == "saturated", snap.error
+            assert snap.value("accept_queue_length", listen=listen) == 3
+            assert snap.value("accept_queue_limit", listen=listen) == 2
+            assert "3 connections (limit 2) waiting" in (snap.error or "")
+        finally:
+            apache.release_file.write_text("")
+            for c in clients:
+                c.join(HOLD + 40)
+        assert [c.status() for c in clients] == [200] * len(clients)
