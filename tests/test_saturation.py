@@ -108,6 +108,16 @@ def collect_once(url: str, timeout: float) -> Snapshot:
     return snap
 
 
+def hold_every_worker(port: int, clients: List[Client]) -> None:
+    """Every worker held by a slow request, each accepted (none left queued)."""
+    for _ in range(WORKERS):
+        clients.append(Client(port, f"/embedded?hold={HOLD}"))
+        clients[-1].start()
+    for c in clients:
+        assert c.sent.wait(20) and c.error is None, c.error
+    wait_for("the slow requests to be accepted", lambda: ss_queue(port)[0] == 0)
+
+
 @pytest.mark.integration
 def test_saturated_apache_is_reported_saturated_in_every_format(small_apache):
     apache = small_apache
@@ -126,13 +136,7 @@ def test_saturated_apache_is_reported_saturated_in_every_format(small_apache):
 
     clients: List[Client] = []
     try:
-        # Every worker held by a slow request, each accepted (none left queued).
-        for _ in range(WORKERS):
-            clients.append(Client(port, f"/embedded?hold={HOLD}"))
-            clients[-1].start()
-        for c in clients:
-            assert c.sent.wait(20) and c.error is None, c.error
-        wait_for("the slow requests to be accepted", lambda: ss_queue(port)[0] == 0)
+        hold_every_worker(port, clients)
         # Then clients no worker can take: they wait in the accept queue.
         for _ in range(WAITING):
             clients.append(Client(port, "/index.html"))
@@ -412,12 +416,7 @@ def test_worker_mpm_full_queue_and_the_kernels_clamp_of_listen_backlog():
         port, listen = apache.port, f"127.0.0.1:{apache.port}"
         clients: List[Client] = []
         try:
-            for _ in range(WORKERS):
-                clients.append(Client(port, f"/embedded?hold={HOLD}"))
-                clients[-1].start()
-            for c in clients:
-                assert c.sent.wait(20) and c.error is None, c.error
-            wait_for("the slow requests to be accepted", lambda: ss_queue(port)[0] == 0)
+            hold_every_worker(port, clients)
             clients.append(Client(port, "/index.html"))
             clients[-1].start()
             wait_for("one connection in the accept queue", lambda: ss_queue(port)[0] == 1)
