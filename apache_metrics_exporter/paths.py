@@ -181,7 +181,21 @@ def check(path: str, what: str, directory: bool = False) -> bool:
     why = problem(st, path, what, directory)
     if why:
         raise OutputError(why)
+    if not directory and stat.S_ISDIR(st.st_mode) and not _empty(resolve(path, what)):
+        # Not a state file gone bad, to be moved aside: a directory named by
+        # mistake (the state directory itself, its file name forgotten).
+        raise OutputError(f"{what} {path} is a directory with files in it, not a file; "
+                          "nothing was moved: give the file's own path")
     return True
+
+
+def _empty(directory: str) -> bool:
+    """Whether ``directory`` holds nothing (False when it cannot be listed)."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def same_file(a: str, b: str) -> bool:
