@@ -202,11 +202,14 @@ def same_file(a: str, b: str) -> bool:
     """Whether the paths ``a`` and ``b`` name one file: the same path once
     every link is followed, or (both existing) the same device and inode."""
     try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
+        try:
+            if os.path.samefile(a, b):
+                return True
+        except OSError:
+            pass
+        return os.path.realpath(a) == os.path.realpath(b)
+    except ValueError:  # a NUL byte (a config file's value): no file at all
+        return False
 
 
 def identity(path: str) -> Tuple[int, ...]:
