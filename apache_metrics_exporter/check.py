@@ -1271,16 +1271,41 @@ def _state_path(report: Report, path: str, what: str, writer: bool,
         except KeyError:
             owner = str(os.geteuid())
         made = real if directory else os.path.dirname(real)
-        if os.path.isdir(made):
-            # (never advise handing an existing directory - /var/lib - to a user)
+        if os.path.isdir(made) or not _only_root_makes(parent):
+            # Never advise handing an existing directory - /var/lib - to a
+            # user, nor one another user could make first: install -d on a
+            # symlink to a directory chowns the link's target.
             fix = ("give a path in a directory this user can write (the file is replaced "
                    "whole, which needs the directory), or run as root")
         else:
-            fix = f"as root: install -d -o {owner} {made}; or run as root"
+            import shlex
+
+            fix = (f"as root: install -d -o {shlex.quote(owner)} {shlex.quote(made)}; "
+                   "or run as root")
         report.add(WARN, what, f"{path} does not exist and this user ({_user(os.geteuid())}) "
                    f"cannot create it in {parent}; {fix}")
     else:
         report.add(OK, what, f"{path} does not exist yet; it is created on first use")
+
+
+def _only_root_makes(directory: str) -> bool:
+    """Whether nobody but root can make or swap an entry of ``directory``
+    (real, existing): it is root's and not writable by group or others, and
+    every directory above is root's and not so writable, or sticky."""
+    import stat
+
+    nearest = True
+    while True:
+        try:
+            st = os.lstat(directory)
+        except OSError:
+            return False
+        open_to_others = st.st_mode & 0o022 and (nearest or not st.st_mode & stat.S_ISVTX)
+        if st.st_uid != 0 or open_to_others:
+            return False
+        if directory == "/":
+            return True
+        directory, nearest = os.path.dirname(directory), False
 
 
 # --- the --listen endpoint ----------------------------------------------------------------------

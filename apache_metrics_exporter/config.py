@@ -389,8 +389,23 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
     _unknown_environment(parser, args)
+    _no_nul(parser, args)
     _register_secrets(args)
     return args
+
+
+def _no_nul(parser: configargparse.ArgParser, args: argparse.Namespace) -> None:
+    """No value holds a NUL byte: neither a command line nor the environment
+    can carry one, a config file can - and every path rule (os.lstat) raised
+    ValueError on it, a traceback. The value is not shown (a secret?)."""
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\0" in v for v in values):
+            name = next((o for o in action.option_strings if o.startswith("--")),
+                        action.dest)
+            raise UsageError(f"{name} holds a NUL byte (a config file's value?); "
+                             "no path or value can hold one: remove it")
 
 
 def _register_secrets(args: argparse.Namespace) -> None:

@@ -423,7 +423,8 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     now["hist"] = dict(hist_before)
     old_slots = before.get("slots")
     known = before["figures"].get("dur_scale")
-    scale = known if known is not None else mpm_scale(mpm)
+    # (a one-shot run's from the state file: only what dur_scale can find)
+    scale = known if known in (0.5, 1.0) else mpm_scale(mpm)
     if old_slots is not None and workers is not None:
         obs, ours, scale = observe(old_slots, workers, own, scale, _own_ms(before, now))
         now["figures"]["dur_scale"] = scale

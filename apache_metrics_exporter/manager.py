@@ -458,6 +458,9 @@ def check(steps: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str]]]:
                             "file): no worker is checked")
                 continue
         else:
+            from apache_metrics_exporter.cli import check_distinct_files
+
+            check_distinct_files(args)  # (its run would refuse it after the kills)
             loops = [name for name, on in (("interval", args.interval),
                                            ("execd", args.execd)) if on]
             if args.watch and "--watch" not in argv:

@@ -181,18 +181,35 @@ def check(path: str, what: str, directory: bool = False) -> bool:
     why = problem(st, path, what, directory)
     if why:
         raise OutputError(why)
+    if not directory and stat.S_ISDIR(st.st_mode) and not _empty(resolve(path, what)):
+        # Not a state file gone bad, to be moved aside: a directory named by
+        # mistake (the state directory itself, its file name forgotten).
+        raise OutputError(f"{what} {path} is a directory with files in it, not a file; "
+                          "nothing was moved: give the file's own path")
     return True
+
+
+def _empty(directory: str) -> bool:
+    """Whether ``directory`` holds nothing (False when it cannot be listed)."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def same_file(a: str, b: str) -> bool:
     """Whether the paths ``a`` and ``b`` name one file: the same path once
     every link is followed, or (both existing) the same device and inode."""
     try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
+        try:
+            if os.path.samefile(a, b):
+                return True
+        except OSError:
+            pass
+        return os.path.realpath(a) == os.path.realpath(b)
+    except ValueError:  # a NUL byte (a config file's value): no file at all
+        return False
 
 
 def identity(path: str) -> Tuple[int, ...]:

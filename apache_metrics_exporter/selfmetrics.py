@@ -58,16 +58,31 @@ def _self_stat() -> bytes:
     """This process's /proc/self/stat (OSError when it cannot be read)."""
     global _held
     pid, fd = _held
-    if pid != os.getpid():
-        with _held_lock:
-            pid, fd = _held
-            if pid != os.getpid():
-                fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-                _held = (os.getpid(), fd)
-    data = os.pread(fd, STAT_MAX, 0)
+    me = os.getpid()
+    if pid != me:
+        fd = _open_held(fd)
+    try:
+        data = os.pread(fd, STAT_MAX, 0)
+    except OSError:
+        data = b""
+    if not data.startswith(b"%d (" % me):
+        # Closed behind our back (something closing descriptors), or its
+        # number now another file's: that one is left alone, ours opened anew.
+        data = os.pread(_open_held(fd), STAT_MAX, 0)
     if len(data) >= STAT_MAX:  # never, as the kernel writes it: read it whole
         return procfs.read_file("/proc/self/stat")
     return data
+
+
+def _open_held(seen: int) -> int:
+    """A new held descriptor, unless another thread made one since ``seen``."""
+    global _held
+    with _held_lock:
+        pid, fd = _held
+        if pid != os.getpid() or fd == seen:
+            fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+            _held = (os.getpid(), fd)
+    return fd
 
 
 def _limit(kind: int) -> float:

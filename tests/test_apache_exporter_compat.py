@@ -507,6 +507,36 @@ def test_process_series_are_read_anew_at_each_scrape_from_one_descriptor():
         os.waitpid(child, 0)
 
 
+def test_a_held_stat_descriptor_closed_or_reused_is_opened_again(tmp_path):
+    """Red team (redteam5): something closing the process's descriptors
+    (a library daemonising, closerange) left the held /proc/self/stat
+    descriptor dead - the process series gone until a restart - or, once
+    its number was reused by another open file, read that file at offset 0
+    and took its numbers for this process's figures."""
+    import psutil
+
+    from apache_metrics_exporter import selfmetrics
+
+    def got():
+        return {s.metric.prom: s.value for s in selfmetrics.samples()}
+
+    selfmetrics._self_stat()
+    os.close(selfmetrics._held[1])  # closed behind its back
+    assert "process_cpu_seconds_total" in got()
+    fake = tmp_path / "fake"
+    fake.write_bytes(b"1 (fake) S " + b"900000 " * 50 + b"\n")
+    fd = selfmetrics._held[1]
+    os.close(fd)
+    reused = os.open(fake, os.O_RDONLY)  # the lowest free number: the held one's
+    try:
+        assert reused == fd
+        figures = got()
+        assert abs(figures["process_start_time_seconds"] - psutil.Process().create_time()) < 1
+        assert os.read(reused, 8) == b"1 (fake)"  # the other file's descriptor left alone
+    finally:
+        os.close(reused)
+
+
 def test_process_series_only_on_the_endpoint_not_in_a_one_shot():
     proc = run("--url", DEAD_URL, "--format", "prometheus", "--no-processes", "-q")
     assert proc.returncode == 0 and "apache_up 0" in proc.stdout

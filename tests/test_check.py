@@ -647,7 +647,7 @@ def test_check_with_an_unreadable_token_file_exits_1(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_unprivileged_user_learns_what_needs_root(prefork, runnable_copy):
     files = Path(tempfile.mkdtemp(prefix="ame-check-"))  # pytest's tmp is root's only
-    files.chmod(0o777)
+    files.chmod(0o1777)  # (sticky: no other user can swap root-only/ for a link)
     try:
         _unprivileged(prefork, runnable_copy, files)
     finally:
@@ -1058,3 +1058,50 @@ def test_one_file_named_for_two_kinds_of_state_fails_the_check(tmp_path):
                                     "--state-file", state, "--collector-state",
                                     str(tmp_path / "cs.json"))
     assert "state files" not in found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to nobody)")
+@pytest.mark.parametrize("how", ["another user's", "group-writable", "under another user's"])
+def test_install_d_is_never_advised_where_another_user_could_plant_a_link(
+        tmp_path, monkeypatch, how):
+    """Red team (redteam5): for a state path whose directory is missing,
+    --check advised 'as root: install -d -o USER DIR'. GNU install -d on an
+    existing symlink to a directory chowns the link's target: whoever may
+    write DIR's parent (or any directory above it) could put DIR -> /etc
+    there between --check and the operator's command, and root's install
+    gave /etc to USER. Advised only where nobody but root can make DIR."""
+    import io
+    import pwd
+
+    from apache_metrics_exporter import check as check_module
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    top = tmp_path / "top"
+    top.mkdir(mode=0o755)
+    parent = top / "state"
+    parent.mkdir(mode=0o755)
+    if how == "another user's":
+        os.chown(parent, nobody, -1)
+    elif how == "group-writable":
+        parent.chmod(0o775)
+    else:
+        os.chown(top, nobody, -1)
+
+    def advice(path):
+        out = io.StringIO()
+        monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # (as a user)
+        try:
+            check_module._state_path(check_module.Report(out), str(path), "spool directory",
+                                     writer=True, directory=True)
+        finally:
+            monkeypatch.undo()
+        return out.getvalue()
+
+    said = advice(parent / "spool")
+    assert "WARN" in said and "install -d" not in said
+    assert "give a path in a directory this user can write" in said
+    # Where only root can make it, the command is still given.
+    os.chown(top, 0, -1)
+    os.chown(parent, 0, -1)
+    parent.chmod(0o755)
+    assert f"as root: install -d -o root {parent}/spool;" in advice(parent / "spool")

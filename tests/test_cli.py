@@ -668,3 +668,28 @@ def test_the_entry_points_hold_the_garbage_collector_off_only_while_starting():
         assert cli.main(["--url", "http://127.0.0.1:9/server-status", "--url",
                          "http://127.0.0.1:10/server-status", "--format", "tab"]) == 2
     assert calls == [1]
+
+
+@pytest.mark.parametrize("key", ["collector-state", "output", "state-file", "pid-file"])
+@pytest.mark.parametrize("check", [False, True])
+def test_a_nul_byte_in_a_config_files_value_is_a_usage_error(tmp_path, listener, key, check):
+    """Red team (redteam5): a config file can carry a NUL byte, which no
+    command line or environment can; every path rule (os.lstat) raised
+    ValueError on it - a traceback from the run (--output, --collector-state
+    with Apache up), from --check, and from the new one-file-for-two-kinds
+    check (paths.same_file) before anything was fetched."""
+    from apache_metrics_exporter.paths import same_file
+
+    url, hits = listener
+    conf = tmp_path / "exporter.conf"
+    conf.write_bytes(f"{key} = {tmp_path}/a\0b\n".encode())
+    other = [] if key == "state-file" else ["--state-file", str(tmp_path / "r.json")]
+    env = exporter_env()
+    env.pop("APACHE_METRICS_" + key.upper().replace("-", "_"), None)  # (it wins)
+    proc = run_exporter("--url", url, "--config", str(conf), *other,
+                        *(["--check"] if check else []), env=env)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and f"--{key} holds a NUL byte" in line
+    assert "a\0b" not in line and hits == [] and os.listdir(tmp_path) == ["exporter.conf"]
+    assert not same_file(f"{tmp_path}/a\0b", str(tmp_path)) and \
+        not same_file(str(tmp_path / "missing"), "x\0")

@@ -452,3 +452,21 @@ def test_slots_hold_the_third_number_of_acc():
         .replace(b"<td>0/8/8</td>", b"<td>1/2/8</td>")
     assert intervals.slots(parse_html(raw).workers) == {"0": [11, 5, 120, 170],
                                                         "1": [12, 8, 10, 20]}
+
+
+@pytest.mark.parametrize("hostile", [9e18, 1e6, -1.0, 0.0, 0.25])
+def test_a_dur_scale_from_the_state_file_is_one_apache_can_have(hostile):
+    """Red team (redteam5): the Dur factor a one-shot run carries over in
+    the collector state file was any finite number: 9e18 there scaled every
+    duration by it - a request of 0.4 s reported as 3.6e15 s - and the
+    saved histogram then broke valid_hist's bound, so the next run set the
+    whole state aside as corrupt. Only 0.5 and 1.0 (what dur_scale finds)
+    are taken; any other is as if none was kept."""
+    rows = [(0, 11, 7, "_", 100, 50 + 400, "a", "GET /x HTTP/1.1")]  # no slot tells
+    before = {"figures": {"accesses": 100, "dur_scale": hostile}, "time": T0,
+              "slots": intervals.slots(parse_html(page([ROW])).workers)}
+    now = {"figures": {"accesses": 102}, "time": T0 + 10}
+    got = intervals.derive(before, now, parse_html(page(rows)).workers, own_requests(URL),
+                           0, "event")
+    assert [s.value for s in got if s.metric.name == "request_duration_sum"] == [0.4]
+    assert now["figures"]["dur_scale"] == 1.0 and intervals.valid_hist(now["hist"])

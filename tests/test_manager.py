@@ -1010,3 +1010,27 @@ def test_migration_doc_config_files_mean_the_same(tmp_path):
         assert collector.hanging_threshold == old.hanging_threshold
     new = config.parse(config.build_reaper_parser(), ["--config", str(tmp_path / "new.conf")])
     assert new.max_memory_wsgi == [(None, old.max_memory_active)]
+
+
+def test_one_file_named_for_two_kinds_of_state_is_refused_before_the_reaper_kills(
+        tmp_path, monkeypatch, capsys):
+    """Red team (redteam5): '-k -c -f PATH' with PATH the reaper's state file
+    (or the collector state) ran the reaper - kills and all - and only then
+    did the collector's run stop with exit 2 on the two kinds of state in one
+    file: apache-manager promises its usage errors before anything is
+    fetched or killed."""
+    from apache_metrics_exporter import cli
+
+    monkeypatch.setenv(manager.INI_ENV, "")
+    ran = []
+    monkeypatch.setattr(cli, "reaper_main", lambda argv: ran.append("reaper") or 0)
+    monkeypatch.setattr(cli, "main", lambda argv: ran.append("collector") or 0)
+    state = str(tmp_path / "reaper-state.json")
+    status = manager.main(["-k", "-a", "1G", "-c", "-f", state, "--state-file", state,
+                           "--url", "http://127.0.0.1:9/server-status"])
+    err = capsys.readouterr().err
+    assert status == 2 and ran == [], err
+    (line,) = err.strip().splitlines()
+    # (in apache-manager's own option names: -f is its --data-file)
+    assert f"-f {state} and --state-file" in line and "give -f a file" in line
+    assert os.listdir(tmp_path) == []

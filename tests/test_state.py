@@ -753,3 +753,36 @@ def test_the_spools_own_state_is_no_collector_state(tmp_path, capsys):
     assert status == 2, err
     assert "--collector-state" in err and "--spool-dir" in err
     assert not spool.exists()
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_a_state_path_naming_a_directory_with_files_in_it_moves_nothing(
+        tmp_path, slash, capsys):
+    """Red team (redteam5): a state path naming the directory that holds the
+    state ('collector-state = /var/lib/apache-metrics-exporter/', the file
+    name forgotten) was read as a corrupt state file: the whole directory -
+    the reaper's counters, the spool's batches - moved aside to
+    NAME.corrupt-EPOCH and a state file written in its place, so every
+    reaper run then failed; as root, '/var/lib/' would have moved /var/lib.
+    A directory with files in it is refused, nothing moved; an empty one is
+    still set aside as before."""
+    from apache_metrics_exporter import restarts
+    from tests.test_restarts import T0, snap
+
+    held = tmp_path / "ame"
+    held.mkdir(mode=0o755)
+    (held / "reaper-state.json").write_bytes(dumps(valid()))
+    (held / "reaper-state.json").chmod(0o644)
+    (held / "spool").mkdir(mode=0o755)
+    restarts.track([snap(uptime=100, at=T0)], str(held) + slash, explicit=True)
+    err = capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["ame"], err
+    assert sorted(os.listdir(held)) == ["reaper-state.json", "spool"]
+    assert "is a directory" in err and "Traceback" not in err
+    with pytest.raises(OutputError, match="is a directory"):
+        with StateFile(str(held) + slash).locked(5):
+            pytest.fail("the block must not run")
+    with pytest.raises(OutputError, match="is a directory"):
+        StateFile(str(held) + slash).check()
+    assert sorted(os.listdir(tmp_path)) == ["ame"]
+    assert json.loads((held / "reaper-state.json").read_text()) == valid()
