@@ -388,9 +388,29 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
         args = parser.parse_args(argv, env_vars=_environment(parser))
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
+    _empty_paths(parser, args)
     _unknown_environment(parser, args)
     _register_secrets(args)
     return args
+
+
+# PATH options whose empty value means something: --collector-state none,
+# --telemetry-endpoint (a URL path) its default, as apache_exporter takes it.
+EMPTY_MEANS = ("collector_state", "telemetry_endpoint")
+
+
+def _empty_paths(parser: configargparse.ArgParser, args: argparse.Namespace) -> None:
+    """An empty PATH is refused, named where it was given (a 'state-file ='
+    line, ``APACHE_METRICS_STATE_FILE=`` in a unit file): made absolute it is
+    the current directory itself, which root's reaper, run by cron from
+    /root, moved aside as a corrupt state file."""
+    for action in parser._actions:
+        if action.metavar != "PATH" or action.dest in EMPTY_MEANS:
+            continue
+        value = getattr(args, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            parser.error(f"argument {'/'.join(action.option_strings)}: is empty; give a "
+                         "path (the empty one would be the current directory)")
 
 
 def _register_secrets(args: argparse.Namespace) -> None:

@@ -3,11 +3,13 @@
 import os
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
 
 from apache_metrics_exporter import __version__
+from apache_metrics_exporter.config import build_parser, build_reaper_parser
 from tests.conftest import exporter_env, run_exporter
 
 
@@ -668,3 +670,68 @@ def test_the_entry_points_hold_the_garbage_collector_off_only_while_starting():
         assert cli.main(["--url", "http://127.0.0.1:9/server-status", "--url",
                          "http://127.0.0.1:10/server-status", "--format", "tab"]) == 2
     assert calls == [1]
+
+
+# --- every option's worst value (red team 4) ----------------------------------------
+
+def _path_options(build) -> list:
+    """(option, dest) of every option whose value is a PATH, but the two whose
+    empty value means something: --collector-state ('' for none) and
+    --telemetry-endpoint (a URL path; empty is the default, as for
+    apache_exporter)."""
+    return [(a.option_strings[0] if a.option_strings[0].startswith("--")
+             else a.option_strings[1], a.dest)
+            for a in build()._actions
+            if a.metavar == "PATH" and a.dest not in ("collector_state", "telemetry_endpoint")]
+
+
+@pytest.mark.parametrize("command,option", [
+    ("exporter", o) for o, _ in _path_options(build_parser)] + [
+    ("reaper", o) for o, _ in _path_options(build_reaper_parser)])
+@pytest.mark.parametrize("how", ["command line", "config file", "environment"])
+def test_an_empty_path_is_a_usage_error_naming_the_option(tmp_path, monkeypatch, command,
+                                                         option, how):
+    # os.path.join(cwd, '') is the current directory itself: an empty
+    # --state-file (a 'state-file =' line, APACHE_METRICS_STATE_FILE= in a
+    # unit file) made root's reaper move its working directory aside as a
+    # "corrupt" state file and write JSON in its place - /root under cron.
+    from apache_metrics_exporter import config
+    from apache_metrics_exporter.errors import UsageError
+
+    build = build_parser if command == "exporter" else build_reaper_parser
+    argv = ["--url", "http://127.0.0.1:9/server-status", "--max-time", "1h"][
+        :2 if command == "exporter" else 4]
+    env_var = "APACHE_METRICS_" + option[2:].upper().replace("-", "_").replace(".", "_")
+    monkeypatch.delenv(env_var, raising=False)  # the session's own state paths
+    if how == "command line":
+        argv.append(f"{option}=")
+    elif how == "config file":
+        conf = tmp_path / "c.conf"
+        conf.write_text(f"{option[2:]} =\n")
+        conf.chmod(0o600)
+        argv += ["-c", str(conf)]
+    else:
+        monkeypatch.setenv(env_var, "")
+    with pytest.raises(UsageError) as caught:
+        config.parse(build(), argv)
+    message = str(caught.value)
+    assert "empty" in message and "\n" not in message
+    named = {"command line": option, "config file": f"key {option[2:]}",
+             "environment": f"environment variable {env_var}"}[how]
+    assert named in message, message
+
+
+def test_an_empty_state_file_never_moves_the_working_directory(tmp_path):
+    work = tmp_path / "home"
+    work.mkdir()
+    (work / "keep").write_text("mine\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from apache_metrics_exporter.cli import reaper_console; "
+         "reaper_console()", "--url", "http://127.0.0.1:9/server-status", "--max-time",
+         "1h", "--dry-run", "--state-file="],
+        capture_output=True, text=True, timeout=60, cwd=work,
+        env=exporter_env(PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    assert proc.returncode == 2, proc.stderr
+    assert "--state-file" in one_error_line(proc)
+    assert (work / "keep").read_text() == "mine\n"
+    assert sorted(os.listdir(tmp_path)) == ["home"]
