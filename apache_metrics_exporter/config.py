@@ -169,6 +169,17 @@ class _Parser(configargparse.ArgParser):
             ends[key] = super()._find_end_of_this_parsers_args(args)
         return ends[key]
 
+    def _get_values(self, action, arg_strings):  # noqa: ANN001,ANN201
+        """argparse's, but a '--' that is an option's own value (``--timeout=--``,
+        ``-T--``) is that value: Python 3.11's argparse drops it and sets the
+        option to [] past its type and choices (a --grace of [] reached the
+        reaper). Newer Pythons keep it, as here."""
+        if action.option_strings and arg_strings == ["--"] and action.nargs in (None, "?"):
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
     def parse_args(self, args=None, namespace=None, **kwargs):  # noqa: ANN001,ANN201
         """configargparse's parse_args, with unknown options named without values."""
         namespace, unknown = self.parse_known_args(args, namespace, **kwargs)

@@ -735,3 +735,39 @@ def test_an_empty_state_file_never_moves_the_working_directory(tmp_path):
     assert "--state-file" in one_error_line(proc)
     assert (work / "keep").read_text() == "mine\n"
     assert sorted(os.listdir(tmp_path)) == ["home"]
+
+
+def _checked_options(build) -> list:
+    """Every option whose value is converted or chosen (type= or choices=)."""
+    return [next(o for o in a.option_strings if o.startswith("--"))
+            for a in build()._actions
+            if a.option_strings and a.nargs != 0 and (a.type is not None or a.choices)
+            and not a.dest.startswith("_foreign")]
+
+
+@pytest.mark.parametrize("command,option", [
+    ("exporter", o) for o in _checked_options(build_parser)] + [
+    ("reaper", o) for o in _checked_options(build_reaper_parser)])
+def test_an_option_given_a_double_dash_is_checked_like_any_value(command, option):
+    # Python 3.11's argparse drops a '--' that is an option's own value
+    # (--timeout=--) and sets the option to [] past its type and choices:
+    # tracebacks later (a list where seconds were expected), and in the
+    # reaper a --grace or --lock-timeout of [] that passed every check.
+    from apache_metrics_exporter import config
+    from apache_metrics_exporter.errors import UsageError
+
+    build = build_parser if command == "exporter" else build_reaper_parser
+    argv = ["--url", "http://127.0.0.1:9/server-status", "--max-time", "1h"][
+        :2 if command == "exporter" else 4]
+    with pytest.raises(UsageError) as caught:
+        config.parse(build(), [*argv, f"{option}=--"])
+    assert option in str(caught.value) and "'--'" in str(caught.value)
+
+
+@pytest.mark.parametrize("args", [["--url=--"], ["--header=--"],
+                                  ["-T--"], ["--format=--"], ["--vhost-limit=--"]])
+def test_a_double_dash_value_is_never_a_traceback(args):
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", *args)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    one_error_line(proc)
