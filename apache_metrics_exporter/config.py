@@ -22,7 +22,12 @@ from apache_metrics_exporter.collect.processes import DEFAULT_EXE_NAMES, MEMORY_
 from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
 from apache_metrics_exporter.log import LOG_FORMATS, LOG_LEVELS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
-from apache_metrics_exporter.units import parse_memory_threshold, parse_size, parse_timespan
+from apache_metrics_exporter.units import (
+    MIN_INTERVAL,
+    parse_memory_threshold,
+    parse_size,
+    parse_timespan,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -45,6 +50,15 @@ def _positive_seconds(text: str) -> float:
     value = _timespan(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _pace(text: str) -> float:
+    """A loop's pace (--interval, --watch): at least MIN_INTERVAL."""
+    value = _positive_seconds(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"at least {MIN_INTERVAL:g} s (a shorter pace is a "
+                                         f"busy loop), got {text!r}")
     return value
 
 
@@ -725,7 +739,7 @@ def _collector_options(p: Any) -> None:
                    default="apache_exporter",
                    help="apache_exporter: its names, dashboards keep working; base-units: "
                         "bytes and seconds where it used kilobytes and ms (promtool lint)")
-    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_positive_seconds,
+    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_pace,
                    metavar="SECONDS",
                    help="a live top-like view in the terminal, redrawn every SECONDS "
                         "(default 2); s: sort by memory/request time, q: quit")
@@ -770,7 +784,7 @@ def _collector_options(p: Any) -> None:
                    metavar="SIZE", help="past this the oldest spooled data is dropped "
                                         "(and counted)")
     r = p.add_argument_group("long-running modes (default: collect once and exit)")
-    r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
+    r.add_argument("--interval", type=_pace, metavar="TIMESPAN",
                    help="collect and write a batch every TIMESPAN until stopped "
                         "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
     r.add_argument("--execd", action="store_true",

@@ -87,6 +87,11 @@ def test_version_and_help():
     (["--password", "hunter2"], "--password on the command line"),
     (["--password=hunter2"], "--password on the command line"),
     (["--url", "http://127.0.0.1/x", "--url", "http://127.0.0.2/x"], "one Apache only"),
+    # A pace of 1ns collected as fast as the CPU goes: a busy loop, stderr
+    # flooded while Apache is down, Apache's status page hammered while up.
+    (["--interval", "1ns"], "--interval: at least 0.1 s"),
+    (["--interval", "0.05"], "--interval: at least 0.1 s"),
+    (["--watch", "1us"], "--watch: at least 0.1 s"),
 ])
 def test_usage_errors_exit_2_before_fetching(listener, args, message):
     url, hits = listener
