@@ -183,6 +183,19 @@ class _Parser(configargparse.ArgParser):
             ends[key] = super()._find_end_of_this_parsers_args(args)
         return ends[key]
 
+    def _print_message(self, message, file=None):  # noqa: ANN001,ANN202
+        """argparse's (--help, --version), with a failing stdout (/dev/full,
+        a reader gone) an output error: Python 3.11 lets the OSError through,
+        and it read as an unreadable config file (exit 2)."""
+        try:
+            super()._print_message(message, file)
+        except OSError as exc:
+            if file not in (None, sys.stdout):
+                raise
+            from apache_metrics_exporter.streams import stdout_failed
+
+            raise stdout_failed(exc) from None
+
     def _get_values(self, action, arg_strings):  # noqa: ANN001,ANN201
         """argparse's, but a '--' that is an option's own value (``--timeout=--``,
         ``-T--``) is that value: Python 3.11's argparse drops it and sets the
