@@ -74,8 +74,20 @@ class Report:
         # Lines quote peers (a redirect's Location, a page's title, an error):
         # one that echoes the Authorization header must not print it.
         self.counts[level] += 1
-        self.out.write(f"{level:<4} {topic}: {visible(scrub(text))}\n")
-        self.out.flush()
+        self.write(f"{level:<4} {topic}: {visible(scrub(text))}\n")
+
+    def write(self, text: str) -> None:
+        """One line, flushed; a failing stdout (/dev/full, a reader gone) is
+        an output error (exit 1, one line), not a traceback."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError as exc:
+            if self.out is not sys.stdout:
+                raise OutputError(f"cannot write the report: {exc.strerror}") from None
+            from apache_metrics_exporter.streams import stdout_failed
+
+            raise stdout_failed(exc) from None
 
     @property
     def failed(self) -> bool:
@@ -123,8 +135,7 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 
 def _summary(report: Report) -> int:
     c = report.counts
-    report.out.write(f"{c[OK]} OK, {c[WARN]} WARN, {c[FAIL]} FAIL\n")
-    report.out.flush()
+    report.write(f"{c[OK]} OK, {c[WARN]} WARN, {c[FAIL]} FAIL\n")
     return 1 if report.failed else 0
 
 

@@ -269,6 +269,9 @@ def reaper_main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except OutputError as exc:  # --help or --version to a failing stdout
+        log.error("%s", exc)
+        return EXIT_OUTPUT
     try:
         from apache_metrics_exporter.reaper.run import run_reaper
         from apache_metrics_exporter.runconfig import reaper_config

@@ -22,7 +22,12 @@ from apache_metrics_exporter.collect.processes import DEFAULT_EXE_NAMES, MEMORY_
 from apache_metrics_exporter.errors import PROG, REAPER_PROG, UsageError
 from apache_metrics_exporter.log import LOG_FORMATS, LOG_LEVELS, log
 from apache_metrics_exporter.paths import REAPER_STATE as STATE_PATH
-from apache_metrics_exporter.units import parse_memory_threshold, parse_size, parse_timespan
+from apache_metrics_exporter.units import (
+    MIN_INTERVAL,
+    parse_memory_threshold,
+    parse_size,
+    parse_timespan,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -45,6 +50,15 @@ def _positive_seconds(text: str) -> float:
     value = _timespan(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _pace(text: str) -> float:
+    """A loop's pace (--interval, --watch): at least MIN_INTERVAL."""
+    value = _positive_seconds(text)
+    if value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"at least {MIN_INTERVAL:g} s (a shorter pace is a "
+                                         f"busy loop), got {text!r}")
     return value
 
 
@@ -168,6 +182,30 @@ class _Parser(configargparse.ArgParser):
         if key not in ends:
             ends[key] = super()._find_end_of_this_parsers_args(args)
         return ends[key]
+
+    def _print_message(self, message, file=None):  # noqa: ANN001,ANN202
+        """argparse's (--help, --version), with a failing stdout (/dev/full,
+        a reader gone) an output error: Python 3.11 lets the OSError through,
+        and it read as an unreadable config file (exit 2)."""
+        try:
+            super()._print_message(message, file)
+        except OSError as exc:
+            if file not in (None, sys.stdout):
+                raise
+            from apache_metrics_exporter.streams import stdout_failed
+
+            raise stdout_failed(exc) from None
+
+    def _get_values(self, action, arg_strings):  # noqa: ANN001,ANN201
+        """argparse's, but a '--' that is an option's own value (``--timeout=--``,
+        ``-T--``) is that value: Python 3.11's argparse drops it and sets the
+        option to [] past its type and choices (a --grace of [] reached the
+        reaper). Newer Pythons keep it, as here."""
+        if action.option_strings and arg_strings == ["--"] and action.nargs in (None, "?"):
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
     def parse_args(self, args=None, namespace=None, **kwargs):  # noqa: ANN001,ANN201
         """configargparse's parse_args, with unknown options named without values."""
@@ -388,6 +426,7 @@ def parse(parser: configargparse.ArgParser, argv: Optional[Sequence[str]]) -> ar
         args = parser.parse_args(argv, env_vars=_environment(parser))
     except OSError as exc:  # an unreadable config file
         raise UsageError(f"cannot read config file {exc.filename}: {exc.strerror}") from None
+    _empty_paths(parser, args)
     _unknown_environment(parser, args)
     _no_nul(parser, args)
     _register_secrets(args)
@@ -406,6 +445,25 @@ def _no_nul(parser: configargparse.ArgParser, args: argparse.Namespace) -> None:
                         action.dest)
             raise UsageError(f"{name} holds a NUL byte (a config file's value?); "
                              "no path or value can hold one: remove it")
+
+
+# PATH options whose empty value means something: --collector-state none,
+# --telemetry-endpoint (a URL path) its default, as apache_exporter takes it.
+EMPTY_MEANS = ("collector_state", "telemetry_endpoint")
+
+
+def _empty_paths(parser: configargparse.ArgParser, args: argparse.Namespace) -> None:
+    """An empty PATH is refused, named where it was given (a 'state-file ='
+    line, ``APACHE_METRICS_STATE_FILE=`` in a unit file): made absolute it is
+    the current directory itself, which root's reaper, run by cron from
+    /root, moved aside as a corrupt state file."""
+    for action in parser._actions:
+        if action.metavar != "PATH" or action.dest in EMPTY_MEANS:
+            continue
+        value = getattr(args, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            parser.error(f"argument {'/'.join(action.option_strings)}: is empty; give a "
+                         "path (the empty one would be the current directory)")
 
 
 def _register_secrets(args: argparse.Namespace) -> None:
@@ -709,7 +767,7 @@ def _collector_options(p: Any) -> None:
                    default="apache_exporter",
                    help="apache_exporter: its names, dashboards keep working; base-units: "
                         "bytes and seconds where it used kilobytes and ms (promtool lint)")
-    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_positive_seconds,
+    o.add_argument("-w", "--watch", nargs="?", const=2.0, type=_pace,
                    metavar="SECONDS",
                    help="a live top-like view in the terminal, redrawn every SECONDS "
                         "(default 2); s: sort by memory/request time, q: quit")
@@ -754,7 +812,7 @@ def _collector_options(p: Any) -> None:
                    metavar="SIZE", help="past this the oldest spooled data is dropped "
                                         "(and counted)")
     r = p.add_argument_group("long-running modes (default: collect once and exit)")
-    r.add_argument("--interval", type=_positive_seconds, metavar="TIMESPAN",
+    r.add_argument("--interval", type=_pace, metavar="TIMESPAN",
                    help="collect and write a batch every TIMESPAN until stopped "
                         "(default under collectd's Exec plugin: COLLECTD_INTERVAL)")
     r.add_argument("--execd", action="store_true",

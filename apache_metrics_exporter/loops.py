@@ -20,6 +20,7 @@ from apache_metrics_exporter.cycle import Cycle, report
 from apache_metrics_exporter.errors import EXIT_OK, EXIT_OUTPUT, OutputError, UsageError
 from apache_metrics_exporter.log import log
 from apache_metrics_exporter.streams import StdoutClosed
+from apache_metrics_exporter.units import MAX_TIMESPAN, MIN_INTERVAL
 from apache_metrics_exporter.writers import FORMAT
 
 TYPE_CHECKING = False
@@ -40,7 +41,13 @@ def collectd_interval() -> Optional[float]:
         value = float(text)
     except ValueError:
         raise UsageError(f"COLLECTD_INTERVAL={text!r} is not a number of seconds") from None
-    return value if value > 0 else None
+    if value <= 0:
+        return None
+    if not MIN_INTERVAL <= value <= MAX_TIMESPAN:  # NaN too; inf cannot be slept
+        raise UsageError(f"COLLECTD_INTERVAL={text!r}: the pace must be at least "
+                         f"{MIN_INTERVAL:g} s (a shorter one is a busy loop) and at most "
+                         "100 years")
+    return value
 
 
 def batch(cycle: Cycle, fetchers: List[Fetcher], writer: Writer, sink: Optional[Any] = None,

@@ -495,12 +495,9 @@ def _main(argv: List[str]) -> int:
     try:
         s = parse_args(argv)
         log.speak_as(PROG, s.option_names())
-        if s.help:
-            sys.stdout.write(HELP)
-            return EXIT_OK
-        if s.version:
-            sys.stdout.write(f"{PROG} (apache-metrics-exporter) {__version__}\n")
-            return EXIT_OK
+        if s.help or s.version:
+            return _print(HELP if s.help else
+                          f"{PROG} (apache-metrics-exporter) {__version__}\n")
         log.setup(1 + s.verbose, s.quiet, PROG)
         os.environ.pop("COLLECTD_INTERVAL", None)  # never a loop, whoever runs us
         steps = check(plan(s))
@@ -521,6 +518,20 @@ def _main(argv: List[str]) -> int:
         except (AttributeError, OSError, ValueError):
             status = max(status, EXIT_OUTPUT)
     return status
+
+
+def _print(text: str) -> int:
+    """``text`` on stdout (--help, --version): EXIT_OK, or EXIT_OUTPUT with one
+    line when stdout fails (/dev/full, a reader gone), never a traceback."""
+    from apache_metrics_exporter.streams import stdout_failed
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        log.error("%s", stdout_failed(exc))
+        return EXIT_OUTPUT
+    return EXIT_OK
 
 
 def console_main() -> None:

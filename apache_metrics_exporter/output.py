@@ -43,7 +43,7 @@ import time
 from apache_metrics_exporter.errors import OutputError, UsageError
 from apache_metrics_exporter.log import WARNING, log
 from apache_metrics_exporter.paths import MAX_LINKS, distrust, real_directory
-from apache_metrics_exporter.streams import closed, require_stdout
+from apache_metrics_exporter.streams import closed, require_stdout, stdout_failed
 
 SPECIAL_TIMEOUT = 10.0  # seconds to wait for a FIFO's reader (open and writes)
 
@@ -183,15 +183,7 @@ def _write_stdout(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     except OSError as exc:
-        # Point stdout at /dev/null so the interpreter's final flush of
-        # what is left in the buffer cannot fail again on the way out.
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, sys.stdout.fileno())
-            os.close(null)
-        except OSError:
-            pass
-        raise OutputError(f"cannot write to standard output: {exc.strerror}") from None
+        raise stdout_failed(exc) from None
 
 
 def _write_fd(path: str, fd: int, data: bytes) -> None:

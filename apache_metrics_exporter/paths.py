@@ -171,9 +171,11 @@ def resolve(path: str, what: str, missing_ok: bool = True) -> str:
 
 def check(path: str, what: str, directory: bool = False) -> bool:
     """Raise OutputError if ``path`` exists and is not trusted, or a symlink
-    among its directories is not to be followed; False if missing."""
+    among its directories is not to be followed, or - a file expected - it
+    is a directory with anything in it (``occupied``); False if missing."""
     try:
-        st = os.lstat(resolve(path, what))
+        real = resolve(path, what)
+        st = os.lstat(real)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -181,21 +183,24 @@ def check(path: str, what: str, directory: bool = False) -> bool:
     why = problem(st, path, what, directory)
     if why:
         raise OutputError(why)
-    if not directory and stat.S_ISDIR(st.st_mode) and not _empty(resolve(path, what)):
-        # Not a state file gone bad, to be moved aside: a directory named by
-        # mistake (the state directory itself, its file name forgotten).
-        raise OutputError(f"{what} {path} is a directory with files in it, not a file; "
-                          "nothing was moved: give the file's own path")
+    if not directory and stat.S_ISDIR(st.st_mode) and occupied(real):
+        raise OutputError(f"{what} {path} is a directory with files in it: not a file of "
+                          "this program's gone bad, so it is not moved aside; give the "
+                          f"path of a file (e.g. {os.path.join(path, 'NAME.json')})")
     return True
 
 
-def _empty(directory: str) -> bool:
-    """Whether ``directory`` holds nothing (False when it cannot be listed)."""
+def occupied(directory: str) -> bool:
+    """Whether ``directory`` has any entry (True when it cannot be listed).
+    A state file's path naming such a directory (``--state-file
+    /var/lib/apache-metrics-exporter``, ``..``, a trailing slash) is a path
+    given wrongly, not a corrupt file: moving it aside would take whatever
+    is in it (an empty one is set aside like any corrupt file)."""
     try:
         with os.scandir(directory) as entries:
-            return next(entries, None) is None
+            return next(entries, None) is not None
     except OSError:
-        return False
+        return True
 
 
 def same_file(a: str, b: str) -> bool:

@@ -87,6 +87,20 @@ def require_stdout() -> None:
         raise StdoutClosed(stdout_error())
 
 
+def stdout_failed(exc: OSError) -> OutputError:
+    """The output error for a write to stdout that failed (/dev/full, a
+    reader gone: EPIPE). Stdout is pointed at /dev/null first, so that the
+    interpreter's final flush of what is left in the buffer cannot fail
+    again on the way out."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return OutputError(f"cannot write to standard output: {exc.strerror}")
+
+
 def stdout_attempted() -> bool:
     """Did anything try to print to the stand-in of a closed stdout (--help)?"""
     return _ClosedStdout.attempted

@@ -25,6 +25,10 @@ _TIMESPAN_UNITS = {
 }
 YEAR = 31449600.0
 MAX_TIMESPAN = 100 * YEAR  # longer is a typo (and past what a reaper can mean)
+# The shortest pace of a loop (--interval, --watch, COLLECTD_INTERVAL): a
+# shorter one collects as fast as the CPU goes - a busy loop that floods
+# stderr while Apache is down and hammers its status page while it is up.
+MIN_INTERVAL = 0.1
 _SIZE_UNITS = {"": 1, "b": 1, "byte": 1}
 for _power, (_letter, _decimal, _binary) in enumerate((
         ("k", "kilo", "kibi"), ("m", "mega", "mebi"), ("g", "giga", "gibi"),

@@ -3,11 +3,13 @@
 import os
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
 
 from apache_metrics_exporter import __version__
+from apache_metrics_exporter.config import build_parser, build_reaper_parser
 from tests.conftest import exporter_env, run_exporter
 
 
@@ -85,6 +87,11 @@ def test_version_and_help():
     (["--password", "hunter2"], "--password on the command line"),
     (["--password=hunter2"], "--password on the command line"),
     (["--url", "http://127.0.0.1/x", "--url", "http://127.0.0.2/x"], "one Apache only"),
+    # A pace of 1ns collected as fast as the CPU goes: a busy loop, stderr
+    # flooded while Apache is down, Apache's status page hammered while up.
+    (["--interval", "1ns"], "--interval: at least 0.1 s"),
+    (["--interval", "0.05"], "--interval: at least 0.1 s"),
+    (["--watch", "1us"], "--watch: at least 0.1 s"),
 ])
 def test_usage_errors_exit_2_before_fetching(listener, args, message):
     url, hits = listener
@@ -693,3 +700,104 @@ def test_a_nul_byte_in_a_config_files_value_is_a_usage_error(tmp_path, listener,
     assert "a\0b" not in line and hits == [] and os.listdir(tmp_path) == ["exporter.conf"]
     assert not same_file(f"{tmp_path}/a\0b", str(tmp_path)) and \
         not same_file(str(tmp_path / "missing"), "x\0")
+
+
+# --- every option's worst value (red team 4) ----------------------------------------
+
+def _path_options(build) -> list:
+    """(option, dest) of every option whose value is a PATH, but the two whose
+    empty value means something: --collector-state ('' for none) and
+    --telemetry-endpoint (a URL path; empty is the default, as for
+    apache_exporter)."""
+    return [(a.option_strings[0] if a.option_strings[0].startswith("--")
+             else a.option_strings[1], a.dest)
+            for a in build()._actions
+            if a.metavar == "PATH" and a.dest not in ("collector_state", "telemetry_endpoint")]
+
+
+@pytest.mark.parametrize("command,option", [
+    ("exporter", o) for o, _ in _path_options(build_parser)] + [
+    ("reaper", o) for o, _ in _path_options(build_reaper_parser)])
+@pytest.mark.parametrize("how", ["command line", "config file", "environment"])
+def test_an_empty_path_is_a_usage_error_naming_the_option(tmp_path, monkeypatch, command,
+                                                         option, how):
+    # os.path.join(cwd, '') is the current directory itself: an empty
+    # --state-file (a 'state-file =' line, APACHE_METRICS_STATE_FILE= in a
+    # unit file) made root's reaper move its working directory aside as a
+    # "corrupt" state file and write JSON in its place - /root under cron.
+    from apache_metrics_exporter import config
+    from apache_metrics_exporter.errors import UsageError
+
+    build = build_parser if command == "exporter" else build_reaper_parser
+    argv = ["--url", "http://127.0.0.1:9/server-status", "--max-time", "1h"][
+        :2 if command == "exporter" else 4]
+    env_var = "APACHE_METRICS_" + option[2:].upper().replace("-", "_").replace(".", "_")
+    monkeypatch.delenv(env_var, raising=False)  # the session's own state paths
+    if how == "command line":
+        argv.append(f"{option}=")
+    elif how == "config file":
+        conf = tmp_path / "c.conf"
+        conf.write_text(f"{option[2:]} =\n")
+        conf.chmod(0o600)
+        argv += ["-c", str(conf)]
+    else:
+        monkeypatch.setenv(env_var, "")
+    with pytest.raises(UsageError) as caught:
+        config.parse(build(), argv)
+    message = str(caught.value)
+    assert "empty" in message and "\n" not in message
+    named = {"command line": option, "config file": f"key {option[2:]}",
+             "environment": f"environment variable {env_var}"}[how]
+    assert named in message, message
+
+
+def test_an_empty_state_file_never_moves_the_working_directory(tmp_path):
+    work = tmp_path / "home"
+    work.mkdir()
+    (work / "keep").write_text("mine\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from apache_metrics_exporter.cli import reaper_console; "
+         "reaper_console()", "--url", "http://127.0.0.1:9/server-status", "--max-time",
+         "1h", "--dry-run", "--state-file="],
+        capture_output=True, text=True, timeout=60, cwd=work,
+        env=exporter_env(PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    assert proc.returncode == 2, proc.stderr
+    assert "--state-file" in one_error_line(proc)
+    assert (work / "keep").read_text() == "mine\n"
+    assert sorted(os.listdir(tmp_path)) == ["home"]
+
+
+def _checked_options(build) -> list:
+    """Every option whose value is converted or chosen (type= or choices=)."""
+    return [next(o for o in a.option_strings if o.startswith("--"))
+            for a in build()._actions
+            if a.option_strings and a.nargs != 0 and (a.type is not None or a.choices)
+            and not a.dest.startswith("_foreign")]
+
+
+@pytest.mark.parametrize("command,option", [
+    ("exporter", o) for o in _checked_options(build_parser)] + [
+    ("reaper", o) for o in _checked_options(build_reaper_parser)])
+def test_an_option_given_a_double_dash_is_checked_like_any_value(command, option):
+    # Python 3.11's argparse drops a '--' that is an option's own value
+    # (--timeout=--) and sets the option to [] past its type and choices:
+    # tracebacks later (a list where seconds were expected), and in the
+    # reaper a --grace or --lock-timeout of [] that passed every check.
+    from apache_metrics_exporter import config
+    from apache_metrics_exporter.errors import UsageError
+
+    build = build_parser if command == "exporter" else build_reaper_parser
+    argv = ["--url", "http://127.0.0.1:9/server-status", "--max-time", "1h"][
+        :2 if command == "exporter" else 4]
+    with pytest.raises(UsageError) as caught:
+        config.parse(build(), [*argv, f"{option}=--"])
+    assert option in str(caught.value) and "'--'" in str(caught.value)
+
+
+@pytest.mark.parametrize("args", [["--url=--"], ["--header=--"],
+                                  ["-T--"], ["--format=--"], ["--vhost-limit=--"]])
+def test_a_double_dash_value_is_never_a_traceback(args):
+    proc = run_exporter("--url", "http://127.0.0.1:9/server-status", *args)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    one_error_line(proc)

@@ -254,3 +254,20 @@ def test_telegraf_log_format_prefixes_levels(own_apache):
     assert code == 0
     (line,) = err.strip().splitlines()
     assert line.startswith("E! [apache-metrics-exporter] connection to 127.0.0.1:")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan ", "1e-9", "0.001"])
+def test_collectd_interval_out_of_range_is_one_line(monkeypatch, value):
+    # COLLECTD_INTERVAL=inf or 1e308 ended in a traceback (time.sleep cannot
+    # wait that long), 1e-9 in a loop collecting as fast as the CPU goes.
+    from apache_metrics_exporter.errors import UsageError
+    from apache_metrics_exporter.loops import MIN_INTERVAL, collectd_interval
+
+    monkeypatch.setenv("COLLECTD_INTERVAL", value)
+    with pytest.raises(UsageError, match="COLLECTD_INTERVAL") as caught:
+        collectd_interval()
+    assert "\n" not in str(caught.value)
+    monkeypatch.setenv("COLLECTD_INTERVAL", str(MIN_INTERVAL))
+    assert collectd_interval() == MIN_INTERVAL
+    monkeypatch.setenv("COLLECTD_INTERVAL", "0")  # not under collectd's Exec: once
+    assert collectd_interval() is None

@@ -512,6 +512,22 @@ def test_untrusted_state_is_refused_and_counts_left_out(tmp_path, capsys):
     assert counts(s) == {}
 
 
+def test_a_directory_with_files_at_the_state_path_is_left_alone(tmp_path, capsys):
+    # --collector-state /var/lib/apache-metrics-exporter (the directory, not
+    # a file in it), or '..': moved aside as a "corrupt" state file, the
+    # reaper's state and the spool in it went with it.
+    home = tmp_path / "ame"
+    home.mkdir()
+    (home / "reaper-state.json").write_text("{}")
+    s = snap()
+    restarts.track([s], str(home), explicit=True)
+    assert counts(s) == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ame"]
+    assert (home / "reaper-state.json").read_text() == "{}"
+    err = capsys.readouterr().err
+    assert "is a directory with files in it" in err and len(err.splitlines()) == 1
+
+
 def test_many_targets_are_bounded(tmp_path):
     path = str(tmp_path / "state.json")
     for n in range(restarts.MAX_TARGETS + 20):

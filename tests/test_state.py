@@ -134,6 +134,25 @@ def test_reaper_sets_corrupt_state_aside_and_goes_on(tmp_path, case, capsys):
     assert json.loads(path.read_text())["totals"]["runs"] == 2
 
 
+def test_reaper_refuses_a_directory_with_files_as_its_state_file(tmp_path):
+    # --state-file /var/lib/apache-metrics-exporter (the directory), '..' or a
+    # trailing slash: the whole directory - the collector's state and the
+    # spool with it - was moved aside as a corrupt state file, and the reaper
+    # went on to kill. Refused before any work (exit 1); an empty directory
+    # is still set aside, as a corrupt file is (CORRUPT["directory"]).
+    home = tmp_path / "ame"
+    home.mkdir()
+    (home / "collector-state.json").write_text("{}")
+    for named in (str(home), str(home) + "/", str(home / "spool") + "/.."):
+        with pytest.raises(OutputError, match="is a directory with files in it"):
+            StateFile(named).check()
+        with pytest.raises(OutputError, match="is a directory with files in it"):
+            with StateFile(named).locked(5):
+                pytest.fail("the state was handed out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ame"]
+    assert os.listdir(home) == ["collector-state.json"]
+
+
 def test_reaper_keeps_a_good_file_and_its_mode(tmp_path):
     path = tmp_path / "s.json"
     path.write_bytes(dumps(valid()))

@@ -311,6 +311,48 @@ def test_help_to_a_closed_stdout_is_an_output_error(cmd, option):
     assert STDOUT_CLOSED in line
 
 
+def run_to(cmd: Sequence[str], stdout: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    """``cmd args`` writing to a failing stdout: ``full`` (/dev/full, every write
+    ENOSPC) or ``gone`` (a pipe whose reader left: EPIPE, SIGPIPE ignored as
+    under Python and most agents)."""
+    if stdout == "full":
+        with open("/dev/full", "w") as full:
+            return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=60,
+                                  env=env if env is not None else exporter_env())
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=env if env is not None else exporter_env())
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("stdout", ["full", "gone"])
+@pytest.mark.parametrize("cmd", [EXPORTER, REAPER, MANAGER], ids=["exporter", "reaper",
+                                                                  "manager"])
+@pytest.mark.parametrize("option", ["--help", "--version"])
+def test_help_to_a_failing_stdout_is_an_output_error(cmd, option, stdout):
+    # It was "cannot read config file None: No space left on device", exit
+    # 2 (the failed write taken for an unreadable config file), and a
+    # traceback from apache-manager.
+    proc = run_to(cmd, stdout, option, env=manager_env())
+    assert proc.returncode == 1, proc.stderr
+    (line,) = error_lines(proc)
+    assert "cannot write to standard output: " in line and "config file" not in line
+
+
+@pytest.mark.parametrize("stdout", ["full", "gone"])
+def test_check_to_a_failing_stdout_is_one_line_and_status_1(down, stdout):
+    # --check's report went out line by line with no guard: a traceback.
+    proc = run_to(EXPORTER, stdout, "--url", down, "--check")
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert "cannot write to standard output: " in line
+
+
 @pytest.mark.parametrize("cmd", [EXPORTER, REAPER, MANAGER], ids=["exporter", "reaper",
                                                                   "manager"])
 def test_help_with_stdin_and_stderr_closed(cmd):
