@@ -530,6 +530,7 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
         return None
     targets = state["targets"]
     now = now_mark()
+    compared = []
     for snap, reading in readings:
         if reading is None:
             continue
@@ -539,14 +540,24 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
         before = _previous(entry, now, memory.readings.get(snap.url))
         if before is None or not newer(before, reading) or classify(before, reading):
             return None  # first sight, an older reading, a restart: the full path
+        compared.append((snap, reading, before))
     counted = []
-    for snap, reading in readings:
-        if reading is not None:
-            entry, before = advance(state, snap.url, reading, now,
-                                    memory.readings.get(snap.url))
-            _derive(snap, before, reading, vhost_limit)
-            memory.remember(snap.url, entry["reading"])
-            counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
+    done = set()
+    for snap, reading, before in compared:
+        url = snap.url
+        if url in done:  # a second snapshot of one URL compares with the first's
+            entry, before = advance(state, url, reading, now, memory.readings.get(url))
+        else:
+            # advance() as it would go: the entry, the memory and the clock
+            # are the ones just compared with (only this URL's entry and
+            # memory change in this loop), the reading newer, no restart.
+            entry = targets.get(url) or {kind: 0 for kind in KINDS}
+            entry["reading"] = reading
+            targets[url] = entry
+            done.add(url)
+        _derive(snap, before, reading, vhost_limit)
+        memory.remember(url, entry["reading"])
+        counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
     return counted
 
 
