@@ -69,6 +69,7 @@ HIST_LEN = len(LE) + 2  # bucket counts (not cumulative), sum of seconds, count
 MAX_SLOT_INTS = 3 * 32768  # per target: ServerLimit x ThreadsPerChild rows, and more
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 _INT64_MAX = (1 << 63) - 1
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
 
 
 def _acc(text: str) -> Optional[int]:
@@ -442,7 +443,7 @@ def _hist_samples(prefix: str, hist: List[float], label: Tuple[Tuple[str, str], 
     bucket = BY_NAME[f"{prefix}_bucket"]
     for le, count in zip(LE, hist):
         running += int(count)
-        out.append(Sample(bucket, running, label + (("le", le),)))
+        out.append(_new(Sample, (bucket, running, label + (("le", le),))))
     out.append(Sample(BY_NAME[f"{prefix}_sum"], float(hist[-2]), label))
     out.append(Sample(BY_NAME[f"{prefix}_count"], int(hist[-1]), label))
     return out

@@ -81,6 +81,12 @@ class Sample(NamedTuple):
     labels: Tuple[Tuple[str, str], ...] = ()
 
 
+# Sample(metric, value, labels) made in C where a cycle makes many (the
+# namedtuple's __new__ is a Python function: 150 samples a cycle): the same
+# three-item tuple of the same class. Every field is given (labels: ()).
+_new = tuple.__new__
+
+
 class Snapshot(NamedTuple):
     """Everything one collection learned about one target."""
 
@@ -350,14 +356,14 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     add = out.append
     if auto is not None:
         for name, value in auto.values.items():
-            add(Sample(BY_NAME[name], value))
+            add(_new(Sample, (BY_NAME[name], value, ())))
         for metric, labels, value, _key in auto.proxy:
-            add(Sample(metric, value, tuple(sorted(labels.items()))))
+            add(_new(Sample, (metric, value, tuple(sorted(labels.items())))))
         out.extend(_derived(auto))
         board = count_scoreboard(auto.scoreboard)
         scoreboard = BY_NAME["scoreboard"]
         for state, n in board.items():
-            add(Sample(scoreboard, n, (("state", state),)))
+            add(_new(Sample, (scoreboard, n, (("state", state),))))
         slots = len(auto.scoreboard)
         add(Sample(BY_NAME["scoreboard_slots"], slots))
         busy = auto.values.get("busy_workers")
@@ -373,7 +379,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
             stats = memory_stats(values)
             label = (("group", group),)
             for stat in MEMORY_STATS:
-                add(Sample(BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label))
+                add(_new(Sample, (BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label)))
         for group in sorted(processes.truncated):
             add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
     return out
@@ -397,7 +403,7 @@ def saturation_samples(listeners: Sequence[Listener], reason: str) -> List[Sampl
                               sum(s.limit or 0 for s in listeners)))
     out.append(Sample(BY_NAME["status_reason"], reason))
     state = BY_NAME["up_reason"]
-    out.extend(Sample(state, 1 if word == reason else 0, (("reason", word),))
+    out.extend(_new(Sample, (state, 1 if word == reason else 0, (("reason", word),)))
                for word in REASONS)
     return out
 
@@ -506,9 +512,9 @@ def _vhost_samples(vhosts: Sequence[str], modes: Sequence[str],
     out = []
     for name, (busy, flight, longest) in sorted(labelled):
         label = (("vhost", name),)
-        out.append(Sample(BY_NAME["vhost_busy_workers"], busy, label))
-        out.append(Sample(BY_NAME["vhost_requests_in_flight"], flight, label))
-        out.append(Sample(BY_NAME["vhost_longest_request_seconds"], longest, label))
+        out.append(_new(Sample, (BY_NAME["vhost_busy_workers"], busy, label)))
+        out.append(_new(Sample, (BY_NAME["vhost_requests_in_flight"], flight, label)))
+        out.append(_new(Sample, (BY_NAME["vhost_longest_request_seconds"], longest, label)))
     return out
 
 
