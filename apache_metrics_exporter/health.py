@@ -9,6 +9,8 @@ import os
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, Dict, List, Optional, Tuple
@@ -81,18 +83,19 @@ def _reaper_samples(state: Optional[Dict[str, Any]]) -> List[Sample]:
     from apache_metrics_exporter.reaper.state import RunCounts
 
     last = RunCounts.from_json((state or {}).get("last_run"))
-    out = [Sample(BY_NAME["reaper_last_run_kills"], n, (("kind", kind),))
+    out = [_new(Sample, (BY_NAME["reaper_last_run_kills"], n, (("kind", kind),)))
            for kind, n in last.kills().items()]
     if state is None:
         return out
     totals = state["totals"]
     for kind, n in sorted(totals["kills"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_total"], n, (("kind", kind),)))
+        out.append(_new(Sample, (BY_NAME["reaper_kills_total"], n, (("kind", kind),))))
     for reason, n in sorted(totals["reasons"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
+        out.append(_new(Sample, (BY_NAME["reaper_kills_by_reason_total"], n,
+                                 (("reason", reason),))))
     for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
                     "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
-        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
+        out.append(_new(Sample, (BY_NAME[f"reaper_{counter}_total"], totals[counter], ())))
     if last.time:
-        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last.time))
+        out.append(_new(Sample, (BY_NAME["reaper_last_run_timestamp_seconds"], last.time, ())))
     return out

@@ -115,6 +115,7 @@ MAX_FIGURES = 64
 # else (Memory.held): between saves nothing of it is lost but the time its
 # stored reading is from, which later comparisons take into account anyway.
 SAVE_EVERY = 60.0
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
 
 def _loudness(explicit: bool, memory: object) -> int:
     """How loud a collector state that cannot be used is: a warning when it
@@ -649,5 +650,5 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
 def _report(snap: Any, values: Dict[str, int]) -> None:
     """The restart counts of a snapshot, as saved."""
     for kind in KINDS:
-        snap.samples.append(Sample(BY_NAME["restarts_total"], values[kind],
-                                   (("kind", kind),)))
+        snap.samples.append(_new(Sample, (BY_NAME["restarts_total"], values[kind],
+                                   (("kind", kind),))))
