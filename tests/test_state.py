@@ -753,3 +753,16 @@ def test_the_spools_own_state_is_no_collector_state(tmp_path, capsys):
     assert status == 2, err
     assert "--collector-state" in err and "--spool-dir" in err
     assert not spool.exists()
+
+
+def test_no_reaper_state_gives_the_same_zero_counts_each_time(tmp_path):
+    """The figures without a state file are made once and handed out anew:
+    a caller extending its list changes nothing the next one gets."""
+    path = str(tmp_path / "none")
+    first = reaper_samples(path)
+    assert {(s.metric.name, s.labels): s.value for s in first} == {
+        ("reaper_last_run_kills", (("kind", k),)): 0
+        for k in ("native_active", "native_idle", "wsgi")}
+    first.append("changed by a caller")
+    assert reaper_samples(path) == first[:-1] == reaper_samples(None)
+    assert reaper_samples(path) is not reaper_samples(path)
