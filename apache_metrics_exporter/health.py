@@ -9,6 +9,8 @@ import os
 from apache_metrics_exporter.catalogue import BY_NAME
 from apache_metrics_exporter.collect.snapshot import Sample
 
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     from typing import Any, Dict, List, Optional, Tuple
@@ -48,6 +50,9 @@ def state_samples(spool_dir: Optional[str], spool_max_bytes: int = 0,
 # written, chmodded or chowned since (the reaper replaces it whole): 27 us of
 # JSON and checks a cycle otherwise, where a reaper runs beside it.
 _READ: Dict[str, Tuple[Tuple[int, ...], Tuple[Sample, ...]]] = {}
+# The figures when no reaper state is there (no reaper ran: every last-run
+# kill count 0), asked for every cycle where no reaper runs.
+_NO_REAPER: List[Tuple[Sample, ...]] = []
 
 
 def reaper_samples(state_file: Optional[str]) -> List[Sample]:
@@ -62,7 +67,9 @@ def reaper_samples(state_file: Optional[str]) -> List[Sample]:
     except OSError:
         now = None  # none (or none to be seen): no reaper ran
     if now is None or state_file is None:
-        return _reaper_samples(None)
+        if not _NO_REAPER:  # (made once: it depends on nothing)
+            _NO_REAPER.append(tuple(_reaper_samples(None)))
+        return list(_NO_REAPER[0])
     kept = _READ.get(state_file)
     if kept is not None and kept[0] == now:
         return list(kept[1])
@@ -81,18 +88,19 @@ def _reaper_samples(state: Optional[Dict[str, Any]]) -> List[Sample]:
     from apache_metrics_exporter.reaper.state import RunCounts
 
     last = RunCounts.from_json((state or {}).get("last_run"))
-    out = [Sample(BY_NAME["reaper_last_run_kills"], n, (("kind", kind),))
+    out = [_new(Sample, (BY_NAME["reaper_last_run_kills"], n, (("kind", kind),)))
            for kind, n in last.kills().items()]
     if state is None:
         return out
     totals = state["totals"]
     for kind, n in sorted(totals["kills"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_total"], n, (("kind", kind),)))
+        out.append(_new(Sample, (BY_NAME["reaper_kills_total"], n, (("kind", kind),))))
     for reason, n in sorted(totals["reasons"].items()):
-        out.append(Sample(BY_NAME["reaper_kills_by_reason_total"], n, (("reason", reason),)))
+        out.append(_new(Sample, (BY_NAME["reaper_kills_by_reason_total"], n,
+                                 (("reason", reason),))))
     for counter in ("sigkill_escalations", "skipped_for_safety", "would_kill",
                     "state_resets", "circuit_breaker_trips", "unproven_runs", "runs"):
-        out.append(Sample(BY_NAME[f"reaper_{counter}_total"], totals[counter]))
+        out.append(_new(Sample, (BY_NAME[f"reaper_{counter}_total"], totals[counter], ())))
     if last.time:
-        out.append(Sample(BY_NAME["reaper_last_run_timestamp_seconds"], last.time))
+        out.append(_new(Sample, (BY_NAME["reaper_last_run_timestamp_seconds"], last.time, ())))
     return out

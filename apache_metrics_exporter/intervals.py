@@ -69,6 +69,7 @@ HIST_LEN = len(LE) + 2  # bucket counts (not cumulative), sum of seconds, count
 MAX_SLOT_INTS = 3 * 32768  # per target: ServerLimit x ThreadsPerChild rows, and more
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 _INT64_MAX = (1 << 63) - 1
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
 
 
 def _acc(text: str) -> Optional[int]:
@@ -395,7 +396,7 @@ def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
     if not span > 0:
         return []
     old, new = before["figures"], now["figures"]
-    out = [Sample(BY_NAME["interval_seconds"], round(span, 6))]
+    out = [_new(Sample, (BY_NAME["interval_seconds"], round(span, 6), ()))]
 
     def delta(key: str) -> Optional[float]:
         a, b = old.get(key), new.get(key)
@@ -403,13 +404,14 @@ def rates(before: Dict[str, Any], now: Dict[str, Any]) -> List[Sample]:
 
     accesses, kbytes, duration = delta("accesses"), delta("kbytes"), delta("duration_ms")
     if accesses is not None:
-        out.append(Sample(BY_NAME["interval_requests_per_second"], round(accesses / span, 6)))
+        out.append(_new(Sample, (BY_NAME["interval_requests_per_second"],
+                                 round(accesses / span, 6), ())))
     if kbytes is not None:
-        out.append(Sample(BY_NAME["interval_bytes_per_second"],
-                          round(kbytes * 1024 / span, 6)))
+        out.append(_new(Sample, (BY_NAME["interval_bytes_per_second"],
+                                 round(kbytes * 1024 / span, 6), ())))
     if duration is not None and accesses:
-        out.append(Sample(BY_NAME["interval_request_duration_seconds"],
-                          round(duration / accesses / 1000, 6)))
+        out.append(_new(Sample, (BY_NAME["interval_request_duration_seconds"],
+                                 round(duration / accesses / 1000, 6), ())))
     return out
 
 
@@ -449,15 +451,15 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
     accesses = now["figures"].get("accesses")
     previous = before["figures"].get("accesses")
     if accesses is not None and previous is not None and accesses - previous - ours > 0:
-        out.append(Sample(BY_NAME["request_duration_sampled_ratio"],
-                          round(min(1.0, sampled / (accesses - previous - ours)), 6)))
-    out.append(Sample(BY_NAME["request_duration_sampled"], sampled))
+        out.append(_new(Sample, (BY_NAME["request_duration_sampled_ratio"],
+                                 round(min(1.0, sampled / (accesses - previous - ours)), 6), ())))
+    out.append(_new(Sample, (BY_NAME["request_duration_sampled"], sampled, ())))
     hist = now["hist"]
     hist[""] = _add(hist_before.get(""), everything)
     out.extend(_hist_samples("request_duration", hist[""], ()))
     if everything:
         for stat, value in _stats(everything).items():
-            out.append(Sample(BY_NAME[f"request_duration_{stat}_seconds"], value))
+            out.append(_new(Sample, (BY_NAME[f"request_duration_{stat}_seconds"], value, ())))
     if vhost_limit <= 0:
         return out
     ranked = sorted(per.items(), key=lambda item: (-sum(w for _, w in item[1]), item[0]))
@@ -477,12 +479,12 @@ def derive(before: Dict[str, Any], now: Dict[str, Any], workers: Optional[Sequen
         kept[name] = _add(hist_before.get(name), values)
         label = (("vhost", name),)
         out.extend(_hist_samples("vhost_request_duration", kept[name], label))
-        out.append(Sample(BY_NAME["vhost_request_duration_sampled"],
-                          sum(w for _, w in values), label))
+        out.append(_new(Sample, (BY_NAME["vhost_request_duration_sampled"],
+                                 sum(w for _, w in values), label)))
         if values:
             for stat, value in _stats(values).items():
-                out.append(Sample(BY_NAME[f"vhost_request_duration_{stat}_seconds"],
-                                  value, label))
+                out.append(_new(Sample, (BY_NAME[f"vhost_request_duration_{stat}_seconds"],
+                                         value, label)))
     now["hist"] = kept
     return out
 
@@ -495,9 +497,9 @@ def _hist_samples(prefix: str, hist: List[float], label: Tuple[Tuple[str, str], 
     bucket = BY_NAME[f"{prefix}_bucket"]
     for le, count in zip(LE, hist):
         running += int(count)
-        out.append(Sample(bucket, running, label + (("le", le),)))
-    out.append(Sample(BY_NAME[f"{prefix}_sum"], float(hist[-2]), label))
-    out.append(Sample(BY_NAME[f"{prefix}_count"], int(hist[-1]), label))
+        out.append(_new(Sample, (bucket, running, label + (("le", le),))))
+    out.append(_new(Sample, (BY_NAME[f"{prefix}_sum"], float(hist[-2]), label)))
+    out.append(_new(Sample, (BY_NAME[f"{prefix}_count"], int(hist[-1]), label)))
     return out
 
 

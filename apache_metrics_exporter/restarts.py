@@ -115,6 +115,7 @@ MAX_FIGURES = 64
 # else (Memory.held): between saves nothing of it is lost but the time its
 # stored reading is from, which later comparisons take into account anyway.
 SAVE_EVERY = 60.0
+_new = tuple.__new__  # a Sample made in C (see collect/snapshot.py)
 
 def _loudness(explicit: bool, memory: object) -> int:
     """How loud a collector state that cannot be used is: a warning when it
@@ -530,6 +531,7 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
         return None
     targets = state["targets"]
     now = now_mark()
+    compared = []
     for snap, reading in readings:
         if reading is None:
             continue
@@ -539,14 +541,24 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
         before = _previous(entry, now, memory.readings.get(snap.url))
         if before is None or not newer(before, reading) or classify(before, reading):
             return None  # first sight, an older reading, a restart: the full path
+        compared.append((snap, reading, before))
     counted = []
-    for snap, reading in readings:
-        if reading is not None:
-            entry, before = advance(state, snap.url, reading, now,
-                                    memory.readings.get(snap.url))
-            _derive(snap, before, reading, vhost_limit)
-            memory.remember(snap.url, entry["reading"])
-            counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
+    done = set()
+    for snap, reading, before in compared:
+        url = snap.url
+        if url in done:  # a second snapshot of one URL compares with the first's
+            entry, before = advance(state, url, reading, now, memory.readings.get(url))
+        else:
+            # advance() as it would go: the entry, the memory and the clock
+            # are the ones just compared with (only this URL's entry and
+            # memory change in this loop), the reading newer, no restart.
+            entry = targets.get(url) or {kind: 0 for kind in KINDS}
+            entry["reading"] = reading
+            targets[url] = entry
+            done.add(url)
+        _derive(snap, before, reading, vhost_limit)
+        memory.remember(url, entry["reading"])
+        counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
     return counted
 
 
@@ -638,5 +650,5 @@ def track(snapshots: Sequence[Any], path: Optional[str], explicit: bool = False,
 def _report(snap: Any, values: Dict[str, int]) -> None:
     """The restart counts of a snapshot, as saved."""
     for kind in KINDS:
-        snap.samples.append(Sample(BY_NAME["restarts_total"], values[kind],
-                                   (("kind", kind),)))
+        snap.samples.append(_new(Sample, (BY_NAME["restarts_total"], values[kind],
+                                   (("kind", kind),))))

@@ -162,6 +162,17 @@ def test_all_fit_answers_as_fits_does_sample_by_sample(pairs):
     assert all_fit(samples) == all(fits(s.metric, s.value) for s in samples)  # limits known
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(ALL_METRICS), max_size=8), st.data())
+def test_all_fit_answers_as_fits_for_other_values_of_the_same_metrics(metrics, data):
+    """The metrics' layout (made by the first call) checks the next values
+    of the same metrics: the same answer as fits() for whatever they are."""
+    for _ in range(3):
+        samples = [Sample(metric, data.draw(VALUES)) for metric in metrics]
+        assert all_fit(samples) == all(fits(s.metric, s.value) for s in samples)
+        assert all_fit(iter(samples)) == all(fits(s.metric, s.value) for s in samples)
+
+
 def test_all_fit_refuses_the_one_value_out_of_range():
     counter, text = BY_NAME["total_accesses"], BY_NAME["longest_request"]
     assert fits(counter, -(2 ** 63 - 1)) and fits(counter, 2 ** 63 - 1)  # both ends

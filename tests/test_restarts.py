@@ -920,3 +920,43 @@ def test_execd_counts_each_restart_once_across_restarts_of_the_exporter(own_apac
         assert counts(gather(fourth)) == (2, 1)
     finally:
         stop(fourth)
+
+
+OTHER_URL = "http://127.0.0.1:8081/server-status"
+
+
+@pytest.mark.parametrize("batches", [
+    # (uptime, config, at, url) of each snapshot of a batch
+    [[(110, 1, 10, URL)], [(120, 1, 20, URL)]],
+    [[(110, 1, 10, URL), (110, 1, 10, OTHER_URL)], [(120, 1, 20, OTHER_URL), (120, 1, 20, URL)]],
+    # one URL twice in a batch: the second compares with the first (a restart
+    # between them is counted, an older one is not kept)
+    [[(110, 1, 10, URL), (120, 1, 20, URL)], [(130, 1, 30, URL), (125, 1, 25, URL)]],
+    [[(110, 1, 10, URL), (120, 2, 20, URL)], [(130, 2, 30, URL), (5, 2, 40, URL)]],
+])
+def test_a_loops_held_cycle_keeps_what_the_full_path_keeps(tmp_path, saves, monkeypatch,
+                                                             batches):
+    """Without reading or writing the file, a loop's cycle counts, remembers,
+    and keeps for its next save what a cycle that reads and saves the file
+    does (the counts, the figures, the memory and the state)."""
+    def run(held: bool) -> tuple:
+        path = tmp_path / ("held" if held else "full") / "state.json"
+        path.parent.mkdir()
+        monkeypatch.setattr(restarts, "SAVE_EVERY", 60.0 if held else 0.0)
+        memory = restarts.Memory()
+        first = [snap(uptime=100, at=T0), snap(uptime=100, at=T0, url=OTHER_URL)]
+        restarts.track(first, str(path), memory=memory)
+        seen = []
+        for batch in batches:
+            snaps = [snap(uptime=u, config=c, at=T0 + a, url=url, accesses=100 + a)
+                     for u, c, a, url in batch]
+            restarts.track(snaps, str(path), memory=memory)
+            seen.append([(counts(s), interval(s)) for s in snaps])
+        return seen, memory.readings, memory.held[2]
+
+    full = run(held=False)
+    made = len(saves)
+    held = run(held=True)
+    assert held == full
+    if all(c == {"graceful": 0, "hard": 0} for b in full[0] for c, _ in b):
+        assert len(saves) - made == 1  # (the first cycle's save only: the rest held)

@@ -805,3 +805,16 @@ def test_a_state_path_naming_a_directory_with_files_in_it_moves_nothing(
         StateFile(str(held) + slash).check()
     assert sorted(os.listdir(tmp_path)) == ["ame"]
     assert json.loads((held / "reaper-state.json").read_text()) == valid()
+
+
+def test_no_reaper_state_gives_the_same_zero_counts_each_time(tmp_path):
+    """The figures without a state file are made once and handed out anew:
+    a caller extending its list changes nothing the next one gets."""
+    path = str(tmp_path / "none")
+    first = reaper_samples(path)
+    assert {(s.metric.name, s.labels): s.value for s in first} == {
+        ("reaper_last_run_kills", (("kind", k),)): 0
+        for k in ("native_active", "native_idle", "wsgi")}
+    first.append("changed by a caller")
+    assert reaper_samples(path) == first[:-1] == reaper_samples(None)
+    assert reaper_samples(path) is not reaper_samples(path)

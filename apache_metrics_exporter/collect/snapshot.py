@@ -81,6 +81,12 @@ class Sample(NamedTuple):
     labels: Tuple[Tuple[str, str], ...] = ()
 
 
+# Sample(metric, value, labels) made in C where a cycle makes many (the
+# namedtuple's __new__ is a Python function: 150 samples a cycle): the same
+# three-item tuple of the same class. Every field is given (labels: ()).
+_new = tuple.__new__
+
+
 class Snapshot(NamedTuple):
     """Everything one collection learned about one target."""
 
@@ -324,8 +330,8 @@ def build(url: str, started: float, auto: Optional[AutoPage],
     samples = _samples(auto, workers, event, processes, options)
     samples.extend(saturation_samples(listeners, "ok" if auto is not None
                                       else reason if reason in REASONS else "error"))
-    samples.append(Sample(BY_NAME["up"], 1 if auto is not None else 0))
-    samples.append(Sample(BY_NAME["collection_duration_seconds"], round(duration, 6)))
+    samples.append(_new(Sample, (BY_NAME["up"], 1 if auto is not None else 0, ())))
+    samples.append(_new(Sample, (BY_NAME["collection_duration_seconds"], round(duration, 6), ())))
     if workers is not None:  # slow clients (collect/clients.py): no table, no figures
         samples.extend(client_samples(workers, url, options.client_limit))
     warnings = list(auto.warnings if auto is not None else ()) + list(warnings or ()) \
@@ -350,14 +356,14 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
     add = out.append
     if auto is not None:
         for name, value in auto.values.items():
-            add(Sample(BY_NAME[name], value))
+            add(_new(Sample, (BY_NAME[name], value, ())))
         for metric, labels, value, _key in auto.proxy:
-            add(Sample(metric, value, tuple(sorted(labels.items()))))
+            add(_new(Sample, (metric, value, tuple(sorted(labels.items())))))
         out.extend(_derived(auto))
         board = count_scoreboard(auto.scoreboard)
         scoreboard = BY_NAME["scoreboard"]
         for state, n in board.items():
-            add(Sample(scoreboard, n, (("state", state),)))
+            add(_new(Sample, (scoreboard, n, (("state", state),))))
         slots = len(auto.scoreboard)
         add(Sample(BY_NAME["scoreboard_slots"], slots))
         busy = auto.values.get("busy_workers")
@@ -373,7 +379,7 @@ def _samples(auto: Optional[AutoPage], workers: Optional[Sequence[WorkerRow]],
             stats = memory_stats(values)
             label = (("group", group),)
             for stat in MEMORY_STATS:
-                add(Sample(BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label))
+                add(_new(Sample, (BY_NAME[MEMORY_METRIC[stat]], getattr(stats, stat), label)))
         for group in sorted(processes.truncated):
             add(Sample(BY_NAME["wsgi_group_name_truncated"], 1, (("group", group),)))
     return out
@@ -387,17 +393,18 @@ def saturation_samples(listeners: Sequence[Listener], reason: str) -> List[Sampl
     length, limit = BY_NAME["accept_queue_length"], BY_NAME["accept_queue_limit"]
     for item in listeners:
         label = (("listen", item.address),)
-        out.append(Sample(length, item.queue, label))
+        out.append(_new(Sample, (length, item.queue, label)))
         if item.limit is not None:
-            out.append(Sample(limit, item.limit, label))
+            out.append(_new(Sample, (limit, item.limit, label)))
     if listeners:
-        out.append(Sample(BY_NAME["accept_queue_length_all"], sum(s.queue for s in listeners)))
+        out.append(_new(Sample, (BY_NAME["accept_queue_length_all"],
+                                 sum(s.queue for s in listeners), ())))
         if all(s.limit is not None for s in listeners):
-            out.append(Sample(BY_NAME["accept_queue_limit_all"],
-                              sum(s.limit or 0 for s in listeners)))
-    out.append(Sample(BY_NAME["status_reason"], reason))
+            out.append(_new(Sample, (BY_NAME["accept_queue_limit_all"],
+                                     sum(s.limit or 0 for s in listeners), ())))
+    out.append(_new(Sample, (BY_NAME["status_reason"], reason, ())))
     state = BY_NAME["up_reason"]
-    out.extend(Sample(state, 1 if word == reason else 0, (("reason", word),))
+    out.extend(_new(Sample, (state, 1 if word == reason else 0, (("reason", word),)))
                for word in REASONS)
     return out
 
@@ -419,14 +426,15 @@ def _worker_samples(workers: Sequence[WorkerRow], processes: ProcessScan,
     # the first busy row with the largest SS
     oldest = active[active_ages.index(longest)] if longest is not None else -1
     live = len(modes) - modes.count(".")
-    add(Sample(BY_NAME["workers_hanging"], hanging))
-    add(Sample(BY_NAME["native_worker_count"], live))
-    add(Sample(BY_NAME["active_requests"], len(active)))
+    add(_new(Sample, (BY_NAME["workers_hanging"], hanging, ())))
+    add(_new(Sample, (BY_NAME["native_worker_count"], live, ())))
+    add(_new(Sample, (BY_NAME["active_requests"], len(active), ())))
     request = cell(workers, "request", oldest) if oldest >= 0 else ""
-    add(Sample(BY_NAME["longest_request_seconds"], longest if oldest >= 0 else 0))
-    add(Sample(BY_NAME["longest_request"], "" if request == "NULL" else request))  # (row.request)
-    add(Sample(BY_NAME["longest_request_vhost"],
-               cell(workers, "vhost", oldest) if oldest >= 0 else ""))
+    add(_new(Sample, (BY_NAME["longest_request_seconds"], longest if oldest >= 0 else 0, ())))
+    add(_new(Sample, (BY_NAME["longest_request"],  # (row.request)
+                      "" if request == "NULL" else request, ())))
+    add(_new(Sample, (BY_NAME["longest_request_vhost"],
+                      cell(workers, "vhost", oldest) if oldest >= 0 else "", ())))
     if options.vhost_limit > 0:
         vhosts = columns(workers, ("vhost",))[0]
         out.extend(_vhost_samples(list(map(vhosts.__getitem__, active)),
@@ -434,8 +442,8 @@ def _worker_samples(workers: Sequence[WorkerRow], processes: ProcessScan,
                                   options.vhost_limit))
     if processes.parent_pid is not None:
         table_pids = set(compress(pids, map(".".__ne__, modes)))
-        add(Sample(BY_NAME["foreign_worker_count"], sum(
-            1 for c in processes.children if c.pid not in table_pids)))
+        add(_new(Sample, (BY_NAME["foreign_worker_count"], sum(
+            1 for c in processes.children if c.pid not in table_pids), ())))
     return out
 
 
@@ -506,9 +514,9 @@ def _vhost_samples(vhosts: Sequence[str], modes: Sequence[str],
     out = []
     for name, (busy, flight, longest) in sorted(labelled):
         label = (("vhost", name),)
-        out.append(Sample(BY_NAME["vhost_busy_workers"], busy, label))
-        out.append(Sample(BY_NAME["vhost_requests_in_flight"], flight, label))
-        out.append(Sample(BY_NAME["vhost_longest_request_seconds"], longest, label))
+        out.append(_new(Sample, (BY_NAME["vhost_busy_workers"], busy, label)))
+        out.append(_new(Sample, (BY_NAME["vhost_requests_in_flight"], flight, label)))
+        out.append(_new(Sample, (BY_NAME["vhost_longest_request_seconds"], longest, label)))
     return out
 
 
@@ -524,14 +532,14 @@ def _derived(auto: AutoPage) -> List[Sample]:
     out = []
     for total, own, children in _CPU_TOTALS:
         if own in auto.values:
-            out.append(Sample(BY_NAME[total],
-                              auto.values[own] + auto.values.get(children, 0)))
+            out.append(_new(Sample, (BY_NAME[total],
+                                     auto.values[own] + auto.values.get(children, 0), ())))
     version = auto.info.get("ServerVersion", "")[:MAX_INFO] or "UNKNOWN"
     mpm = auto.info.get("ServerMPM", "")[:MAX_INFO] or "UNKNOWN"
-    out.append(Sample(BY_NAME["info"], 1, (("mpm", mpm), ("version", version))))
+    out.append(_new(Sample, (BY_NAME["info"], 1, (("mpm", mpm), ("version", version)))))
     number = version_number(version)
     if number is not None:
-        out.append(Sample(BY_NAME["version"], number))
+        out.append(_new(Sample, (BY_NAME["version"], number, ())))
     return out
 
 

@@ -24,6 +24,7 @@ the escaping changes (a control character, a backslash); such a name gets a
 from __future__ import annotations
 
 import math
+from operator import add, is_, le
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits, limit
 from apache_metrics_exporter.vhosts import suffixed, written
@@ -220,11 +221,30 @@ def _order(point: Tuple[str, Tuple[Tuple[str, str], ...]]) -> tuple:
 
 def lines(snapshot: Any) -> List[str]:
     """The line protocol lines of one snapshot."""
+    layout = _LAYOUTS.get(snapshot.url)
+    got = _laid_out(layout, snapshot) if layout is not None else None
+    if got is not None and got is not _FULL:
+        return got
+    samples = snapshot.samples
+    chosen = written(samples, vhost_name, "influx")
+    out = _lines(snapshot, chosen)
+    if got is None and samples and len(chosen) == len(samples) \
+            and all(map(is_, chosen, samples)):
+        # (no name changed: written() handed back the very samples)
+        if len(_LAYOUTS) >= _LAYOUT_MAX:
+            _LAYOUTS.clear()
+        _LAYOUTS[snapshot.url] = _Layout(snapshot.url, chosen)
+    return out
+
+
+def _lines(snapshot: Any, samples: Sequence[Any]) -> List[str]:
+    """lines(), the full way: ``samples`` are the snapshot's as written()
+    hands them back."""
     # (measurement, extra tags) -> {escaped field: rendered value}, in first-seen order
     points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], Dict[str, str]] = {}
     plans, labelled = _PLANS, _LABELLED
 
-    for sample in written(snapshot.samples, vhost_name, "influx"):
+    for sample in samples:
         metric: Metric = sample.metric
         plan = plans.get(metric.name)
         if plan is None or plan[0] is not metric:
@@ -272,12 +292,148 @@ def lines(snapshot: Any) -> List[str]:
             if text is not None:
                 points.setdefault((TELEGRAF_MEASUREMENT, ()), {}).setdefault(
                     _escaped(name), text)
-    when = snapshot.timestamp
-    stamp = f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
+    stamp = _stamp(snapshot.timestamp)
     url = snapshot.url
     return [f"{_prefix(url, measurement, extra)} "
             f"{','.join([f'{k}={v}' for k, v in points[(measurement, extra)].items()])}{stamp}"
             for measurement, extra in sorted(points, key=_order)]
+
+
+def _stamp(when: float) -> str:
+    return f" {int(round(when * 1e9))}" if 0 <= when < _STAMP_LIMIT else ""
+
+
+# What lines() decided for a target's samples from their metrics and labels
+# alone, by target URL: a small server's snapshot has the same metrics with
+# the same labels in the same order every cycle, and only the values change.
+# A layout is used only for samples whose every metric and labels are equal
+# to the ones it was made from (the test the _LABELLED memo's keys pass), and
+# only while every field's value is written as the full way would write it
+# (see _laid_out); anything else - a value out of range or of another type, a
+# field that a later sample of the same key would then give - takes the full
+# way. Bounded: cleared when full.
+_LAYOUTS: Dict[str, _Layout] = {}
+_LAYOUT_MAX = 1024
+_NUMBERS = frozenset((int, float))
+_INTS = frozenset((int,))
+
+
+class _Layout:
+    """The samples' metrics and labels; the samples that make a field, by
+    how their value is written - integer fields whose values are ints,
+    float fields whose values are ints or floats (their indexes and range
+    limits), the rest (index, type, metric) -; the order of the written
+    values in the lines, the lines' escaped field keys with "=" in that
+    order, each line's prefix and field count, the Telegraf point's line
+    (-1: none) and its field keys."""
+
+    __slots__ = ("metrics", "labels", "ints", "ints_low", "ints_high", "floats",
+                 "floats_low", "floats_high", "others", "order", "keys", "heads", "at",
+                 "telegraf_keys")
+
+    def __init__(self, url: str, samples: Sequence[Any]) -> None:
+        """_lines()' decisions that do not depend on the values, made the
+        same way."""
+        plans, labelled = _PLANS, _LABELLED
+        points: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], List[tuple]] = {}
+        for index, sample in enumerate(samples):
+            metric = sample.metric
+            plan = plans.get(metric.name)
+            if plan is None or plan[0] is not metric:
+                plan = _plan(metric)
+            _, spec, measurement, template, field, kind, most, point = plan
+            if measurement is None:
+                continue
+            labels = sample.labels
+            if labels or field is None:
+                try:
+                    shaped = labelled[(spec, labels)]
+                except (KeyError, TypeError):
+                    shaped = remembered(labelled, (spec, labels), labels, _MEMO_TEXT,
+                                        _MEMO_MAX, _labelled, spec, template, labels)
+                if shaped is None:
+                    continue
+                point, field = shaped
+            fields = points.setdefault(point, [])
+            if field not in [f for f, _ in fields]:  # a later sample of a field never shows
+                fields.append((field, (index, kind, most, metric)))
+        lines = sorted(points, key=_order)
+        written = [entry for point in lines for _, entry in points[point]]
+        ints = [e for e in written if e[1] is int]
+        floats = [e for e in written if e[1] is float]
+        others = [e for e in written if e[1] is not int and e[1] is not float]
+        place = {id(e): n for n, e in enumerate(ints + floats + others)}
+        self.metrics = tuple(s.metric for s in samples)
+        self.labels = tuple(s.labels for s in samples)
+        self.ints = [e[0] for e in ints]
+        self.ints_low, self.ints_high = [-e[2] for e in ints], [e[2] for e in ints]
+        self.floats = [e[0] for e in floats]
+        self.floats_low, self.floats_high = [-e[2] for e in floats], [e[2] for e in floats]
+        self.others = [(e[0], e[1], e[3]) for e in others]
+        self.order = [place[id(e)] for e in written]
+        self.keys = [f + "=" for point in lines for f, _ in points[point]]
+        self.heads = [(_prefix(url, measurement, extra), len(points[(measurement, extra)]))
+                      for measurement, extra in lines]
+        telegraf = (TELEGRAF_MEASUREMENT, ())
+        self.at = lines.index(telegraf) if telegraf in points else -1
+        self.telegraf_keys = {f for f, _ in points.get(telegraf, ())}
+
+
+_FULL: List[str] = []  # _laid_out: the layout is the samples', a value is not
+
+
+def _laid_out(layout: _Layout, snapshot: Any) -> Optional[List[str]]:
+    """lines() by the layout of the target's samples; None where it is not
+    theirs, _FULL where a value takes the full way. An int within its field's
+    range is written f"{value}i" in an integer field, a float or an int within
+    range repr(float(value)) in a float field - what _lines() writes for them
+    -, the rest by _field() after fits(); any other value, or one out of
+    range, makes the whole snapshot take the full way."""
+    samples = snapshot.samples
+    if not samples:
+        return None
+    metrics, values, labels = zip(*samples)
+    if metrics != layout.metrics or labels != layout.labels:
+        return None
+    extra = snapshot.auto.telegraf_extra if snapshot.auto is not None else None
+    if extra and layout.at < 0:
+        return _FULL
+    pick = values.__getitem__
+    ints = list(map(pick, layout.ints))
+    floats = list(map(pick, layout.floats))
+    if not (set(map(type, ints)) <= _INTS and set(map(type, floats)) <= _NUMBERS
+            and all(map(le, layout.ints_low, ints)) and all(map(le, ints, layout.ints_high))
+            and all(map(le, layout.floats_low, floats))
+            and all(map(le, floats, layout.floats_high))):
+        return _FULL
+    texts = list(map("{}i".format, ints))
+    texts += map(repr, map(float, floats))
+    for index, kind, metric in layout.others:
+        value = values[index]
+        text = _field(value, kind) if fits(metric, value) else None
+        if text is None:
+            return _FULL
+        texts.append(text)
+    pieces = list(map(add, layout.keys, map(texts.__getitem__, layout.order)))
+    stamp = _stamp(snapshot.timestamp)
+    out = []
+    start = 0
+    for line, (prefix, count) in enumerate(layout.heads):
+        end = start + count
+        fields = ",".join(pieces[start:end])
+        if line == layout.at and extra:
+            more: Dict[str, str] = {}
+            for name, value in extra.items():
+                text = _field(value, float)
+                if text is not None:
+                    key = _escaped(name)
+                    if key not in layout.telegraf_keys:
+                        more.setdefault(key, text)
+            if more:
+                fields += "," + ",".join([f"{k}={v}" for k, v in more.items()])
+        out.append(f"{prefix} {fields}{stamp}")
+        start = end
+    return out
 
 
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None) -> str:
