@@ -53,7 +53,10 @@ def fleet_host(private: bool) -> str:
         return "127.0.0.1"
     proc = subprocess.run(["ip", "addr", "add", f"{FLEET_ADDRESS}/32", "dev", "lo"],
                           capture_output=True, text=True)
-    if proc.returncode != 0 and "File exists" not in proc.stderr:
+    # Added before (the batches of section 6 ask first): iproute2 says "File
+    # exists" or, in Debian 12's, "Address already assigned".
+    if proc.returncode != 0 and not any(
+            said in proc.stderr for said in ("File exists", "already assigned")):
         return "127.0.0.1"
     return FLEET_ADDRESS
 
