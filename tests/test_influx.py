@@ -273,3 +273,28 @@ def plain(text: str) -> str:
     separators as spaces (documented in influx._plain)."""
     return "".join(" " if ord(c) < 32 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" else c
                    for c in text)
+
+
+def test_an_empty_tag_value_joins_the_point_without_it():
+    # Found by the fuzz (test_fuzz's every-format test): accept_queue_length
+    # with listen='' and accept_queue_length_all made two lines of the same
+    # series and time - _prefix leaves an empty tag out - which InfluxDB
+    # takes as one point overwritten. An empty value is no tag: one line.
+    from apache_metrics_exporter.collect.snapshot import Snapshot
+    from tests import validators
+
+    snap = Snapshot(url="http://127.0.0.1:8080/server-status", timestamp=0.0, up=False,
+                    error="", warnings=[], auto=None, workers=None, event_processes=None,
+                    processes=EMPTY_SCAN, samples=[
+                        Sample(BY_NAME["accept_queue_length"], 0, (("listen", ""),)),
+                        Sample(BY_NAME["accept_queue_length_all"], 3, ())])
+    for _ in range(2):  # the full way, then the target's layout
+        out = influx.render([snap])
+        validators.check_influx(out)
+        assert out == "apache_accept_queue,port=8080,server=127.0.0.1 length=0i," \
+                      "length_all=3i 0\n"
+    snap.samples[0] = Sample(BY_NAME["accept_queue_length"], 1, (("listen", "127.0.0.1:80"),))
+    lines = influx.render([snap]).splitlines()
+    assert lines == ["apache_accept_queue,port=8080,server=127.0.0.1 length_all=3i 0",
+                     "apache_accept_queue,listen=127.0.0.1:80,port=8080,server=127.0.0.1 "
+                     "length=1i 0"]

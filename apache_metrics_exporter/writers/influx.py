@@ -187,8 +187,10 @@ def _labelled(spec: str, template: str, labels: Tuple[Tuple[str, str], ...]
     except (KeyError, IndexError):
         return None  # a sample without the labels its name needs
     used = {n for n in named if "{" + n + "}" in spec}
+    # An empty tag value is no tag (_prefix leaves it out): such a sample is
+    # in the point without it, never a second line of the same series.
     extra = tuple(sorted((_escaped(k), _escaped(v)) for k, v in named.items()
-                         if k not in used))
+                         if k not in used and v))
     return (spec.partition(".")[0], extra), _escaped(field)
 
 
