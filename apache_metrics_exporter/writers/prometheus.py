@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from math import isfinite
+from operator import is_, le
 
 from apache_metrics_exporter.catalogue import (
     HISTOGRAM,
@@ -42,12 +43,12 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, Settings, remembered
+from apache_metrics_exporter.writers import MAX_TEXT, Settings, _keepable, remembered
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Set, Tuple
 
     from apache_metrics_exporter.catalogue import Metric
     from apache_metrics_exporter.collect.snapshot import Sample, Snapshot
@@ -191,6 +192,19 @@ def _labelled(how: _Series, labels: Tuple[Tuple[str, str], ...],
     return f"{how.family}{{{','.join(parts)}}}"
 
 
+def _number(value: object, how: _Series) -> Optional[str]:
+    """A sample's value as render() writes it, None where render() leaves
+    the sample out (out of the metric's range, or no number to write)."""
+    vtype = type(value)
+    if vtype is int or vtype is float:
+        most = how.limit
+        if not -most <= value <= most:  # type: ignore[operator]
+            return None
+    elif not fits(how.metric, value):
+        return None
+    return _value(value * how.scale)  # type: ignore[operator]
+
+
 def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
            extra: Sequence[Sample] = ()) -> str:
     """One text-format exposition for every target; ``extra`` samples belong to
@@ -198,62 +212,200 @@ def render(snapshots: Sequence[Snapshot], settings: Optional[Settings] = None,
     base_units = Settings.of(settings).prometheus_naming == "base-units"
     many = len(snapshots) > 1
     families: Dict[str, List[str]] = {}
-    seen = set()
-    # One file, several Apaches: Telegraf's server/port tags tell them apart.
-    groups: List[Tuple[Sequence[Sample], Tuple[str, ...]]] = [
-        (written(s.samples, vhost_name, "prometheus"),
-         tuple(f'{k}="{_label_value(v)}"' for k, v in sorted(target_tags(s.url).items(),
-                                                              reverse=True)) if many else ())
-        for s in snapshots]
-    groups.append((extra, ()))
+    seen: Set[str] = set()
+    for snapshot in snapshots:
+        key = (snapshot.url, base_units, many)
+        layout = _LAYOUTS.get(key)
+        got = _laid_out(layout, snapshot, families, seen) if layout is not None else None
+        if got:
+            continue
+        samples = snapshot.samples
+        chosen = written(samples, vhost_name, "prometheus")
+        # One file, several Apaches: Telegraf's server/port tags tell them apart.
+        target = tuple(f'{k}="{_label_value(v)}"'
+                       for k, v in sorted(target_tags(snapshot.url).items(), reverse=True)
+                       ) if many else ()
+        if got is None and samples and len(chosen) == len(samples) \
+                and all(map(is_, chosen, samples)):
+            # (no name changed: written() handed back the very samples)
+            made = _Layout.of(chosen, target, base_units)
+            if made is not None:
+                if len(_LAYOUTS) >= _LAYOUT_MAX:
+                    _LAYOUTS.clear()
+                _LAYOUTS[key] = made
+        _full(chosen, target, base_units, families, seen)
+    _full(extra, (), base_units, families, seen)
+    return "".join(["\n".join(lines) + "\n" for lines in families.values()])
+
+
+def _full(samples: Sequence[Sample], target: Tuple[str, ...], base_units: bool,
+          families: Dict[str, List[str]], seen: Set[str]) -> None:
+    """One target's samples (or the endpoint's own), the full way, into
+    ``families`` (by TYPE name, its lines) past the series ``seen``."""
     names, kept = _NAMES, _SERIES[base_units]
-    for samples, target in groups:
-        tail = ",".join(target) + "}"
-        for sample in samples:
-            metric = sample.metric
-            how = kept.get(metric.name)
-            if how is None or how.metric is not metric:
-                how = _series(metric, base_units)
-            if how.skip:
+    tail = ",".join(target) + "}"
+    for sample in samples:
+        metric = sample.metric
+        how = kept.get(metric.name)
+        if how is None or how.metric is not metric:
+            how = _series(metric, base_units)
+        if how.skip:
+            continue
+        value = sample.value
+        vtype = type(value)
+        if vtype is int or vtype is float:
+            most = how.limit
+            if not -most <= value <= most:  # catalogue.fits, for a plain number
                 continue
-            value = sample.value
-            vtype = type(value)
-            if vtype is int or vtype is float:
-                most = how.limit
-                if not -most <= value <= most:  # catalogue.fits, for a plain number
-                    continue
-            elif not fits(metric, value):
+        elif not fits(metric, value):
+            continue
+        labels = sample.labels
+        if labels:
+            key = (how, labels, target)
+            try:
+                series = names[key]
+            except (KeyError, TypeError):  # not kept yet, or labels that are no text
+                series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
+                                    _labelled, how, labels, target)
+            if series is None:
+                continue
+        elif target:
+            series = how.lead + tail
+        else:
+            series = how.plain
+        scaled = value * how.scale
+        stype = type(scaled)
+        # _value, without the call for a plain int or float
+        if stype is int and -INT64_MAX <= scaled <= INT64_MAX:
+            number: Optional[str] = str(scaled)
+        elif stype is float and isfinite(scaled):
+            number = str(int(scaled)) if scaled.is_integer() and abs(scaled) < _INT64_END \
+                else repr(scaled)
+        else:
+            number = _value(scaled)
+        if number is None or series in seen:
+            continue
+        seen.add(series)
+        head = how.head
+        lines = families.get(head)
+        if lines is None:
+            lines = families[head] = [how.heading]
+        lines.append(f"{series} {number}")
+
+
+# What render() decided for a target's samples from their metrics, labels and
+# target labels alone, by target URL, naming and whether the render has
+# several targets: a small server's snapshot has the same metrics with the
+# same labels in the same order every cycle, and only the values change. A
+# layout holds each series' text and TYPE name, from the first sample of each
+# series only: it is used only for samples whose every metric and labels are
+# equal to the ones it was made from, and only while every one of those first
+# samples' values is written (in range, a number the format carries) - else
+# a later sample of a series could be the one written, and the target takes
+# the full way. Which families and series other targets (and the endpoint's
+# own samples) already wrote is still checked per render, as the full way
+# does. Bounded: cleared when full.
+_LAYOUTS: Dict[Tuple[str, bool, bool], _Layout] = {}
+_LAYOUT_MAX = 1024
+_INTS = frozenset((int,))
+
+
+class _Layout:
+    """The samples' metrics and labels; the first sample of each series -
+    those with an int value and a scale of int 1 when the layout was made
+    (indexes, range limits within int64), then the rest (index, _Series) -;
+    the series texts with a space, in the order of the samples, and the
+    order of their values in the columns; the TYPE names and HELP/TYPE
+    heads in first-written order with their series' positions."""
+
+    __slots__ = ("metrics", "labels", "ints", "ints_low", "ints_high", "others", "order",
+                 "series", "heads", "headings", "groups")
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample], target: Tuple[str, ...],
+           base_units: bool) -> Optional[_Layout]:
+        """None where a label is no short text (the names memo's rule)."""
+        if not all(_keepable(s.labels, _NAMES_TEXT) for s in samples):
+            return None
+        return cls(samples, target, base_units)
+
+    def __init__(self, samples: Sequence[Sample], target: Tuple[str, ...],
+                 base_units: bool) -> None:
+        tail = ",".join(target) + "}"
+        entries = []  # (index, series, _Series, int column)
+        firsts: Set[str] = set()
+        for index, sample in enumerate(samples):
+            how = _series(sample.metric, base_units)
+            if how.skip:
                 continue
             labels = sample.labels
             if labels:
-                key = (how, labels, target)
-                try:
-                    series = names[key]
-                except (KeyError, TypeError):  # not kept yet, or labels that are no text
-                    series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
-                                        _labelled, how, labels, target)
+                series = _labelled(how, labels, target)
                 if series is None:
                     continue
             elif target:
                 series = how.lead + tail
             else:
                 series = how.plain
-            scaled = value * how.scale
-            stype = type(scaled)
-            # _value, without the call for a plain int or float
-            if stype is int and -INT64_MAX <= scaled <= INT64_MAX:
-                number: Optional[str] = str(scaled)
-            elif stype is float and isfinite(scaled):
-                number = str(int(scaled)) if scaled.is_integer() and abs(scaled) < _INT64_END \
-                    else repr(scaled)
-            else:
-                number = _value(scaled)
-            if number is None or series in seen:
-                continue
-            seen.add(series)
-            head = how.head
-            lines = families.get(head)
-            if lines is None:
-                lines = families[head] = [how.heading]
-            lines.append(f"{series} {number}")
-    return "".join(["\n".join(lines) + "\n" for lines in families.values()])
+            if series in firsts:
+                continue  # never written while the first sample of its series is
+            firsts.add(series)
+            plain = type(sample.value) is int and type(how.scale) is int and how.scale == 1
+            entries.append((index, series, how, plain))
+        ints = [e for e in entries if e[3]]
+        others = [e for e in entries if not e[3]]
+        place = {id(e): n for n, e in enumerate(ints + others)}
+        self.metrics = tuple(s.metric for s in samples)
+        self.labels = tuple(s.labels for s in samples)
+        self.ints = [e[0] for e in ints]
+        self.ints_low = [-min(e[2].limit, INT64_MAX) for e in ints]
+        self.ints_high = [min(e[2].limit, INT64_MAX) for e in ints]
+        self.others = [(e[0], e[2]) for e in others]
+        self.order = [place[id(e)] for e in entries]
+        self.series = [e[1] for e in entries]
+        groups: Dict[str, Tuple[str, List[int]]] = {}
+        for n, e in enumerate(entries):
+            groups.setdefault(e[2].head, (e[2].heading, []))[1].append(n)
+        self.groups = [(head, heading, positions)
+                       for head, (heading, positions) in groups.items()]
+        self.heads = [e[2].head for e in entries]
+        self.headings = [e[2].heading for e in entries]
+
+
+def _laid_out(layout: _Layout, snapshot: Snapshot, families: Dict[str, List[str]],
+              seen: Set[str]) -> Optional[bool]:
+    """render() of one target by the layout of its samples, into ``families``
+    past ``seen``: True when done; None where the layout is not theirs,
+    False where a value takes the full way (nothing written then)."""
+    samples = snapshot.samples
+    if not samples:
+        return None
+    metrics, values, labels = zip(*samples)
+    if metrics != layout.metrics or labels != layout.labels:
+        return None
+    ints = list(map(values.__getitem__, layout.ints))
+    if not (set(map(type, ints)) <= _INTS and all(map(le, layout.ints_low, ints))
+            and all(map(le, ints, layout.ints_high))):
+        return False
+    texts = list(map(str, ints))
+    for index, how in layout.others:
+        number = _number(values[index], how)
+        if number is None:
+            return False
+        texts.append(number)
+    pieces = list(map(" ".join, zip(layout.series, map(texts.__getitem__, layout.order))))
+    if not seen:  # the first target: every series and family is new
+        seen.update(layout.series)
+        for head, heading, positions in layout.groups:
+            families[head] = [heading, *map(pieces.__getitem__, positions)]
+        return True
+    for series, head, heading, piece in zip(layout.series, layout.heads, layout.headings,
+                                            pieces):
+        if series in seen:
+            continue
+        seen.add(series)
+        lines = families.get(head)
+        if lines is None:
+            lines = families[head] = [heading]
+        lines.append(piece)
+    return True
