@@ -71,6 +71,18 @@ def remembered(memo: Dict[Any, Any], key: Any, labels: Any, limit: int, most: in
     return found
 
 
+def laid_values(layout: Any, samples: Sequence[Any]) -> Optional[tuple]:
+    """The samples' values when their metrics and labels are equal to those a
+    writer's per-target layout was made from (``layout.metrics``,
+    ``layout.labels``), else None: a layout is never used for other samples."""
+    if not samples:
+        return None
+    metrics, values, labels = zip(*samples)
+    if metrics != layout.metrics or labels != layout.labels:
+        return None
+    return values
+
+
 def _keepable(labels: Any, limit: int) -> bool:
     """Whether a sample's labels may key a writer's memo of rendered text:
     all text (1 and True are equal keys, but not the same label value) and

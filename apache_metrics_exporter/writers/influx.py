@@ -28,7 +28,7 @@ from operator import add, is_, le
 
 from apache_metrics_exporter.catalogue import INT64_MAX, Metric, fits, limit
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, remembered
+from apache_metrics_exporter.writers import MAX_TEXT, laid_values, remembered
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs 3 ms
@@ -391,11 +391,8 @@ def _laid_out(layout: _Layout, snapshot: Any) -> Optional[List[str]]:
     range repr(float(value)) in a float field - what _lines() writes for them
     -, the rest by _field() after fits(); any other value, or one out of
     range, makes the whole snapshot take the full way."""
-    samples = snapshot.samples
-    if not samples:
-        return None
-    metrics, values, labels = zip(*samples)
-    if metrics != layout.metrics or labels != layout.labels:
+    values = laid_values(layout, snapshot.samples)
+    if values is None:
         return None
     extra = snapshot.auto.telegraf_extra if snapshot.auto is not None else None
     if extra and layout.at < 0:

@@ -43,7 +43,13 @@ from apache_metrics_exporter.catalogue import (
 )
 from apache_metrics_exporter.units import visible
 from apache_metrics_exporter.vhosts import suffixed, written
-from apache_metrics_exporter.writers import MAX_TEXT, Settings, _keepable, remembered
+from apache_metrics_exporter.writers import (
+    MAX_TEXT,
+    Settings,
+    _keepable,
+    laid_values,
+    remembered,
+)
 from apache_metrics_exporter.writers.influx import target_tags
 
 TYPE_CHECKING = False
@@ -192,6 +198,20 @@ def _labelled(how: _Series, labels: Tuple[Tuple[str, str], ...],
     return f"{how.family}{{{','.join(parts)}}}"
 
 
+def _series_text(how: _Series, labels: Tuple[Tuple[str, str], ...], target: Tuple[str, ...],
+                 tail: str, names: Dict[tuple, Optional[str]]) -> Optional[str]:
+    """A sample's series (family and labels) as written, through the names
+    memo; None where its labels fill no series (the sample is left out)."""
+    if labels:
+        key = (how, labels, target)
+        try:
+            return names[key]
+        except (KeyError, TypeError):  # not kept yet, or labels that are no text
+            return remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
+                              _labelled, how, labels, target)
+    return how.lead + tail if target else how.plain
+
+
 def _number(value: object, how: _Series) -> Optional[str]:
     """A sample's value as render() writes it, None where render() leaves
     the sample out (out of the metric's range, or no number to write)."""
@@ -259,20 +279,9 @@ def _full(samples: Sequence[Sample], target: Tuple[str, ...], base_units: bool,
                 continue
         elif not fits(metric, value):
             continue
-        labels = sample.labels
-        if labels:
-            key = (how, labels, target)
-            try:
-                series = names[key]
-            except (KeyError, TypeError):  # not kept yet, or labels that are no text
-                series = remembered(names, key, labels, _NAMES_TEXT, _NAMES_MAX,
-                                    _labelled, how, labels, target)
-            if series is None:
-                continue
-        elif target:
-            series = how.lead + tail
-        else:
-            series = how.plain
+        series = _series_text(how, sample.labels, target, tail, names)
+        if series is None:
+            continue
         scaled = value * how.scale
         stype = type(scaled)
         # _value, without the call for a plain int or float
@@ -338,15 +347,9 @@ class _Layout:
             how = _series(sample.metric, base_units)
             if how.skip:
                 continue
-            labels = sample.labels
-            if labels:
-                series = _labelled(how, labels, target)
-                if series is None:
-                    continue
-            elif target:
-                series = how.lead + tail
-            else:
-                series = how.plain
+            series = _series_text(how, sample.labels, target, tail, _NAMES)
+            if series is None:
+                continue
             if series in firsts:
                 continue  # never written while the first sample of its series is
             firsts.add(series)
@@ -377,11 +380,8 @@ def _laid_out(layout: _Layout, snapshot: Snapshot, families: Dict[str, List[str]
     """render() of one target by the layout of its samples, into ``families``
     past ``seen``: True when done; None where the layout is not theirs,
     False where a value takes the full way (nothing written then)."""
-    samples = snapshot.samples
-    if not samples:
-        return None
-    metrics, values, labels = zip(*samples)
-    if metrics != layout.metrics or labels != layout.labels:
+    values = laid_values(layout, snapshot.samples)
+    if values is None:
         return None
     ints = list(map(values.__getitem__, layout.ints))
     if not (set(map(type, ints)) <= _INTS and all(map(le, layout.ints_low, ints))
