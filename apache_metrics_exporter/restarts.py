@@ -403,14 +403,20 @@ def _previous(entry: Dict[str, Any], now: Dict[str, Any],
 
 
 def advance(state: Dict[str, Any], url: str, reading: Dict[str, Any], now: Dict[str, Any],
-            remembered: Optional[Dict[str, Any]] = None
+            remembered: Optional[Dict[str, Any]] = None, known: Optional[Dict[str, Any]] = None
             ) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
     """update(), with the previous reading a loop ``remembered`` (used when it
     is newer than the stored one); also returns what the interval figures
     compare with: the previous reading, or None (none, one newer than this
-    one, or a hard restart in between)."""
+    one, or a hard restart in between). ``known``: the previous reading the
+    caller has just found (_held: older than this one, no restart between),
+    not looked up and compared again."""
     targets = state["targets"]
     entry = targets.get(url) or {kind: 0 for kind in KINDS}
+    if known is not None:
+        entry["reading"] = reading
+        targets[url] = entry
+        return entry, known
     before = _previous(entry, now, remembered)
     compared = None
     if before is not None and not newer(before, reading):
@@ -546,16 +552,12 @@ def _held(readings: Sequence[Tuple[Any, Optional[Dict[str, Any]]]], memory: Memo
     done = set()
     for snap, reading, before in compared:
         url = snap.url
-        if url in done:  # a second snapshot of one URL compares with the first's
-            entry, before = advance(state, url, reading, now, memory.readings.get(url))
-        else:
-            # advance() as it would go: the entry, the memory and the clock
-            # are the ones just compared with (only this URL's entry and
-            # memory change in this loop), the reading newer, no restart.
-            entry = targets.get(url) or {kind: 0 for kind in KINDS}
-            entry["reading"] = reading
-            targets[url] = entry
-            done.add(url)
+        # What the check found stands for the first snapshot of a URL (only
+        # this URL's entry and memory change in this loop); a second one of
+        # the same URL compares with the first's reading.
+        entry, before = advance(state, url, reading, now, memory.readings.get(url),
+                                known=None if url in done else before)
+        done.add(url)
         _derive(snap, before, reading, vhost_limit)
         memory.remember(url, entry["reading"])
         counted.append((snap, {kind: entry.get(kind, 0) for kind in KINDS}))
